@@ -1,0 +1,406 @@
+"""The registry of primitive ops: what each op *is* (arity, attributes, type rule, fusion class).
+
+What an op *does* lives elsewhere, keyed by the op's name: reference kernels in
+kernels/reference, VJP rules in passes/autodiff, code generators in kernels/cpu and kernels/cuda.
+A coverage test walks ``REGISTRY`` and names every table an op is missing from.
+
+Fusion classes, in the spirit of TVM's op patterns:
+  pointwise  elementwise on one input (output index = input index)
+  broadcast  elementwise over several inputs with NumPy broadcasting (and broadcast_to)
+  reduction  reduces some axes
+  injective  data movement where each output element reads one input element
+  opaque     anything else (matmul, gather, im2col, ...): never fused into, may take epilogues
+  source     nullary ops (const, rng) that a fused kernel can compute inline
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .errors import GraphcError
+from .types import FLOAT_DTYPES, INT_DTYPES, TensorType
+
+TypeRule = Callable[[list[TensorType], dict], list[TensorType]]
+
+FUSION_CLASSES = ("pointwise", "broadcast", "reduction", "injective", "opaque", "source")
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One primitive op: its name, arity (None = variadic), attributes with defaults, rule."""
+
+    name: str
+    arity: int | None
+    fusion: str
+    rule: TypeRule
+    attrs: dict = field(default_factory=dict)  # attribute name -> default (REQUIRED if none)
+    n_outputs: int = 1
+
+
+REQUIRED = object()
+REGISTRY: dict[str, OpDef] = {}
+
+
+def _register(
+    name: str, arity: int | None, fusion: str, rule: TypeRule, attrs: dict | None = None
+) -> None:
+    assert fusion in FUSION_CLASSES, fusion
+    REGISTRY[name] = OpDef(name, arity, fusion, rule, dict(attrs or {}))
+
+
+def get_op(name: str) -> OpDef:
+    """The registry entry of an op, or an error naming the unknown op."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise GraphcError(f"unknown primitive op {name!r}") from None
+
+
+def normalize_attrs(op: str, attrs: dict | None) -> dict:
+    """Fill in default attributes, reject unknown or missing ones, turn lists into tuples."""
+    opdef = get_op(op)
+    attrs = dict(attrs or {})
+    unknown = set(attrs) - set(opdef.attrs)
+    if unknown:
+        raise GraphcError(f"{op}: unknown attribute(s) {sorted(unknown)}")
+    out = {}
+    for key, default in opdef.attrs.items():
+        if key in attrs:
+            out[key] = _freeze(attrs[key])
+        elif default is REQUIRED:
+            raise GraphcError(f"{op}: missing required attribute {key!r}")
+        else:
+            out[key] = default
+    return out
+
+
+def _freeze(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value
+
+
+def infer_types(op: str, inputs: Sequence[TensorType], attrs: dict) -> list[TensorType]:
+    """Apply an op's type rule; raises GraphcError naming the op and the operand types."""
+    opdef = get_op(op)
+    if opdef.arity is not None and len(inputs) != opdef.arity:
+        raise GraphcError(f"{op} takes {opdef.arity} operand(s), got {len(inputs)}")
+    try:
+        return opdef.rule(list(inputs), attrs)
+    except _RuleError as err:
+        shapes = ", ".join(str(t) for t in inputs)
+        raise GraphcError(f"{op}: {err} (operands: {shapes})") from None
+
+
+class _RuleError(Exception):
+    pass
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise _RuleError(message)
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """NumPy's broadcasting of shapes; raises GraphcError when they do not broadcast."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(rank):
+        dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            raise GraphcError(
+                f"shapes {' and '.join(str(tuple(s)) for s in shapes)} do not broadcast"
+            )
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def _same_dtype(inputs: list[TensorType]) -> str:
+    dtypes = {t.dtype for t in inputs}
+    _check(len(dtypes) == 1, f"dtypes differ: {', '.join(t.dtype for t in inputs)}")
+    return inputs[0].dtype
+
+
+def _bcast(inputs: list[TensorType]) -> tuple[int, ...]:
+    try:
+        return broadcast_shapes(*(t.shape for t in inputs))
+    except GraphcError as err:
+        raise _RuleError(str(err)) from None
+
+
+# ---------------------------------------------------------------- pointwise
+def _unary_float(inputs, attrs):
+    (x,) = inputs
+    _check(x.dtype in FLOAT_DTYPES, f"needs a float operand, got {x.dtype}")
+    return [x]
+
+
+def _unary_numeric(inputs, attrs):
+    (x,) = inputs
+    _check(x.dtype != "bool", "needs a numeric operand, got bool")
+    return [x]
+
+
+def _cast(inputs, attrs):
+    return [TensorType(inputs[0].shape, attrs["dtype"])]
+
+
+UNARY_FLOAT = ("exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sin", "cos", "reciprocal")
+UNARY_NUMERIC = ("neg", "abs", "sign")
+for _name in UNARY_FLOAT:
+    _register(_name, 1, "pointwise", _unary_float)
+for _name in UNARY_NUMERIC:
+    _register(_name, 1, "pointwise", _unary_numeric)
+_register("cast", 1, "pointwise", _cast, {"dtype": REQUIRED})
+
+
+# ---------------------------------------------------------------- broadcast
+def _arith(inputs, attrs):
+    dtype = _same_dtype(inputs)
+    _check(dtype != "bool", "arithmetic on bool; cast first")
+    return [TensorType(_bcast(inputs), dtype)]
+
+
+def _float_binary(inputs, attrs):
+    dtype = _same_dtype(inputs)
+    _check(dtype in FLOAT_DTYPES, f"needs float operands, got {dtype}")
+    return [TensorType(_bcast(inputs), dtype)]
+
+
+def _compare(inputs, attrs):
+    _same_dtype(inputs)
+    return [TensorType(_bcast(inputs), "bool")]
+
+
+def _where(inputs, attrs):
+    cond, a, b = inputs
+    _check(cond.dtype == "bool", f"condition must be bool, got {cond.dtype}")
+    dtype = _same_dtype([a, b])
+    return [TensorType(_bcast(inputs), dtype)]
+
+
+def _broadcast_to(inputs, attrs):
+    (x,) = inputs
+    shape = tuple(attrs["shape"])
+    try:
+        out = broadcast_shapes(x.shape, shape)
+    except GraphcError as err:
+        raise _RuleError(str(err)) from None
+    _check(out == shape, f"cannot broadcast {x.shape} to {shape}")
+    return [TensorType(shape, x.dtype)]
+
+
+ARITH_BINARY = ("add", "sub", "mul", "maximum", "minimum")
+FLOAT_BINARY = ("div", "pow")
+COMPARE_BINARY = ("lt", "le", "eq", "ne", "gt", "ge")
+for _name in ARITH_BINARY:
+    _register(_name, 2, "broadcast", _arith)
+for _name in FLOAT_BINARY:
+    _register(_name, 2, "broadcast", _float_binary)
+for _name in COMPARE_BINARY:
+    _register(_name, 2, "broadcast", _compare)
+_register("where", 3, "broadcast", _where)
+_register("broadcast_to", 1, "broadcast", _broadcast_to, {"shape": REQUIRED})
+
+
+# ---------------------------------------------------------------- reductions
+def _check_axes(rank: int, axes) -> tuple[int, ...]:
+    axes = tuple(axes)
+    _check(all(0 <= a < rank for a in axes), f"axes {axes} out of range for rank {rank}")
+    _check(len(set(axes)) == len(axes), f"repeated axis in {axes}")
+    return axes
+
+
+def _reduce(inputs, attrs):
+    (x,) = inputs
+    axes = _check_axes(x.rank, attrs["axes"])
+    shape = tuple(
+        (1 if attrs["keepdims"] else None) if i in axes else d for i, d in enumerate(x.shape)
+    )
+    return [TensorType(tuple(d for d in shape if d is not None), x.dtype)]
+
+
+def _argmax(inputs, attrs):
+    (x,) = inputs
+    (axis,) = _check_axes(x.rank, (attrs["axis"],))
+    _check(x.shape[axis] > 0, "argmax of an empty axis")
+    shape = list(x.shape)
+    if attrs["keepdims"]:
+        shape[axis] = 1
+    else:
+        del shape[axis]
+    return [TensorType(tuple(shape), "i64")]
+
+
+for _name in ("sum", "max", "min"):
+    _register(_name, 1, "reduction", _reduce, {"axes": REQUIRED, "keepdims": False})
+_register("argmax", 1, "opaque", _argmax, {"axis": REQUIRED, "keepdims": False})
+
+
+# ---------------------------------------------------------------- matmul
+def _matmul(inputs, attrs):
+    a, b = inputs
+    dtype = _same_dtype(inputs)
+    _check(dtype != "bool", "matmul of bool")
+    _check(a.rank >= 2 and b.rank >= 2, "matmul operands need rank >= 2 (reshape vectors first)")
+    _check(
+        a.shape[-1] == b.shape[-2],
+        f"inner dimensions differ: {a.shape[-1]} (left) vs {b.shape[-2]} (right)",
+    )
+    try:
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except GraphcError as err:
+        raise _RuleError(f"batch dimensions: {err}") from None
+    return [TensorType((*batch, a.shape[-2], b.shape[-1]), dtype)]
+
+
+_register("matmul", 2, "opaque", _matmul)
+
+
+# ---------------------------------------------------------------- movement
+def _reshape(inputs, attrs):
+    (x,) = inputs
+    out = TensorType(tuple(attrs["shape"]), x.dtype)
+    _check(out.numel == x.numel, f"cannot reshape {x.shape} ({x.numel} elements) to {out.shape}")
+    return [out]
+
+
+def _transpose(inputs, attrs):
+    (x,) = inputs
+    perm = tuple(attrs["perm"])
+    _check(sorted(perm) == list(range(x.rank)), f"perm {perm} is not a permutation of rank {x.rank}")
+    return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
+
+
+def _slice(inputs, attrs):
+    (x,) = inputs
+    starts, stops, steps = attrs["starts"], attrs["stops"], attrs["steps"]
+    _check(
+        len(starts) == len(stops) == len(steps) == x.rank,
+        f"starts/stops/steps need one entry per axis ({x.rank})",
+    )
+    shape = []
+    for d, (start, stop, step) in enumerate(zip(starts, stops, steps)):
+        _check(step > 0, f"step must be positive on axis {d}, got {step}")
+        _check(0 <= start <= stop <= x.shape[d], f"bad range {start}:{stop} on axis {d}")
+        shape.append(len(range(start, stop, step)))
+    return [TensorType(tuple(shape), x.dtype)]
+
+
+def _pad(inputs, attrs):
+    (x,) = inputs
+    pads = attrs["pads"]
+    _check(len(pads) == x.rank, f"pads need one (low, high) pair per axis ({x.rank})")
+    _check(all(lo >= 0 and hi >= 0 for lo, hi in pads), "pads must be non-negative")
+    return [TensorType(tuple(d + lo + hi for d, (lo, hi) in zip(x.shape, pads)), x.dtype)]
+
+
+def _concat(inputs, attrs):
+    _check(len(inputs) >= 1, "concat needs at least one operand")
+    dtype = _same_dtype(inputs)
+    axis = attrs["axis"]
+    first = inputs[0]
+    _check(0 <= axis < first.rank, f"axis {axis} out of range for rank {first.rank}")
+    for t in inputs:
+        _check(t.rank == first.rank, "operands differ in rank")
+        same = all(t.shape[i] == first.shape[i] for i in range(t.rank) if i != axis)
+        _check(same, f"shapes differ off the concat axis {axis}")
+    shape = list(first.shape)
+    shape[axis] = sum(t.shape[axis] for t in inputs)
+    return [TensorType(tuple(shape), dtype)]
+
+
+_register("reshape", 1, "injective", _reshape, {"shape": REQUIRED})
+_register("transpose", 1, "injective", _transpose, {"perm": REQUIRED})
+_register("slice", 1, "injective", _slice, {"starts": REQUIRED, "stops": REQUIRED, "steps": REQUIRED})
+_register("pad", 1, "injective", _pad, {"pads": REQUIRED, "value": 0.0})
+_register("concat", None, "injective", _concat, {"axis": REQUIRED})
+
+
+# ---------------------------------------------------------------- indexing
+def _gather(inputs, attrs):
+    x, idx = inputs
+    axis = attrs["axis"]
+    _check(0 <= axis < x.rank, f"axis {axis} out of range for rank {x.rank}")
+    _check(idx.dtype in INT_DTYPES, f"indices must be integers, got {idx.dtype}")
+    return [TensorType((*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]), x.dtype)]
+
+
+def _scatter_add(inputs, attrs):
+    idx, updates = inputs
+    axis, shape = attrs["axis"], tuple(attrs["shape"])
+    _check(idx.dtype in INT_DTYPES, f"indices must be integers, got {idx.dtype}")
+    _check(0 <= axis < len(shape), f"axis {axis} out of range for shape {shape}")
+    expect = (*shape[:axis], *idx.shape, *shape[axis + 1 :])
+    _check(updates.shape == expect, f"updates must have shape {expect}, got {updates.shape}")
+    return [TensorType(shape, updates.dtype)]
+
+
+_register("gather", 2, "opaque", _gather, {"axis": REQUIRED})
+_register("scatter_add", 2, "opaque", _scatter_add, {"axis": REQUIRED, "shape": REQUIRED})
+
+
+# ---------------------------------------------------------------- image
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution/pooling window along one axis (PyTorch's formula)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _window(attrs, h, w):
+    (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
+    (ph, pw), (dh, dw) = attrs["padding"], attrs["dilation"]
+    oh = conv_output_size(h, kh, sh, ph, dh)
+    ow = conv_output_size(w, kw, sw, pw, dw)
+    _check(oh > 0 and ow > 0, f"window {kh}x{kw} does not fit input {h}x{w}")
+    return kh, kw, oh, ow
+
+
+def _im2col(inputs, attrs):
+    (x,) = inputs
+    _check(x.rank == 4, f"im2col needs NCHW input, got rank {x.rank}")
+    n, c, h, w = x.shape
+    kh, kw, oh, ow = _window(attrs, h, w)
+    return [TensorType((n, c * kh * kw, oh * ow), x.dtype)]
+
+
+def _col2im(inputs, attrs):
+    (cols,) = inputs
+    n, c, h, w = attrs["image_shape"]
+    kh, kw, oh, ow = _window(attrs, h, w)
+    expect = (n, c * kh * kw, oh * ow)
+    _check(cols.shape == expect, f"columns must have shape {expect}, got {cols.shape}")
+    return [TensorType((n, c, h, w), cols.dtype)]
+
+
+_WINDOW = {"kernel": REQUIRED, "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+_register("im2col", 1, "opaque", _im2col, dict(_WINDOW))
+_register("col2im", 1, "opaque", _col2im, {**_WINDOW, "image_shape": REQUIRED})
+
+
+# ---------------------------------------------------------------- sources
+def _const(inputs, attrs):
+    return [TensorType((), attrs["dtype"])]
+
+
+def _rng_uniform(inputs, attrs):
+    (offset,) = inputs
+    _check(offset.shape == () and offset.dtype == "i64", f"offset must be i64[], got {offset}")
+    return [TensorType(tuple(attrs["shape"]), attrs["dtype"])]
+
+
+_register("const", 0, "source", _const, {"value": REQUIRED, "dtype": "f32"})
+# Counter-based uniform [0, 1): element i is a hash of (seed, offset, i), so every backend draws
+# the same numbers and a step counter as offset gives fresh randomness each step.
+_register("rng_uniform", 1, "opaque", _rng_uniform, {"shape": REQUIRED, "seed": 0, "dtype": "f32"})
+
+
+def _fused(inputs, attrs):
+    raise _RuleError("fused nodes take their types from their body; use Graph.add_fused")
+
+
+# A fused node holds a sub-graph (Node.subgraph) of the ops above; passes.fusion makes them.
+_register("fused", None, "opaque", _fused)

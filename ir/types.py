@@ -1,0 +1,89 @@
+"""Tensor types: a shape and one of graphc's dtypes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import GraphcError
+
+# graphc dtype name -> NumPy dtype. The names are what the text form prints.
+DTYPES: dict[str, np.dtype] = {
+    "f32": np.dtype(np.float32),
+    "f64": np.dtype(np.float64),
+    "i32": np.dtype(np.int32),
+    "i64": np.dtype(np.int64),
+    "bool": np.dtype(np.bool_),
+}
+_FROM_NUMPY = {v: k for k, v in DTYPES.items()}
+FLOAT_DTYPES = ("f32", "f64")
+INT_DTYPES = ("i32", "i64")
+
+
+def to_numpy_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype of a graphc dtype name."""
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise GraphcError(f"unknown dtype {dtype!r}; graphc knows {sorted(DTYPES)}") from None
+
+
+def from_numpy_dtype(dtype: np.dtype | type) -> str:
+    """The graphc dtype name of a NumPy dtype."""
+    key = np.dtype(dtype)
+    try:
+        return _FROM_NUMPY[key]
+    except KeyError:
+        raise GraphcError(
+            f"NumPy dtype {key} is not supported; use one of "
+            f"{', '.join(str(d) for d in DTYPES.values())}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The static type of a value: a shape of non-negative ints and a dtype name."""
+
+    shape: tuple[int, ...]
+    dtype: str = "f32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if any(d < 0 for d in self.shape):
+            raise GraphcError(f"negative dimension in shape {self.shape}")
+        to_numpy_dtype(self.dtype)
+
+    @property
+    def rank(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return to_numpy_dtype(self.dtype).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of a dense buffer holding this type."""
+        return self.numel * self.itemsize
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        """The NumPy dtype."""
+        return to_numpy_dtype(self.dtype)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+    @staticmethod
+    def of(array: np.ndarray) -> TensorType:
+        """The type of a NumPy array."""
+        array = np.asarray(array)
+        return TensorType(array.shape, from_numpy_dtype(array.dtype))

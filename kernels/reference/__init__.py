@@ -1,0 +1,254 @@
+"""NumPy reference kernels: one function per primitive, the semantic oracle for every test.
+
+Each kernel takes the input arrays and the node's attributes and returns a list of outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.special
+
+from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
+from graphc.ir.ops import conv_output_size
+
+Kernel = Callable[[list[np.ndarray], dict], list[np.ndarray]]
+KERNELS: dict[str, Kernel] = {}
+
+
+def _unary(fn):
+    return lambda xs, attrs: [np.asarray(fn(xs[0])).astype(xs[0].dtype, copy=False)]
+
+
+def _binary(fn):
+    return lambda xs, attrs: [np.asarray(fn(xs[0], xs[1]))]
+
+
+_UNARY = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "log": np.log,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda x: 1 / np.sqrt(x),
+    "tanh": np.tanh,
+    "erf": scipy.special.erf,
+    "abs": np.abs,
+    "sign": np.sign,
+    "sin": np.sin,
+    "cos": np.cos,
+    "reciprocal": lambda x: 1 / x,
+}
+_BINARY = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "pow": np.power,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "lt": np.less,
+    "le": np.less_equal,
+    "eq": np.equal,
+    "ne": np.not_equal,
+    "gt": np.greater,
+    "ge": np.greater_equal,
+}
+for _name, _fn in _UNARY.items():
+    KERNELS[_name] = _unary(_fn)
+for _name, _fn in _BINARY.items():
+    KERNELS[_name] = _binary(_fn)
+
+
+def _register(name: str):
+    def wrap(fn: Kernel) -> Kernel:
+        KERNELS[name] = fn
+        return fn
+
+    return wrap
+
+
+@_register("cast")
+def _cast(xs, attrs):
+    return [xs[0].astype(to_numpy_dtype(attrs["dtype"]))]
+
+
+@_register("where")
+def _where(xs, attrs):
+    return [np.where(xs[0], xs[1], xs[2])]
+
+
+@_register("broadcast_to")
+def _broadcast_to(xs, attrs):
+    return [np.broadcast_to(xs[0], attrs["shape"]).copy()]
+
+
+def _reduction(fn):
+    def run(xs, attrs):
+        x = xs[0]
+        out = fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"])
+        return [np.asarray(out).astype(x.dtype, copy=False)]
+
+    return run
+
+
+KERNELS["sum"] = _reduction(np.sum)
+KERNELS["max"] = _reduction(np.max)
+KERNELS["min"] = _reduction(np.min)
+
+
+@_register("argmax")
+def _argmax(xs, attrs):
+    return [np.argmax(xs[0], axis=attrs["axis"], keepdims=attrs["keepdims"]).astype(np.int64)]
+
+
+@_register("matmul")
+def _matmul(xs, attrs):
+    return [np.matmul(xs[0], xs[1])]
+
+
+@_register("reshape")
+def _reshape(xs, attrs):
+    return [xs[0].reshape(attrs["shape"])]
+
+
+@_register("transpose")
+def _transpose(xs, attrs):
+    return [np.ascontiguousarray(np.transpose(xs[0], attrs["perm"]))]
+
+
+@_register("slice")
+def _slice(xs, attrs):
+    index = tuple(slice(a, b, c) for a, b, c in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
+    return [np.ascontiguousarray(xs[0][index])]
+
+
+@_register("pad")
+def _pad(xs, attrs):
+    return [np.pad(xs[0], attrs["pads"], constant_values=attrs["value"])]
+
+
+@_register("concat")
+def _concat(xs, attrs):
+    return [np.concatenate(xs, axis=attrs["axis"])]
+
+
+@_register("gather")
+def _gather(xs, attrs):
+    x, idx = xs
+    size = x.shape[attrs["axis"]]
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise GraphcError(f"gather: index out of range [0, {size}) on axis {attrs['axis']}")
+    return [np.take(x, idx, axis=attrs["axis"])]
+
+
+@_register("scatter_add")
+def _scatter_add(xs, attrs):
+    idx, updates = xs
+    out = np.zeros(attrs["shape"], dtype=updates.dtype)
+    np.add.at(out, (slice(None),) * attrs["axis"] + (idx,), updates)
+    return [out]
+
+
+def _window(attrs, h, w):
+    (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
+    (ph, pw), (dh, dw) = attrs["padding"], attrs["dilation"]
+    oh = conv_output_size(h, kh, sh, ph, dh)
+    ow = conv_output_size(w, kw, sw, pw, dw)
+    return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
+
+
+@_register("im2col")
+def _im2col(xs, attrs):
+    x = xs[0]
+    n, c, h, w = x.shape
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = _window(attrs, h, w)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw]
+    return [cols.reshape(n, c * kh * kw, oh * ow)]
+
+
+@_register("col2im")
+def _col2im(xs, attrs):
+    n, c, h, w = attrs["image_shape"]
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = _window(attrs, h, w)
+    cols = xs[0].reshape(n, c, kh, kw, oh, ow)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=xs[0].dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[:, :, i, j]
+    return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])]
+
+
+@_register("const")
+def _const(xs, attrs):
+    return [np.array(attrs["value"], dtype=to_numpy_dtype(attrs["dtype"]))]
+
+
+def hash32(x: np.ndarray) -> np.ndarray:
+    """A 32-bit integer mixing function (lowbias32); CPU and CUDA kernels use the same steps."""
+    x = np.asarray(x, dtype=np.uint32)
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def rng_key(seed: int, offset: int) -> np.uint32:
+    """The per-call key of rng_uniform: a hash of the seed and the (step) offset."""
+    lo, hi = np.uint32(offset & 0xFFFFFFFF), np.uint32((offset >> 32) & 0xFFFFFFFF)
+    return hash32(np.uint32(seed & 0xFFFFFFFF) ^ hash32(lo ^ hash32(hi)))
+
+
+@_register("rng_uniform")
+def _rng_uniform(xs, attrs):
+    key = rng_key(attrs["seed"], int(xs[0]))
+    count = int(np.prod(attrs["shape"], dtype=np.int64))
+    bits = hash32(np.arange(count, dtype=np.uint32) ^ key)
+    # The top 24 bits make a float32-exact value in [0, 1).
+    u = (bits >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
+    return [u.astype(to_numpy_dtype(attrs["dtype"])).reshape(attrs["shape"])]
+
+
+
+def run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Run one node on NumPy arrays with the reference kernels (fused nodes run their body)."""
+    if node.op == "fused":
+        feeds = {v.name: a for v, a in zip(node.subgraph.data_inputs, args)}
+        return execute(node.subgraph, feeds)
+    try:
+        kernel = KERNELS[node.op]
+    except KeyError:
+        raise GraphcError(f"no reference kernel for op {node.op!r}") from None
+    with np.errstate(all="ignore"):
+        outs = kernel(args, node.attrs)
+    return [
+        np.ascontiguousarray(o, dtype=v.type.np_dtype).reshape(v.shape)
+        for o, v in zip(outs, node.outputs)
+    ]
+
+
+def execute(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Evaluate ``graph``: data inputs from ``feeds``, other inputs from feeds or initializers."""
+    env: dict[str, np.ndarray] = {}
+    for v in graph.inputs:
+        if v.name in feeds:
+            arr = np.asarray(feeds[v.name])
+        elif v.name in graph.initializers:
+            arr = graph.initializers[v.name]
+        else:
+            raise GraphcError(f"graph {graph.name}: no value for input %{v.name}")
+        if arr.shape != v.shape or arr.dtype != v.type.np_dtype:
+            raise GraphcError(
+                f"graph {graph.name}: input %{v.name} expects {v.type}, "
+                f"got {arr.dtype}{list(arr.shape)}"
+            )
+        env[v.name] = arr
+    for node in graph.nodes:
+        for v, arr in zip(node.outputs, run_node(node, [env[i.name] for i in node.inputs])):
+            env[v.name] = arr
+    return [env[v.name] for v in graph.outputs]
