@@ -3,6 +3,7 @@
 from .dot import graph_to_dot
 from .errors import GraphcError
 from .graph import INPUT_KINDS, Graph, Node, Value
+from .memory import Buffer, MemoryPlan
 from .ops import REGISTRY, OpDef, broadcast_shapes, get_op, infer_types
 from .parser import parse_graph, parse_type
 from .printer import print_graph
@@ -14,7 +15,9 @@ __all__ = [
     "DTYPES",
     "INPUT_KINDS",
     "REGISTRY",
+    "Buffer",
     "Graph",
+    "MemoryPlan",
     "GraphcError",
     "Node",
     "OpDef",

@@ -155,9 +155,7 @@ class Graph:
         self.nodes.append(node)
         return node
 
-    def op(
-        self, op: str, *inputs: Value, source: str | None = None, **attrs: object
-    ) -> Value:
+    def op(self, op: str, *inputs: Value, source: str | None = None, **attrs: object) -> Value:
         """Append a one-output node and return its output value (a builder shorthand)."""
         return self.add_node(op, inputs, attrs, source).output
 

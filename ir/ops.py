@@ -272,7 +272,9 @@ def _reshape(inputs, attrs):
 def _transpose(inputs, attrs):
     (x,) = inputs
     perm = tuple(attrs["perm"])
-    _check(sorted(perm) == list(range(x.rank)), f"perm {perm} is not a permutation of rank {x.rank}")
+    _check(
+        sorted(perm) == list(range(x.rank)), f"perm {perm} is not a permutation of rank {x.rank}"
+    )
     return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
 
 
@@ -316,7 +318,9 @@ def _concat(inputs, attrs):
 
 _register("reshape", 1, "injective", _reshape, {"shape": REQUIRED})
 _register("transpose", 1, "injective", _transpose, {"perm": REQUIRED})
-_register("slice", 1, "injective", _slice, {"starts": REQUIRED, "stops": REQUIRED, "steps": REQUIRED})
+_register(
+    "slice", 1, "injective", _slice, {"starts": REQUIRED, "stops": REQUIRED, "steps": REQUIRED}
+)
 _register("pad", 1, "injective", _pad, {"pads": REQUIRED, "value": 0.0})
 _register("concat", None, "injective", _concat, {"axis": REQUIRED})
 

@@ -55,7 +55,9 @@ def graph_from_json(data: dict) -> Graph:
             ins = [env[name] for name in item["inputs"]]
             names = [o["name"] for o in item["outputs"]]
             if "body" in item:
-                node = g.add_fused(ins, graph_from_json(item["body"]), item["attrs"], item.get("source"))
+                node = g.add_fused(
+                    ins, graph_from_json(item["body"]), item["attrs"], item.get("source")
+                )
                 for v, name in zip(node.outputs, names):
                     g._names.discard(v.name)
                     v.name = g._claim(name)
@@ -72,5 +74,3 @@ def graph_from_json(data: dict) -> Graph:
         return g
     except (KeyError, TypeError, ValueError) as err:
         raise GraphcError(f"malformed graph JSON: {type(err).__name__}: {err}") from None
-
-

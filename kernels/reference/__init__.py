@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.special
-
 from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import conv_output_size
 
@@ -119,7 +118,9 @@ def _transpose(xs, attrs):
 
 @_register("slice")
 def _slice(xs, attrs):
-    index = tuple(slice(a, b, c) for a, b, c in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
+    index = tuple(
+        slice(a, b, c) for a, b, c in zip(attrs["starts"], attrs["stops"], attrs["steps"])
+    )
     return [np.ascontiguousarray(xs[0][index])]
 
 
@@ -167,7 +168,9 @@ def _im2col(xs, attrs):
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw]
+            cols[:, :, i, j] = xp[
+                :, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw
+            ]
     return [cols.reshape(n, c * kh * kw, oh * ow)]
 
 
@@ -179,7 +182,9 @@ def _col2im(xs, attrs):
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=xs[0].dtype)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[:, :, i, j]
+            xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[
+                :, :, i, j
+            ]
     return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])]
 
 
@@ -212,7 +217,6 @@ def _rng_uniform(xs, attrs):
     # The top 24 bits make a float32-exact value in [0, 1).
     u = (bits >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
     return [u.astype(to_numpy_dtype(attrs["dtype"])).reshape(attrs["shape"])]
-
 
 
 def run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,0 +1,55 @@
+"""The memory plan: plain data that passes.memory_plan computes and runtime.Plan consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Where one value lives in the arena, and the schedule steps over which it is live.
+
+    ``start`` is the index of the step that writes it (-1 for a data input copied in before
+    step 0); ``end`` the last step that reads it (len(schedule) for a graph output).
+    ``alias_of`` names the value whose bytes it shares (a reshape view, or an in-place op).
+    """
+
+    value: str
+    offset: int
+    size: int
+    start: int
+    end: int
+    alias_of: str | None = None
+
+
+@dataclass
+class MemoryPlan:
+    """Arena layout of every intermediate, data input and output value of a scheduled graph."""
+
+    arena_bytes: int
+    buffers: dict[str, Buffer] = field(default_factory=dict)
+    naive_bytes: int = 0  # sum of every buffer's size, as if nothing were reused
+    lower_bound: int = 0  # the most bytes live at any one step: no plan can do better
+    alignment: int = 64
+
+    def to_json(self) -> dict:
+        """A JSON-compatible dict."""
+        return {
+            "arena_bytes": self.arena_bytes,
+            "naive_bytes": self.naive_bytes,
+            "lower_bound": self.lower_bound,
+            "alignment": self.alignment,
+            "buffers": [vars(b) for b in self.buffers.values()],
+        }
+
+    @staticmethod
+    def from_json(data: dict) -> MemoryPlan:
+        """Inverse of ``to_json``."""
+        buffers = {b["value"]: Buffer(**b) for b in data["buffers"]}
+        return MemoryPlan(
+            data["arena_bytes"],
+            buffers,
+            data["naive_bytes"],
+            data["lower_bound"],
+            data.get("alignment", 64),
+        )
