@@ -42,9 +42,7 @@ REQUIRED = object()
 REGISTRY: dict[str, OpDef] = {}
 
 
-def _register(
-    name: str, arity: int | None, fusion: str, rule: TypeRule, attrs: dict | None = None
-) -> None:
+def _register(name: str, arity: int | None, fusion: str, rule: TypeRule, attrs: dict | None = None) -> None:
     assert fusion in FUSION_CLASSES, fusion
     REGISTRY[name] = OpDef(name, arity, fusion, rule, dict(attrs or {}))
 
@@ -112,9 +110,7 @@ def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
         dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0}
         dims.discard(1)
         if len(dims) > 1:
-            raise GraphcError(
-                f"shapes {' and '.join(str(tuple(s)) for s in shapes)} do not broadcast"
-            )
+            raise GraphcError(f"shapes {' and '.join(str(tuple(s)) for s in shapes)} do not broadcast")
         out.append(dims.pop() if dims else 1)
     return tuple(out)
 
@@ -218,9 +214,7 @@ def _check_axes(rank: int, axes) -> tuple[int, ...]:
 def _reduce(inputs, attrs):
     (x,) = inputs
     axes = _check_axes(x.rank, attrs["axes"])
-    shape = tuple(
-        (1 if attrs["keepdims"] else None) if i in axes else d for i, d in enumerate(x.shape)
-    )
+    shape = tuple((1 if attrs["keepdims"] else None) if i in axes else d for i, d in enumerate(x.shape))
     return [TensorType(tuple(d for d in shape if d is not None), x.dtype)]
 
 
@@ -272,9 +266,7 @@ def _reshape(inputs, attrs):
 def _transpose(inputs, attrs):
     (x,) = inputs
     perm = tuple(attrs["perm"])
-    _check(
-        sorted(perm) == list(range(x.rank)), f"perm {perm} is not a permutation of rank {x.rank}"
-    )
+    _check(sorted(perm) == list(range(x.rank)), f"perm {perm} is not a permutation of rank {x.rank}")
     return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
 
 
@@ -318,9 +310,7 @@ def _concat(inputs, attrs):
 
 _register("reshape", 1, "injective", _reshape, {"shape": REQUIRED})
 _register("transpose", 1, "injective", _transpose, {"perm": REQUIRED})
-_register(
-    "slice", 1, "injective", _slice, {"starts": REQUIRED, "stops": REQUIRED, "steps": REQUIRED}
-)
+_register("slice", 1, "injective", _slice, {"starts": REQUIRED, "stops": REQUIRED, "steps": REQUIRED})
 _register("pad", 1, "injective", _pad, {"pads": REQUIRED, "value": 0.0})
 _register("concat", None, "injective", _concat, {"axis": REQUIRED})
 

@@ -71,9 +71,7 @@ def _parse_graph(lines: _Lines, header: str) -> Graph:
     g = Graph(m.group(1))
     env: dict[str, Value] = {}
     for part in _split_top(m.group(2)):
-        im = re.fullmatch(
-            _NAME + r"\s*:\s*" + _TYPE + r"\s*(param|const|state)?\s*(=\s*(.*))?", part
-        )
+        im = re.fullmatch(_NAME + r"\s*:\s*" + _TYPE + r"\s*(param|const|state)?\s*(=\s*(.*))?", part)
         if not im:
             raise GraphcError(f"line {lines.pos}: bad graph input {part!r}")
         name, kind = im.group(1), _KINDS[im.group(4) or ""]

@@ -32,9 +32,7 @@ def graph_to_json(g: Graph) -> dict:
     return {
         "version": FORMAT_VERSION,
         "name": g.name,
-        "inputs": [
-            {"name": v.name, "kind": g.kinds[v.name], **_type_to_json(v.type)} for v in g.inputs
-        ],
+        "inputs": [{"name": v.name, "kind": g.kinds[v.name], **_type_to_json(v.type)} for v in g.inputs],
         "nodes": nodes,
         "outputs": [v.name for v in g.outputs],
         "updates": dict(g.updates),
@@ -55,9 +53,7 @@ def graph_from_json(data: dict) -> Graph:
             ins = [env[name] for name in item["inputs"]]
             names = [o["name"] for o in item["outputs"]]
             if "body" in item:
-                node = g.add_fused(
-                    ins, graph_from_json(item["body"]), item["attrs"], item.get("source")
-                )
+                node = g.add_fused(ins, graph_from_json(item["body"]), item["attrs"], item.get("source"))
                 for v, name in zip(node.outputs, names):
                     g._names.discard(v.name)
                     v.name = g._claim(name)

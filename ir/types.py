@@ -36,8 +36,7 @@ def from_numpy_dtype(dtype: np.dtype | type) -> str:
         return _FROM_NUMPY[key]
     except KeyError:
         raise GraphcError(
-            f"NumPy dtype {key} is not supported; use one of "
-            f"{', '.join(str(d) for d in DTYPES.values())}"
+            f"NumPy dtype {key} is not supported; use one of {', '.join(str(d) for d in DTYPES.values())}"
         ) from None
 
 

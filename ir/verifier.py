@@ -43,8 +43,7 @@ def verify(g: Graph) -> None:
             raise GraphcError(f"graph {g.name}: update of %{name} names missing output {index}")
         if g.outputs[index].type != defined[name].type:
             raise GraphcError(
-                f"graph {g.name}: update of %{name} is {g.outputs[index].type}, "
-                f"input is {defined[name].type}"
+                f"graph {g.name}: update of %{name} is {g.outputs[index].type}, input is {defined[name].type}"
             )
 
 

@@ -118,9 +118,7 @@ def _transpose(xs, attrs):
 
 @_register("slice")
 def _slice(xs, attrs):
-    index = tuple(
-        slice(a, b, c) for a, b, c in zip(attrs["starts"], attrs["stops"], attrs["steps"])
-    )
+    index = tuple(slice(a, b, c) for a, b, c in zip(attrs["starts"], attrs["stops"], attrs["steps"]))
     return [np.ascontiguousarray(xs[0][index])]
 
 
@@ -168,9 +166,7 @@ def _im2col(xs, attrs):
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = xp[
-                :, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw
-            ]
+            cols[:, :, i, j] = xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw]
     return [cols.reshape(n, c * kh * kw, oh * ow)]
 
 
@@ -182,9 +178,7 @@ def _col2im(xs, attrs):
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=xs[0].dtype)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[
-                :, :, i, j
-            ]
+            xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[:, :, i, j]
     return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])]
 
 
@@ -231,8 +225,7 @@ def run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     with np.errstate(all="ignore"):
         outs = kernel(args, node.attrs)
     return [
-        np.ascontiguousarray(o, dtype=v.type.np_dtype).reshape(v.shape)
-        for o, v in zip(outs, node.outputs)
+        np.ascontiguousarray(o, dtype=v.type.np_dtype).reshape(v.shape) for o, v in zip(outs, node.outputs)
     ]
 
 
@@ -248,8 +241,7 @@ def execute(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             raise GraphcError(f"graph {graph.name}: no value for input %{v.name}")
         if arr.shape != v.shape or arr.dtype != v.type.np_dtype:
             raise GraphcError(
-                f"graph {graph.name}: input %{v.name} expects {v.type}, "
-                f"got {arr.dtype}{list(arr.shape)}"
+                f"graph {graph.name}: input %{v.name} expects {v.type}, got {arr.dtype}{list(arr.shape)}"
             )
         env[v.name] = arr
     for node in graph.nodes:
