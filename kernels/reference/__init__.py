@@ -248,3 +248,15 @@ def execute(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         for v, arr in zip(node.outputs, run_node(node, [env[i.name] for i in node.inputs])):
             env[v.name] = arr
     return [env[v.name] for v in graph.outputs]
+
+
+def compile_node(node: Node):
+    """A kernel with the backend calling convention: ``fn(*inputs, *outputs)`` fills outputs."""
+    n_in = len(node.inputs)
+
+    def run(*arrays: np.ndarray) -> None:
+        results = run_node(node, list(arrays[:n_in]))
+        for out, result in zip(arrays[n_in:], results):
+            out[...] = result
+
+    return run
