@@ -1,0 +1,62 @@
+"""graphc.compile: trace → optimize → schedule → plan memory → runtime.Plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from graphc import passes
+from graphc.ir import Graph, GraphcError
+from graphc.runtime import Plan
+
+from .tracing import trace
+
+DEVICES = ("cpu", "cuda")
+
+
+def _backend_for(device: str, backend: str | None) -> str:
+    if device not in DEVICES:
+        raise GraphcError(f"unknown device {device!r}; choose one of {DEVICES}")
+    if device == "cuda":
+        return "cuda"
+    return backend or "cpu"
+
+
+def compile_graph(
+    graph: Graph,
+    device: str = "cpu",
+    freeze: bool = False,
+    passes_: Sequence[Callable] | None = None,
+    disable: Sequence[str] = (),
+    backend: str | None = None,
+):
+    """Optimize, schedule and memory-plan a traced graph, then build its executable plan."""
+    backend = _backend_for(device, backend)
+    optimized = passes.optimize(graph, passes=passes_, disable=disable, freeze=freeze)
+    scheduled = passes.schedule(optimized)
+    memory_plan = passes.plan_memory(scheduled)
+    if backend == "cuda":
+        from graphc.kernels.cuda import build_device_plan
+
+        return build_device_plan(scheduled, memory_plan)
+    return Plan(scheduled, memory_plan, backend)
+
+
+def compile(
+    model: Callable,
+    *example_arrays: np.ndarray,
+    device: str = "cpu",
+    freeze: bool = False,
+    passes: Sequence[Callable] | None = None,
+    disable: Sequence[str] = (),
+    backend: str | None = None,
+):
+    """Compile a Module or a function of tensors for the example arrays' shapes and dtypes.
+
+    ``freeze=True`` treats parameters as constants (inference: BatchNorm folds into the conv);
+    ``passes`` replaces the default pipeline, ``disable`` switches passes off by name, and
+    ``backend="reference"`` runs the NumPy oracle kernels instead of numba's.
+    """
+    graph = trace(model, *example_arrays)
+    return compile_graph(graph, device, freeze, passes, disable, backend)

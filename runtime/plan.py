@@ -1,0 +1,143 @@
+"""runtime.Plan: the executable artefact (scheduled graph + arena layout + compiled kernels)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+import numpy as np
+from graphc.ir import Graph, GraphcError, MemoryPlan, Value
+
+BACKENDS = {
+    "reference": "graphc.kernels.reference",
+    "cpu": "graphc.kernels.cpu",
+    "cuda": "graphc.kernels.cuda",
+}
+
+
+def backend_module(name: str) -> ModuleType:
+    """The kernels package of a backend, by name."""
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except KeyError:
+        raise GraphcError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+
+
+def _aligned_arena(nbytes: int, alignment: int) -> np.ndarray:
+    # np.empty only promises 16-byte alignment; the plan's offsets assume `alignment`.
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start : start + nbytes]
+
+
+class Plan:
+    """A compiled graph: call it with the data inputs (NumPy arrays) to get its outputs."""
+
+    def __init__(self, graph: Graph, memory_plan: MemoryPlan, backend: str = "cpu") -> None:
+        if backend == "cuda":
+            raise GraphcError("device plans are built by graphc.kernels.cuda, not runtime.Plan")
+        self.graph = graph
+        self.memory_plan = memory_plan
+        self.backend = backend
+        self._inputs = graph.data_inputs
+        self._persistent = self._bind_persistent(graph)
+        self.arena = _aligned_arena(memory_plan.arena_bytes, memory_plan.alignment)
+        values = {v.name: v for v in graph.inputs}
+        values.update({v.name: v for n in graph.nodes for v in n.outputs})
+        self._views = self._bind_views(values)
+        kernels = backend_module(backend)
+        self.steps: list[tuple[Callable, tuple[np.ndarray, ...]]] = []
+        for node in graph.nodes:
+            if node.op == "reshape" and memory_plan.buffers[node.output.name].alias_of:
+                continue  # a view of its input: no work to do
+            args = tuple(self._array(v) for v in (*node.inputs, *node.outputs))
+            self.steps.append((kernels.compile_node(node), args))
+        update_indices = set(graph.updates.values())
+        self._result_indices = [i for i in range(len(graph.outputs)) if i not in update_indices]
+        self._updates = [
+            (self._persistent[name], self._array(graph.outputs[i])) for name, i in graph.updates.items()
+        ]
+
+    @staticmethod
+    def _bind_persistent(graph: Graph) -> dict[str, np.ndarray]:
+        arrays = {}
+        for v in graph.inputs:
+            if graph.kinds[v.name] == "data":
+                continue
+            arr = graph.initializers.get(v.name)
+            if arr is None:
+                raise GraphcError(f"plan: {graph.kinds[v.name]} input %{v.name} has no value")
+            if not arr.flags.c_contiguous or arr.dtype != v.type.np_dtype or arr.shape != v.shape:
+                raise GraphcError(f"plan: value of %{v.name} must be a C-contiguous {v.type} array")
+            arrays[v.name] = arr  # shared, not copied: updates land in the caller's arrays
+        return arrays
+
+    def _bind_views(self, values: dict[str, Value]) -> dict[str, np.ndarray]:
+        views = {}
+        for name, buf in self.memory_plan.buffers.items():
+            ttype = values[name].type
+            if buf.offset < 0 or buf.offset + ttype.nbytes > self.memory_plan.arena_bytes:
+                raise GraphcError(f"plan: buffer of %{name} lies outside the arena")
+            raw = self.arena[buf.offset : buf.offset + ttype.nbytes]
+            views[name] = raw.view(ttype.np_dtype).reshape(ttype.shape)
+        return views
+
+    def _array(self, value: Value) -> np.ndarray:
+        if value.name in self._persistent:
+            return self._persistent[value.name]
+        try:
+            return self._views[value.name]
+        except KeyError:
+            raise GraphcError(f"plan: memory plan has no buffer for %{value.name}") from None
+
+    # ------------------------------------------------------------ calling
+    def check_inputs(self, arrays: tuple) -> list[np.ndarray]:
+        """Validate the caller's arrays against the graph's data inputs (count, shape, dtype)."""
+        names = ", ".join(v.name for v in self._inputs)
+        if len(arrays) != len(self._inputs):
+            raise GraphcError(f"plan takes {len(self._inputs)} input(s) ({names}), got {len(arrays)}")
+        checked = []
+        for v, arr in zip(self._inputs, arrays):
+            arr = np.asarray(arr)
+            if arr.shape != v.shape:
+                raise GraphcError(f"input {v.name!r}: expected shape {list(v.shape)}, got {list(arr.shape)}")
+            if arr.dtype != v.type.np_dtype:
+                raise GraphcError(f"input {v.name!r}: expected dtype {v.type.np_dtype}, got {arr.dtype}")
+            checked.append(arr)
+        return checked
+
+    def __call__(self, *arrays: np.ndarray):
+        """Run the plan on the data inputs; one array, or a tuple when there are several outputs."""
+        for v, arr in zip(self._inputs, self.check_inputs(arrays)):
+            np.copyto(self._views[v.name], arr)
+        for fn, args in self.steps:
+            fn(*args)
+        for target, new in self._updates:
+            np.copyto(target, new)
+        outs = tuple(self._array(self.graph.outputs[i]).copy() for i in self._result_indices)
+        return outs[0] if len(outs) == 1 else outs
+
+    # ------------------------------------------------------------ inspection
+    @property
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The persistent param/state/const arrays the plan reads (shared with the model)."""
+        return dict(self._persistent)
+
+    def memory_report(self) -> str:
+        """Naive bytes, lower bound and planned arena as one line."""
+        mp = self.memory_plan
+        ratio = mp.arena_bytes / mp.lower_bound if mp.lower_bound else 1.0
+        return (
+            f"memory: naive {mp.naive_bytes} B, lower bound {mp.lower_bound} B, "
+            f"arena {mp.arena_bytes} B ({ratio:.2f}x bound)"
+        )
+
+    def save(self, path: str) -> None:
+        """Write the plan as a zip of JSON (graph, memory plan, kernel sources) and .npz arrays."""
+        from .planfile import save_plan
+
+        save_plan(self, path)
+
+    def __repr__(self) -> str:
+        return f"<Plan {self.graph.name}: {len(self.steps)} kernels, backend={self.backend}>"
