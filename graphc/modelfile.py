@@ -1,4 +1,4 @@
-"""Loads a MODEL argument: ``path/to/file.py`` (defining model() and example_inputs()) or ``file.py:factory``."""
+"""Loads a MODEL argument: `file.py` (defining model() and example_inputs()) or `file.py:factory`."""
 
 from __future__ import annotations
 

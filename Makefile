@@ -1,0 +1,32 @@
+# The quick start: `make demo` and `make test`, each from a fresh clone.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Kernels compiled by the tests go to a cache inside the checkout, so a run starts from what
+# this checkout compiled before and never from a stale cache of another version.
+export GRAPHC_CACHE_DIR ?= $(CURDIR)/.cache/graphc
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest -q tests --ignore=tests/cuda
+	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q tests/cuda
+
+bench: $(STAMP)
+	$(VENV)/bin/graphc bench --compare torch,torch.compile,onnxruntime
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis
