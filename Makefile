@@ -26,6 +26,7 @@ test: $(STAMP) lint
 	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q tests/cuda
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[compare]'
 	$(VENV)/bin/graphc bench --compare torch,torch.compile,onnxruntime
 
 clean:
