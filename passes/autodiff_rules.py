@@ -1,0 +1,428 @@
+"""VJP rules: for each primitive, how the adjoint of its output becomes adjoints of its inputs.
+
+A rule is ``rule(e, node, g, needs) -> list[Value | None]``: ``e`` is an :class:`Emitter` that
+appends primitive nodes to the joint graph (tagged with the forward node's source), ``node`` the
+forward node, ``g`` the adjoint of its (single) output, ``needs[i]`` whether input ``i`` wants a
+gradient (rules skip work for inputs that do not). The result has one entry per input: a Value of
+exactly that input's type, or None for "no gradient".
+
+Conventions worth knowing (they match PyTorch):
+- Broadcasting binary ops sum the adjoint over the broadcast axes and reshape it back.
+- ``maximum``/``minimum``: on ties each operand gets half the gradient (torch's derivatives.yaml).
+- ``max``/``min`` reductions: the gradient is split evenly over all positions equal to the
+  result (torch's ``amax``/``max()`` rule, "evenly distribute"), not routed to one arbitrary index.
+- ``abs``: gradient ``sign(x)``, so 0 at 0.
+- ``pow``: d/d(exponent) = y * log(base) where base > 0 and 0 elsewhere (the real derivative does
+  not exist for base < 0; at base == 0 the limit for a positive exponent is 0).
+- ``cast``: float -> float casts the adjoint back; a cast to int/bool has no gradient, and int ->
+  float gives none because integer values never take gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from graphc.ir import Graph, GraphcError, Node, TensorType, Value
+from graphc.ir.types import FLOAT_DTYPES
+
+
+class Emitter:
+    """Appends backward nodes to a graph; every node gets ``source`` (the forward node's)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.source: str | None = None
+
+    def op(self, name: str, *inputs: Value, **attrs: object) -> Value:
+        """Append a one-output primitive node and return its output."""
+        return self.graph.add_node(name, inputs, attrs, self.source).output
+
+    def const(self, value: float, dtype: str) -> Value:
+        """A scalar constant of the given dtype."""
+        return self.op("const", value=float(value) if dtype in FLOAT_DTYPES else value, dtype=dtype)
+
+    def zeros(self, type: TensorType) -> Value:
+        """A zero tensor of the given type (a broadcast scalar, so fusion can inline it)."""
+        return self.op("broadcast_to", self.const(0.0, type.dtype), shape=type.shape)
+
+    def neg(self, x: Value) -> Value:
+        """-x."""
+        return self.op("neg", x)
+
+    def add(self, a: Value, b: Value) -> Value:
+        """a + b."""
+        return self.op("add", a, b)
+
+    def sub(self, a: Value, b: Value) -> Value:
+        """a - b."""
+        return self.op("sub", a, b)
+
+    def mul(self, a: Value, b: Value) -> Value:
+        """a * b."""
+        return self.op("mul", a, b)
+
+    def div(self, a: Value, b: Value) -> Value:
+        """a / b."""
+        return self.op("div", a, b)
+
+    def scale(self, x: Value, factor: float) -> Value:
+        """x * factor (a scalar constant of x's dtype)."""
+        return self.mul(x, self.const(factor, x.dtype))
+
+    def reshape(self, x: Value, shape: tuple[int, ...]) -> Value:
+        """x reshaped, or x itself when the shape already matches."""
+        return x if x.shape == tuple(shape) else self.op("reshape", x, shape=tuple(shape))
+
+    def sum_to(self, x: Value, shape: tuple[int, ...]) -> Value:
+        """Sum ``x`` over the axes NumPy broadcasting added or stretched to reach its shape."""
+        shape = tuple(shape)
+        if x.shape == shape:
+            return x
+        lead = x.type.rank - len(shape)
+        axes = list(range(lead))
+        axes += [lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1]
+        if axes:
+            x = self.op("sum", x, axes=tuple(axes), keepdims=True)
+        return self.reshape(x, shape)
+
+
+Rule = Callable[[Emitter, Node, Value, list[bool]], list[Value | None]]
+VJP_RULES: dict[str, Rule] = {}
+
+# Ops whose output is piecewise constant in (or independent of) their float inputs, or that have
+# no float inputs at all: their gradient is zero by definition, and autodiff stops there.
+NON_DIFFERENTIABLE: frozenset[str] = frozenset(
+    {"lt", "le", "eq", "ne", "gt", "ge", "argmax", "sign", "rng_uniform", "const"}
+)
+
+
+def _rule(*names: str) -> Callable[[Rule], Rule]:
+    def wrap(fn: Rule) -> Rule:
+        for name in names:
+            VJP_RULES[name] = fn
+        return fn
+
+    return wrap
+
+
+def _x(node: Node) -> Value:
+    return node.inputs[0]
+
+
+# ---------------------------------------------------------------- pointwise unary
+@_rule("neg")
+def _neg(e: Emitter, node: Node, g: Value, needs: list[bool]) -> list[Value | None]:
+    return [e.neg(g)]
+
+
+@_rule("exp")
+def _exp(e, node, g, needs):
+    return [e.mul(g, node.output)]
+
+
+@_rule("log")
+def _log(e, node, g, needs):
+    return [e.div(g, _x(node))]
+
+
+@_rule("sqrt")
+def _sqrt(e, node, g, needs):
+    # d sqrt(x) = 1 / (2 sqrt(x)): reuse the forward result instead of recomputing it.
+    return [e.div(g, e.scale(node.output, 2.0))]
+
+
+@_rule("rsqrt")
+def _rsqrt(e, node, g, needs):
+    # d x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3.
+    y = node.output
+    return [e.mul(g, e.scale(e.mul(y, e.mul(y, y)), -0.5))]
+
+
+@_rule("tanh")
+def _tanh(e, node, g, needs):
+    y = node.output
+    return [e.mul(g, e.sub(e.const(1.0, y.dtype), e.mul(y, y)))]
+
+
+@_rule("erf")
+def _erf(e, node, g, needs):
+    x = _x(node)
+    bump = e.op("exp", e.neg(e.mul(x, x)))
+    return [e.mul(g, e.scale(bump, 2.0 / math.sqrt(math.pi)))]
+
+
+@_rule("abs")
+def _abs(e, node, g, needs):
+    return [e.mul(g, e.op("sign", _x(node)))]
+
+
+@_rule("sin")
+def _sin(e, node, g, needs):
+    return [e.mul(g, e.op("cos", _x(node)))]
+
+
+@_rule("cos")
+def _cos(e, node, g, needs):
+    return [e.neg(e.mul(g, e.op("sin", _x(node))))]
+
+
+@_rule("reciprocal")
+def _reciprocal(e, node, g, needs):
+    y = node.output
+    return [e.neg(e.mul(g, e.mul(y, y)))]
+
+
+@_rule("cast")
+def _cast(e, node, g, needs):
+    x = _x(node)
+    if x.dtype not in FLOAT_DTYPES or node.output.dtype not in FLOAT_DTYPES:
+        return [None]
+    return [g if g.dtype == x.dtype else e.op("cast", g, dtype=x.dtype)]
+
+
+# ---------------------------------------------------------------- broadcast binary
+@_rule("add")
+def _add(e, node, g, needs):
+    a, b = node.inputs
+    return [e.sum_to(g, a.shape) if needs[0] else None, e.sum_to(g, b.shape) if needs[1] else None]
+
+
+@_rule("sub")
+def _sub(e, node, g, needs):
+    a, b = node.inputs
+    return [e.sum_to(g, a.shape) if needs[0] else None, e.sum_to(e.neg(g), b.shape) if needs[1] else None]
+
+
+@_rule("mul")
+def _mul(e, node, g, needs):
+    a, b = node.inputs
+    return [
+        e.sum_to(e.mul(g, b), a.shape) if needs[0] else None,
+        e.sum_to(e.mul(g, a), b.shape) if needs[1] else None,
+    ]
+
+
+@_rule("div")
+def _div(e, node, g, needs):
+    a, b = node.inputs
+    # y = a / b: dy/da = 1/b, dy/db = -a/b^2 = -(1/b) * y.
+    t = e.div(g, b)
+    return [
+        e.sum_to(t, a.shape) if needs[0] else None,
+        e.sum_to(e.neg(e.mul(t, node.output)), b.shape) if needs[1] else None,
+    ]
+
+
+@_rule("pow")
+def _pow(e, node, g, needs):
+    a, b = node.inputs
+    y = node.output
+    ga = gb = None
+    if needs[0]:
+        # b * a^(b-1), not b * y / a, so a == 0 with b >= 1 stays finite.
+        da = e.mul(b, e.op("pow", a, e.sub(b, e.const(1.0, b.dtype))))
+        ga = e.sum_to(e.mul(g, da), a.shape)
+    if needs[1]:
+        # log(a) only where a > 0 (see the module docstring); elsewhere the gradient is 0.
+        positive = e.op("gt", a, e.const(0.0, a.dtype))
+        safe_a = e.op("where", positive, a, e.const(1.0, a.dtype))
+        gb = e.sum_to(e.mul(g, e.mul(y, e.op("log", safe_a))), b.shape)
+    return [ga, gb]
+
+
+def _select_rule(winner: str, loser: str) -> Rule:
+    # maximum (winner "gt") / minimum (winner "lt"): the winning operand takes the gradient,
+    # a tie gives half to each, as torch does.
+    def rule(e, node, g, needs):
+        a, b = node.inputs
+        zero = e.const(0.0, g.dtype)
+        tie = e.op("eq", a, b)
+        half = e.op("where", tie, e.scale(g, 0.5), zero)
+        ga = e.op("where", e.op(winner, a, b), g, half) if needs[0] else None
+        gb = e.op("where", e.op(loser, a, b), g, half) if needs[1] else None
+        return [
+            e.sum_to(ga, a.shape) if ga is not None else None,
+            e.sum_to(gb, b.shape) if gb is not None else None,
+        ]
+
+    return rule
+
+
+VJP_RULES["maximum"] = _select_rule("gt", "lt")
+VJP_RULES["minimum"] = _select_rule("lt", "gt")
+
+
+@_rule("where")
+def _where(e, node, g, needs):
+    cond, a, b = node.inputs
+    zero = e.const(0.0, g.dtype)
+    return [
+        None,
+        e.sum_to(e.op("where", cond, g, zero), a.shape) if needs[1] else None,
+        e.sum_to(e.op("where", cond, zero, g), b.shape) if needs[2] else None,
+    ]
+
+
+@_rule("broadcast_to")
+def _broadcast_to(e, node, g, needs):
+    return [e.sum_to(g, _x(node).shape)]
+
+
+# ---------------------------------------------------------------- reductions
+def _keepdims_shape(x: Value, axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+
+
+@_rule("sum")
+def _sum(e, node, g, needs):
+    x = _x(node)
+    gk = e.reshape(g, _keepdims_shape(x, node.attrs["axes"]))
+    return [e.op("broadcast_to", gk, shape=x.shape)]
+
+
+@_rule("max", "min")
+def _max(e, node, g, needs):
+    x = _x(node)
+    axes = node.attrs["axes"]
+    kshape = _keepdims_shape(x, axes)
+    hit = e.op("cast", e.op("eq", x, e.reshape(node.output, kshape)), dtype=x.dtype)
+    # Split evenly over ties: divide by how many positions attain the extreme.
+    count = e.op("sum", hit, axes=axes, keepdims=True)
+    return [e.mul(hit, e.div(e.reshape(g, kshape), count))]
+
+
+# ---------------------------------------------------------------- matmul
+def _swap_last(e: Emitter, x: Value) -> Value:
+    r = x.type.rank
+    return e.op("transpose", x, perm=(*range(r - 2), r - 1, r - 2))
+
+
+@_rule("matmul")
+def _matmul(e, node, g, needs):
+    a, b = node.inputs
+    # Batched with broadcasting: the products have the full batch shape; sum_to folds the
+    # batch dims an operand was broadcast over.
+    ga = e.sum_to(e.op("matmul", g, _swap_last(e, b)), a.shape) if needs[0] else None
+    gb = e.sum_to(e.op("matmul", _swap_last(e, a), g), b.shape) if needs[1] else None
+    return [ga, gb]
+
+
+# ---------------------------------------------------------------- movement
+@_rule("reshape")
+def _reshape(e, node, g, needs):
+    return [e.reshape(g, _x(node).shape)]
+
+
+@_rule("transpose")
+def _transpose(e, node, g, needs):
+    perm = node.attrs["perm"]
+    inverse = tuple(perm.index(i) for i in range(len(perm)))
+    return [e.op("transpose", g, perm=inverse)]
+
+
+@_rule("slice")
+def _slice(e, node, g, needs):
+    x = _x(node)
+    if g.type.numel == 0:
+        return [e.zeros(x.type)]
+    starts, steps = node.attrs["starts"], node.attrs["steps"]
+    # Strided axes: interleave step-1 zeros after each element ([n] -> [n,1] -> pad [n,step] ->
+    # [n*step]) so element j lands at j*step, trim the tail that would run past the input, and
+    # finally pad by `start` in front. All ops are injective, so the result fuses well and needs
+    # no index tensor (a scatter_add would).
+    strided = [ax for ax in range(x.type.rank) if steps[ax] > 1 and g.shape[ax] > 1]
+    cur = g
+    lengths = list(g.shape)
+    if strided:
+        expanded, pads, flat = [], [], []
+        for ax, n in enumerate(g.shape):
+            if ax in strided:
+                expanded += [n, 1]
+                pads += [(0, 0), (0, steps[ax] - 1)]
+                flat.append(n * steps[ax])
+                lengths[ax] = min(n * steps[ax], x.shape[ax] - starts[ax])
+            else:
+                expanded.append(n)
+                pads.append((0, 0))
+                flat.append(n)
+        cur = e.reshape(cur, tuple(expanded))
+        cur = e.op("pad", cur, pads=tuple(pads))
+        cur = e.reshape(cur, tuple(flat))
+        if tuple(lengths) != tuple(flat):
+            cur = e.op("slice", cur, starts=(0,) * len(flat), stops=tuple(lengths), steps=(1,) * len(flat))
+    pads = tuple((s, d - s - n) for s, d, n in zip(starts, x.shape, lengths))
+    if any(lo or hi for lo, hi in pads):
+        cur = e.op("pad", cur, pads=pads)
+    return [cur]
+
+
+@_rule("pad")
+def _pad(e, node, g, needs):
+    x = _x(node)
+    starts = tuple(lo for lo, _ in node.attrs["pads"])
+    stops = tuple(lo + d for (lo, _), d in zip(node.attrs["pads"], x.shape))
+    return [e.op("slice", g, starts=starts, stops=stops, steps=(1,) * len(starts))]
+
+
+@_rule("concat")
+def _concat(e, node, g, needs):
+    axis = node.attrs["axis"]
+    out: list[Value | None] = []
+    offset = 0
+    for v, need in zip(node.inputs, needs):
+        size = v.shape[axis]
+        if need:
+            starts = tuple(offset if i == axis else 0 for i in range(g.type.rank))
+            stops = tuple(offset + size if i == axis else d for i, d in enumerate(g.shape))
+            out.append(e.op("slice", g, starts=starts, stops=stops, steps=(1,) * g.type.rank))
+        else:
+            out.append(None)
+        offset += size
+    return out
+
+
+# ---------------------------------------------------------------- indexing
+@_rule("gather")
+def _gather(e, node, g, needs):
+    x, idx = node.inputs
+    # Repeated indices add up: exactly what scatter_add does.
+    return [e.op("scatter_add", idx, g, axis=node.attrs["axis"], shape=x.shape), None]
+
+
+@_rule("scatter_add")
+def _scatter_add(e, node, g, needs):
+    idx, _ = node.inputs
+    return [None, e.op("gather", g, idx, axis=node.attrs["axis"])]
+
+
+# ---------------------------------------------------------------- image
+_WINDOW_ATTRS = ("kernel", "stride", "padding", "dilation")
+
+
+@_rule("im2col")
+def _im2col(e, node, g, needs):
+    window = {k: node.attrs[k] for k in _WINDOW_ATTRS}
+    # col2im is im2col's transpose: overlapping windows add up, padding is cropped away.
+    return [e.op("col2im", g, image_shape=_x(node).shape, **window)]
+
+
+@_rule("col2im")
+def _col2im(e, node, g, needs):
+    window = {k: node.attrs[k] for k in _WINDOW_ATTRS}
+    return [e.op("im2col", g, **window)]
+
+
+def rule_for(node: Node) -> Rule | None:
+    """The VJP rule of a node's op; None for a non-differentiable op; an error for fused/unknown."""
+    if node.op in NON_DIFFERENTIABLE:
+        return None
+    if node.op == "fused":
+        raise GraphcError(
+            f"autodiff: cannot differentiate a fused node ({node.source or 'no source'}); "
+            "run autodiff before fusion (the training pipeline does)"
+        )
+    try:
+        return VJP_RULES[node.op]
+    except KeyError:
+        raise GraphcError(f"autodiff: no VJP rule for op {node.op!r}") from None
