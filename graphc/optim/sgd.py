@@ -1,0 +1,66 @@
+"""SGD with momentum, dampening, Nesterov momentum and weight decay: torch.optim.SGD's rule."""
+
+from __future__ import annotations
+
+from graphc.ir import GraphcError, TensorType, Value
+
+from .optimizer import Optimizer, _Builder
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, torch.optim.SGD's formulas and defaults.
+
+    Per parameter p with gradient g:
+        g = g + weight_decay * p
+        buf = g                                   (first step)
+        buf = momentum * buf + (1 - dampening) * g (later steps)
+        g = g + momentum * buf if nesterov else buf
+        p = p - lr * g
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        if momentum < 0.0:
+            raise GraphcError(f"SGD: invalid momentum {momentum}")
+        if weight_decay < 0.0:
+            raise GraphcError(f"SGD: invalid weight_decay {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise GraphcError("SGD: Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(
+            dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        )
+
+    def _build(self, b: _Builder, lr: Value, pairs: list[tuple[Value, Value]]):
+        group = self.param_groups[0]
+        momentum, dampening = group["momentum"], group["dampening"]
+        weight_decay, nesterov = group["weight_decay"], group["nesterov"]
+        states: dict[str, Value] = {}
+        first_coef = None
+        if momentum != 0 and dampening != 0:
+            # torch starts the buffer as a copy of the gradient, undamped; with a zero buffer,
+            # momentum * 0 + 1 * g is that copy exactly, so the first step only swaps the factor.
+            step = self._state_input(b, "step", TensorType((), "i64"))
+            first = b.eq(step, b.const(0, "i64"))
+            first_coef = b.where(first, b.const(1.0), b.const(1.0 - dampening))
+            states[step.name] = b.add(step, b.const(1, "i64"))
+        new_params = []
+        for param, grad in pairs:
+            d_p = grad
+            if weight_decay != 0:
+                d_p = b.add(d_p, b.mul(param, b.const(weight_decay)))
+            if momentum != 0:
+                buf = self._state_input(b, f"momentum_buffer.{param.name}", param)
+                if first_coef is None:
+                    new_buf = b.add(b.mul(buf, b.const(momentum)), d_p)
+                else:
+                    new_buf = b.add(b.mul(buf, b.const(momentum)), b.mul(d_p, first_coef))
+                states[buf.name] = new_buf
+                d_p = b.add(d_p, b.mul(new_buf, b.const(momentum))) if nesterov else new_buf
+            new_params.append(b.sub(param, b.mul(lr, d_p)))
+        return new_params, states
