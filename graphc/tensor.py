@@ -1,0 +1,1057 @@
+"""Symbolic tensors: a Tensor wraps an ir.Value of the active trace and records primitive ops.
+
+Every operator on a Tensor appends nodes to the graph of its ``TraceContext`` and returns a new
+Tensor; nothing is computed. ``Tensor.dtype`` is a NumPy dtype (``np.dtype('float32')``), so user
+code can compare it with ``np.float32``; the graphc dtype name is ``t.value.dtype`` (``"f32"``).
+
+Reductions follow PyTorch (``dim``, ``keepdim``) and accept NumPy's ``axis``/``keepdims``.
+``t.max(dim=1)`` returns the values as a Tensor that also has ``.values`` and ``.indices`` and
+unpacks as ``values, indices = t.max(dim=1)``, as in PyTorch; with ``axis=`` it is NumPy's max.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from graphc import ir
+from graphc.ir import Graph, GraphcError, TensorType, Value
+
+# ---------------------------------------------------------------------------- source locations
+_INTERNAL_DIRS: tuple[str, ...] | None = None
+_SHORT_NAMES: dict[str, str] = {}
+
+
+def _internal_dirs() -> tuple[str, ...]:
+    global _INTERNAL_DIRS
+    if _INTERNAL_DIRS is None:
+        import importlib.util
+
+        dirs = {os.path.dirname(os.path.abspath(__file__))}
+        for pkg in ("graphc.ir", "graphc.passes", "graphc.runtime", "graphc.kernels"):
+            try:
+                spec = importlib.util.find_spec(pkg)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is not None and spec.origin:
+                dirs.add(os.path.dirname(os.path.abspath(spec.origin)))
+        _INTERNAL_DIRS = tuple(d + os.sep for d in dirs)
+    return _INTERNAL_DIRS
+
+
+def _short(filename: str) -> str:
+    short = _SHORT_NAMES.get(filename)
+    if short is None:
+        try:
+            rel = os.path.relpath(filename)
+            short = filename if rel.startswith("..") else rel
+        except ValueError:
+            short = filename
+        _SHORT_NAMES[filename] = short
+    return short
+
+
+def user_source() -> str | None:
+    """``file:line`` of the innermost stack frame outside the graphc package (the user's code)."""
+    internal = _internal_dirs()
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(internal):
+            return f"{_short(filename)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _at(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+# ---------------------------------------------------------------------------- trace context
+_STACK: list[TraceContext] = []
+
+_DTYPE_ORDER = {"bool": 0, "i32": 1, "i64": 2, "f32": 3, "f64": 4}
+
+
+def current_context() -> TraceContext | None:
+    """The innermost active trace (or ``building`` context), or None outside any."""
+    return _STACK[-1] if _STACK else None
+
+
+class TraceContext:
+    """Records Tensor operations into ``graph``; a context manager that makes itself current.
+
+    Arrays met during tracing (parameters, buffers, NumPy constants) become graph inputs once
+    each, keyed by the array object's identity, so one module instance used twice shares its
+    inputs. ``assign`` records the new value of a param/state input; ``finish`` (called by
+    ``trace`` and on leaving ``building``) appends those as outputs registered in
+    ``graph.updates``.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        # id(array) -> (array, current tensor); holding the array keeps the id unique.
+        self._arrays: dict[int, tuple[np.ndarray, Tensor]] = {}
+        # id(array) -> preferred input name, for arrays that become inputs only when read.
+        self.array_names: dict[int, str] = {}
+        # value name -> id(array) for values that stand for an array's current contents.
+        self._owner: dict[str, int] = {}
+        self._input_of: dict[int, str] = {}
+        self._updates: dict[str, Tensor] = {}
+        self._consts: dict[tuple, Tensor] = {}
+        self._rng_offset: Tensor | None = None
+        self._rng_update: Tensor | None = None
+        self.active = False
+        self._finished = False
+
+    # ------------------------------------------------------------ activation
+    def __enter__(self) -> TraceContext:
+        _STACK.append(self)
+        self.active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.active = False
+        _STACK.remove(self)
+
+    # ------------------------------------------------------------ building nodes
+    def op(self, op: str, *inputs: Tensor, source: str | None = None, **attrs: object) -> Tensor:
+        """Append a one-output node; a type error is re-raised naming the user's file:line."""
+        return self.multi_op(op, *inputs, source=source, **attrs)[0]
+
+    def multi_op(self, op: str, *inputs: Tensor, source: str | None = None, **attrs: object) -> list[Tensor]:
+        """Append a node and return all its outputs as Tensors."""
+        if not self.active:
+            raise GraphcError(f"{_at(user_source())}a Tensor was used after its trace ended")
+        source = source or user_source()
+        values = []
+        for t in inputs:
+            if t.ctx is not self:
+                raise GraphcError(f"{_at(source)}{op}: operand comes from a different trace")
+            values.append(t.value)
+        try:
+            node = self.graph.add_node(op, values, attrs, source)
+        except GraphcError as err:
+            raise GraphcError(f"{_at(source)}{err}") from None
+        return [Tensor(v, self) for v in node.outputs]
+
+    def const(self, value: bool | int | float, dtype: str = "f32") -> Tensor:
+        """A scalar ``const`` node of the given graphc dtype."""
+        if dtype == "bool":
+            value = bool(value)
+        elif dtype in ("i32", "i64"):
+            value = int(value)
+        else:
+            value = float(value)
+        key = (value, dtype)
+        hit = self._consts.get(key)
+        if hit is None:
+            hit = self._consts[key] = self.op("const", value=value, dtype=dtype)
+        return hit
+
+    def array(self, array: np.ndarray, name: str | None = None, kind: str = "const") -> Tensor:
+        """The Tensor for an array: a graph input made on first use (then the current value)."""
+        entry = self._arrays.get(id(array))
+        if entry is not None and entry[0] is array:
+            return entry[1]
+        arr = np.asarray(array)
+        if arr.dtype == np.float64 and not isinstance(array, np.ndarray):
+            arr = arr.astype(np.float32)
+        type_ = TensorType.of(arr)
+        hint = name or self.array_names.get(id(array)) or "const"
+        value = self.graph.add_input(self.graph.fresh_name(hint), type_, kind, arr)
+        tensor = Tensor(value, self)
+        self._arrays[id(array)] = (array, tensor)
+        self._owner[value.name] = id(array)
+        self._input_of[id(array)] = value.name
+        return tensor
+
+    def input(self, name: str) -> Tensor:
+        """The Tensor of an existing graph value (for building on a graph made elsewhere)."""
+        return Tensor(self.graph.value(name), self)
+
+    def assign(self, target: Tensor, new: Tensor) -> None:
+        """Record ``new`` as the next value of the param/state input that ``target`` stands for."""
+        key = self._owner.get(target.value.name)
+        if key is None:
+            raise GraphcError(
+                f"{_at(user_source())}cannot assign to %{target.value.name}: it is not a parameter, "
+                "buffer or state of this trace"
+            )
+        name = self._input_of[key]
+        g = self.graph
+        in_type = g.value(name).type
+        if new.value.type.shape != in_type.shape:
+            new = new.broadcast_to(in_type.shape)
+        if new.value.dtype != in_type.dtype:
+            new = new.to(in_type.dtype)
+        if g.kinds[name] == "const":
+            g.kinds[name] = "state"
+        self._updates[name] = new
+        self._owner[new.value.name] = key
+        array = self._arrays[key][0]
+        self._arrays[key] = (array, new)
+
+    def rng_offset(self) -> Tensor:
+        """The shared ``rng.offset`` state input (i64[]), advanced by one per call."""
+        if self._rng_offset is None:
+            counter = np.zeros((), dtype=np.int64)
+            self._rng_offset = self.array(counter, name="rng.offset", kind="state")
+        return self._rng_offset
+
+    def finish(self, outputs: object = None) -> Graph:
+        """Append ``outputs`` (a Tensor or nested tuple/list) and the recorded updates."""
+        if self._finished:
+            raise GraphcError("trace already finished")
+        for t in _flatten_outputs(outputs, self):
+            self.graph.add_output(t.value)
+        if self._rng_offset is not None and self._rng_offset.value.name not in self._updates:
+            with _reactivated(self):
+                self._updates[self._rng_offset.value.name] = self._rng_offset + 1
+        for name, t in self._updates.items():
+            if t.value is self.graph.value(name):
+                continue
+            self.graph.add_output(t.value, updates=name)
+        self._finished = True
+        return self.graph
+
+
+class _reactivated:
+    def __init__(self, ctx: TraceContext) -> None:
+        self.ctx, self.was = ctx, ctx.active
+
+    def __enter__(self) -> None:
+        self.ctx.active = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.ctx.active = self.was
+
+
+def _flatten_outputs(outputs: object, ctx: TraceContext) -> list[Tensor]:
+    if outputs is None:
+        return []
+    if isinstance(outputs, Tensor):
+        return [outputs]
+    if isinstance(outputs, (tuple, list)):
+        return [t for o in outputs for t in _flatten_outputs(o, ctx)]
+    if isinstance(outputs, dict):
+        return [t for o in outputs.values() for t in _flatten_outputs(o, ctx)]
+    if isinstance(outputs, (np.ndarray, int, float, bool, np.generic)):
+        with _reactivated(ctx):
+            return [ctx.array(np.asarray(outputs), name="out")]
+    raise GraphcError(f"cannot return a {type(outputs).__name__} from a traced function")
+
+
+def as_tensor(x: object, like: Tensor | None = None, ctx: TraceContext | None = None) -> Tensor:
+    """``x`` as a Tensor of the trace: scalars become const nodes (of ``like``'s dtype)."""
+    if isinstance(x, Tensor):
+        return x
+    ctx = ctx or (like.ctx if like is not None else current_context())
+    if ctx is None:
+        raise GraphcError(f"{_at(user_source())}no active trace to turn a {type(x).__name__} into a Tensor")
+    if isinstance(x, (bool, int, float, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0):
+        scalar = x.item() if hasattr(x, "item") else x
+        if like is not None:
+            dtype = like.value.dtype
+            if isinstance(scalar, float) and dtype in ("bool", "i32", "i64"):
+                dtype = "f32"
+            elif isinstance(scalar, int) and not isinstance(scalar, bool) and dtype == "bool":
+                dtype = "i64"
+        elif isinstance(scalar, bool):
+            dtype = "bool"
+        elif isinstance(scalar, int):
+            dtype = "i64"
+        else:
+            dtype = "f32"
+        return ctx.const(scalar, dtype)
+    if isinstance(x, np.ndarray):
+        return ctx.array(x)
+    if isinstance(x, (list, tuple)):
+        return ctx.array(np.asarray(x) if not _all_floats(x) else np.asarray(x, dtype=np.float32))
+    raise GraphcError(f"{_at(user_source())}cannot use a {type(x).__name__} as a tensor")
+
+
+def _all_floats(x: Sequence) -> bool:
+    return np.asarray(x).dtype.kind == "f"
+
+
+def _promote(a: Tensor, b: Tensor, need_float: bool = False) -> tuple[Tensor, Tensor]:
+    da, db = a.value.dtype, b.value.dtype
+    target = da if _DTYPE_ORDER[da] >= _DTYPE_ORDER[db] else db
+    if need_float and target not in ("f32", "f64"):
+        target = "f32"
+    return a.to(target), b.to(target)
+
+
+def _control_flow_error(what: str) -> GraphcError:
+    return GraphcError(
+        f"{_at(user_source())}{what} of a traced Tensor: its value is not known while tracing, so Python "
+        "control flow that depends on it (if/while/and/or/bool()/int()/float()) cannot be traced. "
+        "Data-dependent control flow needs graphc's control-flow ops (cond/while_loop, to come); "
+        "for elementwise choices use graphc.functional.where or masking."
+    )
+
+
+# ---------------------------------------------------------------------------- Tensor
+class Tensor:
+    """A symbolic tensor: an ir.Value in the graph of a TraceContext."""
+
+    __slots__ = ("value", "ctx", "__weakref__")
+
+    def __init__(self, value: Value, ctx: TraceContext | None = None) -> None:
+        ctx = ctx or current_context()
+        if ctx is None:
+            raise GraphcError("Tensor(value) needs an active trace or tracing.building(graph)")
+        self.value = value
+        self.ctx = ctx
+
+    # ------------------------------------------------------------ metadata
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The static shape."""
+        return self.value.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The NumPy dtype (the graphc name is ``self.value.dtype``)."""
+        return self.value.type.np_dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def dim(self) -> int:
+        """Number of dimensions (PyTorch spelling)."""
+        return len(self.shape)
+
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        """The shape, or one dimension of it."""
+        if dim is None:
+            return self.shape
+        return self.shape[_axis(dim, self.ndim)]
+
+    def numel(self) -> int:
+        """Number of elements."""
+        return self.value.type.numel
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise GraphcError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if not self.shape:
+            raise GraphcError("iteration over a 0-d tensor")
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"Tensor(%{self.value.name}: {self.value.type})"
+
+    __hash__ = object.__hash__
+
+    # ------------------------------------------------------------ no values while tracing
+    def __bool__(self) -> bool:
+        raise _control_flow_error("bool()")
+
+    def __int__(self) -> int:
+        raise _control_flow_error("int()")
+
+    def __float__(self) -> float:
+        raise _control_flow_error("float()")
+
+    def __index__(self) -> int:
+        raise _control_flow_error("using as an index")
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        raise GraphcError(
+            f"{_at(user_source())}a traced Tensor has no NumPy value while tracing; "
+            "run the compiled plan to get arrays"
+        )
+
+    def __setitem__(self, key: object, value: object) -> None:
+        raise GraphcError(
+            f"{_at(user_source())}traced Tensors are immutable; build a new one (e.g. with where())"
+        )
+
+    # ------------------------------------------------------------ casting
+    def to(self, dtype: object) -> Tensor:
+        """Cast to a dtype (graphc name like "f32" or a NumPy dtype)."""
+        name = _dtype_name(dtype)
+        if name == self.value.dtype:
+            return self
+        return self.ctx.op("cast", self, dtype=name)
+
+    astype = to
+
+    def float(self) -> Tensor:
+        """Cast to float32."""
+        return self.to("f32")
+
+    def double(self) -> Tensor:
+        """Cast to float64."""
+        return self.to("f64")
+
+    def long(self) -> Tensor:
+        """Cast to int64."""
+        return self.to("i64")
+
+    def int(self) -> Tensor:
+        """Cast to int32."""
+        return self.to("i32")
+
+    def bool(self) -> Tensor:
+        """Cast to bool."""
+        return self.to("bool")
+
+    def contiguous(self) -> Tensor:
+        """Itself: traced tensors have no layout."""
+        return self
+
+    def clone(self) -> Tensor:
+        """Itself: traced tensors are immutable."""
+        return self
+
+    # ------------------------------------------------------------ arithmetic
+    def _binary(self, op: str, other: object, reflected: bool = False, need_float: bool = False) -> Tensor:
+        if isinstance(other, Tensor) and other.ctx is not self.ctx:
+            raise GraphcError(f"{_at(user_source())}{op}: operands come from different traces")
+        b = as_tensor(other, like=self)
+        a, b = (b, self) if reflected else (self, b)
+        a, b = _promote(a, b, need_float)
+        if op in ("add", "sub", "mul", "maximum", "minimum") and a.value.dtype == "bool":
+            a, b = a.to("i64"), b.to("i64")
+        return self.ctx.op(op, a, b)
+
+    def __add__(self, other: object) -> Tensor:
+        return self._binary("add", other)
+
+    def __radd__(self, other: object) -> Tensor:
+        return self._binary("add", other, reflected=True)
+
+    def __sub__(self, other: object) -> Tensor:
+        return self._binary("sub", other)
+
+    def __rsub__(self, other: object) -> Tensor:
+        return self._binary("sub", other, reflected=True)
+
+    def __mul__(self, other: object) -> Tensor:
+        return self._binary("mul", other)
+
+    def __rmul__(self, other: object) -> Tensor:
+        return self._binary("mul", other, reflected=True)
+
+    def __truediv__(self, other: object) -> Tensor:
+        return self._binary("div", other, need_float=True)
+
+    def __rtruediv__(self, other: object) -> Tensor:
+        return self._binary("div", other, reflected=True, need_float=True)
+
+    def __pow__(self, other: object) -> Tensor:
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            if other == 1:
+                return self
+            if other == 2:
+                return self * self
+        return self._binary("pow", other, need_float=True)
+
+    def __rpow__(self, other: object) -> Tensor:
+        return self._binary("pow", other, reflected=True, need_float=True)
+
+    def __matmul__(self, other: object) -> Tensor:
+        return matmul(self, as_tensor(other, like=self))
+
+    def __rmatmul__(self, other: object) -> Tensor:
+        return matmul(as_tensor(other, like=self), self)
+
+    def __neg__(self) -> Tensor:
+        return self.ctx.op("neg", self.to("i64") if self.value.dtype == "bool" else self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return self.abs()
+
+    def __lt__(self, other: object) -> Tensor:
+        return self._binary("lt", other)
+
+    def __le__(self, other: object) -> Tensor:
+        return self._binary("le", other)
+
+    def __gt__(self, other: object) -> Tensor:
+        return self._binary("gt", other)
+
+    def __ge__(self, other: object) -> Tensor:
+        return self._binary("ge", other)
+
+    def __eq__(self, other: object) -> Tensor:  # type: ignore[override]
+        return self._binary("eq", other)
+
+    def __ne__(self, other: object) -> Tensor:  # type: ignore[override]
+        return self._binary("ne", other)
+
+    def __invert__(self) -> Tensor:
+        if self.value.dtype != "bool":
+            raise GraphcError(f"{_at(user_source())}~ needs a bool tensor, got {self.value.dtype}")
+        return self._binary("eq", False)
+
+    def __and__(self, other: object) -> Tensor:
+        return self._logical(other, "minimum")
+
+    def __or__(self, other: object) -> Tensor:
+        return self._logical(other, "maximum")
+
+    def _logical(self, other: object, op: str) -> Tensor:
+        b = as_tensor(other, like=self)
+        if self.value.dtype != "bool" or b.value.dtype != "bool":
+            raise GraphcError(f"{_at(user_source())}& and | need bool tensors")
+        return self.ctx.op(op, self.to("i32"), b.to("i32")).to("bool")
+
+    # NumPy calls this for ``array + tensor`` and ``np.exp(tensor)``: record the op instead.
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: object, **kwargs: object) -> object:
+        if method != "__call__" or kwargs:
+            return NotImplemented
+        fn = _UFUNCS.get(ufunc.__name__)
+        if fn is None:
+            return NotImplemented
+        return fn(*inputs)
+
+    # ------------------------------------------------------------ pointwise
+    def _unary(self, op: str) -> Tensor:
+        x = self
+        if op in ir.ops.UNARY_FLOAT and x.value.dtype not in ("f32", "f64"):
+            x = x.to("f32")
+        return self.ctx.op(op, x)
+
+    def exp(self) -> Tensor:
+        """e ** x."""
+        return self._unary("exp")
+
+    def log(self) -> Tensor:
+        """Natural logarithm."""
+        return self._unary("log")
+
+    def sqrt(self) -> Tensor:
+        """Square root."""
+        return self._unary("sqrt")
+
+    def rsqrt(self) -> Tensor:
+        """1 / sqrt(x)."""
+        return self._unary("rsqrt")
+
+    def abs(self) -> Tensor:
+        """Absolute value."""
+        return self._unary("abs")
+
+    def sign(self) -> Tensor:
+        """Sign (-1, 0, 1)."""
+        return self._unary("sign")
+
+    def tanh(self) -> Tensor:
+        """Hyperbolic tangent."""
+        return self._unary("tanh")
+
+    def erf(self) -> Tensor:
+        """The error function."""
+        return self._unary("erf")
+
+    def sin(self) -> Tensor:
+        """Sine."""
+        return self._unary("sin")
+
+    def cos(self) -> Tensor:
+        """Cosine."""
+        return self._unary("cos")
+
+    def reciprocal(self) -> Tensor:
+        """1 / x."""
+        return self._unary("reciprocal")
+
+    def neg(self) -> Tensor:
+        """-x."""
+        return -self
+
+    def square(self) -> Tensor:
+        """x * x."""
+        return self * self
+
+    def sigmoid(self) -> Tensor:
+        """1 / (1 + exp(-x))."""
+        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
+        return (1.0 + (-x).exp()).reciprocal()
+
+    def relu(self) -> Tensor:
+        """max(x, 0)."""
+        return self.ctx.op("maximum", self, as_tensor(0, like=self))
+
+    def maximum(self, other: object) -> Tensor:
+        """Elementwise maximum."""
+        return self._binary("maximum", other)
+
+    def minimum(self, other: object) -> Tensor:
+        """Elementwise minimum."""
+        return self._binary("minimum", other)
+
+    def clamp(self, min: object = None, max: object = None) -> Tensor:
+        """Limit values to [min, max] (either may be None)."""
+        out = self
+        if min is not None:
+            out = out.maximum(min)
+        if max is not None:
+            out = out.minimum(max)
+        return out
+
+    clip = clamp
+
+    def masked_fill(self, mask: Tensor, value: object) -> Tensor:
+        """``value`` where ``mask`` is true, else ``self``."""
+        return where(mask, as_tensor(value, like=self), self)
+
+    def softmax(self, dim: int = -1) -> Tensor:
+        """Softmax over ``dim``."""
+        from graphc import functional
+
+        return functional.softmax(self, dim)
+
+    def log_softmax(self, dim: int = -1) -> Tensor:
+        """Log-softmax over ``dim``."""
+        from graphc import functional
+
+        return functional.log_softmax(self, dim)
+
+    # ------------------------------------------------------------ reductions
+    def _reduce(self, op: str, dim: object, keepdim: bool, axis: object, keepdims: object) -> Tensor:
+        axes = _axes(axis if dim is None else dim, self.ndim)
+        keep = bool(keepdims) if keepdims is not None else bool(keepdim)
+        if not axes:
+            return self
+        x = self.to("i64") if op == "sum" and self.value.dtype == "bool" else self
+        return self.ctx.op(op, x, axes=axes, keepdims=keep)
+
+    def sum(
+        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
+    ) -> Tensor:
+        """Sum over ``dim`` (all axes when None)."""
+        return self._reduce("sum", dim, keepdim, axis, keepdims)
+
+    def mean(
+        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
+    ) -> Tensor:
+        """Mean over ``dim`` (all axes when None)."""
+        axes = _axes(axis if dim is None else dim, self.ndim)
+        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
+        count = math.prod(self.shape[a] for a in axes)
+        return x._reduce("sum", axes, keepdim, None, keepdims) * (1.0 / count if count else math.nan)
+
+    def var(
+        self,
+        dim: object = None,
+        unbiased: bool | None = None,
+        keepdim: bool = False,
+        *,
+        correction: int | None = None,
+        axis: object = None,
+        keepdims: object = None,
+        ddof: int | None = None,
+    ) -> Tensor:
+        """Variance over ``dim``; PyTorch's default correction 1 (NumPy's ``ddof=`` accepted)."""
+        axes = _axes(axis if dim is None else dim, self.ndim)
+        if ddof is not None:
+            corr = ddof
+        elif correction is not None:
+            corr = correction
+        else:
+            corr = 0 if unbiased is False else 1
+        keep = bool(keepdims) if keepdims is not None else bool(keepdim)
+        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
+        centered = x - x.mean(axes, keepdim=True)
+        count = math.prod(self.shape[a] for a in axes)
+        return (centered * centered).sum(axes, keep) * (
+            1.0 / max(count - corr, 0) if count > corr else math.nan
+        )
+
+    def std(self, *args: object, **kwargs: object) -> Tensor:
+        """Standard deviation (same arguments as ``var``)."""
+        return self.var(*args, **kwargs).sqrt()
+
+    def _max_min(self, op: str, dim: object, keepdim: bool, axis: object, keepdims: object) -> Tensor:
+        out = self._reduce(op, dim, keepdim, axis, keepdims)
+        if axis is None and isinstance(dim, int) and not isinstance(dim, bool):
+            keep = bool(keepdims) if keepdims is not None else bool(keepdim)
+            return _MaxMinResult(out, self, op, dim, keep)
+        return out
+
+    def max(
+        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
+    ) -> Tensor:
+        """Maximum over ``dim`` (all axes when None); with an int ``dim`` also ``.indices``."""
+        return self._max_min("max", dim, keepdim, axis, keepdims)
+
+    def min(
+        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
+    ) -> Tensor:
+        """Minimum over ``dim`` (all axes when None); with an int ``dim`` also ``.indices``."""
+        return self._max_min("min", dim, keepdim, axis, keepdims)
+
+    def amax(self, dim: object = None, keepdim: bool = False) -> Tensor:
+        """Maximum over ``dim`` (values only)."""
+        return self._reduce("max", dim, keepdim, None, None)
+
+    def amin(self, dim: object = None, keepdim: bool = False) -> Tensor:
+        """Minimum over ``dim`` (values only)."""
+        return self._reduce("min", dim, keepdim, None, None)
+
+    def argmax(
+        self,
+        dim: int | None = None,
+        keepdim: bool = False,
+        *,
+        axis: int | None = None,
+        keepdims: object = None,
+    ) -> Tensor:
+        """Index of the maximum along ``dim`` (of the flattened tensor when None)."""
+        d = axis if dim is None else dim
+        keep = bool(keepdims) if keepdims is not None else bool(keepdim)
+        if d is None:
+            out = self.ctx.op("argmax", self.reshape(-1), axis=0, keepdims=False)
+            return out.reshape([1] * self.ndim) if keep else out
+        return self.ctx.op("argmax", self, axis=_axis(d, self.ndim), keepdims=keep)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        """Index of the minimum along ``dim``."""
+        return (-self).argmax(dim, keepdim)
+
+    # ------------------------------------------------------------ movement
+    def reshape(self, *shape: object) -> Tensor:
+        """Reshape; one dimension may be -1."""
+        target = _infer_shape(_shape_args(shape), self.numel(), self.shape)
+        if target == self.shape:
+            return self
+        return self.ctx.op("reshape", self, shape=target)
+
+    view = reshape
+
+    def view_as(self, other: Tensor) -> Tensor:
+        """Reshape to ``other``'s shape."""
+        return self.reshape(other.shape)
+
+    def transpose(self, *dims: object) -> Tensor:
+        """Swap two dims (PyTorch); no arguments or one tuple is NumPy's permutation."""
+        if len(dims) == 2 and all(isinstance(d, int) for d in dims):
+            perm = list(range(self.ndim))
+            a, b = _axis(dims[0], self.ndim), _axis(dims[1], self.ndim)
+            perm[a], perm[b] = perm[b], perm[a]
+            return self.permute(perm)
+        if not dims:
+            return self.permute(list(reversed(range(self.ndim))))
+        return self.permute(*dims)
+
+    def permute(self, *dims: object) -> Tensor:
+        """Reorder dims: ``out.shape[i] == self.shape[dims[i]]``."""
+        perm = tuple(_axis(d, self.ndim) for d in _shape_args(dims))
+        if sorted(perm) != list(range(self.ndim)):
+            raise GraphcError(f"{_at(user_source())}permute: {perm} is not a permutation of {self.ndim} dims")
+        if perm == tuple(range(self.ndim)):
+            return self
+        return self.ctx.op("transpose", self, perm=perm)
+
+    @property
+    def T(self) -> Tensor:
+        """All dims reversed."""
+        return self.permute(list(reversed(range(self.ndim))))
+
+    @property
+    def mT(self) -> Tensor:
+        """The last two dims swapped."""
+        return self.transpose(-2, -1)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Merge dims start_dim..end_dim into one."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
+        if s > e:
+            raise GraphcError(
+                f"{_at(user_source())}flatten: start_dim {start_dim} is after end_dim {end_dim}"
+            )
+        merged = math.prod(self.shape[s : e + 1])
+        return self.reshape((*self.shape[:s], merged, *self.shape[e + 1 :]))
+
+    def unsqueeze(self, dim: int) -> Tensor:
+        """Insert a dim of size 1 at ``dim``."""
+        d = _axis(dim, self.ndim + 1)
+        return self.reshape((*self.shape[:d], 1, *self.shape[d:]))
+
+    def squeeze(self, dim: object = None) -> Tensor:
+        """Drop dims of size 1 (all, or the given ones that are 1)."""
+        if dim is None:
+            drop = {i for i, d in enumerate(self.shape) if d == 1}
+        else:
+            drop = {a for a in _axes(dim, self.ndim) if self.shape[a] == 1}
+        return self.reshape(tuple(d for i, d in enumerate(self.shape) if i not in drop))
+
+    def broadcast_to(self, *shape: object) -> Tensor:
+        """Broadcast to ``shape`` (NumPy rules)."""
+        target = tuple(int(d) for d in _shape_args(shape))
+        if target == self.shape:
+            return self
+        return self.ctx.op("broadcast_to", self, shape=target)
+
+    def expand(self, *sizes: object) -> Tensor:
+        """Broadcast to ``sizes`` (-1 keeps a dim), PyTorch's expand."""
+        sizes = _shape_args(sizes)
+        lead = len(sizes) - self.ndim
+        target = [self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes)]
+        return self.broadcast_to(tuple(target))
+
+    def expand_as(self, other: Tensor) -> Tensor:
+        """Broadcast to ``other``'s shape."""
+        return self.broadcast_to(other.shape)
+
+    def split(self, split_size: object, dim: int = 0) -> tuple[Tensor, ...]:
+        """Pieces along ``dim`` of ``split_size`` each (or the listed sizes)."""
+        d = _axis(dim, self.ndim)
+        n = self.shape[d]
+        if isinstance(split_size, int):
+            sizes = [min(split_size, n - i) for i in range(0, n, split_size)]
+        else:
+            sizes = list(split_size)
+        out, start = [], 0
+        for size in sizes:
+            index = [slice(None)] * self.ndim
+            index[d] = slice(start, start + size)
+            out.append(self[tuple(index)])
+            start += size
+        return tuple(out)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+        """``chunks`` nearly equal pieces along ``dim``."""
+        n = self.shape[_axis(dim, self.ndim)]
+        return self.split(-(-n // chunks), dim)
+
+    def __getitem__(self, key: object) -> Tensor:
+        return _getitem(self, key)
+
+
+class _MaxMinResult(Tensor):
+    """The values of ``t.max(dim)``, with ``.values``, ``.indices`` and unpacking as in PyTorch."""
+
+    __slots__ = ("_src", "_op", "_dim", "_keep")
+
+    def __init__(self, values: Tensor, src: Tensor, op: str, dim: int, keep: bool) -> None:
+        super().__init__(values.value, values.ctx)
+        self._src, self._op, self._dim, self._keep = src, op, dim, keep
+
+    @property
+    def values(self) -> Tensor:
+        """The reduced values."""
+        return Tensor(self.value, self.ctx)
+
+    @property
+    def indices(self) -> Tensor:
+        """Where the values are (argmax/argmin along dim)."""
+        src = self._src if self._op == "max" else -self._src
+        return src.argmax(self._dim, self._keep)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter((self.values, self.indices))
+
+
+# ---------------------------------------------------------------------------- helpers
+def _dtype_name(dtype: object) -> str:
+    if isinstance(dtype, str) and dtype in ir.DTYPES:
+        return dtype
+    return ir.from_numpy_dtype(np.dtype(dtype))
+
+
+def _axis(dim: object, ndim: int) -> int:
+    d = int(dim)  # type: ignore[arg-type]
+    if not -max(ndim, 1) <= d < max(ndim, 1):
+        raise GraphcError(f"{_at(user_source())}dim {d} is out of range for a tensor of rank {ndim}")
+    return d % ndim if ndim else 0
+
+
+def _axes(dim: object, ndim: int) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (list, tuple)):
+        axes = tuple(sorted(_axis(d, ndim) for d in dim))
+        if len(set(axes)) != len(axes):
+            raise GraphcError(f"{_at(user_source())}repeated dim in {tuple(dim)}")
+        return axes
+    return (_axis(dim, ndim),)
+
+
+def _shape_args(args: Sequence) -> tuple:
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        return tuple(args[0])
+    return tuple(args)
+
+
+def _infer_shape(shape: Sequence, numel: int, old: tuple[int, ...]) -> tuple[int, ...]:
+    shape = [int(d) for d in shape]
+    unknown = [i for i, d in enumerate(shape) if d == -1]
+    if len(unknown) > 1 or any(d < -1 for d in shape):
+        raise GraphcError(f"{_at(user_source())}reshape: bad shape {tuple(shape)}")
+    known = math.prod(d for d in shape if d != -1)
+    if unknown:
+        if known == 0 or numel % known:
+            raise GraphcError(
+                f"{_at(user_source())}reshape: cannot reshape {old} ({numel} elements) to {tuple(shape)}"
+            )
+        shape[unknown[0]] = numel // known
+    elif known != numel:
+        raise GraphcError(
+            f"{_at(user_source())}reshape: cannot reshape {old} ({numel} elements) to {tuple(shape)}"
+        )
+    return tuple(shape)
+
+
+def _getitem(x: Tensor, key: object) -> Tensor:
+    """Indexing with ints, slices (step > 0), None, ``...`` and one integer index array."""
+    items = list(key) if isinstance(key, tuple) else [key]
+    n_real = sum(1 for k in items if k is not None and k is not Ellipsis)
+    if sum(1 for k in items if k is Ellipsis) > 1:
+        raise GraphcError(f"{_at(user_source())}an index can hold only one ellipsis (...)")
+    if n_real > x.ndim:
+        raise GraphcError(f"{_at(user_source())}too many indices ({n_real}) for a tensor of rank {x.ndim}")
+    if any(k is Ellipsis for k in items):
+        i = next(j for j, k in enumerate(items) if k is Ellipsis)
+        items[i : i + 1] = [slice(None)] * (x.ndim - n_real)
+    else:
+        items += [slice(None)] * (x.ndim - n_real)
+
+    starts, stops, steps, final, gather = [], [], [], [], None
+    axis = 0
+    for k in items:
+        if k is None:
+            final.append(1)
+            continue
+        size = x.shape[axis]
+        if isinstance(k, (list, np.ndarray, Tensor)) and not (isinstance(k, np.ndarray) and k.ndim == 0):
+            if gather is not None:
+                raise GraphcError(f"{_at(user_source())}only one integer index array is supported")
+            idx = as_tensor(np.asarray(k) if isinstance(k, list) else k, ctx=x.ctx)
+            if idx.value.dtype not in ("i32", "i64"):
+                raise GraphcError(
+                    f"{_at(user_source())}index arrays must be integers, got {idx.value.dtype} "
+                    "(boolean masks give data-dependent shapes; use where())"
+                )
+            gather = (axis, idx)
+            starts.append(0), stops.append(size), steps.append(1)
+            final.extend(idx.shape)
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(size)
+            if step <= 0:
+                raise GraphcError(f"{_at(user_source())}slices need a positive step, got {step}")
+            stop = max(start, stop)
+            starts.append(start), stops.append(stop), steps.append(step)
+            final.append(len(range(start, stop, step)))
+        else:
+            try:
+                i = int(k)  # type: ignore[call-overload]
+            except (TypeError, GraphcError):
+                raise GraphcError(
+                    f"{_at(user_source())}cannot index a Tensor with {type(k).__name__}"
+                ) from None
+            if not -size <= i < size:
+                raise GraphcError(
+                    f"{_at(user_source())}index {i} is out of range for dim {axis} of size {size}"
+                )
+            i %= size
+            starts.append(i), stops.append(i + 1), steps.append(1)
+        axis += 1
+
+    out = x
+    if any(s != 0 or e != n or st != 1 for s, e, st, n in zip(starts, stops, steps, x.shape)):
+        out = x.ctx.op("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+    if gather is not None:
+        out = x.ctx.op("gather", out, gather[1], axis=gather[0])
+    return out.reshape(tuple(final))
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Matrix product with NumPy/PyTorch rules for 1-D operands and batch broadcasting."""
+    a, b = _promote(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise GraphcError(f"{_at(user_source())}matmul: both operands need at least one dimension")
+    squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
+    if squeeze_a:
+        a = a.reshape(1, a.shape[0])
+    if squeeze_b:
+        b = b.reshape(b.shape[0], 1)
+    out = a.ctx.op("matmul", a, b)
+    if squeeze_a or squeeze_b:
+        shape = list(out.shape)
+        if squeeze_b:
+            del shape[-1]
+        if squeeze_a:
+            del shape[-1 if squeeze_b else -2]
+        out = out.reshape(tuple(shape))
+    return out
+
+
+def where(cond: object, a: object, b: object) -> Tensor:
+    """``a`` where ``cond`` else ``b`` (NumPy broadcasting)."""
+    like = next((t for t in (a, b, cond) if isinstance(t, Tensor)), None)
+    if like is None:
+        raise GraphcError(f"{_at(user_source())}where needs at least one Tensor operand")
+    if isinstance(a, Tensor):
+        ta, tb = a, as_tensor(b, like=a)
+    elif isinstance(b, Tensor):
+        ta, tb = as_tensor(a, like=b), b
+    else:
+        ta = as_tensor(a, ctx=like.ctx)
+        tb = as_tensor(b, like=ta)
+    ta, tb = _promote(ta, tb)
+    c = as_tensor(cond, ctx=like.ctx)
+    if c.value.dtype != "bool":
+        c = c.ctx.op("ne", c, c.ctx.const(0, c.value.dtype))
+    return like.ctx.op("where", c, ta, tb)
+
+
+def _ufunc_binary(op: str, need_float: bool = False):
+    def run(a: object, b: object) -> Tensor:
+        if isinstance(a, Tensor):
+            return a._binary(op, b, need_float=need_float)
+        return b._binary(op, a, reflected=True, need_float=need_float)  # type: ignore[union-attr]
+
+    return run
+
+
+_UFUNCS = {
+    "add": _ufunc_binary("add"),
+    "subtract": _ufunc_binary("sub"),
+    "multiply": _ufunc_binary("mul"),
+    "divide": _ufunc_binary("div", True),
+    "true_divide": _ufunc_binary("div", True),
+    "power": _ufunc_binary("pow", True),
+    "maximum": _ufunc_binary("maximum"),
+    "minimum": _ufunc_binary("minimum"),
+    "less": _ufunc_binary("lt"),
+    "less_equal": _ufunc_binary("le"),
+    "greater": _ufunc_binary("gt"),
+    "greater_equal": _ufunc_binary("ge"),
+    "equal": _ufunc_binary("eq"),
+    "not_equal": _ufunc_binary("ne"),
+    "matmul": lambda a, b: (
+        matmul(a, as_tensor(b, like=a)) if isinstance(a, Tensor) else matmul(as_tensor(a, like=b), b)
+    ),
+    "negative": lambda x: -x,
+    "exp": lambda x: x.exp(),
+    "log": lambda x: x.log(),
+    "sqrt": lambda x: x.sqrt(),
+    "tanh": lambda x: x.tanh(),
+    "absolute": lambda x: x.abs(),
+    "sign": lambda x: x.sign(),
+    "sin": lambda x: x.sin(),
+    "cos": lambda x: x.cos(),
+    "reciprocal": lambda x: x.reciprocal(),
+    "square": lambda x: x * x,
+}
