@@ -1,0 +1,290 @@
+"""Tiny nodes for the CUDA backend tests: every primitive, fused bodies, edge cases.
+
+Shared by the simulator tests (test_kernels.py) and the GPU-free type/PTX check
+(device_check_main.py), so both look at exactly the same generated kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from graphc.ir import Graph, Node, TensorType
+
+
+@dataclass
+class Case:
+    """One node to compile, its inputs, and how to compare with the reference."""
+
+    name: str
+    node: Node
+    inputs: list[np.ndarray]
+    exact: bool = False  # integer/bool/movement results must match bit for bit
+    rtol: float = 2e-5
+    atol: float = 1e-6
+    generated: bool = True  # False: a fused node expected to fall back to its body
+    raises: str | None = None  # a GraphcError message fragment the run must raise
+    tags: set[str] = field(default_factory=set)
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _f32(*shape: int, seed: int = 0, low: float = -2.0, high: float = 2.0) -> np.ndarray:
+    return _rng(seed).uniform(low, high, size=shape).astype(np.float32)
+
+
+def _i32(*shape: int, seed: int = 0, low: int = -5, high: int = 6) -> np.ndarray:
+    return _rng(seed).integers(low, high, size=shape).astype(np.int32)
+
+
+def _t(a: np.ndarray) -> TensorType:
+    return TensorType.of(a)
+
+
+def prim(op: str, arrays: list[np.ndarray], **attrs) -> Node:
+    """A one-node graph applying ``op`` to inputs typed like ``arrays``."""
+    g = Graph(op)
+    ins = [g.add_input(f"x{k}", _t(a)) for k, a in enumerate(arrays)]
+    return g.add_node(op, ins, attrs)
+
+
+def fused(kind: str, arrays: list[np.ndarray], build, consts: dict[str, np.ndarray] | None = None) -> Node:
+    """A fused node whose body ``build(body, *inputs)`` returns the body outputs."""
+    body = Graph("body")
+    ins = [body.add_input(f"b{k}", _t(a)) for k, a in enumerate(arrays)]
+    extra = [body.add_input(n, _t(a), "const", a) for n, a in (consts or {}).items()]
+    outs = build(body, *ins, *extra)
+    for v in outs if isinstance(outs, (list, tuple)) else [outs]:
+        body.add_output(v)
+    g = Graph("outer")
+    outer = [g.add_input(f"x{k}", _t(a)) for k, a in enumerate(arrays)]
+    return g.add_fused(outer, body, {"kind": kind})
+
+
+def c(body: Graph, value, dtype: str = "f32"):
+    """A scalar const in a body."""
+    return body.op("const", value=value, dtype=dtype)
+
+
+def primitive_cases() -> list[Case]:
+    """At least one case per primitive op in the registry."""
+    x = _f32(4, 5)
+    pos = _f32(4, 5, seed=1, low=0.1, high=3.0)
+    row = _f32(5, seed=2)
+    col = _f32(4, 1, seed=3)
+    xi = _i32(4, 5)
+    out: list[Case] = []
+    for op in ("exp", "tanh", "erf", "sin", "cos", "neg", "abs", "sign"):
+        out.append(Case(op, prim(op, [x]), [x]))
+    for op in ("log", "sqrt", "rsqrt", "reciprocal"):
+        out.append(Case(op, prim(op, [pos]), [pos]))
+    x64 = x.astype(np.float64)
+    out.append(Case("exp_f64", prim("exp", [x64]), [x64], rtol=1e-12))
+    for op in ("neg", "abs", "sign"):
+        out.append(Case(f"{op}_i32", prim(op, [xi]), [xi], exact=True))
+    casts = (("f32", "i32"), ("i32", "f32"), ("f32", "bool"), ("bool", "f32"), ("f64", "f32"), ("i64", "f64"))
+    for src, dst in casts:
+        a = {"f32": x * 3, "i32": xi, "f64": x64, "i64": xi.astype(np.int64), "bool": x > 0}[src]
+        out.append(Case(f"cast_{src}_{dst}", prim("cast", [a], dtype=dst), [a], exact=True))
+    for op in ("add", "sub", "mul", "maximum", "minimum"):
+        out.append(Case(f"{op}_row", prim(op, [x, row]), [x, row]))
+        out.append(Case(f"{op}_outer", prim(op, [col, row]), [col, row]))
+        out.append(Case(f"{op}_i32", prim(op, [xi, xi[:1]]), [xi, xi[:1]], exact=True))
+    out.append(Case("div", prim("div", [x, pos]), [x, pos]))
+    out.append(Case("pow", prim("pow", [pos, row]), [pos, row], rtol=1e-5))
+    nan = x.copy()
+    nan[0, 0] = np.nan
+    out.append(Case("maximum_nan", prim("maximum", [nan, x[::-1].copy()]), [nan, x[::-1].copy()]))
+    out.append(Case("minimum_nan", prim("minimum", [x[::-1].copy(), nan]), [x[::-1].copy(), nan]))
+    for op in ("lt", "le", "eq", "ne", "gt", "ge"):
+        b = np.where(_rng(4).random((4, 5)) < 0.3, x, row).astype(np.float32)
+        out.append(Case(op, prim(op, [x, b]), [x, b], exact=True))
+    out.append(Case("eq_i64", prim("eq", [xi.astype(np.int64), xi[:, :1].astype(np.int64)]),
+                    [xi.astype(np.int64), xi[:, :1].astype(np.int64)], exact=True))  # fmt: skip
+    cond = x > 0
+    out.append(Case("where", prim("where", [cond, x, row]), [cond, x, row], exact=True))
+    out.append(Case("broadcast_to", prim("broadcast_to", [row], shape=(4, 5)), [row], exact=True))
+    out.append(Case("broadcast_to_3d", prim("broadcast_to", [col], shape=(2, 4, 3)), [col], exact=True))
+
+    x3 = _f32(2, 3, 4, seed=5)
+    for op in ("sum", "max", "min"):
+        for axes in ((2,), (1,), (0, 2), (0, 1, 2)):
+            for keep in (False, True):
+                name = f"{op}_{''.join(map(str, axes))}_{'k' if keep else 'n'}"
+                out.append(Case(name, prim(op, [x3], axes=axes, keepdims=keep), [x3]))
+    out.append(Case("sum_i32", prim("sum", [xi], axes=(1,)), [xi], exact=True))
+    out.append(Case("max_bool", prim("max", [cond], axes=(1,)), [cond], exact=True))
+    out.append(Case("min_bool", prim("min", [cond], axes=(0,)), [cond], exact=True))
+    out.append(Case("max_nan", prim("max", [nan], axes=(1,)), [nan]))
+    out.append(Case("sum_long_row", prim("sum", [_f32(2, 70)], axes=(1,)), [_f32(2, 70)], rtol=1e-5))
+    ties = np.array([[1, 3, 3, 0], [2, 2, 2, 2], [-np.inf, -np.inf, -np.inf, -np.inf]], np.float32)
+    out.append(Case("argmax_ties", prim("argmax", [ties], axis=1), [ties], exact=True))
+    out.append(Case("argmax_axis0", prim("argmax", [x3], axis=0, keepdims=True), [x3], exact=True))
+    nan_arg = np.array([[1, np.nan, 5, np.nan]], np.float32)
+    out.append(Case("argmax_nan", prim("argmax", [nan_arg], axis=1), [nan_arg], exact=True))
+    out.append(Case("argmax_i32", prim("argmax", [xi], axis=1), [xi], exact=True))
+
+    a8, b8 = _f32(8, 8, seed=6), _f32(8, 8, seed=7)
+    out.append(Case("matmul_8x8", prim("matmul", [a8, b8]), [a8, b8], rtol=1e-5, atol=1e-5))
+    a, b = _f32(2, 3, 5, seed=8), _f32(5, 4, seed=9)
+    out.append(Case("matmul_batch_bcast", prim("matmul", [a, b]), [a, b], atol=1e-5))
+    a, b = _f32(3, 5, seed=10), _f32(2, 5, 4, seed=11)
+    out.append(Case("matmul_left_bcast", prim("matmul", [a, b]), [a, b], atol=1e-5))
+    a, b = _f32(2, 1, 3, 4, seed=12), _f32(3, 4, 2, seed=13)
+    out.append(Case("matmul_4d", prim("matmul", [a, b]), [a, b], atol=1e-5))
+    a, b = _f32(3, 20, seed=14), _f32(20, 3, seed=15)
+    out.append(Case("matmul_k_tiles", prim("matmul", [a, b]), [a, b], atol=1e-5))
+    a, b = _i32(3, 4, seed=16), _i32(4, 2, seed=17)
+    out.append(Case("matmul_i32", prim("matmul", [a, b]), [a, b], exact=True))
+
+    out.append(Case("reshape", prim("reshape", [x], shape=(2, 10)), [x], exact=True))
+    out.append(Case("transpose", prim("transpose", [x3], perm=(2, 0, 1)), [x3], exact=True))
+    out.append(Case("transpose_2d", prim("transpose", [x], perm=(1, 0)), [x], exact=True))
+    out.append(Case("slice", prim("slice", [x3], starts=(0, 1, 0), stops=(2, 3, 4), steps=(1, 1, 2)), [x3],
+                    exact=True))  # fmt: skip
+    out.append(Case("pad", prim("pad", [x], pads=((1, 0), (2, 1)), value=-1.5), [x], exact=True))
+    out.append(Case("pad_i32", prim("pad", [xi], pads=((0, 1), (0, 0))), [xi], exact=True))
+    p1, p2 = _f32(4, 2, seed=18), _f32(4, 0, seed=19)
+    out.append(Case("concat", prim("concat", [x, p2, p1, x], axis=1), [x, p2, p1, x], exact=True))
+    out.append(Case("concat_axis0", prim("concat", [x3, x3[:1].copy()], axis=0), [x3, x3[:1].copy()],
+                    exact=True))  # fmt: skip
+
+    idx = np.array([3, 0, 3], np.int64)
+    out.append(Case("gather_axis0", prim("gather", [x, idx], axis=0), [x, idx], exact=True))
+    idx2 = np.array([[4, 1], [0, 0]], np.int32)
+    out.append(Case("gather_axis1_2d", prim("gather", [x, idx2], axis=1), [x, idx2], exact=True))
+    bad = np.array([0, 7], np.int64)
+    out.append(Case("gather_out_of_range", prim("gather", [x, bad], axis=0), [x, bad], raises="out of range"))
+    upd = _f32(3, 5, seed=20)
+    out.append(Case("scatter_add", prim("scatter_add", [idx, upd], axis=0, shape=(4, 5)), [idx, upd]))
+    updi = _i32(4, 2, 2, seed=21)
+    out.append(Case("scatter_add_i32", prim("scatter_add", [idx2, updi], axis=1, shape=(4, 5)), [idx2, updi],
+                    exact=True))  # fmt: skip
+
+    img = _f32(1, 2, 5, 5, seed=22)
+    win = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1))
+    out.append(Case("im2col", prim("im2col", [img], **win), [img], exact=True))
+    win2 = dict(kernel=(2, 3), stride=(2, 1), padding=(1, 0), dilation=(2, 1))
+    out.append(Case("im2col_strided", prim("im2col", [img], **win2), [img], exact=True))
+    cols = _f32(1, 18, 25, seed=23)
+    out.append(Case("col2im", prim("col2im", [cols], image_shape=(1, 2, 5, 5), **win), [cols]))
+    cols2 = _f32(*prim("im2col", [img], **win2).outputs[0].shape, seed=24)
+    out.append(Case("col2im_strided", prim("col2im", [cols2], image_shape=(1, 2, 5, 5), **win2), [cols2]))
+
+    out.append(Case("const_f32", prim("const", [], value=2.5), [], exact=True))
+    out.append(Case("const_i64", prim("const", [], value=-7, dtype="i64"), [], exact=True))
+    out.append(Case("const_bool", prim("const", [], value=True, dtype="bool"), [], exact=True))
+    off = np.array(3, np.int64)
+    out.append(Case("rng_uniform", prim("rng_uniform", [off], shape=(4, 5), seed=7), [off], exact=True))
+    big = np.array((5 << 32) + 11, np.int64)
+    out.append(Case("rng_uniform_f64", prim("rng_uniform", [big], shape=(3, 3), seed=123456789, dtype="f64"),
+                    [big], exact=True))  # fmt: skip
+    return out
+
+
+def fused_cases() -> list[Case]:
+    """Fused bodies as passes.fusion makes them: softmax, layer_norm, gelu, matmul epilogues."""
+    out: list[Case] = []
+    x = _f32(2, 5, seed=30)
+
+    def softmax(b, v):
+        m = b.op("max", v, axes=(1,), keepdims=True)
+        e = b.op("exp", b.op("sub", v, m))
+        return b.op("div", e, b.op("sum", e, axes=(1,), keepdims=True))
+
+    out.append(Case("softmax", fused("reduction", [x], softmax), [x]))
+    x3 = _f32(2, 3, 4, seed=31)
+
+    def softmax_mid(b, v):  # over a middle axis: not trailing
+        m = b.op("max", v, axes=(1,), keepdims=True)
+        e = b.op("exp", b.op("sub", v, m))
+        return b.op("div", e, b.op("sum", e, axes=(1,), keepdims=True))
+
+    out.append(Case("softmax_axis1_of_3", fused("reduction", [x3], softmax_mid), [x3]))
+    w, bias = _f32(5, seed=32), _f32(5, seed=33)
+
+    def layer_norm(b, v, wv, bv):
+        inv_n = c(b, 1 / 5)
+        mean = b.op("mul", b.op("sum", v, axes=(1,), keepdims=True), inv_n)
+        xc = b.op("sub", v, mean)
+        var = b.op("mul", b.op("sum", b.op("mul", xc, xc), axes=(1,), keepdims=True), inv_n)
+        y = b.op("mul", xc, b.op("rsqrt", b.op("add", var, c(b, 1e-5))))
+        return [b.op("add", b.op("mul", y, wv), bv), mean]
+
+    out.append(Case("layer_norm", fused("reduction", [x, w, bias], layer_norm), [x, w, bias], rtol=1e-4,
+                    atol=1e-5))  # fmt: skip
+
+    def mean_rows(b, v):  # keepdims=False: per-row values written once per row
+        s = b.op("sum", b.op("mul", v, v), axes=(1,))
+        return [b.op("sqrt", b.op("mul", s, c(b, 0.2))), b.op("max", v, axes=(1,))]
+
+    out.append(Case("rms_rows", fused("reduction", [x], mean_rows), [x]))
+
+    def total(b, v):  # a full reduction: a scalar broadcast back over the tensor
+        s = b.op("sum", b.op("exp", v), axes=(0, 1))
+        return b.op("div", b.op("exp", v), s)
+
+    out.append(Case("global_softmax", fused("reduction", [x], total), [x]))
+
+    def gelu(b, v):
+        inner = b.op("erf", b.op("mul", v, c(b, 0.7071067811865476)))
+        return b.op("mul", b.op("mul", v, c(b, 0.5)), b.op("add", inner, c(b, 1.0)))
+
+    x45 = _f32(4, 5, seed=34)
+    out.append(Case("gelu", fused("pointwise", [x45], gelu), [x45]))
+
+    def two_shapes(b, v, r):  # outputs of different shapes from one domain
+        s = b.op("add", v, r)
+        return [b.op("tanh", s), b.op("mul", r, c(b, 2.0)), b.op("gt", s, c(b, 0.0))]
+
+    rr = _f32(5, seed=35)
+    out.append(Case("pointwise_multi_out", fused("pointwise", [x45, rr], two_shapes), [x45, rr]))
+
+    def dropout(b, v, off):
+        u = b.op("rng_uniform", off, shape=(4, 5), seed=11)
+        keep = b.op("lt", u, c(b, 0.5))
+        return b.op("where", keep, b.op("mul", v, c(b, 2.0)), c(b, 0.0))
+
+    off = np.array(9, np.int64)
+    out.append(Case("dropout", fused("pointwise", [x45, off], dropout), [x45, off], exact=True))
+    table = _f32(4, 5, seed=36)
+
+    def with_const(b, v, t):
+        return b.op("add", v, t)
+
+    out.append(Case("body_const", fused("pointwise", [x45], with_const, {"table": table}), [x45], exact=True))
+
+    a, wm, bm = _f32(3, 6, seed=37), _f32(6, 4, seed=38), _f32(4, seed=39)
+
+    def linear_relu(b, av, wv, bv):
+        mm = b.op("matmul", av, wv)
+        y = b.op("add", mm, bv)
+        return [b.op("maximum", y, c(b, 0.0)), mm]
+
+    out.append(Case("matmul_epilogue", fused("matmul", [a, wm, bm], linear_relu), [a, wm, bm], atol=1e-5))
+    ab, wb = _f32(2, 3, 6, seed=40), _f32(6, 4, seed=41)
+
+    def batched_gelu(b, av, wv):
+        return gelu(b, b.op("matmul", av, wv))
+
+    out.append(Case("matmul_batch_gelu", fused("matmul", [ab, wb], batched_gelu), [ab, wb], atol=1e-5))
+
+    def with_transpose(b, v):  # transpose is not pointwise: the generator declines, the body runs
+        return b.op("exp", b.op("transpose", v, perm=(1, 0)))
+
+    out.append(Case("fallback_transpose", fused("pointwise", [x45], with_transpose), [x45], generated=False))
+
+    def mixed(b, v):  # a per-row value broadcast along the wrong axis: falls back
+        s = b.op("sum", v, axes=(1,))
+        return b.op("add", b.op("reshape", s, shape=(4, 1)), v)
+
+    node = fused("reduction", [x45], mixed)
+    out.append(Case("fallback_reshape_in_reduction", node, [x45], generated=False))
+    return out
+
+
+def all_cases() -> list[Case]:
+    """Every case, primitives first."""
+    return primitive_cases() + fused_cases()

@@ -1,0 +1,43 @@
+"""Run by test_device_check.py in a subprocess WITHOUT the simulator: type-check every generated kernel
+for the real CUDA target and, where NVVM/NVRTC are installed, compile it to PTX. Prints JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from cuda_cases import all_cases
+from graphc.kernels import cuda as kc
+from graphc.kernels.cuda import check
+from graphc.kernels.cuda.codegen import Unsupported
+
+
+def main() -> None:
+    """Check each case's kernel (and fused fallbacks' body kernels); report failures as JSON."""
+    assert not kc.simulator(), "run without NUMBA_ENABLE_CUDASIM"
+    want_ptx = check.ptx_unavailable() is None
+    report = {"checked": 0, "ptx": 0, "failures": [], "ptx_unavailable": check.ptx_unavailable()}
+    for case in all_cases():
+        nodes = [case.node]
+        try:
+            sources = [kc.generate(case.node)]
+        except Unsupported:
+            nodes = case.node.subgraph.nodes
+            sources = [kc.generate(n) for n in nodes]
+        for ks in sources:
+            try:
+                check.typecheck(ks)
+                report["checked"] += 1
+                if want_ptx:
+                    check.compile_ptx(ks)
+                    report["ptx"] += 1
+            except Exception as err:
+                first = (str(err).strip() or type(err).__name__)[:2000]
+                report["failures"].append({"case": case.name, "error": f"{type(err).__name__}: {first}"})
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
+    main()
