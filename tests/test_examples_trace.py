@@ -5,10 +5,17 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import run_graph
+from graphc.kernels.reference import execute
 
 from graphc import ir
 from graphc.tracing import trace
+
+
+def run_graph(graph, *arrays):
+    """Execute a traced graph on data arrays (in data-input order) with the reference kernels."""
+    outs = execute(graph, {v.name: np.asarray(a) for v, a in zip(graph.data_inputs, arrays)})
+    return outs[0] if len(outs) == 1 else outs
+
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 NAMES = ["mlp", "my_sequential", "nest_mlp", "cnn", "transformer"]

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from conftest import run_graph
 from graphc.ir import GraphcError
 from graphc.kernels.reference import execute
 from hypothesis import given, settings
@@ -13,6 +12,13 @@ from graphc import functional as F
 from graphc import ir, nn
 from graphc.tensor import Tensor
 from graphc.tracing import building, trace
+
+
+def run_graph(graph, *arrays):
+    """Execute a traced graph on data arrays (in data-input order) with the reference kernels."""
+    outs = execute(graph, {v.name: np.asarray(a) for v, a in zip(graph.data_inputs, arrays)})
+    return outs[0] if len(outs) == 1 else outs
+
 
 HSETTINGS = settings(max_examples=40, deadline=None)
 
