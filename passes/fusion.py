@@ -1,0 +1,384 @@
+"""Fusion: groups of elementwise ops, row reductions and matmul epilogues become ``fused`` nodes.
+
+The decisions follow TVM's op-pattern kinds and Inductor's scheduler, kept small:
+
+Roles (from the op registry's fusion class)
+  elementwise  pointwise and broadcast ops (``broadcast_to`` included)
+  reduction    sum/max/min over *trailing* axes; reductions over other axes stay alone
+  matmul       may head a "matmul" group (its epilogue); never fused into another group
+  source       ``const`` nodes: never a group of their own, copied into every body that reads them
+  (none)       injective ops (reshape, transpose, slice, pad, concat), opaque ops (gather,
+               im2col, argmax, rng_uniform, ...) and existing fused nodes stay as they are
+
+Legal groups (``docs/CONTRACTS.md``'s three kinds; every body value has one of a few shapes,
+which is what lets a backend emit one loop nest per group)
+  pointwise  elementwise ops whose outputs all have one shape (the domain); operands from
+             outside may broadcast to it
+  reduction  elementwise ops and reductions where every reduction reads an operand of the same
+             shape (the domain) over the same trailing axes; every value is domain-shaped or
+             row-shaped (the domain with those axes set to 1, or dropped). A domain-shaped op may
+             read row values kept as 1s (broadcast back over the row), so softmax
+             (max, sub, exp, sum, div) and layer_norm (sum, div, sub, mul, sum, div, add, rsqrt,
+             mul) are one kernel each
+  matmul     one matmul first, then domain-shaped elementwise ops that all depend on its result
+             (no prologue, no reduction)
+
+Algorithm
+  1. Every node with a role other than source starts in its own group. Nodes are visited in
+     topological order; a node's group tries to absorb each producer group of its operands,
+     reductions first, then matmuls, then pointwise groups (so ``sub(y, mean)`` joins the
+     layer-norm group rather than the epilogue of the matmul that made ``y``). A merge must give
+     a legal group and must not create a cycle: no path may leave the producer group and come
+     back into the consumer group through another node (checked on the contracted DAG).
+  2. A value read both inside its group and outside becomes an extra output of the group (a
+     multi-output fused node), unless it is cheap to recompute: a chain of at most
+     ``MAX_RECOMPUTE_OPS`` elementwise ops inside its group reading at most
+     ``MAX_RECOMPUTE_LEAVES`` values from outside that group, and every outside reader is a
+     pointwise or reduction group that stays legal with the chain copied in. Then each reader
+     computes the value itself, and the original is dropped when nothing else needs it.
+  3. Groups with two or more ops become ``fused`` nodes (``attrs["kind"]``, ``node.subgraph``),
+     keeping the original output Values (and names); single-node groups stay plain nodes. The
+     node list is re-sorted topologically, earliest original position first.
+
+``kernel_count(graph)`` counts what a backend launches: every node except free reshapes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from graphc.ir import Graph, GraphcError, Node, Value
+
+from .util import fusion_class, graph_pass
+
+MAX_RECOMPUTE_OPS = 3
+MAX_RECOMPUTE_LEAVES = 2
+_PREFERENCE = {"reduction": 0, "matmul": 1, "pointwise": 2}
+
+
+def is_trailing_reduction(node: Node) -> bool:
+    """sum/max/min over a non-empty run of trailing axes."""
+    if node.op not in ("sum", "max", "min"):
+        return False
+    rank = len(node.inputs[0].shape)
+    axes = sorted(node.attrs["axes"])
+    return bool(axes) and axes == list(range(rank - len(axes), rank))
+
+
+def role(node: Node) -> str | None:
+    """The node's fusion role: elementwise, reduction, matmul, source, or None (stays alone)."""
+    if node.op == "const":
+        return "source"
+    if node.op == "matmul":
+        return "matmul"
+    if is_trailing_reduction(node):
+        return "reduction"
+    if node.op != "fused" and fusion_class(node) in ("pointwise", "broadcast"):
+        return "elementwise"
+    return None
+
+
+def classify(nodes: list[Node]) -> str | None:
+    """The kind of a candidate group (nodes in topological order), or None when it is not legal."""
+    members = {v for n in nodes for v in n.outputs}
+    mms = [n for n in nodes if n.op == "matmul"]
+    reds = [n for n in nodes if role(n) == "reduction"]
+    if len(mms) > 1 or (mms and reds):
+        return None
+    if mms:
+        (mm,) = mms
+        domain = mm.output.shape
+        reached = {mm.output}
+        for n in nodes:
+            if n is mm:
+                continue
+            if n.output.shape != domain or not any(v in reached for v in n.inputs):
+                return None
+            reached.add(n.output)
+        return "matmul"
+    if reds:
+        domain = reds[0].inputs[0].shape
+        axes = sorted(reds[0].attrs["axes"])
+        if any(r.inputs[0].shape != domain or sorted(r.attrs["axes"]) != axes for r in reds):
+            return None
+        keep = tuple(1 if i in axes else d for i, d in enumerate(domain))
+        drop = tuple(d for i, d in enumerate(domain) if i not in axes)
+        allowed = {domain: (domain, keep), keep: (keep,), drop: (drop,)}
+        for n in nodes:
+            if role(n) == "reduction":
+                continue
+            shape = n.output.shape
+            if shape not in allowed:
+                return None
+            if any(v in members and v.shape not in allowed[shape] for v in n.inputs):
+                return None
+        return "reduction"
+    domain = nodes[0].output.shape
+    return "pointwise" if all(n.output.shape == domain for n in nodes) else None
+
+
+@dataclass
+class _Group:
+    uid: int
+    nodes: list[Node]
+    kind: str
+    recompute: set[Node] = field(default_factory=set)
+
+
+class _Fuser:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.index = {n: i for i, n in enumerate(graph.nodes)}
+        self.prod = {v: n for n in graph.nodes for v in n.outputs}
+        self.users: dict[Value, list[Node]] = {}
+        for n in graph.nodes:
+            for v in n.inputs:
+                self.users.setdefault(v, []).append(n)
+        self.roles = {n: role(n) for n in graph.nodes}
+        self.uid: dict[Node, int] = {}
+        self.groups: dict[int, _Group] = {}
+        for i, n in enumerate(graph.nodes):
+            if self.roles[n] == "source":
+                continue
+            self.uid[n] = i
+            r = self.roles[n]
+            if r is not None:
+                self.groups[i] = _Group(i, [n], "pointwise" if r == "elementwise" else r)
+        # The contracted DAG over units (groups and lone nodes); const nodes are left out since
+        # nothing feeds them, so no cycle can pass through one.
+        self.succ: dict[int, set[int]] = {u: set() for u in self.uid.values()}
+        self.pred: dict[int, set[int]] = {u: set() for u in self.uid.values()}
+        for n in graph.nodes:
+            if n not in self.uid:
+                continue
+            for v in n.inputs:
+                p = self.prod.get(v)
+                if p is not None and p in self.uid and self.uid[p] != self.uid[n]:
+                    self.succ[self.uid[p]].add(self.uid[n])
+                    self.pred[self.uid[n]].add(self.uid[p])
+
+    # ------------------------------------------------------------ step 1: grouping
+    def _reaches(self, starts: set[int], target: int) -> bool:
+        stack, seen = list(starts), set(starts)
+        while stack:
+            u = stack.pop()
+            if u == target:
+                return True
+            for s in self.succ[u]:
+                if s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+        return False
+
+    def _merge(self, a: int, b: int, kind: str, nodes: list[Node]) -> None:
+        """Fold group ``a`` (a producer of ``b``) into ``b``."""
+        for n in self.groups[a].nodes:
+            self.uid[n] = b
+        self.groups[b].nodes = nodes
+        self.groups[b].kind = kind
+        del self.groups[a]
+        for p in self.pred.pop(a):
+            self.succ[p].discard(a)
+            if p != b:
+                self.succ[p].add(b)
+                self.pred[b].add(p)
+        for s in self.succ.pop(a):
+            self.pred[s].discard(a)
+            if s != b:
+                self.pred[s].add(b)
+                self.succ[b].add(s)
+
+    def group(self) -> None:
+        for n in self.graph.nodes:
+            if self.roles[n] not in ("elementwise", "reduction", "matmul"):
+                continue
+            candidates = []
+            for v in n.inputs:
+                p = self.prod.get(v)
+                if p is None or p not in self.uid:
+                    continue
+                u = self.uid[p]
+                if u in self.groups and u != self.uid[n] and u not in candidates:
+                    candidates.append(u)
+            candidates.sort(key=lambda u: _PREFERENCE[self.groups[u].kind])
+            for a in candidates:
+                b = self.uid[n]
+                if a not in self.groups or a == b:
+                    continue
+                nodes = sorted(self.groups[a].nodes + self.groups[b].nodes, key=self.index.__getitem__)
+                kind = classify(nodes)
+                if kind is None or self._reaches(self.succ[a] - {b}, b):
+                    continue
+                self._merge(a, b, kind, nodes)
+
+    # ------------------------------------------------------------ step 2: recomputation
+    def _cone(self, node: Node, group: _Group) -> tuple[set[Node], set[Value]] | None:
+        """The elementwise ops of ``group`` that ``node`` needs, and the values they read from outside."""
+        members = set(group.nodes)
+        cone: set[Node] = set()
+        leaves: set[Value] = set()
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n in cone:
+                continue
+            if self.roles[n] != "elementwise":
+                return None
+            cone.add(n)
+            if len(cone) > MAX_RECOMPUTE_OPS:
+                return None
+            for v in n.inputs:
+                p = self.prod.get(v)
+                if p is not None and self.roles[p] == "source":
+                    continue
+                if p is not None and p in members:
+                    stack.append(p)
+                else:
+                    leaves.add(v)
+        if len(leaves) > MAX_RECOMPUTE_LEAVES:
+            return None
+        return cone, leaves
+
+    def recompute(self) -> None:
+        outputs = set(self.graph.outputs)
+        for gid in sorted(self.groups):
+            group = self.groups[gid]
+            for node in list(group.nodes):
+                if self.roles[node] != "elementwise" or node.output in outputs:
+                    continue
+                readers = [u for u in self.users.get(node.output, ()) if self.uid.get(u) != gid]
+                if not readers or not all(self.uid.get(u) in self.groups for u in readers):
+                    continue
+                targets = {self.uid[u] for u in readers}
+                if any(self.groups[t].kind == "matmul" for t in targets):
+                    continue
+                found = self._cone(node, group)
+                if found is None:
+                    continue
+                cone, _ = found
+                if all(self._legal_with(t, cone) for t in targets):
+                    for t in targets:
+                        self.groups[t].recompute |= cone
+
+    def _legal_with(self, gid: int, extra: set[Node]) -> bool:
+        group = self.groups[gid]
+        nodes = sorted(set(group.nodes) | group.recompute | extra, key=self.index.__getitem__)
+        return classify(nodes) == group.kind
+
+    # ------------------------------------------------------------ step 3: building
+    def _body(self, group: _Group, needed: list[Value] | None) -> tuple[list[Node], list[Value]]:
+        """Body nodes (the ones ``needed`` depends on, all when None) and the values read from outside."""
+        nodes = sorted(set(group.nodes) | group.recompute, key=self.index.__getitem__)
+        if needed is not None:
+            live = set(needed)
+            kept = []
+            for n in reversed(nodes):
+                if any(v in live for v in n.outputs):
+                    kept.append(n)
+                    live.update(n.inputs)
+            nodes = kept[::-1]
+        defined = {v for n in nodes for v in n.outputs}
+        ins: list[Value] = []
+        for n in nodes:
+            for v in n.inputs:
+                p = self.prod.get(v)
+                if v in defined or (p is not None and self.roles[p] == "source") or v in ins:
+                    continue
+                ins.append(v)
+        return nodes, ins
+
+    def build(self) -> None:
+        graph = self.graph
+        ext = {gid: self._body(group, None)[1] for gid, group in self.groups.items()}
+        # Who reads a value from outside its group: plain nodes their inputs, groups their body inputs.
+        readers: dict[Value, set[int]] = {}
+        for n in graph.nodes:
+            if self.uid.get(n) not in self.groups:
+                for v in n.inputs:
+                    readers.setdefault(v, set()).add(-1)
+        for gid, ins in ext.items():
+            for v in ins:
+                readers.setdefault(v, set()).add(gid)
+        outputs = set(graph.outputs)
+        units: list[tuple[int, Node]] = []
+        for gid, group in self.groups.items():
+            outs = [
+                v for n in group.nodes for v in n.outputs if v in outputs or readers.get(v, set()) - {gid}
+            ]
+            if not outs:
+                continue  # every reader recomputes it
+            nodes, ins = self._body(group, outs)
+            first = min(self.index[n] for n in nodes)
+            if len(nodes) == 1 and nodes[0] in group.nodes:
+                units.append((first, nodes[0]))
+            else:
+                kind = classify(nodes)
+                if kind is None:  # pruning broke the group's shape rules: keep the whole body
+                    nodes, ins = self._body(group, None)
+                    kind = group.kind
+                units.append((first, self._make_fused(gid, kind, nodes, ins, outs)))
+        for i, n in enumerate(graph.nodes):
+            if self.uid.get(n) in self.groups:
+                continue
+            if self.roles[n] == "source" and n.output not in readers and n.output not in outputs:
+                continue  # copied into the bodies that read it
+            units.append((i, n))
+        graph.set_nodes(_toposort(units))
+
+    def _make_fused(
+        self, gid: int, kind: str, nodes: list[Node], ins: list[Value], outs: list[Value]
+    ) -> Node:
+        body = Graph(f"fused_{gid}")
+        env: dict[Value, Value] = {v: body.add_input(v.name, v.type) for v in ins}
+        for n in nodes:
+            args = []
+            for v in n.inputs:
+                if v not in env:  # a const node, copied in where first read
+                    c = self.prod[v]
+                    env[v] = body.add_node("const", [], dict(c.attrs), c.source, names=[v.name]).output
+                args.append(env[v])
+            made = body.add_node(n.op, args, dict(n.attrs), n.source, names=[v.name for v in n.outputs])
+            env.update(zip(n.outputs, made.outputs))
+        for v in outs:
+            body.add_output(env[v])
+        return Node("fused", list(ins), {"kind": kind}, list(outs), nodes[0].source, body)
+
+
+def _toposort(units: list[tuple[int, Node]]) -> list[Node]:
+    """Kahn's algorithm over outer nodes, taking the earliest original position first."""
+    made_by = {v: i for i, (_, n) in enumerate(units) for v in n.outputs}
+    deps: list[set[int]] = [{made_by[v] for v in n.inputs if v in made_by} for _, n in units]
+    waiting = [len(d) for d in deps]
+    dependents: list[list[int]] = [[] for _ in units]
+    for i, d in enumerate(deps):
+        for j in d:
+            dependents[j].append(i)
+    heap = [(units[i][0], i) for i in range(len(units)) if waiting[i] == 0]
+    heapq.heapify(heap)
+    order: list[Node] = []
+    while heap:
+        _, i = heapq.heappop(heap)
+        order.append(units[i][1])
+        for j in dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(heap, (units[j][0], j))
+    if len(order) != len(units):
+        raise GraphcError("fusion produced a cyclic graph (internal error)")
+    return order
+
+
+@graph_pass("fusion")
+def fusion(graph: Graph) -> Graph:
+    """Replace fusible groups with ``fused`` nodes (see the module docstring); rewrites ``graph``."""
+    fuser = _Fuser(graph)
+    fuser.group()
+    fuser.recompute()
+    fuser.build()
+    return graph
+
+
+def kernel_count(graph: Graph) -> int:
+    """Kernels a backend launches for ``graph``: every node except reshapes (free aliases)."""
+    return sum(1 for n in graph.nodes if n.op != "reshape")

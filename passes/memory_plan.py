@@ -1,0 +1,260 @@
+"""Memory planning: live ranges over the scheduled node order, offsets in one arena, and a checker.
+
+Step k is ``graph.nodes[k]``. A value is live from the step that writes it (-1 for a data input,
+copied in before step 0) to the last step that reads it (``len(nodes)`` for a graph output).
+Buffers cover data inputs and every node output; param/const/state inputs live outside the arena.
+
+Sharing bytes, two ways (``Buffer.alias_of`` names the root buffer that owns them):
+- a reshape of an arena value is a view of its input; the runtime skips that node;
+- a pointwise op (or pointwise fused node) writes its output over an operand of the same shape
+  and dtype whose bytes (with all their views) die at that op; the kernel still runs.
+The root's live range is extended to cover every alias, so the placement only sees roots.
+
+Placement: roots are placed one by one at the lowest-waste 64-byte-aligned gap among the roots
+already placed that are live at the same time (best fit), in a few orders (largest first,
+largest area first, earliest first); the smallest arena wins. The lower bound is the most
+(aligned) bytes live at one step: no placement of these roots can use less.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from graphc.ir import Buffer, Graph, GraphcError, MemoryPlan, Node, Value
+
+from .util import is_elementwise
+
+ALIGNMENT = 64
+
+
+def align(n: int, alignment: int = ALIGNMENT) -> int:
+    """``n`` rounded up to a multiple of ``alignment``."""
+    return (n + alignment - 1) // alignment * alignment
+
+
+def in_place_capable(node: Node) -> bool:
+    """May this node write an output over an operand of the same shape and dtype (docs/CONTRACTS.md)?"""
+    if node.op == "fused":
+        return node.attrs.get("kind") == "pointwise"
+    return is_elementwise(node)
+
+
+def arena_values(graph: Graph) -> list[Value]:
+    """The values that live in the arena: data inputs, then every node output in order."""
+    return graph.data_inputs + [v for n in graph.nodes for v in n.outputs]
+
+
+def live_intervals(graph: Graph, nodes: list[Node] | None = None) -> dict[Value, tuple[int, int]]:
+    """[first, last] step of each arena value over ``nodes`` (default: ``graph.nodes``)."""
+    nodes = graph.nodes if nodes is None else nodes
+    steps = len(nodes)
+    interval: dict[Value, list[int]] = {v: [-1, -1] for v in graph.data_inputs}
+    for k, n in enumerate(nodes):
+        for v in n.outputs:
+            interval[v] = [k, k]
+    for k, n in enumerate(nodes):
+        for v in n.inputs:
+            if v in interval:
+                interval[v][1] = max(interval[v][1], k)
+    for v in graph.outputs:
+        if v in interval:
+            interval[v][1] = steps
+    return {v: (a, b) for v, (a, b) in interval.items()}
+
+
+@dataclass
+class _Classes:
+    """Union-find of values sharing bytes, with each root's extended end."""
+
+    parent: dict[Value, Value]
+    end: dict[Value, int]
+
+    def find(self, v: Value) -> Value:
+        while self.parent[v] is not v:
+            v = self.parent[v]
+        return v
+
+    def union_into(self, child_root: Value, root: Value) -> None:
+        self.parent[child_root] = root
+        self.end[root] = max(self.end[root], self.end[child_root])
+
+
+def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -> _Classes:
+    classes = _Classes({v: v for v in intervals}, {v: e for v, (_, e) in intervals.items()})
+    for n in nodes:
+        if n.op == "reshape" and n.inputs[0] in intervals:
+            classes.union_into(n.output, classes.find(n.inputs[0]))
+    if not in_place:
+        return classes
+    for k, n in enumerate(nodes):
+        if not in_place_capable(n):
+            continue
+        taken: set[Value] = set()
+        for o in n.outputs:
+            if classes.find(o) is not o:
+                continue
+            for v in n.inputs:
+                if v not in intervals or v.type != o.type:
+                    continue
+                r = classes.find(v)
+                if r in taken or classes.end[r] != k:
+                    continue
+                # Another operand viewing the same bytes with another shape would be read at
+                # other positions than the ones being overwritten.
+                if any(w in intervals and classes.find(w) is r and w.shape != o.shape for w in n.inputs):
+                    continue
+                taken.add(r)
+                classes.union_into(o, r)
+                break
+    return classes
+
+
+def _lower_bound(roots: list[Value], start: dict, end: dict, size: dict, steps: int) -> int:
+    delta = np.zeros(steps + 3, dtype=np.int64)
+    for r in roots:
+        delta[start[r] + 1] += size[r]
+        delta[end[r] + 2] -= size[r]
+    return int(np.cumsum(delta).max()) if roots else 0
+
+
+def _place(order: list[Value], start: dict, end: dict, size: dict) -> tuple[dict[Value, int], int]:
+    placed: list[tuple[int, int, int, int]] = []  # (start, end, offset, size)
+    offsets: dict[Value, int] = {}
+    top = 0
+    for r in order:
+        need = size[r]
+        busy = sorted((o, o + s) for a, b, o, s in placed if a <= end[r] and start[r] <= b and s > 0)
+        best, best_waste, cursor = None, None, 0
+        for lo, hi in busy:
+            gap = lo - cursor
+            if gap >= need and (best_waste is None or gap - need < best_waste):
+                best, best_waste = cursor, gap - need
+            cursor = max(cursor, hi)
+        offset = best if best is not None else cursor
+        offsets[r] = offset
+        placed.append((start[r], end[r], offset, need))
+        top = max(top, offset + need)
+    return offsets, top
+
+
+def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
+    """Lay out every data input and node output of the scheduled ``graph`` in one arena."""
+    nodes = graph.nodes
+    intervals = live_intervals(graph)
+    classes = _alias_classes(graph, nodes, intervals, in_place)
+    roots = [v for v in intervals if classes.find(v) is v]
+    start = {r: intervals[r][0] for r in roots}
+    end = {r: classes.end[r] for r in roots}
+    size = {r: align(r.type.nbytes) for r in roots}
+    orders = [
+        sorted(roots, key=lambda r: (-size[r], start[r])),
+        sorted(roots, key=lambda r: (-size[r] * (end[r] - start[r] + 1), start[r])),
+        sorted(roots, key=lambda r: (start[r], -size[r])),
+    ]
+    offsets, arena = min((_place(o, start, end, size) for o in orders), key=lambda p: p[1])
+    buffers: dict[str, Buffer] = {}
+    for v, (a, b) in intervals.items():
+        r = classes.find(v)
+        if r is v:
+            buffers[v.name] = Buffer(v.name, offsets[v], v.type.nbytes, a, end[v])
+        else:
+            buffers[v.name] = Buffer(v.name, offsets[r], v.type.nbytes, a, b, alias_of=r.name)
+    return MemoryPlan(
+        arena_bytes=align(arena),
+        buffers=buffers,
+        naive_bytes=sum(v.type.nbytes for v in intervals),
+        lower_bound=_lower_bound(roots, start, end, size, len(nodes)),
+        alignment=ALIGNMENT,
+    )
+
+
+def peak_bytes(graph: Graph, nodes: list[Node] | None = None, in_place: bool = True) -> int:
+    """The most aligned bytes live at one step when ``nodes`` (default: the graph's) run in order."""
+    nodes = graph.nodes if nodes is None else nodes
+    intervals = live_intervals(graph, nodes)
+    classes = _alias_classes(graph, nodes, intervals, in_place)
+    roots = [v for v in intervals if classes.find(v) is v]
+    start = {r: intervals[r][0] for r in roots}
+    size = {r: align(r.type.nbytes) for r in roots}
+    return _lower_bound(roots, start, classes.end, size, len(nodes))
+
+
+# ---------------------------------------------------------------------------- checker
+def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
+    """Raise GraphcError if two buffers live at the same step share bytes without a legal alias.
+
+    Independent of the planner: live ranges come from the graph, and sharing is allowed only
+    between a value and its reshape views, or at the one step where a pointwise op writes its
+    output over an operand (of the same shape and dtype) that dies there.
+    """
+    intervals = live_intervals(graph)
+    names = {v.name: v for v in intervals}
+    missing = set(names) - set(plan.buffers)
+    extra = set(plan.buffers) - set(names)
+    if missing or extra:
+        raise GraphcError(
+            f"memory plan: buffers missing for {sorted(missing)[:5]}, unexpected for {sorted(extra)[:5]}"
+        )
+    nodes = graph.nodes
+    step_of = {v: k for k, n in enumerate(nodes) for v in n.outputs}
+    for v, (a, b) in intervals.items():
+        buf = plan.buffers[v.name]
+        if buf.offset % plan.alignment:
+            raise GraphcError(
+                f"memory plan: %{v.name} at offset {buf.offset} is not {plan.alignment}-aligned"
+            )
+        if buf.size < v.type.nbytes or buf.offset + v.type.nbytes > plan.arena_bytes:
+            raise GraphcError(f"memory plan: %{v.name} ({v.type.nbytes} bytes) does not fit its buffer/arena")
+        if buf.start > a or buf.end < b:
+            raise GraphcError(
+                f"memory plan: %{v.name} is live over [{a}, {b}] but planned for [{buf.start}, {buf.end}]"
+            )
+    # Values equal as bytes: a reshape view at the same offset as its operand.
+    view: dict[Value, Value] = {}
+
+    def root(v: Value) -> Value:
+        while v in view:
+            v = view[v]
+        return v
+
+    for n in nodes:
+        if n.op == "reshape" and n.inputs[0] in intervals:
+            if plan.buffers[n.output.name].offset == plan.buffers[n.inputs[0].name].offset:
+                view[n.output] = n.inputs[0]
+    values = [v for v in intervals if v.type.nbytes > 0]
+    if len(values) < 2:
+        return
+    off = np.array([plan.buffers[v.name].offset for v in values], dtype=np.int64)
+    hi = off + np.array([v.type.nbytes for v in values], dtype=np.int64)
+    lo_t = np.array([intervals[v][0] for v in values], dtype=np.int64)
+    hi_t = np.array([intervals[v][1] for v in values], dtype=np.int64)
+    clash = (off[:, None] < hi[None, :]) & (off[None, :] < hi[:, None])
+    clash &= (lo_t[:, None] <= hi_t[None, :]) & (lo_t[None, :] <= hi_t[:, None])
+    for i, j in zip(*np.nonzero(np.triu(clash, k=1))):
+        a, b = values[i], values[j]
+        if root(a) is root(b):
+            continue
+        if _handoff(a, b, intervals, step_of, nodes, plan, root) or _handoff(
+            b, a, intervals, step_of, nodes, plan, root
+        ):
+            continue
+        raise GraphcError(
+            f"memory plan: %{a.name} (live {list(intervals[a])}, bytes [{off[i]}, {hi[i]})) and "
+            f"%{b.name} (live {list(intervals[b])}, bytes [{off[j]}, {hi[j]})) overlap"
+        )
+
+
+def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan, root) -> bool:
+    """``new`` is written in place at the step where ``old`` (or a view of the same bytes) dies."""
+    k = step_of.get(new)
+    if k is None or intervals[new][0] != k or intervals[old][1] != k:
+        return False
+    node = nodes[k]
+    if not in_place_capable(node):
+        return False
+    for c in node.inputs:
+        if c in intervals and root(c) is root(old) and c.type == new.type:
+            if plan.buffers[c.name].offset == plan.buffers[new.name].offset:
+                return True
+    return False
