@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import pathlib
 
 import numpy as np
 import pytest
@@ -39,13 +41,22 @@ def _copy_state(model):
     return {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
 
 
-def test_loss_decreases_and_params_update_in_place():
+def _example(name):
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"train_example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mlp_example_loss_decreases_and_params_update_in_place():
+    mlp = _example("mlp")
     nn.init.manual_seed(0)
-    model = MLP()
-    x, y = _batch()
+    model = mlp.model()
+    (x,), y = mlp.example_inputs(), mlp.example_labels()
     arrays = dict(model.state_dict())
     before = _copy_state(model)
-    step = compile_train(model, F.cross_entropy, optim.SGD(lr=0.1), x, y, backend=BACKEND)
+    step = compile_train(model, F.cross_entropy, optim.SGD(lr=0.1, momentum=0.9), x, y, backend=BACKEND)
     losses = [step(x, y) for _ in range(30)]
     assert isinstance(losses[0], float)
     assert losses[-1] < 0.7 * losses[0]
@@ -181,3 +192,11 @@ def test_fit_and_evaluate():
     expected = float(np.mean(np.argmax(logits, -1) == labels))
     assert evaluate(step, test)["accuracy"] == pytest.approx(expected)
     assert train.epoch == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_digits_example_reaches_95_percent(name):
+    pytest.importorskip("sklearn")
+    digits = _example("train_digits")
+    assert digits.train(name, epochs=10, backend=BACKEND, verbose=False) >= 0.95
