@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -211,6 +211,7 @@ WORKLOADS: dict[str, Workload] = {
             32,
             lambda rng: (_normal(rng, 32, 3, 32, 32), _classes(rng, 32)),
             model=cnn,
+            example="cnn.py",
             optimizer=("SGD", {"lr": 0.01, "momentum": 0.9}),
         ),
         Workload(
@@ -220,6 +221,7 @@ WORKLOADS: dict[str, Workload] = {
             8,
             lambda rng: (_normal(rng, 8, 128, 256),),
             model=encoder_layer,
+            example="transformer.py",
         ),
         Workload(
             "fusion_chain_infer",
@@ -248,32 +250,48 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.array(value, copy=True)
 
 
-def _example_model(workload: Workload, lib: SimpleNamespace) -> Any | None:
-    """The examples/ model of a workload, when that file exists and its parameters fit."""
-    if workload.example is None:
-        return None
-    path = Path(__file__).resolve().parent.parent / "examples" / workload.example
-    if not path.is_file():
-        return None
-    try:
-        spec = importlib.util.spec_from_file_location(f"graphc_bench_example_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        model = module.model()
-    except Exception:
-        return None
-    ours = [tuple(_to_numpy(v).shape) for v in workload.model(lib).state_dict().values()]
-    theirs = [tuple(_to_numpy(v).shape) for v in model.state_dict().values()]
-    return model if ours == theirs else None
+_EXAMPLES: dict[str, ModuleType | None] = {}
+
+
+def _example_module(filename: str) -> ModuleType | None:
+    """examples/<filename> imported once (None when missing or failing to import)."""
+    if filename not in _EXAMPLES:
+        path = Path(__file__).resolve().parent.parent / "examples" / filename
+        module = None
+        if path.is_file():
+            try:
+                spec = importlib.util.spec_from_file_location(f"graphc_bench_example_{path.stem}", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            except Exception:
+                sys.modules.pop(f"graphc_bench_example_{path.stem}", None)
+                module = None
+        _EXAMPLES[filename] = module
+    return _EXAMPLES[filename]
+
+
+def _shapes(model: Any) -> list[tuple[int, ...]]:
+    return sorted(tuple(_to_numpy(v).shape) for v in model.state_dict().values())
 
 
 def build_model(workload: Workload, lib: SimpleNamespace) -> tuple[Any, str]:
-    """The workload's Module in a library, and where its definition came from."""
-    if lib.name == "graphc":
-        example = _example_model(workload, lib)
-        if example is not None:
-            return example, f"examples/{workload.example}"
+    """The workload's Module in a library, and where its definition came from.
+
+    The examples/ file of the workload is used when it imports and its parameters have the
+    shapes of the definition here: its ``model()`` for graphc, its ``torch_model()`` (a twin with
+    the same state_dict keys) for torch; otherwise the definition here, in either library.
+    """
+    module = _example_module(workload.example) if workload.example else None
+    factory = getattr(module, "model" if lib.name == "graphc" else "torch_model", None)
+    if callable(factory):
+        try:
+            model = factory()
+            if _shapes(model) == _shapes(workload.model(lib)):
+                suffix = "" if lib.name == "graphc" else ":torch_model"
+                return model, f"examples/{workload.example}{suffix}"
+        except Exception:
+            pass
     return workload.model(lib), "graphc.bench"
 
 
@@ -288,7 +306,7 @@ def initial_state(workload: Workload) -> dict[str, np.ndarray]:
     except Exception:  # graphc's front end missing or failing: its engine reports why, later
         lib = torch_lib()
         lib.torch.manual_seed(SEED)
-        model = workload.model(lib)
+        model, _ = build_model(workload, lib)
     return {k: _to_numpy(v) for k, v in model.state_dict().items()}
 
 
@@ -456,7 +474,7 @@ def _torch_device(torch: Any, device: str) -> Any:
     return torch.device(device)
 
 
-def _torch_target(w: Workload, lib: SimpleNamespace, state: dict, dev: Any) -> Any:
+def _torch_target(w: Workload, lib: SimpleNamespace, state: dict, dev: Any) -> tuple[Any, str]:
     if w.function is not None:
         fn = w.function(lib)
 
@@ -464,10 +482,10 @@ def _torch_target(w: Workload, lib: SimpleNamespace, state: dict, dev: Any) -> A
             def forward(self, *args):
                 return fn(*args)
 
-        return Function()
-    model = w.model(lib)
+        return Function(), "graphc.bench"
+    model, source = build_model(w, lib)
     load_state(model, state, lib)
-    return model.to(dev)
+    return model.to(dev), source
 
 
 def _build_torch(
@@ -480,7 +498,7 @@ def _build_torch(
     dev = _torch_device(torch, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     tensors = tuple(torch.from_numpy(a.copy()).to(dev) for a in inputs)
-    model = _torch_target(w, lib, state, dev)
+    model, source = _torch_target(w, lib, state, dev)
     note = ""
     if w.kind == "train":
         name, kwargs = w.optimizer
@@ -517,7 +535,7 @@ def _build_torch(
 
         first = step().cpu().numpy()
     compile_s = time.perf_counter() - t0
-    return Runner(step, first, compile_s, "graphc.bench (torch twin)", note=note)
+    return Runner(step, first, compile_s, source, note=note)
 
 
 def _build_onnxruntime(w: Workload, inputs: tuple, state: dict, device: str, threads: int) -> Runner:
@@ -535,7 +553,8 @@ def _build_onnxruntime(w: Workload, inputs: tuple, state: dict, device: str, thr
             raise Skip("onnxruntime has no CUDAExecutionProvider")
         providers.insert(0, "CUDAExecutionProvider")
     torch.set_num_threads(threads)
-    model = _torch_target(w, lib, state, torch.device("cpu")).eval()
+    model, source = _torch_target(w, lib, state, torch.device("cpu"))
+    model.eval()
     example = tuple(torch.from_numpy(a.copy()) for a in inputs)
     names = [f"in{i}" for i in range(len(inputs))]
     tmp = tempfile.mkdtemp(prefix="graphc-bench-onnx-")
@@ -565,9 +584,7 @@ def _build_onnxruntime(w: Workload, inputs: tuple, state: dict, device: str, thr
     first = sess.run(None, feed)[0]
     compile_s = time.perf_counter() - t0
     _reapply_thread_limits(threads)
-    return Runner(
-        lambda: sess.run(None, feed), np.asarray(first), compile_s, "graphc.bench (torch twin)", note=note
-    )
+    return Runner(lambda: sess.run(None, feed), np.asarray(first), compile_s, source, note=note)
 
 
 def build_engine(engine: str, w: Workload, inputs: tuple, state: dict, device: str, threads: int) -> Runner:
