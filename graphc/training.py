@@ -189,6 +189,10 @@ class TrainStep:
         )
 
 
+def _named_parameters(model: Any) -> list[tuple[str, Any]]:
+    return list(model.named_parameters()) if hasattr(model, "named_parameters") else []
+
+
 def _has_buffers(model: Any) -> bool:
     if not hasattr(model, "state_dict") or not hasattr(model, "named_parameters"):
         return False
@@ -261,9 +265,12 @@ def compile_train(
     loss = graph.outputs[0]
     if loss.shape != () or loss.dtype not in ("f32", "f64"):
         raise GraphcError(f"compile_train: the loss must be a float scalar, got {loss.type}")
-    if not graph.inputs_of_kind("param"):
-        raise GraphcError("compile_train: the model has no parameters to train")
-    joint, grad_index = autodiff.grad(graph, loss_index=0)
+    frozen = {n for n, p in _named_parameters(model) if not getattr(p, "requires_grad", True)}
+    wrt = [v.name for v in graph.inputs_of_kind("param") if v.name not in frozen]
+    if not wrt:
+        raise GraphcError("compile_train: the model has no trainable parameters")
+    # Frozen parameters (requires_grad=False) stay param inputs: read, never updated.
+    joint, grad_index = autodiff.grad(graph, loss_index=0, wrt=wrt)
     grads: dict[str, Value] = {name: joint.outputs[i] for name, i in grad_index.items()}
     optimizer.append_update(joint, grads)
     # The loss and the new param/state values stay outputs; gradients are consumed by the update.

@@ -317,3 +317,22 @@ def test_scheduler_state_round_trip():
     sched.step()
     sched2.step()
     assert opt2.lr == opt.lr and sched2.last_epoch == 5
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW])
+def test_float64_parameters(cls):
+    """Updates are built in each parameter's own dtype; the f32 lr is cast to it."""
+    g = Graph("opt")
+    w = np.array([1.0, -2.0, 3.0])
+    g.add_input("w", TensorType.of(w), "param", value=w)
+    kwargs = dict(lr=0.1, momentum=0.9, dampening=0.1) if cls is optim.SGD else dict(lr=0.1)
+    opt = cls(**kwargs)
+    opt.append_update(g, {"w": g.add_input("gw", TensorType((3,), "f64"))})
+    verify(g)
+    outs = execute(g, {"gw": np.ones(3), optim.LR_INPUT: opt.lr_array()})
+    new = outs[g.updates["w"]]
+    assert new.dtype == np.float64
+    if cls is optim.SGD:
+        np.testing.assert_allclose(new, w - np.float64(np.float32(0.1)))
+    else:
+        assert np.all(new < w)

@@ -151,6 +151,23 @@ def test_batchnorm_stats_and_dropout_counter_advance():
     assert model.training  # compile_train leaves the mode as it was
 
 
+def test_frozen_parameters_are_not_updated():
+    model = MLP(4, 8, 3)
+    model.hidden.requires_grad_(False)
+    x, y = _batch(8, 4, 3)
+    before = _copy_state(model)
+    opt = optim.Adam(lr=0.1)
+    step = compile_train(model, F.cross_entropy, opt, x, y, backend=BACKEND)
+    step(x, y)
+    after = model.state_dict()
+    np.testing.assert_array_equal(after["hidden.weight"], before["hidden.weight"])
+    assert not np.array_equal(after["out.weight"], before["out.weight"])
+    assert not any("hidden" in name for name in opt.state)
+    model.requires_grad_(False)
+    with pytest.raises(GraphcError, match="no trainable parameters"):
+        compile_train(model, F.cross_entropy, opt, x, y, backend=BACKEND)
+
+
 def test_bad_calls():
     model = MLP(4, 8, 3)
     x, y = _batch(8, 4, 3)

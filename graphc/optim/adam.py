@@ -51,34 +51,37 @@ class Adam(Optimizer):
         one = b.const(1.0, "f64")
         bias1 = b.sub(one, b.pow(b.const(beta1, "f64"), t))
         bias2 = b.sub(one, b.pow(b.const(beta2, "f64"), t))
-        neg_step_size = b.cast(b.neg(b.div(lr64, bias1)), dtype="f32")
-        bias2_sqrt = b.cast(b.sqrt(bias2), dtype="f32")
-        decay = None
+        neg_step_size64 = b.neg(b.div(lr64, bias1))
+        bias2_sqrt64 = b.sqrt(bias2)
         if self._decoupled and weight_decay != 0:
-            decay = b.cast(b.sub(one, b.mul(lr64, b.const(weight_decay, "f64"))), dtype="f32")
+            decay64 = b.sub(one, b.mul(lr64, b.const(weight_decay, "f64")))
+
+        def in_dtype(name: str, value64: Value, dt: str) -> Value:
+            return value64 if dt == "f64" else b.scalar((name, dt), lambda: b.cast(value64, dtype=dt))
+
         new_params = []
         for param, grad in pairs:
+            dt = param.dtype
+            param_in = param
             if weight_decay != 0:
-                if decay is not None:
-                    param_in = b.mul(param, decay)
+                if self._decoupled:
+                    param_in = b.mul(param, in_dtype("decay", decay64, dt))
                 else:
-                    param_in = param
-                    grad = b.add(grad, b.mul(param, b.const(weight_decay)))
-            else:
-                param_in = param
+                    grad = b.add(grad, b.mul(param, b.const(weight_decay, dt)))
             m = self._state_input(b, f"exp_avg.{param.name}", param)
             v = self._state_input(b, f"exp_avg_sq.{param.name}", param)
             # lerp(m, g, 1 - beta1) as torch evaluates it for weights below 0.5
-            new_m = b.add(m, b.mul(b.const(1.0 - beta1), b.sub(grad, m)))
+            new_m = b.add(m, b.mul(b.const(1.0 - beta1, dt), b.sub(grad, m)))
             # v * beta2 + ((1 - beta2) * g) * g: addcmul's order of operations
-            new_v = b.add(b.mul(v, b.const(beta2)), b.mul(b.mul(b.const(1.0 - beta2), grad), grad))
+            new_v = b.add(b.mul(v, b.const(beta2, dt)), b.mul(b.mul(b.const(1.0 - beta2, dt), grad), grad))
             states[m.name], states[v.name] = new_m, new_v
             second = new_v
             if amsgrad:
                 vmax = self._state_input(b, f"max_exp_avg_sq.{param.name}", param)
                 second = b.maximum(vmax, new_v)
                 states[vmax.name] = second
-            denom = b.add(b.div(b.sqrt(second), bias2_sqrt), b.const(eps))
+            denom = b.add(b.div(b.sqrt(second), in_dtype("bias2_sqrt", bias2_sqrt64, dt)), b.const(eps, dt))
+            neg_step_size = in_dtype("neg_step_size", neg_step_size64, dt)
             # addcdiv(p, m, denom, value=-step_size) computes p + (value * m) / denom
             new_params.append(b.add(param_in, b.div(b.mul(neg_step_size, new_m), denom)))
         return new_params, states

@@ -32,12 +32,27 @@ class _Builder:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         self._consts: dict[tuple[float, str], Value] = {}
+        self._scalars: dict[tuple, Value] = {}
 
     def const(self, value: float, dtype: str = "f32") -> Value:
         key = (float(value) if dtype in ("f32", "f64") else int(value), dtype)
         if key not in self._consts:
             self._consts[key] = self.g.op("const", value=key[0], dtype=dtype)
         return self._consts[key]
+
+    def scalar(self, key: tuple, make) -> Value:
+        """A value built once per graph under ``key`` (scalars shared by every parameter)."""
+        if key not in self._scalars:
+            self._scalars[key] = make()
+        return self._scalars[key]
+
+    def lr_as(self, lr: Value, dtype: str) -> Value:
+        """The f32 learning rate in a parameter's dtype."""
+        return (
+            lr
+            if lr.dtype == dtype
+            else self.scalar(("lr", dtype), lambda: self.g.op("cast", lr, dtype=dtype))
+        )
 
     def __getattr__(self, op: str):
         # b.add(x, y) appends an `add` node and returns its output.

@@ -41,26 +41,30 @@ class SGD(Optimizer):
         momentum, dampening = group["momentum"], group["dampening"]
         weight_decay, nesterov = group["weight_decay"], group["nesterov"]
         states: dict[str, Value] = {}
-        first_coef = None
+        first = None
+        coefs: dict[str, Value] = {}  # the first-step factor, one per parameter dtype
         if momentum != 0 and dampening != 0:
             # torch starts the buffer as a copy of the gradient, undamped; with a zero buffer,
             # momentum * 0 + 1 * g is that copy exactly, so the first step only swaps the factor.
             step = self._state_input(b, "step", TensorType((), "i64"))
             first = b.eq(step, b.const(0, "i64"))
-            first_coef = b.where(first, b.const(1.0), b.const(1.0 - dampening))
             states[step.name] = b.add(step, b.const(1, "i64"))
         new_params = []
         for param, grad in pairs:
+            dt = param.dtype
             d_p = grad
             if weight_decay != 0:
-                d_p = b.add(d_p, b.mul(param, b.const(weight_decay)))
+                d_p = b.add(d_p, b.mul(param, b.const(weight_decay, dt)))
             if momentum != 0:
                 buf = self._state_input(b, f"momentum_buffer.{param.name}", param)
-                if first_coef is None:
-                    new_buf = b.add(b.mul(buf, b.const(momentum)), d_p)
+                if first is None:
+                    new_buf = b.add(b.mul(buf, b.const(momentum, dt)), d_p)
                 else:
-                    new_buf = b.add(b.mul(buf, b.const(momentum)), b.mul(d_p, first_coef))
+                    if dt not in coefs:
+                        coefs[dt] = b.where(first, b.const(1.0, dt), b.const(1.0 - dampening, dt))
+                    coef = coefs[dt]
+                    new_buf = b.add(b.mul(buf, b.const(momentum, dt)), b.mul(d_p, coef))
                 states[buf.name] = new_buf
-                d_p = b.add(d_p, b.mul(new_buf, b.const(momentum))) if nesterov else new_buf
-            new_params.append(b.sub(param, b.mul(lr, d_p)))
+                d_p = b.add(d_p, b.mul(new_buf, b.const(momentum, dt))) if nesterov else new_buf
+            new_params.append(b.sub(param, b.mul(b.lr_as(lr, dt), d_p)))
         return new_params, states
