@@ -329,15 +329,21 @@ class BodyEmitter:
         index = scope.ctx.offset(node.outputs[0].shape)
         scope.lines += rng_value_lines(var, key, index, node.outputs[0].dtype)
 
-    def store(self, v: Value, array: str, scope: Scope) -> None:
-        """Write ``v`` to a flat output array; a smaller output is written by one domain point."""
-        var = self.emit(v, scope)
-        line = f"{array}[{scope.ctx.offset(v.shape)}] = {var}"
-        cond = scope.ctx.canonical(v.shape)
-        if cond:
-            scope.lines += [f"if {cond}:", f"    {line}"]
-        else:
-            scope.lines.append(line)
+    def store(self, pairs: Sequence[tuple[Value, str]], scope: Scope) -> None:
+        """Write each value to its flat output array; a smaller output is written by one point.
+
+        Every value is computed (every input loaded) before the first store, so an output that
+        shares memory with an input (in-place) cannot clobber an element still to be read.
+        """
+        for v, _ in pairs:
+            self.emit(v, scope)
+        for v, array in pairs:
+            line = f"{array}[{scope.ctx.offset(v.shape)}] = {scope.vars[v]}"
+            cond = scope.ctx.canonical(v.shape)
+            if cond:
+                scope.lines += [f"if {cond}:", f"    {line}"]
+            else:
+                scope.lines.append(line)
 
 
 # ------------------------------------------------------------------ whole kernels
@@ -380,14 +386,14 @@ def kernel_def(name: str, params: Sequence[str], body: Sequence[str]) -> str:
     """A ``@cuda.jit`` kernel definition."""
     lines = ["", "", "@cuda.jit(cache=True)", f"def {name}({', '.join(params)}):"]
     lines += indent(body or ["pass"], 1)
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def module_source(title: str, kernels: Sequence[str], params: Sequence[str], launch: Sequence[str]) -> str:
     """Assemble a module: header, kernels, and the host ``launch`` function."""
     text = HEADER.format(title=title.replace('"', "'"))
     text += "".join(kernels)
-    text += f"\n\n\ndef launch({', '.join(params)}):\n"
+    text += f"\n\ndef launch({', '.join(params)}):\n"
     text += "\n".join(indent(launch or ["pass"], 1)) + "\n"
     return text
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from graphc.ir import Graph, Node, Value, broadcast_shapes
+from graphc.ir import Graph, Node, Value
 from graphc.ir.ops import REGISTRY, conv_output_size
 
 from .codegen import (
@@ -116,18 +116,31 @@ def _finish(
 
 # ------------------------------------------------------------------ elementwise / fused pointwise
 def gen_pointwise(node: Node, body: Graph) -> KernelSource:
-    """One thread per element of the broadcast output domain, grid-stride, whole body inline."""
+    """One thread per output element, grid-stride, the whole body inline.
+
+    Outputs of different shapes get one kernel each, over their own shape, largest first. Every
+    element is then read and written by the same thread, so an output may share memory with an
+    input of its shape (in-place): the smaller kernels run after the larger ones have finished
+    reading that input. (One kernel over the broadcast domain would race: another thread could
+    still read the input element after the writing thread overwrote it.)
+    """
     cfg = launch_config()
     params = Params(node, body)
-    domain = broadcast_shapes(*(v.shape for v in body.outputs)) if body.outputs else ()
-    n = numel(domain)
-    scope = Scope(IndexCtx(domain, decompose("i", domain), "i", "d"), "s")
     emitter = BodyEmitter(body, params.args)
+    groups: dict[tuple[int, ...], list[int]] = {}
     for k, v in enumerate(body.outputs):
-        emitter.store(v, f"out{k}", scope)
-    lines = [f"for i in range(cuda.grid(1), {n}, cuda.gridsize(1)):"] + indent(scope.code(), 1)
-    call = f"kernel[{grid_1d(n, cfg)}, {cfg.threads}]({', '.join(params.names)})"
-    return _finish(node, params, [("kernel", kernel_def("kernel", params.names, lines))], [call] if n else [])
+        groups.setdefault(v.shape, []).append(k)
+    kernels, launch = [], []
+    for g, shape in enumerate(sorted(groups, key=lambda s: (-numel(s), -len(s)))):
+        n = numel(shape)
+        scope = Scope(IndexCtx(shape, decompose("i", shape), "i", "d"), "s")
+        emitter.store([(body.outputs[k], f"out{k}") for k in groups[shape]], scope)
+        lines = [f"for i in range(cuda.grid(1), {n}, cuda.gridsize(1)):"] + indent(scope.code(), 1)
+        name = "kernel" if g == 0 else f"kernel{g}"
+        kernels.append((name, kernel_def(name, params.names, lines)))
+        if n:
+            launch.append(f"{name}[{grid_1d(n, cfg)}, {cfg.threads}]({', '.join(params.names)})")
+    return _finish(node, params, kernels, launch)
 
 
 _POINTWISE_PRIMS = sorted(SCALAR_OPS | {"const", "rng_uniform"})
@@ -274,6 +287,7 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
     row_scope = Scope(d_ctx("e", False), "sr", known)
     p_scope = Scope(IndexCtx(P, pdims, "p", "q"), "sp", known)
     loop_scope = Scope(d_ctx("f", True), "sf", known)
+    stores: dict[str, list[tuple[Value, str]]] = {"P": [], "row": [], "loop": []}
     for k, v in enumerate(body.outputs):
         sp = space.get(v)
         if sp is None:  # an input or a value made of inputs and constants only
@@ -283,12 +297,11 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
                 sp = "P"
             else:
                 raise Unsupported(f"output {v.shape} fits neither {D} nor {P}")
-        if sp == "P":
-            emitter.store(v, f"out{k}", p_scope)
-        elif _row_constant(v.shape, D, axes):
-            emitter.store(v, f"out{k}", row_scope)
-        else:
-            emitter.store(v, f"out{k}", loop_scope)
+        where = "P" if sp == "P" else ("row" if _row_constant(v.shape, D, axes) else "loop")
+        stores[where].append((v, f"out{k}"))
+    emitter.store(stores["P"], p_scope)
+    emitter.store(stores["row"], row_scope)
+    emitter.store(stores["loop"], loop_scope)
     once = p_scope.code() + row_scope.code()
     if once:
         row += ["if tid == 0:"] + indent(once, 1)
@@ -379,8 +392,7 @@ def gen_matmul(node: Node, body: Graph) -> KernelSource:
     ctx = IndexCtx(out.shape, bdims + ["i", "j"], f"bz * {M * N} + i * {N} + j", "d")
     scope = Scope(ctx, "s", {out: "mm"})
     emitter = BodyEmitter(body, params.args)
-    for k, v in enumerate(body.outputs):
-        emitter.store(v, f"out{k}", scope)
+    emitter.store([(v, f"out{k}") for k, v in enumerate(body.outputs)], scope)
     tile_t = NUMBA_TYPES[dtype]
     zero = literal(0, dtype)
     lines = [

@@ -95,3 +95,18 @@ def test_in_place_pointwise() -> None:
     buf = cuda.to_device(case.inputs[0])
     kc.compile_node(case.node)(buf, buf)
     np.testing.assert_allclose(buf.copy_to_host(), run_node(case.node, case.inputs)[0], rtol=2e-5, atol=1e-6)
+
+
+def test_in_place_output_smaller_than_the_domain() -> None:
+    # out1 (shape [5]) shares memory with input 1: every reader of in1 must finish before it is
+    # overwritten, which one kernel over the [4,5] domain would not guarantee.
+    from numba import cuda
+
+    case = next(c for c in CASES if c.name == "pointwise_multi_out")
+    x, r = (cuda.to_device(a) for a in case.inputs)
+    out0 = cuda.device_array((4, 5), np.float32)
+    out2 = cuda.device_array((4, 5), np.bool_)
+    kc.compile_node(case.node)(x, r, out0, r, out2)
+    expect = run_node(case.node, case.inputs)
+    for got, want in zip((out0, r, out2), expect):
+        np.testing.assert_allclose(got.copy_to_host(), want, rtol=2e-5, atol=1e-6)

@@ -1,0 +1,185 @@
+"""Device executor: runs a scheduled graph with the CUDA kernels, keeping its data on the GPU.
+
+Interface (what runtime.Plan needs to take it over)::
+
+    plan = DevicePlan(graph, memory_plan=None, resident=False)   # or build_device_plan(...)
+    y = plan(*data_arrays)          # NumPy in; one array, or a tuple when several results
+    plan.parameters                 # name -> the host arrays of param/state/const inputs (shared)
+    plan.sync_to_host()             # resident mode: copy device param/state values into them
+    plan.sync_to_device()           # resident mode: upload them after changing them on the host
+    plan.kernel_sources()           # node output name -> generated source (for plan files)
+
+Construction compiles every node (``compile_node``), allocates one device arena laid out by the
+memory plan (or one device array per value without one), uploads the param/state/const arrays,
+and binds every kernel to its device views once. A call copies the data inputs in (one
+host-to-device copy each), launches the kernels in order over those views (intermediates never
+leave the GPU), reads the error flags of indexing kernels (one tiny copy each), applies
+``graph.updates`` on the device (device-to-device copies into the param/state buffers) and copies
+the results out.
+
+Host/device consistency of param/state arrays: by default (``resident=False``) the plan behaves
+like runtime.Plan: it uploads every param/state array before each call, so changes made on the
+host are seen, and writes updated values back into the host arrays after each call. With
+``resident=True`` the device copies are the truth between calls: no per-call uploads or
+write-backs; ``sync_to_host``/``sync_to_device`` move them when asked (fast training loops).
+Const inputs are uploaded once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from graphc.ir import Graph, GraphcError, MemoryPlan, Value
+
+from . import compile_node, kernel_sources, require_device
+
+
+class DevicePlan:
+    """A scheduled graph bound to device memory and compiled CUDA kernels; call it like runtime.Plan."""
+
+    backend = "cuda"
+
+    def __init__(self, graph: Graph, memory_plan: MemoryPlan | None = None, resident: bool = False) -> None:
+        require_device()
+        from numba import cuda
+
+        self.graph = graph
+        self.memory_plan = memory_plan
+        self.resident = resident
+        self._inputs = graph.data_inputs
+        self.parameters: dict[str, np.ndarray] = {}
+        self._device: dict[str, object] = {}  # value name -> device array
+        for v in graph.inputs:
+            kind = graph.kinds[v.name]
+            if kind == "data":
+                continue
+            arr = graph.initializers.get(v.name)
+            if arr is None:
+                raise GraphcError(f"plan: {kind} input %{v.name} has no value")
+            if not arr.flags.c_contiguous or arr.dtype != v.type.np_dtype or arr.shape != v.shape:
+                raise GraphcError(f"plan: value of %{v.name} must be a C-contiguous {v.type} array")
+            self.parameters[v.name] = arr  # shared: write-backs land in the caller's arrays
+            self._device[v.name] = cuda.to_device(arr)
+        self._synced = [v.name for v in graph.inputs if graph.kinds[v.name] in ("param", "state")]
+        skip = self._bind_buffers(cuda)
+        self._steps = []
+        self._flagged = []
+        for node in graph.nodes:
+            if id(node) in skip:
+                continue
+            kernel = compile_node(node)
+            self._steps.append(kernel.bind(*(self._device[v.name] for v in (*node.inputs, *node.outputs))))
+            if kernel.has_flag:
+                self._flagged.append(kernel)
+        updated = set(graph.updates.values())
+        self._results = [graph.outputs[i].name for i in range(len(graph.outputs)) if i not in updated]
+        self._updates = [(name, graph.outputs[i].name) for name, i in graph.updates.items()]
+
+    def _bind_buffers(self, cuda) -> set[int]:
+        """Device arrays for data inputs and node outputs; returns the reshape nodes to skip."""
+        values: dict[str, Value] = {v.name: v for v in self._inputs}
+        values.update({v.name: v for n in self.graph.nodes for v in n.outputs})
+        skip: set[int] = set()
+        mp = self.memory_plan
+        if mp is None:
+            for node in self.graph.nodes:
+                out = node.outputs[0]
+                if node.op == "reshape" and node.inputs[0].name in self._device:
+                    # A view of its input, as the memory planner would alias it: no kernel.
+                    self._device[out.name] = self._device[node.inputs[0].name].reshape(out.shape)
+                    skip.add(id(node))
+                    continue
+                for v in node.outputs:
+                    self._device[v.name] = cuda.device_array(v.shape, v.type.np_dtype)
+            for v in self._inputs:
+                self._device[v.name] = cuda.device_array(v.shape, v.type.np_dtype)
+            return skip
+        self.arena = cuda.device_array(max(mp.arena_bytes, 1), np.uint8)
+        for name, v in values.items():
+            buf = mp.buffers.get(name)
+            if buf is None:
+                raise GraphcError(f"plan: memory plan has no buffer for %{name}")
+            nbytes = v.type.nbytes
+            if buf.offset < 0 or buf.offset + nbytes > mp.arena_bytes:
+                raise GraphcError(f"plan: buffer of %{name} lies outside the arena")
+            if nbytes == 0:
+                self._device[name] = cuda.device_array(v.shape, v.type.np_dtype)
+                continue
+            raw = self.arena[buf.offset : buf.offset + nbytes]
+            self._device[name] = raw.view(v.type.np_dtype).reshape(v.shape)
+        for node in self.graph.nodes:
+            if node.op == "reshape" and mp.buffers[node.outputs[0].name].alias_of:
+                skip.add(id(node))
+        return skip
+
+    # ------------------------------------------------------------ calling
+    def check_inputs(self, arrays: tuple) -> list[np.ndarray]:
+        """Validate the caller's arrays against the graph's data inputs (count, shape, dtype)."""
+        names = ", ".join(v.name for v in self._inputs)
+        if len(arrays) != len(self._inputs):
+            raise GraphcError(f"plan takes {len(self._inputs)} input(s) ({names}), got {len(arrays)}")
+        checked = []
+        for v, arr in zip(self._inputs, arrays):
+            arr = np.asarray(arr)
+            if arr.shape != v.shape:
+                raise GraphcError(f"input {v.name!r}: expected shape {list(v.shape)}, got {list(arr.shape)}")
+            if arr.dtype != v.type.np_dtype:
+                raise GraphcError(f"input {v.name!r}: expected dtype {v.type.np_dtype}, got {arr.dtype}")
+            checked.append(np.ascontiguousarray(arr))
+        return checked
+
+    def __call__(self, *arrays: np.ndarray):
+        """Run the graph on the data inputs; one array, or a tuple when there are several results."""
+        for v, arr in zip(self._inputs, self.check_inputs(arrays)):
+            if arr.size:
+                self._device[v.name].copy_to_device(arr)
+        if not self.resident:
+            self.sync_to_device()
+        for step in self._steps:
+            step()
+        for kernel in self._flagged:
+            kernel.check()  # before the updates: a step with a bad index changes no parameter
+        for name, value in self._updates:
+            if self._device[name] is not self._device[value] and self.parameters[name].size:
+                self._device[name].copy_to_device(self._device[value])
+        if not self.resident:
+            self.sync_to_host()
+        outs = tuple(self._device[name].copy_to_host() for name in self._results)
+        return outs[0] if len(outs) == 1 else outs
+
+    def sync_to_host(self) -> None:
+        """Copy the device values of param/state inputs into the host arrays."""
+        for name in self._synced:
+            if self.parameters[name].size:
+                self._device[name].copy_to_host(self.parameters[name])
+
+    def sync_to_device(self) -> None:
+        """Upload the host arrays of param/state inputs to the device."""
+        for name in self._synced:
+            if self.parameters[name].size:
+                self._device[name].copy_to_device(self.parameters[name])
+
+    # ------------------------------------------------------------ inspection
+    def kernel_sources(self) -> dict[str, str]:
+        """Generated source of each node, keyed by its first output's name."""
+        return {n.outputs[0].name: kernel_sources(n) for n in self.graph.nodes}
+
+    def memory_report(self) -> str:
+        """Naive bytes, lower bound and planned arena as one line."""
+        mp = self.memory_plan
+        if mp is None:
+            return "memory: one device array per value (no memory plan)"
+        ratio = mp.arena_bytes / mp.lower_bound if mp.lower_bound else 1.0
+        return (
+            f"memory (device): naive {mp.naive_bytes} B, lower bound {mp.lower_bound} B, "
+            f"arena {mp.arena_bytes} B ({ratio:.2f}x bound)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<DevicePlan {self.graph.name}: {len(self._steps)} kernels, backend=cuda>"
+
+
+def build_device_plan(
+    graph: Graph, memory_plan: MemoryPlan | None = None, resident: bool = False
+) -> DevicePlan:
+    """A callable plan running ``graph`` (scheduled) on the GPU; see DevicePlan."""
+    return DevicePlan(graph, memory_plan, resident)
