@@ -133,8 +133,10 @@ def _parse_node(g: Graph, env, lines: _Lines, code: str, source, lineno: int) ->
     if body_header is not None:
         body = _parse_graph(lines, body_header)
         node = g.add_fused(ins, body, attrs, source)
-        for v, name in zip(node.outputs, out_names):
+        # Release every placeholder name first: one may equal a later declared output name.
+        for v in node.outputs:
             g._names.discard(v.name)
+        for v, name in zip(node.outputs, out_names):
             v.name = g._claim(name)
     else:
         node = g.add_node(op, ins, normalize_attrs(op, attrs), source, names=out_names)
