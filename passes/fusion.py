@@ -318,12 +318,14 @@ class _Fuser:
                     nodes, ins = self._body(group, None)
                     kind = group.kind
                 units.append((first, self._make_fused(gid, kind, nodes, ins, outs)))
+        sources = []
         for i, n in enumerate(graph.nodes):
             if self.uid.get(n) in self.groups:
                 continue
-            if self.roles[n] == "source" and n.output not in readers and n.output not in outputs:
-                continue  # copied into the bodies that read it
-            units.append((i, n))
+            (sources if self.roles[n] == "source" else units).append((i, n))
+        read = {v for _, n in units for v in n.inputs} | outputs
+        # A const node stays where a plain node reads it; fused bodies hold their own copies.
+        units.extend((i, n) for i, n in sources if n.output in read)
         graph.set_nodes(_toposort(units))
 
     def _make_fused(

@@ -377,3 +377,33 @@ def graphs(draw, max_ops: int = 10, matmul: bool = True) -> Graph:
     for v in sorted(outs, key=pool.index):
         g.add_output(v)
     return g
+
+
+def run_in_arena(graph: Graph, plan, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run ``graph`` the way a runtime would: every arena value is a view into one byte array.
+
+    Data inputs are copied in, reshape aliases are skipped (they are views already), every other
+    node runs its reference kernel over the views. A plan that lets a live value be overwritten
+    gives wrong outputs here, which ``execute`` then exposes.
+    """
+    from graphc.kernels.reference import compile_node
+
+    arena = np.zeros(max(plan.arena_bytes, 1), dtype=np.uint8)
+    arrays: dict[str, np.ndarray] = {}
+    for v in graph.inputs:
+        if graph.kinds[v.name] != "data":
+            arrays[v.name] = graph.initializers[v.name]
+    values = {v.name: v for v in graph.data_inputs}
+    values.update({v.name: v for n in graph.nodes for v in n.outputs})
+    for name, buf in plan.buffers.items():
+        t = values[name].type
+        arrays[name] = arena[buf.offset : buf.offset + t.nbytes].view(t.np_dtype).reshape(t.shape)
+    for v in graph.data_inputs:
+        np.copyto(arrays[v.name], feeds[v.name])
+    for node in graph.nodes:
+        if node.op == "reshape" and plan.buffers[node.output.name].alias_of:
+            continue
+        fn = compile_node(node)
+        with np.errstate(all="ignore"):
+            fn(*(arrays[v.name] for v in node.inputs), *(arrays[v.name] for v in node.outputs))
+    return [np.array(arrays[v.name]) for v in graph.outputs]

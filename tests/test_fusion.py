@@ -1,0 +1,252 @@
+"""Fusion: which groups form, the fused-node contract, kernel counts, and unchanged meaning."""
+
+import numpy as np
+from graphc.ir import Graph, TensorType, get_op, parse_graph, print_graph, verify
+from graphc.passes import fusion, kernel_count
+from graphc.passes.fusion import is_trailing_reduction
+from graphc.passes.testing import (
+    assert_same_outputs,
+    const,
+    fusion_chain_graph,
+    layer_norm,
+    make_feeds,
+    mlp_graph,
+    parse,
+    softmax,
+    transformer_layer_graph,
+)
+
+from graphc import passes
+
+
+def check_contract(graph: Graph) -> None:
+    """docs/CONTRACTS.md's rules for fused nodes, checked independently of passes.fusion."""
+    for node in graph.nodes:
+        if node.op != "fused":
+            continue
+        body, kind = node.subgraph, node.attrs["kind"]
+        assert [v.type for v in body.data_inputs] == [v.type for v in node.inputs]
+        assert [v.type for v in body.outputs] == [v.type for v in node.outputs]
+        assert len([n for n in body.nodes if n.op != "const"]) >= 2, "single-op groups stay plain"
+        classes = [get_op(n.op).fusion for n in body.nodes]
+        if kind == "pointwise":
+            assert set(classes) <= {"pointwise", "broadcast", "source"}
+        elif kind == "reduction":
+            reductions = [n for n in body.nodes if get_op(n.op).fusion == "reduction"]
+            assert reductions and all(is_trailing_reduction(r) for r in reductions)
+            assert len({(r.inputs[0].shape, tuple(sorted(r.attrs["axes"]))) for r in reductions}) == 1
+            assert set(classes) <= {"pointwise", "broadcast", "source", "reduction"}
+        else:
+            assert kind == "matmul"
+            assert body.nodes[0].op == "matmul"
+            assert set(classes[1:]) <= {"pointwise", "broadcast", "source"}
+            assert all(
+                n.output.shape == body.nodes[0].output.shape for n in body.nodes[1:] if n.op != "const"
+            )
+
+
+def names(values) -> list[str]:
+    return [v.name for v in values]
+
+
+def fuse(g: Graph) -> Graph:
+    out = fusion(g.copy())
+    verify(out)
+    check_contract(out)
+    assert_same_outputs(g, out, make_feeds(g))
+    return out
+
+
+def test_fusion_chain_is_at_most_two_kernels_at_benchmark_size():
+    g = fusion_chain_graph(8192, 1024)
+    before = kernel_count(g)
+    out = passes.optimize(g, check=True)
+    check_contract(out)
+    after = kernel_count(out)
+    print(f"\nfusion chain [8192,1024]: {before} kernels before, {after} after: {out.op_counts()}")
+    assert after <= 2
+    assert after == 1 and out.nodes[0].attrs["kind"] == "reduction"
+    assert names(out.nodes[0].inputs) == ["x", "b", "s", "r"]  # reads each input once, writes one result
+
+
+def test_fusion_chain_keeps_its_meaning():
+    g = fusion_chain_graph(16, 32)
+    out = passes.optimize(g, check=True)
+    check_contract(out)
+    assert_same_outputs(g, out, make_feeds(g, low=-2.0, high=2.0), rtol=1e-5, atol=1e-5)
+
+
+def test_softmax_and_layer_norm_are_one_kernel_each():
+    g = Graph("g")
+    x = g.add_input("x", TensorType((6, 10)))
+    g.add_output(softmax(g, x))
+    out = fuse(g)
+    assert [n.op for n in out.nodes] == ["fused"] and out.nodes[0].attrs["kind"] == "reduction"
+    g = Graph("g")
+    x = g.add_input("x", TensorType((2, 3, 8)))
+    w = g.add_input("w", TensorType((8,)))
+    g.add_output(layer_norm(g, x, weight=w, bias=w))
+    out = fuse(g)
+    assert [n.op for n in out.nodes] == ["fused"] and out.nodes[0].attrs["kind"] == "reduction"
+
+
+def test_matmul_epilogue():
+    g = mlp_graph(batch=4, sizes=(6, 8, 3))
+    out = fuse(g)
+    fused = [n for n in out.nodes if n.op == "fused"]
+    assert len(fused) == 2 and all(n.attrs["kind"] == "matmul" for n in fused)
+    assert [n.op for n in fused[0].subgraph.nodes if n.op != "const"] == ["matmul", "add", "maximum"]
+
+
+def test_no_prologue_into_matmul_and_no_reduction_after_it():
+    out = fuse(
+        parse(
+            """
+            graph g(%x: f32[4,5], %w: f32[5,3]) {
+              %a = exp(%x) : f32[4,5]
+              %b = neg(%a) : f32[4,5]
+              %m = matmul(%b, %w) : f32[4,3]
+              %t = tanh(%m) : f32[4,3]
+              %s = sum(%t) {axes=(1,), keepdims=False} : f32[4]
+              %u = exp(%s) : f32[4]
+              return %u
+            }
+            """
+        )
+    )
+    kinds = [n.attrs.get("kind", n.op) for n in out.nodes]
+    assert kinds == ["pointwise", "matmul", "reduction"]
+
+
+def test_injective_and_opaque_ops_stay_separate():
+    out = fuse(
+        parse(
+            """
+            graph g(%x: f32[4,6], %i: i64[3]) {
+              %a = exp(%x) : f32[4,6]
+              %t = transpose(%a) {perm=(1, 0)} : f32[6,4]
+              %b = neg(%t) : f32[6,4]
+              %g = gather(%b, %i) {axis=0} : f32[3,4]
+              %c = tanh(%g) : f32[3,4]
+              return %c
+            }
+            """
+        )
+    )
+    assert [n.op for n in out.nodes] == ["exp", "transpose", "neg", "gather", "tanh"]
+
+
+def test_no_cycle_through_an_outside_node():
+    out = fuse(
+        parse(
+            """
+            graph g(%x: f32[4,4]) {
+              %n = neg(%x) : f32[4,4]
+              %e = exp(%n) : f32[4,4]
+              %t = transpose(%e) {perm=(1, 0)} : f32[4,4]
+              %a = add(%e, %t) : f32[4,4]
+              %y = tanh(%a) : f32[4,4]
+              return %y
+            }
+            """
+        )
+    )
+    # {neg, exp} feeds the transpose, which feeds {add, tanh}: one group would be a cycle.
+    assert [n.op for n in out.nodes] == ["fused", "transpose", "fused"]
+
+
+def test_value_read_outside_becomes_a_group_output():
+    out = fuse(
+        parse(
+            """
+            graph g(%x: f32[4,5], %w: f32[5,3]) {
+              %a = exp(%x) : f32[4,5]
+              %b = tanh(%a) : f32[4,5]
+              %c = neg(%b) : f32[4,5]
+              %m = matmul(%b, %w) : f32[4,3]
+              return %c, %m
+            }
+            """
+        )
+    )
+    first = out.nodes[0]
+    assert first.op == "fused" and [v.name for v in first.outputs] == ["b", "c"]
+
+
+def test_cheap_shared_value_is_recomputed_by_its_readers():
+    g = parse(
+        """
+        graph g(%x: f32[4,8], %y: f32[8]) {
+          %p = add(%x, %y) : f32[4,8]
+          %rows = sum(%p) {axes=(1,), keepdims=False} : f32[4]
+          %all = max(%p) {axes=(0, 1), keepdims=False} : f32[]
+          return %rows, %all
+        }
+        """
+    )
+    out = fuse(g)
+    assert [n.op for n in out.nodes] == ["fused", "fused"]
+    for n in out.nodes:
+        assert [m.op for m in n.subgraph.nodes][0] == "add"
+        assert names(n.inputs) == ["x", "y"]  # p is never written to memory
+
+
+def test_expensive_shared_value_is_not_recomputed():
+    g = parse(
+        """
+        graph g(%x: f32[4,8], %y: f32[8]) {
+          %p = add(%x, %y) : f32[4,8]
+          %q = exp(%p) : f32[4,8]
+          %r = tanh(%q) : f32[4,8]
+          %s = sin(%r) : f32[4,8]
+          %rows = sum(%s) {axes=(1,), keepdims=False} : f32[4]
+          %all = max(%s) {axes=(0, 1), keepdims=False} : f32[]
+          return %rows, %all
+        }
+        """
+    )
+    out = fuse(g)
+    assert kernel_count(out) == 2
+    bodies = [f.subgraph for f in out.nodes if f.op == "fused"]
+    assert sum(n.op == "add" for b in bodies for n in b.nodes) == 1
+
+
+def test_fused_graph_prints_and_parses_back():
+    out = passes.optimize(transformer_layer_graph(batch=1, seq=4, d=8, heads=2, ff=16))
+    text = print_graph(out)
+    again = parse_graph(text)
+    verify(again)
+    assert print_graph(again) == text
+
+
+def test_transformer_layer_kernel_count():
+    g = transformer_layer_graph()
+    before = kernel_count(g)
+    out = passes.optimize(g, check=True)
+    check_contract(out)
+    after = kernel_count(out)
+    kinds = sorted(n.attrs["kind"] for n in out.nodes if n.op == "fused")
+    print(f"\ntransformer layer: {before} kernels before, {after} after; fused kinds {kinds}")
+    assert kinds.count("reduction") == 3  # softmax and two layer norms
+    assert after <= 22
+    assert_same_outputs(g, out, make_feeds(g, low=-1.0, high=1.0), rtol=1e-4, atol=1e-5)
+
+
+def test_fusion_after_autodiff_keeps_gradients():
+    from graphc.passes.autodiff import grad
+
+    g = mlp_graph(batch=4, sizes=(5, 6, 3))
+    loss = g.op("div", g.op("sum", g.op("mul", g.outputs[0], g.outputs[0]), axes=(0, 1)), const(g, 12.0))
+    g.outputs = [loss]
+    joint, _ = grad(g)
+    out = passes.optimize(joint, check=True)
+    check_contract(out)
+    assert kernel_count(out) < kernel_count(joint)
+    assert_same_outputs(joint, out, make_feeds(joint), rtol=1e-5, atol=1e-6)
+
+
+def test_fusion_is_idempotent():
+    once = passes.optimize(fusion_chain_graph(4, 8))
+    twice = fusion(once.copy())
+    assert print_graph(twice) == print_graph(once)
+    assert np.all([n.op == "fused" for n in twice.nodes])

@@ -1,0 +1,219 @@
+"""Memory plans: liveness, aliases, in-place reuse, the independent checker, and arena figures.
+
+Run with ``-s`` to see naive bytes / lower bound / planned arena for the example graphs.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from graphc.ir import GraphcError, MemoryPlan
+from graphc.kernels.reference import execute
+from graphc.passes import check_memory_plan, plan_memory
+from graphc.passes.autodiff import grad
+from graphc.passes.testing import (
+    cnn_graph,
+    const,
+    fusion_chain_graph,
+    make_feeds,
+    mlp_graph,
+    parse,
+    run_in_arena,
+    transformer_layer_graph,
+)
+
+from graphc import passes
+
+
+def planned(g, optimize=True):
+    if optimize:
+        g = passes.optimize(g)
+    g = passes.schedule(g)
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    return g, plan
+
+
+def assert_runs_in_arena(g, plan, seed=0):
+    feeds = make_feeds(g, seed)
+    want = execute(g, feeds)
+    got = run_in_arena(g, plan, feeds)
+    for w, r in zip(want, got):
+        np.testing.assert_allclose(r, w, rtol=1e-6, atol=1e-6)
+
+
+def mlp_train_graph():
+    g = mlp_graph(batch=32, sizes=(20, 64, 10))
+    loss = g.op("div", g.op("sum", g.op("mul", g.outputs[0], g.outputs[0]), axes=(0, 1)), const(g, 320.0))
+    g.outputs = [loss]
+    return grad(g)[0]
+
+
+EXAMPLES = {
+    "mlp forward 64x20-256-10": lambda: mlp_graph(),
+    "mlp forward+backward": mlp_train_graph,
+    "transformer layer 2x16x32": lambda: transformer_layer_graph(),
+    "transformer layer 8x128x256": lambda: transformer_layer_graph(batch=8, seq=128, d=256, heads=4, ff=1024),
+    "cnn forward 4x3x16x16": lambda: cnn_graph(),
+    "fusion chain 64x128 (unfused)": lambda: fusion_chain_graph(),
+}
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_plans_are_tight_and_valid(name):
+    for optimize in (True, False):
+        g, plan = planned(EXAMPLES[name](), optimize=optimize)
+        ratio = plan.arena_bytes / plan.lower_bound
+        print(
+            f"\n{name:32s} optimized={optimize!s:5s} nodes={len(g.nodes):4d} naive={plan.naive_bytes:>10,d} "
+            f"lower_bound={plan.lower_bound:>10,d} arena={plan.arena_bytes:>10,d} "
+            f"arena/lb={ratio:.3f} naive/arena={plan.naive_bytes / plan.arena_bytes:.2f}"
+        )
+        assert plan.lower_bound <= plan.arena_bytes <= 1.10 * plan.lower_bound
+        assert plan.arena_bytes <= plan.naive_bytes
+        if "8x128x256" not in name:
+            assert_runs_in_arena(g, plan)
+
+
+def test_big_graphs_plan_far_below_naive():
+    _, plan = planned(transformer_layer_graph(batch=8, seq=128, d=256, heads=4, ff=1024), optimize=False)
+    assert plan.arena_bytes * 3 < plan.naive_bytes
+
+
+def test_live_ranges_inputs_outputs_and_reshape_alias():
+    g = parse(
+        """
+        graph g(%x: f32[4,4], %w: f32[4,4] param = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]) {
+          %a = matmul(%x, %w) : f32[4,4]
+          %r = reshape(%a) {shape=(16,)} : f32[16]
+          %b = sum(%r) {axes=(0,), keepdims=False} : f32[]
+          %c = mul(%a, %b) : f32[4,4]
+          return %c, %b
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    bufs = plan.buffers
+    assert "w" not in bufs  # params live outside the arena
+    assert (bufs["x"].start, bufs["x"].end) == (-1, 0)
+    assert bufs["r"].alias_of == "a" and bufs["r"].offset == bufs["a"].offset
+    # c is written over a (a dies at the mul), so a's bytes stay live to the end with c.
+    assert bufs["c"].alias_of == "a" and (bufs["c"].start, bufs["c"].end) == (3, 4)
+    assert (bufs["a"].start, bufs["a"].end) == (0, len(g.nodes))
+    assert bufs["b"].end == len(g.nodes)
+    assert plan.naive_bytes == 4 * (16 + 16 + 16 + 1 + 16)
+    assert_runs_in_arena(g, plan)
+
+
+def test_in_place_reuse_of_a_dying_operand():
+    g = parse(
+        """
+        graph g(%x: f32[8,8]) {
+          %a = exp(%x) : f32[8,8]
+          %b = neg(%a) : f32[8,8]
+          %c = tanh(%b) : f32[8,8]
+          %d = add(%c, %x) : f32[8,8]
+          return %d
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    bufs = plan.buffers
+    assert bufs["b"].alias_of == "a" and bufs["c"].alias_of == "a"
+    assert bufs["d"].alias_of in ("a", "x")  # both operands die at the add
+    assert plan.arena_bytes == 2 * 256
+    assert_runs_in_arena(g, plan)
+    no_reuse = plan_memory(g, in_place=False)
+    check_memory_plan(g, no_reuse)
+    assert no_reuse.arena_bytes > plan.arena_bytes
+
+
+def test_no_in_place_over_a_graph_output_or_a_value_read_later():
+    g = parse(
+        """
+        graph g(%x: f32[8,8]) {
+          %a = exp(%x) : f32[8,8]
+          %b = neg(%a) : f32[8,8]
+          %c = tanh(%b) : f32[8,8]
+          %d = add(%c, %b) : f32[8,8]
+          return %d, %a
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    bufs = plan.buffers
+    assert bufs["b"].alias_of is None  # a is an output
+    assert bufs["c"].alias_of is None  # b is read again by the add
+    assert_runs_in_arena(g, plan)
+
+
+def test_no_in_place_for_reductions_and_shape_changes():
+    g = parse(
+        """
+        graph g(%x: f32[8,8], %y: f32[8]) {
+          %a = exp(%x) : f32[8,8]
+          %s = sum(%a) {axes=(1,), keepdims=False} : f32[8]
+          %b = add(%s, %y) : f32[8]
+          %c = broadcast_to(%b) {shape=(2, 8)} : f32[2,8]
+          return %c
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    assert plan.buffers["s"].alias_of is None and plan.buffers["c"].alias_of is None
+    assert plan.buffers["b"].alias_of in ("s", "y")
+
+
+def _broken(plan: MemoryPlan, **changes) -> MemoryPlan:
+    name, fields = next(iter(changes.items()))
+    buffers = dict(plan.buffers)
+    buffers[name] = dataclasses.replace(buffers[name], **fields)
+    return MemoryPlan(plan.arena_bytes, buffers, plan.naive_bytes, plan.lower_bound, plan.alignment)
+
+
+def test_checker_catches_overlaps_and_bad_buffers():
+    g = parse(
+        """
+        graph g(%x: f32[16]) {
+          %a = exp(%x) : f32[16]
+          %b = sin(%x) : f32[16]
+          %c = add(%a, %b) : f32[16]
+          %r = reshape(%c) {shape=(4, 4)} : f32[4,4]
+          %d = sum(%r) {axes=(1,), keepdims=False} : f32[4]
+          return %d
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    a = plan.buffers["a"]
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g, _broken(plan, b={"offset": a.offset}))
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g, _broken(plan, x={"offset": a.offset}))  # x is read by sin after exp wrote a
+    with pytest.raises(GraphcError, match="aligned"):
+        check_memory_plan(g, _broken(plan, a={"offset": a.offset + 4}))
+    with pytest.raises(GraphcError, match="fit"):
+        check_memory_plan(g, _broken(plan, d={"offset": plan.arena_bytes}))
+    with pytest.raises(GraphcError, match="planned for"):
+        check_memory_plan(g, _broken(plan, c={"end": 2}))
+    missing = MemoryPlan(plan.arena_bytes, {k: v for k, v in plan.buffers.items() if k != "d"})
+    with pytest.raises(GraphcError, match="missing"):
+        check_memory_plan(g, missing)
+    # A reduction's output may not take over its operand's bytes: it is not an in-place op.
+    r, d = plan.buffers["r"], plan.buffers["d"]
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g, _broken(plan, d={"offset": r.offset}))
+    assert d.offset != r.offset or d.alias_of
+
+
+def test_plan_round_trips_through_json():
+    g, plan = planned(mlp_graph(batch=4, sizes=(5, 6, 3)))
+    again = MemoryPlan.from_json(plan.to_json())
+    check_memory_plan(g, again)
+    assert again == plan
