@@ -1,0 +1,203 @@
+"""Hand-written numba kernels for the primitives that need no code generation.
+
+They take canonical views prepared by the Python wrappers in ``kernels.cpu`` (a reduction or
+index axis becomes the middle axis of an (A, N, B) view, which costs nothing for C-contiguous
+arrays), so each compiles once per dtype whatever the rank. Being ordinary module functions
+with ``cache=True``, numba caches them in this package's ``__pycache__`` (or its user-wide
+cache directory when that is read-only), not in the graphc kernel cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@njit(**_OPTS)
+def copy_flat(src, dst):
+    """dst[k] = src[k] over two 1-D arrays (reshape's copy)."""
+    for k in range(src.shape[0]):
+        dst[k] = src[k]
+
+
+@njit(**_OPTS)
+def copy_into3(src, dst, offset):
+    """dst[a, offset + k, b] = src[a, k, b] (one operand of concat)."""
+    na, nk, nb = src.shape
+    for a in range(na):
+        for k in range(nk):
+            for b in range(nb):
+                dst[a, offset + k, b] = src[a, k, b]
+
+
+@njit(**_OPTS)
+def argmax3(x, out):
+    """out[a, b] = first index of the maximum of x[a, :, b]; a NaN counts as the maximum."""
+    na, n, nb = x.shape
+    if nb == 1:  # reduced axis last: scan each contiguous row
+        for a in range(na):
+            best = x[a, 0, 0]
+            arg = 0
+            if best == best:
+                for k in range(1, n):
+                    v = x[a, k, 0]
+                    if v > best or v != v:
+                        best = v
+                        arg = k
+                        if v != v:
+                            break
+            out[a, 0] = arg
+        return
+    best_row = np.empty(nb, x.dtype)
+    for a in range(na):
+        for b in range(nb):
+            best_row[b] = x[a, 0, b]
+            out[a, b] = 0
+        for k in range(1, n):  # rows in memory order, running best per column
+            for b in range(nb):
+                v = x[a, k, b]
+                cur = best_row[b]
+                if cur == cur and (v > cur or v != v):
+                    best_row[b] = v
+                    out[a, b] = k
+
+
+@njit(**_OPTS)
+def gather3(x, idx, out):
+    """out[a, k, b] = x[a, idx[k], b]; returns the position of a bad index, or -1."""
+    na, n, nb = x.shape
+    for k in range(idx.shape[0]):
+        if idx[k] < 0 or idx[k] >= n:
+            return k
+    for a in range(na):
+        for k in range(idx.shape[0]):
+            i = idx[k]
+            for b in range(nb):
+                out[a, k, b] = x[a, i, b]
+    return -1
+
+
+@njit(**_OPTS)
+def scatter_add3(idx, updates, out):
+    """out = 0; out[a, idx[k], b] += updates[a, k, b] (repeats add up, negative indices wrap).
+
+    Returns the position of an out-of-range index, or -1.
+    """
+    na, n, nb = out.shape
+    for k in range(idx.shape[0]):
+        if idx[k] < -n or idx[k] >= n:
+            return k
+    for a in range(na):
+        for i in range(n):
+            for b in range(nb):
+                out[a, i, b] = 0
+    for a in range(na):
+        for k in range(idx.shape[0]):
+            i = idx[k]
+            if i < 0:
+                i += n
+            for b in range(nb):
+                out[a, i, b] += updates[a, k, b]
+    return -1
+
+
+def _im2col_body(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc):
+    n, c, h, w = x.shape
+    cv = cols.reshape((n, c, kh, kw, oh, ow))
+    b, ch = bc // c, bc % c
+    for i in range(kh):
+        for j in range(kw):
+            for y in range(oh):
+                iy = y * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    for xo in range(ow):
+                        cv[b, ch, i, j, y, xo] = 0
+                    continue
+                for xo in range(ow):
+                    ix = xo * sw - pw + j * dw
+                    cv[b, ch, i, j, y, xo] = x[b, ch, iy, ix] if 0 <= ix < w else 0
+
+
+_im2col_one = njit(**_OPTS)(_im2col_body)
+
+
+@njit(**_OPTS)
+def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """NCHW x -> cols[n, (c, i, j), (y, x)] of every kh x kw window (zero outside the image)."""
+    for bc in range(x.shape[0] * x.shape[1]):
+        _im2col_one(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
+
+
+@njit(parallel=True, **_OPTS)
+def im2col_parallel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """im2col with the (image, channel) planes split across threads."""
+    for bc in prange(x.shape[0] * x.shape[1]):
+        _im2col_one(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
+
+
+def _col2im_body(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc):
+    n, c, h, w = x.shape
+    cv = cols.reshape((n, c, kh, kw, oh, ow))
+    b, ch = bc // c, bc % c
+    for iy in range(h):
+        for ix in range(w):
+            x[b, ch, iy, ix] = 0
+    for i in range(kh):
+        for j in range(kw):
+            for y in range(oh):
+                iy = y * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    continue
+                for xo in range(ow):
+                    ix = xo * sw - pw + j * dw
+                    if 0 <= ix < w:
+                        x[b, ch, iy, ix] += cv[b, ch, i, j, y, xo]
+
+
+_col2im_one = njit(**_OPTS)(_col2im_body)
+
+
+@njit(**_OPTS)
+def col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """The adjoint of im2col: every column entry added back to its image pixel."""
+    for bc in range(x.shape[0] * x.shape[1]):
+        _col2im_one(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
+
+
+@njit(parallel=True, **_OPTS)
+def col2im_parallel(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
+    """col2im with the (image, channel) planes split across threads (they never overlap)."""
+    for bc in prange(x.shape[0] * x.shape[1]):
+        _col2im_one(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
+
+
+# The counter-based RNG of kernels/reference (lowbias32) in uint64 with explicit masks, so the
+# arithmetic is exactly the reference's uint32 arithmetic. codegen.py inlines the same steps.
+@njit(**_OPTS)
+def hash32(x):
+    """lowbias32 of a uint64 holding a uint32."""
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & np.uint64(0xFFFFFFFF)
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & np.uint64(0xFFFFFFFF)
+    return x ^ (x >> np.uint64(16))
+
+
+@njit(**_OPTS)
+def rng_key(seed, offset):
+    """The per-call key of rng_uniform from a uint32 seed and an int64 offset."""
+    u = np.uint64(offset)  # two's complement bits, as Python's & and >> see a negative int
+    lo = u & np.uint64(0xFFFFFFFF)
+    hi = (u >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
+    return hash32(np.uint64(seed) ^ hash32(lo ^ hash32(hi)))
+
+
+@njit(**_OPTS)
+def rng_fill(out, seed, offset):
+    """out[i] = uniform [0, 1) number i of (seed, offset[0]); out and offset are 1-D."""
+    key = rng_key(seed, offset[0])
+    for i in range(out.shape[0]):
+        bits = hash32((np.uint64(i) & np.uint64(0xFFFFFFFF)) ^ key)
+        out[i] = np.float64(bits >> np.uint64(8)) * (1.0 / 16777216.0)

@@ -1,0 +1,398 @@
+"""Every primitive's numba CPU kernel against the NumPy reference (kernels/reference).
+
+Shapes are small and shared between cases so kernels compiled once serve several tests (the
+generated kernels are shape-generic within a broadcast pattern) and the on-disk cache keeps a
+second run cheap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from graphc.ir import REGISTRY, Graph, GraphcError, TensorType
+from graphc.kernels import cpu
+from graphc.kernels.reference import run_node
+
+RNG = np.random.default_rng(0)
+TOL = {"f32": (1e-5, 1e-6), "f64": (1e-12, 1e-12)}
+NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+
+
+def rand(shape, dtype="f32", kind="normal"):
+    """Random test data: normal, positive (for log/sqrt/pow) or small ints and booleans."""
+    if dtype == "bool":
+        return RNG.random(shape) < 0.5
+    if dtype in ("i32", "i64"):
+        return RNG.integers(-5, 6, size=shape).astype(NP[dtype])
+    if kind == "positive":
+        return RNG.uniform(0.5, 2.0, size=shape).astype(NP[dtype])
+    return RNG.standard_normal(shape).astype(NP[dtype])
+
+
+def node_of(op, types, attrs=None):
+    """A graph with one ``op`` node over fresh inputs of the given (shape, dtype) types."""
+    g = Graph()
+    ins = [g.add_input(f"x{k}", TensorType(shape, dtype)) for k, (shape, dtype) in enumerate(types)]
+    return g.add_node(op, ins, attrs or {})
+
+
+def run_cpu(node, arrays):
+    """Run the CPU kernel of ``node`` on ``arrays``; returns fresh output arrays."""
+    outs = [np.full(v.shape, 7, dtype=v.type.np_dtype) for v in node.outputs]  # garbage to overwrite
+    cpu.compile_node(node)(*arrays, *outs)
+    return outs
+
+
+def check(node, arrays, exact=False):
+    """CPU kernel == reference within the per-dtype tolerance (ints, bools, rng exactly)."""
+    got = run_cpu(node, arrays)
+    want = run_node(node, arrays)
+    for g, w, v in zip(got, want, node.outputs):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if exact or v.dtype not in TOL:
+            np.testing.assert_array_equal(g, w)
+        else:
+            rtol, atol = TOL[v.dtype]
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+def test_every_primitive_has_a_cpu_kernel():
+    missing = sorted(set(REGISTRY) - set(cpu.CPU_KERNELS))
+    assert not missing, f"ops without a CPU kernel: {missing}"
+
+
+# ---------------------------------------------------------------- pointwise
+UNARY = {
+    "neg": "normal",
+    "exp": "normal",
+    "log": "positive",
+    "sqrt": "positive",
+    "rsqrt": "positive",
+    "tanh": "normal",
+    "erf": "normal",
+    "abs": "normal",
+    "sign": "normal",
+    "sin": "normal",
+    "cos": "normal",
+    "reciprocal": "positive",
+}
+
+
+@pytest.mark.parametrize("op", sorted(UNARY))
+def test_unary_f32(op):
+    check(node_of(op, [((3, 4), "f32")]), [rand((3, 4), "f32", UNARY[op])])
+
+
+@pytest.mark.parametrize("op", ["exp", "erf", "log", "rsqrt", "tanh"])
+def test_unary_f64(op):
+    kind = UNARY[op]
+    check(node_of(op, [((3, 4), "f64")]), [rand((3, 4), "f64", kind)])
+
+
+@pytest.mark.parametrize("op", ["neg", "abs", "sign"])
+@pytest.mark.parametrize("dtype", ["i32", "i64"])
+def test_unary_int(op, dtype):
+    check(node_of(op, [((3, 4), dtype)]), [rand((3, 4), dtype)])
+
+
+def test_erf_f32_accuracy_over_a_dense_grid():
+    # float32 erf is a vectorizable rational approximation; bound its error everywhere.
+    x = np.linspace(-6, 6, 20001, dtype=np.float32).reshape(3, -1)
+    got = run_cpu(node_of("erf", [(x.shape, "f32")]), [x])[0]
+    want = run_node(node_of("erf", [(x.shape, "f32")]), [x])[0]
+    assert np.abs(got.astype(np.float64) - want).max() < 5e-7
+
+
+def test_special_values_follow_numpy():
+    x = np.array([[0.0, -0.0, np.inf], [-np.inf, np.nan, -1.0]], np.float32)  # kernels shared with (3, 4)
+    for op in ("log", "sqrt", "rsqrt", "reciprocal", "exp", "erf", "tanh", "sign", "abs"):
+        check(node_of(op, [(x.shape, "f32")]), [x])
+
+
+BINARY = {
+    "add": "normal",
+    "sub": "normal",
+    "mul": "normal",
+    "div": "positive",
+    "pow": "positive",
+    "maximum": "normal",
+    "minimum": "normal",
+    "lt": "normal",
+    "le": "normal",
+    "eq": "normal",
+    "ne": "normal",
+    "gt": "normal",
+    "ge": "normal",
+}
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+def test_binary_f32_broadcast(op):
+    a, b = rand((3, 4), "f32", BINARY[op]), rand((4,), "f32", BINARY[op])
+    b[1] = a[2, 1]  # equal elements for the comparisons
+    check(node_of(op, [((3, 4), "f32"), ((4,), "f32")]), [a, b])
+
+
+@pytest.mark.parametrize(
+    "op,dtype",
+    [(op, "i32") for op in ("add", "sub", "mul", "maximum", "minimum", "lt", "eq")] + [("ge", "i64")],
+)
+def test_binary_int(op, dtype):
+    check(node_of(op, [((3, 4), dtype), ((4,), dtype)]), [rand((3, 4), dtype), rand((4,), dtype)])
+
+
+def test_int32_arithmetic_wraps_like_numpy():
+    a = np.array([[2**31 - 1, -(2**31)], [5, -5]], np.int32)
+    b = np.array([2, -1], np.int32)
+    for op in ("add", "sub", "mul"):
+        check(node_of(op, [((2, 2), "i32"), ((2,), "i32")]), [a, b])
+
+
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((3, 4), (3, 4)),
+        ((3, 1), (1, 4)),
+        ((), (3, 4)),
+        ((2, 1, 4), (3, 1)),
+        ((2, 3, 4), (2, 1, 4)),
+        ((1,), (1,)),
+    ],
+)
+def test_add_broadcast_patterns(sa, sb):
+    check(node_of("add", [(sa, "f32"), (sb, "f32")]), [rand(sa), rand(sb)])
+
+
+def test_add_f64():
+    check(node_of("add", [((3, 4), "f64"), ((4,), "f64")]), [rand((3, 4), "f64"), rand((4,), "f64")])
+
+
+def test_maximum_minimum_propagate_nan():
+    a = np.array([[np.nan, 1.0, 2.0, np.nan], [0.0, 1.0, np.nan, 3.0]], np.float32)
+    b = np.array([1.0, np.nan, 1.0, np.nan], np.float32)
+    for op in ("maximum", "minimum"):
+        check(node_of(op, [((2, 4), "f32"), ((4,), "f32")]), [a, b])
+
+
+def test_compare_bool_operands():
+    a, b = rand((3, 4), "bool"), rand((3, 4), "bool")
+    check(node_of("eq", [((3, 4), "bool"), ((3, 4), "bool")]), [a, b])
+
+
+def test_where_broadcast():
+    types = [((3, 1), "bool"), ((3, 4), "f32"), ((4,), "f32")]
+    check(node_of("where", types), [rand((3, 1), "bool"), rand((3, 4)), rand((4,))])
+
+
+@pytest.mark.parametrize(
+    "src,dst",
+    [("f32", "i32"), ("f32", "bool"), ("bool", "f32"), ("i64", "f64"), ("f64", "f32"), ("i32", "i64")],
+)
+def test_cast(src, dst):
+    x = rand((3, 4), src) * (3 if src.startswith("f") else 1)
+    if src.startswith("f"):
+        x[0, 0] = 0
+    check(node_of("cast", [((3, 4), src)], {"dtype": dst}), [x])
+
+
+def test_broadcast_to():
+    check(node_of("broadcast_to", [((3, 1), "f32")], {"shape": (2, 3, 4)}), [rand((3, 1))])
+
+
+def test_pointwise_in_place():
+    # Contract: a pointwise output may be the same memory as an input of equal shape.
+    node = node_of("add", [((3, 4), "f32"), ((4,), "f32")])
+    x, b = rand((3, 4)), rand((4,))
+    want = x + b
+    cpu.compile_node(node)(x, b, x)
+    np.testing.assert_allclose(x, want, rtol=1e-6)
+
+
+def test_const():
+    for value, dtype in [(1.5, "f32"), (-3, "i64"), (True, "bool"), (float("inf"), "f64")]:
+        node = node_of("const", [], {"value": value, "dtype": dtype})
+        check(node, [])
+
+
+# ---------------------------------------------------------------- reductions
+REDUCE_CASES = [
+    ((2,), False),
+    ((1, 2), True),
+    ((0,), False),
+    ((0, 2), True),
+    ((0, 1, 2), False),
+    ((1,), True),
+]
+
+
+@pytest.mark.parametrize(
+    "op,axes,keepdims",
+    [("sum", *c) for c in REDUCE_CASES] + [(op, *c) for op in ("max", "min") for c in REDUCE_CASES[:3]],
+)
+def test_reduce_f32(op, axes, keepdims):
+    check(node_of(op, [((2, 3, 4), "f32")], {"axes": axes, "keepdims": keepdims}), [rand((2, 3, 4))])
+
+
+@pytest.mark.parametrize(
+    "op,dtype",
+    [
+        ("sum", "i32"),
+        ("max", "i32"),
+        ("min", "i64"),
+        ("sum", "bool"),
+        ("max", "bool"),
+        ("min", "bool"),
+        ("sum", "f64"),
+    ],
+)
+def test_reduce_other_dtypes(op, dtype):
+    x = rand((3, 4), dtype)
+    check(node_of(op, [((3, 4), dtype)], {"axes": (1,)}), [x])
+    check(node_of(op, [((3, 4), dtype)], {"axes": (0,)}), [x])
+
+
+def test_reduce_nan_propagates():
+    x = rand((2, 3, 4))
+    x[1, 2, 1] = np.nan
+    for op in ("max", "min", "sum"):
+        check(node_of(op, [((2, 3, 4), "f32")], {"axes": (2,)}), [x])
+        check(node_of(op, [((2, 3, 4), "f32")], {"axes": (0,)}), [x])
+
+
+def test_sum_long_rows_is_accurate():
+    x = RNG.uniform(0, 1, size=(2, 5000)).astype(np.float32)
+    check(node_of("sum", [((2, 5000), "f32")], {"axes": (1,)}), [x])
+
+
+@pytest.mark.parametrize("axis,keepdims", [(0, False), (1, True), (2, False)])
+def test_argmax(axis, keepdims):
+    x = rand((2, 3, 4))
+    x[0, 1, 1] = x[0, 2, 1]  # a tie: the first index wins
+    check(node_of("argmax", [((2, 3, 4), "f32")], {"axis": axis, "keepdims": keepdims}), [x])
+
+
+def test_argmax_nan_and_int():
+    x = rand((3, 4))
+    x[1, 2] = np.nan
+    check(node_of("argmax", [((3, 4), "f32")], {"axis": 1}), [x])
+    check(node_of("argmax", [((3, 4), "f32")], {"axis": 0}), [x])
+    check(node_of("argmax", [((3, 4), "i64")], {"axis": 1}), [rand((3, 4), "i64")])
+
+
+# ---------------------------------------------------------------- matmul
+@pytest.mark.parametrize(
+    "sa,sb,dtype",
+    [
+        ((3, 4), (4, 5), "f32"),
+        ((2, 3, 4), (4, 5), "f32"),
+        ((2, 1, 3, 4), (3, 4, 5), "f32"),
+        ((3, 4), (4, 5), "f64"),
+        ((3, 4), (4, 5), "i64"),
+    ],
+)
+def test_matmul(sa, sb, dtype):
+    check(node_of("matmul", [(sa, dtype), (sb, dtype)]), [rand(sa, dtype), rand(sb, dtype)])
+
+
+# ---------------------------------------------------------------- movement
+def test_reshape():
+    check(node_of("reshape", [((2, 3, 4), "f32")], {"shape": (4, 6)}), [rand((2, 3, 4))])
+    check(node_of("reshape", [((), "i64")], {"shape": (1, 1)}), [rand((), "i64")])
+
+
+@pytest.mark.parametrize("perm", [(1, 0, 2), (0, 2, 1), (2, 0, 1), (1, 2, 0)])
+def test_transpose(perm):
+    check(node_of("transpose", [((2, 3, 4), "f32")], {"perm": perm}), [rand((2, 3, 4))])
+
+
+def test_transpose_4d_and_bool():
+    check(node_of("transpose", [((2, 3, 1, 4), "f32")], {"perm": (0, 2, 3, 1)}), [rand((2, 3, 1, 4))])
+    check(node_of("transpose", [((3, 4), "bool")], {"perm": (1, 0)}), [rand((3, 4), "bool")])
+
+
+@pytest.mark.parametrize(
+    "starts,stops,steps",
+    [((0, 1, 0), (2, 3, 4), (1, 1, 2)), ((1, 0, 1), (2, 3, 4), (1, 2, 3)), ((0, 0, 0), (2, 3, 4), (1, 1, 1))],
+)
+def test_slice(starts, stops, steps):
+    attrs = {"starts": starts, "stops": stops, "steps": steps}
+    check(node_of("slice", [((2, 3, 4), "f32")], attrs), [rand((2, 3, 4))])
+
+
+def test_pad():
+    attrs = {"pads": ((0, 1), (2, 0), (1, 1)), "value": -1.5}
+    check(node_of("pad", [((2, 3, 4), "f32")], attrs), [rand((2, 3, 4))])
+    check(node_of("pad", [((3, 4), "i32")], {"pads": ((1, 1), (0, 2))}), [rand((3, 4), "i32")])
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_concat(axis):
+    shapes = [(2, 3, 4), (2, 3, 4), (2, 3, 4)]
+    shapes = [tuple(d + k if a == axis else d for a, d in enumerate(s)) for k, s in enumerate(shapes)]
+    check(node_of("concat", [(s, "f32") for s in shapes], {"axis": axis}), [rand(s) for s in shapes])
+
+
+# ---------------------------------------------------------------- indexing
+@pytest.mark.parametrize("axis,idx_shape,dtype", [(0, (2, 2), "i64"), (1, (5,), "i32"), (2, (), "i64")])
+def test_gather(axis, idx_shape, dtype):
+    x = rand((3, 4, 5))
+    idx = RNG.integers(0, x.shape[axis], size=idx_shape).astype(NP[dtype])
+    check(node_of("gather", [((3, 4, 5), "f32"), (idx_shape, dtype)], {"axis": axis}), [x, idx])
+
+
+def test_gather_out_of_range_raises():
+    node = node_of("gather", [((3, 4), "f32"), ((2,), "i64")], {"axis": 0})
+    with pytest.raises(GraphcError, match="out of range"):
+        run_cpu(node, [rand((3, 4)), np.array([0, 3])])
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_scatter_add(axis):
+    shape = (4, 5)
+    idx = np.array([[1, 0, 1], [3, 1, 1]], np.int64)  # repeats add up
+    upd_shape = (*shape[:axis], *idx.shape, *shape[axis + 1 :])
+    node = node_of("scatter_add", [(idx.shape, "i64"), (upd_shape, "f32")], {"axis": axis, "shape": shape})
+    check(node, [idx, rand(upd_shape)])
+
+
+def test_scatter_add_out_of_range_raises():
+    node = node_of("scatter_add", [((2,), "i64"), ((2, 3), "f32")], {"axis": 0, "shape": (4, 3)})
+    with pytest.raises(GraphcError, match="out of range"):
+        run_cpu(node, [np.array([0, 4]), rand((2, 3))])
+
+
+# ---------------------------------------------------------------- image
+WINDOWS = [
+    {"kernel": (3, 3), "padding": (1, 1)},
+    {"kernel": (2, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
+]
+
+
+@pytest.mark.parametrize("attrs", WINDOWS)
+def test_im2col(attrs):
+    check(node_of("im2col", [((2, 3, 6, 7), "f32")], attrs), [rand((2, 3, 6, 7))])
+
+
+@pytest.mark.parametrize("attrs", WINDOWS)
+def test_col2im(attrs):
+    fwd = node_of("im2col", [((2, 3, 6, 7), "f32")], attrs)
+    cols = fwd.outputs[0].shape
+    check(node_of("col2im", [(cols, "f32")], {**attrs, "image_shape": (2, 3, 6, 7)}), [rand(cols)])
+
+
+# ---------------------------------------------------------------- random
+@pytest.mark.parametrize(
+    "seed,offset,dtype", [(0, 0, "f32"), (7, 3, "f32"), (123, -1, "f64"), (2**33 + 5, 2**40, "f32")]
+)
+def test_rng_uniform_bit_exact(seed, offset, dtype):
+    node = node_of("rng_uniform", [((), "i64")], {"shape": (3, 5), "seed": seed, "dtype": dtype})
+    check(node, [np.array(offset, np.int64)], exact=True)
+
+
+def test_kernel_source_names_no_values():
+    g = Graph()
+    x = g.add_input("some_long_input_name", TensorType((3, 4)))
+    node = g.add_node("exp", [x], names=["another_value_name"])
+    src = cpu.kernel_source(node)
+    assert "def kernel(" in src
+    assert "some_long_input_name" not in src and "another_value_name" not in src
