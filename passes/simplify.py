@@ -19,8 +19,9 @@ Every rule keeps the value exactly (bit for bit) except where noted:
   (so ``x + broadcast_to(0.5, shape)`` reads the scalar).
 - reshape sinking: ``f(reshape z)`` -> ``reshape(f z)`` for a pointwise f, and
   ``g(reshape z, c)`` -> ``reshape(g(z, c'))`` for a broadcasting g with a constant (or one-element)
-  c that regroups to z's layout. Elementwise ops then sit next to their producer, so fusion can
-  put them in a matmul epilogue, and per-channel constants after a conv reach its matmul.
+  c that regroups to z's layout, or with ``c = reshape w`` where w has z's shape. Elementwise
+  ops then sit next to their producer, so fusion can put them in a matmul epilogue, and
+  per-channel constants after a conv reach its matmul.
 """
 
 from __future__ import annotations
@@ -343,6 +344,10 @@ def _sink_reshape(rw: _Rewriter, node: Node) -> Value | None:
             continue
         if v.type.numel == 1 and len(v.shape) <= len(z.shape):
             new_inputs.append(v)
+            continue
+        twin = rw.producer(v)
+        if twin is not None and twin.op == "reshape" and twin.inputs[0].shape == z.shape:
+            new_inputs.append(twin.inputs[0])  # reshaped the same way: combine before reshaping
             continue
         c = rw.const(v)
         if c is None:

@@ -1,5 +1,7 @@
 """Every pass keeps the meaning of random well-typed graphs (hypothesis), and plans stay valid."""
 
+import os
+
 import numpy as np
 from graphc.ir import print_graph, verify
 from graphc.passes import check_memory_plan, plan_memory
@@ -10,7 +12,9 @@ from hypothesis import strategies as st
 
 from graphc import passes
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Modest by default so the suite stays fast; GRAPHC_HYPOTHESIS_EXAMPLES=1000 for a deeper search.
+EXAMPLES = int(os.environ.get("GRAPHC_HYPOTHESIS_EXAMPLES", 40))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SINGLE = [
     passes.dce,
     passes.cse,
@@ -58,7 +62,7 @@ def test_random_plans_are_valid_and_run_in_their_arena(g, seed):
         np.testing.assert_allclose(r, e, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=min(EXAMPLES, 30), deadline=None)
 @given(graphs(max_ops=14))
 def test_optimized_text_round_trips(g):
     from graphc.ir import parse_graph

@@ -324,3 +324,24 @@ def test_simplify_is_idempotent_on_its_output():
         """
     once = check_rewrite(run, text, "graph g(%x: f32[4]) {\n return %x\n}")
     assert [n.op for n in simplify(once).nodes] == []
+
+
+def test_reshape_sinks_below_a_binary_op_of_two_alike_reshapes():
+    check_rewrite(
+        run,
+        """
+        graph g(%x: f32[2,6], %y: f32[2,6]) {
+          %r = reshape(%x) {shape=(3, 4)} : f32[3,4]
+          %s = reshape(%y) {shape=(3, 4)} : f32[3,4]
+          %z = add(%r, %s) : f32[3,4]
+          return %z
+        }
+        """,
+        """
+        graph g(%x: f32[2,6], %y: f32[2,6]) {
+          %z = add(%x, %y) : f32[2,6]
+          %r = reshape(%z) {shape=(3, 4)} : f32[3,4]
+          return %r
+        }
+        """,
+    )
