@@ -24,6 +24,9 @@ from graphc.ir.ops import REGISTRY
 # Above this many elements a kernel loops with prange (parallel=True). Below it, waking the
 # thread pool costs more than it saves, and parallel=True roughly doubles the compile time.
 PARALLEL_THRESHOLD = 1 << 16
+# Parallel row reductions split the rows into this many chunks (each with its own scratch rows);
+# prange's static schedule hands each thread an equal share.
+ROW_CHUNKS = 64
 
 REDUCTIONS = ("sum", "max", "min")
 ELEMENTWISE_CLASSES = ("pointwise", "broadcast", "source")
@@ -60,7 +63,7 @@ def use_parallel(elements: int) -> bool:
 
 
 # ---------------------------------------------------------------- module text
-_HEADER = "import math\n\nimport numpy as np\nfrom numba import get_num_threads, njit, prange\n"
+_HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n"
 
 
 def decorator(parallel: bool, fastmath: str | None = None) -> str:
@@ -530,29 +533,78 @@ def _pointwise_nest(
 
 
 # ---------------------------------------------------------------- row reductions
-def _combine_dims(out_shape: Sequence[int], operands: list[Dims], full: Sequence[int]) -> Dims:
-    """Dims of a broadcasting op's result from its operands' dims (right-aligned)."""
-    r = len(out_shape)
-    res: Dims = []
-    for k, size in enumerate(out_shape):
-        if size == 1:
-            res.append((None, 1))
-            continue
-        axes = set()
-        for od in operands:
-            j = k - (r - len(od))
-            if j >= 0 and od[j][1] > 1:
-                axes.add(od[j][0])
-        if len(axes) > 1:
-            raise Unsupported("operands broadcast along different loop axes")
-        if axes:
-            res.append((axes.pop(), size))
-            continue
-        ax = len(full) - r + k
-        if ax < 0 or full[ax] != size:
-            raise Unsupported("a broadcast creates an axis outside the loop space")
-        res.append((ax, size))
-    return res
+class _Offsets:
+    """Axis offsets of body values in a reduction's loop space (a weighted union-find).
+
+    Value ``v`` of rank r occupies loop axes offset(v) .. offset(v) + r - 1. NumPy broadcasting
+    fixes offset differences between an op's operands and its result; reductions pin their
+    input and result to offset 0. A body input takes its offset from the ops that use it, so an
+    input of the rows' shape lines up with a keepdims=False row value while an input of the
+    inner shape lines up with the trailing axes.
+    """
+
+    ANCHOR = "loop space"
+
+    def __init__(self) -> None:
+        self.parent: dict[object, object] = {}
+        self.delta: dict[object, int] = {}  # offset(x) - offset(parent(x))
+
+    def find(self, x: object) -> tuple[object, int]:
+        """The root of x and offset(x) - offset(root)."""
+        if x not in self.parent:
+            self.parent[x], self.delta[x] = x, 0
+        if self.parent[x] is x:
+            return x, 0
+        root, d = self.find(self.parent[x])
+        self.parent[x], self.delta[x] = root, self.delta[x] + d
+        return root, self.delta[x]
+
+    def union(self, x: object, y: object, d: int) -> None:
+        """Require offset(x) - offset(y) == d."""
+        rx, dx = self.find(x)
+        ry, dy = self.find(y)
+        if rx is ry:
+            if dx - dy != d:
+                raise Unsupported("a value would sit at two places in the loop space")
+            return
+        if rx is self.ANCHOR:  # keep the anchor a root
+            rx, ry, dx, dy, d = ry, rx, dy, dx, -d
+        self.parent[rx], self.delta[rx] = ry, d + dy - dx
+
+
+def _loop_dims(body: Body, full: tuple[int, ...]) -> dict[Value, Dims]:
+    """Dims (loop axis, size) of every body value of a reduction body over loop space ``full``."""
+    off = _Offsets()
+    values = list(body.inputs) + [v for n in body.nodes for v in n.outputs]
+
+    def spread(v: Value) -> bool:  # values of one element broadcast anywhere: no constraint
+        return any(s > 1 for s in v.shape)
+
+    for n in body.nodes:
+        o = n.outputs[0]
+        if n.op in REDUCTIONS:
+            off.union(n.inputs[0], off.ANCHOR, 0)
+            off.union(o, off.ANCHOR, 0)
+        elif n.op not in ("const", "rng_uniform") and spread(o):
+            for i in n.inputs:
+                if spread(i):
+                    off.union(i, o, len(o.shape) - len(i.shape))
+    base: dict[object, int] = {off.ANCHOR: 0}
+    for v in sorted(values, key=lambda v: -len(v.shape)):  # free groups: right-align the widest
+        root, d = off.find(v)
+        base.setdefault(root, len(full) - len(v.shape) - d)
+    dims: dict[Value, Dims] = {}
+    for v in values:
+        root, d = off.find(v)
+        start = base[root] + d
+        entry: Dims = []
+        for j, s in enumerate(v.shape):
+            ax = start + j
+            if s > 1 and not (0 <= ax < len(full) and full[ax] == s):
+                raise Unsupported(f"a {v.type} value does not fit the loop space {full}")
+            entry.append((ax if s > 1 else None, s))
+        dims[v] = entry
+    return dims
 
 
 def reduction_source(body: Body, title: str = "reduction") -> str:
@@ -581,24 +633,7 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
     prod, args = producers(body), arg_index(body)
     n_in = len(body.inputs)
 
-    # Where every value lives in the loop space (full shape, rows x inner).
-    dims: dict[Value, Dims] = {v: aligned(v.shape, full) for v in body.inputs}
-    for n in body.nodes:
-        o = n.outputs[0]
-        if n.op in REDUCTIONS:
-            d_in = dims[n.inputs[0]]
-            if any(s > 1 and ax != k for k, (ax, s) in enumerate(d_in)):
-                raise Unsupported("reduction input is not laid out like the loop space")
-            if n.attrs["keepdims"]:
-                dims[o] = [(None, 1) if k in red_axes else d_in[k] for k in range(len(full))]
-            else:
-                dims[o] = [d_in[k] for k in range(len(full)) if k not in red_axes]
-        elif n.op == "const":
-            dims[o] = []
-        elif n.op == "rng_uniform":
-            dims[o] = aligned(o.shape, full)
-        else:
-            dims[o] = _combine_dims(o.shape, [dims[i] for i in n.inputs], full)
+    dims = _loop_dims(body, full)  # where every value lives in the loop space (rows x inner)
 
     def is_elem(v: Value) -> bool:
         return any(s > 1 and ax >= split for ax, s in dims[v])
@@ -781,7 +816,8 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
     # Assemble: chunks of rows (prange) > rows > phased inner loops.
     par = use_parallel(numel(full)) and numel([full[a] for a in range(split)]) > 1
     lines = list(head)
-    lines.append("nch = min(nrows, get_num_threads())" if par else "nch = min(nrows, 1)")
+    # A fixed chunk count: get_num_threads() here would make numba refuse to cache the kernel.
+    lines.append(f"nch = min(nrows, {ROW_CHUNKS if par else 1})")
     lines.append(f"for c in {'prange' if par else 'range'}(nch):")
     ind = "    "
     dtypes = {v: v.dtype for v in scratch}
