@@ -25,9 +25,11 @@ Measurement:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -563,12 +565,12 @@ def _build_onnxruntime(w: Workload, inputs: tuple, state: dict, device: str, thr
     errors = []
     for dynamo in (False, True):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model, example, path, input_names=names, output_names=["out"], dynamo=dynamo
                 )
-            note = f"torch.onnx.export(dynamo={dynamo})"
+            note = f"torch.onnx.export(dynamo={dynamo})" + (f" ({'; '.join(errors)})" if errors else "")
             break
         except Exception as err:  # the TorchScript exporter may be gone or fail: try the other one
             errors.append(f"dynamo={dynamo}: {type(err).__name__}: {_first_line(err)}")

@@ -149,7 +149,7 @@ def test_graphc_models_have_the_torch_twins_parameters(name):
     graphc_model, _ = bench.build_model(w, bench.graphc_lib())
     state = {k: bench._to_numpy(v) for k, v in graphc_model.state_dict().items()}
     if HAS_TORCH:
-        twin = w.model(bench.torch_lib())
+        twin, _ = bench.build_model(w, bench.torch_lib())
         bench.load_state(twin, state, bench.torch_lib())
         for (k, v), t in zip(state.items(), twin.state_dict().values()):
             np.testing.assert_array_equal(v, t.numpy(), err_msg=k)
