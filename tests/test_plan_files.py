@@ -1,0 +1,124 @@
+"""Plans: input checks, save/load in a fresh process, and the bad-file cases."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+from graphc.ir import GraphcError
+from graphc.kernels.reference import execute
+from graphc.runtime import load_plan
+
+import graphc
+from graphc import functional as F
+from graphc import nn
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return F.softmax(F.relu(self.lin(x)), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def model_and_plan():
+    graphc.manual_seed(0)
+    model = Small()
+    x = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)
+    return model, x, graphc.compile(model, x)
+
+
+def test_plan_matches_the_reference_executor(model_and_plan):
+    model, x, plan = model_and_plan
+    expected = execute(graphc.trace(model, x), {"x": x})[0]
+    np.testing.assert_allclose(plan(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_outputs_are_copies(model_and_plan):
+    _, x, plan = model_and_plan
+    first = plan(x)
+    kept = first.copy()
+    plan(x * 2)
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_wrong_inputs_are_named(model_and_plan):
+    _, x, plan = model_and_plan
+    with pytest.raises(GraphcError, match=r"input 'x': expected shape \[3, 6\], got \[4, 6\]"):
+        plan(np.zeros((4, 6), np.float32))
+    with pytest.raises(GraphcError, match="input 'x': expected dtype float32, got float64"):
+        plan(x.astype(np.float64))
+    with pytest.raises(GraphcError, match=r"plan takes 1 input\(s\) \(x\), got 2"):
+        plan(x, x)
+
+
+def test_saved_plan_runs_in_a_fresh_process(model_and_plan, tmp_path):
+    _, x, plan = model_and_plan
+    path = tmp_path / "small.gcp"
+    plan.save(str(path))
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, graphc
+        plan = graphc.load_plan({str(path)!r})
+        np.save({str(tmp_path / "y.npy")!r}, plan(np.load({str(tmp_path / "x.npy")!r})))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), plan(x))
+
+
+def test_plan_file_holds_json_and_npz_only(model_and_plan, tmp_path):
+    _, _, plan = model_and_plan
+    path = tmp_path / "p.gcp"
+    plan.save(str(path))
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["arrays.npz", "plan.json"]
+        meta = json.loads(zf.read("plan.json"))
+    assert meta["format"] == "graphc-plan" and meta["graph"]["nodes"]
+
+
+def test_bad_plan_files_say_what_is_wrong(model_and_plan, tmp_path):
+    _, _, plan = model_and_plan
+    good = tmp_path / "good.gcp"
+    plan.save(str(good))
+    data = good.read_bytes()
+
+    truncated = tmp_path / "truncated.gcp"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(GraphcError, match="truncated/corrupted"):
+        load_plan(str(truncated))
+
+    foreign = tmp_path / "foreign.gcp"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("model.onnx", b"\x08\x07")
+    with pytest.raises(GraphcError, match="not a graphc plan file"):
+        load_plan(str(foreign))
+
+    other_format = tmp_path / "other.gcp"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(other_format, "w") as dst:
+        meta = json.loads(src.read("plan.json"))
+        meta["format"] = "something-else"
+        dst.writestr("plan.json", json.dumps(meta))
+        dst.writestr("arrays.npz", src.read("arrays.npz"))
+    with pytest.raises(GraphcError, match="format 'something-else'"):
+        load_plan(str(other_format))
+
+    tampered = tmp_path / "tampered.gcp"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
+        meta = json.loads(src.read("plan.json"))
+        meta["graph"]["nodes"][0]["op"] = "__import__('os').system"
+        dst.writestr("plan.json", json.dumps(meta))
+        dst.writestr("arrays.npz", src.read("arrays.npz"))
+    with pytest.raises(GraphcError, match="unknown primitive op"):
+        load_plan(str(tampered))
+
+    with pytest.raises(GraphcError, match="no such plan file"):
+        load_plan(str(tmp_path / "missing.gcp"))
