@@ -18,8 +18,9 @@ Every rule keeps the value exactly (bit for bit) except where noted:
 - a ``broadcast_to`` operand of a broadcasting op is dropped when the op broadcasts it anyway
   (so ``x + broadcast_to(0.5, shape)`` reads the scalar).
 - reshape sinking: ``f(reshape z)`` -> ``reshape(f z)`` for a pointwise f, and
-  ``g(reshape z, c)`` -> ``reshape(g(z, c'))`` for a broadcasting g with a constant (or one-element)
-  c that regroups to z's layout, or with ``c = reshape w`` where w has z's shape. Elementwise
+  ``g(reshape z, c)`` -> ``reshape(g(z, c'))`` for a broadcasting g where c regroups to z's
+  layout (c' is folded for a constant, ``reshape c`` for a small operand such as a per-channel
+  parameter, whose reshapes then merge), or where ``c = reshape w`` and w has z's shape. Elementwise
   ops then sit next to their producer, so fusion can put them in a matmul epilogue, and
   per-channel constants after a conv reach its matmul.
 """
@@ -35,6 +36,8 @@ from .cleanup import remove_dead_nodes
 from .util import const_array, fusion_class, graph_pass, new_node
 
 MAX_ROUNDS = 20
+# A non-constant operand this small may be reshaped to follow an op sunk below a reshape.
+SMALL_OPERAND = 1 << 12
 
 
 class _Rewriter:
@@ -350,16 +353,20 @@ def _sink_reshape(rw: _Rewriter, node: Node) -> Value | None:
             new_inputs.append(twin.inputs[0])  # reshaped the same way: combine before reshaping
             continue
         c = rw.const(v)
-        if c is None:
-            return None
-        if c.size == 1:
+        if c is not None and c.size == 1:
             new_inputs.append(rw.const_input(c.reshape(()), f"{v.name}_r"))
             continue
-        shape = regroup_operand(c.shape, z.shape, y.shape)
+        shape = regroup_operand(v.shape, z.shape, y.shape)
         if shape is None:
             return None
-        padded = c.reshape((1,) * (len(y.shape) - c.ndim) + c.shape)
-        new_inputs.append(rw.const_input(padded.reshape(shape), f"{v.name}_r"))
+        if c is not None:
+            padded = c.reshape((1,) * (len(y.shape) - c.ndim) + c.shape)
+            new_inputs.append(rw.const_input(padded.reshape(shape), f"{v.name}_r"))
+        elif v.type.numel <= SMALL_OPERAND and v.type.numel < y.type.numel:
+            # e.g. a per-channel parameter: its own reshape merges with the one that made it
+            new_inputs.append(rw.emit("reshape", [v], shape=shape))
+        else:
+            return None
     try:
         types = infer_types(node.op, [v.type for v in new_inputs], normalize_attrs(node.op, node.attrs))
     except Exception:

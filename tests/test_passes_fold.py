@@ -187,6 +187,7 @@ def test_unfrozen_conv_batchnorm_keeps_params_and_meaning():
     g = conv_bn_graph()
     out = passes.optimize(g, check=True)
     assert {v.name for v in out.inputs_of_kind("param")} == {v.name for v in g.inputs_of_kind("param")}
+    assert passes.kernel_count(out) == 2  # BN's per-channel ops sink into the conv's matmul epilogue
     assert_same_outputs(g, out, make_feeds(g), rtol=1e-5)
 
 

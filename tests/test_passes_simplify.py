@@ -345,3 +345,25 @@ def test_reshape_sinks_below_a_binary_op_of_two_alike_reshapes():
         }
         """,
     )
+
+
+def test_reshape_sinks_below_per_channel_parameters():
+    check_rewrite(
+        run,
+        """
+        graph g(%x: f32[2,3,4], %p: f32[3] param = [1.0, 2.0, 3.0]) {
+          %r = reshape(%x) {shape=(2, 3, 2, 2)} : f32[2,3,2,2]
+          %pc = reshape(%p) {shape=(1, 3, 1, 1)} : f32[1,3,1,1]
+          %y = mul(%r, %pc) : f32[2,3,2,2]
+          return %y
+        }
+        """,
+        """
+        graph g(%x: f32[2,3,4], %p: f32[3] param = [1.0, 2.0, 3.0]) {
+          %pc = reshape(%p) {shape=(1, 3, 1)} : f32[1,3,1]
+          %y = mul(%x, %pc) : f32[2,3,4]
+          %r = reshape(%y) {shape=(2, 3, 2, 2)} : f32[2,3,2,2]
+          return %r
+        }
+        """,
+    )
