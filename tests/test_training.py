@@ -217,3 +217,18 @@ def test_digits_example_reaches_95_percent(name):
     pytest.importorskip("sklearn")
     digits = _example("train_digits")
     assert digits.train(name, epochs=10, backend=BACKEND, verbose=False) >= 0.95
+
+
+def test_cpu_backend_follows_the_reference_backend():
+    """The numba-compiled train step (the default) gives the reference kernels' trajectory."""
+    x, y = _batch(16, 20, 10)
+    results = {}
+    for backend in ("reference", "cpu"):
+        nn.init.manual_seed(3)
+        model = MLP(20, 32, 10)
+        step = compile_train(model, F.cross_entropy, optim.Adam(lr=1e-2), x, y, backend=backend)
+        losses = [step(*_batch(16, 20, 10, seed=t)) for t in range(5)]
+        results[backend] = losses, _copy_state(model)
+    np.testing.assert_allclose(results["cpu"][0], results["reference"][0], rtol=1e-5)
+    for k, v in results["cpu"][1].items():
+        np.testing.assert_allclose(v, results["reference"][1][k], rtol=1e-4, atol=1e-6, err_msg=k)
