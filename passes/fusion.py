@@ -382,5 +382,5 @@ def fusion(graph: Graph) -> Graph:
 
 
 def kernel_count(graph: Graph) -> int:
-    """Kernels a backend launches for ``graph``: every node except reshapes (free aliases)."""
+    """Kernels a backend launches for ``graph``: every node except reshapes (counted as free views)."""
     return sum(1 for n in graph.nodes if n.op != "reshape")

@@ -299,7 +299,9 @@ def reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[lis
     return groups
 
 
-def regroup_operand(shape: tuple[int, ...], src: tuple[int, ...], dst: tuple[int, ...]):
+def regroup_operand(
+    shape: tuple[int, ...], src: tuple[int, ...], dst: tuple[int, ...]
+) -> tuple[int, ...] | None:
     """The shape an operand broadcasting against ``dst`` takes against ``src`` (reshape src->dst), or None.
 
     Works when, for each run of axes the reshape merges or splits, the operand is either all

@@ -7,9 +7,10 @@ Importing this module needs hypothesis (a dev dependency); nothing in graphc imp
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
-from graphc.ir import Graph, TensorType, Value, broadcast_shapes, parse_graph, verify
+from graphc.ir import Graph, MemoryPlan, TensorType, Value, broadcast_shapes, parse_graph, verify
 from graphc.kernels.reference import execute
 from hypothesis import strategies as st
 
@@ -61,7 +62,9 @@ def parse(text: str) -> Graph:
     return parse_graph("\n".join([" ".join(lines[: head + 1]), *lines[head + 1 :]]))
 
 
-def check_rewrite(pass_fn, before: str, after: str, seed: int = 0, rtol: float = 1e-5) -> Graph:
+def check_rewrite(
+    pass_fn: Callable[[Graph], Graph], before: str, after: str, seed: int = 0, rtol: float = 1e-5
+) -> Graph:
     """Text in, text out: ``pass_fn(parse(before))`` has the structure of ``after`` and the same outputs.
 
     Node outputs are compared by position (``util.canonical_text``), inputs by name.
@@ -379,7 +382,7 @@ def graphs(draw, max_ops: int = 10, matmul: bool = True) -> Graph:
     return g
 
 
-def run_in_arena(graph: Graph, plan, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_in_arena(graph: Graph, plan: MemoryPlan, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run ``graph`` the way a runtime would: every arena value is a view into one byte array.
 
     Data inputs are copied in, reshape aliases are skipped (they are views already), every other
