@@ -29,6 +29,29 @@ class _Lines:
         return self.pos, self.lines[self.pos - 1]
 
 
+_NAMED_FLOATS = {"inf": float("inf"), "nan": float("nan")}
+
+
+def _literal(node: ast.AST):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_literal(e) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Name) and node.id in _NAMED_FLOATS:
+        return _NAMED_FLOATS[node.id]
+    raise ValueError(f"not a literal: {ast.dump(node)}")
+
+
+def parse_literal(text: str):
+    """A Python literal as the printer writes it, where ``inf`` and ``nan`` (repr of floats) are allowed."""
+    return _literal(ast.parse(text, mode="eval").body)
+
+
 def parse_type(text: str) -> TensorType:
     """Parse ``f32[2,3]``."""
     m = re.fullmatch(_TYPE, text.strip())
@@ -78,7 +101,7 @@ def _parse_graph(lines: _Lines, header: str) -> Graph:
         ttype = parse_type(f"{im.group(2)}[{im.group(3)}]")
         value = None
         if im.group(6) is not None:
-            value = np.array(ast.literal_eval(im.group(6)), dtype=to_numpy_dtype(ttype.dtype))
+            value = np.array(parse_literal(im.group(6)), dtype=to_numpy_dtype(ttype.dtype))
             value = value.reshape(ttype.shape)
         env[name] = g.add_input(name, ttype, kind, value)
     while True:
@@ -157,7 +180,7 @@ def _parse_attrs(text: str | None, lineno: int) -> dict:
     for part in _split_top(text.strip()[1:-1]):
         key, _, val = part.partition("=")
         try:
-            attrs[key.strip()] = ast.literal_eval(val.strip())
+            attrs[key.strip()] = parse_literal(val.strip())
         except (ValueError, SyntaxError):
             raise GraphcError(f"line {lineno}: bad attribute value {part!r}") from None
     return attrs

@@ -123,3 +123,14 @@ def test_type_rule_errors_name_op_and_shapes():
         g.op("reshape", a, shape=(5,))
     with pytest.raises(GraphcError, match="missing required attribute 'axes'"):
         g.op("sum", a)
+
+
+def test_non_finite_constants_round_trip():
+    g = Graph("nonfinite")
+    x = g.add_input("x", TensorType((3,)))
+    c = g.add_input("c", TensorType((3,)), "const", np.array([np.inf, -np.inf, np.nan], np.float32))
+    g.add_output(g.op("maximum", g.op("add", x, c), g.op("const", value=float("-inf"))))
+    text = print_graph(g)
+    again = parse_graph(text)
+    assert print_graph(again) == text
+    np.testing.assert_array_equal(again.initializers["c"], g.initializers["c"])
