@@ -83,6 +83,8 @@ def save_checkpoint(
     and ``extra`` (any JSON-able dict, returned by ``load_checkpoint``).
     """
     model, optimizer, step = _resolve(target, optimizer)
+    if step is not None:
+        step.sync_to_host()
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"format": FORMAT, "version": VERSION}
     if model is not None:
@@ -193,6 +195,7 @@ def load_checkpoint(
                 np.copyto(live[key], arr)
             elif strict:
                 raise GraphcError(f"checkpoint state {key!r} does not fit the compiled step")
+        step.sync_to_device()
     if scheduler is not None:
         if "scheduler" not in meta:
             raise GraphcError(f"checkpoint {os.fspath(path)!r} holds no scheduler state")

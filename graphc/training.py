@@ -169,9 +169,21 @@ class TrainStep:
         self.num_steps += 1
         return float(loss)
 
+    # ------------------------------------------------------------ host/device state
+    def sync_to_host(self) -> None:
+        """Make the host arrays current (a device plan in resident mode keeps them on the GPU)."""
+        if getattr(self.plan, "resident", False):
+            self.plan.sync_to_host()
+
+    def sync_to_device(self) -> None:
+        """Upload host arrays changed by the caller (e.g. a loaded checkpoint) to a resident plan."""
+        if getattr(self.plan, "resident", False):
+            self.plan.sync_to_device()
+
     # ------------------------------------------------------------ inference
     def predictor(self, *example_inputs: np.ndarray) -> Any:
         """A compiled eval-mode plan of the model for these input shapes, sharing its parameters."""
+        self.sync_to_host()
         key = tuple((a.shape, a.dtype.str) for a in example_inputs)
         has_buffers = _has_buffers(self.model)
         # A buffer is a constant of the inference graph and may be folded into the kernels, so a
