@@ -295,7 +295,7 @@ def compile_train(
 
 def compile_inference(
     model: Any, *example_inputs: np.ndarray, device: str = "cpu", backend: str | None = None
-):
+) -> Any:
     """``graphc.compile`` of the model in eval mode (the model's mode is restored afterwards)."""
     from .compiler import compile as compile_model
 
