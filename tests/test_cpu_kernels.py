@@ -396,3 +396,19 @@ def test_kernel_source_names_no_values():
     src = cpu.kernel_source(node)
     assert "def kernel(" in src
     assert "some_long_input_name" not in src and "another_value_name" not in src
+
+
+EDGE_CASES = [
+    ("add", [((0, 3), "f32"), ((3,), "f32")], {}),
+    ("sum", [((3, 0), "f32")], {"axes": (1,)}),
+    ("sum", [((2, 3), "f32")], {"axes": ()}),
+    ("max", [((1, 4, 1), "f32")], {"axes": (0, 2), "keepdims": True}),
+    ("exp", [((), "f32")], {}),
+    ("slice", [((5,), "f32")], {"starts": (1,), "stops": (5,), "steps": (2,)}),
+]
+
+
+@pytest.mark.parametrize("op,types,attrs", EDGE_CASES)
+def test_edge_shapes(op, types, attrs):
+    # zero-size, 0-d and all-size-1 shapes
+    check(node_of(op, types, attrs), [rand(s, d) for s, d in types])

@@ -309,7 +309,7 @@ def is_elementwise(node: Node) -> bool:
 
 
 # ---------------------------------------------------------------- loop layout
-Dims = list[tuple[int | None, int]]  # per own dim: (axis of the loop space or None if size 1, size)
+Dims = list[tuple[int | None, int]]  # per own dim: (loop axis, or None for a size-1 dim; size)
 
 
 def aligned(shape: Sequence[int], full: Sequence[int]) -> Dims:
@@ -320,9 +320,9 @@ def aligned(shape: Sequence[int], full: Sequence[int]) -> Dims:
     dims: Dims = []
     for k, s in enumerate(shape):
         ax = rank - r + k
-        if s > 1 and full[ax] != s:
+        if s != 1 and full[ax] != s:
             raise Unsupported(f"size {s} does not match loop size {full[ax]}")
-        dims.append((ax if s > 1 else None, s))
+        dims.append((ax if s != 1 else None, s))
     return dims
 
 
@@ -341,7 +341,7 @@ class Layout:
         self.leaves = leaves
         self.vary = {}
         for key, dims in leaves.items():
-            axes = [ax for ax, s in dims if s > 1]
+            axes = [ax for ax, s in dims if s != 1]
             if any(ax is None for ax in axes) or axes != sorted(set(axes)):
                 raise Unsupported("a value's dims do not map in order onto the loop axes")
             self.vary[key] = set(axes)
@@ -384,7 +384,7 @@ class Layout:
             for key in array_keys:
                 if axes and self.full_on(key, g):
                     dims = self.leaves[key]
-                    parts = [f"a{key}.shape[{d}]" for d, (ax, s) in enumerate(dims) if s > 1 and ax in axes]
+                    parts = [f"a{key}.shape[{d}]" for d, (ax, s) in enumerate(dims) if s != 1 and ax in axes]
                     expr = " * ".join(parts)
                     break
             lines.append(f"{self.size_names[g]} = {expr}")
@@ -578,7 +578,7 @@ def _loop_dims(body: Body, full: tuple[int, ...]) -> dict[Value, Dims]:
     values = list(body.inputs) + [v for n in body.nodes for v in n.outputs]
 
     def spread(v: Value) -> bool:  # values of one element broadcast anywhere: no constraint
-        return any(s > 1 for s in v.shape)
+        return any(s != 1 for s in v.shape)
 
     for n in body.nodes:
         o = n.outputs[0]
@@ -600,9 +600,9 @@ def _loop_dims(body: Body, full: tuple[int, ...]) -> dict[Value, Dims]:
         entry: Dims = []
         for j, s in enumerate(v.shape):
             ax = start + j
-            if s > 1 and not (0 <= ax < len(full) and full[ax] == s):
+            if s != 1 and not (0 <= ax < len(full) and full[ax] == s):
                 raise Unsupported(f"a {v.type} value does not fit the loop space {full}")
-            entry.append((ax if s > 1 else None, s))
+            entry.append((ax if s != 1 else None, s))
         dims[v] = entry
     return dims
 
@@ -636,7 +636,7 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
     dims = _loop_dims(body, full)  # where every value lives in the loop space (rows x inner)
 
     def is_elem(v: Value) -> bool:
-        return any(s > 1 and ax >= split for ax, s in dims[v])
+        return any(s != 1 and ax >= split for ax, s in dims[v])
 
     # Loop number of every reduction and element output: after the loops it depends on.
     level: dict[Value, int] = {v: 0 for v in body.inputs}
