@@ -45,12 +45,13 @@ class LaunchConfig:
     max_blocks: int  # grid cap; grid-stride loops cover the rest
     reduce_block: int  # largest block of a row reduction (a power of two)
     tile: int  # matmul tile edge (tile x tile threads per block)
+    row_thread_max: int  # rows up to this long are reduced by one thread each, not one block
 
 
 # The simulator runs one Python thread per CUDA thread, so it gets tiny blocks and grids; the
 # grid-stride loops keep the kernels correct for any size.
-GPU_CONFIG = LaunchConfig(threads=256, max_blocks=65535, reduce_block=256, tile=16)
-SIM_CONFIG = LaunchConfig(threads=32, max_blocks=2, reduce_block=32, tile=8)
+GPU_CONFIG = LaunchConfig(threads=256, max_blocks=65535, reduce_block=256, tile=16, row_thread_max=16)
+SIM_CONFIG = LaunchConfig(threads=8, max_blocks=2, reduce_block=8, tile=4, row_thread_max=8)
 
 
 def launch_config() -> LaunchConfig:

@@ -62,12 +62,14 @@ class DevicePlan:
         self._synced = [v.name for v in graph.inputs if graph.kinds[v.name] in ("param", "state")]
         skip = self._bind_buffers(cuda)
         self._steps = []
+        self.step_nodes = []  # the node each launcher in _steps runs (for profiles)
         self._flagged = []
         for node in graph.nodes:
             if id(node) in skip:
                 continue
             kernel = compile_node(node)
             self._steps.append(kernel.bind(*(self._device[v.name] for v in (*node.inputs, *node.outputs))))
+            self.step_nodes.append(node)
             if kernel.has_flag:
                 self._flagged.append(kernel)
         updated = set(graph.updates.values())
@@ -124,7 +126,7 @@ class DevicePlan:
                 raise GraphcError(f"input {v.name!r}: expected shape {list(v.shape)}, got {list(arr.shape)}")
             if arr.dtype != v.type.np_dtype:
                 raise GraphcError(f"input {v.name!r}: expected dtype {v.type.np_dtype}, got {arr.dtype}")
-            checked.append(np.ascontiguousarray(arr))
+            checked.append(arr if arr.flags.c_contiguous else arr.copy())  # keeps 0-d arrays 0-d
         return checked
 
     def __call__(self, *arrays: np.ndarray):

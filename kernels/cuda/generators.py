@@ -194,12 +194,15 @@ def _next_pow2(n: int) -> int:
 
 
 def gen_reduction(node: Node, body: Graph) -> KernelSource:
-    """One block per row of kept indices; threads stride over the reduced elements.
+    """One block per row of kept indices (threads stride over the row), or one thread per row.
 
     Every reduction in the body reduces the same axes of the same domain D. Reductions that
     depend on earlier reductions (softmax: max, then sum of exp(x - max)) run in later passes over
-    the row; each pass ends in a shared-memory tree reduction. Outputs that vary along the row are
-    written in a last pass; per-row outputs are written once by thread 0.
+    the row; in the block form each pass ends in a shared-memory tree reduction. Outputs that
+    vary along the row are written in a last pass; per-row outputs are written once per row.
+    Rows of at most ``row_thread_max`` elements get a thread each: a block would leave most of
+    its threads idle, and many short rows (a bias gradient: sum over the batch) would need as
+    many blocks.
     """
     reds = [n for n in body.nodes if n.op in REDUCTIONS]
     if not reds:
@@ -239,7 +242,9 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
             dep[v] = d
     npasses = max(level.values()) + 1
 
-    B = min(cfg.reduce_block, max(_next_pow2(R), 4 if simulator() else 32))
+    per_thread = R <= cfg.row_thread_max
+    B = 1 if per_thread else min(cfg.reduce_block, max(_next_pow2(R), 4 if simulator() else 32))
+    r_loop = f"for r in range({R}):" if per_thread else f"for r in range(tid, {R}, {B}):"
     params = Params(node, body)
     emitter = BodyEmitter(body, params.args)
     pdims = decompose("p", P)
@@ -252,8 +257,8 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
         flat = (f"p * {R} + r" if in_loop else f"p * {R}") if trailing else None
         return IndexCtx(D, exprs, flat, prefix)
 
-    lines = ["tid = cuda.threadIdx.x"]
-    for j, rn in enumerate(reds):
+    lines = [] if per_thread else ["tid = cuda.threadIdx.x"]
+    for j, rn in enumerate(reds if not per_thread else []):
         acc = NUMBA_TYPES[_acc_dtype(rn)]
         lines.append(f"sh{j} = cuda.shared.array({B}, {acc})")
         if rn.op == "argmax":
@@ -278,8 +283,8 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
                 ]
             else:
                 scope.lines.append(f"acc{j} = {_combine(rn.op, f'acc{j}', value)}")
-        row += [f"for r in range(tid, {R}, {B}):"] + indent(scope.code() or ["pass"], 1)
-        row += _tree(here, B)
+        row += [r_loop] + indent(scope.code() or ["pass"], 1)
+        row += _finish_pass(here) if per_thread else _tree(here, B)
         for j, rn in here:
             known[rn.outputs[0]] = f"red{j}"
 
@@ -304,18 +309,37 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
     emitter.store(stores["loop"], loop_scope)
     once = p_scope.code() + row_scope.code()
     if once:
-        row += ["if tid == 0:"] + indent(once, 1)
+        row += once if per_thread else ["if tid == 0:"] + indent(once, 1)
     if loop_scope.lines:
-        row += [f"for r in range(tid, {R}, {B}):"] + indent(loop_scope.code(), 1)
-    lines += [f"for p in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):"] + indent(row, 1)
-    grid = max(1, min(rows, cfg.max_blocks))
-    launch = [f"kernel[{grid}, {B}]({', '.join(params.names)})"] if rows else []
+        row += [r_loop] + indent(loop_scope.code(), 1)
+    if per_thread:
+        lines += [f"for p in range(cuda.grid(1), {rows}, cuda.gridsize(1)):"] + indent(row, 1)
+        config = f"{grid_1d(rows, cfg)}, {cfg.threads}"
+    else:
+        lines += [f"for p in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):"] + indent(row, 1)
+        config = f"{max(1, min(rows, cfg.max_blocks))}, {B}"
+    launch = [f"kernel[{config}]({', '.join(params.names)})"] if rows else []
     return _finish(node, params, [("kernel", kernel_def("kernel", params.names, lines))], launch)
 
 
 def _row_constant(shape: Sequence[int], D: Sequence[int], axes: Sequence[int]) -> bool:
     pad = len(D) - len(shape)
     return all(k < pad or shape[k - pad] == 1 for k in axes)
+
+
+def _red_value(j: int, rn: Node, acc: str, index: str) -> str:
+    """The line turning a finished accumulator into the reduction's value red<j>."""
+    out = rn.outputs[0].dtype
+    if rn.op == "argmax":
+        return f"red{j} = int64({index})"
+    if out == "bool":
+        return f"red{j} = {acc} != 0"
+    return f"red{j} = {NUMBA_TYPES[out]}({acc})"
+
+
+def _finish_pass(here: list[tuple[int, Node]]) -> list[str]:
+    """One thread per row: the accumulators already hold the row's result."""
+    return [_red_value(j, rn, f"acc{j}", f"acci{j}") for j, rn in here]
 
 
 def _tree(here: list[tuple[int, Node]], B: int) -> list[str]:
@@ -342,14 +366,7 @@ def _tree(here: list[tuple[int, Node]], B: int) -> list[str]:
                 step.append(f"sh{j}[tid] = {_combine(rn.op, f'sh{j}[tid]', f'sh{j}[tid + {s}]')}")
         lines += [f"if tid < {s}:"] + indent(step, 1) + ["cuda.syncthreads()"]
         s //= 2
-    for j, rn in here:
-        out = rn.outputs[0].dtype
-        if rn.op == "argmax":
-            lines.append(f"red{j} = int64(shi{j}[0])")
-        elif out == "bool":
-            lines.append(f"red{j} = sh{j}[0] != 0")
-        else:
-            lines.append(f"red{j} = {NUMBA_TYPES[out]}(sh{j}[0])")
+    lines += [_red_value(j, rn, f"sh{j}[0]", f"shi{j}[0]") for j, rn in here]
     # Nobody may overwrite sh[0] (next row) before every thread has read it.
     lines.append("cuda.syncthreads()")
     return lines

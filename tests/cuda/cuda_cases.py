@@ -125,6 +125,13 @@ def primitive_cases() -> list[Case]:
     nan_arg = np.array([[1, np.nan, 5, np.nan]], np.float32)
     out.append(Case("argmax_nan", prim("argmax", [nan_arg], axis=1), [nan_arg], exact=True))
     out.append(Case("argmax_i32", prim("argmax", [xi], axis=1), [xi], exact=True))
+    wide = np.round(_f32(3, 20, seed=25), 1)  # rounded: ties between threads' partial results
+    wide[2, 7] = np.nan
+    out.append(Case("argmax_wide", prim("argmax", [wide], axis=1), [wide], exact=True))
+    out.append(Case("max_wide_nan", prim("max", [wide], axes=(1,)), [wide]))
+    tall = _f32(12, 3, seed=26)
+    out.append(Case("sum_axis0_tall", prim("sum", [tall], axes=(0,), keepdims=True), [tall]))
+    out.append(Case("argmax_axis0_tall", prim("argmax", [tall], axis=0), [tall], exact=True))
 
     a8, b8 = _f32(8, 8, seed=6), _f32(8, 8, seed=7)
     out.append(Case("matmul_8x8", prim("matmul", [a8, b8]), [a8, b8], rtol=1e-5, atol=1e-5))
@@ -203,10 +210,15 @@ def fused_cases() -> list[Case]:
         return b.op("div", e, b.op("sum", e, axes=(1,), keepdims=True))
 
     out.append(Case("softmax_axis1_of_3", fused("reduction", [x3], softmax_mid), [x3]))
+    # Rows longer than the simulator's row_thread_max (8) take the block/shared-memory path.
+    xw = _f32(3, 20, seed=42)
+    out.append(Case("softmax_wide", fused("reduction", [xw], softmax), [xw]))
+    xw3 = _f32(2, 11, 3, seed=43)
+    out.append(Case("softmax_wide_axis1_of_3", fused("reduction", [xw3], softmax_mid), [xw3]))
     w, bias = _f32(5, seed=32), _f32(5, seed=33)
 
     def layer_norm(b, v, wv, bv):
-        inv_n = c(b, 1 / 5)
+        inv_n = c(b, 1 / v.shape[-1])
         mean = b.op("mul", b.op("sum", v, axes=(1,), keepdims=True), inv_n)
         xc = b.op("sub", v, mean)
         var = b.op("mul", b.op("sum", b.op("mul", xc, xc), axes=(1,), keepdims=True), inv_n)
@@ -216,11 +228,17 @@ def fused_cases() -> list[Case]:
     out.append(Case("layer_norm", fused("reduction", [x, w, bias], layer_norm), [x, w, bias], rtol=1e-4,
                     atol=1e-5))  # fmt: skip
 
+    ww, bw = _f32(12, seed=44), _f32(12, seed=45)
+    xl = _f32(2, 12, seed=46)
+    out.append(Case("layer_norm_wide", fused("reduction", [xl, ww, bw], layer_norm), [xl, ww, bw], rtol=1e-4,
+                    atol=1e-5))  # fmt: skip
+
     def mean_rows(b, v):  # keepdims=False: per-row values written once per row
         s = b.op("sum", b.op("mul", v, v), axes=(1,))
         return [b.op("sqrt", b.op("mul", s, c(b, 0.2))), b.op("max", v, axes=(1,))]
 
     out.append(Case("rms_rows", fused("reduction", [x], mean_rows), [x]))
+    out.append(Case("rms_rows_wide", fused("reduction", [xw], mean_rows), [xw]))
 
     def total(b, v):  # a full reduction: a scalar broadcast back over the tensor
         s = b.op("sum", b.op("exp", v), axes=(0, 1))

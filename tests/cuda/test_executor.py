@@ -151,3 +151,50 @@ def test_train_step_on_cuda_matches_reference() -> None:
         np.testing.assert_allclose(step_a(x, labels), step_b(x, labels), rtol=1e-5)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         np.testing.assert_allclose(np.asarray(pa), np.asarray(pb), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_attention_train_graph_on_cuda_matches_reference_plan() -> None:
+    """Embedding, layer_norm, attention softmax, dropout, cross-entropy and SGD: one joint graph.
+
+    Both plans run the same optimized graph (two traces would draw different dropout seeds).
+    """
+    from graphc.runtime import Plan
+
+    import graphc
+    from graphc import functional as F
+    from graphc import nn
+
+    class TinyLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(6, 4)
+            self.norm = nn.LayerNorm(4)
+            self.qkv = nn.Linear(4, 12)
+            self.drop = nn.Dropout(0.5)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, ids):
+            h = self.norm(self.emb(ids))
+            q, k, v = self.qkv(h).reshape(2, 3, 3, 4).permute(2, 0, 1, 3)
+            att = F.softmax((q @ k.transpose(1, 2)) * 0.5, dim=-1)
+            return self.head(self.drop(att @ v).mean(1))
+
+    ids = np.array([[1, 5, 2], [0, 0, 3]])
+    labels = np.array([2, 0])
+    sgd = graphc.optim.SGD(lr=0.1, momentum=0.9)
+    step = graphc.compile_train(TinyLM(), F.cross_entropy, sgd, ids, labels, backend="reference")
+    graph, memory_plan = step.plan.graph, step.plan.memory_plan
+    lr = step.optimizer.lr_array()
+
+    def fresh() -> Graph:
+        g = graph.copy()
+        g.initializers = {k: v.copy() for k, v in graph.initializers.items()}
+        return g
+
+    on_gpu, on_cpu = fresh(), fresh()
+    device_plan = kc.build_device_plan(on_gpu, memory_plan)
+    reference_plan = Plan(on_cpu, memory_plan, "reference")
+    for _ in range(2):
+        np.testing.assert_allclose(device_plan(ids, labels, lr), reference_plan(ids, labels, lr), rtol=1e-5)
+    for name in graph.updates:
+        np.testing.assert_allclose(on_gpu.initializers[name], on_cpu.initializers[name], rtol=1e-4, atol=1e-6)
