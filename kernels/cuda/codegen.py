@@ -44,14 +44,20 @@ class LaunchConfig:
     threads: int  # threads per block of elementwise kernels
     max_blocks: int  # grid cap; grid-stride loops cover the rest
     reduce_block: int  # largest block of a row reduction (a power of two)
-    tile: int  # matmul tile edge (tile x tile threads per block)
+    mm_threads: int  # matmul block is mm_threads x mm_threads threads
+    mm_reg: int  # each matmul thread computes mm_reg x mm_reg outputs
+    mm_bk: int  # matmul K-tile depth held in shared memory
     row_thread_max: int  # rows up to this long are reduced by one thread each, not one block
 
 
 # The simulator runs one Python thread per CUDA thread, so it gets tiny blocks and grids; the
 # grid-stride loops keep the kernels correct for any size.
-GPU_CONFIG = LaunchConfig(threads=256, max_blocks=65535, reduce_block=256, tile=16, row_thread_max=16)
-SIM_CONFIG = LaunchConfig(threads=8, max_blocks=2, reduce_block=8, tile=4, row_thread_max=8)
+GPU_CONFIG = LaunchConfig(
+    threads=256, max_blocks=65535, reduce_block=256, mm_threads=16, mm_reg=4, mm_bk=16, row_thread_max=16
+)
+SIM_CONFIG = LaunchConfig(
+    threads=8, max_blocks=2, reduce_block=8, mm_threads=2, mm_reg=2, mm_bk=4, row_thread_max=8
+)
 
 
 def launch_config() -> LaunchConfig:
