@@ -35,7 +35,25 @@ def main() -> None:
             except Exception as err:
                 first = (str(err).strip() or type(err).__name__)[:2000]
                 report["failures"].append({"case": case.name, "error": f"{type(err).__name__}: {first}"})
+    report["device_problem"] = kc.device_problem()
+    report["compile_error"] = _compile_error()
     json.dump(report, sys.stdout)
+
+
+def _compile_error() -> str | None:
+    """What graphc.compile(..., device="cuda") says on this machine (None when it works)."""
+    import numpy as np
+    from graphc.ir import GraphcError
+
+    import graphc
+
+    try:
+        graphc.compile(lambda x: x * 2.0, np.ones(3, np.float32), device="cuda")
+    except GraphcError as err:
+        return str(err)
+    except Exception as err:  # anything else is a failure of the check itself
+        return f"NOT A GraphcError: {type(err).__name__}: {err}"
+    return None
 
 
 if __name__ == "__main__":

@@ -44,3 +44,11 @@ def test_every_kernel_compiles_to_ptx(report: dict) -> None:
         pytest.skip(f"numba.cuda.compile_ptx unavailable: {report['ptx_unavailable']}")
     assert report["failures"] == []
     assert report["ptx"] == report["checked"]
+
+
+def test_no_gpu_is_one_clear_line(report: dict) -> None:
+    if report["device_problem"] is None:
+        pytest.skip("this machine has a usable GPU")
+    message = report["compile_error"]
+    assert message is not None and message.startswith("device='cuda': "), message
+    assert "\n" not in message and "NOT A GraphcError" not in message
