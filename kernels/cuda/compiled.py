@@ -117,8 +117,10 @@ class CudaKernel:
     def __init__(self, node: Node, ks: KernelSource):
         from numba import cuda
 
+        from .generators import describe
+
         self.node = node
-        self.title = ks.title
+        self.title = describe(node)
         self.source = ks.source
         self.n_in = len(node.inputs)
         self._types = [v.type for v in (*node.inputs, *node.outputs)]

@@ -41,12 +41,12 @@ GENERATORS: dict[str, Generator] = {}
 REDUCTIONS = ("sum", "max", "min", "argmax")
 
 
-def describe(node: Node) -> str:
-    """A one-line description of a node for titles and messages."""
+def describe(node: Node, where: bool = True) -> str:
+    """A one-line description of a node for titles and messages (``where``: add its file:line)."""
     ins = ", ".join(str(v.type) for v in node.inputs)
     outs = ", ".join(str(v.type) for v in node.outputs)
     kind = f"[{node.attrs.get('kind')}]" if node.op == "fused" else ""
-    src = f" at {node.source}" if node.source else ""
+    src = f" at {node.source}" if node.source and where else ""
     return f"{node.op}{kind}({ins}) -> {outs}{src}"
 
 
@@ -108,7 +108,8 @@ def _register(*ops: str):
 def _finish(
     node: Node, params: Params, kernels: list[tuple[str, str]], launch: list[str], flag: str | None = None
 ) -> KernelSource:
-    title = describe(node)
+    # No file:line in the text: equal nodes from different lines share one module and one compile.
+    title = describe(node, where=False)
     sig = signature(params.dtypes)
     source = module_source(title, [src for _, src in kernels], params.names, launch)
     return KernelSource(title, source, [(name, sig) for name, _ in kernels], params.extras, flag)
