@@ -8,7 +8,7 @@ import numpy as np
 
 from graphc import passes
 from graphc.ir import Graph, GraphcError
-from graphc.runtime import Plan
+from graphc.runtime import Plan, build_device_plan
 
 from .tracing import trace
 
@@ -37,8 +37,6 @@ def compile_graph(
     scheduled = passes.schedule(optimized)
     memory_plan = passes.plan_memory(scheduled)
     if backend == "cuda":
-        from graphc.kernels.cuda import build_device_plan
-
         return build_device_plan(scheduled, memory_plan)
     return Plan(scheduled, memory_plan, backend)
 

@@ -31,12 +31,28 @@ def _aligned_arena(nbytes: int, alignment: int) -> np.ndarray:
     return raw[start : start + nbytes]
 
 
+def check_inputs(expected: list[Value], arrays: tuple) -> list[np.ndarray]:
+    """The caller's arrays as C-contiguous arrays, or an error naming the input that is wrong."""
+    names = ", ".join(v.name for v in expected)
+    if len(arrays) != len(expected):
+        raise GraphcError(f"plan takes {len(expected)} input(s) ({names}), got {len(arrays)}")
+    checked = []
+    for v, arr in zip(expected, arrays):
+        arr = np.asarray(arr)
+        if arr.shape != v.shape:
+            raise GraphcError(f"input {v.name!r}: expected shape {list(v.shape)}, got {list(arr.shape)}")
+        if arr.dtype != v.type.np_dtype:
+            raise GraphcError(f"input {v.name!r}: expected dtype {v.type.np_dtype}, got {arr.dtype}")
+        checked.append(arr if arr.flags.c_contiguous else arr.copy())  # keeps 0-d arrays 0-d
+    return checked
+
+
 class Plan:
     """A compiled graph: call it with the data inputs (NumPy arrays) to get its outputs."""
 
     def __init__(self, graph: Graph, memory_plan: MemoryPlan, backend: str = "cpu") -> None:
         if backend == "cuda":
-            raise GraphcError("device plans are built by graphc.kernels.cuda, not runtime.Plan")
+            raise GraphcError("device plans are runtime.DevicePlan (build_device_plan), not runtime.Plan")
         self.graph = graph
         self.memory_plan = memory_plan
         self.backend = backend
@@ -94,18 +110,7 @@ class Plan:
     # ------------------------------------------------------------ calling
     def check_inputs(self, arrays: tuple) -> list[np.ndarray]:
         """Validate the caller's arrays against the graph's data inputs (count, shape, dtype)."""
-        names = ", ".join(v.name for v in self._inputs)
-        if len(arrays) != len(self._inputs):
-            raise GraphcError(f"plan takes {len(self._inputs)} input(s) ({names}), got {len(arrays)}")
-        checked = []
-        for v, arr in zip(self._inputs, arrays):
-            arr = np.asarray(arr)
-            if arr.shape != v.shape:
-                raise GraphcError(f"input {v.name!r}: expected shape {list(v.shape)}, got {list(arr.shape)}")
-            if arr.dtype != v.type.np_dtype:
-                raise GraphcError(f"input {v.name!r}: expected dtype {v.type.np_dtype}, got {arr.dtype}")
-            checked.append(arr)
-        return checked
+        return check_inputs(self._inputs, arrays)
 
     def __call__(self, *arrays: np.ndarray):
         """Run the plan on the data inputs; one array, or a tuple when there are several outputs."""

@@ -20,7 +20,7 @@ FORMAT = "graphc-plan"
 VERSION = 1
 
 
-def _kernel_sources(plan: Plan) -> dict[str, str]:
+def _kernel_sources(plan) -> dict[str, str]:
     kernels = backend_module(plan.backend)
     source_of = getattr(kernels, "kernel_source", None)
     if source_of is None:
@@ -36,8 +36,8 @@ def _kernel_sources(plan: Plan) -> dict[str, str]:
     return sources
 
 
-def save_plan(plan: Plan, path: str) -> None:
-    """Write ``plan`` to ``path`` atomically (a temporary file, then a rename)."""
+def save_plan(plan, path: str) -> None:
+    """Write a Plan or DevicePlan to ``path`` atomically (a temporary file, then a rename)."""
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -55,7 +55,7 @@ def save_plan(plan: Plan, path: str) -> None:
     os.replace(tmp, path)
 
 
-def load_plan(path: str, backend: str | None = None) -> Plan:
+def load_plan(path: str, backend: str | None = None):
     """Read a plan file written by ``Plan.save`` and rebuild its kernels."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -91,4 +91,9 @@ def load_plan(path: str, backend: str | None = None) -> Plan:
     except (KeyError, TypeError) as err:
         raise GraphcError(f"{path}: corrupted memory plan ({err})") from None
     verify(graph)
-    return Plan(graph, memory_plan, backend or meta.get("backend", "cpu"))
+    backend = backend or meta.get("backend", "cpu")
+    if backend == "cuda":
+        from .device_plan import build_device_plan
+
+        return build_device_plan(graph, memory_plan)
+    return Plan(graph, memory_plan, backend)

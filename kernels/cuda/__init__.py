@@ -7,8 +7,8 @@
 - ``require_device()`` raises a one-line GraphcError when no GPU/driver is usable. numba's CUDA
   simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported) counts as a device.
 - ``GENERATORS`` maps every op name in ``ir.ops.REGISTRY`` to its source generator.
-- ``build_device_plan(graph, memory_plan)`` (executor.DevicePlan) runs a whole scheduled graph
-  with its data kept on the device; it is called like runtime.Plan.
+- runtime.DevicePlan (``graphc.runtime.build_device_plan``) runs a whole scheduled graph with
+  these kernels, its data kept on the device.
 
 Generated modules live in ``~/.cache/graphc/cuda/`` (``GRAPHC_CACHE_DIR`` overrides the
 ``~/.cache/graphc`` part), named by a hash of their text, and use ``@cuda.jit(cache=True)``.
@@ -25,11 +25,9 @@ from .generators import GENERATORS, describe, missing_ops
 __all__ = [
     "CUDA_KERNELS",
     "GENERATORS",
-    "DevicePlan",
     "BodyRunner",
     "CudaKernel",
     "cache_dir",
-    "build_device_plan",
     "compile_node",
     "device_problem",
     "generate",
@@ -77,5 +75,3 @@ def kernel_sources(node: Node) -> str:
 # The op-coverage test and runtime.planfile look for these names.
 CUDA_KERNELS = GENERATORS
 kernel_source = kernel_sources
-
-from .executor import DevicePlan, build_device_plan  # noqa: E402  (it imports compile_node above)

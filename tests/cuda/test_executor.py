@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from graphc.ir import Graph, GraphcError, TensorType
-from graphc.kernels import cuda as kc
 from graphc.kernels.reference import execute
+from graphc.runtime import build_device_plan
 
 pytestmark = pytest.mark.cudasim
 
@@ -51,7 +51,7 @@ def test_device_plan_matches_reference_and_updates_host_arrays(planned: bool) ->
         from graphc.passes import plan_memory
 
         memory_plan = plan_memory(graph)
-    plan = kc.build_device_plan(graph, memory_plan)
+    plan = build_device_plan(graph, memory_plan)
     x = np.ones((4, 6), np.float32)
     for _ in range(2):
         y = plan(x)
@@ -65,7 +65,7 @@ def test_device_plan_matches_reference_and_updates_host_arrays(planned: bool) ->
 
 def test_host_changes_are_seen_unless_resident() -> None:
     graph, params = _graph()
-    plan = kc.build_device_plan(graph)
+    plan = build_device_plan(graph)
     x = np.ones((4, 6), np.float32)
     plan(x)
     params["steps"][...] = 10  # e.g. load_state_dict into the same arrays
@@ -73,7 +73,7 @@ def test_host_changes_are_seen_unless_resident() -> None:
     assert params["steps"] == 11
 
     graph, params = _graph()
-    plan = kc.build_device_plan(graph, resident=True)
+    plan = build_device_plan(graph, resident=True)
     plan(x)
     plan(x)
     assert params["steps"] == 0  # the device holds the truth until asked
@@ -94,7 +94,7 @@ def test_bad_index_raises_and_leaves_parameters_alone() -> None:
     rows = g.op("gather", tv, idx, axis=0)
     g.add_output(rows)
     g.add_output(g.op("add", tv, g.op("const", value=1.0)), updates="table")
-    plan = kc.build_device_plan(g)
+    plan = build_device_plan(g)
     np.testing.assert_array_equal(plan(np.array([3, 0])), [[9, 10, 11], [0, 1, 2]])
     with pytest.raises(GraphcError, match="gather: index out of range"):
         plan(np.array([1, 4]))
@@ -104,7 +104,7 @@ def test_bad_index_raises_and_leaves_parameters_alone() -> None:
 
 def test_wrong_input_is_named() -> None:
     graph, _ = _graph()
-    plan = kc.build_device_plan(graph)
+    plan = build_device_plan(graph)
     with pytest.raises(GraphcError, match="input 'x': expected shape"):
         plan(np.ones((3, 6), np.float32))
 
@@ -192,7 +192,7 @@ def test_attention_train_graph_on_cuda_matches_reference_plan() -> None:
         return g
 
     on_gpu, on_cpu = fresh(), fresh()
-    device_plan = kc.build_device_plan(on_gpu, memory_plan)
+    device_plan = build_device_plan(on_gpu, memory_plan)
     reference_plan = Plan(on_cpu, memory_plan, "reference")
     for _ in range(2):
         np.testing.assert_allclose(device_plan(ids, labels, lr), reference_plan(ids, labels, lr), rtol=1e-5)

@@ -1,4 +1,4 @@
-"""Device executor: runs a scheduled graph with the CUDA kernels, keeping its data on the GPU.
+"""Device plans: a scheduled graph run with the CUDA kernels, its data kept on the GPU.
 
 Interface (what runtime.Plan needs to take it over)::
 
@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 from graphc.ir import Graph, GraphcError, MemoryPlan, Value
+from graphc.kernels.cuda import compile_node, kernel_sources, require_device
 
-from . import compile_node, kernel_sources, require_device
+from .plan import check_inputs
 
 
 class DevicePlan:
@@ -116,18 +117,7 @@ class DevicePlan:
     # ------------------------------------------------------------ calling
     def check_inputs(self, arrays: tuple) -> list[np.ndarray]:
         """Validate the caller's arrays against the graph's data inputs (count, shape, dtype)."""
-        names = ", ".join(v.name for v in self._inputs)
-        if len(arrays) != len(self._inputs):
-            raise GraphcError(f"plan takes {len(self._inputs)} input(s) ({names}), got {len(arrays)}")
-        checked = []
-        for v, arr in zip(self._inputs, arrays):
-            arr = np.asarray(arr)
-            if arr.shape != v.shape:
-                raise GraphcError(f"input {v.name!r}: expected shape {list(v.shape)}, got {list(arr.shape)}")
-            if arr.dtype != v.type.np_dtype:
-                raise GraphcError(f"input {v.name!r}: expected dtype {v.type.np_dtype}, got {arr.dtype}")
-            checked.append(arr if arr.flags.c_contiguous else arr.copy())  # keeps 0-d arrays 0-d
-        return checked
+        return check_inputs(self._inputs, arrays)
 
     def __call__(self, *arrays: np.ndarray):
         """Run the graph on the data inputs; one array, or a tuple when there are several results."""
@@ -175,6 +165,14 @@ class DevicePlan:
             f"memory (device): naive {mp.naive_bytes} B, lower bound {mp.lower_bound} B, "
             f"arena {mp.arena_bytes} B ({ratio:.2f}x bound)"
         )
+
+    def save(self, path: str) -> None:
+        """Write the plan file (JSON + .npz); load_plan rebuilds it on the device."""
+        from .planfile import save_plan
+
+        if self.resident:
+            self.sync_to_host()
+        save_plan(self, path)
 
     def __repr__(self) -> str:
         return f"<DevicePlan {self.graph.name}: {len(self._steps)} kernels, backend=cuda>"
