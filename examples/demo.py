@@ -7,9 +7,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from mlp import example_inputs, model  # noqa: E402
+
 import graphc  # noqa: E402
 from graphc import functional as F  # noqa: E402
-from mlp import example_inputs, model  # noqa: E402
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
 from graphc.ir import Graph, Node, Value, print_graph
 
 from .util import graph_pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from graphc.ir import Graph, Node, TensorType, Value
 from graphc.ir.ops import normalize_attrs
 from graphc.kernels.reference import run_node

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from graphc.ir import Buffer, Graph, GraphcError, MemoryPlan, Node, Value
 
 from .util import is_elementwise

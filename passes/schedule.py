@@ -11,6 +11,7 @@ same liveness rules as the memory planner).
 from __future__ import annotations
 
 import networkx as nx
+
 from graphc.ir import Graph, GraphcError, Node, Value
 
 from .memory_plan import align, peak_bytes

@@ -28,6 +28,7 @@ Every rule keeps the value exactly (bit for bit) except where noted:
 from __future__ import annotations
 
 import numpy as np
+
 from graphc.ir import Graph, Node, TensorType, Value
 from graphc.ir.ops import infer_types, normalize_attrs
 from graphc.ir.types import INT_DTYPES

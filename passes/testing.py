@@ -10,9 +10,10 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from hypothesis import strategies as st
+
 from graphc.ir import Graph, MemoryPlan, TensorType, Value, broadcast_shapes, parse_graph, verify
 from graphc.kernels.reference import execute
-from hypothesis import strategies as st
 
 from .util import canonical_text
 

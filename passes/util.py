@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
 from graphc.ir import Graph, Node, Value, get_op, print_graph
 
 GraphPass = Callable[[Graph], Graph]

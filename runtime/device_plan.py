@@ -28,6 +28,7 @@ Const inputs are uploaded once.
 from __future__ import annotations
 
 import numpy as np
+
 from graphc.ir import Graph, GraphcError, MemoryPlan, Value
 from graphc.kernels.cuda import compile_node, kernel_sources, require_device
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
+
 from graphc.ir import Graph, GraphcError, MemoryPlan, Value
 
 BACKENDS = {

@@ -12,6 +12,7 @@ import os
 import zipfile
 
 import numpy as np
+
 from graphc.ir import GraphcError, MemoryPlan, graph_from_json, graph_to_json, verify
 
 from .plan import Plan, backend_module

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphc.ir import REGISTRY, Graph, GraphcError, TensorType, verify
 from graphc.kernels.reference import execute
 from graphc.passes.autodiff import NON_DIFFERENTIABLE, VJP_RULES, grad, value_and_grad

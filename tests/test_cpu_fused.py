@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+
 from graphc.ir import Graph, TensorType
 from graphc.kernels import cpu
 from graphc.kernels.reference import run_node

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphc.ir import REGISTRY, Graph, GraphcError, TensorType
 from graphc.kernels import cpu
 from graphc.kernels.reference import run_node

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphc.ir import GraphcError
 
 from graphc.data import DataLoader
+from graphc.ir import GraphcError
 
 
 def _data(n=10):

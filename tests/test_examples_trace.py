@@ -5,9 +5,9 @@ import pathlib
 
 import numpy as np
 import pytest
-from graphc.kernels.reference import execute
 
 from graphc import ir
+from graphc.kernels.reference import execute
 from graphc.tracing import trace
 
 

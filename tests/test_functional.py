@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import scipy.special
-from graphc.ir import GraphcError
-from graphc.kernels.reference import execute
 
 from graphc import functional as F
+from graphc.ir import GraphcError
+from graphc.kernels.reference import execute
 from graphc.tracing import trace
 
 

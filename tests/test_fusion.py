@@ -1,6 +1,8 @@
 """Fusion: which groups form, the fused-node contract, kernel counts, and unchanged meaning."""
 
 import numpy as np
+
+from graphc import passes
 from graphc.ir import Graph, TensorType, get_op, parse_graph, print_graph, verify
 from graphc.passes import fusion, kernel_count
 from graphc.passes.fusion import is_trailing_reduction
@@ -15,8 +17,6 @@ from graphc.passes.testing import (
     softmax,
     transformer_layer_graph,
 )
-
-from graphc import passes
 
 
 def check_contract(graph: Graph) -> None:

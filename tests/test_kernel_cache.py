@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+
 from graphc.ir import Graph, TensorType
 from graphc.kernels import cpu
 from graphc.kernels.cpu import cache

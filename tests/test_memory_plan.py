@@ -7,6 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+
+from graphc import passes
 from graphc.ir import GraphcError, MemoryPlan
 from graphc.kernels.reference import execute
 from graphc.passes import check_memory_plan, plan_memory
@@ -21,8 +23,6 @@ from graphc.passes.testing import (
     run_in_arena,
     transformer_layer_graph,
 )
-
-from graphc import passes
 
 
 def planned(g, optimize=True):

@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 import pytest
-from graphc.ir import GraphcError
-from graphc.kernels.reference import execute
 from numpy.lib.stride_tricks import sliding_window_view
 
 from graphc import nn
+from graphc.ir import GraphcError
+from graphc.kernels.reference import execute
 from graphc.tracing import trace
 
 

@@ -3,6 +3,7 @@
 import importlib
 
 import pytest
+
 from graphc.ir import REGISTRY
 
 # stage -> (module, attribute holding the table keyed by op name, ops the stage handles apart)

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from graphc.ir import Graph, GraphcError, TensorType, verify
-from graphc.kernels.reference import execute
 
 from graphc import optim
+from graphc.ir import Graph, GraphcError, TensorType, verify
+from graphc.kernels.reference import execute
 from graphc.optim import lr_scheduler
 
 SHAPES = {"w": (4, 3), "b": (3,)}

@@ -1,6 +1,8 @@
 """constant_fold, freeze and the matmul scale/shift folding (Conv2d + BatchNorm2d becomes one conv)."""
 
 import numpy as np
+
+from graphc import passes
 from graphc.ir import verify
 from graphc.passes import constant_fold, dce, fold_matmul_affine, freeze, simplify
 from graphc.passes.testing import (
@@ -12,8 +14,6 @@ from graphc.passes.testing import (
     mlp_graph,
     parse,
 )
-
-from graphc import passes
 
 
 def test_fold_makes_const_inputs_and_scalar_const_nodes():

@@ -1,6 +1,7 @@
 """simplify: one text-in / text-out test per rule, each also checked with the reference executor."""
 
 import pytest
+
 from graphc.passes import configured, dce, simplify
 from graphc.passes.testing import check_rewrite
 

@@ -9,13 +9,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from graphc.ir import GraphcError
-from graphc.kernels.reference import execute
-from graphc.runtime import load_plan
 
 import graphc
 from graphc import functional as F
 from graphc import nn
+from graphc.ir import GraphcError
+from graphc.kernels.reference import execute
+from graphc.runtime import load_plan
 
 
 class Small(nn.Module):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from graphc.ir import GraphcError
 
 from graphc import functional as F
 from graphc import nn
+from graphc.ir import GraphcError
 from graphc.tracing import trace
 
 HERE = "test_trace_errors.py"

@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
-from graphc.ir import GraphcError
-from graphc.kernels.reference import execute
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from graphc import functional as F
 from graphc import ir, nn
+from graphc.ir import GraphcError
+from graphc.kernels.reference import execute
 from graphc.tensor import Tensor
 from graphc.tracing import building, trace
 

@@ -8,12 +8,12 @@ import pathlib
 
 import numpy as np
 import pytest
-from graphc.ir import GraphcError
 
 import graphc.functional as F
 import graphc.nn as nn
 from graphc import optim
 from graphc.data import DataLoader
+from graphc.ir import GraphcError
 from graphc.optim import lr_scheduler
 from graphc.training import compile_train, evaluate, fit
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from graphc.ir import GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import REGISTRY, conv_output_size
 

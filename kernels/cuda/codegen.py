@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from graphc.ir import Graph, Node, Value, broadcast_shapes, to_numpy_dtype
 
 

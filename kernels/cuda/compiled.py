@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+
 from graphc.ir import GraphcError, Node
 
 from .codegen import KernelSource, simulator

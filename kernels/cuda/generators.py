@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
 from graphc.ir import Graph, Node, Value
 from graphc.ir.ops import REGISTRY, conv_output_size
 

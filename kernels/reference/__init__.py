@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.special
+
 from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import conv_output_size
 

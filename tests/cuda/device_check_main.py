@@ -8,6 +8,7 @@ import os
 import sys
 
 from cuda_cases import all_cases
+
 from graphc.kernels import cuda as kc
 from graphc.kernels.cuda import check
 from graphc.kernels.cuda.codegen import Unsupported
@@ -43,9 +44,9 @@ def main() -> None:
 def _compile_error() -> str | None:
     """What graphc.compile(..., device="cuda") says on this machine (None when it works)."""
     import numpy as np
-    from graphc.ir import GraphcError
 
     import graphc
+    from graphc.ir import GraphcError
 
     try:
         graphc.compile(lambda x: x * 2.0, np.ones(3, np.float32), device="cuda")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphc.ir import Graph, GraphcError, TensorType
 from graphc.kernels.reference import execute
 from graphc.runtime import build_device_plan
@@ -158,11 +159,10 @@ def test_attention_train_graph_on_cuda_matches_reference_plan() -> None:
 
     Both plans run the same optimized graph (two traces would draw different dropout seeds).
     """
-    from graphc.runtime import Plan
-
     import graphc
     from graphc import functional as F
     from graphc import nn
+    from graphc.runtime import Plan
 
     class TinyLM(nn.Module):
         def __init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_cases import Case, all_cases
+
 from graphc.ir import REGISTRY, GraphcError
 from graphc.kernels import cuda as kc
 from graphc.kernels.reference import run_node
