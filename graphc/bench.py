@@ -702,8 +702,29 @@ def _kernel_label(node: Any) -> tuple[str, str]:
     return op, f"{shapes} {detail}".strip()
 
 
+def _matmul_flops(node: Any) -> int | None:
+    """2·m·n·k·batch of a matmul node or of the matmul that opens a fused matmul node."""
+    mm = node
+    if node.op == "fused":
+        body = getattr(node, "subgraph", None)
+        mm = next((n for n in body.nodes if n.op == "matmul"), None) if body is not None else None
+    if mm is None or mm.op != "matmul":
+        return None
+    a, b = mm.inputs[0].shape, mm.inputs[1].shape
+    out = mm.outputs[0].shape
+    if len(a) < 1 or len(b) < 1 or not out:
+        return None
+    k = a[-1]
+    return 2 * k * int(np.prod(out))
+
+
 def profile_plan(plan: Any, call: Callable[[], Any], reps: int = 10) -> dict:
-    """Per-kernel time of a graphc Plan: its steps run in order, each timed; plus the call overhead."""
+    """Per-kernel time of a graphc Plan: its steps run in order, each timed; plus the call overhead.
+
+    Each round runs the steps once with a timer around every kernel, then one plain call of the
+    step, so the sum of the kernels and the whole call see the same machine. A matmul kernel
+    reports GFLOP/s; every kernel its bytes in + out per second (GB/s), to compare with the limits.
+    """
     nodes = [
         n
         for n in plan.graph.nodes
@@ -711,26 +732,32 @@ def profile_plan(plan: Any, call: Callable[[], Any], reps: int = 10) -> dict:
     ]
     if len(nodes) != len(plan.steps):
         nodes = [None] * len(plan.steps)
-    times = [[] for _ in plan.steps]
+    times: list[list[float]] = [[] for _ in plan.steps]
+    calls = []
     for _ in range(reps):
         for i, (fn, args) in enumerate(plan.steps):
             t0 = time.perf_counter()
             fn(*args)
             times[i].append(time.perf_counter() - t0)
-    calls = [_time_block(call, 1) for _ in range(reps)]
+        calls.append(_time_block(call, 1))
     kernels = []
     for i, (node, ts) in enumerate(zip(nodes, times)):
         op, detail = _kernel_label(node) if node is not None else ("?", "")
-        source = getattr(node, "source", "") if node is not None else ""
-        kernels.append(
-            {
-                "index": i,
-                "op": op,
-                "detail": detail,
-                "source": source or "",
-                "ms": 1e3 * statistics.median(ts),
-            }
-        )
+        seconds = statistics.median(ts)
+        entry = {
+            "index": i,
+            "op": op,
+            "detail": detail,
+            "source": (getattr(node, "source", "") or "") if node is not None else "",
+            "ms": 1e3 * seconds,
+        }
+        args = plan.steps[i][1]
+        moved = sum(a.nbytes for a in args if isinstance(a, np.ndarray))
+        entry["gbs"] = moved / seconds / 1e9 if seconds > 0 else None
+        flops = _matmul_flops(node) if node is not None else None
+        if flops:
+            entry["gflops"] = flops / seconds / 1e9 if seconds > 0 else None
+        kernels.append(entry)
     total_kernels = sum(k["ms"] for k in kernels)
     call_ms = 1e3 * statistics.median(calls)
     by_op: dict[str, float] = {}
@@ -757,9 +784,10 @@ def format_profile(name: str, prof: dict, top: int = 15) -> str:
     slow = sorted(prof["kernels"], key=lambda k: -k["ms"])[:top]
     for k in slow:
         share = 100 * k["ms"] / prof["call_ms"] if prof["call_ms"] else 0
+        rate = f"{k['gflops']:6.1f} GFLOP/s" if k.get("gflops") else f"{_fmt(k.get('gbs'), '6.1f')} GB/s    "
         lines.append(
-            f"  #{k['index']:<4} {k['ms']:9.3f} ms {share:5.1f}%  {k['op']:<16} {k['detail'][:70]}"
-            f"  {k['source']}"
+            f"  #{k['index']:<4} {k['ms']:9.3f} ms {share:5.1f}% {rate}  {k['op']:<16} "
+            f"{k['detail'][:60]}  {k['source']}"
         )
     return "\n".join(lines)
 
@@ -968,6 +996,14 @@ def _versions() -> dict:
     return out
 
 
+def _loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: how busy the machine was (None where unknown)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _threading_info() -> dict:
     """What decides how the thread pools behave: numba's layer, OpenMP waiting, the BLAS pools."""
     info: dict[str, Any] = {
@@ -1018,6 +1054,7 @@ def run_bench(
     threads = threads or default_threads()
     engines = ["graphc", *[e for e in PEERS if e in compare]]
     how = set_threads(threads)
+    load_start = _loadavg()
     log(f"graphc bench: {', '.join(names)} on {', '.join(engines)}; {threads} thread(s)")
     limits = machine_limits(repeat=3 if quick else 10)
     results = [
@@ -1047,6 +1084,8 @@ def run_bench(
             "device": device,
             "versions": _versions(),
             "threading": _threading_info(),
+            "loadavg_start": load_start,
+            "loadavg_end": _loadavg(),
         },
         "settings": {
             "repeat": repeat,
@@ -1077,7 +1116,8 @@ def format_table(data: dict) -> str:
     lim = data["limits"]
     m = data["machine"]
     lines = [
-        f"machine: {m['processor']}, {m['threads']} thread(s) ({m['threads_set_by']}), device {m['device']}",
+        f"machine: {m['processor']}, {m['threads']} thread(s) ({m['threads_set_by']}), device {m['device']}; "
+        f"load average {m.get('loadavg_start')} at start, {m.get('loadavg_end')} at end",
         f"limits: NumPy sgemm {lim['sgemm_n']}³ {lim['sgemm_gflops']:.1f} GFLOP/s "
         f"(best {lim['sgemm_gflops_best']:.1f}); copy bandwidth ({lim['copy_bytes'] // MiB} MiB, "
         f"read + write) {lim['copy_bandwidth_gbs']:.2f} GB/s (best {lim['copy_bandwidth_gbs_best']:.2f})",

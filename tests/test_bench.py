@@ -203,10 +203,15 @@ def test_quick_run_with_a_skipped_peer_writes_well_formed_json(tmp_path):
         threads=bench.default_threads(),
         quick=True,
         compile_time=False,
+        profile=True,
         log=lambda msg: None,
     )
     _check_schema(data)
     (w,) = data["workloads"]
+    if w["engines"]["graphc"]["status"] == "ok":  # the per-kernel profile of graphc's plan
+        prof = w["profile"]
+        assert prof["n_kernels"] == len(prof["kernels"]) >= 1
+        assert all(k["ms"] >= 0 and k["op"] for k in prof["kernels"])
     assert w["name"] == "mlp_small_train"
     assert set(w["engines"]) == {"graphc", "onnxruntime"}
     assert w["engines"]["onnxruntime"]["status"] == "skipped"
