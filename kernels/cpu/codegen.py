@@ -29,6 +29,7 @@ PARALLEL_THRESHOLD = 1 << 16
 ROW_CHUNKS = 64
 
 REDUCTIONS = ("sum", "max", "min")
+CHEAP_OPS = ("add", "sub", "mul", "neg", "maximum", "minimum", "broadcast_to", "cast")
 ELEMENTWISE_CLASSES = ("pointwise", "broadcast", "source")
 
 NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
@@ -737,6 +738,15 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
             row_env[u] = name
         return row_env[v]
 
+    def cheap_again(v: Value) -> bool:
+        # One cheap op whose element operands are at hand (inputs or kept values): computing
+        # it again costs a load and an op, keeping it costs a store too (stores are the
+        # scarcer port). layer_norm's d = y - mean is recomputed from the kept y.
+        n = prod[v]
+        if v in scratch or n.op not in CHEAP_OPS:
+            return False
+        return all(not is_elem(i) or i in args or i in scratch for i in n.inputs)
+
     def elem_value(v: Value, k: int) -> str:
         """An element value inside loop k (row values are hoisted into pre[k])."""
         env = loop_env[k]
@@ -750,7 +760,7 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
             bodies[k].append(f"{env[v]} = {load(v, ivars)}")
             return env[v]
         earlier = computed_in.get(v)
-        if earlier is not None and earlier < k:
+        if earlier is not None and earlier < k and not cheap_again(v):
             if v not in scratch:
                 scratch[v] = names("s")
                 stores[earlier].append(f"{scratch[v]}[{jvar}] = {loop_env[earlier][v]}")
