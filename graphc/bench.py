@@ -9,7 +9,10 @@ workload starts from the same weights and runs on the same fixed-seed inputs.
 Measurement:
 - Engines are built (compiled), warmed up, then timed round-robin: in each of ``--repeat`` rounds
   every engine runs one block of steps (enough steps for ``--min-time`` seconds), so the engines
-  share the machine's noise. Per engine: median, min and max of the per-step time over blocks.
+  share the machine's noise. Before each block the machine rests ``--settle`` seconds and the
+  engine runs one untimed step, so pools that spin-wait after the previous engine's work
+  (libgomp, OpenBLAS) are not charged to the next one. Per engine: median, min and max of the
+  per-step time over blocks.
 - Compile time, cold and warm, is measured in a subprocess (``python -m graphc.bench _probe``):
   cold with fresh, empty cache folders (GRAPHC_CACHE_DIR, NUMBA_CACHE_DIR,
   TORCHINDUCTOR_CACHE_DIR), warm with a second subprocess over the same folders. It is the time
@@ -623,8 +626,15 @@ def _stats(samples: list[float]) -> dict:
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "runs": len(ms)}
 
 
-def measure(runners: dict[str, Runner], repeat: int, warmup: int, min_time: float) -> dict[str, dict]:
-    """Warm up each runner, then time them round-robin; per-step seconds per block, per engine."""
+def measure(
+    runners: dict[str, Runner], repeat: int, warmup: int, min_time: float, settle: float = 0.0
+) -> dict[str, dict]:
+    """Warm up each runner, then time them round-robin; per-step seconds per block, per engine.
+
+    Before each block the machine rests ``settle`` seconds and the engine runs one untimed step:
+    thread pools of the engine before (OpenMP, OpenBLAS) spin-wait for a while after their last
+    task, and on a machine with few cores that spinning would be charged to the next engine.
+    """
     numbers, samples, errors = {}, {e: [] for e in runners}, {}
     for engine, r in runners.items():
         try:
@@ -637,6 +647,9 @@ def measure(runners: dict[str, Runner], repeat: int, warmup: int, min_time: floa
         for engine, r in runners.items():
             if engine in numbers and engine not in errors:
                 try:
+                    if settle > 0:
+                        time.sleep(settle)
+                        r.step()
                     samples[engine].append(_time_block(r.step, numbers[engine]))
                 except Exception as err:
                     errors[engine] = f"{type(err).__name__}: {_first_line(err)}"
@@ -848,6 +861,7 @@ def run_workload(
     repeat: int,
     warmup: int,
     min_time: float,
+    settle: float = 0.2,
     compile_time: bool,
     profile: bool,
     log: Callable[[str], None] = print,
@@ -903,7 +917,7 @@ def run_workload(
         src = np.ones(32 * MiB // 4, np.float32)
         dst = np.empty_like(src)
         timed[COPY] = Runner(lambda: np.copyto(dst, src), None, 0.0)
-    timings = measure(timed, repeat, warmup, min_time)
+    timings = measure(timed, repeat, warmup, min_time, settle)
     copy = timings.pop(COPY, None)
     for engine, t in timings.items():
         entry = result["engines"][engine]
@@ -1034,6 +1048,7 @@ def run_bench(
     repeat: int = 15,
     warmup: int = 3,
     min_time: float = 0.05,
+    settle: float = 0.2,
     device: str = "cpu",
     compile_time: bool = True,
     profile: bool = False,
@@ -1050,7 +1065,7 @@ def run_bench(
     if bad:
         raise ValueError(f"unknown engine(s) {bad} in --compare; choose from {list(PEERS)}")
     if quick:
-        repeat, warmup, min_time = min(repeat, 2), 1, 0.0
+        repeat, warmup, min_time, settle = min(repeat, 2), 1, 0.0, 0.0
     threads = threads or default_threads()
     engines = ["graphc", *[e for e in PEERS if e in compare]]
     how = set_threads(threads)
@@ -1066,6 +1081,7 @@ def run_bench(
             repeat=repeat,
             warmup=warmup,
             min_time=min_time,
+            settle=settle,
             compile_time=compile_time,
             profile=profile,
             log=log,
@@ -1091,6 +1107,7 @@ def run_bench(
             "repeat": repeat,
             "warmup": warmup,
             "min_time_s": min_time,
+            "settle_s": settle,
             "quick": quick,
             "compile_time": compile_time,
             "engines": engines,
@@ -1284,6 +1301,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=_positive, default=15, help="timed rounds per engine (default 15)")
     p.add_argument("--warmup", type=_positive, default=3, help="untimed steps first (default 3)")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed block (default 0.05)")
+    p.add_argument(
+        "--settle", type=float, default=0.2, help="seconds of rest before each timed block (default 0.2)"
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the ratios (needs matplotlib)")
     p.add_argument("--quick", action="store_true", help="tiny repeat counts (tests, smoke runs)")
@@ -1311,6 +1331,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         repeat=args.repeat,
         warmup=args.warmup,
         min_time=args.min_time,
+        settle=args.settle,
         device=args.device,
         compile_time=not args.no_compile_time,
         profile=args.profile,
