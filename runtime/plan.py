@@ -70,11 +70,20 @@ class Plan:
                 continue  # a view of its input: no work to do
             args = tuple(self._array(v) for v in (*node.inputs, *node.outputs))
             self.steps.append((kernels.compile_node(node), args))
+        self._warm_up()
         update_indices = set(graph.updates.values())
         self._result_indices = [i for i in range(len(graph.outputs)) if i not in update_indices]
         self._updates = [
             (self._persistent[name], self._array(graph.outputs[i])) for name, i in graph.updates.items()
         ]
+
+    def _warm_up(self) -> None:
+        # numba compiles a kernel on its first call: run every step once now, on a zeroed arena
+        # (valid indices for gather/scatter), so compiling is part of building the plan and the
+        # first real call costs what every later call costs. Params are only read.
+        self.arena[...] = 0
+        for fn, args in self.steps:
+            fn(*args)
 
     @staticmethod
     def _bind_persistent(graph: Graph) -> dict[str, np.ndarray]:
