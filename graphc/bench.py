@@ -391,10 +391,10 @@ class Runner:
 
 
 def _find_plan(obj: Any) -> Any:
-    """The runtime.Plan inside what graphc.compile / compile_train returned (None if none)."""
+    """The runtime plan inside what graphc.compile / compile_train returned (None if none)."""
     seen = 0
     while obj is not None and seen < 4:
-        if hasattr(obj, "steps") and hasattr(obj, "memory_plan"):
+        if hasattr(obj, "memory_plan"):
             return obj
         obj = next((getattr(obj, a) for a in ("plan", "_plan") if getattr(obj, a, None) is not None), None)
         seen += 1
@@ -418,7 +418,7 @@ def graphc_missing(kind: str = "train", device: str = "cpu") -> list[str]:
         ("graphc.passes", "optimize"),
         ("graphc.passes", "schedule"),
         ("graphc.passes", "plan_memory"),
-        (f"graphc.kernels.{backend}", "build_device_plan" if backend == "cuda" else "compile_node"),
+        (f"graphc.kernels.{backend}", "compile_node"),
     ]
     if kind == "train":
         needs += [("graphc.training", "compile_train"), ("graphc.optim", "SGD")]
@@ -938,7 +938,7 @@ def run_workload(
         for entry in result["engines"].values():
             if entry.get("status") == "ok":
                 entry["vs_bound"] = entry["median_ms"] / result["bound_ms"]
-    if profile and "graphc" in runners and runners["graphc"].plan is not None:
+    if profile and "graphc" in runners and hasattr(runners["graphc"].plan, "steps"):
         log(f"  {w.name}: profiling graphc kernels ...")
         try:
             result["profile"] = profile_plan(
