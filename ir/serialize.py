@@ -52,6 +52,8 @@ def graph_from_json(data: dict) -> Graph:
         for item in data["nodes"]:
             ins = [env[name] for name in item["inputs"]]
             names = [o["name"] for o in item["outputs"]]
+            if ("body" in item) != (item["op"] == "fused"):
+                raise GraphcError(f"node {item['op']!r}: only fused nodes have a body, and they must")
             if "body" in item:
                 node = g.add_fused(ins, graph_from_json(item["body"]), item["attrs"], item.get("source"))
                 for v, name in zip(node.outputs, names):

@@ -6,6 +6,9 @@ Roles (from the op registry's fusion class)
   elementwise  pointwise and broadcast ops (``broadcast_to`` included)
   reduction    sum/max/min over *trailing* axes; reductions over other axes stay alone
   matmul       may head a "matmul" group (its epilogue); never fused into another group
+  prologue     a transpose swapping the last two axes whose only reader is a matmul: it joins
+               that matmul's group, where a backend passes BLAS a transposed view instead of
+               copying (weight transposes of Linear, and the transposes autodiff makes)
   source       ``const`` nodes: never a group of their own, copied into every body that reads them
   (none)       injective ops (reshape, transpose, slice, pad, concat), opaque ops (gather,
                im2col, argmax, rng_uniform, ...) and existing fused nodes stay as they are
@@ -20,8 +23,8 @@ which is what lets a backend emit one loop nest per group)
              read row values kept as 1s (broadcast back over the row), so softmax
              (max, sub, exp, sum, div) and layer_norm (sum, div, sub, mul, sum, div, add, rsqrt,
              mul) are one kernel each
-  matmul     one matmul first, then domain-shaped elementwise ops that all depend on its result
-             (no prologue, no reduction)
+  matmul     prologue transposes of its operands, one matmul, then domain-shaped elementwise
+             ops that all depend on its result (no reduction)
 
 Algorithm
   1. Every node with a role other than source starts in its own group. Nodes are visited in
@@ -54,7 +57,16 @@ from .util import fusion_class, graph_pass
 
 MAX_RECOMPUTE_OPS = 3
 MAX_RECOMPUTE_LEAVES = 2
-_PREFERENCE = {"reduction": 0, "matmul": 1, "pointwise": 2}
+_PREFERENCE = {"reduction": 0, "matmul": 1, "pointwise": 2, "prologue": 3}
+
+
+def is_last_axes_swap(node: Node) -> bool:
+    """A transpose that swaps the last two axes and keeps the leading ones in place."""
+    if node.op != "transpose":
+        return False
+    perm = tuple(node.attrs["perm"])
+    rank = len(perm)
+    return rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
 
 
 def is_trailing_reduction(node: Node) -> bool:
@@ -72,6 +84,8 @@ def role(node: Node) -> str | None:
         return "source"
     if node.op == "matmul":
         return "matmul"
+    if is_last_axes_swap(node):
+        return "prologue"
     if is_trailing_reduction(node):
         return "reduction"
     if node.op != "fused" and fusion_class(node) in ("pointwise", "broadcast"):
@@ -84,14 +98,17 @@ def classify(nodes: list[Node]) -> str | None:
     members = {v for n in nodes for v in n.outputs}
     mms = [n for n in nodes if n.op == "matmul"]
     reds = [n for n in nodes if role(n) == "reduction"]
-    if len(mms) > 1 or (mms and reds):
+    prologue = [n for n in nodes if role(n) == "prologue"]
+    if len(mms) > 1 or (mms and reds) or (prologue and not mms):
         return None
     if mms:
         (mm,) = mms
+        if any(p.output not in mm.inputs or any(v in members for v in p.inputs) for p in prologue):
+            return None
         domain = mm.output.shape
         reached = {mm.output}
         for n in nodes:
-            if n is mm:
+            if n is mm or n in prologue:
                 continue
             if n.output.shape != domain or not any(v in reached for v in n.inputs):
                 return None
@@ -145,6 +162,7 @@ class _Fuser:
             r = self.roles[n]
             if r is not None:
                 self.groups[i] = _Group(i, [n], "pointwise" if r == "elementwise" else r)
+        self.outputs = set(graph.outputs)
         # The contracted DAG over units (groups and lone nodes); const nodes are left out since
         # nothing feeds them, so no cycle can pass through one.
         self.succ: dict[int, set[int]] = {u: set() for u in self.uid.values()}
@@ -170,6 +188,11 @@ class _Fuser:
                     seen.add(s)
                     stack.append(s)
         return False
+
+    def _sole_reader(self, producer: Node, reader: Node) -> bool:
+        """Whether ``reader`` is the only use of ``producer``'s output (so it need not be stored)."""
+        v = producer.output
+        return v not in self.outputs and all(u is reader for u in self.users.get(v, ()))
 
     def _merge(self, a: int, b: int, kind: str, nodes: list[Node]) -> None:
         """Fold group ``a`` (a producer of ``b``) into ``b``."""
@@ -199,6 +222,8 @@ class _Fuser:
                 if p is None or p not in self.uid:
                     continue
                 u = self.uid[p]
+                if self.roles[p] == "prologue" and not self._sole_reader(p, n):
+                    continue
                 if u in self.groups and u != self.uid[n] and u not in candidates:
                     candidates.append(u)
             candidates.sort(key=lambda u: _PREFERENCE[self.groups[u].kind])

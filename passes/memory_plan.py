@@ -13,9 +13,10 @@ The root's live range is extended to cover every alias, so the placement only se
 Placement: roots are placed one by one at the lowest-waste 64-byte-aligned gap among the roots
 already placed that are live at the same time (best fit), in a few orders (largest first,
 largest size x lifetime first, latest end first, longest first, earliest first); the smallest
-arena wins. Sizes are rounded up to the alignment everywhere: the naive figure is the sum of all
-buffers (nothing shared), the lower bound the most bytes live at one step, which no placement
-of these roots can beat.
+arena wins, and a short seeded local search over the order (move one buffer earlier, keep the
+order when the arena does not grow) closes the gap that fragmentation leaves. Sizes are rounded
+up to the alignment everywhere: the naive figure is the sum of all buffers (nothing shared), the
+lower bound the most bytes live at one step, which no placement of these roots can beat.
 """
 
 from __future__ import annotations
@@ -143,6 +144,29 @@ def _place(order: list[Value], start: dict, end: dict, size: dict) -> tuple[dict
     return offsets, top
 
 
+def _improve(order, placed, lower_bound: int, start, end, size, tries: int | None = None):
+    """Local search over placement orders: move one buffer earlier, keep the order if no worse.
+
+    The greedy orders above leave fragmentation on graphs with long-lived residual values; a
+    few hundred seeded moves (deterministic) usually close most of the gap to the lower bound.
+    """
+    n = len(order)
+    if n < 3:
+        return placed
+    tries = tries if tries is not None else max(50, min(400, 40000 // n))
+    rng = np.random.default_rng(0)
+    best_order, best = list(order), placed
+    for _ in range(tries):
+        i, j = sorted(rng.choice(n, size=2, replace=False))
+        candidate = best_order[:i] + [best_order[j]] + best_order[i:j] + best_order[j + 1 :]
+        result = _place(candidate, start, end, size)
+        if result[1] <= best[1]:
+            best_order, best = candidate, result
+            if best[1] <= lower_bound:
+                break
+    return best
+
+
 def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
     """Lay out every data input and node output of the scheduled ``graph`` in one arena."""
     nodes = graph.nodes
@@ -163,7 +187,12 @@ def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
             sorted(roots, key=lambda r: (start[r] - end[r], -size[r])),
             sorted(roots, key=lambda r: (start[r], -size[r])),
         ]
-    offsets, arena = min((_place(o, start, end, size) for o in orders), key=lambda p: p[1])
+    best_order, (offsets, arena) = min(
+        ((o, _place(o, start, end, size)) for o in orders), key=lambda item: item[1][1]
+    )
+    lower_bound = _lower_bound(roots, start, end, size, len(nodes))
+    if arena > lower_bound:
+        offsets, arena = _improve(best_order, (offsets, arena), lower_bound, start, end, size)
     buffers: dict[str, Buffer] = {}
     for v, (a, b) in intervals.items():
         r = classes.find(v)
@@ -175,7 +204,7 @@ def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
         arena_bytes=align(arena),
         buffers=buffers,
         naive_bytes=sum(align(v.type.nbytes) for v in intervals),
-        lower_bound=_lower_bound(roots, start, end, size, len(nodes)),
+        lower_bound=lower_bound,
         alignment=ALIGNMENT,
     )
 

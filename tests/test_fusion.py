@@ -38,11 +38,16 @@ def check_contract(graph: Graph) -> None:
             assert set(classes) <= {"pointwise", "broadcast", "source", "reduction"}
         else:
             assert kind == "matmul"
-            assert body.nodes[0].op == "matmul"
-            assert set(classes[1:]) <= {"pointwise", "broadcast", "source"}
-            assert all(
-                n.output.shape == body.nodes[0].output.shape for n in body.nodes[1:] if n.op != "const"
-            )
+            at = [n.op for n in body.nodes].index("matmul")
+            mm, prologue, epilogue = body.nodes[at], body.nodes[:at], body.nodes[at + 1 :]
+            for t in prologue:  # transposes of body inputs swapping the last two axes, read by mm only
+                rank = len(t.inputs[0].shape)
+                assert t.op == "transpose" and t.inputs[0] in body.data_inputs
+                assert tuple(t.attrs["perm"]) == (*range(rank - 2), rank - 1, rank - 2)
+                assert t.output in mm.inputs
+                assert all(t.output not in n.inputs for n in epilogue) and t.output not in body.outputs
+            assert {get_op(n.op).fusion for n in epilogue} <= {"pointwise", "broadcast", "source"}
+            assert all(n.output.shape == mm.output.shape for n in epilogue if n.op != "const")
 
 
 def names(values) -> list[str]:
@@ -95,7 +100,29 @@ def test_matmul_epilogue():
     out = fuse(g)
     fused = [n for n in out.nodes if n.op == "fused"]
     assert len(fused) == 2 and all(n.attrs["kind"] == "matmul" for n in fused)
-    assert [n.op for n in fused[0].subgraph.nodes if n.op != "const"] == ["matmul", "add", "maximum"]
+    ops = [n.op for n in fused[0].subgraph.nodes if n.op != "const"]
+    assert ops == ["transpose", "matmul", "add", "maximum"]  # the weight transpose is a BLAS view
+
+
+def test_transpose_joins_a_matmul_only_as_its_sole_reader():
+    out = fuse(
+        parse(
+            """
+            graph g(%x: f32[4,5], %w: f32[3,5], %v: f32[3,5]) {
+              %wt = transpose(%w) {perm=(1, 0)} : f32[5,3]
+              %m = matmul(%x, %wt) : f32[4,3]
+              %vt = transpose(%v) {perm=(1, 0)} : f32[5,3]
+              %n = matmul(%x, %vt) : f32[4,3]
+              %e = exp(%vt) : f32[5,3]
+              return %m, %n, %e
+            }
+            """
+        )
+    )
+    ops = [n.attrs.get("kind", n.op) for n in out.nodes]
+    assert ops.count("matmul") == 2 and ops.count("transpose") == 1  # %vt has two readers
+    first = next(n for n in out.nodes if n.op == "fused")
+    assert [n.op for n in first.subgraph.nodes] == ["transpose", "matmul"]
 
 
 def test_no_prologue_into_matmul_and_no_reduction_after_it():

@@ -111,14 +111,26 @@ def test_bad_plan_files_say_what_is_wrong(model_and_plan, tmp_path):
     with pytest.raises(GraphcError, match="format 'something-else'"):
         load_plan(str(other_format))
 
-    tampered = tmp_path / "tampered.gcp"
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
-        meta = json.loads(src.read("plan.json"))
-        meta["graph"]["nodes"][0]["op"] = "__import__('os').system"
-        dst.writestr("plan.json", json.dumps(meta))
-        dst.writestr("arrays.npz", src.read("arrays.npz"))
+    def tampered(edit) -> str:
+        path = tmp_path / "tampered.gcp"
+        with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+            meta = json.loads(src.read("plan.json"))
+            edit(meta["graph"]["nodes"][0])
+            dst.writestr("plan.json", json.dumps(meta))
+            dst.writestr("arrays.npz", src.read("arrays.npz"))
+        return str(path)
+
+    def rename_inner_op(node):
+        node["body"]["nodes"][0]["op"] = "__import__('os').system"
+
+    def rename_fused_op(node):
+        node["op"] = "__import__('os').system"
+
+    assert meta["graph"]["nodes"][0]["op"] == "fused"
     with pytest.raises(GraphcError, match="unknown primitive op"):
-        load_plan(str(tampered))
+        load_plan(tampered(rename_inner_op))
+    with pytest.raises(GraphcError, match="only fused nodes have a body"):
+        load_plan(tampered(rename_fused_op))
 
     with pytest.raises(GraphcError, match="no such plan file"):
         load_plan(str(tmp_path / "missing.gcp"))

@@ -306,7 +306,7 @@ def _fused(node: Node) -> Built:
     spec = Body(data + others, list(body.nodes), list(body.outputs))
     n_in = len(node.inputs)
     try:
-        if body.nodes and body.nodes[0].op == "matmul":
+        if any(n.op == "matmul" for n in body.nodes):
             return _fused_matmul(node, spec, consts)
         if any(n.op in REDUCTIONS for n in body.nodes):
             source = reduction_source(spec, f"fused {node.attrs.get('kind', 'reduction')}")
@@ -329,14 +329,21 @@ def _fused(node: Node) -> Built:
 
 
 def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
-    """BLAS matmul into an output (or a scratch buffer), then one generated epilogue loop."""
-    mm, rest = spec.nodes[0], spec.nodes[1:]
+    """Prologue transposes as views, BLAS matmul into an output (or a scratch buffer), one epilogue loop."""
+    at = next(i for i, n in enumerate(spec.nodes) if n.op == "matmul")
+    prologue, mm, rest = spec.nodes[:at], spec.nodes[at], spec.nodes[at + 1 :]
     m = mm.outputs[0]
-    if any(v not in spec.inputs for v in mm.inputs):
+    swapped = {t.outputs[0]: t.inputs[0] for t in prologue if t.op == "transpose"}
+    if len(swapped) != len(prologue) or any(v not in spec.inputs for v in swapped.values()):
+        raise Unsupported("matmul prologue other than transposes of body inputs")
+    operands = [swapped.get(v, v) for v in mm.inputs]
+    if any(v not in spec.inputs for v in operands):
         raise Unsupported("matmul operands computed inside the body")
     if not all(is_elementwise(n) for n in rest):
         raise Unsupported("epilogue holds a non-elementwise op")
-    ia, ib = (spec.inputs.index(v) for v in mm.inputs)
+    # numpy hands BLAS a transposed view as a transposed operand: no copy is made.
+    swap_a, swap_b = (v in swapped for v in mm.inputs)
+    ia, ib = (spec.inputs.index(v) for v in operands)
     outs = spec.outputs
     target = next((k for k, v in enumerate(outs) if v is m), None)
     if target is None:
@@ -365,7 +372,8 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                 if not scratch:  # kept between calls: kernels of one plan run one at a time
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
-            np.matmul(ins[ia], ins[ib], out=tgt)
+            a, b = ins[ia], ins[ib]
+            np.matmul(a.swapaxes(-1, -2) if swap_a else a, b.swapaxes(-1, -2) if swap_b else b, out=tgt)
             for k in dups:
                 np.copyto(outs_[k], tgt)
             if epi_fn is not None:
