@@ -13,6 +13,7 @@ Every rule keeps the value exactly (bit for bit) except where noted:
 - ``abs(abs x)``, ``abs(neg x)`` -> ``abs x``; ``maximum(x, x)``, ``minimum(x, x)``,
   ``where(c, x, x)`` -> ``x``; ``cast`` to the same dtype -> ``x``.
 - movement: reshape to the same shape, ``reshape(reshape x)``, identity or composed transposes,
+  ``transpose(a @ b)`` -> ``b^T @ a^T`` (last two axes; the matmul read only there),
   ``broadcast_to`` to the same shape or of a ``broadcast_to``, full slices, zero pads,
   one-operand concats.
 - a ``broadcast_to`` operand of a broadcasting op is dropped when the op broadcasts it anyway
@@ -240,6 +241,15 @@ def _transpose(rw: _Rewriter, node: Node) -> Value | None:
         if composed == tuple(range(len(composed))):
             return inner
         return rw.emit("transpose", [inner], perm=composed)
+    rank = len(perm)
+    swap = (*range(rank - 2), rank - 1, rank - 2)
+    if perm == swap and rw.op_of(x) == "matmul" and rw.uses.get(x) == 1:
+        # (a @ b)^T = b^T @ a^T: the transposes become BLAS operand flags (matmul prologues), and
+        # autodiff's transpose(x^T @ g) for a weight gradient turns into g^T @ x with no copy.
+        a, b = rw.producer(x).inputs
+        a_t = rw.emit("transpose", [a], perm=(*range(a.type.rank - 2), a.type.rank - 1, a.type.rank - 2))
+        b_t = rw.emit("transpose", [b], perm=(*range(b.type.rank - 2), b.type.rank - 1, b.type.rank - 2))
+        return rw.emit("matmul", [b_t, a_t])
     return None
 
 

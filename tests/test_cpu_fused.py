@@ -262,7 +262,7 @@ def test_identical_bodies_share_one_kernel():
 
 def test_large_bodies_use_prange():
     # above the parallel threshold: chunked rows for the reduction, prange for pointwise
-    types = [((256, 512), "f32"), ((512,), "f32"), ((512,), "f32"), ((256, 512), "f32")]
+    types = [((1040, 1024), "f32"), ((1024,), "f32"), ((1024,), "f32"), ((1040, 1024), "f32")]
     node = fused(chain, types, "reduction")
     assert "prange" in cpu.kernel_source(node)
     check(node, data(types))

@@ -368,3 +368,22 @@ def test_reshape_sinks_below_per_channel_parameters():
         }
         """,
     )
+
+
+def test_transpose_of_a_matmul_becomes_a_matmul_of_transposes():
+    # transpose(x^T @ g) is how autodiff makes a Linear weight's gradient: it becomes g^T @ x,
+    # whose transpose fusion hands to BLAS as a flag (x's double transpose cancels).
+    check_rewrite(
+        simplify,
+        """graph g(%x: f32[6,4], %gr: f32[6,5]) {
+  %xt = transpose(%x) {perm=(1, 0)} : f32[4,6]
+  %m = matmul(%xt, %gr) : f32[4,5]
+  %w = transpose(%m) {perm=(1, 0)} : f32[5,4]
+  return %w
+}""",
+        """graph g(%x: f32[6,4], %gr: f32[6,5]) {
+  %0 = transpose(%gr) {perm=(1, 0)} : f32[5,6]
+  %1 = matmul(%0, %x) : f32[5,4]
+  return %1
+}""",
+    )

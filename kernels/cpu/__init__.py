@@ -136,12 +136,19 @@ def _argmax(node: Node) -> Built:
 
 
 # ---------------------------------------------------------------- matmul
+def blas_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` through NumPy's BLAS, a stack of rows times one matrix as a single GEMM."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        # np.matmul would loop over the leading axes with one small GEMM each; one tall GEMM
+        # over all rows runs 1.5-2x faster (Linear layers on [batch, seq, features]).
+        np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, out.shape[-1]))
+    else:
+        np.matmul(a, b, out=out)
+
+
 def _matmul(node: Node) -> Built:
     def make() -> Kernel:
-        def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-            np.matmul(a, b, out=out)
-
-        return matmul
+        return blas_matmul
 
     return Built("# graphc CPU kernel: matmul (np.matmul into the output: NumPy's BLAS)\n", make)
 
@@ -373,7 +380,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
             a, b = ins[ia], ins[ib]
-            np.matmul(a.swapaxes(-1, -2) if swap_a else a, b.swapaxes(-1, -2) if swap_b else b, out=tgt)
+            blas_matmul(a.swapaxes(-1, -2) if swap_a else a, b.swapaxes(-1, -2) if swap_b else b, tgt)
             for k in dups:
                 np.copyto(outs_[k], tgt)
             if epi_fn is not None:

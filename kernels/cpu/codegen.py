@@ -22,8 +22,12 @@ from graphc.ir import Node, Value
 from graphc.ir.ops import REGISTRY
 
 # Above this many elements a kernel loops with prange (parallel=True). Below it, waking the
-# thread pool costs more than it saves, and parallel=True roughly doubles the compile time.
-PARALLEL_THRESHOLD = 1 << 16
+# thread pool costs more than it saves, parallel=True roughly doubles the compile time, and --
+# measured on 2 cores -- numba's pool and OpenBLAS's spinning threads then fight over the cores
+# in plans that alternate BLAS calls with small parallel kernels (a 5x slower transformer).
+PARALLEL_THRESHOLD = 1 << 20
+# prange over fewer trips than this leaves threads idle (and a 1-trip prange cost 8 ms here).
+MIN_PARALLEL_TRIPS = 4
 # Parallel row reductions split the rows into this many chunks (each with its own scratch rows);
 # prange's static schedule hands each thread an equal share.
 ROW_CHUNKS = 64
@@ -56,10 +60,12 @@ def numel(shape: Sequence[int]) -> int:
     return n
 
 
-def use_parallel(elements: int) -> bool:
-    """Whether a kernel over ``elements`` elements should use prange (and parallel=True)."""
+def use_parallel(elements: int, outer: int | None = None) -> bool:
+    """Whether a kernel over ``elements`` elements (``outer`` trips of its prange loop) should use prange."""
     import numba
 
+    if outer is not None and outer < MIN_PARALLEL_TRIPS:
+        return False
     return elements > PARALLEL_THRESHOLD and numba.config.NUMBA_NUM_THREADS > 1
 
 
@@ -943,7 +949,8 @@ def transpose_source(node: Node) -> str:
         lines.append(f"n{r} = " + (" * ".join(f"a0.shape[{d}]" for d in axes) or "1"))
     lines.append("x = a0.reshape((" + ", ".join(f"n{r}" for r in in_order) + ",))")
     lines.append("o = a1.reshape((" + ", ".join(f"n{r}" for r in range(len(runs))) + ",))")
-    par = use_parallel(x.type.numel)
+    outer = numel([x.shape[d] for d in runs[0]]) if runs else 1
+    par = use_parallel(x.type.numel, outer)
     ind = ""
     for r in range(len(runs)):
         lines.append(f"{ind}for i{r} in {'prange' if par and r == 0 else 'range'}(n{r}):")
@@ -971,7 +978,7 @@ def slice_source(node: Node) -> str:
     if rank == 0:
         lines.append("a1.reshape((1,))[0] = a0.reshape((1,))[0]")
         return Source("slice").render(2, lines, False)
-    par = use_parallel(out.type.numel)
+    par = use_parallel(out.type.numel, out.shape[0])
     ind = _nest(rank, "a1", par, lines)
     xidx = ", ".join(
         f"i{d}" if (a, s) == (0, 1) else f"{a} + {s} * i{d}" if s != 1 else f"{a} + i{d}"
@@ -991,7 +998,7 @@ def pad_source(node: Node) -> str:
     if rank == 0:
         lines.append("a1.reshape((1,))[0] = a0.reshape((1,))[0]")
         return Source("pad").render(2, lines, False)
-    par = use_parallel(out.type.numel)
+    par = use_parallel(out.type.numel, x.shape[0])
     ind = _nest(rank, "a0", par, lines)
     oidx = ", ".join(f"{lo} + i{d}" if lo else f"i{d}" for d, (lo, _) in enumerate(pads))
     lines.append(f"{ind}a1[{oidx}] = a0[{', '.join(f'i{d}' for d in range(rank))}]")
