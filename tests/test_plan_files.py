@@ -134,3 +134,29 @@ def test_bad_plan_files_say_what_is_wrong(model_and_plan, tmp_path):
 
     with pytest.raises(GraphcError, match="no such plan file"):
         load_plan(str(tmp_path / "missing.gcp"))
+
+
+def test_plan_never_writes_into_the_callers_arrays():
+    def chain(x):
+        return (x * 2.0).exp() + 1.0  # in-place candidates: x dies at its first reader
+
+    x = np.random.default_rng(1).standard_normal((4, 5)).astype(np.float32)
+    kept = x.copy()
+    plan = graphc.compile(chain, x)
+    y1 = plan(x)
+    np.testing.assert_array_equal(x, kept)
+    np.testing.assert_allclose(y1, np.exp(kept * 2) + 1, rtol=1e-6)
+    y2 = plan(x + 1)
+    assert y1 is not y2 and not np.shares_memory(y1, y2)
+    np.testing.assert_allclose(y1, np.exp(kept * 2) + 1, rtol=1e-6)
+
+
+def test_a_value_returned_twice_comes_back_as_two_arrays():
+    def twice(x):
+        y = x.exp()
+        return y, y
+
+    x = np.ones((2, 3), np.float32)
+    a, b = graphc.compile(twice, x)(x)
+    assert not np.shares_memory(a, b)
+    np.testing.assert_array_equal(a, b)
