@@ -14,15 +14,24 @@ that want no compile inside a timed call (the runtime) call each kernel once to 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from graphc.ir import GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import REGISTRY, conv_output_size
 
-from . import primitives as prim
+# numba's default OpenMP pool spin-waits between parallel kernels, and so do NumPy's OpenBLAS
+# threads between GEMMs: on 2 cores the two pools took turns stealing the cores from each other
+# (fused matmuls fell from ~150 to ~30 GFLOP/s). The workqueue pool sleeps when idle. A user's
+# NUMBA_THREADING_LAYER still wins; this must be set before the first parallel kernel runs.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+from . import primitives as prim  # noqa: E402
 from .cache import load_kernel
 from .codegen import (
     PARALLEL_THRESHOLD,
