@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from types import ModuleType
 
@@ -78,6 +79,7 @@ class Plan:
         update_indices = set(graph.updates.values())
         self._result_indices = [i for i in range(len(graph.outputs)) if i not in update_indices]
         self._rebind = self._rebindable(step_values, views_of)
+        self._returned: dict[str, np.ndarray] = {}
         self._updates = [
             (self._persistent[name], self._array(graph.outputs[i])) for name, i in graph.updates.items()
         ]
@@ -180,8 +182,15 @@ class Plan:
                 self._bind(slots, arr)
         fresh = {}
         for name, slots in rebind_results.items():
-            fresh[name] = arr = np.empty_like(self._views[name])
+            last = self._returned.get(name)
+            # Reuse the last result only when nobody else holds it (its references are then this
+            # dict, `last` and getrefcount's argument): fresh pages cost a page fault each.
+            if last is not None and sys.getrefcount(last) <= 3:
+                fresh[name] = arr = last
+            else:
+                fresh[name] = arr = np.empty_like(self._views[name])
             self._bind(slots, arr)
+        self._returned = fresh
         for fn, args in self.steps:
             fn(*args)
         for target, new in self._updates:

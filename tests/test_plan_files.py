@@ -160,3 +160,20 @@ def test_a_value_returned_twice_comes_back_as_two_arrays():
     a, b = graphc.compile(twice, x)(x)
     assert not np.shares_memory(a, b)
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_result_still_held_is_never_reused():
+    def double(x):
+        return x * 2.0
+
+    x = np.ones((3, 4), np.float32)
+    plan = graphc.compile(double, x)
+    held = plan(x)
+    again = plan(x * 5)
+    assert not np.shares_memory(held, again)
+    np.testing.assert_array_equal(held, 2 * x)
+    view = again[0]
+    del again
+    third = plan(x * 7)
+    assert not np.shares_memory(view, third)  # a view keeps its base alive, so no reuse
+    np.testing.assert_array_equal(view, 10 * x[0])
