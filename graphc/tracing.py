@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,11 +82,18 @@ def _closure_modules(fn: Callable) -> list[tuple[str, Any]]:
     return sorted((k, v) for k, v in found.items() if isinstance(v, Module))
 
 
-def trace(model_or_fn: Callable, *example_arrays: Any, name: str | None = None, module: Any = None) -> Graph:
+def trace(
+    model_or_fn: Callable,
+    *example_arrays: Any,
+    name: str | None = None,
+    module: Any = None,
+    input_names: Sequence[str] | None = None,
+) -> Graph:
     """Trace a Module or a function of tensors on example arrays into a verified ir.Graph.
 
     ``module`` names the Module whose parameters a plain function uses (found automatically in
     the function's closure/globals otherwise), so its inputs get ``named_parameters()`` names.
+    ``input_names`` names the data inputs (default: the forward/function parameter names).
     """
     from graphc.nn import Module
 
@@ -105,6 +112,10 @@ def trace(model_or_fn: Callable, *example_arrays: Any, name: str | None = None, 
         else:
             found = _closure_modules(fn)
             roots = [("", found[0][1])] if len(found) == 1 else [(f"{k}.", m) for k, m in found]
+    if input_names is not None:
+        if len(input_names) != len(arrays):
+            raise GraphcError(f"trace: {len(input_names)} input names for {len(arrays)} example arrays")
+        names = list(input_names)
     graph = Graph(name or _graph_name(model_or_fn))
     ctx = TraceContext(graph)
     param_names = {

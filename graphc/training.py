@@ -12,7 +12,6 @@ shows the new values at once, and a checkpoint reads them without asking the pla
 from __future__ import annotations
 
 import inspect
-import keyword
 import math
 import sys
 import time
@@ -59,19 +58,6 @@ def _input_names(model: Any, count: int) -> list[str]:
     if len(names) < count:
         names += [f"input{i}" for i in range(len(names), count)]
     return names
-
-
-def _named_function(body: Callable, names: Sequence[str]) -> Callable:
-    """A function ``f(name0, name1, ...)`` calling ``body`` with them (data inputs take these names)."""
-    ok = all(n.isidentifier() and not keyword.iskeyword(n) for n in names) and len(set(names)) == len(names)
-    if not ok:
-        names = [f"input{i}" for i in range(len(names))]
-    args = ", ".join(names)
-    source = f"def train_step({args}):\n    return _body({args})\n"
-    namespace: dict[str, Any] = {"_body": body}
-    # Compiled under this file's name so that op sources skip this frame and point at the user.
-    exec(compile(source, __file__, "exec"), namespace)  # noqa: S102
-    return namespace["train_step"]
 
 
 def _train_graph_name(model: Any) -> str:
@@ -264,12 +250,13 @@ def compile_train(
     def body(*args: Any) -> Any:
         return loss_fn(model(*args[:-1]), args[-1])
 
-    train_fn = _named_function(body, names)
     was_training = getattr(model, "training", None)
     if hasattr(model, "train"):
         model.train()
     try:
-        graph = trace(train_fn, *examples, name=_train_graph_name(model), module=_module_or_none(model))
+        graph = trace(
+            body, *examples, name=_train_graph_name(model), module=_module_or_none(model), input_names=names
+        )
     finally:
         if was_training is False and hasattr(model, "eval"):
             model.eval()
