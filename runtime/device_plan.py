@@ -32,7 +32,7 @@ import numpy as np
 from graphc.ir import Graph, GraphcError, MemoryPlan, Value
 from graphc.kernels.cuda import compile_node, kernel_sources, require_device
 
-from .plan import check_inputs
+from .plan import bind_persistent, check_inputs
 
 
 class DevicePlan:
@@ -48,19 +48,9 @@ class DevicePlan:
         self.memory_plan = memory_plan
         self.resident = resident
         self._inputs = graph.data_inputs
-        self.parameters: dict[str, np.ndarray] = {}
-        self._device: dict[str, object] = {}  # value name -> device array
-        for v in graph.inputs:
-            kind = graph.kinds[v.name]
-            if kind == "data":
-                continue
-            arr = graph.initializers.get(v.name)
-            if arr is None:
-                raise GraphcError(f"plan: {kind} input %{v.name} has no value")
-            if not arr.flags.c_contiguous or arr.dtype != v.type.np_dtype or arr.shape != v.shape:
-                raise GraphcError(f"plan: value of %{v.name} must be a C-contiguous {v.type} array")
-            self.parameters[v.name] = arr  # shared: write-backs land in the caller's arrays
-            self._device[v.name] = cuda.to_device(arr)
+        self.parameters = bind_persistent(graph)  # shared: write-backs land in the caller's arrays
+        # value name -> device array
+        self._device: dict[str, object] = {name: cuda.to_device(a) for name, a in self.parameters.items()}
         self._synced = [v.name for v in graph.inputs if graph.kinds[v.name] in ("param", "state")]
         skip = self._bind_buffers(cuda)
         self._steps = []

@@ -49,6 +49,21 @@ def check_inputs(expected: list[Value], arrays: tuple) -> list[np.ndarray]:
     return checked
 
 
+def bind_persistent(graph: Graph) -> dict[str, np.ndarray]:
+    """The param/state/const arrays a plan reads, shared (not copied): updates land in them."""
+    arrays = {}
+    for v in graph.inputs:
+        if graph.kinds[v.name] == "data":
+            continue
+        arr = graph.initializers.get(v.name)
+        if arr is None:
+            raise GraphcError(f"plan: {graph.kinds[v.name]} input %{v.name} has no value")
+        if not arr.flags.c_contiguous or arr.dtype != v.type.np_dtype or arr.shape != v.shape:
+            raise GraphcError(f"plan: value of %{v.name} must be a C-contiguous {v.type} array")
+        arrays[v.name] = arr
+    return arrays
+
+
 class Plan:
     """A compiled graph: call it with the data inputs (NumPy arrays) to get its outputs."""
 
@@ -59,7 +74,7 @@ class Plan:
         self.memory_plan = memory_plan
         self.backend = backend
         self._inputs = graph.data_inputs
-        self._persistent = self._bind_persistent(graph)
+        self._persistent = bind_persistent(graph)
         self.arena = _aligned_arena(memory_plan.arena_bytes, memory_plan.alignment)
         values = {v.name: v for v in graph.inputs}
         values.update({v.name: v for n in graph.nodes for v in n.outputs})
@@ -91,20 +106,6 @@ class Plan:
         self.arena[...] = 0
         for fn, args in self.steps:
             fn(*args)
-
-    @staticmethod
-    def _bind_persistent(graph: Graph) -> dict[str, np.ndarray]:
-        arrays = {}
-        for v in graph.inputs:
-            if graph.kinds[v.name] == "data":
-                continue
-            arr = graph.initializers.get(v.name)
-            if arr is None:
-                raise GraphcError(f"plan: {graph.kinds[v.name]} input %{v.name} has no value")
-            if not arr.flags.c_contiguous or arr.dtype != v.type.np_dtype or arr.shape != v.shape:
-                raise GraphcError(f"plan: value of %{v.name} must be a C-contiguous {v.type} array")
-            arrays[v.name] = arr  # shared, not copied: updates land in the caller's arrays
-        return arrays
 
     def _bind_views(self, values: dict[str, Value]) -> dict[str, np.ndarray]:
         views = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import graphc.functional as F
 import graphc.nn as nn
@@ -20,14 +21,28 @@ class _MLP(nn.Module):
         return self.out(F.relu(self.hidden(x)))
 
 
-def test_cuda_train_step_matches_reference():
+class _TinyCNN(nn.Module):
+    """The shape of examples/cnn.py (conv-relu-pool, flatten, linear) at simulator size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(F.relu(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("make, shape", [(_MLP, (4, 5)), (_TinyCNN, (2, 1, 4, 4))])
+def test_cuda_train_step_matches_the_cpu_plan(make, shape):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 5)).astype(np.float32)
-    y = rng.integers(0, 3, 4).astype(np.int64)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, 3, shape[0]).astype(np.int64)
     results = {}
-    for device, backend in (("cpu", "reference"), ("cuda", None)):
+    for device, backend in (("cpu", None), ("cuda", None)):
         nn.init.manual_seed(0)
-        model = _MLP()
+        model = make()
         step = compile_train(
             model, F.cross_entropy, optim.Adam(lr=1e-2), x, y, device=device, backend=backend
         )
