@@ -587,8 +587,9 @@ class Tensor:
         return (1.0 + (-x).exp()).reciprocal()
 
     def relu(self) -> Tensor:
-        """max(x, 0)."""
-        return self.ctx.op("maximum", self, as_tensor(0, like=self))
+        """x where x > 0, else 0 (traced as a select, so the gradient at 0 is 0, as in torch)."""
+        zero = as_tensor(0, like=self)
+        return self.ctx.op("where", self.ctx.op("gt", self, zero), self, zero)
 
     def maximum(self, other: object) -> Tensor:
         """Elementwise maximum."""

@@ -618,3 +618,13 @@ def test_transformer_example_size_gradients_match_torch():
                 f"{torch_err:.3g}), max |grad| {scale:.3g}"
             )
     assert not failures, "\n".join(failures)
+
+
+def test_relu_gradient_at_zero_is_zero_as_in_torch():
+    x = np.array([-1.0, 0.0, 2.0], dtype=np.float64)
+    from graphc import trace
+
+    graph = trace(lambda x: F.relu(x).sum(), x)
+    joint, index = grad(graph, wrt=["x"])
+    (dx,) = [execute(joint, {"x": x})[i] for i in index.values()]
+    np.testing.assert_array_equal(dx, [0.0, 0.0, 1.0])
