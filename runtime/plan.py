@@ -152,7 +152,16 @@ class Plan:
                 out += [(self.steps[i][1], j, view.shape) for i, j in positions.get(view.name, ())]
             return out
 
-        inputs = {v.name: slots(v) for v in self._inputs if v.name not in overwritten}
+        # Graph outputs (and update sources) are read from the arena after the run, not through
+        # step arguments: an input that is, or is viewed by, one of them must be copied in.
+        read_after = {v.name for v in self.graph.outputs}
+        inputs = {
+            v.name: slots(v)
+            for v in self._inputs
+            if v.name not in overwritten
+            and v.name not in read_after
+            and not any(w.name in read_after for w in views_of.get(v.name, ()))
+        }
         written = {
             v.name
             for n in self.graph.nodes
