@@ -33,18 +33,13 @@ def _render(graph, fmt: str) -> str:
     return subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
 
 
-def memory_table(graph, memory_plan) -> str:
+def memory_table(memory_plan) -> str:
     """The memory plan as a table: buffer, size, offset, live range."""
     rows = [f"{'buffer':<24} {'bytes':>10} {'offset':>10}  live", "-" * 60]
     for buf in sorted(memory_plan.buffers.values(), key=lambda b: (b.start, b.offset)):
         alias = f"  (alias of %{buf.alias_of})" if buf.alias_of else ""
         rows.append(f"%{buf.value:<23} {buf.size:>10} {buf.offset:>10}  [{buf.start}, {buf.end}]{alias}")
-    mp = memory_plan
-    bound = mp.arena_bytes / mp.lower_bound if mp.lower_bound else 1.0
-    rows.append(
-        f"naive {mp.naive_bytes} B, lower bound {mp.lower_bound} B, arena {mp.arena_bytes} B "
-        f"({bound:.2f}x bound)"
-    )
+    rows.append(memory_plan.summary())
     return "\n".join(rows)
 
 
@@ -72,7 +67,7 @@ def cmd_dump(args: argparse.Namespace) -> None:
     print(_render(scheduled, args.format))
     if args.format == "text":
         print()
-        print(memory_table(scheduled, passes.plan_memory(scheduled)))
+        print(memory_table(passes.plan_memory(scheduled)))
 
 
 def cmd_compile(args: argparse.Namespace) -> None:

@@ -32,6 +32,14 @@ class MemoryPlan:
     lower_bound: int = 0  # the most bytes live at any one step: no plan can do better
     alignment: int = 64
 
+    def summary(self) -> str:
+        """Naive bytes, lower bound and arena on one line."""
+        ratio = self.arena_bytes / self.lower_bound if self.lower_bound else 1.0
+        return (
+            f"naive {self.naive_bytes} B, lower bound {self.lower_bound} B, "
+            f"arena {self.arena_bytes} B ({ratio:.2f}x bound)"
+        )
+
     def to_json(self) -> dict:
         """A JSON-compatible dict."""
         return {

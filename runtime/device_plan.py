@@ -148,14 +148,9 @@ class DevicePlan:
 
     def memory_report(self) -> str:
         """Naive bytes, lower bound and planned arena as one line."""
-        mp = self.memory_plan
-        if mp is None:
+        if self.memory_plan is None:
             return "memory: one device array per value (no memory plan)"
-        ratio = mp.arena_bytes / mp.lower_bound if mp.lower_bound else 1.0
-        return (
-            f"memory (device): naive {mp.naive_bytes} B, lower bound {mp.lower_bound} B, "
-            f"arena {mp.arena_bytes} B ({ratio:.2f}x bound)"
-        )
+        return f"memory (device): {self.memory_plan.summary()}"
 
     def save(self, path: str) -> None:
         """Write the plan file (JSON + .npz); load_plan rebuilds it on the device."""

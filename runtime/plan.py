@@ -224,12 +224,7 @@ class Plan:
 
     def memory_report(self) -> str:
         """Naive bytes, lower bound and planned arena as one line."""
-        mp = self.memory_plan
-        ratio = mp.arena_bytes / mp.lower_bound if mp.lower_bound else 1.0
-        return (
-            f"memory: naive {mp.naive_bytes} B, lower bound {mp.lower_bound} B, "
-            f"arena {mp.arena_bytes} B ({ratio:.2f}x bound)"
-        )
+        return f"memory: {self.memory_plan.summary()}"
 
     def save(self, path: str) -> None:
         """Write the plan as a zip of JSON (graph, memory plan, kernel sources) and .npz arrays."""

@@ -259,38 +259,30 @@ def _window(node: Node, h: int, w: int) -> tuple[int, ...]:
     return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
 
 
-def _im2col(node: Node) -> Built:
-    n, c, h, w = node.inputs[0].shape
+def _window_kernel(node: Node, image_shape, serial, parallel, body, name: str) -> Built:
+    """im2col/col2im: a hand-written kernel over (N*C) images, prange'd when large enough."""
+    n, c, h, w = image_shape
     params = _window(node, h, w)
-    par = use_parallel(node.outputs[0].type.numel) and n * c > 1
+    work = max(node.inputs[0].type.numel, node.outputs[0].type.numel)
+    fn = parallel if use_parallel(work, n * c) else serial
 
     def make() -> Kernel:
-        fn = prim.im2col_parallel if par else prim.im2col
+        def window(src: np.ndarray, dst: np.ndarray) -> None:
+            fn(src, dst, *params)
 
-        def im2col(x: np.ndarray, cols: np.ndarray) -> None:
-            fn(x, cols, *params)
+        return window
 
-        return im2col
+    return _handwritten([fn, body], make, f"{name} {params}")
 
-    fns = [prim.im2col_parallel if par else prim.im2col, prim._im2col_body]
-    return _handwritten(fns, make, f"im2col {params}")
+
+def _im2col(node: Node) -> Built:
+    shape = node.inputs[0].shape
+    return _window_kernel(node, shape, prim.im2col, prim.im2col_parallel, prim._im2col_body, "im2col")
 
 
 def _col2im(node: Node) -> Built:
-    n, c, h, w = node.attrs["image_shape"]
-    params = _window(node, h, w)
-    par = use_parallel(node.inputs[0].type.numel) and n * c > 1
-
-    def make() -> Kernel:
-        fn = prim.col2im_parallel if par else prim.col2im
-
-        def col2im(cols: np.ndarray, x: np.ndarray) -> None:
-            fn(cols, x, *params)
-
-        return col2im
-
-    fns = [prim.col2im_parallel if par else prim.col2im, prim._col2im_body]
-    return _handwritten(fns, make, f"col2im {params}")
+    shape = node.attrs["image_shape"]
+    return _window_kernel(node, shape, prim.col2im, prim.col2im_parallel, prim._col2im_body, "col2im")
 
 
 # ---------------------------------------------------------------- random
