@@ -449,7 +449,7 @@ def max_pool2d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> Tensor:
-    """Max over windows: pad with the dtype's lowest value, im2col, max."""
+    """Max over windows: pad with the dtype's lowest value, then one max_pool2d op."""
     if return_indices:
         raise GraphcError(f"{_at(user_source())}max_pool2d: return_indices is not supported")
     x = _t(input)
@@ -460,8 +460,10 @@ def max_pool2d(
         info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
         pads = ((0, 0), (0, 0), (p[0], p[0] + extra[0]), (p[1], p[1] + extra[1]))
         x = x.ctx.op("pad", x, pads=pads, value=float(info.min))
-    n, c = x.shape[:2]
-    return _windows(x, k, s, d, oh, ow).amax(2).reshape(n, c, oh, ow)
+    y = x.ctx.op("max_pool2d", x, kernel=k, stride=s, dilation=d)
+    if y.shape[2:] != (oh, ow):  # ceil_mode rounding: keep only the windows PyTorch keeps
+        y = y[:, :, :oh, :ow]
+    return y
 
 
 @_eager

@@ -370,9 +370,31 @@ def _col2im(inputs, attrs):
     return [TensorType((n, c, h, w), cols.dtype)]
 
 
+def _max_pool2d(inputs, attrs):
+    (x,) = inputs
+    _check(x.rank == 4, f"max_pool2d needs NCHW input, got rank {x.rank}")
+    n, c, h, w = x.shape
+    _, _, oh, ow = _window({**attrs, "padding": (0, 0)}, h, w)
+    return [TensorType((n, c, oh, ow), x.dtype)]
+
+
+def _max_pool2d_grad(inputs, attrs):
+    x, dy = inputs
+    (y,) = _max_pool2d([x], attrs)
+    _check(dy.shape == y.shape, f"max_pool2d_grad: dy must have the pooled shape {y.shape}, got {dy.shape}")
+    _check(dy.dtype in FLOAT_DTYPES, f"max_pool2d_grad: dy must be a float tensor, got {dy.dtype}")
+    return [TensorType(x.shape, dy.dtype)]
+
+
 _WINDOW = {"kernel": REQUIRED, "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
 _register("im2col", 1, "opaque", _im2col, dict(_WINDOW))
 _register("col2im", 1, "opaque", _col2im, {**_WINDOW, "image_shape": REQUIRED})
+# Max pooling over an unpadded NCHW input (the front end pads with the dtype's lowest value).
+# Each window's value is its first maximal element in row-major window order, NaN counting as
+# the maximum (PyTorch's rule); max_pool2d_grad(x, dy) routes dy[window] to that element.
+_POOL = {"kernel": REQUIRED, "stride": REQUIRED, "dilation": (1, 1)}
+_register("max_pool2d", 1, "opaque", _max_pool2d, dict(_POOL))
+_register("max_pool2d_grad", 2, "opaque", _max_pool2d_grad, dict(_POOL))
 
 
 # ---------------------------------------------------------------- sources

@@ -413,6 +413,37 @@ def _col2im(e, node, g, needs):
     return [e.op("im2col", g, **window)]
 
 
+_POOL_ATTRS = ("kernel", "stride", "dilation")
+
+
+@_rule("max_pool2d")
+def _max_pool2d(e, node, g, needs):
+    pool = {k: node.attrs[k] for k in _POOL_ATTRS}
+    return [e.op("max_pool2d_grad", _x(node), g, **pool)]
+
+
+@_rule("max_pool2d_grad")
+def _max_pool2d_grad(e, node, g, needs):
+    # dx = S^T dy where S picks each window's first maximal element of x (piecewise constant in
+    # x), so the adjoint of dy is S g: g's window entries at x's per-window argmax.
+    x, dy = node.inputs
+    if not needs[1]:
+        return [None, None]
+    (kh, kw), pool = node.attrs["kernel"], {k: node.attrs[k] for k in _POOL_ATTRS}
+    n, c, oh, ow = dy.shape
+    kk = kh * kw
+
+    def windows(v: Value) -> Value:
+        cols = e.op("im2col", v, kernel=pool["kernel"], stride=pool["stride"], dilation=pool["dilation"])
+        return e.reshape(cols, (n, c, kk, oh * ow))
+
+    first = e.op("argmax", windows(x), axis=2, keepdims=True)
+    iota = e.op("concat", *(e.reshape(e.const(k, first.dtype), (1,)) for k in range(kk)), axis=0)
+    picked = e.op("cast", e.op("eq", first, e.reshape(iota, (kk, 1))), dtype=g.dtype)
+    selected = e.op("sum", e.mul(windows(g), picked), axes=(2,), keepdims=False)
+    return [None, e.reshape(selected, dy.shape)]
+
+
 def rule_for(node: Node) -> Rule | None:
     """The VJP rule of a node's op; None for a non-differentiable op; an error for fused/unknown."""
     if node.op in NON_DIFFERENTIABLE:

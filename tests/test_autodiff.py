@@ -335,3 +335,24 @@ def test_loss_that_is_the_wrt_input_itself():
     joint, index = grad(g)
     verify(joint)
     assert execute(joint, {"s": np.array(3.0)})[index["s"]] == 1.0
+
+
+def test_max_pool_routes_ties_like_torch():
+    # nn.MaxPool2d on an image with tied windows and a NaN: graphc's gradient goes where torch's
+    # does (each window's first maximal element).
+    torch = pytest.importorskip("torch")
+    import graphc
+    from graphc import nn
+
+    x = np.random.default_rng(5).standard_normal((2, 2, 6, 6))
+    x[0, 0, :4, :4] = 1.5
+    x[1, 1, 2, 3] = np.nan
+    pool = nn.MaxPool2d(3, stride=2, padding=1)
+    g = graphc.trace(lambda t: (pool(t) * pool(t)).sum(), x)
+    g.kinds[g.inputs[0].name] = "param"
+    joint, index = grad(g, wrt=[g.inputs[0].name])
+    out = execute(joint, {g.inputs[0].name: x})
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, 3, stride=2, padding=1)
+    (ty * ty).sum().backward()
+    np.testing.assert_allclose(out[index[g.inputs[0].name]], tx.grad.numpy(), rtol=1e-12)

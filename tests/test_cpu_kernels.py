@@ -381,6 +381,35 @@ def test_col2im(attrs):
     check(node_of("col2im", [(cols, "f32")], {**attrs, "image_shape": (2, 3, 6, 7)}), [rand(cols)])
 
 
+POOLS = [
+    {"kernel": (2, 2), "stride": (2, 2)},
+    {"kernel": (3, 3), "stride": (2, 2)},  # overlapping windows: dx sums several dy entries
+    {"kernel": (2, 3), "stride": (1, 2), "dilation": (2, 1)},
+]
+
+
+def pool_input(dtype="f32"):
+    """An image with exact ties (a constant block, repeated ints) and, for floats, a NaN."""
+    x = rand((2, 3, 7, 8), dtype)
+    x[0, 0, :3, :3] = 1
+    if dtype == "f32":
+        x[1, 2, 3, 4] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("attrs", POOLS)
+@pytest.mark.parametrize("dtype", ["f32", "i32"])
+def test_max_pool2d(attrs, dtype):
+    check(node_of("max_pool2d", [((2, 3, 7, 8), dtype)], attrs), [pool_input(dtype)], exact=True)
+
+
+@pytest.mark.parametrize("attrs", POOLS)
+def test_max_pool2d_grad(attrs):
+    node = node_of("max_pool2d", [((2, 3, 7, 8), "f32")], attrs)
+    dy = node.outputs[0].shape
+    check(node_of("max_pool2d_grad", [((2, 3, 7, 8), "f32"), (dy, "f32")], attrs), [pool_input(), rand(dy)])
+
+
 # ---------------------------------------------------------------- random
 @pytest.mark.parametrize(
     "seed,offset,dtype", [(0, 0, "f32"), (7, 3, "f32"), (123, -1, "f64"), (2**33 + 5, 2**40, "f32")]

@@ -219,6 +219,26 @@ def test_col2im(window):
     check_op("col2im", {"cols": normal(*cols.shape)}, {**window, "image_shape": (2, 2, 5, 6)})
 
 
+POOLS = [
+    {"kernel": (2, 2), "stride": (2, 2)},
+    {"kernel": (3, 2), "stride": (1, 2), "dilation": (1, 2)},
+]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=str)
+def test_max_pool2d(pool):
+    check_op("max_pool2d", {"x": normal(2, 2, 5, 6)}, pool)
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=str)
+def test_max_pool2d_grad(pool):
+    # Linear in dy (its gradient picks g at each window's argmax), piecewise constant in x.
+    from graphc.ir.ops import infer_types, normalize_attrs
+
+    (y,) = infer_types("max_pool2d", [TensorType((2, 2, 5, 6), "f64")], normalize_attrs("max_pool2d", pool))
+    check_op("max_pool2d_grad", {"x": normal(2, 2, 5, 6), "dy": normal(*y.shape)}, pool)
+
+
 def test_cast_float_to_float_roundtrip():
     # f64 -> f32 -> f64: the gradient is cast back to f64 at each step, so it equals W exactly.
     g = Graph("cast")

@@ -40,6 +40,8 @@ from .codegen import (
     Unsupported,
     accumulate_source,
     is_elementwise,
+    max_pool_grad_source,
+    max_pool_source,
     pad_source,
     pointwise_source,
     reduction_source,
@@ -440,6 +442,8 @@ CPU_KERNELS.update(
         "scatter_add": _scatter_add,
         "im2col": _im2col,
         "col2im": _col2im,
+        "max_pool2d": lambda node: _generated(max_pool_source(node)),
+        "max_pool2d_grad": lambda node: _generated(max_pool_grad_source(node)),
         "rng_uniform": _rng_uniform,
         "fused": _fused,
     }

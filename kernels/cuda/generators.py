@@ -729,6 +729,81 @@ def gen_col2im(node: Node) -> KernelSource:
     return _map_kernel(node, node.outputs[0].shape, make)
 
 
+def _first_max_lines(x_dtype: str, base: str, w: int, kh: int, kw: int, dh: int, dw: int) -> list[str]:
+    """Lines leaving in ``best``/``arg`` the value and x offset of the window's first maximum.
+
+    The window's top-left element is at x offset ``base``; elements are visited in row-major
+    window order and NaN counts as the maximum (the first NaN wins), as in PyTorch.
+    """
+    take = "v > best" if x_dtype not in ("f32", "f64") else "v > best or (v != v and best == best)"
+    return [
+        f"best = in0[{base}]",
+        f"arg = {base}",
+        f"for a in range({kh}):",
+        f"    for b in range({kw}):",
+        f"        at = {base} + a * {dh * w} + b * {dw}",
+        "        v = in0[at]",
+        f"        if {take}:",
+        "            best = v",
+        "            arg = at",
+    ]
+
+
+@_register("max_pool2d")
+def gen_max_pool2d(node: Node) -> KernelSource:
+    """y[n, c, oy, ox] = the first maximum of x's window at (oy*sh, ox*sw) (NaN counts as the maximum)."""
+    x = node.inputs[0]
+    n_, c_, h, w = x.shape
+    kh, kw, sh, sw, _, _, dh, dw, oh, ow = _window({**node.attrs, "padding": (0, 0)}, h, w)
+
+    def make(ctx: IndexCtx) -> list[str]:
+        return [
+            f"nc = i // {oh * ow}",
+            f"base = nc * {h * w} + ((i // {ow}) % {oh}) * {sh * w} + (i % {ow}) * {sw}",
+            *_first_max_lines(x.dtype, "base", w, kh, kw, dh, dw),
+            "out0[i] = best",
+        ]
+
+    return _map_kernel(node, node.outputs[0].shape, make)
+
+
+@_register("max_pool2d_grad")
+def gen_max_pool2d_grad(node: Node) -> KernelSource:
+    """Gather form: each x element sums dy over the windows whose first maximum it is (no atomics)."""
+    x, dy = node.inputs
+    n_, c_, h, w = x.shape
+    kh, kw, sh, sw, _, _, dh, dw, oh, ow = _window({**node.attrs, "padding": (0, 0)}, h, w)
+    dtype = node.outputs[0].dtype
+    # Window (oy, ox) reads this element at (ki, kj) when iy = oy*sh + ki*dh and ix = ox*sw + kj*dw;
+    # its first maximum is recomputed there, and dy[oy, ox] is added if that maximum is this element.
+    window = [
+        f"base = nc * {h * w} + oy * {sh * w} + ox * {sw}",
+        *_first_max_lines(x.dtype, "base", w, kh, kw, dh, dw),
+        "if arg == i:",
+        f"    acc += in1[nc * {oh * ow} + oy * {ow} + ox]",
+    ]
+
+    def make(ctx: IndexCtx) -> list[str]:
+        return [
+            f"nc = i // {h * w}",
+            f"iy = (i // {w}) % {h}",
+            f"ix = i % {w}",
+            f"acc = {literal(0, dtype)}",
+            f"for ki in range({kh}):",
+            f"    ty = iy - ki * {dh}",
+            f"    if ty >= 0 and ty % {sh} == 0 and ty // {sh} < {oh}:",
+            f"        oy = ty // {sh}",
+            f"        for kj in range({kw}):",
+            f"            tx = ix - kj * {dw}",
+            f"            if tx >= 0 and tx % {sw} == 0 and tx // {sw} < {ow}:",
+            f"                ox = tx // {sw}",
+            *indent(window, 4),
+            "out0[i] = acc",
+        ]
+
+    return _map_kernel(node, node.outputs[0].shape, make)
+
+
 # ------------------------------------------------------------------ fused
 FUSED_KINDS = {"pointwise": gen_pointwise, "reduction": gen_reduction, "matmul": gen_matmul}
 

@@ -183,6 +183,51 @@ def _col2im(xs, attrs):
     return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])]
 
 
+def _pool_windows(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, int, int]:
+    """[N, C, kh*kw, oh, ow] windows of an unpadded NCHW input (row-major window order)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+    oh = conv_output_size(h, kh, sh, 0, dh)
+    ow = conv_output_size(w, kw, sw, 0, dw)
+    win = np.empty((n, c, kh * kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            win[:, :, i * kw + j] = x[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw][
+                :, :, :oh, :ow
+            ]
+    return win, oh, ow
+
+
+def _first_max(win: np.ndarray) -> np.ndarray:
+    """Index along axis 2 of each window's first maximal element, NaN counting as the maximum."""
+    nan = np.isnan(win) if win.dtype.kind == "f" else np.zeros(win.shape, bool)
+    first_nan = np.argmax(nan, axis=2)
+    return np.where(nan.any(axis=2), first_nan, np.argmax(win, axis=2))
+
+
+@_register("max_pool2d")
+def _max_pool2d(xs, attrs):
+    win, _, _ = _pool_windows(xs[0], attrs)
+    return [np.take_along_axis(win, _first_max(win)[:, :, None], axis=2)[:, :, 0]]
+
+
+@_register("max_pool2d_grad")
+def _max_pool2d_grad(xs, attrs):
+    x, dy = xs
+    n, c, h, w = x.shape
+    win, oh, ow = _pool_windows(x, attrs)
+    k = _first_max(win)
+    (_, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+    iy = np.arange(oh)[:, None] * sh + (k // kw) * dh  # [N, C, oh, ow] input row of each window's max
+    ix = np.arange(ow)[None, :] * sw + (k % kw) * dw
+    dx = np.zeros((n, c, h * w), dtype=dy.dtype)
+    flat = (iy * w + ix).reshape(n, c, -1)
+    for b in range(n):
+        for ch in range(c):
+            np.add.at(dx[b, ch], flat[b, ch], dy[b, ch].reshape(-1))
+    return [dx.reshape(n, c, h, w)]
+
+
 @_register("const")
 def _const(xs, attrs):
     return [np.array(attrs["value"], dtype=to_numpy_dtype(attrs["dtype"]))]

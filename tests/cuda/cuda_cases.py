@@ -181,6 +181,33 @@ def primitive_cases() -> list[Case]:
     cols2 = _f32(*prim("im2col", [img], **win2).outputs[0].shape, seed=24)
     out.append(Case("col2im_strided", prim("col2im", [cols2], image_shape=(1, 2, 5, 5), **win2), [cols2]))
 
+    pimg = _f32(2, 2, 7, 8, seed=50)
+    pool2 = dict(kernel=(2, 2), stride=(2, 2))
+    out.append(Case("max_pool2d_2x2", prim("max_pool2d", [pimg], **pool2), [pimg], exact=True))
+    pool3 = dict(kernel=(3, 3), stride=(2, 2))  # overlapping windows
+    out.append(Case("max_pool2d_3x3_s2", prim("max_pool2d", [pimg], **pool3), [pimg], exact=True))
+    pool_d = dict(kernel=(2, 3), stride=(1, 2), dilation=(2, 2))
+    out.append(Case("max_pool2d_dilated", prim("max_pool2d", [pimg], **pool_d), [pimg], exact=True))
+    # Ties (small integers, a window of equal values, a window of -inf) and NaNs (one window with
+    # two, one with NaN first): the first maximum in row-major window order must win.
+    pties = np.round(_f32(1, 2, 6, 6, seed=51, low=-2.0, high=2.0))
+    pties[0, 0, 0:3, 0:3] = 1.0
+    pties[0, 0, 3:5, 4:6] = -np.inf
+    pties[0, 1, 2, 3] = pties[0, 1, 3, 4] = pties[0, 1, 0, 0] = np.nan
+    pool_t = dict(kernel=(2, 2), stride=(1, 1))
+    out.append(Case("max_pool2d_ties_nan", prim("max_pool2d", [pties], **pool_t), [pties], exact=True))
+    dyt = _f32(1, 2, 5, 5, seed=52)
+    grad_t = prim("max_pool2d_grad", [pties, dyt], **pool_t)
+    out.append(Case("max_pool2d_grad_ties_nan", grad_t, [pties, dyt]))
+    pint = _i32(1, 2, 6, 7, seed=53)  # values in [-5, 6): many ties
+    pool_i = dict(kernel=(3, 2), stride=(1, 2))
+    out.append(Case("max_pool2d_i32", prim("max_pool2d", [pint], **pool_i), [pint], exact=True))
+    dy3 = _f32(*prim("max_pool2d", [pimg], **pool3).outputs[0].shape, seed=54)
+    out.append(Case("max_pool2d_grad_3x3_s2", prim("max_pool2d_grad", [pimg, dy3], **pool3), [pimg, dy3]))
+    dyd = _f32(*prim("max_pool2d", [pimg], **pool_d).outputs[0].shape, seed=55).astype(np.float64)
+    grad_d = prim("max_pool2d_grad", [pimg, dyd], **pool_d)
+    out.append(Case("max_pool2d_grad_dilated_f64", grad_d, [pimg, dyd], rtol=1e-12))
+
     out.append(Case("const_f32", prim("const", [], value=2.5), [], exact=True))
     out.append(Case("const_i64", prim("const", [], value=-7, dtype="i64"), [], exact=True))
     out.append(Case("const_bool", prim("const", [], value=True, dtype="bool"), [], exact=True))
