@@ -194,8 +194,9 @@ class Plan:
         for name, slots in rebind_results.items():
             last = self._returned.get(name)
             # Reuse the last result only when nobody else holds it (its references are then this
-            # dict, `last` and getrefcount's argument): fresh pages cost a page fault each.
-            if last is not None and sys.getrefcount(last) <= 3:
+            # dict, `last`, getrefcount's argument and one per kernel slot bound to it, directly
+            # or through a reshaped view): fresh pages cost a page fault each.
+            if last is not None and sys.getrefcount(last) <= 3 + len(slots):
                 fresh[name] = arr = last
             else:
                 fresh[name] = arr = np.empty_like(self._views[name])
