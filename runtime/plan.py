@@ -33,6 +33,20 @@ def _aligned_arena(nbytes: int, alignment: int) -> np.ndarray:
     return raw[start : start + nbytes]
 
 
+def _in_place(arrays: list[np.ndarray], n_in: int) -> dict[int, int]:
+    """Output index -> input index for outputs the memory plan put exactly on an input's bytes."""
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        return a.shape == b.shape and a.dtype == b.dtype and a.ctypes.data == b.ctypes.data and a.size > 0
+
+    found = {}
+    for k, out in enumerate(arrays[n_in:]):
+        j = next((j for j, x in enumerate(arrays[:n_in]) if same(out, x)), None)
+        if j is not None:
+            found[k] = j
+    return found
+
+
 def check_inputs(expected: list[Value], arrays: tuple) -> list[np.ndarray]:
     """The caller's arrays as C-contiguous arrays, or an error naming the input that is wrong."""
     names = ", ".join(v.name for v in expected)
@@ -89,11 +103,25 @@ class Plan:
                 views_of.setdefault(alias, []).append(node.output)
                 continue  # a view of its input: no work to do
             step_values.append([*node.inputs, *node.outputs])
-            self.steps.append((kernels.compile_node(node), [self._array(v) for v in step_values[-1]]))
-        self._warm_up()
+            self.steps.append((node, [self._array(v) for v in step_values[-1]]))
         update_indices = set(graph.updates.values())
         self._result_indices = [i for i in range(len(graph.outputs)) if i not in update_indices]
         self._rebind = self._rebindable(step_values, views_of)
+        # An output on exactly an input's bytes is computed in place, unless a call may bind
+        # either one to another array.
+        rebound = {
+            (id(args), j) for kind in self._rebind.values() for slots in kind.values() for args, j, _ in slots
+        }
+        for i, (node, arrays) in enumerate(self.steps):
+            n_in = len(node.inputs)
+            in_place = {
+                k: j
+                for k, j in _in_place(arrays, n_in).items()
+                if (id(arrays), j) not in rebound and (id(arrays), n_in + k) not in rebound
+            }
+            kernel = kernels.compile_node(node, in_place) if in_place else kernels.compile_node(node)
+            self.steps[i] = (kernel, arrays)
+        self._warm_up()
         self._returned: dict[str, np.ndarray] = {}
         self._updates = [
             (self._persistent[name], self._array(graph.outputs[i])) for name, i in graph.updates.items()

@@ -442,3 +442,15 @@ EDGE_CASES = [
 def test_edge_shapes(op, types, attrs):
     # zero-size, 0-d and all-size-1 shapes
     check(node_of(op, types, attrs), [rand(s, d) for s, d in types])
+
+
+def test_in_place_kernel_stores_through_the_input():
+    # The memory plan's in-place hint: output 0 is always passed as input 1's array.
+    node = node_of("add", [((1, 5), "f32"), ((4, 5), "f32")])
+    source = cpu.kernel_source(node)
+    hinted = cpu.build(node, {0: 1}).source
+    assert hinted != source and "a2" not in hinted.split("def kernel")[1].split(":", 1)[1]
+    b, x = rand((1, 5)), rand((4, 5))
+    want = b + x
+    cpu.compile_node(node, {0: 1})(b, x, x)
+    np.testing.assert_allclose(x, want, rtol=1e-6)

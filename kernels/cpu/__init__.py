@@ -66,9 +66,13 @@ class Built:
 Builder = Callable[[Node], Built]
 
 
-def compile_node(node: Node) -> Kernel:
-    """A kernel ``fn(*inputs, *outputs)`` filling C-contiguous outputs in place (lazy compile)."""
-    return build(node).load()
+def compile_node(node: Node, in_place: dict[int, int] | None = None) -> Kernel:
+    """A kernel ``fn(*inputs, *outputs)`` filling C-contiguous outputs in place (lazy compile).
+
+    ``in_place`` (output index -> input index) promises that the caller always passes the same
+    array for both; elementwise kernels then store through the input's view, which vectorizes.
+    """
+    return build(node, in_place).load()
 
 
 def kernel_source(node: Node) -> str:
@@ -76,13 +80,32 @@ def kernel_source(node: Node) -> str:
     return build(node).source
 
 
-def build(node: Node) -> Built:
+def build(node: Node, in_place: dict[int, int] | None = None) -> Built:
     """The builder's result for a node (source plus loader), without compiling anything."""
     try:
         builder = CPU_KERNELS[node.op]
     except KeyError:
         raise GraphcError(f"no CPU kernel for op {node.op!r}") from None
+    if in_place and _is_pointwise(node):
+        return _pointwise_in_place(node, in_place)
     return builder(node)
+
+
+def _is_pointwise(node: Node) -> bool:
+    if node.op == "fused":
+        return node.subgraph is not None and all(is_elementwise(n) for n in node.subgraph.nodes)
+    return is_elementwise(node)
+
+
+def _pointwise_in_place(node: Node, in_place: dict[int, int]) -> Built:
+    """An elementwise node or fused pointwise body whose outputs ``in_place`` overwrite inputs."""
+    if node.op != "fused":
+        return _generated(pointwise_source(Body(node.inputs, [node], node.outputs), node.op, in_place))
+    body = node.subgraph
+    if any(body.kinds[v.name] != "data" for v in body.inputs):
+        return CPU_KERNELS["fused"](node)  # constants join the arguments: keep the general path
+    spec = Body(body.data_inputs, list(body.nodes), list(body.outputs))
+    return _generated(pointwise_source(spec, f"fused {node.attrs.get('kind', 'pointwise')}", in_place))
 
 
 def _generated(source: str) -> Built:
@@ -364,7 +387,9 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
     epi_source = None
     if epi_outs:
         epi = Body([m, *spec.inputs], rest, [outs[k] for k in epi_outs])
-        epi_source = pointwise_source(epi, "matmul epilogue")
+        # The epilogue reads the product from the target and may overwrite it there.
+        in_place = {epi_outs.index(target): 0} if target in epi_outs else None
+        epi_source = pointwise_source(epi, "matmul epilogue", in_place)
         source += epi_source
     n_in = len(node.inputs)
     shape, dtype = m.shape, m.type.np_dtype

@@ -457,12 +457,17 @@ def _seed(node: Node) -> int:
 
 
 # ---------------------------------------------------------------- elementwise kernels
-def pointwise_source(body: Body, title: str = "pointwise") -> str:
+def pointwise_source(body: Body, title: str = "pointwise", in_place: dict[int, int] | None = None) -> str:
     """One loop nest per distinct output shape computing the whole chain per element.
 
     Inputs broadcast through reshaped views with size-1 axes. Loop nests run from the largest
     output shape down: a smaller output may alias (in place) an input that a larger nest reads
     broadcast, so that input must be read first.
+
+    ``in_place`` maps an output index to the input index whose array the caller always passes
+    for it too (same shape). Such an output is stored through the input's view: LLVM then sees
+    one pointer read and written at the same index and vectorizes, where two arguments that
+    alias fail its run-time overlap check and the loop runs scalar (5x slower).
     """
     for n in body.nodes:
         if not is_elementwise(n):
@@ -475,22 +480,30 @@ def pointwise_source(body: Body, title: str = "pointwise") -> str:
     lines: list[str] = []
     parallel = False
     for shape in sorted(by_shape, key=lambda s: -numel(s)):
-        parallel |= _pointwise_nest(body, shape, by_shape[shape], src, names, lines)
+        parallel |= _pointwise_nest(body, shape, by_shape[shape], src, names, lines, in_place or {})
     return src.render(len(body.inputs) + len(body.outputs), lines, parallel)
 
 
 def _pointwise_nest(
-    body: Body, shape: tuple[int, ...], outs: list[int], src: Source, names: Names, lines: list[str]
+    body: Body,
+    shape: tuple[int, ...],
+    outs: list[int],
+    src: Source,
+    names: Names,
+    lines: list[str],
+    in_place: dict[int, int],
 ) -> bool:
     """Append the loop nest computing outputs ``outs`` (all of ``shape``); True if it uses prange."""
     prod, args = producers(body), arg_index(body)
     n_in = len(body.inputs)
     need = needed_values([body.outputs[k] for k in outs], prod, args)
+    # Outputs stored through an input's view: the input's own key stands for both.
+    store_key = {k: in_place.get(k, n_in + k) for k in outs}
     leaves: dict[object, Dims] = {}
     for k in outs:
-        leaves[n_in + k] = aligned(shape, shape)
+        leaves[store_key[k]] = aligned(shape, shape)
     for v, k in sorted(args.items(), key=lambda kv: kv[1]):
-        if v in need:
+        if v in need and k not in leaves:
             leaves[k] = aligned(v.shape, shape)
     rngs = [n for n in body.nodes if n.op == "rng_uniform" and n.outputs[0] in need]
     for n in rngs:
@@ -537,7 +550,7 @@ def _pointwise_nest(
         env[o] = names()
         lines.append(f"{indent}{env[o]} = {expr}")
     for k in outs:
-        key = n_in + k
+        key = store_key[k]
         lines.append(f"{indent}{view[key]}[{lay.index(key, ivars)}] = {get(body.outputs[k])}")
     return par
 

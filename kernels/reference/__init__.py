@@ -296,8 +296,11 @@ def execute(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [env[v.name] for v in graph.outputs]
 
 
-def compile_node(node: Node):
-    """A kernel with the backend calling convention: ``fn(*inputs, *outputs)`` fills outputs."""
+def compile_node(node: Node, in_place: dict[int, int] | None = None):
+    """A kernel with the backend calling convention: ``fn(*inputs, *outputs)`` fills outputs.
+
+    ``in_place`` is the CPU backend's aliasing hint; NumPy computes into fresh arrays anyway.
+    """
     n_in = len(node.inputs)
 
     def run(*arrays: np.ndarray) -> None:
