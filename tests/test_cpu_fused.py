@@ -101,6 +101,17 @@ def test_softmax(dtype):
     check(fused(softmax, types, "reduction"), [x])
 
 
+def test_softmax_rows_with_nan_and_infinities():
+    # The row max keeps NumPy's NaN propagation (a NaN row stays NaN) through its vectorized form.
+    types = [((4, 9), "f32")]
+    x = data(types)[0]
+    x[1, 3] = np.nan
+    x[2, :] = -np.inf
+    x[3, 5] = np.inf
+    with np.errstate(invalid="ignore"):
+        check(fused(softmax, types, "reduction"), [x])
+
+
 def test_softmax_rows_of_3d():
     types = [((2, 3, 7), "f32")]
     check(fused(softmax, types, "reduction"), data(types))

@@ -106,6 +106,37 @@ def _erf_f32(x):
     return x * p / q
 """
 
+_EXP_F32 = """
+from graphc.kernels.cpu.intrinsics import f32_from_bits
+
+
+{deco}
+def _exp_f32(x):
+    # exp for float32 that LLVM vectorizes (libm's expf is a call, which keeps a softmax loop
+    # scalar): x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e**r by Cephes'
+    # degree-6 polynomial (relative error ~1e-7), 2**n built from its exponent bits.
+    # Past the float32 range: inf; below the smallest normal (x < -87.34): 0; NaN passes.
+    c = x if x < np.float32(88.72283) else np.float32(88.72283)
+    c = c if c > np.float32(-87.33654) else np.float32(-87.33654)
+    n = np.floor(c * np.float32(1.44269504) + np.float32(0.5))
+    r = c - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    y = p * (r * r) + r + np.float32(1.0)
+    # 2**n from its exponent bits; n = 128 (one past the largest exponent) as 2**127 * 2.
+    top = n > np.float32(127.0)
+    m = n - np.float32(1.0) if top else n
+    y = y * f32_from_bits(np.int32((np.int32(m) + np.int32(127)) << np.int32(23)))
+    y = y * np.float32(2.0) if top else y
+    y = y if x <= np.float32(88.72283) else np.float32(np.inf)
+    y = y if x > np.float32(-87.33654) else np.float32(0.0)
+    return y if x == x else x
+"""
+
 # The counter-based RNG of kernels/reference (lowbias32), in uint64 with explicit masks so the
 # arithmetic is exactly the reference's uint32 arithmetic.
 _RNG = """
@@ -190,7 +221,17 @@ def reduce_lines(op: str, dtype: str, result: str, array: str, src: Source, name
     if op == "sum" and fam == "float":
         return [f"{result} = {src.need(f'sum_{dtype}')}({array})"]
     b, j = names("b"), names("j")
-    lines = [f"{b} = {array}", f"{result} = {identity(op, dtype)}", f"for {j} in range({b}.shape[0]):"]
+    lines = [f"{b} = {array}", f"{result} = {identity(op, dtype)}"]
+    if fam == "float":
+        # A plain select reduction plus an or-reduced NaN flag: both vectorize, where the
+        # NaN-taking select of ``combine`` keeps the loop scalar (softmax's row max: 2x).
+        x, nan = names("x"), names("nan")
+        cmp = ">" if op == "max" else "<"
+        lines += [f"{nan} = False", f"for {j} in range({b}.shape[0]):"]
+        lines += [f"    {x} = {b}[{j}]", f"    {result} = {x} if {x} {cmp} {result} else {result}"]
+        lines += [f"    {nan} |= {x} != {x}", f"{result} = {NP_TYPE[dtype]}(np.nan) if {nan} else {result}"]
+        return lines
+    lines.append(f"for {j} in range({b}.shape[0]):")
     lines.append(f"    {result} = {combine(op, dtype, result, f'{b}[{j}]')}")
     if fam == "int" and op == "sum":
         lines.append(f"{result} = {NP_TYPE[dtype]}({result})")
@@ -211,6 +252,9 @@ class Source:
             # NumPy's erf, and FMAs make its polynomials ~25% cheaper.
             self.helpers.setdefault(name, _ERF_F32.format(deco=decorator(False, '{"contract"}')))
             return "_erf_f32"
+        if name == "exp_f32":
+            self.helpers.setdefault(name, _EXP_F32.format(deco=decorator(False)))
+            return "_exp_f32"
         if name == "rng":
             self.helpers.setdefault(name, _RNG.format(deco=decorator(False)))
             return "_rng_u"
@@ -275,6 +319,8 @@ def scalar_expr(node: Node, args: list[str], src: Source) -> str:
     T = NP_TYPE[out]
     a = args[0] if args else ""
     b = args[1] if len(args) > 1 else ""
+    if op == "exp" and out == "f32":
+        return f"{src.need('exp_f32')}({a})"
     if op in _MATH:
         return f"{T}({_MATH[op]}({a}))"
     if op == "erf":
