@@ -351,6 +351,11 @@ def set_threads(n: int) -> str:
     try:
         import numba
 
+        # set_num_threads starts numba's thread pool: the CPU backend must choose its threading
+        # layer (workqueue) first, or numba starts its spinning OpenMP pool, which fought
+        # OpenBLAS's threads and made the cnn_train step 1.7x slower under `graphc bench`.
+        import graphc.kernels.cpu  # noqa: F401
+
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
         how.append("numba.set_num_threads")
     except ImportError:

@@ -274,3 +274,18 @@ def test_probe_reports_a_skip_as_json(capsys):
     assert bench._main(["_probe", "mlp_small_train", "onnxruntime", "cpu", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "inference only" in out["skipped"]
+
+
+def test_set_threads_keeps_the_workqueue_layer():
+    # numba.set_num_threads starts numba's pool; the CPU backend's layer must be chosen first.
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, graphc.bench as b; b.set_threads(numba.config.NUMBA_NUM_THREADS); "
+        "numba.njit(parallel=True)(lambda a: a.sum())(__import__('numpy').ones(10)); "
+        "print(numba.threading_layer())"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "workqueue"

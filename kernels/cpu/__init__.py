@@ -27,7 +27,8 @@ from graphc.ir.ops import REGISTRY, conv_output_size
 # numba's default OpenMP pool spin-waits between parallel kernels, and so do NumPy's OpenBLAS
 # threads between GEMMs: on 2 cores the two pools took turns stealing the cores from each other
 # (fused matmuls fell from ~150 to ~30 GFLOP/s). The workqueue pool sleeps when idle. A user's
-# NUMBA_THREADING_LAYER still wins; this must be set before the first parallel kernel runs.
+# NUMBA_THREADING_LAYER still wins; this must be set before the first parallel kernel runs or
+# numba.set_num_threads call (either starts numba's pool), so import this module before those.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
