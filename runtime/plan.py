@@ -109,6 +109,7 @@ class Plan:
         self._rebind = self._rebindable(step_values, views_of)
         # An output on exactly an input's bytes is computed in place, unless a call may bind
         # either one to another array.
+        self.in_place: dict[str, dict[int, int]] = {}  # node (first output) -> its in-place hint
         rebound = {
             (id(args), j) for kind in self._rebind.values() for slots in kind.values() for args, j, _ in slots
         }
@@ -119,6 +120,8 @@ class Plan:
                 for k, j in _in_place(arrays, n_in).items()
                 if (id(arrays), j) not in rebound and (id(arrays), n_in + k) not in rebound
             }
+            if in_place:
+                self.in_place[node.outputs[0].name] = in_place
             kernel = kernels.compile_node(node, in_place) if in_place else kernels.compile_node(node)
             self.steps[i] = (kernel, arrays)
         self._warm_up()

@@ -27,9 +27,11 @@ def _kernel_sources(plan) -> dict[str, str]:
     if source_of is None:
         return {}
     sources = {}
+    hints = getattr(plan, "in_place", {})
     for node in plan.graph.nodes:
+        hint = hints.get(node.outputs[0].name)
         try:
-            text = source_of(node)
+            text = source_of(node, hint) if hint else source_of(node)
         except GraphcError:
             continue
         if text:

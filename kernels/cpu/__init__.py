@@ -76,9 +76,9 @@ def compile_node(node: Node, in_place: dict[int, int] | None = None) -> Kernel:
     return build(node, in_place).load()
 
 
-def kernel_source(node: Node) -> str:
-    """The source that ``compile_node(node)`` compiles (generated numba, or a description)."""
-    return build(node).source
+def kernel_source(node: Node, in_place: dict[int, int] | None = None) -> str:
+    """The source that ``compile_node(node, in_place)`` compiles (generated numba, or a description)."""
+    return build(node, in_place).source
 
 
 def build(node: Node, in_place: dict[int, int] | None = None) -> Built:
