@@ -366,6 +366,7 @@ def test_scatter_add_out_of_range_raises():
 WINDOWS = [
     {"kernel": (3, 3), "padding": (1, 1)},
     {"kernel": (2, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
+    {"kernel": (2, 2), "stride": (2, 2)},  # the last image column lies in no window
 ]
 
 
