@@ -346,7 +346,9 @@ def _sink_reshape(rw: _Rewriter, node: Node) -> Value | None:
     ):
         return None
     out = node.output
-    shaped = [v for v in node.inputs if rw.op_of(v) == "reshape" and rw.uses.get(v, 0) == 1]
+    # Any reshape, however many readers it has: a reshape is a free view, so the original one
+    # stays for the others (a conv's ReLU reads its reshaped output twice: gt and where).
+    shaped = [v for v in node.inputs if rw.op_of(v) == "reshape"]
     if not shaped:
         return None
     y = shaped[0]

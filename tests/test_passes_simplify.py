@@ -387,3 +387,21 @@ def test_transpose_of_a_matmul_becomes_a_matmul_of_transposes():
   return %1
 }""",
     )
+
+
+def test_relu_after_a_conv_reshape_joins_the_matmul_epilogue():
+    # where(gt(reshape z, 0), reshape z, 0): the reshape has two readers and still sinks, so the
+    # ReLU lands next to the matmul that made z.
+    from graphc import passes
+    from graphc.ir import Graph, TensorType
+
+    g = Graph("conv_relu")
+    w = g.add_input("w", TensorType((4, 6)), "param")
+    cols = g.add_input("cols", TensorType((2, 6, 9)))
+    z = g.op("matmul", w, cols)
+    r = g.op("reshape", z, shape=(2, 4, 3, 3))
+    zero = g.op("const", value=0.0, dtype="f32")
+    g.add_output(g.op("where", g.op("gt", r, zero), r, zero))
+    fused = passes.optimize(g)
+    kinds = [n.attrs.get("kind") for n in fused.nodes if n.op == "fused"]
+    assert kinds == ["matmul"], [n.op for n in fused.nodes]
