@@ -405,10 +405,12 @@ def test_max_pool2d(attrs, dtype):
 
 
 @pytest.mark.parametrize("attrs", POOLS)
-def test_max_pool2d_grad(attrs):
-    node = node_of("max_pool2d", [((2, 3, 7, 8), "f32")], attrs)
+@pytest.mark.parametrize("dtype", ["f32", "i32"])
+def test_max_pool2d_grad(attrs, dtype):
+    node = node_of("max_pool2d", [((2, 3, 7, 8), dtype)], attrs)
     dy = node.outputs[0].shape
-    check(node_of("max_pool2d_grad", [((2, 3, 7, 8), "f32"), (dy, "f32")], attrs), [pool_input(), rand(dy)])
+    grad = node_of("max_pool2d_grad", [((2, 3, 7, 8), dtype), (dy, "f32")], attrs)
+    check(grad, [pool_input(dtype), rand(dy)])
 
 
 # ---------------------------------------------------------------- random
