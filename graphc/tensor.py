@@ -55,13 +55,18 @@ def _short(filename: str) -> str:
     return short
 
 
+# Files of the package that define models the way a user does (the benchmark workloads): their
+# lines are the source a node should name, not the console script that started the run.
+_MODEL_FILES = frozenset({os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench.py")})
+
+
 def user_source() -> str | None:
     """``file:line`` of the innermost stack frame outside the graphc package (the user's code)."""
     internal = _internal_dirs()
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(internal):
+        if not filename.startswith(internal) or filename in _MODEL_FILES:
             return f"{_short(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None

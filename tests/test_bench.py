@@ -289,3 +289,15 @@ def test_set_threads_keeps_the_workqueue_layer():
     env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_THREADING_LAYER"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "workqueue"
+
+
+def test_workload_nodes_name_their_line_in_bench_py():
+    # A model defined in graphc/bench.py is the benchmark's own code: its nodes name those lines,
+    # not the console script that started the run.
+    import graphc
+
+    w = bench.WORKLOADS["fusion_chain_infer"]
+    inputs = w.make_inputs(np.random.default_rng(0))
+    graph = graphc.trace(w.function(bench.graphc_lib()), *inputs)
+    sources = {n.source for n in graph.nodes if n.op != "const"}
+    assert sources and all(s and s.split(":")[0].endswith("graphc/bench.py") for s in sources), sources
