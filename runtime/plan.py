@@ -122,8 +122,7 @@ class Plan:
             }
             if in_place:
                 self.in_place[node.outputs[0].name] = in_place
-            kernel = kernels.compile_node(node, in_place) if in_place else kernels.compile_node(node)
-            self.steps[i] = (kernel, arrays)
+            self.steps[i] = (kernels.compile_node(node, in_place or None), arrays)
         self._warm_up()
         self._returned: dict[str, np.ndarray] = {}
         self._updates = [

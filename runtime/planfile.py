@@ -29,9 +29,8 @@ def _kernel_sources(plan) -> dict[str, str]:
     sources = {}
     hints = getattr(plan, "in_place", {})
     for node in plan.graph.nodes:
-        hint = hints.get(node.outputs[0].name)
         try:
-            text = source_of(node, hint) if hint else source_of(node)
+            text = source_of(node, hints.get(node.outputs[0].name))
         except GraphcError:
             continue
         if text:

@@ -14,6 +14,7 @@ import numpy as np
 
 from graphc.ir import Graph, Node, Value
 from graphc.ir.ops import REGISTRY, conv_output_size
+from graphc.ir.types import FLOAT_DTYPES
 
 from .codegen import (
     NUMBA_TYPES,
@@ -735,7 +736,7 @@ def _first_max_lines(x_dtype: str, base: str, w: int, kh: int, kw: int, dh: int,
     The window's top-left element is at x offset ``base``; elements are visited in row-major
     window order and NaN counts as the maximum (the first NaN wins), as in PyTorch.
     """
-    take = "v > best" if x_dtype not in ("f32", "f64") else "v > best or (v != v and best == best)"
+    take = "v > best or (v != v and best == best)" if x_dtype in FLOAT_DTYPES else "v > best"
     return [
         f"best = in0[{base}]",
         f"arg = {base}",

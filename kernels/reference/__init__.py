@@ -189,13 +189,8 @@ def _pool_windows(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, int, int]:
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
     oh = conv_output_size(h, kh, sh, 0, dh)
     ow = conv_output_size(w, kw, sw, 0, dw)
-    win = np.empty((n, c, kh * kw, oh, ow), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            win[:, :, i * kw + j] = x[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw][
-                :, :, :oh, :ow
-            ]
-    return win, oh, ow
+    (cols,) = _im2col([x], {"kernel": (kh, kw), "stride": (sh, sw), "padding": (0, 0), "dilation": (dh, dw)})
+    return cols.reshape(n, c, kh * kw, oh, ow), oh, ow
 
 
 def _first_max(win: np.ndarray) -> np.ndarray:
