@@ -29,8 +29,9 @@ def _kernel_sources(plan) -> dict[str, str]:
     sources = {}
     hints = getattr(plan, "in_place", {})
     for node in plan.graph.nodes:
+        hint = hints.get(node.outputs[0].name)  # only the CPU backend takes (and gives) hints
         try:
-            text = source_of(node, hints.get(node.outputs[0].name))
+            text = source_of(node, hint) if hint else source_of(node)
         except GraphcError:
             continue
         if text:
