@@ -459,6 +459,27 @@ def test_in_place_kernel_stores_through_the_input():
     np.testing.assert_allclose(x, want, rtol=1e-6)
 
 
+def test_loop_invariant_operands_are_loaded_outside_the_loops():
+    # A broadcast operand loaded inside a loop that stores may alias the store as far as LLVM
+    # knows, which keeps the loop scalar (the CNN's ReLU mask: 4.7 ms -> 0.9 ms): each load sits
+    # in the outermost loop that its index needs.
+    node = node_of("where", [((6, 5), "bool"), ((6, 5), "f32"), ((), "f32")])
+    body = cpu.build(node, {0: 1}).source.split("def kernel")[1]
+    assert body.index("v2[0]") < body.index("for ")
+    row = node_of("mul", [((6, 5), "f32"), ((6, 1), "f32")])
+    body = cpu.kernel_source(row).split("def kernel")[1]
+    lines = body.splitlines()
+    inner = next(k for k, line in enumerate(lines) if line.lstrip().startswith("for i1"))
+    row_load = next(k for k, line in enumerate(lines) if "= v2[i0, 0]" in line)
+    assert row_load < inner
+    m, x, s = rand((6, 5)) > 0.5, rand((6, 5)), np.full((), -2.0, np.float32)
+    want = np.where(m, x, s)
+    cpu.compile_node(node, {0: 1})(m, x, s, x)
+    np.testing.assert_array_equal(x, want)
+    a, r = rand((6, 5)), rand((6, 1))
+    check(row, [a, r])
+
+
 def test_float32_exp_over_its_whole_range():
     # The vectorizable exp of generated kernels against NumPy's: within 4 ulp wherever the
     # result is a normal float32, and exact at the edges (inf, 0, NaN, overflow).

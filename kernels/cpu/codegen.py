@@ -568,17 +568,20 @@ def _pointwise_nest(
         lines.append(f"{keys[id(n)]} = _rng_key({_seed(n)}, a{_rng_offset_arg(n, args)}.reshape((1,))[0])")
     par = use_parallel(numel(shape))
     ivars = [names("i") for _ in lay.groups]
-    indent = ""
-    for g, iv in enumerate(ivars):
-        lines.append(f"{indent}for {iv} in {'prange' if par and g == 0 else 'range'}({lay.size_names[g]}):")
-        indent += "    "
-    env: dict[Value, str] = {}
+    innermost = len(ivars) - 1
+    # Each statement sits in the outermost loop it depends on: a broadcast operand loaded inside
+    # a loop that stores may alias it as far as LLVM knows, which keeps that loop scalar.
+    blocks: dict[int, list[str]] = {g: [] for g in range(-1, len(ivars))}
+    env: dict[Value, tuple[str, int]] = {}
 
-    def get(v: Value) -> str:
+    def depth_of(key: object) -> int:
+        return max((g for g in range(len(ivars)) if lay.full_on(key, g)), default=-1)
+
+    def get(v: Value) -> tuple[str, int]:
         if v not in env:  # an input, loaded where first used
-            env[v] = names()
             key = args[v]
-            lines.append(f"{indent}{env[v]} = {view[key]}[{lay.index(key, ivars)}]")
+            env[v] = (names(), depth_of(key))
+            blocks[env[v][1]].append(f"{env[v][0]} = {view[key]}[{lay.index(key, ivars)}]")
         return env[v]
 
     for n in body.nodes:
@@ -586,18 +589,26 @@ def _pointwise_nest(
         if o not in need:
             continue
         if n.op == "const":
-            env[o] = literal(n.attrs["value"], o.dtype)
+            env[o] = (literal(n.attrs["value"], o.dtype), -1)
             continue
         if n.op == "rng_uniform":
             flat = lay.flat_index(("rng", id(n)), ivars)
-            expr = f"{NP_TYPE[o.dtype]}(_rng_u({keys[id(n)]}, {flat}))"
+            expr, depth = f"{NP_TYPE[o.dtype]}(_rng_u({keys[id(n)]}, {flat}))", innermost
         else:
-            expr = scalar_expr(n, [get(i) for i in n.inputs], src)
-        env[o] = names()
-        lines.append(f"{indent}{env[o]} = {expr}")
+            operands = [get(i) for i in n.inputs]
+            expr = scalar_expr(n, [name for name, _ in operands], src)
+            depth = max((d for _, d in operands), default=-1)
+        env[o] = (names(), depth)
+        blocks[depth].append(f"{env[o][0]} = {expr}")
     for k in outs:
         key = store_key[k]
-        lines.append(f"{indent}{view[key]}[{lay.index(key, ivars)}] = {get(body.outputs[k])}")
+        blocks[innermost].append(f"{view[key]}[{lay.index(key, ivars)}] = {get(body.outputs[k])[0]}")
+    lines += blocks[-1]
+    indent = ""
+    for g, iv in enumerate(ivars):
+        lines.append(f"{indent}for {iv} in {'prange' if par and g == 0 else 'range'}({lay.size_names[g]}):")
+        indent += "    "
+        lines += [indent + line for line in blocks[g]]
     return par
 
 
