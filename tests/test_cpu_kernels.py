@@ -367,12 +367,15 @@ WINDOWS = [
     {"kernel": (3, 3), "padding": (1, 1)},
     {"kernel": (2, 3), "stride": (2, 1), "padding": (0, 1), "dilation": (1, 2)},
     {"kernel": (2, 2), "stride": (2, 2)},  # the last image column lies in no window
+    {"kernel": (3, 2), "stride": (3, 2), "padding": (2, 3), "dilation": (2, 1)},  # windows all padding
+    {"kernel": (5, 5), "padding": (4, 4), "dilation": (2, 2)},  # wider than the image
 ]
 
 
 @pytest.mark.parametrize("attrs", WINDOWS)
 def test_im2col(attrs):
     check(node_of("im2col", [((2, 3, 6, 7), "f32")], attrs), [rand((2, 3, 6, 7))])
+    check(node_of("im2col", [((1, 2, 6, 7), "i64")], attrs), [rand((1, 2, 6, 7), "i64")])
 
 
 @pytest.mark.parametrize("attrs", WINDOWS)

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from graphc.ir import GraphcError, Node, to_numpy_dtype
-from graphc.ir.ops import REGISTRY, conv_output_size
+from graphc.ir.ops import REGISTRY
 
 # numba's default OpenMP pool spin-waits between parallel kernels, and so do NumPy's OpenBLAS
 # threads between GEMMs: on 2 cores the two pools took turns stealing the cores from each other
@@ -40,6 +40,8 @@ from .codegen import (
     Body,
     Unsupported,
     accumulate_source,
+    col2im_source,
+    im2col_source,
     is_elementwise,
     max_pool_grad_source,
     max_pool_source,
@@ -48,7 +50,6 @@ from .codegen import (
     reduction_source,
     slice_source,
     transpose_source,
-    use_parallel,
 )
 
 Kernel = Callable[..., None]
@@ -277,38 +278,12 @@ def _scatter_add(node: Node) -> Built:
 
 
 # ---------------------------------------------------------------- image
-def _window(node: Node, h: int, w: int) -> tuple[int, ...]:
-    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-    (ph, pw), (dh, dw) = node.attrs["padding"], node.attrs["dilation"]
-    oh = conv_output_size(h, kh, sh, ph, dh)
-    ow = conv_output_size(w, kw, sw, pw, dw)
-    return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
-
-
-def _window_kernel(node: Node, image_shape, serial, parallel, body, name: str) -> Built:
-    """im2col/col2im: a hand-written kernel over (N*C) images, prange'd when large enough."""
-    n, c, h, w = image_shape
-    params = _window(node, h, w)
-    work = max(node.inputs[0].type.numel, node.outputs[0].type.numel)
-    fn = parallel if use_parallel(work, n * c) else serial
-
-    def make() -> Kernel:
-        def window(src: np.ndarray, dst: np.ndarray) -> None:
-            fn(src, dst, *params)
-
-        return window
-
-    return _handwritten([fn, body], make, f"{name} {params}")
-
-
 def _im2col(node: Node) -> Built:
-    shape = node.inputs[0].shape
-    return _window_kernel(node, shape, prim.im2col, prim.im2col_parallel, prim._im2col_body, "im2col")
+    return _generated(im2col_source(node))
 
 
 def _col2im(node: Node) -> Built:
-    shape = node.attrs["image_shape"]
-    return _window_kernel(node, shape, prim.col2im, prim.col2im_parallel, prim._col2im_body, "col2im")
+    return _generated(col2im_source(node))
 
 
 # ---------------------------------------------------------------- random

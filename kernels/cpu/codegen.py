@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from graphc.ir import Node, Value
-from graphc.ir.ops import REGISTRY
+from graphc.ir.ops import REGISTRY, conv_output_size
 from graphc.ir.types import FLOAT_DTYPES
 
 # Above this many elements a kernel loops with prange (parallel=True). Below it, waking the
@@ -1118,6 +1118,99 @@ def max_pool_grad_source(node: Node) -> str:
     ]
     title = f"max_pool2d_grad {node.attrs['kernel']} stride {node.attrs['stride']}"
     return Source(title).render(3, lines, par)
+
+
+def _window_params(node: Node, image: Sequence[int], cols: Sequence[int]) -> dict[str, int]:
+    """The constants of an im2col/col2im kernel: image and window sizes, strides, padding, dilation."""
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    (ph, pw), (dh, dw) = node.attrs["padding"], node.attrs["dilation"]
+    n, c, h, w = image
+    return dict(NC=n * c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw, L=cols[2])
+
+
+def _window_ranges(p: dict[str, int], oh: int, ow: int) -> list[str]:
+    # Output rows ylo <= y < yhi and columns xlo <= x < xhi of window offset (i, j) read pixels
+    # inside the image, so the loops over them need no bounds test and (stride 1) vectorize.
+    def first(pad: str, dil: str, var: str, stride: str) -> str:
+        return f"-((-({p[pad]} - {var} * {p[dil]})) // {p[stride]})"
+
+    def stop(size: str, pad: str, dil: str, var: str, stride: str) -> str:
+        return f"-((-({p[size]} + {p[pad]} - {var} * {p[dil]})) // {p[stride]})"
+
+    return [
+        f"        ylo = min(max({first('PH', 'DH', 'i', 'SH')}, 0), {oh})",
+        f"        yhi = max(min({stop('H', 'PH', 'DH', 'i', 'SH')}, {oh}), ylo)",
+        f"        for j in range({p['KW']}):",
+        f"            xlo = min(max({first('PW', 'DW', 'j', 'SW')}, 0), {ow})",
+        f"            xhi = max(min({stop('W', 'PW', 'DW', 'j', 'SW')}, {ow}), xlo)",
+        f"            k = i * {p['KW']} + j",
+    ]
+
+
+def im2col_source(node: Node) -> str:
+    """cols[n, (c, i, j), (y, x)] = the window pixel, or 0 in the padding; constants baked in."""
+    x, cols = node.inputs[0], node.outputs[0]
+    oh, ow = conv_output_shape(node, x.shape)
+    p = _window_params(node, x.shape, cols.shape)
+    zero = literal(0, x.dtype)
+    par = use_parallel(max(x.type.numel, cols.type.numel), p["NC"])
+    lines = [
+        f"x = a0.reshape(({p['NC']}, {p['H']}, {p['W']}))",
+        f"cols = a1.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
+        f"for q in {'prange' if par else 'range'}({p['NC']}):",
+        f"    for i in range({p['KH']}):",
+        *_window_ranges(p, oh, ow),
+        f"            for t in range(ylo * {ow}):",
+        f"                cols[q, k, t] = {zero}",
+        f"            for t in range(yhi * {ow}, {oh * ow}):",
+        f"                cols[q, k, t] = {zero}",
+        "            for y in range(ylo, yhi):",
+        f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}",
+        f"                base = y * {ow}",
+        "                for xo in range(xlo):",
+        f"                    cols[q, k, base + xo] = {zero}",
+        "                for xo in range(xlo, xhi):",
+        f"                    cols[q, k, base + xo] = x[q, iy, xo * {p['SW']} - {p['PW']} + j * {p['DW']}]",
+        f"                for xo in range(xhi, {ow}):",
+        f"                    cols[q, k, base + xo] = {zero}",
+    ]
+    return Source(f"im2col {_window_title(node)}").render(2, lines, par)
+
+
+def col2im_source(node: Node) -> str:
+    """The adjoint of im2col: each pixel the sum of its column entries, in (i, j) order."""
+    cols, x = node.inputs[0], node.outputs[0]
+    oh, ow = conv_output_shape(node, x.shape)
+    p = _window_params(node, x.shape, cols.shape)
+    par = use_parallel(max(x.type.numel, cols.type.numel), p["NC"])
+    lines = [
+        f"cols = a0.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
+        f"x = a1.reshape(({p['NC']}, {p['H'] * p['W']}))",
+        f"for q in {'prange' if par else 'range'}({p['NC']}):",
+        f"    for t in range({p['H'] * p['W']}):",
+        f"        x[q, t] = {literal(0, x.dtype)}",
+        f"    for i in range({p['KH']}):",
+        *_window_ranges(p, oh, ow),
+        "            for y in range(ylo, yhi):",
+        f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}",
+        f"                row = iy * {p['W']} - {p['PW']} + j * {p['DW']}",
+        f"                base = y * {ow}",
+        "                for xo in range(xlo, xhi):",
+        f"                    x[q, row + xo * {p['SW']}] += cols[q, k, base + xo]",
+    ]
+    return Source(f"col2im {_window_title(node)}").render(2, lines, par)
+
+
+def _window_title(node: Node) -> str:
+    a = node.attrs
+    return f"kernel {a['kernel']} stride {a['stride']} padding {a['padding']} dilation {a['dilation']}"
+
+
+def conv_output_shape(node: Node, image: Sequence[int]) -> tuple[int, int]:
+    """(oh, ow) of an im2col/col2im node over an NCHW image."""
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    (ph, pw), (dh, dw) = node.attrs["padding"], node.attrs["dilation"]
+    return conv_output_size(image[2], kh, sh, ph, dh), conv_output_size(image[3], kw, sw, pw, dw)
 
 
 def _nest(rank: int, bound: str, par: bool, lines: list[str]) -> str:

@@ -10,7 +10,7 @@ cache directory when that is read-only), not in the graphc kernel cache.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -101,80 +101,6 @@ def scatter_add3(idx, updates, out):
             for b in range(nb):
                 out[a, i, b] += updates[a, k, b]
     return -1
-
-
-def _im2col_body(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc):
-    n, c, h, w = x.shape
-    cv = cols.reshape((n, c, kh, kw, oh, ow))
-    b, ch = bc // c, bc % c
-    for i in range(kh):
-        for j in range(kw):
-            for y in range(oh):
-                iy = y * sh - ph + i * dh
-                if iy < 0 or iy >= h:
-                    for xo in range(ow):
-                        cv[b, ch, i, j, y, xo] = 0
-                    continue
-                for xo in range(ow):
-                    ix = xo * sw - pw + j * dw
-                    cv[b, ch, i, j, y, xo] = x[b, ch, iy, ix] if 0 <= ix < w else 0
-
-
-_im2col_one = njit(**_OPTS)(_im2col_body)
-
-
-@njit(**_OPTS)
-def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """NCHW x -> cols[n, (c, i, j), (y, x)] of every kh x kw window (zero outside the image)."""
-    for bc in range(x.shape[0] * x.shape[1]):
-        _im2col_one(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
-
-
-@njit(parallel=True, **_OPTS)
-def im2col_parallel(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """im2col with the (image, channel) planes split across threads."""
-    for bc in prange(x.shape[0] * x.shape[1]):
-        _im2col_one(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
-
-
-def _col2im_body(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc):
-    # Sums go into a zeroed padded plane, whose every window position is in range, so the inner
-    # loop has no bounds test (25% faster than testing each pixel); the crop drops the padding.
-    # Each pixel's contributions still add up in (i, j) order, as in the reference.
-    n, c, h, w = x.shape
-    cv = cols.reshape((n, c, kh, kw, oh, ow))
-    b, ch = bc // c, bc % c
-    hp = (oh - 1) * sh + (kh - 1) * dh + 1
-    wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    acc = np.zeros((hp, wp), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            for y in range(oh):
-                row = acc[y * sh + i * dh]
-                src = cv[b, ch, i, j, y]
-                for xo in range(ow):
-                    row[xo * sw + j * dw] += src[xo]
-    for iy in range(h):
-        for ix in range(w):
-            py, px = iy + ph, ix + pw
-            x[b, ch, iy, ix] = acc[py, px] if py < hp and px < wp else 0
-
-
-_col2im_one = njit(**_OPTS)(_col2im_body)
-
-
-@njit(**_OPTS)
-def col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """The adjoint of im2col: every column entry added back to its image pixel."""
-    for bc in range(x.shape[0] * x.shape[1]):
-        _col2im_one(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
-
-
-@njit(parallel=True, **_OPTS)
-def col2im_parallel(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
-    """col2im with the (image, channel) planes split across threads (they never overlap)."""
-    for bc in prange(x.shape[0] * x.shape[1]):
-        _col2im_one(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, bc)
 
 
 # The counter-based RNG of kernels/reference (lowbias32) in uint64 with explicit masks, so the
