@@ -36,7 +36,9 @@ Algorithm
   2. A value read both inside its group and outside becomes an extra output of the group (a
      multi-output fused node), unless it is cheap to recompute: a chain of at most
      ``MAX_RECOMPUTE_OPS`` elementwise ops inside its group reading at most
-     ``MAX_RECOMPUTE_LEAVES`` values from outside that group, and every outside reader is a
+     ``MAX_RECOMPUTE_LEAVES`` values from outside that group or from its matmul (whose result
+     is stored anyway: attention's scale moves from the score matmul's epilogue, one more pass
+     over the scores, into the softmax that reads them), and every outside reader is a
      pointwise or reduction group that stays legal with the chain copied in. Then each reader
      computes the value itself, and the original is dropped when nothing else needs it.
   3. Groups with two or more ops become ``fused`` nodes (``attrs["kind"]``, ``node.subgraph``),
@@ -257,9 +259,9 @@ class _Fuser:
                 p = self.prod.get(v)
                 if p is not None and self.roles[p] == "source":
                     continue
-                if p is not None and p in members:
+                if p is not None and p in members and self.roles[p] != "matmul":
                     stack.append(p)
-                else:
+                else:  # a matmul's result is stored anyway: its epilogue can be recomputed
                     leaves.add(v)
         if len(leaves) > MAX_RECOMPUTE_LEAVES:
             return None

@@ -218,6 +218,31 @@ def test_cheap_shared_value_is_recomputed_by_its_readers():
         assert names(n.inputs) == ["x", "y"]  # p is never written to memory
 
 
+def test_epilogue_read_only_by_a_reduction_moves_into_it():
+    # Attention's scores: softmax(q @ k^T * scale). As a matmul epilogue the scale would be one
+    # more pass over the scores; inside the softmax it is a multiply on a row already loaded.
+    g = parse(
+        """
+        graph g(%q: f32[2,4,8], %k: f32[2,8,4]) {
+          %m = matmul(%q, %k) : f32[2,4,4]
+          %c = const() {value=0.125, dtype="f32"} : f32[]
+          %s = mul(%m, %c) : f32[2,4,4]
+          %top = max(%s) {axes=(2,), keepdims=True} : f32[2,4,1]
+          %d = sub(%s, %top) : f32[2,4,4]
+          %e = exp(%d) : f32[2,4,4]
+          %z = sum(%e) {axes=(2,), keepdims=True} : f32[2,4,1]
+          %p = div(%e, %z) : f32[2,4,4]
+          return %p
+        }
+        """
+    )
+    out = fuse(g)
+    assert [n.attrs.get("kind", n.op) for n in out.nodes] == ["matmul", "reduction"]
+    mm, softmax = out.nodes
+    assert mm.op == "matmul" and names(softmax.inputs) == ["m"]
+    assert "mul" in [n.op for n in softmax.subgraph.nodes]
+
+
 def test_expensive_shared_value_is_not_recomputed():
     g = parse(
         """

@@ -253,7 +253,9 @@ class Source:
             self.helpers.setdefault(name, _ERF_F32.format(deco=decorator(False, '{"contract"}')))
             return "_erf_f32"
         if name == "exp_f32":
-            self.helpers.setdefault(name, _EXP_F32.format(deco=decorator(False)))
+            # contract here too: FMAs in its polynomial make a softmax row 25% cheaper, and the
+            # result stays within 1 ulp of the correctly rounded exp.
+            self.helpers.setdefault(name, _EXP_F32.format(deco=decorator(False, '{"contract"}')))
             return "_exp_f32"
         if name == "rng":
             self.helpers.setdefault(name, _RNG.format(deco=decorator(False)))
