@@ -469,6 +469,7 @@ def test_loop_invariant_operands_are_loaded_outside_the_loops():
     node = node_of("where", [((6, 5), "bool"), ((6, 5), "f32"), ((), "f32")])
     body = cpu.build(node, {0: 1}).source.split("def kernel")[1]
     assert body.index("v2[0]") < body.index("for ")
+    assert "unseen(v0[i0])" in body  # the overwritten input's load: no masked stores
     row = node_of("mul", [((6, 5), "f32"), ((6, 1), "f32")])
     body = cpu.kernel_source(row).split("def kernel")[1]
     lines = body.splitlines()
@@ -481,6 +482,20 @@ def test_loop_invariant_operands_are_loaded_outside_the_loops():
     np.testing.assert_array_equal(x, want)
     a, r = rand((6, 5)), rand((6, 1))
     check(row, [a, r])
+
+
+def test_unseen_returns_its_argument():
+    from numba import njit
+
+    from graphc.kernels.cpu.intrinsics import unseen
+
+    @njit
+    def through(x, y, z):
+        return unseen(x), unseen(y), unseen(z)
+
+    assert through(np.float32(-1.5), np.int64(-7), True) == (np.float32(-1.5), -7, True)
+    nan, neg_zero, _ = through(np.float32(np.nan), -0.0, False)
+    assert np.isnan(nan) and neg_zero == 0.0 and np.signbit(neg_zero)
 
 
 def test_float32_exp_over_its_whole_range():

@@ -257,6 +257,9 @@ class Source:
             # result stays within 1 ulp of the correctly rounded exp.
             self.helpers.setdefault(name, _EXP_F32.format(deco=decorator(False, '{"contract"}')))
             return "_exp_f32"
+        if name == "unseen":
+            self.helpers.setdefault(name, "\nfrom graphc.kernels.cpu.intrinsics import unseen\n")
+            return "unseen"
         if name == "rng":
             self.helpers.setdefault(name, _RNG.format(deco=decorator(False)))
             return "_rng_u"
@@ -579,11 +582,16 @@ def _pointwise_nest(
     def depth_of(key: object) -> int:
         return max((g for g in range(len(ivars)) if lay.full_on(key, g)), default=-1)
 
+    overwritten = set(store_key.values()) & set(args.values())
+
     def get(v: Value) -> tuple[str, int]:
         if v not in env:  # an input, loaded where first used
             key = args[v]
             env[v] = (names(), depth_of(key))
-            blocks[env[v][1]].append(f"{env[v][0]} = {view[key]}[{lay.index(key, ivars)}]")
+            load = f"{view[key]}[{lay.index(key, ivars)}]"
+            if key in overwritten:  # see intrinsics.unseen: no masked stores
+                load = f"{src.need('unseen')}({load})"
+            blocks[env[v][1]].append(f"{env[v][0]} = {load}")
         return env[v]
 
     for n in body.nodes:
