@@ -36,9 +36,10 @@ Algorithm
   2. A value read both inside its group and outside becomes an extra output of the group (a
      multi-output fused node), unless it is cheap to recompute: a chain of at most
      ``MAX_RECOMPUTE_OPS`` elementwise ops inside its group reading at most
-     ``MAX_RECOMPUTE_LEAVES`` values from outside that group or from its matmul (whose result
-     is stored anyway: attention's scale moves from the score matmul's epilogue, one more pass
-     over the scores, into the softmax that reads them), and every outside reader is a
+     ``MAX_RECOMPUTE_LEAVES`` values from outside that group, plus its matmul's result (stored
+     anyway: attention's scale moves from the score matmul's epilogue, one more pass over the
+     scores, into the softmax that reads them; a residual's bias and skip adds into the layer
+     norm after them), and every outside reader is a
      pointwise or reduction group that stays legal with the chain copied in. Then each reader
      computes the value itself, and the original is dropped when nothing else needs it.
   3. Groups with two or more ops become ``fused`` nodes (``attrs["kind"]``, ``node.subgraph``),
@@ -263,7 +264,8 @@ class _Fuser:
                     stack.append(p)
                 else:  # a matmul's result is stored anyway: its epilogue can be recomputed
                     leaves.add(v)
-        if len(leaves) > MAX_RECOMPUTE_LEAVES:
+        products = {v for v in leaves if v in self.prod and self.roles[self.prod[v]] == "matmul"}
+        if len(leaves - products) > MAX_RECOMPUTE_LEAVES:
             return None
         return cone, leaves
 

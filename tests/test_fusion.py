@@ -243,6 +243,22 @@ def test_epilogue_read_only_by_a_reduction_moves_into_it():
     assert "mul" in [n.op for n in softmax.subgraph.nodes]
 
 
+def test_residual_epilogue_moves_into_the_layer_norm():
+    # Post-norm residual: norm(x + (h @ w + b)). The bias and residual adds read two values
+    # besides the product; the product does not count against the recompute limit.
+    g = Graph("residual")
+    h = g.add_input("h", TensorType((6, 8)))
+    w = g.add_input("w", TensorType((8, 8)))
+    b = g.add_input("b", TensorType((8,)))
+    x = g.add_input("x", TensorType((6, 8)))
+    y = g.op("add", x, g.op("add", g.op("matmul", h, w), b))
+    g.add_output(layer_norm(g, y))
+    out = fuse(g)
+    assert [n.attrs.get("kind", n.op) for n in out.nodes] == ["matmul", "reduction"]
+    norm = out.nodes[1]
+    assert sorted(names(norm.inputs)) == sorted([out.nodes[0].output.name, "b", "x"])
+
+
 def test_expensive_shared_value_is_not_recomputed():
     g = parse(
         """
