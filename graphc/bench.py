@@ -743,11 +743,8 @@ def profile_plan(plan: Any, call: Callable[[], Any], reps: int = 10) -> dict:
     step, so the sum of the kernels and the whole call see the same machine. A matmul kernel
     reports GFLOP/s; every kernel its bytes in + out per second (GB/s), to compare with the limits.
     """
-    nodes = getattr(plan, "step_nodes", None) or [
-        n
-        for n in plan.graph.nodes
-        if not (n.op == "reshape" and plan.memory_plan.buffers[n.outputs[0].name].alias_of)
-    ]
+    nodes = getattr(plan, "step_nodes", None)
+    nodes = nodes or [n for n in plan.graph.nodes if not plan.memory_plan.is_view(n)]
     if len(nodes) != len(plan.steps):
         nodes = [None] * len(plan.steps)
     times: list[list[float]] = [[] for _ in plan.steps]

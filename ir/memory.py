@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .graph import Node
+
+# Ops whose result the memory planner may place on its operand's bytes, leaving nothing to run.
+VIEW_OPS = ("reshape", "slice")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,11 @@ class MemoryPlan:
     naive_bytes: int = 0  # sum of every buffer's size, as if nothing were reused
     lower_bound: int = 0  # the most bytes live at any one step: no plan can do better
     alignment: int = 64
+
+    def is_view(self, node: Node) -> bool:
+        """Whether ``node``'s result is planned as a view of its operand's bytes (nothing to run)."""
+        buf = self.buffers.get(node.outputs[0].name) if node.outputs else None
+        return node.op in VIEW_OPS and buf is not None and buf.alias_of is not None
 
     def summary(self) -> str:
         """Naive bytes, lower bound and arena on one line."""

@@ -5,7 +5,9 @@ copied in before step 0) to the last step that reads it (``len(nodes)`` for a gr
 Buffers cover data inputs and every node output; param/const/state inputs live outside the arena.
 
 Sharing bytes, two ways (``Buffer.alias_of`` names the root buffer that owns them):
-- a reshape of an arena value is a view of its input; the runtime skips that node;
+- a reshape of an arena value is a view of its input, and so is a slice that takes one
+  contiguous, aligned block of it (a split of the leading axis: attention's q, k, v out of one
+  projection); the runtime skips those nodes;
 - a pointwise op (or pointwise fused node) writes its output over an operand of the same shape
   and dtype whose bytes (with all their views) die at that op; the kernel still runs.
 The root's live range is extended to cover every alias, so the placement only sees roots.
@@ -21,7 +23,7 @@ lower bound the most bytes live at one step, which no placement of these roots c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,28 +71,74 @@ def live_intervals(graph: Graph, nodes: list[Node] | None = None) -> dict[Value,
     return {v: (a, b) for v, (a, b) in interval.items()}
 
 
+def slice_view_offset(node: Node) -> int | None:
+    """Byte offset of a slice's result in its (C-contiguous) operand when the result is one
+    contiguous block of it, else None: leading axes pick one index, one axis a step-1 range,
+    and the trailing axes stay whole."""
+    if node.op != "slice":
+        return None
+    x, out = node.inputs[0], node.output
+    if out.type.nbytes == 0:
+        return None
+    starts, steps = node.attrs["starts"], node.attrs["steps"]
+    rank = len(x.shape)
+    lead = 0
+    while lead < rank - 1 and out.shape[lead] == 1:
+        lead += 1
+    if out.shape[lead] > 1 and steps[lead] != 1:
+        return None
+    if any(out.shape[d] != x.shape[d] or (x.shape[d] > 1 and starts[d] != 0) for d in range(lead + 1, rank)):
+        return None
+    stride, offset = x.type.itemsize, 0
+    for d in range(rank - 1, -1, -1):
+        offset += starts[d] * stride
+        stride *= x.shape[d]
+    return offset
+
+
+def view_offset(node: Node) -> int | None:
+    """Byte offset of ``node``'s result in its operand's bytes if the result can be a view of
+    them (a reshape, or a contiguous slice starting on an aligned byte), else None."""
+    if node.op == "reshape":
+        return 0
+    offset = slice_view_offset(node)
+    return offset if offset is not None and offset % ALIGNMENT == 0 else None
+
+
 @dataclass
 class _Classes:
-    """Union-find of values sharing bytes, with each root's extended end."""
+    """Union-find of values sharing bytes, with each root's extended end and each value's offset."""
 
     parent: dict[Value, Value]
     end: dict[Value, int]
+    delta: dict[Value, int] = field(default_factory=dict)  # bytes past its parent's start
 
     def find(self, v: Value) -> Value:
         while self.parent[v] is not v:
             v = self.parent[v]
         return v
 
-    def union_into(self, child_root: Value, root: Value) -> None:
+    def offset(self, v: Value) -> int:
+        """Where ``v``'s bytes start within its root's."""
+        total = 0
+        while self.parent[v] is not v:
+            total += self.delta.get(v, 0)
+            v = self.parent[v]
+        return total
+
+    def union_into(self, child_root: Value, root: Value, offset: int = 0) -> None:
         self.parent[child_root] = root
+        self.delta[child_root] = offset
         self.end[root] = max(self.end[root], self.end[child_root])
 
 
 def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -> _Classes:
     classes = _Classes({v: v for v in intervals}, {v: e for v, (_, e) in intervals.items()})
     for n in nodes:
-        if n.op == "reshape" and n.inputs[0] in intervals:
-            classes.union_into(n.output, classes.find(n.inputs[0]))
+        offset = view_offset(n) if n.inputs and n.inputs[0] in intervals else None
+        if offset is not None:
+            x = n.inputs[0]
+            classes.union_into(n.output, classes.find(x), classes.offset(x) + offset)
     if not in_place:
         return classes
     for k, n in enumerate(nodes):
@@ -106,12 +154,20 @@ def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -
                 r = classes.find(v)
                 if r in taken or classes.end[r] != k:
                     continue
-                # Another operand viewing the same bytes with another shape would be read at
+                # Another operand on these bytes with another shape or start would be read at
                 # other positions than the ones being overwritten.
-                if any(w in intervals and classes.find(w) is r and w.shape != o.shape for w in n.inputs):
+                at, size = classes.offset(v), v.type.nbytes
+                if any(
+                    w in intervals
+                    and classes.find(w) is r
+                    and (w.shape != o.shape or classes.offset(w) != at)
+                    and classes.offset(w) < at + size
+                    and at < classes.offset(w) + w.type.nbytes
+                    for w in n.inputs
+                ):
                     continue
                 taken.add(r)
-                classes.union_into(o, r)
+                classes.union_into(o, r, at)
                 break
     return classes
 
@@ -199,7 +255,8 @@ def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
         if r is v:
             buffers[v.name] = Buffer(v.name, offsets[v], v.type.nbytes, a, end[v])
         else:
-            buffers[v.name] = Buffer(v.name, offsets[r], v.type.nbytes, a, b, alias_of=r.name)
+            at = offsets[r] + classes.offset(v)
+            buffers[v.name] = Buffer(v.name, at, v.type.nbytes, a, b, alias_of=r.name)
     return MemoryPlan(
         arena_bytes=align(arena),
         buffers=buffers,
@@ -225,8 +282,8 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
     """Raise GraphcError if two buffers live at the same step share bytes without a legal alias.
 
     Independent of the planner: live ranges come from the graph, and sharing is allowed only
-    between a value and its reshape views, or at the one step where a pointwise op writes its
-    output over an operand (of the same shape and dtype) that dies there.
+    between a value and its views (reshapes, contiguous slices), or at the one step where a
+    pointwise op writes its output over an operand (of the same shape and dtype) that dies there.
     """
     intervals = live_intervals(graph)
     names = {v.name: v for v in intervals}
@@ -250,7 +307,7 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
             raise GraphcError(
                 f"memory plan: %{v.name} is live over [{a}, {b}] but planned for [{buf.start}, {buf.end}]"
             )
-    # Values equal as bytes: a reshape view at the same offset as its operand.
+    # Views of an operand's bytes: a reshape at its offset, a contiguous slice inside it.
     view: dict[Value, Value] = {}
 
     def root(v: Value) -> Value:
@@ -259,8 +316,9 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
         return v
 
     for n in nodes:
-        if n.op == "reshape" and n.inputs[0] in intervals:
-            if plan.buffers[n.output.name].offset == plan.buffers[n.inputs[0].name].offset:
+        offset = view_offset(n) if n.inputs and n.inputs[0] in intervals else None
+        if offset is not None:
+            if plan.buffers[n.output.name].offset == plan.buffers[n.inputs[0].name].offset + offset:
                 view[n.output] = n.inputs[0]
     values = [v for v in intervals if v.type.nbytes > 0]
     if len(values) < 2:

@@ -69,7 +69,7 @@ class DevicePlan:
         self._updates = [(name, graph.outputs[i].name) for name, i in graph.updates.items()]
 
     def _bind_buffers(self, cuda) -> set[int]:
-        """Device arrays for data inputs and node outputs; returns the reshape nodes to skip."""
+        """Device arrays for data inputs and node outputs; returns the view nodes to skip."""
         values: dict[str, Value] = {v.name: v for v in self._inputs}
         values.update({v.name: v for n in self.graph.nodes for v in n.outputs})
         skip: set[int] = set()
@@ -101,7 +101,7 @@ class DevicePlan:
             raw = self.arena[buf.offset : buf.offset + nbytes]
             self._device[name] = raw.view(v.type.np_dtype).reshape(v.shape)
         for node in self.graph.nodes:
-            if node.op == "reshape" and mp.buffers[node.outputs[0].name].alias_of:
+            if mp.is_view(node):
                 skip.add(id(node))
         return skip
 

@@ -98,10 +98,11 @@ class Plan:
         step_values: list[list[Value]] = []
         views_of: dict[str, list[Value]] = {}  # buffer root -> the skipped reshapes viewing it
         for node in graph.nodes:
-            alias = memory_plan.buffers[node.output.name].alias_of if node.op == "reshape" else None
-            if alias:
-                views_of.setdefault(alias, []).append(node.output)
-                continue  # a view of its input: no work to do
+            if memory_plan.is_view(node):  # a view of its input's bytes: no work to do
+                root = memory_plan.buffers[node.output.name].alias_of
+                if node.op == "reshape":  # slices sit at an offset: their bytes are never rebound
+                    views_of.setdefault(root, []).append(node.output)
+                continue
             step_values.append([*node.inputs, *node.outputs])
             self.steps.append((node, [self._array(v) for v in step_values[-1]]))
         update_indices = set(graph.updates.values())
@@ -170,6 +171,7 @@ class Plan:
         buffers = self.memory_plan.buffers.values()
         view_names = {v.name for vs in views_of.values() for v in vs}
         shared = {b.alias_of for b in buffers if b.alias_of}
+        # Bytes written in place, or viewed by a slice at an offset, stay in the arena.
         overwritten = {b.alias_of for b in buffers if b.alias_of and b.value not in view_names}
         positions: dict[str, list[tuple[int, int]]] = {}
         for i, values in enumerate(step_values):
@@ -192,12 +194,7 @@ class Plan:
             and v.name not in read_after
             and not any(w.name in read_after for w in views_of.get(v.name, ()))
         }
-        written = {
-            v.name
-            for n in self.graph.nodes
-            if n.op != "reshape" or n.output.name not in view_names
-            for v in n.outputs
-        }
+        written = {v.name for n in self.graph.nodes if not self.memory_plan.is_view(n) for v in n.outputs}
         updated = {self.graph.outputs[i].name for i in self.graph.updates.values()}
         results = {}
         for i in self._result_indices:

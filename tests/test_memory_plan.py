@@ -156,6 +156,76 @@ def test_no_in_place_over_a_graph_output_or_a_value_read_later():
     assert_runs_in_arena(g, plan)
 
 
+def test_contiguous_aligned_slices_are_views():
+    # attention's q, k, v split out of one projection: blocks of the leading axis, no copies
+    g = parse(
+        """
+        graph g(%x: f32[3,4,8], %y: f32[4,8]) {
+          %p = exp(%x) : f32[3,4,8]
+          %q = slice(%p) {starts=(0, 0, 0), stops=(1, 4, 8), steps=(1, 1, 1)} : f32[1,4,8]
+          %k = slice(%p) {starts=(1, 0, 0), stops=(2, 4, 8), steps=(1, 1, 1)} : f32[1,4,8]
+          %m = slice(%p) {starts=(0, 2, 0), stops=(1, 4, 8), steps=(1, 1, 1)} : f32[1,2,8]
+          %odd = slice(%p) {starts=(2, 1, 0), stops=(3, 2, 8), steps=(1, 1, 1)} : f32[1,1,8]
+          %mid = slice(%p) {starts=(0, 0, 2), stops=(3, 4, 6), steps=(1, 1, 1)} : f32[3,4,4]
+          %a = add(%q, %k) : f32[1,4,8]
+          %b = mul(%a, %y) : f32[1,4,8]
+          return %b, %m, %odd, %mid
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    bufs = plan.buffers
+    root, base = bufs["p"].alias_of or "p", bufs["p"].offset  # exp may run in place over x
+    assert (bufs["q"].alias_of, bufs["q"].offset) == (root, base)
+    assert (bufs["k"].alias_of, bufs["k"].offset) == (root, base + 128)
+    assert (bufs["m"].alias_of, bufs["m"].offset) == (root, base + 64)  # rows 2-3 of block 0
+    assert bufs["odd"].alias_of is None  # byte 288 is not 64-aligned: copied
+    assert bufs["mid"].alias_of is None  # inner columns are not one block: copied
+    assert [plan.is_view(n) for n in g.nodes if n.op == "slice"] == [True, True, True, False, False]
+    assert_runs_in_arena(g, plan)
+
+
+def test_no_in_place_over_a_slice_another_operand_overlaps():
+    g = parse(
+        """
+        graph g(%x: f32[3,4,16]) {
+          %p = exp(%x) : f32[3,4,16]
+          %a = slice(%p) {starts=(0, 0, 0), stops=(2, 4, 16), steps=(1, 1, 1)} : f32[2,4,16]
+          %b = slice(%p) {starts=(1, 0, 0), stops=(3, 4, 16), steps=(1, 1, 1)} : f32[2,4,16]
+          %c = sub(%b, %a) : f32[2,4,16]
+          return %c
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    root = plan.buffers["p"].alias_of or "p"
+    assert plan.buffers["a"].alias_of == root and plan.buffers["b"].alias_of == root
+    assert plan.buffers["c"].alias_of is None  # over a, it would clobber b's first row before use
+    assert_runs_in_arena(g, plan)
+
+
+def test_checker_rejects_a_slice_view_at_the_wrong_offset():
+    g = parse(
+        """
+        graph g(%x: f32[2,16]) {
+          %p = exp(%x) : f32[2,16]
+          %s = slice(%p) {starts=(1, 0), stops=(2, 16), steps=(1, 1)} : f32[1,16]
+          %t = neg(%s) : f32[1,16]
+          %u = add(%t, %p) : f32[2,16]
+          return %u
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    moved = dataclasses.replace(plan.buffers["s"], offset=plan.buffers["p"].offset)
+    bad = dataclasses.replace(plan, buffers={**plan.buffers, "s": moved})
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g, bad)
+
+
 def test_no_in_place_for_reductions_and_shape_changes():
     g = parse(
         """
