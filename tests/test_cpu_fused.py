@@ -112,6 +112,18 @@ def test_softmax_rows_with_nan_and_infinities():
         check(fused(softmax, types, "reduction"), [x])
 
 
+def test_softmax_exp_of_values_below_the_row_max():
+    # x - max(x) is never positive: the kernel uses the exp without overflow handling, which
+    # must still give 0 below the float32 range and 1 at the maximum.
+    types = [((3, 8), "f32")]
+    node = fused(softmax, types, "reduction")
+    assert "_exp_nonpos_f32(" in cpu.kernel_source(node)
+    x = data(types)[0] * 30
+    x[1, :4] = [0.0, -87.0, -88.0, -1e30]
+    x[2, :] = np.float32(88.0)
+    check(node, [x])
+
+
 def test_softmax_rows_of_3d():
     types = [((2, 3, 7), "f32")]
     check(fused(softmax, types, "reduction"), data(types))
