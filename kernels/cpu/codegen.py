@@ -106,18 +106,9 @@ def _erf_f32(x):
     return x * p / q
 """
 
-_EXP_F32 = """
-from graphc.kernels.cpu.intrinsics import f32_from_bits
-
-
-{deco}
-def _exp_f32(x):
-    # exp for float32 that LLVM vectorizes (libm's expf is a call, which keeps a softmax loop
-    # scalar): x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e**r by Cephes'
-    # degree-6 polynomial (relative error ~1e-7), 2**n built from its exponent bits.
-    # Past the float32 range: inf; below the smallest normal (x < -87.34): 0; NaN passes.
-    c = x if x < np.float32(88.72283) else np.float32(88.72283)
-    c = c if c > np.float32(-87.33654) else np.float32(-87.33654)
+# e**c for c in the float32 range: c = n*ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2),
+# e**r by Cephes' degree-6 polynomial (relative error ~1e-7); y = e**r, n left for the caller.
+_EXP_REDUCED = """
     n = np.floor(c * np.float32(1.44269504) + np.float32(0.5))
     r = c - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
@@ -126,7 +117,22 @@ def _exp_f32(x):
     p = p * r + np.float32(4.1665795894e-2)
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
-    y = p * (r * r) + r + np.float32(1.0)
+    y = p * (r * r) + r + np.float32(1.0)"""
+
+_EXP_F32 = (
+    """
+from graphc.kernels.cpu.intrinsics import f32_from_bits
+
+
+{deco}
+def _exp_f32(x):
+    # exp for float32 that LLVM vectorizes (libm's expf is a call, which keeps a softmax loop
+    # scalar); 2**n built from its exponent bits.
+    # Past the float32 range: inf; below the smallest normal (x < -87.34): 0; NaN passes.
+    c = x if x < np.float32(88.72283) else np.float32(88.72283)
+    c = c if c > np.float32(-87.33654) else np.float32(-87.33654)"""
+    + _EXP_REDUCED
+    + """
     # 2**n from its exponent bits; n = 128 (one past the largest exponent) as 2**127 * 2.
     top = n > np.float32(127.0)
     m = n - np.float32(1.0) if top else n
@@ -136,8 +142,10 @@ def _exp_f32(x):
     y = y if x > np.float32(-87.33654) else np.float32(0.0)
     return y if x == x else x
 """
+)
 
-_EXP_NONPOS_F32 = """
+_EXP_NONPOS_F32 = (
+    """
 from graphc.kernels.cpu.intrinsics import f32_from_bits
 
 
@@ -145,20 +153,14 @@ from graphc.kernels.cpu.intrinsics import f32_from_bits
 def _exp_nonpos_f32(x):
     # _exp_f32 for x <= 0 or NaN (softmax's x - max(x)): 2**n for n in [-126, 0] needs none of
     # the overflow handling, a fifth fewer instructions per element.
-    c = x if x > np.float32(-87.33654) else np.float32(-87.33654)
-    n = np.floor(c * np.float32(1.44269504) + np.float32(0.5))
-    r = c - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    y = p * (r * r) + r + np.float32(1.0)
+    c = x if x > np.float32(-87.33654) else np.float32(-87.33654)"""
+    + _EXP_REDUCED
+    + """
     y = y * f32_from_bits(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
     y = y if x > np.float32(-87.33654) else np.float32(0.0)
     return y if x == x else x
 """
+)
 
 # The counter-based RNG of kernels/reference (lowbias32), in uint64 with explicit masks so the
 # arithmetic is exactly the reference's uint32 arithmetic.
