@@ -8,7 +8,9 @@ Roles (from the op registry's fusion class)
   matmul       may head a "matmul" group (its epilogue); never fused into another group
   prologue     a transpose swapping the last two axes whose only reader is a matmul: it joins
                that matmul's group, where a backend passes BLAS a transposed view instead of
-               copying (weight transposes of Linear, and the transposes autodiff makes)
+               copying (weight transposes of Linear, and the transposes autodiff makes); so do
+               longer chains of transposes, slices and reshapes into a matmul operand that NumPy
+               can express as one strided view (attention's q, k, v out of the QKV projection)
   source       ``const`` nodes: never a group of their own, copied into every body that reads them
   (none)       injective ops (reshape, transpose, slice, pad, concat), opaque ops (gather,
                im2col, argmax, rng_uniform, ...) and existing fused nodes stay as they are
@@ -54,6 +56,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from graphc.ir import Graph, GraphcError, Node, Value
 
 from .util import fusion_class, graph_pass
@@ -61,6 +65,7 @@ from .util import fusion_class, graph_pass
 MAX_RECOMPUTE_OPS = 3
 MAX_RECOMPUTE_LEAVES = 2
 _PREFERENCE = {"reduction": 0, "matmul": 1, "pointwise": 2, "prologue": 3}
+VIEW_CHAIN_OPS = ("transpose", "slice", "reshape")
 
 
 def is_last_axes_swap(node: Node) -> bool:
@@ -70,6 +75,36 @@ def is_last_axes_swap(node: Node) -> bool:
     perm = tuple(node.attrs["perm"])
     rank = len(perm)
     return rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
+
+
+def _is_view_chain(chain: list[Node]) -> bool:
+    """Whether NumPy can express ``chain`` (matmul side first) as a view of its first input.
+
+    Replayed on a stand-in with the input's C strides and no real memory behind it: setting
+    ``shape`` raises, without touching data, where a reshape would have to copy.
+    """
+    x = chain[-1].inputs[0]
+    strides = [1] * len(x.shape)
+    for d in range(len(x.shape) - 2, -1, -1):
+        strides[d] = strides[d + 1] * x.shape[d + 1]
+    arr = np.lib.stride_tricks.as_strided(np.empty(1, np.uint8), x.shape, tuple(strides), writeable=False)
+    for node in reversed(chain):
+        if node.op == "transpose":
+            arr = arr.transpose(tuple(node.attrs["perm"]))
+        elif node.op == "slice":
+            a = node.attrs
+            arr = arr[tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))]
+        else:
+            arr = arr.view()
+            try:
+                arr.shape = node.outputs[0].shape
+            except AttributeError:
+                return False
+    return True
+
+
+def _permutes(node: Node) -> bool:
+    return node.op == "transpose" and not is_last_axes_swap(node)
 
 
 def is_trailing_reduction(node: Node) -> bool:
@@ -96,18 +131,27 @@ def role(node: Node) -> str | None:
     return None
 
 
-def classify(nodes: list[Node]) -> str | None:
-    """The kind of a candidate group (nodes in topological order), or None when it is not legal."""
+def classify(nodes: list[Node], views: frozenset[Node] = frozenset()) -> str | None:
+    """The kind of a candidate group (nodes in topological order), or None when it is not legal.
+
+    ``views``: movement nodes (see ``operand_views``) that may sit in a matmul's prologue.
+    """
     members = {v for n in nodes for v in n.outputs}
     mms = [n for n in nodes if n.op == "matmul"]
     reds = [n for n in nodes if role(n) == "reduction"]
-    prologue = [n for n in nodes if role(n) == "prologue"]
+    prologue = [n for n in nodes if role(n) == "prologue" or n in views]
     if len(mms) > 1 or (mms and reds) or (prologue and not mms):
         return None
     if mms:
         (mm,) = mms
-        if any(p.output not in mm.inputs or any(v in members for v in p.inputs) for p in prologue):
-            return None
+        made = {p.output: p for p in prologue}
+        for p in prologue:
+            # a chain of views from one outside value to one matmul operand
+            readers = [n for n in nodes if p.output in n.inputs]
+            if len(readers) != 1 or not (readers[0] is mm or readers[0] in prologue):
+                return None
+            if any(v in members and v not in made for v in p.inputs):
+                return None
         domain = mm.output.shape
         reached = {mm.output}
         for n in nodes:
@@ -155,7 +199,9 @@ class _Fuser:
         for n in graph.nodes:
             for v in n.inputs:
                 self.users.setdefault(v, []).append(n)
-        self.roles = {n: role(n) for n in graph.nodes}
+        self.outputs = set(graph.outputs)
+        self.views = frozenset(self._operand_views())
+        self.roles = {n: "prologue" if n in self.views else role(n) for n in graph.nodes}
         self.uid: dict[Node, int] = {}
         self.groups: dict[int, _Group] = {}
         for i, n in enumerate(graph.nodes):
@@ -165,7 +211,6 @@ class _Fuser:
             r = self.roles[n]
             if r is not None:
                 self.groups[i] = _Group(i, [n], "pointwise" if r == "elementwise" else r)
-        self.outputs = set(graph.outputs)
         # The contracted DAG over units (groups and lone nodes); const nodes are left out since
         # nothing feeds them, so no cycle can pass through one.
         self.succ: dict[int, set[int]] = {u: set() for u in self.uid.values()}
@@ -178,6 +223,35 @@ class _Fuser:
                 if p is not None and p in self.uid and self.uid[p] != self.uid[n]:
                     self.succ[self.uid[p]].add(self.uid[n])
                     self.pred[self.uid[n]].add(self.uid[p])
+
+    def _operand_views(self) -> set[Node]:
+        """Movement chains (transpose, slice, reshape) into a matmul operand that a backend can
+        pass as one strided view: each link read only by the next, and at least one link a
+        transpose or slice (which would otherwise copy). Attention's q, k and v out of the
+        QKV projection are such chains."""
+        found: set[Node] = set()
+        for mm in self.graph.nodes:
+            if mm.op != "matmul":
+                continue
+            for v in mm.inputs:
+                chain, reader = [], mm
+                p = self.prod.get(v)
+                while (
+                    p is not None
+                    and p.op in VIEW_CHAIN_OPS
+                    and p.output not in self.outputs
+                    and all(u is reader for u in self.users.get(p.output, ()))
+                ):
+                    chain.append(p)
+                    reader, p = p, self.prod.get(p.inputs[0])
+                copying = [
+                    k
+                    for k, n in enumerate(chain)
+                    if n.op == "slice" or (n.op == "transpose" and not is_last_axes_swap(n))
+                ]
+                if copying and _is_view_chain(chain[: copying[-1] + 1]):
+                    found.update(chain[: copying[-1] + 1])
+        return found
 
     # ------------------------------------------------------------ step 1: grouping
     def _reaches(self, starts: set[int], target: int) -> bool:
@@ -235,10 +309,31 @@ class _Fuser:
                 if a not in self.groups or a == b:
                     continue
                 nodes = sorted(self.groups[a].nodes + self.groups[b].nodes, key=self.index.__getitem__)
-                kind = classify(nodes)
+                kind = classify(nodes, self.views)
                 if kind is None or self._reaches(self.succ[a] - {b}, b):
                     continue
                 self._merge(a, b, kind, nodes)
+            if self.roles[n] == "matmul":
+                self._absorb_chains(self.uid[n])
+
+    def _absorb_chains(self, b: int) -> None:
+        """Merge the farther links of the view chains whose last link joined matmul group ``b``."""
+        grew = True
+        while grew:
+            grew = False
+            for node in list(self.groups[b].nodes):
+                if node not in self.views:
+                    continue
+                p = self.prod.get(node.inputs[0])
+                if p is None or p not in self.views or self.uid.get(p) == b or self.uid[p] not in self.groups:
+                    continue
+                a = self.uid[p]
+                nodes = sorted(self.groups[a].nodes + self.groups[b].nodes, key=self.index.__getitem__)
+                kind = classify(nodes, self.views)
+                if kind is None or self._reaches(self.succ[a] - {b}, b):
+                    continue
+                self._merge(a, b, kind, nodes)
+                grew = True
 
     # ------------------------------------------------------------ step 2: recomputation
     def _cone(self, node: Node, group: _Group) -> tuple[set[Node], set[Value]] | None:
@@ -293,7 +388,7 @@ class _Fuser:
     def _legal_with(self, gid: int, extra: set[Node]) -> bool:
         group = self.groups[gid]
         nodes = sorted(set(group.nodes) | group.recompute | extra, key=self.index.__getitem__)
-        return classify(nodes) == group.kind
+        return classify(nodes, self.views) == group.kind
 
     # ------------------------------------------------------------ step 3: building
     def _body(self, group: _Group, needed: list[Value] | None) -> tuple[list[Node], list[Value]]:
@@ -342,7 +437,7 @@ class _Fuser:
             if len(nodes) == 1 and nodes[0] in group.nodes:
                 units.append((first, nodes[0]))
             else:
-                kind = classify(nodes)
+                kind = classify(nodes, self.views)
                 if kind is None:  # pruning broke the group's shape rules: keep the whole body
                     nodes, ins = self._body(group, None)
                     kind = group.kind

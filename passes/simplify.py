@@ -18,6 +18,9 @@ Every rule keeps the value exactly (bit for bit) except where noted:
   one-operand concats.
 - a ``broadcast_to`` operand of a broadcasting op is dropped when the op broadcasts it anyway
   (so ``x + broadcast_to(0.5, shape)`` reads the scalar).
+- slices of a transpose whose every reader is a slice reaching a matmul through reshapes:
+  ``slice(transpose y)`` -> ``transpose(slice y)``, so each piece is a strided view of y that
+  fusion hands the matmul (no transpose copy).
 - reshape sinking: ``f(reshape z)`` -> ``reshape(f z)`` for a pointwise f, and
   ``g(reshape z, c)`` -> ``reshape(g(z, c'))`` for a broadcasting g where c regroups to z's
   layout (c' is folded for a constant, ``reshape c`` for a small operand such as a per-channel
@@ -55,6 +58,11 @@ class _Rewriter:
                 self.uses[v] = self.uses.get(v, 0) + 1
         for v in graph.outputs:
             self.uses[v] = self.uses.get(v, 0) + 1
+        self.readers: dict[Value, list[Node]] = {}
+        for n in graph.nodes:
+            for v in n.inputs:
+                self.readers.setdefault(v, []).append(n)
+        self.outputs = set(graph.outputs)
         self.subst: dict[Value, Value] = {}
         self.out: list[Node] = []
         self.source: str | None = None
@@ -268,7 +276,41 @@ def _slice(rw: _Rewriter, node: Node) -> Value | None:
     full = all(
         s == 0 and e == d and t == 1 for s, e, t, d in zip(a["starts"], a["stops"], a["steps"], x.shape)
     )
-    return x if full else None
+    if full:
+        return x
+    t = rw.producer(x)
+    if t is not None and t.op == "transpose" and _split_for_matmuls(rw, x):
+        # slice(transpose y) -> transpose(slice y): each piece then reaches its matmul as one
+        # strided view of y (fusion's operand views), and the transpose's copy disappears.
+        perm = tuple(t.attrs["perm"])
+        y = t.inputs[0]
+        starts, stops, steps = [0] * len(perm), list(y.shape), [1] * len(perm)
+        for i, p in enumerate(perm):
+            starts[p], stops[p], steps[p] = a["starts"][i], a["stops"][i], a["steps"][i]
+        piece = rw.emit("slice", [y], starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+        return rw.emit("transpose", [piece], perm=perm)
+    return None
+
+
+def _split_for_matmuls(rw: _Rewriter, x: Value) -> bool:
+    """Whether every reader of ``x`` is a slice whose result reaches a matmul through reshapes."""
+    readers = rw.readers.get(x, [])
+    if x in rw.outputs or not readers:
+        return False
+    for s in readers:
+        if s.op != "slice":
+            return False
+        v = s.output
+        while True:
+            users = rw.readers.get(v, [])
+            if v in rw.outputs or len(users) != 1:
+                return False
+            if users[0].op == "matmul":
+                break
+            if users[0].op not in ("reshape", "transpose"):
+                return False
+            v = users[0].output
+    return True
 
 
 def _pad(rw: _Rewriter, node: Node) -> Value | None:

@@ -2,8 +2,10 @@
 
 import numpy as np
 
+import graphc.compiler
 from graphc import passes
 from graphc.ir import Graph, TensorType, get_op, parse_graph, print_graph, verify
+from graphc.kernels.reference import execute
 from graphc.passes import fusion, kernel_count
 from graphc.passes.fusion import is_trailing_reduction
 from graphc.passes.testing import (
@@ -40,12 +42,13 @@ def check_contract(graph: Graph) -> None:
             assert kind == "matmul"
             at = [n.op for n in body.nodes].index("matmul")
             mm, prologue, epilogue = body.nodes[at], body.nodes[:at], body.nodes[at + 1 :]
-            for t in prologue:  # transposes of body inputs swapping the last two axes, read by mm only
-                rank = len(t.inputs[0].shape)
-                assert t.op == "transpose" and t.inputs[0] in body.data_inputs
-                assert tuple(t.attrs["perm"]) == (*range(rank - 2), rank - 1, rank - 2)
-                assert t.output in mm.inputs
-                assert all(t.output not in n.inputs for n in epilogue) and t.output not in body.outputs
+            made = {t.output for t in prologue}
+            for t in prologue:  # view chains from body inputs to the matmul's operands
+                assert t.op in ("transpose", "slice", "reshape")
+                assert t.inputs[0] in body.data_inputs or t.inputs[0] in made
+                readers = [n for n in body.nodes if t.output in n.inputs]
+                assert len(readers) == 1 and (readers[0] is mm or readers[0] in prologue)
+                assert t.output not in body.outputs
             assert {get_op(n.op).fusion for n in epilogue} <= {"pointwise", "broadcast", "source"}
             assert all(n.output.shape == mm.output.shape for n in epilogue if n.op != "const")
 
@@ -257,6 +260,56 @@ def test_residual_epilogue_moves_into_the_layer_norm():
     assert [n.attrs.get("kind", n.op) for n in out.nodes] == ["matmul", "reduction"]
     norm = out.nodes[1]
     assert sorted(names(norm.inputs)) == sorted([out.nodes[0].output.name, "b", "x"])
+
+
+QKV_SPLIT = """graph g(%x: f32[2,4,8], %w: f32[24,8]) {
+  %wt = transpose(%w) {perm=(1, 0)} : f32[8,24]
+  %y = matmul(%x, %wt) : f32[2,4,24]
+  %h = reshape(%y) {shape=(2, 4, 3, 2, 4)} : f32[2,4,3,2,4]
+  %t = transpose(%h) {perm=(2, 0, 3, 1, 4)} : f32[3,2,2,4,4]
+  %q5 = slice(%t) {starts=(0, 0, 0, 0, 0), stops=(1, 2, 2, 4, 4), steps=(1, 1, 1, 1, 1)} : f32[1,2,2,4,4]
+  %k5 = slice(%t) {starts=(1, 0, 0, 0, 0), stops=(2, 2, 2, 4, 4), steps=(1, 1, 1, 1, 1)} : f32[1,2,2,4,4]
+  %v5 = slice(%t) {starts=(2, 0, 0, 0, 0), stops=(3, 2, 2, 4, 4), steps=(1, 1, 1, 1, 1)} : f32[1,2,2,4,4]
+  %q = reshape(%q5) {shape=(2, 2, 4, 4)} : f32[2,2,4,4]
+  %k = reshape(%k5) {shape=(2, 2, 4, 4)} : f32[2,2,4,4]
+  %v = reshape(%v5) {shape=(2, 2, 4, 4)} : f32[2,2,4,4]
+  %kt = transpose(%k) {perm=(0, 1, 3, 2)} : f32[2,2,4,4]
+  %s = matmul(%q, %kt) : f32[2,2,4,4]
+  %o = matmul(%s, %v) : f32[2,2,4,4]
+  return %o
+}"""
+
+
+def test_attention_reads_q_k_v_as_views_of_the_projection():
+    # No transpose or slice kernel is left: each head-split chain is a matmul prologue, which
+    # the CPU backend passes to BLAS as a strided view of the projection's output.
+    g = parse(QKV_SPLIT)
+    out = passes.optimize(g, check=True)
+    check_contract(out)
+    assert [n.op for n in out.nodes if n.op != "reshape"] == ["fused", "fused", "fused"]
+    prologues = [[m.op for m in n.subgraph.nodes if m.op != "matmul"] for n in out.nodes if n.op == "fused"]
+    # q @ k^T: two chains, slice -> transpose -> reshape (and k's last-axes swap)
+    assert sorted(prologues[1]) == sorted(["slice", "transpose", "reshape"] * 2 + ["transpose"])
+    assert sorted(prologues[2]) == sorted(["slice", "transpose", "reshape"])
+    feeds = make_feeds(g)
+    plan = graphc.compiler.compile_graph(g)
+    np.testing.assert_allclose(plan(*feeds.values()), execute(g, feeds)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_operand_view_blas_cannot_take_is_copied_first():
+    # every other column: a view NumPy's matmul would run through its slow non-BLAS loop
+    g = parse(
+        """graph g(%x: f32[5,12], %w: f32[6,3]) {
+  %xs = slice(%x) {starts=(0, 0), stops=(5, 12), steps=(1, 2)} : f32[5,6]
+  %m = matmul(%xs, %w) : f32[5,3]
+  return %m
+}"""
+    )
+    out = passes.optimize(g)
+    assert [n.op for n in out.nodes] == ["fused"]
+    feeds = make_feeds(g)
+    plan = graphc.compiler.compile_graph(g)
+    np.testing.assert_allclose(plan(*feeds.values()), execute(g, feeds)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_expensive_shared_value_is_not_recomputed():

@@ -3,7 +3,7 @@
 import pytest
 
 from graphc.passes import configured, dce, simplify
-from graphc.passes.testing import check_rewrite
+from graphc.passes.testing import check_rewrite, parse
 
 
 def run(g):
@@ -387,6 +387,45 @@ def test_transpose_of_a_matmul_becomes_a_matmul_of_transposes():
   return %1
 }""",
     )
+
+
+SPLIT_HEADS = """graph g(%y: f32[2,3,2,4], %w: f32[2,4,3]) {{
+  %t = transpose(%y) {{perm=(2, 0, 1, 3)}} : f32[2,2,3,4]
+  %q = slice(%t) {{starts=(0, 0, 0, 0), stops=(1, 2, 3, 4), steps=(1, 1, 1, 1)}} : f32[1,2,3,4]
+  %k = slice(%t) {{starts=(1, 0, 0, 0), stops=(2, 2, 3, 4), steps=(1, 1, 1, 1)}} : f32[1,2,3,4]
+  %qr = reshape(%q) {{shape=(2, 3, 4)}} : f32[2,3,4]
+  %kr = reshape(%k) {{shape=(2, 3, 4)}} : f32[2,3,4]
+  %a = matmul(%qr, %w) : f32[2,3,3]
+  %b = {k_reader} : f32[2,3,3]
+  return %a, %b
+}}"""
+
+
+def test_slices_of_a_transpose_move_before_it_when_they_feed_matmuls():
+    # attention's head split: each piece becomes transpose(slice y), a strided view of y
+    check_rewrite(
+        simplify,
+        SPLIT_HEADS.format(k_reader="matmul(%kr, %w)"),
+        """graph g(%y: f32[2,3,2,4], %w: f32[2,4,3]) {
+  %0 = slice(%y) {starts=(0, 0, 0, 0), stops=(2, 3, 1, 4), steps=(1, 1, 1, 1)} : f32[2,3,1,4]
+  %1 = transpose(%0) {perm=(2, 0, 1, 3)} : f32[1,2,3,4]
+  %2 = slice(%y) {starts=(0, 0, 1, 0), stops=(2, 3, 2, 4), steps=(1, 1, 1, 1)} : f32[2,3,1,4]
+  %3 = transpose(%2) {perm=(2, 0, 1, 3)} : f32[1,2,3,4]
+  %4 = reshape(%1) {shape=(2, 3, 4)} : f32[2,3,4]
+  %5 = reshape(%3) {shape=(2, 3, 4)} : f32[2,3,4]
+  %6 = matmul(%4, %w) : f32[2,3,3]
+  %7 = matmul(%5, %w) : f32[2,3,3]
+  return %6, %7
+}""",
+    )
+
+
+def test_slices_of_a_transpose_stay_when_one_feeds_no_matmul():
+    # one transpose copy serves both pieces better than a slice and a transpose each
+    text = SPLIT_HEADS.format(k_reader="exp(%kr)").replace("f32[2,3,3]\n  return", "f32[2,3,4]\n  return")
+    text = text.replace("%b = exp(%kr) : f32[2,3,3]", "%b = exp(%kr) : f32[2,3,4]")
+    out = simplify(parse(text))
+    assert [n.op for n in out.nodes].count("transpose") == 1
 
 
 def test_relu_after_a_conv_reshape_joins_the_matmul_epilogue():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from graphc.ir import GraphcError, Node, to_numpy_dtype
+from graphc.ir import GraphcError, Node, Value, to_numpy_dtype
 from graphc.ir.ops import REGISTRY
 
 # numba's default OpenMP pool spin-waits between parallel kernels, and so do NumPy's OpenBLAS
@@ -172,8 +172,21 @@ def _argmax(node: Node) -> Built:
 
 
 # ---------------------------------------------------------------- matmul
+def _blasable(x: np.ndarray) -> bool:
+    # NumPy's matmul calls BLAS only for matrices with one unit-stride axis; others take its
+    # naive loop, far slower than copying first.
+    if x.ndim < 2 or x.size == 0:
+        return True
+    item, (r, c), (sr, sc) = x.itemsize, x.shape[-2:], x.strides[-2:]
+    return (sc == item and sr % item == 0 and sr >= c * item) or (
+        sr == item and sc % item == 0 and sc >= r * item
+    )
+
+
 def blas_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a @ b`` through NumPy's BLAS, a stack of rows times one matrix as a single GEMM."""
+    a = a if _blasable(a) else np.ascontiguousarray(a)
+    b = b if _blasable(b) else np.ascontiguousarray(b)
     if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
         # np.matmul would loop over the leading axes with one small GEMM each; one tall GEMM
         # over all rows runs 1.5-2x faster (Linear layers on [batch, seq, features]).
@@ -342,17 +355,11 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
     at = next(i for i, n in enumerate(spec.nodes) if n.op == "matmul")
     prologue, mm, rest = spec.nodes[:at], spec.nodes[at], spec.nodes[at + 1 :]
     m = mm.outputs[0]
-    swapped = {t.outputs[0]: t.inputs[0] for t in prologue if t.op == "transpose"}
-    if len(swapped) != len(prologue) or any(v not in spec.inputs for v in swapped.values()):
-        raise Unsupported("matmul prologue other than transposes of body inputs")
-    operands = [swapped.get(v, v) for v in mm.inputs]
-    if any(v not in spec.inputs for v in operands):
-        raise Unsupported("matmul operands computed inside the body")
+    if any(n.op not in ("transpose", "slice", "reshape") for n in prologue):
+        raise Unsupported("matmul prologue other than transposes, slices and reshapes")
     if not all(is_elementwise(n) for n in rest):
         raise Unsupported("epilogue holds a non-elementwise op")
-    # numpy hands BLAS a transposed view as a transposed operand: no copy is made.
-    swap_a, swap_b = (v in swapped for v in mm.inputs)
-    ia, ib = (spec.inputs.index(v) for v in operands)
+    get_a, get_b = (_operand_view(v, spec.inputs, prologue) for v in mm.inputs)
     outs = spec.outputs
     target = next((k for k, v in enumerate(outs) if v is m), None)
     if target is None:
@@ -383,8 +390,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                 if not scratch:  # kept between calls: kernels of one plan run one at a time
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
-            a, b = ins[ia], ins[ib]
-            blas_matmul(a.swapaxes(-1, -2) if swap_a else a, b.swapaxes(-1, -2) if swap_b else b, tgt)
+            blas_matmul(get_a(ins), get_b(ins), tgt)
             for k in dups:
                 np.copyto(outs_[k], tgt)
             if epi_fn is not None:
@@ -393,6 +399,30 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
         return fused_matmul
 
     return Built(source, make)
+
+
+def _operand_view(v: Value, inputs: list[Value], prologue: list[Node]) -> Callable[[list], np.ndarray]:
+    """``ins -> array``: operand ``v`` as a NumPy view of a body input through its prologue.
+
+    NumPy hands BLAS a transposed or strided view as it is (a transpose flag, a leading
+    dimension): attention's q, k and v are read straight out of the QKV projection's output.
+    """
+    if v in inputs:
+        k = inputs.index(v)
+        return lambda ins: ins[k]
+    node = next((n for n in prologue if n.outputs[0] is v), None)
+    if node is None:
+        raise Unsupported("matmul operands computed inside the body")
+    inner = _operand_view(node.inputs[0], inputs, prologue)
+    if node.op == "transpose":
+        perm = tuple(node.attrs["perm"])
+        return lambda ins: inner(ins).transpose(perm)
+    if node.op == "slice":
+        a = node.attrs
+        index = tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))
+        return lambda ins: inner(ins)[index]
+    shape = node.outputs[0].shape
+    return lambda ins: inner(ins).reshape(shape)  # a copy where no view has this shape
 
 
 def _fallback(node: Node, consts: list[np.ndarray], why: str) -> Built:
