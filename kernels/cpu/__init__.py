@@ -185,8 +185,6 @@ def _blasable(x: np.ndarray) -> bool:
 
 def blas_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a @ b`` through NumPy's BLAS, a stack of rows times one matrix as a single GEMM."""
-    a = a if _blasable(a) else np.ascontiguousarray(a)
-    b = b if _blasable(b) else np.ascontiguousarray(b)
     if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
         # np.matmul would loop over the leading axes with one small GEMM each; one tall GEMM
         # over all rows runs 1.5-2x faster (Linear layers on [batch, seq, features]).
@@ -360,6 +358,11 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
     if not all(is_elementwise(n) for n in rest):
         raise Unsupported("epilogue holds a non-elementwise op")
     get_a, get_b = (_operand_view(v, spec.inputs, prologue) for v in mm.inputs)
+    # Only a slice, a reshape or a transpose other than a last-axes swap can leave an operand
+    # without a unit-stride axis; plain operands skip the check (it costs a few microseconds).
+    strided = [
+        any(n.op != "transpose" or not _swaps_last_axes(n) for n in _chain(v, prologue)) for v in mm.inputs
+    ]
     outs = spec.outputs
     target = next((k for k, v in enumerate(outs) if v is m), None)
     if target is None:
@@ -390,7 +393,12 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                 if not scratch:  # kept between calls: kernels of one plan run one at a time
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
-            blas_matmul(get_a(ins), get_b(ins), tgt)
+            a, b = get_a(ins), get_b(ins)
+            if strided[0] and not _blasable(a):
+                a = np.ascontiguousarray(a)
+            if strided[1] and not _blasable(b):
+                b = np.ascontiguousarray(b)
+            blas_matmul(a, b, tgt)
             for k in dups:
                 np.copyto(outs_[k], tgt)
             if epi_fn is not None:
@@ -399,6 +407,21 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
         return fused_matmul
 
     return Built(source, make)
+
+
+def _chain(v: Value, prologue: list[Node]) -> list[Node]:
+    """The prologue nodes that make operand ``v``, nearest first."""
+    chain = []
+    node = next((n for n in prologue if n.outputs[0] is v), None)
+    while node is not None:
+        chain.append(node)
+        node = next((n for n in prologue if n.outputs[0] is node.inputs[0]), None)
+    return chain
+
+
+def _swaps_last_axes(node: Node) -> bool:
+    rank = len(node.attrs["perm"])
+    return tuple(node.attrs["perm"]) == (*range(rank - 2), rank - 1, rank - 2)
 
 
 def _operand_view(v: Value, inputs: list[Value], prologue: list[Node]) -> Callable[[list], np.ndarray]:
@@ -413,6 +436,9 @@ def _operand_view(v: Value, inputs: list[Value], prologue: list[Node]) -> Callab
     node = next((n for n in prologue if n.outputs[0] is v), None)
     if node is None:
         raise Unsupported("matmul operands computed inside the body")
+    if node.op == "transpose" and node.inputs[0] in inputs and _swaps_last_axes(node):
+        k = inputs.index(node.inputs[0])  # the common case (a weight), one call less
+        return lambda ins: ins[k].swapaxes(-1, -2)
     inner = _operand_view(node.inputs[0], inputs, prologue)
     if node.op == "transpose":
         perm = tuple(node.attrs["perm"])
