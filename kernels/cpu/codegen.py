@@ -1168,6 +1168,13 @@ def max_pool_grad_source(node: Node) -> str:
     return Source(title).render(3, lines, par)
 
 
+def _window_setup(node: Node, image: Value, cols: Value) -> tuple[int, int, dict[str, int], bool]:
+    """Output size, window constants and whether to prange, for an im2col/col2im kernel."""
+    oh, ow = conv_output_shape(node, image.shape)
+    p = _window_params(node, image.shape, cols.shape)
+    return oh, ow, p, use_parallel(max(image.type.numel, cols.type.numel), p["NC"])
+
+
 def _window_params(node: Node, image: Sequence[int], cols: Sequence[int]) -> dict[str, int]:
     """The constants of an im2col/col2im kernel: image and window sizes, strides, padding, dilation."""
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
@@ -1198,10 +1205,8 @@ def _window_ranges(p: dict[str, int], oh: int, ow: int) -> list[str]:
 def im2col_source(node: Node) -> str:
     """cols[n, (c, i, j), (y, x)] = the window pixel, or 0 in the padding; constants baked in."""
     x, cols = node.inputs[0], node.outputs[0]
-    oh, ow = conv_output_shape(node, x.shape)
-    p = _window_params(node, x.shape, cols.shape)
+    oh, ow, p, par = _window_setup(node, x, cols)
     zero = literal(0, x.dtype)
-    par = use_parallel(max(x.type.numel, cols.type.numel), p["NC"])
     lines = [
         f"x = a0.reshape(({p['NC']}, {p['H']}, {p['W']}))",
         f"cols = a1.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
@@ -1228,9 +1233,7 @@ def im2col_source(node: Node) -> str:
 def col2im_source(node: Node) -> str:
     """The adjoint of im2col: each pixel the sum of its column entries, in (i, j) order."""
     cols, x = node.inputs[0], node.outputs[0]
-    oh, ow = conv_output_shape(node, x.shape)
-    p = _window_params(node, x.shape, cols.shape)
-    par = use_parallel(max(x.type.numel, cols.type.numel), p["NC"])
+    oh, ow, p, par = _window_setup(node, x, cols)
     lines = [
         f"cols = a0.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
         f"x = a1.reshape(({p['NC']}, {p['H'] * p['W']}))",
