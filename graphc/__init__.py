@@ -2,11 +2,11 @@
 
 from graphc import functional, nn, optim
 from graphc.checkpoint import load_checkpoint, save_checkpoint
-from graphc.compiler import compile, compile_graph
+from graphc.compiler import compile, compile_graph, load_plan
 from graphc.data import DataLoader
 from graphc.ir import Graph, GraphcError
 from graphc.nn.init import manual_seed
-from graphc.runtime import Plan, load_plan
+from graphc.runtime import Plan
 from graphc.tensor import Tensor
 from graphc.tracing import trace
 from graphc.training import TrainStep, compile_train, evaluate, fit

@@ -84,7 +84,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Run a saved plan on .npy inputs."""
-    from graphc.runtime import load_plan
+    from graphc.compiler import load_plan
 
     plan = load_plan(args.plan)
     given = {}

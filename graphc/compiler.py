@@ -9,6 +9,7 @@ import numpy as np
 from graphc import passes
 from graphc.ir import Graph, GraphcError
 from graphc.runtime import Plan, build_device_plan
+from graphc.runtime import load_plan as _read_plan
 
 from .tracing import trace
 
@@ -58,3 +59,19 @@ def compile(
     """
     graph = trace(model, *example_arrays)
     return compile_graph(graph, device, freeze, passes, disable, backend)
+
+
+def load_plan(path: str, backend: str | None = None):
+    """Read a plan file written by ``plan.save`` and check its memory plan against its graph.
+
+    The runtime only checks that every buffer lies inside the arena; a memory plan whose live
+    buffers overlap (a damaged or edited file) would give wrong numbers, so it is refused here.
+    """
+    plan = _read_plan(path, backend)
+    memory_plan = getattr(plan, "memory_plan", None)
+    if memory_plan is not None:
+        try:
+            passes.check_memory_plan(plan.graph, memory_plan)
+        except GraphcError as err:
+            raise GraphcError(f"{path}: inconsistent memory plan ({err})") from None
+    return plan

@@ -135,6 +135,17 @@ def test_bad_plan_files_say_what_is_wrong(model_and_plan, tmp_path):
     with pytest.raises(GraphcError, match="no such plan file"):
         load_plan(str(tmp_path / "missing.gcp"))
 
+    # Every buffer moved onto the first one's bytes: inside the arena, but overlapping.
+    piled = tmp_path / "piled.gcp"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(piled, "w") as dst:
+        meta = json.loads(src.read("plan.json"))
+        for buf in meta["memory_plan"]["buffers"]:
+            buf["offset"] = 0
+        dst.writestr("plan.json", json.dumps(meta))
+        dst.writestr("arrays.npz", src.read("arrays.npz"))
+    with pytest.raises(GraphcError, match="inconsistent memory plan"):
+        graphc.load_plan(str(piled))
+
 
 def test_plan_never_writes_into_the_callers_arrays():
     def chain(x):
