@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import GraphcError
 from .types import FLOAT_DTYPES, INT_DTYPES, TensorType
+
+if TYPE_CHECKING:
+    from .graph import Node
 
 TypeRule = Callable[[list[TensorType], dict], list[TensorType]]
 
@@ -268,6 +272,15 @@ def _transpose(inputs, attrs):
     perm = tuple(attrs["perm"])
     _check(sorted(perm) == list(range(x.rank)), f"perm {perm} is not a permutation of rank {x.rank}")
     return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
+
+
+def is_last_axes_swap(node: Node) -> bool:
+    """A transpose that swaps the last two axes and keeps the leading ones in place."""
+    if node.op != "transpose":
+        return False
+    perm = tuple(node.attrs["perm"])
+    rank = len(perm)
+    return rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
 
 
 def _slice(inputs, attrs):

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, Node, Value
+from graphc.ir.ops import is_last_axes_swap
 
 from .util import fusion_class, graph_pass
 
@@ -66,15 +67,6 @@ MAX_RECOMPUTE_OPS = 3
 MAX_RECOMPUTE_LEAVES = 2
 _PREFERENCE = {"reduction": 0, "matmul": 1, "pointwise": 2, "prologue": 3}
 VIEW_CHAIN_OPS = ("transpose", "slice", "reshape")
-
-
-def is_last_axes_swap(node: Node) -> bool:
-    """A transpose that swaps the last two axes and keeps the leading ones in place."""
-    if node.op != "transpose":
-        return False
-    perm = tuple(node.attrs["perm"])
-    rank = len(perm)
-    return rank >= 2 and perm == (*range(rank - 2), rank - 1, rank - 2)
 
 
 def _is_view_chain(chain: list[Node]) -> bool:
@@ -134,7 +126,7 @@ def role(node: Node) -> str | None:
 def classify(nodes: list[Node], views: frozenset[Node] = frozenset()) -> str | None:
     """The kind of a candidate group (nodes in topological order), or None when it is not legal.
 
-    ``views``: movement nodes (see ``operand_views``) that may sit in a matmul's prologue.
+    ``views``: movement nodes (see ``_Fuser._operand_views``) that may sit in a matmul's prologue.
     """
     members = {v for n in nodes for v in n.outputs}
     mms = [n for n in nodes if n.op == "matmul"]
@@ -244,11 +236,7 @@ class _Fuser:
                 ):
                     chain.append(p)
                     reader, p = p, self.prod.get(p.inputs[0])
-                copying = [
-                    k
-                    for k, n in enumerate(chain)
-                    if n.op == "slice" or (n.op == "transpose" and not is_last_axes_swap(n))
-                ]
+                copying = [k for k, n in enumerate(chain) if n.op == "slice" or _permutes(n)]
                 if copying and _is_view_chain(chain[: copying[-1] + 1]):
                     found.update(chain[: copying[-1] + 1])
         return found

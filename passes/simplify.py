@@ -293,7 +293,8 @@ def _slice(rw: _Rewriter, node: Node) -> Value | None:
 
 
 def _split_for_matmuls(rw: _Rewriter, x: Value) -> bool:
-    """Whether every reader of ``x`` is a slice whose result reaches a matmul through reshapes."""
+    """Whether every reader of ``x`` is a slice whose result reaches a matmul through reshapes
+    and transposes only."""
     readers = rw.readers.get(x, [])
     if x in rw.outputs or not readers:
         return False

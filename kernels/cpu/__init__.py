@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from graphc.ir import GraphcError, Node, Value, to_numpy_dtype
-from graphc.ir.ops import REGISTRY
+from graphc.ir.ops import REGISTRY, is_last_axes_swap
 
 # numba's default OpenMP pool spin-waits between parallel kernels, and so do NumPy's OpenBLAS
 # threads between GEMMs: on 2 cores the two pools took turns stealing the cores from each other
@@ -357,12 +357,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
         raise Unsupported("matmul prologue other than transposes, slices and reshapes")
     if not all(is_elementwise(n) for n in rest):
         raise Unsupported("epilogue holds a non-elementwise op")
-    get_a, get_b = (_operand_view(v, spec.inputs, prologue) for v in mm.inputs)
-    # Only a slice, a reshape or a transpose other than a last-axes swap can leave an operand
-    # without a unit-stride axis; plain operands skip the check (it costs a few microseconds).
-    strided = [
-        any(n.op != "transpose" or not _swaps_last_axes(n) for n in _chain(v, prologue)) for v in mm.inputs
-    ]
+    (get_a, check_a), (get_b, check_b) = (_operand_view(v, spec.inputs, prologue) for v in mm.inputs)
     outs = spec.outputs
     target = next((k for k, v in enumerate(outs) if v is m), None)
     if target is None:
@@ -394,9 +389,9 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
             a, b = get_a(ins), get_b(ins)
-            if strided[0] and not _blasable(a):
+            if check_a and not _blasable(a):
                 a = np.ascontiguousarray(a)
-            if strided[1] and not _blasable(b):
+            if check_b and not _blasable(b):
                 b = np.ascontiguousarray(b)
             blas_matmul(a, b, tgt)
             for k in dups:
@@ -409,46 +404,35 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
     return Built(source, make)
 
 
-def _chain(v: Value, prologue: list[Node]) -> list[Node]:
-    """The prologue nodes that make operand ``v``, nearest first."""
-    chain = []
-    node = next((n for n in prologue if n.outputs[0] is v), None)
-    while node is not None:
-        chain.append(node)
-        node = next((n for n in prologue if n.outputs[0] is node.inputs[0]), None)
-    return chain
-
-
-def _swaps_last_axes(node: Node) -> bool:
-    rank = len(node.attrs["perm"])
-    return tuple(node.attrs["perm"]) == (*range(rank - 2), rank - 1, rank - 2)
-
-
-def _operand_view(v: Value, inputs: list[Value], prologue: list[Node]) -> Callable[[list], np.ndarray]:
-    """``ins -> array``: operand ``v`` as a NumPy view of a body input through its prologue.
+def _operand_view(
+    v: Value, inputs: list[Value], prologue: list[Node]
+) -> tuple[Callable[[list], np.ndarray], bool]:
+    """``ins -> array``: operand ``v`` as a NumPy view of a body input through its prologue, and
+    whether that view may lack a BLAS layout (only slices, reshapes and permuting transposes can
+    leave one without a unit-stride axis; checking costs a few microseconds per call).
 
     NumPy hands BLAS a transposed or strided view as it is (a transpose flag, a leading
     dimension): attention's q, k and v are read straight out of the QKV projection's output.
     """
     if v in inputs:
         k = inputs.index(v)
-        return lambda ins: ins[k]
+        return (lambda ins: ins[k]), False
     node = next((n for n in prologue if n.outputs[0] is v), None)
     if node is None:
         raise Unsupported("matmul operands computed inside the body")
-    if node.op == "transpose" and node.inputs[0] in inputs and _swaps_last_axes(node):
+    if is_last_axes_swap(node) and node.inputs[0] in inputs:
         k = inputs.index(node.inputs[0])  # the common case (a weight), one call less
-        return lambda ins: ins[k].swapaxes(-1, -2)
-    inner = _operand_view(node.inputs[0], inputs, prologue)
+        return (lambda ins: ins[k].swapaxes(-1, -2)), False
+    inner, _ = _operand_view(node.inputs[0], inputs, prologue)
     if node.op == "transpose":
         perm = tuple(node.attrs["perm"])
-        return lambda ins: inner(ins).transpose(perm)
+        return (lambda ins: inner(ins).transpose(perm)), True
     if node.op == "slice":
         a = node.attrs
         index = tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))
-        return lambda ins: inner(ins)[index]
+        return (lambda ins: inner(ins)[index]), True
     shape = node.outputs[0].shape
-    return lambda ins: inner(ins).reshape(shape)  # a copy where no view has this shape
+    return (lambda ins: inner(ins).reshape(shape)), True  # a copy where no view has this shape
 
 
 def _fallback(node: Node, consts: list[np.ndarray], why: str) -> Built:

@@ -1170,17 +1170,12 @@ def max_pool_grad_source(node: Node) -> str:
 
 def _window_setup(node: Node, image: Value, cols: Value) -> tuple[int, int, dict[str, int], bool]:
     """Output size, window constants and whether to prange, for an im2col/col2im kernel."""
-    oh, ow = conv_output_shape(node, image.shape)
-    p = _window_params(node, image.shape, cols.shape)
-    return oh, ow, p, use_parallel(max(image.type.numel, cols.type.numel), p["NC"])
-
-
-def _window_params(node: Node, image: Sequence[int], cols: Sequence[int]) -> dict[str, int]:
-    """The constants of an im2col/col2im kernel: image and window sizes, strides, padding, dilation."""
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
     (ph, pw), (dh, dw) = node.attrs["padding"], node.attrs["dilation"]
-    n, c, h, w = image
-    return dict(NC=n * c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw, L=cols[2])
+    n, c, h, w = image.shape
+    oh, ow = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
+    p = dict(NC=n * c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw, L=oh * ow)
+    return oh, ow, p, use_parallel(max(image.type.numel, cols.type.numel), n * c)
 
 
 def _window_ranges(p: dict[str, int], oh: int, ow: int) -> list[str]:
@@ -1255,13 +1250,6 @@ def col2im_source(node: Node) -> str:
 def _window_title(node: Node) -> str:
     a = node.attrs
     return f"kernel {a['kernel']} stride {a['stride']} padding {a['padding']} dilation {a['dilation']}"
-
-
-def conv_output_shape(node: Node, image: Sequence[int]) -> tuple[int, int]:
-    """(oh, ow) of an im2col/col2im node over an NCHW image."""
-    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
-    (ph, pw), (dh, dw) = node.attrs["padding"], node.attrs["dilation"]
-    return conv_output_size(image[2], kh, sh, ph, dh), conv_output_size(image[3], kw, sw, pw, dw)
 
 
 def _nest(rank: int, bound: str, par: bool, lines: list[str]) -> str:
