@@ -248,8 +248,10 @@ def reduce_lines(op: str, dtype: str, result: str, array: str, src: Source, name
     b, j = names("b"), names("j")
     lines = [f"{b} = {array}", f"{result} = {identity(op, dtype)}"]
     if fam == "float":
-        # A plain select reduction plus an or-reduced NaN flag: both vectorize, where the
-        # NaN-taking select of ``combine`` keeps the loop scalar (softmax's row max: 2x).
+        # A plain select reduction plus an or-reduced NaN flag: the NaN test leaves the select's
+        # dependency chain, 1.4x faster than ``combine``'s NaN-taking select (softmax's row
+        # max). The select itself stays scalar: LLVM vectorizes a float max reduction only
+        # under no-NaN fast-math flags, which numba does not put on selects.
         x, nan = names("x"), names("nan")
         cmp = ">" if op == "max" else "<"
         lines += [f"{nan} = False", f"for {j} in range({b}.shape[0]):"]
