@@ -96,12 +96,11 @@ class Plan:
         kernels = backend_module(backend)
         self.steps: list[tuple[Callable, list[np.ndarray]]] = []
         step_values: list[list[Value]] = []
-        views_of: dict[str, list[Value]] = {}  # buffer root -> the skipped reshapes viewing it
+        views_of: dict[str, list[Value]] = {}  # value -> the skipped reshapes of it
         for node in graph.nodes:
             if memory_plan.is_view(node):  # a view of its input's bytes: no work to do
-                root = memory_plan.buffers[node.output.name].alias_of
                 if node.op == "reshape":  # slices sit at an offset: their bytes are never rebound
-                    views_of.setdefault(root, []).append(node.output)
+                    views_of.setdefault(node.inputs[0].name, []).append(node.output)
                 continue
             step_values.append([*node.inputs, *node.outputs])
             self.steps.append((node, [self._array(v) for v in step_values[-1]]))
@@ -170,7 +169,7 @@ class Plan:
         """
         buffers = self.memory_plan.buffers.values()
         view_names = {v.name for vs in views_of.values() for v in vs}
-        shared = {b.alias_of for b in buffers if b.alias_of}
+        root = {b.value: b.alias_of or b.value for b in buffers}
         # Bytes written in place, or viewed by a slice at an offset, stay in the arena.
         overwritten = {b.alias_of for b in buffers if b.alias_of and b.value not in view_names}
         positions: dict[str, list[tuple[int, int]]] = {}
@@ -178,11 +177,31 @@ class Plan:
             for j, v in enumerate(values):
                 positions.setdefault(v.name, []).append((i, j))
 
+        def reshapes(v: Value) -> list[Value]:
+            """The skipped reshapes of ``v``, and of those, and so on."""
+            out = []
+            for view in views_of.get(v.name, ()):
+                out += [view, *reshapes(view)]
+            return out
+
         def slots(v: Value) -> list[tuple[list[np.ndarray], int, tuple[int, ...] | None]]:
             out = [(self.steps[i][1], j, None) for i, j in positions.get(v.name, ())]
-            for view in views_of.get(v.name, ()):
+            for view in reshapes(v):
                 out += [(self.steps[i][1], j, view.shape) for i, j in positions.get(view.name, ())]
             return out
+
+        made_at = {v.name: i for i, n in enumerate(self.graph.nodes) for v in n.outputs}
+
+        def alone_in_its_bytes(v: Value) -> bool:
+            # Whatever else shares v's bytes must be one of its reshapes (rebound with it) or
+            # made before v (dead once v overwrote it in place): a slice of v, an in-place op
+            # over v, or a reshape of v's in-place input read later would read the arena.
+            mine = {v.name, *(w.name for w in reshapes(v))}
+            return all(
+                name in mine or made_at.get(name, -1) < made_at[v.name]
+                for name, r in root.items()
+                if r == root[v.name]
+            )
 
         # Graph outputs (and update sources) are read from the arena after the run, not through
         # step arguments: an input that is, or is viewed by, one of them must be copied in.
@@ -192,14 +211,15 @@ class Plan:
             for v in self._inputs
             if v.name not in overwritten
             and v.name not in read_after
-            and not any(w.name in read_after for w in views_of.get(v.name, ()))
+            and not any(w.name in read_after for w in reshapes(v))
         }
         written = {v.name for n in self.graph.nodes if not self.memory_plan.is_view(n) for v in n.outputs}
         updated = {self.graph.outputs[i].name for i in self.graph.updates.values()}
         results = {}
         for i in self._result_indices:
             v = self.graph.outputs[i]
-            if v.name in written and v.name not in shared | updated and v.name not in self._persistent:
+            fixed = v.name in updated or v.name in self._persistent
+            if v.name in written and not fixed and alone_in_its_bytes(v):
                 results[v.name] = slots(v)
         return {"inputs": inputs, "results": results}
 

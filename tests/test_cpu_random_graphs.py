@@ -3,12 +3,13 @@
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graphc.compiler import compile_graph
 from graphc.kernels.reference import execute
-from graphc.passes.testing import graphs, make_feeds
+from graphc.passes.testing import graphs, make_feeds, parse
 
 # Each new graph compiles a few numba kernels (shape-generic, so later graphs reuse many):
 # modest by default, GRAPHC_HYPOTHESIS_EXAMPLES=200 for a deeper search.
@@ -26,3 +27,42 @@ def test_cpu_plan_of_a_random_graph_matches_reference(g, seed):
     assert len(got) == len(expected)
     for r, e in zip(got, expected):
         np.testing.assert_allclose(r, e, rtol=2e-5, atol=1e-5)
+
+
+# Graphs hypothesis found, kept as fixed cases.
+VIEWS_OF_AN_IN_PLACE_RESULT = [
+    # neg runs in place over x's copy in the arena and its result is returned in a fresh array;
+    # the reshape (a view of the result) once still read the arena, which held x: min(x).
+    """
+    graph g(%x: f32[4]) {
+      %0 = neg(%x) : f32[4]
+      %3 = reshape(%0) {shape=(2, 2)} : f32[2,2]
+      %10 = min(%3) {axes=(0, 1), keepdims=True} : f32[1,1]
+      %12 = transpose(%10) {perm=(1, 0)} : f32[1,1]
+      return %0, %12
+    }
+    """,
+    # the same with a slice view (an offset into the result's bytes) in place of the reshape
+    """
+    graph g(%x: f32[2,16]) {
+      %0 = neg(%x) : f32[2,16]
+      %s = slice(%0) {starts=(1, 0), stops=(2, 16), steps=(1, 1)} : f32[1,16]
+      %m = exp(%s) : f32[1,16]
+      return %0, %m
+    }
+    """,
+]
+
+
+@pytest.mark.parametrize("text", VIEWS_OF_AN_IN_PLACE_RESULT)
+def test_views_of_an_in_place_result_read_its_values(text):
+    g = parse(text)
+    feeds = make_feeds(g, 0)
+    expected = execute(g, feeds)
+    plan = compile_graph(g.copy())
+    bufs = plan.memory_plan.buffers
+    assert bufs["0"].alias_of == "x"  # the case at issue: the result shares the input's bytes
+    for _ in range(2):  # the second call reuses the first call's result arrays
+        got = plan(*(feeds[v.name] for v in g.data_inputs))
+        for r, e in zip(got, expected):
+            np.testing.assert_allclose(r, e, rtol=2e-5, atol=1e-5)
