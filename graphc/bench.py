@@ -352,8 +352,9 @@ def set_threads(n: int) -> str:
         import numba
 
         # set_num_threads starts numba's thread pool: the CPU backend must choose its threading
-        # layer (workqueue) first, or numba starts its spinning OpenMP pool, which fought
-        # OpenBLAS's threads and made the cnn_train step 1.7x slower under `graphc bench`.
+        # layer first (OpenMP, the one pool its kernels and GEMMs share), or numba starts the
+        # first layer of its own order (a layer chosen this way once made the cnn_train step
+        # 1.7x slower under `graphc bench` than outside it).
         import graphc.kernels.cpu  # noqa: F401
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -24,15 +24,18 @@ import numpy as np
 from graphc.ir import GraphcError, Node, Value, to_numpy_dtype
 from graphc.ir.ops import REGISTRY, is_last_axes_swap
 
-# numba's default OpenMP pool spin-waits between parallel kernels, and so do NumPy's OpenBLAS
-# threads between GEMMs: on 2 cores the two pools took turns stealing the cores from each other
-# (fused matmuls fell from ~150 to ~30 GFLOP/s). The workqueue pool sleeps when idle. A user's
-# NUMBA_THREADING_LAYER still wins; this must be set before the first parallel kernel runs or
-# numba.set_num_threads call (either starts numba's pool), so import this module before those.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# One thread pool does all the parallel work, numba's: GEMMs too (``blas``: each thread runs
+# single-threaded BLAS), so OpenBLAS's own threads stay asleep and nothing spins against it. Its
+# OpenMP layer keeps threads spinning briefly between kernels, which the short kernels of a plan
+# need: the workqueue layer wakes its threads through the OS each time (about 50 us on this
+# VM). A user's NUMBA_THREADING_LAYER still wins; this must be set before the first parallel
+# kernel runs or numba.set_num_threads call (either starts numba's pool), so import this module
+# before those.
+if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
-from . import primitives as prim  # noqa: E402
+from . import blas  # noqa: E402
+from . import primitives as prim
 from .cache import load_kernel
 from .codegen import (
     PARALLEL_THRESHOLD,
@@ -183,14 +186,8 @@ def _blasable(x: np.ndarray) -> bool:
     )
 
 
-def blas_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """``out = a @ b`` through NumPy's BLAS, a stack of rows times one matrix as a single GEMM."""
-    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
-        # np.matmul would loop over the leading axes with one small GEMM each; one tall GEMM
-        # over all rows runs 1.5-2x faster (Linear layers on [batch, seq, features]).
-        np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, out.shape[-1]))
-    else:
-        np.matmul(a, b, out=out)
+# The matmul kernel: NumPy's BLAS on numba's threads (see blas).
+blas_matmul = blas.matmul
 
 
 def _matmul(node: Node) -> Built:

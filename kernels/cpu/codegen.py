@@ -22,11 +22,10 @@ from graphc.ir import Node, Value
 from graphc.ir.ops import REGISTRY, conv_output_size
 from graphc.ir.types import FLOAT_DTYPES
 
-# Above this many elements a kernel loops with prange (parallel=True). Below it, waking the
-# thread pool costs more than it saves, parallel=True roughly doubles the compile time, and --
-# measured on 2 cores -- numba's pool and OpenBLAS's spinning threads then fight over the cores
-# in plans that alternate BLAS calls with small parallel kernels (a 5x slower transformer).
-PARALLEL_THRESHOLD = 1 << 20
+# Above this many elements a kernel loops with prange (parallel=True). Below it, handing work
+# to the thread pool costs more than it saves, and parallel=True roughly doubles the compile
+# time. (It was 1 << 20 while OpenBLAS's spinning threads held a core between GEMMs: see blas.)
+PARALLEL_THRESHOLD = 1 << 16
 # prange over fewer trips than this leaves threads idle (and a 1-trip prange cost 8 ms here).
 MIN_PARALLEL_TRIPS = 4
 # Parallel row reductions split the rows into this many chunks (each with its own scratch rows);

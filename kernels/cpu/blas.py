@@ -1,0 +1,234 @@
+"""GEMMs on numba's thread pool: each thread calls single-threaded BLAS on its share of the work.
+
+NumPy's OpenBLAS runs a GEMM on threads of its own, which then spin for about 0.1 s waiting for
+the next call. On 2 cores that spinning thread holds a core while numba's parallel kernels run
+between GEMMs, so those ran no faster than serial ones; and a batched matmul (attention's 32
+small GEMMs) paid OpenBLAS's thread hand-off once per matrix. Here one pool, numba's, does all
+the parallel work: a GEMM's rows are split between its threads, or a batch's matrices are, and
+each thread calls NumPy's own OpenBLAS with its thread count set to 1 for the duration.
+
+The BLAS is found in NumPy's bundled OpenBLAS by symbol name. Where it is not there (a NumPy
+built against another BLAS), ``parallel_matmul`` declines and the caller uses ``np.matmul``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import math
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+# From this much work (multiply-adds over the whole batch) up, a GEMM runs here. OpenBLAS
+# threads a GEMM from the same size on (its threshold), so below it np.matmul stays on the
+# calling thread and OpenBLAS's pool asleep without any thread-count change.
+PARALLEL_GEMM_WORK = 1 << 19
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+_BLASINT = {4: "np.int32", 8: "np.int64"}
+
+
+@dataclass(frozen=True)
+class OpenBLAS:
+    """The entry points of the OpenBLAS NumPy ships: GEMM addresses by dtype, thread control."""
+
+    gemm: dict  # np.dtype -> address of cblas_?gemm
+    int_bytes: int  # 8 for an ILP64 build (NumPy's), 4 otherwise
+    get_threads: ctypes._CFuncPtr
+    set_threads: ctypes._CFuncPtr
+
+
+# (prefix, suffix, integer bytes) of the symbol names: NumPy >= 2 ships scipy-openblas64
+# ("scipy_cblas_sgemm64_"); older wheels an ILP64 OpenBLAS with a "64_" suffix only.
+_NAMINGS = (("scipy_", "64_", 8), ("", "64_", 8), ("scipy_", "", 4), ("", "", 4))
+
+
+@cache
+def numpy_openblas() -> OpenBLAS | None:
+    """NumPy's bundled OpenBLAS, or None where NumPy uses another BLAS."""
+    libs_dir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs_dir, "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, int_bytes in _NAMINGS:
+            try:
+                sgemm = getattr(lib, f"{prefix}cblas_sgemm{suffix}")
+                dgemm = getattr(lib, f"{prefix}cblas_dgemm{suffix}")
+                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+            except AttributeError:
+                continue
+            get.restype, get.argtypes = ctypes.c_int, []
+            put.restype, put.argtypes = None, [ctypes.c_int]
+            gemm = {
+                np.dtype(np.float32): ctypes.cast(sgemm, ctypes.c_void_p).value,
+                np.dtype(np.float64): ctypes.cast(dgemm, ctypes.c_void_p).value,
+            }
+            return OpenBLAS(gemm, int_bytes, get, put)
+    return None
+
+
+@intrinsic
+def call_gemm(typingctx, fn, order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Call the ``cblas_?gemm`` at address ``fn``; ``a``, ``b`` and ``c`` are addresses too."""
+    ints = (order, ta, tb, m, n, k, lda, ldb, ldc)
+    if not all(isinstance(t, types.Integer) for t in (fn, a, b, c, *ints)):
+        raise TypingError("call_gemm takes integers for the address, sizes and flags")
+    if not (isinstance(alpha, types.Float) and alpha == beta):
+        raise TypingError("call_gemm takes alpha and beta of one float type")
+    sig = types.void(fn, order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        pointer = ir.IntType(8).as_pointer()
+        call_args = list(args[1:])
+        for at in (7, 9, 12):  # a, b and c
+            call_args[at] = builder.inttoptr(call_args[at], pointer)
+        fnty = ir.FunctionType(ir.VoidType(), [v.type for v in call_args])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), call_args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def gemm_source(int_bytes: int) -> str:
+    """Numba source of the parallel GEMM driver for a BLAS with ``int_bytes``-byte integers.
+
+    Task t is part ``t % nsplit`` (a block of rows) of batch matrix ``t // nsplit``; a batch
+    index becomes element offsets through the batch shape and each operand's batch strides.
+    """
+    bi = _BLASINT[int_bytes]
+    return f"""# graphc CPU kernel: parallel GEMM driver (single-threaded BLAS calls on numba's threads)
+import numpy as np
+from numba import njit, prange
+
+from graphc.kernels.cpu.blas import call_gemm
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def kernel(fn, ta, tb, m, n, k, one, zero, pa, lda, pb, ldb, pc, ldc, shape, sa, sb, sc, nsplit, item):
+    nbatch = 1
+    for d in range(shape.shape[0]):
+        nbatch *= shape[d]
+    for t in prange(nbatch * nsplit):
+        rest = t // nsplit
+        part = t % nsplit
+        oa = 0
+        ob = 0
+        oc = 0
+        for d in range(shape.shape[0] - 1, -1, -1):
+            j = rest % shape[d]
+            rest //= shape[d]
+            oa += j * sa[d]
+            ob += j * sb[d]
+            oc += j * sc[d]
+        lo = part * m // nsplit
+        hi = (part + 1) * m // nsplit
+        oa += lo * lda if ta == {NO_TRANS} else lo
+        oc += lo * ldc
+        call_gemm(
+            fn, np.int32({ROW_MAJOR}), np.int32(ta), np.int32(tb), {bi}(hi - lo), {bi}(n), {bi}(k), one,
+            pa + oa * item, {bi}(lda), pb + ob * item, {bi}(ldb), zero, pc + oc * item, {bi}(ldc),
+        )
+"""
+
+
+def _matrix_layout(x: np.ndarray) -> tuple[int, int] | None:
+    """(transpose flag, leading dimension) of ``x``'s trailing matrix for row-major BLAS, or None."""
+    item = x.itemsize
+    (r, c), (sr, sc) = x.shape[-2:], x.strides[-2:]
+    if sc == item and sr % item == 0 and sr // item >= max(1, c):
+        return NO_TRANS, sr // item
+    if sr == item and sc % item == 0 and sc // item >= max(1, r):
+        return TRANS, sc // item
+    return None
+
+
+def _batch_strides(x: np.ndarray, batch: tuple[int, ...]) -> np.ndarray | None:
+    """Element strides of ``x``'s batch axes broadcast to ``batch`` (0 where broadcast), or None
+    where one is negative or not a whole number of elements."""
+    lead = x.shape[:-2]
+    pad = len(batch) - len(lead)
+    if pad < 0:
+        raise ValueError(f"matmul operand {x.shape} has more batch axes than its result {batch}")
+    strides = [0] * pad
+    for size, stride, want in zip(lead, x.strides[:-2], batch[pad:]):
+        if size != want and size != 1:
+            raise ValueError(f"matmul operand {x.shape} does not broadcast to the batch {batch}")
+        if size != 1 and (stride < 0 or stride % x.itemsize):
+            return None
+        strides.append(0 if size == 1 else stride // x.itemsize)
+    return np.array(strides, np.int64)
+
+
+@cache
+def _driver(int_bytes: int):
+    from .cache import load_kernel
+
+    return load_kernel(gemm_source(int_bytes))
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` through NumPy's BLAS on numba's threads; a stack of rows times one matrix
+    is one GEMM."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        # np.matmul would loop over the leading axes with one small GEMM each; one tall GEMM
+        # over all rows runs 1.5-2x faster (Linear layers on [batch, seq, features]).
+        a, out = a.reshape(-1, a.shape[-1]), out.reshape(-1, out.shape[-1])
+    if not parallel_matmul(a, b, out):
+        np.matmul(a, b, out=out)
+
+
+def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """``out = a @ b`` split over numba's threads, each calling BLAS on one thread; False, with
+    nothing written, where this does not apply: no bundled OpenBLAS, one thread, a dtype other
+    than float32/64, vectors, little work, or a layout BLAS cannot take as it is."""
+    if a.ndim < 2 or b.ndim < 2:
+        return False
+    (m, k), n = a.shape[-2:], b.shape[-1]
+    batch = out.shape[:-2]
+    nbatch = math.prod(batch)
+    if m * n * k * nbatch < PARALLEL_GEMM_WORK:  # first: the cheapest test, and most GEMMs
+        return False
+    lib = numpy_openblas()
+    if lib is None or not (a.dtype == b.dtype == out.dtype) or out.dtype not in lib.gemm:
+        return False
+    threads = numba.get_num_threads()
+    if threads < 2:
+        return False
+    if b.shape[-2] != k or out.shape[-2:] != (m, n):
+        raise ValueError(f"matmul of {a.shape} and {b.shape} into {out.shape}")
+    la, lb, lc = _matrix_layout(a), _matrix_layout(b), _matrix_layout(out)
+    if la is None or lb is None or lc is None or lc[0] != NO_TRANS:
+        return False
+    sa, sb, sc = (_batch_strides(x, batch) for x in (a, b, out))
+    if sa is None or sb is None or sc is None:
+        return False
+    # Whole matrices per thread where the batch shares out evenly; otherwise row blocks too.
+    nsplit = 1 if nbatch % threads == 0 or nbatch >= 4 * threads else threads
+    nsplit = min(nsplit, m)
+    # OpenBLAS's thread count is process-wide: a user's np.matmul on another thread meanwhile
+    # runs on one thread, and plans called from two threads may turn BLAS's threads back on
+    # during each other's GEMMs (slower, still correct: OpenBLAS serializes such calls).
+    before = lib.get_threads()
+    if before != 1:
+        lib.set_threads(1)
+    try:
+        _driver(lib.int_bytes)(
+            lib.gemm[out.dtype], la[0], lb[0], m, n, k, out.dtype.type(1), out.dtype.type(0),
+            a.ctypes.data, la[1], b.ctypes.data, lb[1], out.ctypes.data, lc[1],
+            np.array(batch, np.int64), sa, sb, sc, nsplit, out.itemsize,
+        )  # fmt: skip
+    finally:
+        if before != 1:
+            lib.set_threads(before)
+    return True
