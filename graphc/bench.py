@@ -352,7 +352,7 @@ def set_threads(n: int) -> str:
         import numba
 
         # set_num_threads starts numba's thread pool: the CPU backend must choose its threading
-        # layer first (OpenMP, the one pool its kernels and GEMMs share), or numba starts the
+        # layer first (TBB, the one pool its kernels and GEMMs share), or numba starts the
         # first layer of its own order (a layer chosen this way once made the cnn_train step
         # 1.7x slower under `graphc bench` than outside it).
         import graphc.kernels.cpu  # noqa: F401

@@ -14,30 +14,25 @@ that want no compile inside a timed call (the runtime) call each kernel once to 
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from graphc.ir import GraphcError, Node, Value, to_numpy_dtype
 from graphc.ir.ops import REGISTRY, is_last_axes_swap
 
-# One thread pool does all the parallel work, numba's: GEMMs too (``blas``: each thread runs
-# single-threaded BLAS), so OpenBLAS's own threads stay asleep and nothing spins against it. Its
-# OpenMP layer keeps threads spinning briefly between kernels, which the short kernels of a plan
-# need: the workqueue layer wakes its threads through the OS each time (about 50 us on this
-# VM). A user's NUMBA_THREADING_LAYER still wins; this must be set before the first parallel
-# kernel runs or numba.set_num_threads call (either starts numba's pool), so import this module
-# before those.
-if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+# numba's pool runs all of graphc's parallel work (see threads): its layer is chosen here, before
+# anything can start the pool, so import this module before running a parallel kernel or calling
+# numba.set_num_threads.
+from .threads import choose_threading_layer
+
+choose_threading_layer()
 
 from . import blas  # noqa: E402
-from . import primitives as prim
-from .cache import load_kernel
-from .codegen import (
+from . import primitives as prim  # noqa: E402
+from .cache import load_kernel  # noqa: E402
+from .codegen import (  # noqa: E402
     PARALLEL_THRESHOLD,
     REDUCTIONS,
     Body,

@@ -1,0 +1,66 @@
+"""The thread pool of the CPU backend: which numba threading layer runs graphc's parallel work.
+
+One pool does all of it, numba's: parallel kernels, and GEMMs too (``blas`` runs single-threaded
+BLAS on each of its threads), so no pool spins while another works. The layer is TBB, from the
+``tbb`` wheel graphc depends on: its threads pick up a kernel in about 15 us (a plan's kernels
+are short) and sleep soon after, so they neither hold a core against the next library's pool
+nor slow a peer in the same process. Measured on 2 cores, the other layers each fail one of
+those: numba's OpenMP layer shares the system libgomp with PyTorch, whose steps then ran 2x
+slower in the same process; the workqueue layer wakes its threads through the OS (about 60 us a
+kernel here) and cannot run kernels from two Python threads at once. workqueue is the fallback
+where TBB does not load; a user's ``NUMBA_THREADING_LAYER`` always wins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import os
+import sys
+
+import numba
+
+# The TBB runtime numba's tbbpool links against, by platform; numba itself loads it by this name.
+_TBB_NAMES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
+
+
+def tbb_library_path() -> str | None:
+    """Where the ``tbb`` wheel put its runtime library, or None when it is not installed."""
+    name = _TBB_NAMES.get(sys.platform)
+    try:
+        files = importlib.metadata.files("tbb") or []
+        dist = importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name == name:
+            return os.path.normpath(str(dist.locate_file(f)))
+    return None
+
+
+def _load_tbb() -> bool:
+    """Load the TBB runtime so numba's tbbpool finds it; True when numba's TBB layer can start."""
+    path = tbb_library_path()
+    if path is None:
+        return False
+    try:
+        # The wheel puts the library in <prefix>/lib, which is not on the loader's search path;
+        # loaded globally here, numba's later dlopen by soname finds it.
+        ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        import numba.np.ufunc.tbbpool  # noqa: F401
+    except (OSError, ImportError):
+        return False
+    return True
+
+
+def choose_threading_layer() -> str | None:
+    """Set numba's threading layer for graphc (TBB, else workqueue); the layer set, or None
+    where the user chose one through the environment.
+
+    Must run before numba starts its pool (the first parallel kernel or set_num_threads call);
+    after that numba keeps the layer it started with.
+    """
+    if {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+        return None
+    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
+    return numba.config.THREADING_LAYER
