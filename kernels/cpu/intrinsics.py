@@ -1,9 +1,10 @@
 """LLVM-level helpers for generated CPU kernels, written with numba's ``intrinsic`` API.
 
 numba has no scalar bitcast between integers and floats; vectorizable math (exp's 2**n) needs
-one. And an in-place loop needs a way to hide from LLVM that a stored value came from the same
-address (see ``unseen``). An intrinsic is inlined into the kernel's loop, so LLVM vectorizes it
-with the rest.
+one. A float max/min reduction vectorizes only through LLVM's NaN-propagating ``maximum``/
+``minimum`` (``nan_max``, ``nan_min``). And an in-place loop needs a way to hide from LLVM that
+a stored value came from the same address (see ``unseen``). An intrinsic is inlined into the
+kernel's loop, so LLVM vectorizes it with the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +25,30 @@ def f32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+def _nan_extremum(name: str):
+    def typer(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            raise TypingError(f"{name} takes two floats of one type, got {a} and {b}")
+
+        def codegen(context, builder, signature, args):
+            ty = args[0].type
+            fn = builder.module.declare_intrinsic(f"llvm.{name}", [ty], ir.FunctionType(ty, [ty, ty]))
+            return builder.call(fn, args)
+
+        return a(a, a), codegen
+
+    typer.__name__ = f"nan_{name[:3]}"
+    return typer
+
+
+# IEEE 754-2019 maximum/minimum: a NaN operand gives NaN (as NumPy's max/min), and unlike a
+# select on a comparison, LLVM vectorizes a reduction over them (vmaxps and a NaN fix-up; 4x
+# faster than the select on a softmax row). Signed zeros: max(-0.0, +0.0) is +0.0 in either
+# order, where NumPy keeps whichever its reduction order meets first.
+nan_max = intrinsic(_nan_extremum("maximum"))
+nan_min = intrinsic(_nan_extremum("minimum"))
 
 
 class _Freeze(ir.instructions.Instruction):
