@@ -260,6 +260,21 @@ def test_reduce_nan_propagates():
         check(node_of(op, [((2, 3, 4), "f32")], {"axes": (0,)}), [x])
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_max_min_of_long_rows_propagate_nan_from_any_position(dtype):
+    # Rows long enough for the vectorized body (LLVM's maximum/minimum) and its scalar rest:
+    # a NaN in either part, at either end, and rows of infinities.
+    x = rand((6, 71), dtype)
+    x[0, 3] = np.nan  # vector body
+    x[1, 70] = np.nan  # scalar rest
+    x[2, 0] = np.nan
+    x[3, :] = -np.inf
+    x[4, :] = np.inf
+    x[5, 40] = np.inf
+    for op in ("max", "min"):
+        check(node_of(op, [((6, 71), dtype)], {"axes": (1,)}), [x])
+
+
 def test_sum_long_rows_is_accurate():
     x = RNG.uniform(0, 1, size=(2, 5000)).astype(np.float32)
     check(node_of("sum", [((2, 5000), "f32")], {"axes": (1,)}), [x])
