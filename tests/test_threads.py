@@ -1,6 +1,7 @@
 """The CPU backend's thread pool (kernels/cpu/threads.py): the layer it picks, a user's choice,
 and parallel work started from two Python threads at once."""
 
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -34,10 +35,28 @@ print(numba.threading_layer())
 """
 
 
-def _probe_layer(**env: str) -> str:
+# Run first in a probe: the tbb wheel looks absent, as on a platform it has no wheel for.
+_HIDE_TBB = """
+import importlib.metadata as m
+_files, _dist = m.files, m.distribution
+def _hide(real):
+    def lookup(name):
+        if name == "tbb":
+            raise m.PackageNotFoundError(name)
+        return real(name)
+    return lookup
+m.files, m.distribution = _hide(_files), _hide(_dist)
+"""
+
+
+def _probe_layer(prelude: str = "", **env: str) -> str:
     base = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env={**base, **env}, timeout=300
+        [sys.executable, "-c", prelude + _PROBE],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
@@ -50,6 +69,11 @@ def test_tbb_is_the_default_layer():
 
 def test_a_users_threading_layer_wins_and_gives_the_same_results():
     assert _probe_layer(NUMBA_THREADING_LAYER="workqueue") == "workqueue"
+
+
+@pytest.mark.skipif(ctypes.util.find_library("tbb") is not None, reason="a system TBB is on the loader path")
+def test_without_tbb_numba_falls_back_to_workqueue():
+    assert _probe_layer(_HIDE_TBB) == "workqueue"
 
 
 @pytest.mark.skipif(blas.numpy_openblas() is None, reason="NumPy here does not bundle OpenBLAS")

@@ -8,7 +8,8 @@ nor slow a peer in the same process. Measured on 2 cores, the other layers each 
 those: numba's OpenMP layer shares the system libgomp with PyTorch, whose steps then ran 2x
 slower in the same process; the workqueue layer wakes its threads through the OS (about 60 us a
 kernel here) and cannot run kernels from two Python threads at once. workqueue is the fallback
-where TBB does not load; a user's ``NUMBA_THREADING_LAYER`` always wins.
+where TBB does not start; a user's choice of layer (``NUMBA_THREADING_LAYER`` or numba.config)
+always wins.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def tbb_library_path() -> str | None:
 
 
 def _load_tbb() -> bool:
-    """Load the TBB runtime so numba's tbbpool finds it; True when numba's TBB layer can start."""
+    """Load the TBB runtime so numba's tbbpool finds it; True when it loaded."""
     path = tbb_library_path()
     if path is None:
         return False
@@ -47,20 +48,22 @@ def _load_tbb() -> bool:
         # The wheel puts the library in <prefix>/lib, which is not on the loader's search path;
         # loaded globally here, numba's later dlopen by soname finds it.
         ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-        import numba.np.ufunc.tbbpool  # noqa: F401
-    except (OSError, ImportError):
+    except OSError:
         return False
     return True
 
 
-def choose_threading_layer() -> str | None:
-    """Set numba's threading layer for graphc (TBB, else workqueue); the layer set, or None
-    where the user chose one through the environment.
+def choose_threading_layer() -> list[str] | None:
+    """Put TBB first in numba's layer order, then workqueue (omp last: numba never gets past
+    workqueue, which always loads); the order set, or None where the user chose a layer.
 
-    Must run before numba starts its pool (the first parallel kernel or set_num_threads call);
-    after that numba keeps the layer it started with.
+    numba falls back by itself where TBB does not start (a TBB older than numba accepts, a
+    missing library). Must run before numba starts its pool (the first parallel kernel or
+    set_num_threads call); after that numba keeps the layer it started with.
     """
-    if {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+    env = {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ)
+    if env or numba.config.THREADING_LAYER != "default":
         return None
-    numba.config.THREADING_LAYER = "tbb" if _load_tbb() else "workqueue"
-    return numba.config.THREADING_LAYER
+    _load_tbb()
+    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+    return numba.config.THREADING_LAYER_PRIORITY
