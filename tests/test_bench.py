@@ -255,6 +255,19 @@ def test_targets_read_the_ratios():
     assert got[("cnn_train", "time / torch eager")] == (None, None)
 
 
+def test_round_by_round_ratio_is_given_beside_the_median_ratio():
+    # Rounds 1 and 3 ran in a slow phase of the machine: each median mixes the phases, the
+    # round-by-round ratio does not. The target is still decided by the ratio of the medians.
+    g = {"status": "ok", "median_ms": 11.0, "per_round_ms": [10.0, 11.0, 20.0]}
+    o = {"status": "ok", "median_ms": 10.0, "per_round_ms": [12.5, 10.0, 25.0]}
+    assert bench.paired_ratio(g, o) == pytest.approx(0.8)
+    assert bench.paired_ratio(g, {"status": "ok"}) is None
+    (t,) = bench.evaluate_targets([_fake_workload("transformer_infer", {"graphc": g, "onnxruntime": o})])
+    assert t["value"] == pytest.approx(1.1) and t["paired"] == pytest.approx(0.8) and t["met"] is False
+    text = "\n".join(bench.format_targets([t]))
+    assert "1.10 (target <= 1, by round 0.80): MISSED" in text
+
+
 def test_plot_without_matplotlib_is_a_note(tmp_path, monkeypatch):
     import builtins
 
