@@ -219,7 +219,10 @@ class Plan:
         for i in self._result_indices:
             v = self.graph.outputs[i]
             fixed = v.name in updated or v.name in self._persistent
-            if v.name in written and not fixed and alone_in_its_bytes(v):
+            # A reshape of v that is itself an output is read from the arena after the run, so
+            # v must be written there too.
+            also_read = any(w.name in read_after for w in reshapes(v))
+            if v.name in written and not fixed and not also_read and alone_in_its_bytes(v):
                 results[v.name] = slots(v)
         return {"inputs": inputs, "results": results}
 

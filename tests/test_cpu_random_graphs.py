@@ -51,6 +51,15 @@ VIEWS_OF_AN_IN_PLACE_RESULT = [
       return %0, %m
     }
     """,
+    # a result and a reshape of it both returned: the reshape is read from the arena after the
+    # run, so the result may not go to a fresh array (the reshape once returned x)
+    """
+    graph g(%x: f32[9]) {
+      %0 = neg(%x) : f32[9]
+      %9 = reshape(%0) {shape=(9, 1)} : f32[9,1]
+      return %0, %9
+    }
+    """,
 ]
 
 
