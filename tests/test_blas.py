@@ -112,3 +112,14 @@ def test_matmul_agrees_with_numpy_on_every_path():
         out = np.empty(np.matmul(a, b).shape)
         blas.matmul(a, b, out)
         np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_small_gemms_skip_the_thread_pool():
+    # Decided once per kernel from the shapes: below the threshold NumPy runs the GEMM directly.
+    assert blas.matmul_for(64, (64, 256)) is blas.serial_matmul
+    assert blas.matmul_for(256, (8, 128, 1024)) is blas.matmul
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((3, 5, 7)).astype(np.float32), rng.standard_normal((7, 4)).astype(np.float32)
+    out = np.full((3, 5, 4), np.nan, np.float32)
+    blas.serial_matmul(a, b, out)  # a stack of rows times one matrix: one GEMM over all rows
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=0, atol=1e-5)

@@ -181,13 +181,14 @@ def _blasable(x: np.ndarray) -> bool:
     )
 
 
-# The matmul kernel: NumPy's BLAS on numba's threads (see blas).
-blas_matmul = blas.matmul
+def _matmul_for(node: Node) -> Kernel:
+    """NumPy's BLAS on numba's threads (see blas); small GEMMs straight on the calling thread."""
+    return blas.matmul_for(node.inputs[0].shape[-1], node.outputs[0].shape)
 
 
 def _matmul(node: Node) -> Built:
     def make() -> Kernel:
-        return blas_matmul
+        return _matmul_for(node)
 
     return Built("# graphc CPU kernel: matmul (np.matmul into the output: NumPy's BLAS)\n", make)
 
@@ -370,6 +371,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
     def make() -> Kernel:
         epi_fn = load_kernel(epi_source) if epi_source else None
         scratch: list[np.ndarray] = []
+        matmul = _matmul_for(mm)
 
         def fused_matmul(*arrays: np.ndarray) -> None:
             ins = [*arrays[:n_in], *consts]
@@ -385,7 +387,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                 a = np.ascontiguousarray(a)
             if check_b and not _blasable(b):
                 b = np.ascontiguousarray(b)
-            blas_matmul(a, b, tgt)
+            matmul(a, b, tgt)
             for k in dups:
                 np.copyto(outs_[k], tgt)
             if epi_fn is not None:

@@ -17,6 +17,7 @@ import ctypes
 import glob
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -186,6 +187,20 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         a, out = a.reshape(-1, a.shape[-1]), out.reshape(-1, out.shape[-1])
     if not parallel_matmul(a, b, out):
         np.matmul(a, b, out=out)
+
+
+def serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` through NumPy's BLAS on the calling thread (``matmul`` for small GEMMs)."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        a, out = a.reshape(-1, a.shape[-1]), out.reshape(-1, out.shape[-1])
+    np.matmul(a, b, out=out)
+
+
+def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
+    """The matmul function for a product of shape ``out_shape`` over ``k``: ``serial_matmul``
+    where the work is below the thread pool's threshold (decided once, saving its checks on
+    every call of a small GEMM: training steps of small models make many), else ``matmul``."""
+    return serial_matmul if math.prod(out_shape) * k < PARALLEL_GEMM_WORK else matmul
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
