@@ -116,7 +116,7 @@ def test_matmul_agrees_with_numpy_on_every_path():
 
 def test_small_gemms_skip_the_thread_pool():
     # Decided once per kernel from the shapes: below the threshold NumPy runs the GEMM directly.
-    assert blas.matmul_for(64, (64, 256)) is blas.serial_matmul
+    assert blas.matmul_for(256, (64, 20)) is blas.serial_matmul  # mlp_small_train: 327K multiply-adds
     assert blas.matmul_for(256, (8, 128, 1024)) is blas.matmul
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((3, 5, 7)).astype(np.float32), rng.standard_normal((7, 4)).astype(np.float32)
