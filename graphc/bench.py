@@ -727,8 +727,12 @@ def _kernel_label(node: Any) -> tuple[str, str]:
 
 
 def _matmul_flops(node: Any) -> int | None:
-    """2·m·n·k·batch of a matmul node or of the matmul that opens a fused matmul node."""
+    """2·m·n·k·batch of a matmul node or of the matmul that opens a fused matmul node; an
+    attention node's two matmuls together."""
     mm = node
+    if node.op == "fused" and node.attrs.get("kind") == "attention":
+        stages = [_matmul_flops(n) for n in node.subgraph.nodes]
+        return sum(f for f in stages if f) or None
     if node.op == "fused":
         body = getattr(node, "subgraph", None)
         mm = next((n for n in body.nodes if n.op == "matmul"), None) if body is not None else None

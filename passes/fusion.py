@@ -15,7 +15,7 @@ Roles (from the op registry's fusion class)
   (none)       injective ops (reshape, transpose, slice, pad, concat), opaque ops (gather,
                im2col, argmax, rng_uniform, ...) and existing fused nodes stay as they are
 
-Legal groups (``docs/CONTRACTS.md``'s three kinds; every body value has one of a few shapes,
+Legal groups (``docs/CONTRACTS.md``'s first three kinds; every body value has one of a few shapes,
 which is what lets a backend emit one loop nest per group)
   pointwise  elementwise ops whose outputs all have one shape (the domain); operands from
              outside may broadcast to it
@@ -45,8 +45,10 @@ Algorithm
      pointwise or reduction group that stays legal with the chain copied in. Then each reader
      computes the value itself, and the original is dropped when nothing else needs it.
   3. Groups with two or more ops become ``fused`` nodes (``attrs["kind"]``, ``node.subgraph``),
-     keeping the original output Values (and names); single-node groups stay plain nodes. The
-     node list is re-sorted topologically, earliest original position first.
+     keeping the original output Values (and names); single-node groups stay plain nodes.
+  4. Attention chains (score matmul, row softmax, value matmul, optional head transpose) become
+     one fused node of kind attention whose body is those stage nodes (``passes.attention``).
+     The node list is re-sorted topologically, earliest original position first.
 
 ``kernel_count(graph)`` counts what a backend launches: every node except free reshapes.
 """
@@ -61,6 +63,7 @@ import numpy as np
 from graphc.ir import Graph, GraphcError, Node, Value
 from graphc.ir.ops import is_last_axes_swap
 
+from .attention import stitch_attention
 from .util import fusion_class, graph_pass
 
 MAX_RECOMPUTE_OPS = 3
@@ -435,6 +438,7 @@ class _Fuser:
             if self.uid.get(n) in self.groups:
                 continue
             (sources if self.roles[n] == "source" else units).append((i, n))
+        units = stitch_attention(units, outputs)
         read = {v for _, n in units for v in n.inputs} | outputs
         # A const node stays where a plain node reads it; fused bodies hold their own copies.
         units.extend((i, n) for i, n in sources if n.output in read)

@@ -38,6 +38,8 @@ def check_contract(graph: Graph) -> None:
             assert reductions and all(is_trailing_reduction(r) for r in reductions)
             assert len({(r.inputs[0].shape, tuple(sorted(r.attrs["axes"]))) for r in reductions}) == 1
             assert set(classes) <= {"pointwise", "broadcast", "source", "reduction"}
+        elif kind == "attention":
+            check_attention(node)
         else:
             assert kind == "matmul"
             at = [n.op for n in body.nodes].index("matmul")
@@ -51,6 +53,31 @@ def check_contract(graph: Graph) -> None:
                 assert t.output not in body.outputs
             assert {get_op(n.op).fusion for n in epilogue} <= {"pointwise", "broadcast", "source"}
             assert all(n.output.shape == mm.output.shape for n in epilogue if n.op != "const")
+
+
+def check_attention(node) -> None:
+    """An attention body: matmul, fused reduction, matmul (each by its own contract), optionally
+    a transpose keeping the last axis; each stage reads the one before as it is."""
+    body = node.subgraph
+    check_contract(body)
+    stages = [n.attrs.get("kind", n.op) for n in body.nodes]
+    assert stages[:3] == ["matmul", "reduction", "matmul"] and len(stages) <= 4, stages
+    scores, rows, values = body.nodes[:3]
+    for stage in (scores, values):
+        if stage.op == "fused":
+            assert [v for v in stage.subgraph.outputs] == [
+                n.output for n in stage.subgraph.nodes if n.op == "matmul"
+            ]
+    assert rows.inputs[0] is scores.output and rows.output.shape == scores.output.shape
+    products = values.subgraph.nodes if values.op == "fused" else [values]
+    mm = next(n for n in products if n.op == "matmul")
+    left = (
+        mm.inputs[0] if values.op == "matmul" else values.inputs[values.subgraph.inputs.index(mm.inputs[0])]
+    )
+    assert left is rows.output
+    if len(stages) == 4:
+        assert stages[3] == "transpose" and body.nodes[3].attrs["perm"][-1] == len(values.output.shape) - 1
+    assert body.outputs == [body.nodes[-1].output]
 
 
 def names(values) -> list[str]:
@@ -348,7 +375,9 @@ def test_transformer_layer_kernel_count():
     after = kernel_count(out)
     kinds = sorted(n.attrs["kind"] for n in out.nodes if n.op == "fused")
     print(f"\ntransformer layer: {before} kernels before, {after} after; fused kinds {kinds}")
-    assert kinds.count("reduction") == 3  # softmax and two layer norms
+    assert kinds.count("reduction") == 2  # the two layer norms
+    (attention,) = [n for n in out.nodes if n.op == "fused" and n.attrs["kind"] == "attention"]
+    assert [n.attrs.get("kind") for n in attention.subgraph.nodes if n.op == "fused"][1] == "reduction"
     assert after <= 22
     assert_same_outputs(g, out, make_feeds(g, low=-1.0, high=1.0), rtol=1e-4, atol=1e-5)
 

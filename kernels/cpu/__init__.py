@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.ir import GraphcError, Node, Value, to_numpy_dtype
-from graphc.ir.ops import REGISTRY, is_last_axes_swap
+from graphc.ir import GraphcError, Node, to_numpy_dtype
+from graphc.ir.ops import REGISTRY
 
 # numba's pool runs all of graphc's parallel work (see threads): its layer is chosen here, before
 # anything can start the pool, so import this module before running a parallel kernel or calling
@@ -31,6 +31,7 @@ choose_threading_layer()
 
 from . import blas  # noqa: E402
 from . import primitives as prim  # noqa: E402
+from .attention import build_attention  # noqa: E402
 from .cache import load_kernel  # noqa: E402
 from .codegen import (  # noqa: E402
     PARALLEL_THRESHOLD,
@@ -49,6 +50,7 @@ from .codegen import (  # noqa: E402
     slice_source,
     transpose_source,
 )
+from .views import blasable, operand_view  # noqa: E402
 
 Kernel = Callable[..., None]
 
@@ -170,17 +172,6 @@ def _argmax(node: Node) -> Built:
 
 
 # ---------------------------------------------------------------- matmul
-def _blasable(x: np.ndarray) -> bool:
-    # NumPy's matmul calls BLAS only for matrices with one unit-stride axis; others take its
-    # naive loop, far slower than copying first.
-    if x.ndim < 2 or x.size == 0:
-        return True
-    item, (r, c), (sr, sc) = x.itemsize, x.shape[-2:], x.strides[-2:]
-    return (sc == item and sr % item == 0 and sr >= c * item) or (
-        sr == item and sc % item == 0 and sc >= r * item
-    )
-
-
 def _matmul_for(node: Node) -> Kernel:
     """NumPy's BLAS on numba's threads (see blas); small GEMMs straight on the calling thread."""
     return blas.matmul_for(node.inputs[0].shape[-1], node.outputs[0].shape)
@@ -318,6 +309,8 @@ def _fused(node: Node) -> Built:
     consts = [np.ascontiguousarray(body.initializers[v.name], dtype=v.type.np_dtype) for v in others]
     spec = Body(data + others, list(body.nodes), list(body.outputs))
     n_in = len(node.inputs)
+    if node.attrs.get("kind") == "attention":
+        return _fused_attention(node, consts)
     try:
         if any(n.op == "matmul" for n in body.nodes):
             return _fused_matmul(node, spec, consts)
@@ -350,7 +343,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
         raise Unsupported("matmul prologue other than transposes, slices and reshapes")
     if not all(is_elementwise(n) for n in rest):
         raise Unsupported("epilogue holds a non-elementwise op")
-    (get_a, check_a), (get_b, check_b) = (_operand_view(v, spec.inputs, prologue) for v in mm.inputs)
+    (get_a, check_a), (get_b, check_b) = (operand_view(v, spec.inputs, prologue) for v in mm.inputs)
     outs = spec.outputs
     target = next((k for k, v in enumerate(outs) if v is m), None)
     if target is None:
@@ -383,9 +376,9 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
             a, b = get_a(ins), get_b(ins)
-            if check_a and not _blasable(a):
+            if check_a and not blasable(a):
                 a = np.ascontiguousarray(a)
-            if check_b and not _blasable(b):
+            if check_b and not blasable(b):
                 b = np.ascontiguousarray(b)
             matmul(a, b, tgt)
             for k in dups:
@@ -398,39 +391,33 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
     return Built(source, make)
 
 
-def _operand_view(
-    v: Value, inputs: list[Value], prologue: list[Node]
-) -> tuple[Callable[[list], np.ndarray], bool]:
-    """``ins -> array``: operand ``v`` as a NumPy view of a body input through its prologue, and
-    whether that view may lack a BLAS layout (only slices, reshapes and permuting transposes can
-    leave one without a unit-stride axis; checking costs a few microseconds per call).
+def _fused_attention(node: Node, consts: list[np.ndarray]) -> Built:
+    """The attention kernel (see attention), or its stages one by one where it does not apply."""
+    try:
+        fused = build_attention(node) if not consts else None
+    except Unsupported as why:
+        return _fallback(node, consts, str(why))
+    if fused is None:
+        return _fallback(node, consts, "constant inputs")
+    staged = _fallback(node, consts, "arrays the attention kernel cannot take")
 
-    NumPy hands BLAS a transposed or strided view as it is (a transpose flag, a leading
-    dimension): attention's q, k and v are read straight out of the QKV projection's output.
-    """
-    if v in inputs:
-        k = inputs.index(v)
-        return (lambda ins: ins[k]), False
-    node = next((n for n in prologue if n.outputs[0] is v), None)
-    if node is None:
-        raise Unsupported("matmul operands computed inside the body")
-    if is_last_axes_swap(node) and node.inputs[0] in inputs:
-        k = inputs.index(node.inputs[0])  # the common case (a weight), one call less
-        return (lambda ins: ins[k].swapaxes(-1, -2)), False
-    inner, _ = _operand_view(node.inputs[0], inputs, prologue)
-    if node.op == "transpose":
-        perm = tuple(node.attrs["perm"])
-        return (lambda ins: inner(ins).transpose(perm)), True
-    if node.op == "slice":
-        a = node.attrs
-        index = tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))
-        return (lambda ins: inner(ins)[index]), True
-    shape = node.outputs[0].shape
-    return (lambda ins: inner(ins).reshape(shape)), True  # a copy where no view has this shape
+    def make() -> Kernel:
+        fn = fused.make()
+        slow: list[Kernel] = []
+
+        def fused_attention(*arrays: np.ndarray) -> None:
+            if not fn(*arrays):
+                if not slow:
+                    slow.append(staged.load())
+                slow[0](*arrays)
+
+        return fused_attention
+
+    return Built(fused.source, make)
 
 
 def _fallback(node: Node, consts: list[np.ndarray], why: str) -> Built:
-    """Run the body's nodes one by one with the primitive kernels (correct, slower)."""
+    """Run the body's nodes one by one with their own kernels (correct, slower)."""
     body = node.subgraph
     built = [build(n) for n in body.nodes]
     source = f"# graphc CPU kernel: fused body run node by node ({why})\n"
@@ -441,13 +428,14 @@ def _fallback(node: Node, consts: list[np.ndarray], why: str) -> Built:
     def make() -> Kernel:
         kernels = [b.load() for b in built]
         steps = list(zip(body.nodes, kernels))
+        # Allocated once: the kernels of one plan run one at a time.
+        temps = {v: np.empty(v.shape, v.type.np_dtype) for n in body.nodes for v in n.outputs}
 
         def fused_fallback(*arrays: np.ndarray) -> None:
             env = dict(zip(params, [*arrays[:n_in], *consts]))
+            env.update(temps)
             for n, fn in steps:
-                results = [np.empty(v.shape, v.type.np_dtype) for v in n.outputs]
-                fn(*(env[v] for v in n.inputs), *results)
-                env.update(zip(n.outputs, results))
+                fn(*(env[v] for v in n.inputs), *(env[v] for v in n.outputs))
             for v, out in zip(body.outputs, arrays[n_in:]):
                 np.copyto(out, env[v])
 

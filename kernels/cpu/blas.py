@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 PARALLEL_GEMM_WORK = 1 << 19
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-_BLASINT = {4: "np.int32", 8: "np.int64"}
+BLAS_INT = {4: "np.int32", 8: "np.int64"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def gemm_source(int_bytes: int) -> str:
     Task t is part ``t % nsplit`` (a block of rows) of batch matrix ``t // nsplit``; a batch
     index becomes element offsets through the batch shape and each operand's batch strides.
     """
-    bi = _BLASINT[int_bytes]
+    bi = BLAS_INT[int_bytes]
     return f"""# graphc CPU kernel: parallel GEMM driver (single-threaded BLAS calls on numba's threads)
 import numpy as np
 from numba import njit, prange
@@ -143,7 +143,7 @@ def kernel(fn, ta, tb, m, n, k, one, zero, pa, lda, pb, ldb, pc, ldc, shape, sa,
 """
 
 
-def _matrix_layout(x: np.ndarray) -> tuple[int, int] | None:
+def matrix_layout(x: np.ndarray) -> tuple[int, int] | None:
     """(transpose flag, leading dimension) of ``x``'s trailing matrix for row-major BLAS, or None."""
     item = x.itemsize
     (r, c), (sr, sc) = x.shape[-2:], x.strides[-2:]
@@ -154,7 +154,7 @@ def _matrix_layout(x: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def _batch_strides(x: np.ndarray, batch: tuple[int, ...]) -> np.ndarray | None:
+def batch_strides(x: np.ndarray, batch: tuple[int, ...]) -> np.ndarray | None:
     """Element strides of ``x``'s batch axes broadcast to ``batch`` (0 where broadcast), or None
     where one is negative or not a whole number of elements."""
     lead = x.shape[:-2]
@@ -227,10 +227,10 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         return False
     if b.shape[-2] != k or out.shape[-2:] != (m, n):
         raise ValueError(f"matmul of {a.shape} and {b.shape} into {out.shape}")
-    la, lb, lc = _matrix_layout(a), _matrix_layout(b), _matrix_layout(out)
+    la, lb, lc = matrix_layout(a), matrix_layout(b), matrix_layout(out)
     if la is None or lb is None or lc is None or lc[0] != NO_TRANS:
         return False
-    sa, sb, sc = (_batch_strides(x, batch) for x in (a, b, out))
+    sa, sb, sc = (batch_strides(x, batch) for x in (a, b, out))
     if sa is None or sb is None or sc is None:
         return False
     # Whole matrices per thread where the batch shares out evenly; otherwise row blocks too.

@@ -291,12 +291,12 @@ class Source:
             return f"_{name}"
         raise KeyError(name)
 
-    def render(self, n_args: int, lines: list[str], parallel: bool) -> str:
-        """The module text: header, helpers (sorted for a stable hash), then ``kernel``."""
+    def render(self, n_args: int, lines: list[str], parallel: bool, name: str = "kernel") -> str:
+        """The module text: header, helpers (sorted for a stable hash), then the function ``name``."""
         args = ", ".join(f"a{k}" for k in range(n_args))
         parts = [f"# graphc CPU kernel: {self.title}\n", _HEADER]
         parts += [self.helpers[k] for k in sorted(self.helpers)]
-        parts.append(f"\n{decorator(parallel)}\ndef kernel({args}):\n")
+        parts.append(f"\n{decorator(parallel)}\ndef {name}({args}):\n")
         parts.append("".join(f"    {line}\n" for line in lines) or "    pass\n")
         return "".join(parts)
 
@@ -721,8 +721,13 @@ def _loop_dims(body: Body, full: tuple[int, ...]) -> dict[Value, Dims]:
     return dims
 
 
-def reduction_source(body: Body, title: str = "reduction") -> str:
+def reduction_source(
+    body: Body, title: str = "reduction", function: str = "kernel", serial: bool = False
+) -> str:
     """Rows of the leading axes, each in phased loops over the reduced trailing axes.
+
+    ``function`` names the function; ``serial`` keeps it off the thread pool whatever its size (a
+    kernel that another parallel kernel calls per task: attention's rows).
 
     Loop k over a row computes the operands of the reductions whose inputs need only results
     of loops < k (plus element outputs that become ready); values an earlier loop computed are
@@ -946,7 +951,7 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
         post.append(f"{view[key]}[{lay.index(key, ivars)}] = {name}")
 
     # Assemble: chunks of rows (prange) > rows > phased inner loops.
-    par = use_parallel(numel(full)) and numel([full[a] for a in range(split)]) > 1
+    par = not serial and use_parallel(numel(full)) and numel([full[a] for a in range(split)]) > 1
     lines = list(head)
     # A fixed chunk count: get_num_threads() here would make numba refuse to cache the kernel.
     lines.append(f"nch = min(nrows, {ROW_CHUNKS if par else 1})")
@@ -985,7 +990,7 @@ def reduction_source(body: Body, title: str = "reduction") -> str:
         lines += [li + s for s in loop_lines] or [li + "pass"]
         lines += [ind + s for s in after[k]]
     lines += [ind + s for s in post]
-    return src.render(n_in + len(body.outputs), lines, par)
+    return src.render(n_in + len(body.outputs), lines, par, function)
 
 
 # ---------------------------------------------------------------- reductions over any axes

@@ -328,7 +328,26 @@ def fused_cases() -> list[Case]:
 
     node = fused("reduction", [x45], mixed)
     out.append(Case("fallback_reshape_in_reduction", node, [x45], generated=False))
+    qkv = {"q": _f32(1, 2, 5, 4, seed=42), "k": _f32(1, 2, 6, 4, seed=43), "v": _f32(1, 2, 6, 3, seed=44)}
+    node = attention_node(**qkv)
+    out.append(Case("attention_stages", node, [qkv[v.name] for v in node.inputs], atol=1e-5, generated=False))
     return out
+
+
+def attention_node(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Node:
+    """The fused attention node fusion makes of softmax(q k^T / 2) v with the heads put back (its
+    stages run as the matmul, reduction and matmul kernels they were before stitching)."""
+    from graphc.passes import optimize
+
+    g = Graph("attention")
+    qv, kv, vv = (g.add_input(name, _t(a)) for name, a in zip("qkv", (q, k, v)))
+    scores = g.op("mul", g.op("matmul", qv, g.op("transpose", kv, perm=(0, 1, 3, 2))), c(g, 0.5))
+    e = g.op("exp", g.op("sub", scores, g.op("max", scores, axes=(3,), keepdims=True)))
+    probs = g.op("div", e, g.op("sum", e, axes=(3,), keepdims=True))
+    g.add_output(g.op("transpose", g.op("matmul", probs, vv), perm=(0, 2, 1, 3)))
+    (node,) = [n for n in optimize(g).nodes if n.op == "fused"]
+    assert node.attrs["kind"] == "attention"
+    return node
 
 
 def all_cases() -> list[Case]:

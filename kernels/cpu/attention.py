@@ -1,0 +1,272 @@
+"""The CPU kernel of a fused attention node: scores, row softmax and value product per block.
+
+One parallel task per (batch matrix, block of query rows): BLAS computes the block's scores
+q_rows @ k^T into a thread-local buffer, the fused reduction's body (generated over one matrix,
+serial) turns them into probabilities in a second buffer while both sit in cache, and BLAS
+multiplies those by v straight into the output, through the head transpose when the node has
+one. Run as three kernels, the scores and probabilities of every matrix went to memory and
+back twice. The stages' layout rules are those of ``passes.attention``; a node this kernel
+cannot take runs its stages one by one (``staged``), as they ran before stitching.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from graphc.ir import Node, TensorType, Value
+
+from . import blas
+from .cache import load_kernel
+from .codegen import NP_TYPE, REDUCTIONS, Body, Unsupported, decorator, reduction_source, use_parallel
+from .views import blasable, operand_view
+
+# Query rows per task: a block's scores and probabilities (two buffers of rows x keys) stay
+# within this many elements, so both fit in a core's L2 cache beside the operands' panels.
+SCORE_BLOCK = 1 << 15
+# Parallel tasks are handed out in at most this many chunks (each allocating its two buffers once).
+TASK_CHUNKS = 64
+
+
+@dataclass
+class Stages:
+    """A fused attention body taken apart: where q, k^T and v come from, the row body, the output."""
+
+    scores: Node  # the fused matmul computing q @ k^T
+    rows: Node  # the fused reduction computing the probabilities
+    values: Node  # the fused matmul computing probabilities @ v
+    head_perm: tuple[int, ...] | None  # the transpose of the product into the output, if any
+
+
+def stages(node: Node) -> Stages:
+    """The stage nodes of a fused attention node (``docs/CONTRACTS.md``), or Unsupported."""
+    body = node.subgraph
+    ops = [n.attrs.get("kind", n.op) for n in body.nodes]
+    if ops[:3] != ["matmul", "reduction", "matmul"] or len(ops) > 4 or body.nodes[1].op != "fused":
+        raise Unsupported("an attention body other than matmul, reduction, matmul[, transpose]")
+    scores, rows, values = body.nodes[:3]
+    perm = None
+    if len(ops) == 4:
+        if body.nodes[3].op != "transpose":
+            raise Unsupported("attention ends in an op other than a transpose")
+        perm = tuple(body.nodes[3].attrs["perm"])
+    return Stages(scores, rows, values, perm)
+
+
+def _matmul_parts(stage: Node) -> tuple[Node, list[Node], list[Value]]:
+    """A matmul stage's matmul, its prologue, and the values its operand arrays bind to."""
+    if stage.op == "matmul":
+        return stage, [], list(stage.inputs)
+    nodes = stage.subgraph.nodes
+    mms = [n for n in nodes if n.op == "matmul"]
+    if len(mms) != 1 or list(stage.subgraph.outputs) != [mms[0].output]:
+        raise Unsupported("an attention matmul stage with an epilogue")
+    return mms[0], [n for n in nodes if n is not mms[0]], list(stage.subgraph.inputs)
+
+
+def per_matrix_rows(rows: Node) -> Body:
+    """The reduction stage's body over one matrix of scores: the batch dims dropped from every
+    value (values of rank <= 2, or with leading dims of 1, broadcast over all matrices)."""
+    body = rows.subgraph
+    domain = rows.outputs[0].shape
+    lead = len(domain) - 2
+
+    def trim(v: Value) -> Value:
+        extra = len(v.shape) - 2
+        if extra <= 0:
+            return Value(v.name, v.type)
+        if v.shape[:extra] != domain[:lead] and any(d != 1 for d in v.shape[:extra]):
+            raise Unsupported(f"a {v.type} value varies over the attention's batch dims")
+        return Value(v.name, TensorType(v.shape[extra:], v.dtype))
+
+    env = {v: trim(v) for v in body.inputs}
+    nodes = []
+    for n in body.nodes:
+        if n.op == "rng_uniform" or (n.op == "broadcast_to" and len(n.attrs["shape"]) > 2):
+            raise Unsupported(f"{n.op} in attention's row body")
+        attrs = dict(n.attrs)
+        if n.op in REDUCTIONS:
+            if tuple(attrs["axes"]) != (len(domain) - 1,):
+                raise Unsupported("attention's row body reduces over other axes than the last")
+            attrs["axes"] = (1,)
+        outs = [trim(v) for v in n.outputs]
+        if n.op in REDUCTIONS and not attrs.get("keepdims", False):
+            raise Unsupported("attention's row body drops the reduced axis")
+        nodes.append(Node(n.op, [env[v] for v in n.inputs], attrs, outs, n.source))
+        env.update(zip(n.outputs, outs))
+    return Body([env[v] for v in body.inputs], nodes, [env[v] for v in body.outputs])
+
+
+def driver_source(row_source: str, dtype: str, sliced: list[bool], parallel: bool, int_bytes: int) -> str:
+    """The kernel module: the row function ``_rows`` then the parallel driver ``kernel``.
+
+    Extra operands of the row body follow the fixed arguments; ``sliced[k]`` says whether the
+    k-th varies along the query rows (then each task passes its block of rows).
+    """
+    bi = blas.BLAS_INT[int_bytes]
+    extras = "".join(f", e{k}" for k in range(len(sliced)))
+    row_args = "".join(f"e{k}[lo:hi], " if s else f"e{k}, " for k, s in enumerate(sliced))
+    loop = "prange" if parallel else "range"
+    nt, rm = blas.NO_TRANS, blas.ROW_MAJOR
+    return (
+        row_source
+        + f"""
+
+from graphc.kernels.cpu.blas import call_gemm
+
+
+{decorator(parallel)}
+def kernel(
+    fn, tq, tk, tv, m, n, k, d, one, zero, pq, ldq, pk, ldk, pv, ldv, po, ldo,
+    shape, sq, sk, sv, so, nblocks, item{extras},
+):
+    nbatch = 1
+    for a in range(shape.shape[0]):
+        nbatch *= shape[a]
+    ntasks = nbatch * nblocks
+    nch = min(ntasks, {TASK_CHUNKS})
+    most = (m + nblocks - 1) // nblocks
+    for c in {loop}(nch):
+        s = np.empty((most, n), {NP_TYPE[dtype]})
+        p = np.empty((most, n), {NP_TYPE[dtype]})
+        for t in range(c * ntasks // nch, (c + 1) * ntasks // nch):
+            rest = t // nblocks
+            part = t % nblocks
+            oq = 0
+            ok = 0
+            ov = 0
+            oo = 0
+            for a in range(shape.shape[0] - 1, -1, -1):
+                j = rest % shape[a]
+                rest //= shape[a]
+                oq += j * sq[a]
+                ok += j * sk[a]
+                ov += j * sv[a]
+                oo += j * so[a]
+            lo = part * m // nblocks
+            hi = (part + 1) * m // nblocks
+            oq += lo * ldq if tq == {nt} else lo
+            oo += lo * ldo
+            call_gemm(
+                fn, np.int32({rm}), np.int32(tq), np.int32(tk), {bi}(hi - lo), {bi}(n), {bi}(k), one,
+                pq + oq * item, {bi}(ldq), pk + ok * item, {bi}(ldk), zero, s.ctypes.data, {bi}(n),
+            )
+            _rows(s[: hi - lo], {row_args}p[: hi - lo])
+            call_gemm(
+                fn, np.int32({rm}), np.int32({nt}), np.int32(tv), {bi}(hi - lo), {bi}(d), {bi}(n), one,
+                p.ctypes.data, {bi}(n), pv + ov * item, {bi}(ldv), zero, po + oo * item, {bi}(ldo),
+            )
+"""
+    )
+
+
+def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+@dataclass
+class AttentionKernel:
+    """The generated source and what the call wrapper needs to bind its arguments."""
+
+    source: str
+    make: Callable[[], Callable[..., bool]]
+
+
+def build_attention(node: Node) -> AttentionKernel:
+    """The fused kernel of an attention node; its loaded wrapper returns False, having written
+    nothing, where a call's arrays do not suit it (the caller then runs the stages)."""
+    st = stages(node)
+    lib = blas.numpy_openblas()
+    if lib is None:
+        raise Unsupported("no bundled OpenBLAS to call per task")
+    body = node.subgraph
+    position = {v: i for i, v in enumerate(body.inputs)}
+    score_mm, score_pro, score_vals = _matmul_parts(st.scores)
+    value_mm, value_pro, value_vals = _matmul_parts(st.values)
+    probs = value_vals[st.values.inputs.index(st.rows.outputs[0])]
+    if value_mm.inputs[0] is not probs or st.rows.inputs[0] is not st.scores.outputs[0]:
+        raise Unsupported("attention stages not chained as scores -> rows -> values")
+    dtype = st.scores.outputs[0].dtype
+    if dtype not in ("f32", "f64") or any(v.dtype != dtype for v in (*score_mm.inputs, *value_mm.inputs)):
+        raise Unsupported(f"attention in {dtype}")
+    scores_shape = st.scores.outputs[0].shape
+    batch = scores_shape[:-2]
+    m, n = scores_shape[-2:]
+
+    def bound(stage: Node) -> list[int | None]:  # None: the probabilities, made inside
+        return [position.get(v) for v in stage.inputs]
+
+    a_args, v_args = bound(st.scores), bound(st.values)
+    get_q, check_q = operand_view(score_mm.inputs[0], score_vals, score_pro)
+    get_k, check_k = operand_view(score_mm.inputs[1], score_vals, score_pro)
+    get_v, check_v = operand_view(value_mm.inputs[1], value_vals, value_pro)
+
+    row_body = per_matrix_rows(st.rows)
+    if not any(n_.op in REDUCTIONS for n_ in row_body.nodes):
+        raise Unsupported("attention's row body has no reduction")
+    row_source = reduction_source(
+        row_body, "attention rows (the reduction stage over a block of scores)", function="_rows", serial=True
+    )
+    extra_args = [position[v] for v in st.rows.inputs[1:]]
+    extra_shapes = [v.shape for v in row_body.inputs[1:]]
+    sliced = [len(s) == 2 and s[0] != 1 for s in extra_shapes]
+    parallel = use_parallel(math.prod(scores_shape), math.prod(batch) * m)
+    source = "# graphc CPU kernel: fused attention (per block of query rows: BLAS, rows, BLAS)\n"
+    source += driver_source(row_source, dtype, sliced, parallel, lib.int_bytes)
+    inverse = _inverse(st.head_perm) if st.head_perm is not None else None
+    n_in = len(node.inputs)
+    nbatch = math.prod(batch)
+
+    def make() -> Callable[..., bool]:
+        fn = load_kernel(source)
+        gemm = lib.gemm[np.dtype(st.scores.outputs[0].type.np_dtype)]
+        typed = np.dtype(st.scores.outputs[0].type.np_dtype).type
+        one, zero = typed(1), typed(0)
+        shape = np.array(batch, np.int64)
+
+        def fused_attention(*arrays: np.ndarray) -> bool:
+            ins, out = arrays[:n_in], arrays[n_in]
+            a_ins = [ins[i] for i in a_args]
+            q, kt = get_q(a_ins), get_k(a_ins)
+            v = get_v([None if i is None else ins[i] for i in v_args])
+            if check_q and not blasable(q):
+                q = np.ascontiguousarray(q)
+            if check_k and not blasable(kt):
+                kt = np.ascontiguousarray(kt)
+            if check_v and not blasable(v):
+                v = np.ascontiguousarray(v)
+            if out.size == 0 or n == 0 or q.shape[-1] == 0:
+                return False
+            o = out.transpose(inverse) if inverse is not None else out
+            layouts = [blas.matrix_layout(x) for x in (q, kt, v, o)]
+            strides = [blas.batch_strides(x, batch) for x in (q, kt, v, o)]
+            if None in layouts or any(s is None for s in strides) or layouts[3][0] != blas.NO_TRANS:
+                return False
+            extras = [ins[i].reshape(s) for i, s in zip(extra_args, extra_shapes)]
+            threads = numba.get_num_threads() if parallel else 1
+            nblocks = max(-(-m * n // SCORE_BLOCK), -(-threads // nbatch))
+            (lq, dq), (lk, dk), (lv, dv), (_, do) = layouts
+            before = lib.get_threads()
+            if before != 1:
+                lib.set_threads(1)
+            try:
+                fn(
+                    gemm, lq, lk, lv, m, n, q.shape[-1], v.shape[-1], one, zero,
+                    q.ctypes.data, dq, kt.ctypes.data, dk, v.ctypes.data, dv, o.ctypes.data, do,
+                    shape, *strides, min(nblocks, m), out.itemsize, *extras,
+                )  # fmt: skip
+            finally:
+                if before != 1:
+                    lib.set_threads(before)
+            return True
+
+        return fused_attention
+
+    return AttentionKernel(source, make)
