@@ -20,13 +20,7 @@ def main() -> None:
     want_ptx = check.ptx_unavailable() is None
     report = {"checked": 0, "ptx": 0, "failures": [], "ptx_unavailable": check.ptx_unavailable()}
     for case in all_cases():
-        nodes = [case.node]
-        try:
-            sources = [kc.generate(case.node)]
-        except Unsupported:
-            nodes = case.node.subgraph.nodes
-            sources = [kc.generate(n) for n in nodes]
-        for ks in sources:
+        for ks in _sources(case.node):
             try:
                 check.typecheck(ks)
                 report["checked"] += 1
@@ -39,6 +33,17 @@ def main() -> None:
     report["device_problem"] = kc.device_problem()
     report["compile_error"] = _compile_error()
     json.dump(report, sys.stdout)
+
+
+def _sources(node) -> list:
+    """The kernel sources a node runs: its own, or its body's where it falls back (an attention
+    body's stages may fall back in turn)."""
+    try:
+        return [kc.generate(node)]
+    except Unsupported:
+        if node.subgraph is None:
+            raise
+        return [ks for n in node.subgraph.nodes for ks in _sources(n)]
 
 
 def _compile_error() -> str | None:
