@@ -307,7 +307,7 @@ def initial_state(workload: Workload) -> dict[str, np.ndarray]:
         return {}
     try:
         lib = graphc_lib()
-        np.random.seed(SEED)
+        lib.nn.init.manual_seed(SEED)
         model, _ = build_model(workload, lib)
     except Exception:  # graphc's front end missing or failing: its engine reports why, later
         lib = torch_lib()

@@ -5,7 +5,11 @@ most bytes net of what it allocates (bytes of operands it is the last reader of,
 outputs; reshapes of arena values allocate nothing, they are views), ties going to the earlier
 node in the current order. Greedy choices can lose to the order the graph already has, so the
 result is whichever of the two has the lower simulated peak (``memory_plan.peak_bytes``, the
-same liveness rules as the memory planner).
+same liveness rules as the memory planner); on a tie, the one with more updates last.
+
+An update's node (the one computing a param/state input's new value) also waits for every other
+reader of the old value that does not depend on it, so the runtime can write the new value over
+the old one instead of copying it after the step (``runtime.Plan``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ def _greedy(graph: Graph) -> list[Node]:
         for v in n.inputs:
             if v in prod:
                 dependents[prod[v]].add(n)
+    after = _update_orderings(graph, prod, dependents)
+    for n, readers_first in after.items():
+        waiting[n] += len(readers_first)
+    released: dict[Node, list[Node]] = {}
+    for n, readers_first in after.items():
+        for r in readers_first:
+            released.setdefault(r, []).append(n)
     ready = [n for n in nodes if waiting[n] == 0]
     order: list[Node] = []
 
@@ -59,13 +70,50 @@ def _greedy(graph: Graph) -> list[Node]:
         for r in {owner[v] for v in best.inputs if v in arena}:
             if best in readers.get(r, ()):
                 remaining[r] -= 1
-        for d in dependents[best]:
+        for d in [*dependents[best], *released.get(best, ())]:
             waiting[d] -= 1
             if waiting[d] == 0:
                 ready.append(d)
     if len(order) != len(nodes):
         raise GraphcError(f"graph {graph.name} has a cycle; cannot schedule it")
     return order
+
+
+def _update_orderings(
+    graph: Graph, prod: dict[Value, Node], dependents: dict[Node, set[Node]]
+) -> dict[Node, set[Node]]:
+    """For each update's node, the other readers of the old value it should run after (those
+    that do not depend on it)."""
+    old_values = {v.name: v for v in graph.inputs}
+    after: dict[Node, set[Node]] = {}
+    for name, index in graph.updates.items():
+        node = prod.get(graph.outputs[index])
+        old = old_values.get(name)
+        if node is None or old is None:
+            continue
+        downstream, stack = set(), [node]
+        while stack:
+            for d in dependents[stack.pop()]:
+                if d not in downstream:
+                    downstream.add(d)
+                    stack.append(d)
+        first = {n for n in graph.nodes if old in n.inputs and n is not node and n not in downstream}
+        if first:
+            after.setdefault(node, set()).update(first)
+    return after
+
+
+def updates_last(graph: Graph, nodes: list[Node]) -> int:
+    """How many updates' nodes come after every other reader of the old value in ``nodes``."""
+    at = {n: i for i, n in enumerate(nodes)}
+    prod = {v: n for n in nodes for v in n.outputs}
+    old_values = {v.name: v for v in graph.inputs}
+    count = 0
+    for name, index in graph.updates.items():
+        node, old = prod.get(graph.outputs[index]), old_values.get(name)
+        if node is not None and old is not None:
+            count += all(at[n] <= at[node] for n in nodes if old in n.inputs)
+    return count
 
 
 def is_topological(graph: Graph, nodes: list[Node]) -> bool:
@@ -84,6 +132,10 @@ def is_topological(graph: Graph, nodes: list[Node]) -> bool:
 def schedule(graph: Graph) -> Graph:
     """Reorder ``graph.nodes`` (in place) into a low-peak-memory topological order."""
     candidate = _greedy(graph)
-    if peak_bytes(graph, candidate) < peak_bytes(graph, graph.nodes):
+
+    def cost(order: list[Node]) -> tuple[int, int]:
+        return peak_bytes(graph, order), -updates_last(graph, order)
+
+    if cost(candidate) < cost(graph.nodes):
         graph.set_nodes(candidate)
     return graph

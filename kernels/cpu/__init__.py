@@ -90,6 +90,8 @@ def build(node: Node, in_place: dict[int, int] | None = None) -> Built:
         raise GraphcError(f"no CPU kernel for op {node.op!r}") from None
     if in_place and _is_pointwise(node):
         return _pointwise_in_place(node, in_place)
+    if in_place and node.op == "fused" and node.attrs.get("kind") == "matmul":
+        return _fused(node, in_place)
     return builder(node)
 
 
@@ -297,7 +299,7 @@ def _rng_uniform(node: Node) -> Built:
 
 
 # ---------------------------------------------------------------- fused
-def _fused(node: Node) -> Built:
+def _fused(node: Node, in_place: dict[int, int] | None = None) -> Built:
     body = node.subgraph
     if body is None:
         raise GraphcError("fused node without a body")
@@ -313,7 +315,7 @@ def _fused(node: Node) -> Built:
         return _fused_attention(node, consts)
     try:
         if any(n.op == "matmul" for n in body.nodes):
-            return _fused_matmul(node, spec, consts)
+            return _fused_matmul(node, spec, consts, in_place or {})
         if any(n.op in REDUCTIONS for n in body.nodes):
             source = reduction_source(spec, f"fused {node.attrs.get('kind', 'reduction')}")
         else:
@@ -334,8 +336,12 @@ def _fused(node: Node) -> Built:
     return Built(source, make)
 
 
-def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
-    """Prologue transposes as views, BLAS matmul into an output (or a scratch buffer), one epilogue loop."""
+def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: dict[int, int]) -> Built:
+    """Prologue transposes as views, BLAS matmul into an output (or a scratch buffer), one epilogue loop.
+
+    ``in_place`` (output index -> input index): epilogue outputs the caller passes the input's
+    array for (a parameter's update written over it); the product never goes there.
+    """
     at = next(i for i, n in enumerate(spec.nodes) if n.op == "matmul")
     prologue, mm, rest = spec.nodes[:at], spec.nodes[at], spec.nodes[at + 1 :]
     m = mm.outputs[0]
@@ -345,18 +351,23 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray]) -> Built:
         raise Unsupported("epilogue holds a non-elementwise op")
     (get_a, check_a), (get_b, check_b) = (operand_view(v, spec.inputs, prologue) for v in mm.inputs)
     outs = spec.outputs
+    if any(outs[k] is m for k in in_place):
+        raise GraphcError("fused matmul: its product cannot be written over an input")
     target = next((k for k, v in enumerate(outs) if v is m), None)
     if target is None:
-        target = next((k for k, v in enumerate(outs) if v.type == m.type), None)
+        target = next((k for k, v in enumerate(outs) if v.type == m.type and k not in in_place), None)
     dups = [k for k, v in enumerate(outs) if v is m and k != target]
     epi_outs = [k for k, v in enumerate(outs) if v is not m]
     source = "# graphc CPU kernel: fused matmul (np.matmul, then the epilogue below)\n"
     epi_source = None
     if epi_outs:
         epi = Body([m, *spec.inputs], rest, [outs[k] for k in epi_outs])
-        # The epilogue reads the product from the target and may overwrite it there.
-        in_place = {epi_outs.index(target): 0} if target in epi_outs else None
-        epi_source = pointwise_source(epi, "matmul epilogue", in_place)
+        # The epilogue reads the product from the target and may overwrite it there; outputs
+        # over inputs are stored through those inputs' views (epilogue argument 1 + j).
+        epi_in_place = {epi_outs.index(k): 1 + j for k, j in in_place.items()}
+        if target in epi_outs:
+            epi_in_place[epi_outs.index(target)] = 0
+        epi_source = pointwise_source(epi, "matmul epilogue", epi_in_place or None)
         source += epi_source
     n_in = len(node.inputs)
     shape, dtype = m.shape, m.type.np_dtype
