@@ -3,13 +3,12 @@
 A greedy list scheduler: among the nodes whose operands are ready, run the one that frees the
 most bytes net of what it allocates (bytes of operands it is the last reader of, minus its new
 outputs; reshapes of arena values allocate nothing, they are views), ties going to the earlier
-node in the current order. Greedy choices can lose to the order the graph already has, so the
-result is whichever of the two has the lower simulated peak (``memory_plan.peak_bytes``, the
-same liveness rules as the memory planner); on a tie, the one with more updates last.
-
-An update's node (the one computing a param/state input's new value) also waits for every other
-reader of the old value that does not depend on it, so the runtime can write the new value over
-the old one instead of copying it after the step (``runtime.Plan``).
+node in the current order. A second greedy order makes each update's node (the one computing a
+param/state input's new value) also wait for every other reader of the old value that does not
+depend on it, so the runtime can write the new value over the old one instead of copying it
+after the step (``runtime.Plan``). Greedy choices can lose to the order the graph already has,
+so the result is whichever order has the lowest simulated peak (``memory_plan.peak_bytes``,
+the same liveness rules as the memory planner); on a tie, the one with more updates last.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from .memory_plan import align, peak_bytes
 from .util import graph_pass
 
 
-def _greedy(graph: Graph) -> list[Node]:
+def _greedy(graph: Graph, updates_last: bool) -> list[Node]:
     nodes = graph.nodes
     index = {n: i for i, n in enumerate(nodes)}
     prod = {v: n for n in nodes for v in n.outputs}
@@ -45,7 +44,7 @@ def _greedy(graph: Graph) -> list[Node]:
         for v in n.inputs:
             if v in prod:
                 dependents[prod[v]].add(n)
-    after = _update_orderings(graph, prod, dependents)
+    after = _update_orderings(graph, prod, dependents) if updates_last else {}
     for n, readers_first in after.items():
         waiting[n] += len(readers_first)
     released: dict[Node, list[Node]] = {}
@@ -131,11 +130,14 @@ def is_topological(graph: Graph, nodes: list[Node]) -> bool:
 @graph_pass("schedule")
 def schedule(graph: Graph) -> Graph:
     """Reorder ``graph.nodes`` (in place) into a low-peak-memory topological order."""
-    candidate = _greedy(graph)
 
     def cost(order: list[Node]) -> tuple[int, int]:
         return peak_bytes(graph, order), -updates_last(graph, order)
 
-    if cost(candidate) < cost(graph.nodes):
-        graph.set_nodes(candidate)
+    orders = [graph.nodes, _greedy(graph, updates_last=False)]
+    if graph.updates:
+        orders.append(_greedy(graph, updates_last=True))
+    best = min(orders, key=cost)  # the first of equals: the graph's own order wins ties
+    if best is not graph.nodes:
+        graph.set_nodes(best)
     return graph
