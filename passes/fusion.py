@@ -26,7 +26,9 @@ which is what lets a backend emit one loop nest per group)
              (max, sub, exp, sum, div) and layer_norm (sum, div, sub, mul, sum, div, add, rsqrt,
              mul) are one kernel each
   matmul     prologue transposes of its operands, one matmul, then domain-shaped elementwise
-             ops that all depend on its result (no reduction)
+             ops (no reduction), each on its result or computing an operand of one that is
+             (Adam's ``beta2 * v`` beside ``(1 - beta2) * g * g``; never an operand of the
+             matmul itself); the body lists prologue, matmul, then the rest
 
 Algorithm
   1. Every node with a role other than source starts in its own group. Nodes are visited in
@@ -149,12 +151,17 @@ def classify(nodes: list[Node], views: frozenset[Node] = frozenset()) -> str | N
                 return None
         domain = mm.output.shape
         reached = {mm.output}
+        side: set[Value] = set()  # values of the epilogue's operands computed in the group
         for n in nodes:
             if n is mm or n in prologue:
                 continue
-            if n.output.shape != domain or not any(v in reached for v in n.inputs):
+            if n.output.shape != domain:
                 return None
-            reached.add(n.output)
+            (reached if any(v in reached for v in n.inputs) else side).add(n.output)
+        feeds_matmul = {v for n in (mm, *prologue) for v in n.inputs}
+        read = {v for n in nodes for v in n.inputs}
+        if side & feeds_matmul or side - read:
+            return None
         return "matmul"
     if reds:
         domain = reds[0].inputs[0].shape
@@ -447,6 +454,10 @@ class _Fuser:
     def _make_fused(
         self, gid: int, kind: str, nodes: list[Node], ins: list[Value], outs: list[Value]
     ) -> Node:
+        if kind == "matmul":  # prologue, matmul, epilogue: its side operands may come earlier
+            mm = next(n for n in nodes if n.op == "matmul")
+            head = [n for n in nodes if n in self.views or role(n) == "prologue"]
+            nodes = head + [mm] + [n for n in nodes if n is not mm and n not in head]
         body = Graph(f"fused_{gid}")
         env: dict[Value, Value] = {v: body.add_input(v.name, v.type) for v in ins}
         for n in nodes:

@@ -134,6 +134,47 @@ def test_matmul_epilogue():
     assert ops == ["transpose", "matmul", "add", "maximum"]  # the weight transpose is a BLAS view
 
 
+def test_epilogue_operands_computed_beside_the_matmul_join_it():
+    # Adam's second moment: beta2 * v does not read the gradient product, but only the epilogue
+    # reads it, so it is computed there (one pass over v instead of two); the body still lists
+    # prologue, matmul, epilogue
+    out = fuse(
+        parse(
+            """
+            graph g(%dy: f32[4,3], %x: f32[4,5], %v: f32[3,5]) {
+              %dyt = transpose(%dy) {perm=(1, 0)} : f32[3,4]
+              %gw = matmul(%dyt, %x) : f32[3,5]
+              %b2 = const() {value=0.999, dtype='f32'} : f32[]
+              %old = mul(%v, %b2) : f32[3,5]
+              %sq = mul(%gw, %gw) : f32[3,5]
+              %new = add(%old, %sq) : f32[3,5]
+              return %new
+            }
+            """
+        )
+    )
+    (node,) = out.nodes
+    assert node.attrs["kind"] == "matmul"
+    ops = [n.op for n in node.subgraph.nodes if n.op != "const"]
+    assert ops == ["transpose", "matmul", "mul", "mul", "add"]
+
+
+def test_an_operand_of_the_matmul_never_joins_its_epilogue():
+    out = fuse(
+        parse(
+            """
+            graph g(%x: f32[4,4], %w: f32[4,4]) {
+              %r = exp(%x) : f32[4,4]
+              %m = matmul(%r, %w) : f32[4,4]
+              %y = add(%m, %r) : f32[4,4]
+              return %y
+            }
+            """
+        )
+    )
+    assert [n.op for n in out.nodes] == ["exp", "fused"]
+
+
 def test_transpose_joins_a_matmul_only_as_its_sole_reader():
     out = fuse(
         parse(
