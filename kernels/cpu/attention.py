@@ -116,7 +116,7 @@ def driver_source(row_source: str, dtype: str, sliced: list[bool], parallel: boo
         row_source
         + f"""
 
-from graphc.kernels.cpu.blas import call_gemm
+from graphc.kernels.cpu.blas import batch_offset, call_gemm
 
 
 {decorator(parallel)}
@@ -134,19 +134,12 @@ def kernel(
         s = np.empty((most, n), {NP_TYPE[dtype]})
         p = np.empty((most, n), {NP_TYPE[dtype]})
         for t in range(c * ntasks // nch, (c + 1) * ntasks // nch):
-            rest = t // nblocks
+            matrix = t // nblocks
             part = t % nblocks
-            oq = 0
-            ok = 0
-            ov = 0
-            oo = 0
-            for a in range(shape.shape[0] - 1, -1, -1):
-                j = rest % shape[a]
-                rest //= shape[a]
-                oq += j * sq[a]
-                ok += j * sk[a]
-                ov += j * sv[a]
-                oo += j * so[a]
+            oq = batch_offset(matrix, shape, sq)
+            ok = batch_offset(matrix, shape, sk)
+            ov = batch_offset(matrix, shape, sv)
+            oo = batch_offset(matrix, shape, so)
             lo = part * m // nblocks
             hi = (part + 1) * m // nblocks
             oq += lo * ldq if tq == {nt} else lo

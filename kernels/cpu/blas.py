@@ -101,6 +101,17 @@ def call_gemm(typingctx, fn, order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta
     return sig, codegen
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def batch_offset(index: int, shape: np.ndarray, strides: np.ndarray) -> int:
+    """Element offset of batch matrix ``index`` (C order over ``shape``) in an operand with
+    these batch strides (0 along broadcast axes)."""
+    offset = 0
+    for d in range(shape.shape[0] - 1, -1, -1):
+        offset += (index % shape[d]) * strides[d]
+        index //= shape[d]
+    return offset
+
+
 def gemm_source(int_bytes: int) -> str:
     """Numba source of the parallel GEMM driver for a BLAS with ``int_bytes``-byte integers.
 
@@ -112,7 +123,7 @@ def gemm_source(int_bytes: int) -> str:
 import numpy as np
 from numba import njit, prange
 
-from graphc.kernels.cpu.blas import call_gemm
+from graphc.kernels.cpu.blas import batch_offset, call_gemm
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -121,17 +132,11 @@ def kernel(fn, ta, tb, m, n, k, one, zero, pa, lda, pb, ldb, pc, ldc, shape, sa,
     for d in range(shape.shape[0]):
         nbatch *= shape[d]
     for t in prange(nbatch * nsplit):
-        rest = t // nsplit
+        matrix = t // nsplit
         part = t % nsplit
-        oa = 0
-        ob = 0
-        oc = 0
-        for d in range(shape.shape[0] - 1, -1, -1):
-            j = rest % shape[d]
-            rest //= shape[d]
-            oa += j * sa[d]
-            ob += j * sb[d]
-            oc += j * sc[d]
+        oa = batch_offset(matrix, shape, sa)
+        ob = batch_offset(matrix, shape, sb)
+        oc = batch_offset(matrix, shape, sc)
         lo = part * m // nsplit
         hi = (part + 1) * m // nsplit
         oa += lo * lda if ta == {NO_TRANS} else lo
