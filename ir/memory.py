@@ -31,13 +31,17 @@ class Buffer:
 
 @dataclass
 class MemoryPlan:
-    """Arena layout of every intermediate, data input and output value of a scheduled graph."""
+    """Arena layout of every intermediate, data input and output value of a scheduled graph
+    (but the updates ``written_over`` their param/state arrays)."""
 
     arena_bytes: int
     buffers: dict[str, Buffer] = field(default_factory=dict)
     naive_bytes: int = 0  # sum of every buffer's size, as if nothing were reused
     lower_bound: int = 0  # the most bytes live at any one step: no plan can do better
     alignment: int = 64
+    # Update results computed straight over their param/state input's array (value -> input
+    # name): they have no buffer, and the runtime copies nothing after the step.
+    written_over: dict[str, str] = field(default_factory=dict)
 
     def is_view(self, node: Node) -> bool:
         """Whether ``node``'s result is planned as a view of its operand's bytes (nothing to run)."""
@@ -60,6 +64,7 @@ class MemoryPlan:
             "lower_bound": self.lower_bound,
             "alignment": self.alignment,
             "buffers": [vars(b) for b in self.buffers.values()],
+            "written_over": dict(self.written_over),
         }
 
     @staticmethod
@@ -72,4 +77,5 @@ class MemoryPlan:
             data["naive_bytes"],
             data["lower_bound"],
             data.get("alignment", 64),
+            {str(k): str(v) for k, v in data.get("written_over", {}).items()},
         )

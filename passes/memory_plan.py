@@ -2,7 +2,8 @@
 
 Step k is ``graph.nodes[k]``. A value is live from the step that writes it (-1 for a data input,
 copied in before step 0) to the last step that reads it (``len(nodes)`` for a graph output).
-Buffers cover data inputs and every node output; param/const/state inputs live outside the arena.
+Buffers cover data inputs and every node output; param/const/state inputs live outside the arena,
+and so do the update results written straight over them (``written_over``).
 
 Sharing bytes, two ways (``Buffer.alias_of`` names the root buffer that owns them):
 - a reshape of an arena value is a view of its input, and so is a slice that takes one
@@ -46,6 +47,63 @@ def in_place_capable(node: Node) -> bool:
     if node.op == "fused":
         return node.attrs.get("kind") == "pointwise"
     return is_elementwise(node)
+
+
+# Kernels that can raise on bad data (an index out of range): no update is written over its
+# parameter before one of them has run, so a step that fails changes no parameter.
+RAISING_OPS = ("gather", "scatter_add")
+
+
+def _overwrites_in_step(node: Node, old: Value, new: Value) -> bool:
+    """Whether ``node`` may write ``new`` over ``old``'s array: it reads ``old`` only element by
+    element at the index where it writes (an elementwise op, a fused pointwise body, or a fused
+    matmul whose epilogue alone reads ``old`` and computes ``new``)."""
+    if node.op != "fused":
+        return is_elementwise(node)
+    body = node.subgraph
+    kind = node.attrs.get("kind")
+    if body is None or kind not in ("pointwise", "matmul"):
+        return False
+    if any(v.shape != old.shape for v in body.outputs):
+        return False
+    made = dict(zip(node.outputs, body.outputs))
+    producer = next(n for n in body.nodes if made[new] in n.outputs)
+    if not is_elementwise(producer):  # the product itself: BLAS writes it before the epilogue reads
+        return False
+    inside = [body.data_inputs[k] for k, v in enumerate(node.inputs) if v is old]
+    return all(is_elementwise(n) for n in body.nodes if any(v in inside for v in n.inputs))
+
+
+def written_over(graph: Graph, nodes: list[Node] | None = None) -> dict[str, str]:
+    """Update results (value name -> param/state input name) that their node can compute straight
+    over the input's array when ``nodes`` (default: the graph's) run in order.
+
+    Copying new values into the parameters after every step moves all of them twice (Adam's
+    moments too), and their buffers held most of a training step's arena. A node may write over
+    the old value where no later node reads it, it reads the old value only element by element
+    at the index it writes, if at all, and no later node can raise; the new value must not
+    also be a result. (Its readers, reshapes included, read it from the input's array.)
+    """
+    nodes = graph.nodes if nodes is None else nodes
+    at = {v: k for k, n in enumerate(nodes) for v in n.outputs}
+    last_raise = max((k for k, n in enumerate(nodes) if n.op in RAISING_OPS), default=-1)
+    inputs = {v.name: v for v in graph.inputs}
+    update_indices = set(graph.updates.values())
+    results = {v for i, v in enumerate(graph.outputs) if i not in update_indices}
+    over = {}
+    for name, index in graph.updates.items():
+        new, old = graph.outputs[index], inputs.get(name)
+        k = at.get(new)
+        if k is None or old is None or new in results or graph.outputs.count(new) != 1 or k < last_raise:
+            continue
+        node = nodes[k]
+        readers_old = [i for i, n in enumerate(nodes) if old in n.inputs]
+        if any(i > k for i in readers_old):
+            continue
+        if k in readers_old and not _overwrites_in_step(node, old, new):
+            continue
+        over[new.name] = name
+    return over
 
 
 def arena_values(graph: Graph) -> list[Value]:
@@ -135,7 +193,8 @@ class _Classes:
 def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -> _Classes:
     classes = _Classes({v: v for v in intervals}, {v: e for v, (_, e) in intervals.items()})
     for n in nodes:
-        offset = view_offset(n) if n.inputs and n.inputs[0] in intervals else None
+        in_arena = n.inputs and n.inputs[0] in intervals and n.outputs[0] in intervals
+        offset = view_offset(n) if in_arena else None
         if offset is not None:
             x = n.inputs[0]
             classes.union_into(n.output, classes.find(x), classes.offset(x) + offset)
@@ -146,7 +205,7 @@ def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -
             continue
         taken: set[Value] = set()
         for o in n.outputs:
-            if classes.find(o) is not o:
+            if o not in intervals or classes.find(o) is not o:
                 continue
             for v in n.inputs:
                 if v not in intervals or v.type != o.type:
@@ -226,7 +285,8 @@ def _improve(order, placed, lower_bound: int, start, end, size, tries: int | Non
 def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
     """Lay out every data input and node output of the scheduled ``graph`` in one arena."""
     nodes = graph.nodes
-    intervals = live_intervals(graph)
+    over = written_over(graph)
+    intervals = _in_arena(live_intervals(graph), over)
     classes = _alias_classes(graph, nodes, intervals, in_place)
     roots = [v for v in intervals if classes.find(v) is v]
     start = {r: intervals[r][0] for r in roots}
@@ -263,13 +323,19 @@ def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
         naive_bytes=sum(align(v.type.nbytes) for v in intervals),
         lower_bound=lower_bound,
         alignment=ALIGNMENT,
+        written_over=over,
     )
+
+
+def _in_arena(intervals: dict[Value, tuple[int, int]], over: dict[str, str]) -> dict[Value, tuple[int, int]]:
+    """The live intervals of the values that get arena bytes (not those written over inputs)."""
+    return {v: span for v, span in intervals.items() if v.name not in over}
 
 
 def peak_bytes(graph: Graph, nodes: list[Node] | None = None, in_place: bool = True) -> int:
     """The most aligned bytes live at one step when ``nodes`` (default: the graph's) run in order."""
     nodes = graph.nodes if nodes is None else nodes
-    intervals = live_intervals(graph, nodes)
+    intervals = _in_arena(live_intervals(graph, nodes), written_over(graph, nodes))
     classes = _alias_classes(graph, nodes, intervals, in_place)
     roots = [v for v in intervals if classes.find(v) is v]
     start = {r: intervals[r][0] for r in roots}
@@ -285,7 +351,11 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
     between a value and its views (reshapes, contiguous slices), or at the one step where a
     pointwise op writes its output over an operand (of the same shape and dtype) that dies there.
     """
-    intervals = live_intervals(graph)
+    allowed = written_over(graph)
+    wrong = {v: p for v, p in plan.written_over.items() if allowed.get(v) != p}
+    if wrong:
+        raise GraphcError(f"memory plan: updates {sorted(wrong)[:5]} cannot be written over their inputs")
+    intervals = _in_arena(live_intervals(graph), plan.written_over)
     names = {v.name: v for v in intervals}
     missing = set(names) - set(plan.buffers)
     extra = set(plan.buffers) - set(names)
@@ -316,7 +386,8 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
         return v
 
     for n in nodes:
-        offset = view_offset(n) if n.inputs and n.inputs[0] in intervals else None
+        in_arena = n.inputs and n.inputs[0] in intervals and n.outputs[0] in intervals
+        offset = view_offset(n) if in_arena else None
         if offset is not None:
             if plan.buffers[n.output.name].offset == plan.buffers[n.inputs[0].name].offset + offset:
                 view[n.output] = n.inputs[0]

@@ -5,10 +5,11 @@ most bytes net of what it allocates (bytes of operands it is the last reader of,
 outputs; reshapes of arena values allocate nothing, they are views), ties going to the earlier
 node in the current order. A second greedy order makes each update's node (the one computing a
 param/state input's new value) also wait for every other reader of the old value that does not
-depend on it, so the runtime can write the new value over the old one instead of copying it
-after the step (``runtime.Plan``). Greedy choices can lose to the order the graph already has,
-so the result is whichever order has the lowest simulated peak (``memory_plan.peak_bytes``,
-the same liveness rules as the memory planner); on a tie, the one with more updates last.
+depend on it, so the new value can be written over the old one instead of copied after the
+step (``memory_plan.written_over``), which also takes it out of the arena. Greedy choices can
+lose to the order the graph already has, so the result is whichever order has the lowest
+simulated peak (``memory_plan.peak_bytes``, the same liveness rules as the memory planner); on
+a tie, the one with more updates last.
 """
 
 from __future__ import annotations

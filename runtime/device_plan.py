@@ -90,6 +90,9 @@ class DevicePlan:
         self.arena = cuda.device_array(max(mp.arena_bytes, 1), np.uint8)
         for name, v in values.items():
             buf = mp.buffers.get(name)
+            if name in mp.written_over:  # on the device the update is still copied after the step
+                self._device[name] = cuda.device_array(v.shape, v.type.np_dtype)
+                continue
             if buf is None:
                 raise GraphcError(f"plan: memory plan has no buffer for %{name}")
             nbytes = v.type.nbytes

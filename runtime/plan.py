@@ -9,7 +9,7 @@ from types import ModuleType
 
 import numpy as np
 
-from graphc.ir import Graph, GraphcError, MemoryPlan, Node, Value, get_op
+from graphc.ir import Graph, GraphcError, MemoryPlan, Value
 
 BACKENDS = {
     "reference": "graphc.kernels.reference",
@@ -78,30 +78,6 @@ def bind_persistent(graph: Graph) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _elementwise(node: Node) -> bool:
-    return get_op(node.op).fusion in ("pointwise", "broadcast") and node.op != "broadcast_to"
-
-
-def _overwrites_in_step(node: Node, old: Value, new: Value) -> bool:
-    """Whether ``node`` may write ``new`` over ``old``'s array: it reads ``old`` only element by
-    element at the index where it writes (an elementwise op, a fused pointwise body, or a fused
-    matmul whose epilogue alone reads ``old`` and computes ``new``)."""
-    if node.op != "fused":
-        return _elementwise(node)
-    body = node.subgraph
-    kind = node.attrs.get("kind")
-    if body is None or kind not in ("pointwise", "matmul"):
-        return False
-    if any(v.shape != old.shape for v in body.outputs):
-        return False
-    made = dict(zip(node.outputs, body.outputs))
-    producer = next(n for n in body.nodes if made[new] in n.outputs)
-    if not _elementwise(producer):  # the product itself: BLAS writes it before the epilogue reads
-        return False
-    inside = [body.data_inputs[k] for k, v in enumerate(node.inputs) if v is old]
-    return all(_elementwise(n) for n in body.nodes if any(v in inside for v in n.inputs))
-
-
 class Plan:
     """A compiled graph: call it with the data inputs (NumPy arrays) to get its outputs."""
 
@@ -113,6 +89,7 @@ class Plan:
         self.backend = backend
         self._inputs = graph.data_inputs
         self._persistent = bind_persistent(graph)
+        self._stand_ins = {p: self._persistent[p].copy() for p in memory_plan.written_over.values()}
         self.arena = _aligned_arena(memory_plan.arena_bytes, memory_plan.alignment)
         values = {v.name: v for v in graph.inputs}
         values.update({v.name: v for n in graph.nodes for v in n.outputs})
@@ -131,12 +108,11 @@ class Plan:
         update_indices = set(graph.updates.values())
         self._result_indices = [i for i in range(len(graph.outputs)) if i not in update_indices]
         self._rebind = self._rebindable(step_values, views_of)
-        # Updates a kernel writes straight into their param/state arrays: bound, for now, to
-        # copies, so building the plan (the warm-up runs every kernel) changes no parameter.
-        self._direct = self._direct_updates(step_values, views_of)
-        stand_ins = {name: self._persistent[name].copy() for name in self._direct}
+        # Updates the memory plan writes straight over their param/state arrays: bound, for
+        # now, to copies, so building the plan (the warm-up runs every kernel) changes nothing.
+        self._direct = self._direct_updates(step_values)
         for name, slots in self._direct.items():
-            self._bind(slots, stand_ins[name])
+            self._bind(slots, self._stand_ins[name])
         # An output on exactly an input's bytes is computed in place, unless a call may bind
         # either one to another array.
         self.in_place: dict[str, dict[int, int]] = {}  # node (first output) -> its in-place hint
@@ -156,6 +132,7 @@ class Plan:
         self._warm_up()
         for name, slots in self._direct.items():
             self._bind(slots, self._persistent[name])
+        self._stand_ins = {p: self._persistent[p] for p in self._stand_ins}
         self._returned: dict[str, np.ndarray] = {}
         self._returned_updated = {graph.outputs[i].name for i in self._result_indices} & set(graph.updates)
         self._updates = [
@@ -185,6 +162,8 @@ class Plan:
     def _array(self, value: Value) -> np.ndarray:
         if value.name in self._persistent:
             return self._persistent[value.name]
+        if value.name in self.memory_plan.written_over:
+            return self._stand_ins[self.memory_plan.written_over[value.name]]
         try:
             return self._views[value.name]
         except KeyError:
@@ -261,45 +240,22 @@ class Plan:
                 results[v.name] = slots(v)
         return {"inputs": inputs, "results": results}
 
-    def _direct_updates(self, step_values: list[list[Value]], views_of: dict[str, list[Value]]) -> dict:
-        """The updates whose kernel can write the new value over the param/state array itself,
-        by input name, with the step argument slots to bind to that array.
-
-        Copying new values into the parameters after every step moves all of them twice (Adam's
-        moments too: 0.5 ms of mlp_train's 4.4). A kernel may instead write over the old value
-        where no later step reads it, it reads the old value only element by element at the
-        index it writes, if at all (a pointwise kernel, or a matmul's epilogue), and nothing
-        after it can raise (so a step that fails still changes no parameter); the new value must
-        not be returned, nor read through a view of its arena bytes.
-        """
-        graph, memory = self.graph, self.memory_plan
+    def _direct_updates(self, step_values: list[list[Value]]) -> dict:
+        """For each update the memory plan writes over its param/state array (``written_over``),
+        by input name: the step argument slots of the new value, and of the old value in the
+        step that writes the new one (the same array for both makes that kernel in place)."""
         positions: dict[str, list[tuple[int, int]]] = {}
         for i, values in enumerate(step_values):
             for j, v in enumerate(values):
                 positions.setdefault(v.name, []).append((i, j))
-        # A value laid over the new one would read the arena, which no longer holds it. (The
-        # new value may itself lie over an input that dies in its step: it just moves out.)
-        viewed = {b.alias_of for b in memory.buffers.values() if b.alias_of}
-        raising = [i for i, (node, _) in enumerate(self.steps) if node.op in ("gather", "scatter_add")]
-        results = {graph.outputs[i].name for i in self._result_indices}
         direct = {}
-        for name, index in graph.updates.items():
-            new = graph.outputs[index]
-            made = [(i, j) for i, j in positions.get(new.name, ()) if j >= len(self.steps[i][0].inputs)]
-            if len(made) != 1 or new.name in viewed or new.name in results or views_of.get(new.name):
-                continue
-            if graph.outputs.count(new) != 1 or views_of.get(name):
-                continue
-            at, _ = made[0]
-            node = self.steps[at][0]
-            reads = positions.get(name, [])
-            if any(i > at for i, _ in reads) or any(i > at for i in raising):
-                continue
-            old_at = [j for i, j in reads if i == at]
-            if old_at and not _overwrites_in_step(node, node.inputs[old_at[0]], new):
-                continue
-            direct[name] = [(self.steps[i][1], j, None) for i, j in positions[new.name]]
-            direct[name] += [(self.steps[at][1], j, None) for j in old_at]
+        for new, name in self.memory_plan.written_over.items():
+            made = [i for i, j in positions.get(new, ()) if j >= len(self.steps[i][0].inputs)]
+            if len(made) != 1 or name not in self._persistent:
+                raise GraphcError(f"plan: update %{new} cannot be written over %{name}")
+            slots = [(self.steps[i][1], j, None) for i, j in positions[new]]
+            slots += [(self.steps[i][1], j, None) for i, j in positions.get(name, ()) if i == made[0]]
+            direct[name] = slots
         return direct
 
     @staticmethod

@@ -1,6 +1,7 @@
 """runtime.Plan's updates: written over the parameters by the step that computes them, where safe.
 
-The oracle is the same plan with every update copied after the run (the rule switched off),
+The oracle is the same plan with every update copied after the run (``memory_plan.written_over``
+switched off),
 and the NumPy reference backend.
 """
 
@@ -14,7 +15,7 @@ import graphc.functional as F
 import graphc.nn as nn
 from graphc import optim
 from graphc.ir import Graph, GraphcError, TensorType
-from graphc.runtime import plan as runtime_plan
+from graphc.passes import memory_plan
 from graphc.training import compile_train
 
 
@@ -38,7 +39,7 @@ def _train(optimizer, backend="cpu", copy_updates=False, monkeypatch=None, steps
     model = MLP()
     x, y = _batch()
     if copy_updates:
-        monkeypatch.setattr(runtime_plan.Plan, "_direct_updates", lambda self, *args: {})
+        monkeypatch.setattr(memory_plan, "written_over", lambda graph, nodes=None: {})
     arrays = dict(model.state_dict())
     step = compile_train(model, F.cross_entropy, optimizer(), x, y, backend=backend)
     if copy_updates:
@@ -120,3 +121,19 @@ def test_a_step_that_raises_changes_no_parameter():
     np.testing.assert_array_equal(plan.parameters["p"], np.arange(4, dtype=np.float32))
     plan(np.ones(4, np.float32), np.array([0, 3], np.int64))
     np.testing.assert_array_equal(plan.parameters["p"], np.arange(4) * 0.5 + 1)
+
+
+def test_updates_written_over_their_inputs_take_no_arena_bytes():
+    import dataclasses
+
+    from graphc.passes import check_memory_plan
+
+    _, _, step = _train(OPTIMIZERS["adam"])
+    plan = _plan_of(step)
+    mp = plan.memory_plan
+    assert mp.written_over and not set(mp.written_over) & set(mp.buffers)
+    check_memory_plan(plan.graph, mp)
+    loss = plan.graph.outputs[0].name
+    forged = dataclasses.replace(mp, written_over={**mp.written_over, loss: "hidden.weight"})
+    with pytest.raises(GraphcError, match="cannot be written over"):
+        check_memory_plan(plan.graph, forged)
