@@ -56,8 +56,9 @@ def graph_from_json(data: dict) -> Graph:
                 raise GraphcError(f"node {item['op']!r}: only fused nodes have a body, and they must")
             if "body" in item:
                 node = g.add_fused(ins, graph_from_json(item["body"]), item["attrs"], item.get("source"))
-                for v, name in zip(node.outputs, names):
+                for v in node.outputs:  # all temporary names first: one may be another's real name
                     g._names.discard(v.name)
+                for v, name in zip(node.outputs, names):
                     v.name = g._claim(name)
             else:
                 attrs = normalize_attrs(item["op"], item["attrs"])

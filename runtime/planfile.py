@@ -80,7 +80,9 @@ def load_plan(path: str, backend: str | None = None):
     graph = graph_from_json(meta["graph"])
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {name: np.ascontiguousarray(npz[name]) for name in npz.files}
+            # np.array, not np.ascontiguousarray: that makes 0-d arrays (an optimizer's step
+            # count, dropout's offset) 1-d
+            arrays = {name: np.array(npz[name], order="C") for name in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as err:
         raise GraphcError(f"{path}: corrupted arrays.npz ({err})") from None
     for v in graph.inputs:

@@ -137,3 +137,22 @@ def test_updates_written_over_their_inputs_take_no_arena_bytes():
     forged = dataclasses.replace(mp, written_over={**mp.written_over, loss: "hidden.weight"})
     with pytest.raises(GraphcError, match="cannot be written over"):
         check_memory_plan(plan.graph, forged)
+
+
+def test_a_training_plan_file_keeps_its_in_place_updates(tmp_path):
+    # Also the two things that kept training plans from loading: a multi-output fused node's
+    # names (Adam's epilogue), and 0-d state (Adam's step count).
+    from graphc.compiler import load_plan
+
+    _, _, step = _train(OPTIMIZERS["adam"], steps=2)
+    plan = _plan_of(step)
+    plan.save(str(tmp_path / "step.gcp"))
+    loaded = load_plan(str(tmp_path / "step.gcp"))
+    assert loaded.memory_plan.written_over == plan.memory_plan.written_over
+    assert set(loaded._direct) == set(plan._direct)
+    assert loaded.parameters["optim.step"].shape == ()
+    feeds = [np.asarray(a) for a in (*_batch(1), np.float32(1e-2))]
+    feeds = [f.astype(v.type.np_dtype) for f, v in zip(feeds, plan.graph.data_inputs)]
+    assert float(loaded(*feeds)) == float(plan(*feeds))
+    for k, v in plan.parameters.items():
+        np.testing.assert_array_equal(loaded.parameters[k], v, err_msg=k)
