@@ -90,17 +90,16 @@ def written_over(graph: Graph, nodes: list[Node] | None = None) -> dict[str, str
     inputs = {v.name: v for v in graph.inputs}
     update_indices = set(graph.updates.values())
     results = {v for i, v in enumerate(graph.outputs) if i not in update_indices}
+    last_read = {v: k for k, n in enumerate(nodes) for v in n.inputs}  # later steps win
     over = {}
     for name, index in graph.updates.items():
         new, old = graph.outputs[index], inputs.get(name)
         k = at.get(new)
         if k is None or old is None or new in results or graph.outputs.count(new) != 1 or k < last_raise:
             continue
-        node = nodes[k]
-        readers_old = [i for i, n in enumerate(nodes) if old in n.inputs]
-        if any(i > k for i in readers_old):
+        if last_read.get(old, -1) > k:
             continue
-        if k in readers_old and not _overwrites_in_step(node, old, new):
+        if last_read.get(old) == k and not _overwrites_in_step(nodes[k], old, new):
             continue
         over[new.name] = name
     return over

@@ -9,7 +9,7 @@ depend on it, so the new value can be written over the old one instead of copied
 step (``memory_plan.written_over``), which also takes it out of the arena. Greedy choices can
 lose to the order the graph already has, so the result is whichever order has the lowest
 simulated peak (``memory_plan.peak_bytes``, the same liveness rules as the memory planner); on
-a tie, the one with more updates last.
+a tie, the one with more updates written over their inputs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import networkx as nx
 
 from graphc.ir import Graph, GraphcError, Node, Value
 
-from .memory_plan import align, peak_bytes
+from .memory_plan import align, peak_bytes, written_over
 from .util import graph_pass
 
 
@@ -103,19 +103,6 @@ def _update_orderings(
     return after
 
 
-def updates_last(graph: Graph, nodes: list[Node]) -> int:
-    """How many updates' nodes come after every other reader of the old value in ``nodes``."""
-    at = {n: i for i, n in enumerate(nodes)}
-    prod = {v: n for n in nodes for v in n.outputs}
-    old_values = {v.name: v for v in graph.inputs}
-    count = 0
-    for name, index in graph.updates.items():
-        node, old = prod.get(graph.outputs[index]), old_values.get(name)
-        if node is not None and old is not None:
-            count += all(at[n] <= at[node] for n in nodes if old in n.inputs)
-    return count
-
-
 def is_topological(graph: Graph, nodes: list[Node]) -> bool:
     """Whether ``nodes`` (the graph's nodes, reordered) respects every data dependency."""
     dag = nx.DiGraph()
@@ -133,7 +120,7 @@ def schedule(graph: Graph) -> Graph:
     """Reorder ``graph.nodes`` (in place) into a low-peak-memory topological order."""
 
     def cost(order: list[Node]) -> tuple[int, int]:
-        return peak_bytes(graph, order), -updates_last(graph, order)
+        return peak_bytes(graph, order), -len(written_over(graph, order))
 
     orders = [graph.nodes, _greedy(graph, updates_last=False)]
     if graph.updates:

@@ -89,7 +89,6 @@ class Plan:
         self.backend = backend
         self._inputs = graph.data_inputs
         self._persistent = bind_persistent(graph)
-        self._stand_ins = {p: self._persistent[p].copy() for p in memory_plan.written_over.values()}
         self.arena = _aligned_arena(memory_plan.arena_bytes, memory_plan.alignment)
         values = {v.name: v for v in graph.inputs}
         values.update({v.name: v for n in graph.nodes for v in n.outputs})
@@ -112,7 +111,7 @@ class Plan:
         # now, to copies, so building the plan (the warm-up runs every kernel) changes nothing.
         self._direct = self._direct_updates(step_values)
         for name, slots in self._direct.items():
-            self._bind(slots, self._stand_ins[name])
+            self._bind(slots, self._persistent[name].copy())
         # An output on exactly an input's bytes is computed in place, unless a call may bind
         # either one to another array.
         self.in_place: dict[str, dict[int, int]] = {}  # node (first output) -> its in-place hint
@@ -132,7 +131,6 @@ class Plan:
         self._warm_up()
         for name, slots in self._direct.items():
             self._bind(slots, self._persistent[name])
-        self._stand_ins = {p: self._persistent[p] for p in self._stand_ins}
         self._returned: dict[str, np.ndarray] = {}
         self._returned_updated = {graph.outputs[i].name for i in self._result_indices} & set(graph.updates)
         self._updates = [
@@ -163,7 +161,7 @@ class Plan:
         if value.name in self._persistent:
             return self._persistent[value.name]
         if value.name in self.memory_plan.written_over:
-            return self._stand_ins[self.memory_plan.written_over[value.name]]
+            return self._persistent[self.memory_plan.written_over[value.name]]
         try:
             return self._views[value.name]
         except KeyError:

@@ -404,16 +404,16 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
 
 def _fused_attention(node: Node, consts: list[np.ndarray]) -> Built:
     """The attention kernel (see attention), or its stages one by one where it does not apply."""
+    if consts:
+        return _fallback(node, consts, "constant inputs")
     try:
-        fused = build_attention(node) if not consts else None
+        source, load = build_attention(node)
     except Unsupported as why:
         return _fallback(node, consts, str(why))
-    if fused is None:
-        return _fallback(node, consts, "constant inputs")
     staged = _fallback(node, consts, "arrays the attention kernel cannot take")
 
     def make() -> Kernel:
-        fn = fused.make()
+        fn = load()
         slow: list[Kernel] = []
 
         def fused_attention(*arrays: np.ndarray) -> None:
@@ -424,7 +424,7 @@ def _fused_attention(node: Node, consts: list[np.ndarray]) -> Built:
 
         return fused_attention
 
-    return Built(fused.source, make)
+    return Built(source, make)
 
 
 def _fallback(node: Node, consts: list[np.ndarray], why: str) -> Built:

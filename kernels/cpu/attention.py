@@ -157,24 +157,10 @@ def kernel(
     )
 
 
-def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return tuple(inv)
-
-
-@dataclass
-class AttentionKernel:
-    """The generated source and what the call wrapper needs to bind its arguments."""
-
-    source: str
-    make: Callable[[], Callable[..., bool]]
-
-
-def build_attention(node: Node) -> AttentionKernel:
-    """The fused kernel of an attention node; its loaded wrapper returns False, having written
-    nothing, where a call's arrays do not suit it (the caller then runs the stages)."""
+def build_attention(node: Node) -> tuple[str, Callable[[], Callable[..., bool]]]:
+    """The fused kernel of an attention node: its source, and a loader of its wrapper, which
+    returns False, having written nothing, where a call's arrays do not suit it (the caller then
+    runs the stages)."""
     st = stages(node)
     lib = blas.numpy_openblas()
     if lib is None:
@@ -213,7 +199,7 @@ def build_attention(node: Node) -> AttentionKernel:
     parallel = use_parallel(math.prod(scores_shape), math.prod(batch) * m)
     source = "# graphc CPU kernel: fused attention (per block of query rows: BLAS, rows, BLAS)\n"
     source += driver_source(row_source, dtype, sliced, parallel, lib.int_bytes)
-    inverse = _inverse(st.head_perm) if st.head_perm is not None else None
+    inverse = tuple(np.argsort(st.head_perm)) if st.head_perm is not None else None
     n_in = len(node.inputs)
     nbatch = math.prod(batch)
 
@@ -246,20 +232,14 @@ def build_attention(node: Node) -> AttentionKernel:
             threads = numba.get_num_threads() if parallel else 1
             nblocks = max(-(-m * n // SCORE_BLOCK), -(-threads // nbatch))
             (lq, dq), (lk, dk), (lv, dv), (_, do) = layouts
-            before = lib.get_threads()
-            if before != 1:
-                lib.set_threads(1)
-            try:
+            with blas.one_thread_per_call(lib):
                 fn(
                     gemm, lq, lk, lv, m, n, q.shape[-1], v.shape[-1], one, zero,
                     q.ctypes.data, dq, kt.ctypes.data, dk, v.ctypes.data, dv, o.ctypes.data, do,
                     shape, *strides, min(nblocks, m), out.itemsize, *extras,
                 )  # fmt: skip
-            finally:
-                if before != 1:
-                    lib.set_threads(before)
             return True
 
         return fused_attention
 
-    return AttentionKernel(source, make)
+    return source, make

@@ -17,7 +17,8 @@ import ctypes
 import glob
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
@@ -241,19 +242,28 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     # Whole matrices per thread where the batch shares out evenly; otherwise row blocks too.
     nsplit = 1 if nbatch % threads == 0 or nbatch >= 4 * threads else threads
     nsplit = min(nsplit, m)
-    # OpenBLAS's thread count is process-wide: a user's np.matmul on another thread meanwhile
-    # runs on one thread, and plans called from two threads may turn BLAS's threads back on
-    # during each other's GEMMs (slower, still correct: OpenBLAS serializes such calls).
-    before = lib.get_threads()
-    if before != 1:
-        lib.set_threads(1)
-    try:
+    with one_thread_per_call(lib):
         _driver(lib.int_bytes)(
             lib.gemm[out.dtype], la[0], lb[0], m, n, k, out.dtype.type(1), out.dtype.type(0),
             a.ctypes.data, la[1], b.ctypes.data, lb[1], out.ctypes.data, lc[1],
             np.array(batch, np.int64), sa, sb, sc, nsplit, out.itemsize,
         )  # fmt: skip
+    return True
+
+
+@contextmanager
+def one_thread_per_call(lib: OpenBLAS) -> Iterator[None]:
+    """OpenBLAS set to one thread while numba's threads each call it, then set back.
+
+    Its thread count is process-wide: a user's np.matmul on another thread meanwhile runs on
+    one thread, and plans called from two threads may turn BLAS's threads back on during each
+    other's GEMMs (slower, still correct: OpenBLAS serializes such calls).
+    """
+    before = lib.get_threads()
+    if before != 1:
+        lib.set_threads(1)
+    try:
+        yield
     finally:
         if before != 1:
             lib.set_threads(before)
-    return True
