@@ -21,6 +21,7 @@ import numpy as np
 
 from graphc.ir import GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import REGISTRY
+from graphc.kernels.quoting import comment
 
 # numba's pool runs all of graphc's parallel work (see threads): its layer is chosen here, before
 # anything can start the pool, so import this module before running a parallel kernel or calling
@@ -117,7 +118,7 @@ def _generated(source: str) -> Built:
 
 
 def _handwritten(fns: list, make: Callable[[], Kernel], what: str) -> Built:
-    text = f"# graphc CPU kernel: {what} (hand-written, graphc.kernels.cpu.primitives)\n"
+    text = f"# graphc CPU kernel: {comment(what)} (hand-written, graphc.kernels.cpu.primitives)\n"
     for fn in fns:
         text += "\n" + inspect.getsource(getattr(fn, "py_func", fn))
     return Built(text, make)
@@ -137,7 +138,7 @@ def _const(node: Node) -> Built:
 
         return const
 
-    return Built(f"# graphc CPU kernel: const {value!r} (NumPy fill)\n", make)
+    return Built(f"# graphc CPU kernel: const {comment(repr(value))} (NumPy fill)\n", make)
 
 
 # ---------------------------------------------------------------- reductions
@@ -431,7 +432,7 @@ def _fallback(node: Node, consts: list[np.ndarray], why: str) -> Built:
     """Run the body's nodes one by one with their own kernels (correct, slower)."""
     body = node.subgraph
     built = [build(n) for n in body.nodes]
-    source = f"# graphc CPU kernel: fused body run node by node ({why})\n"
+    source = f"# graphc CPU kernel: fused body run node by node ({comment(why)})\n"
     source += "\n".join(b.source for b in built)
     params = body.data_inputs + [v for v in body.inputs if body.kinds[v.name] != "data"]
     n_in = len(node.inputs)

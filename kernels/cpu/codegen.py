@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from graphc.ir import Node, Value
 from graphc.ir.ops import REGISTRY, conv_output_size
 from graphc.ir.types import FLOAT_DTYPES
+from graphc.kernels.quoting import comment
 
 # Above this many elements a kernel loops with prange (parallel=True). Below it, handing work
 # to the thread pool costs more than it saves, and parallel=True roughly doubles the compile
@@ -294,7 +295,7 @@ class Source:
     def render(self, n_args: int, lines: list[str], parallel: bool, name: str = "kernel") -> str:
         """The module text: header, helpers (sorted for a stable hash), then the function ``name``."""
         args = ", ".join(f"a{k}" for k in range(n_args))
-        parts = [f"# graphc CPU kernel: {self.title}\n", _HEADER]
+        parts = [f"# graphc CPU kernel: {comment(self.title)}\n", _HEADER]
         parts += [self.helpers[k] for k in sorted(self.helpers)]
         parts.append(f"\n{decorator(parallel)}\ndef {name}({args}):\n")
         parts.append("".join(f"    {line}\n" for line in lines) or "    pass\n")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.ir import Graph, Node, Value, broadcast_shapes, to_numpy_dtype
+from graphc.kernels.quoting import comment
 
 
 class Unsupported(Exception):
@@ -399,7 +400,7 @@ def kernel_def(name: str, params: Sequence[str], body: Sequence[str]) -> str:
 
 def module_source(title: str, kernels: Sequence[str], params: Sequence[str], launch: Sequence[str]) -> str:
     """Assemble a module: header, kernels, and the host ``launch`` function."""
-    text = HEADER.format(title=title.replace('"', "'"))
+    text = HEADER.format(title=comment(title))
     text += "".join(kernels)
     text += f"\n\ndef launch({', '.join(params)}):\n"
     text += "\n".join(indent(launch or ["pass"], 1)) + "\n"
