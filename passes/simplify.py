@@ -1,4 +1,7 @@
-"""Algebraic and movement simplifications, applied to a fixed point.
+"""Algebraic and movement simplifications: rewrite rules as data, applied to a fixed point.
+
+Each rule is a pattern and a function of what it binds (``passes/rewrite.py``); the rules
+for one op are tried in the order listed in ``RULES``.
 
 Every rule keeps the value exactly (bit for bit) except where noted:
 
@@ -37,113 +40,25 @@ from graphc.ir import Graph, Node, TensorType, Value
 from graphc.ir.ops import infer_types, normalize_attrs
 from graphc.ir.types import INT_DTYPES
 
-from .cleanup import remove_dead_nodes
-from .util import const_array, fusion_class, graph_pass, new_node
+from .rewrite import Pat, PatternMatcher, Rewriter, graph_rewrite
+from .util import fusion_class, graph_pass
 
-MAX_ROUNDS = 20
 # A non-constant operand this small may be reshaped to follow an op sunk below a reshape.
 SMALL_OPERAND = 1 << 12
 
-
-class _Rewriter:
-    """One sweep over the nodes: a substitution map and the rebuilt node list."""
-
-    def __init__(self, graph: Graph, unsafe_math: bool) -> None:
-        self.graph = graph
-        self.unsafe_math = unsafe_math
-        self.prod: dict[Value, Node] = {v: n for n in graph.nodes for v in n.outputs}
-        self.uses: dict[Value, int] = {}
-        for n in graph.nodes:
-            for v in n.inputs:
-                self.uses[v] = self.uses.get(v, 0) + 1
-        for v in graph.outputs:
-            self.uses[v] = self.uses.get(v, 0) + 1
-        self.readers: dict[Value, list[Node]] = {}
-        for n in graph.nodes:
-            for v in n.inputs:
-                self.readers.setdefault(v, []).append(n)
-        self.outputs = set(graph.outputs)
-        self.subst: dict[Value, Value] = {}
-        self.out: list[Node] = []
-        self.source: str | None = None
-
-    def resolve(self, v: Value) -> Value:
-        while v in self.subst:
-            v = self.subst[v]
-        return v
-
-    def const(self, v: Value) -> np.ndarray | None:
-        return const_array(self.graph, v, self.prod)
-
-    def producer(self, v: Value) -> Node | None:
-        return self.prod.get(v)
-
-    def op_of(self, v: Value) -> str | None:
-        node = self.prod.get(v)
-        return node.op if node is not None else None
-
-    def emit(self, op: str, inputs: list[Value], **attrs) -> Value:
-        node = new_node(self.graph, op, inputs, attrs, self.source)
-        self.out.append(node)
-        self.prod[node.output] = node
-        return node.output
-
-    def scalar(self, value, dtype: str) -> Value:
-        return self.emit("const", [], value=value, dtype=dtype)
-
-    def const_input(self, arr: np.ndarray, hint: str) -> Value:
-        arr = np.array(arr, order="C")
-        if arr.shape == () and (arr.dtype.kind != "f" or np.isfinite(arr)):
-            return self.scalar(arr.item(), TensorType.of(arr).dtype)
-        return self.graph.add_input(self.graph.fresh_name(hint), TensorType.of(arr), "const", arr)
+x, y, b = Pat.var("x"), Pat.var("y"), Pat.var("b")
 
 
-def _is_all(arr: np.ndarray | None, value: float) -> bool:
-    return arr is not None and arr.size > 0 and bool(np.all(arr == value))
-
-
-def _same(node: Node, x: Value) -> Value | None:
-    """``x`` when it can stand for the node's output (same type), else None."""
-    return x if x.type == node.output.type else None
-
-
-# ------------------------------------------------------------------ arithmetic
-def _add(rw: _Rewriter, node: Node) -> Value | None:
-    a, b = node.inputs
-    for x, y in ((a, b), (b, a)):
-        if _is_all(rw.const(y), 0) and _same(node, x):
-            return x
-    for x, y in ((a, b), (b, a)):
-        if rw.op_of(y) == "neg":
-            return rw.emit("sub", [x, rw.producer(y).inputs[0]])
-    return None
-
-
-def _sub(rw: _Rewriter, node: Node) -> Value | None:
-    a, b = node.inputs
-    if _is_all(rw.const(b), 0) and _same(node, a):
-        return a
-    if rw.op_of(b) == "neg":
-        return rw.emit("add", [a, rw.producer(b).inputs[0]])
-    return None
-
-
-def _zeros(rw: _Rewriter, node: Node) -> Value:
+def _zeros(rw: Rewriter, node: Node) -> Value:
     out = node.output
     zero = rw.scalar(0 if out.dtype in INT_DTYPES else 0.0, out.dtype)
     return zero if out.shape == () else rw.emit("broadcast_to", [zero], shape=out.shape)
 
 
-def _mul(rw: _Rewriter, node: Node) -> Value | None:
-    a, b = node.inputs
-    for x, y in ((a, b), (b, a)):
-        c = rw.const(y)
-        if _is_all(c, 1) and _same(node, x):
-            return x
-        if _is_all(c, -1) and _same(node, x):
-            return rw.emit("neg", [x])
-        if _is_all(c, 0) and (node.output.dtype in INT_DTYPES or rw.unsafe_math):
-            return _zeros(rw, node)
+def _zeros_if_exact(rw: Rewriter, node: Node, x: Value) -> Value | None:
+    """``x * 0`` is 0 for integers; for floats only with ``unsafe_math`` (inf * 0 is NaN)."""
+    if node.output.dtype in INT_DTYPES or rw.options.get("unsafe_math"):
+        return _zeros(rw, node)
     return None
 
 
@@ -156,143 +71,79 @@ def _power_of_two_reciprocal(c: np.ndarray | None) -> float | None:
     return 1.0 / value
 
 
-def _div(rw: _Rewriter, node: Node) -> Value | None:
-    a, b = node.inputs
-    cb, ca = rw.const(b), rw.const(a)
-    if _is_all(cb, 1) and _same(node, a):
-        return a
-    if _is_all(ca, 1) and _same(node, b):
-        if rw.op_of(b) == "sqrt":
-            return rw.emit("rsqrt", [rw.producer(b).inputs[0]])
-        return rw.emit("reciprocal", [b])
-    inv = _power_of_two_reciprocal(cb)
-    if inv is not None and infer_types("mul", [a.type, TensorType((), b.dtype)], {}) == [node.output.type]:
-        return rw.emit("mul", [a, rw.scalar(inv, b.dtype)])
-    return None
+def _is_pow2_const(rw: Rewriter, v: Value) -> bool:
+    return _power_of_two_reciprocal(rw.const(v)) is not None
 
 
-def _pow(rw: _Rewriter, node: Node) -> Value | None:
-    x, e = node.inputs
-    c = rw.const(e)
-    if _same(node, x) is None:
+def _times_reciprocal(rw: Rewriter, node: Node, x: Value, c: Value) -> Value | None:
+    """``x / c`` -> ``x * (1/c)`` for a power-of-two scalar c (exact)."""
+    inv = _power_of_two_reciprocal(rw.const(c))
+    if infer_types("mul", [x.type, TensorType((), c.dtype)], {}) != [node.output.type]:
         return None
-    if _is_all(c, 1):
-        return x
-    if _is_all(c, 2):
-        return rw.emit("mul", [x, x])
-    if _is_all(c, -1):
-        return rw.emit("reciprocal", [x])
-    return None
+    return rw.emit("mul", [x, rw.scalar(inv, c.dtype)])
 
 
-def _neg(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    if rw.op_of(x) == "neg":
-        return rw.producer(x).inputs[0]
-    return None
-
-
-def _abs(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    if rw.op_of(x) == "abs":
-        return x
-    if rw.op_of(x) == "neg":
-        return rw.emit("abs", [rw.producer(x).inputs[0]])
-    return None
-
-
-def _reciprocal(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    if rw.op_of(x) == "sqrt":
-        return rw.emit("rsqrt", [rw.producer(x).inputs[0]])
-    return None
-
-
-def _idempotent(rw: _Rewriter, node: Node) -> Value | None:
-    a, b = node.inputs
-    return _same(node, a) if a is b else None
-
-
-def _where(rw: _Rewriter, node: Node) -> Value | None:
-    _, a, b = node.inputs
-    return _same(node, a) if a is b else None
-
-
-def _cast(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    return x if node.attrs["dtype"] == x.dtype else None
+def _if_same(make):
+    """A rule function that applies ``make`` only when ``x`` has the node's type."""
+    return lambda rw, node, x, **kw: make(rw, node, x, **kw) if rw.same(node, x) else None
 
 
 # ------------------------------------------------------------------ movement
-def _reshape(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    if x.shape == node.output.shape:
-        return x
-    if rw.op_of(x) == "reshape":
-        inner = rw.producer(x).inputs[0]
-        if inner.shape == node.output.shape:
-            return inner
-        return rw.emit("reshape", [inner], shape=node.output.shape)
-    return None
+def _reshape_of_reshape(rw: Rewriter, node: Node, x: Value) -> Value:
+    shape = node.output.shape
+    return x if x.shape == shape else rw.emit("reshape", [x], shape=shape)
 
 
-def _transpose(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
+def _is_identity_perm(node: Node) -> bool:
     perm = tuple(node.attrs["perm"])
-    if perm == tuple(range(len(perm))):
+    return perm == tuple(range(len(perm)))
+
+
+def _compose_transposes(rw: Rewriter, node: Node, t: Value, x: Value) -> Value:
+    first = rw.producer(t).attrs["perm"]
+    composed = tuple(first[p] for p in node.attrs["perm"])
+    if composed == tuple(range(len(composed))):
         return x
-    if rw.op_of(x) == "transpose":
-        inner_node = rw.producer(x)
-        first = inner_node.attrs["perm"]
-        composed = tuple(first[p] for p in perm)
-        inner = inner_node.inputs[0]
-        if composed == tuple(range(len(composed))):
-            return inner
-        return rw.emit("transpose", [inner], perm=composed)
-    rank = len(perm)
-    swap = (*range(rank - 2), rank - 1, rank - 2)
-    if perm == swap and rw.op_of(x) == "matmul" and rw.uses.get(x) == 1:
-        # (a @ b)^T = b^T @ a^T: the transposes become BLAS operand flags (matmul prologues), and
-        # autodiff's transpose(x^T @ g) for a weight gradient turns into g^T @ x with no copy.
-        a, b = rw.producer(x).inputs
-        a_t = rw.emit("transpose", [a], perm=(*range(a.type.rank - 2), a.type.rank - 1, a.type.rank - 2))
-        b_t = rw.emit("transpose", [b], perm=(*range(b.type.rank - 2), b.type.rank - 1, b.type.rank - 2))
-        return rw.emit("matmul", [b_t, a_t])
-    return None
+    return rw.emit("transpose", [x], perm=composed)
 
 
-def _broadcast_to(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    if x.shape == node.output.shape:
-        return x
-    if rw.op_of(x) == "broadcast_to":
-        return rw.emit("broadcast_to", [rw.producer(x).inputs[0]], shape=node.output.shape)
-    return None
+def _swap_last(v: Value) -> tuple[int, ...]:
+    rank = v.type.rank
+    return (*range(rank - 2), rank - 1, rank - 2)
 
 
-def _slice(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
+def _transpose_matmul(rw: Rewriter, node: Node, m: Value, a: Value, b: Value) -> Value | None:
+    """(a @ b)^T = b^T @ a^T when the product is read only here: the transposes become BLAS operand
+    flags (matmul prologues), and autodiff's transpose(x^T @ g) turns into g^T @ x with no copy."""
+    if tuple(node.attrs["perm"]) != _swap_last(node.output) or rw.uses(m) != 1:
+        return None
+    a_t = rw.emit("transpose", [a], perm=_swap_last(a))
+    b_t = rw.emit("transpose", [b], perm=_swap_last(b))
+    return rw.emit("matmul", [b_t, a_t])
+
+
+def _is_full_slice(node: Node) -> bool:
     a = node.attrs
-    full = all(
-        s == 0 and e == d and t == 1 for s, e, t, d in zip(a["starts"], a["stops"], a["steps"], x.shape)
-    )
-    if full:
-        return x
-    t = rw.producer(x)
-    if t is not None and t.op == "transpose" and _split_for_matmuls(rw, x):
-        # slice(transpose y) -> transpose(slice y): each piece then reaches its matmul as one
-        # strided view of y (fusion's operand views), and the transpose's copy disappears.
-        perm = tuple(t.attrs["perm"])
-        y = t.inputs[0]
-        starts, stops, steps = [0] * len(perm), list(y.shape), [1] * len(perm)
-        for i, p in enumerate(perm):
-            starts[p], stops[p], steps[p] = a["starts"][i], a["stops"][i], a["steps"][i]
-        piece = rw.emit("slice", [y], starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
-        return rw.emit("transpose", [piece], perm=perm)
-    return None
+    shape = node.inputs[0].shape
+    return all(s == 0 and e == d and t == 1 for s, e, t, d in zip(a["starts"], a["stops"], a["steps"], shape))
 
 
-def _split_for_matmuls(rw: _Rewriter, x: Value) -> bool:
+def _slice_before_transpose(rw: Rewriter, node: Node, t: Value, y: Value) -> Value | None:
+    """slice(transpose y) -> transpose(slice y) when every reader of the transpose is a slice that
+    reaches a matmul: each piece is then one strided view of y (fusion's operand views), and the
+    transpose's copy disappears."""
+    if not _split_for_matmuls(rw, t):
+        return None
+    a = node.attrs
+    perm = tuple(rw.producer(t).attrs["perm"])
+    starts, stops, steps = [0] * len(perm), list(y.shape), [1] * len(perm)
+    for i, p in enumerate(perm):
+        starts[p], stops[p], steps[p] = a["starts"][i], a["stops"][i], a["steps"][i]
+    piece = rw.emit("slice", [y], starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+    return rw.emit("transpose", [piece], perm=perm)
+
+
+def _split_for_matmuls(rw: Rewriter, x: Value) -> bool:
     """Whether every reader of ``x`` is a slice whose result reaches a matmul through reshapes
     and transposes only."""
     readers = rw.readers.get(x, [])
@@ -312,15 +163,6 @@ def _split_for_matmuls(rw: _Rewriter, x: Value) -> bool:
                 return False
             v = users[0].output
     return True
-
-
-def _pad(rw: _Rewriter, node: Node) -> Value | None:
-    (x,) = node.inputs
-    return x if all(lo == 0 and hi == 0 for lo, hi in node.attrs["pads"]) else None
-
-
-def _concat(rw: _Rewriter, node: Node) -> Value | None:
-    return node.inputs[0] if len(node.inputs) == 1 else None
 
 
 def reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -380,7 +222,7 @@ def regroup_operand(
     return tuple(out)
 
 
-def _sink_reshape(rw: _Rewriter, node: Node) -> Value | None:
+def _sink_reshape(rw: Rewriter, node: Node) -> Value | None:
     """``f(reshape z, ...)`` -> ``reshape(f(z, ...))`` (see the module docstring)."""
     if (
         node.op == "broadcast_to"
@@ -435,29 +277,92 @@ def _sink_reshape(rw: _Rewriter, node: Node) -> Value | None:
     return rw.emit("reshape", [inner], shape=out.shape)
 
 
-RULES = {
-    "add": [_add],
-    "sub": [_sub],
-    "mul": [_mul],
-    "div": [_div],
-    "pow": [_pow],
-    "neg": [_neg],
-    "abs": [_abs],
-    "reciprocal": [_reciprocal],
-    "maximum": [_idempotent],
-    "minimum": [_idempotent],
-    "where": [_where],
-    "cast": [_cast],
-    "reshape": [_reshape],
-    "transpose": [_transpose],
-    "broadcast_to": [_broadcast_to],
-    "slice": [_slice],
-    "pad": [_pad],
-    "concat": [_concat],
-}
+def _when(test):
+    """A rule function that returns ``x`` when ``test(node, x)`` holds."""
+    return lambda rw, node, x: x if test(node, x) else None
 
 
-def _drop_broadcast_operands(rw: _Rewriter, node: Node) -> bool:
+def _node_is(test):
+    """A rule function that returns ``x`` when ``test(node)`` holds."""
+    return lambda rw, node, x: x if test(node) else None
+
+
+def _same_shape(node: Node, x: Value) -> bool:
+    return x.shape == node.output.shape
+
+
+def _emit(op: str):
+    """A rule function that makes ``op(x)`` (or ``op(x, y)``)."""
+    return lambda rw, node, **v: rw.emit(op, [v[k] for k in ("x", "y") if k in v])
+
+
+ELEMENTWISE = ("pointwise", "broadcast")
+
+# Per op, tried in this order; the last rule (reshape sinking) applies to any elementwise op.
+RULES = PatternMatcher(
+    [
+        # x + 0 -> x; x + neg y -> x - y; x - 0 -> x; x - neg y -> x + y
+        (Pat.op("add", x, Pat.cst(0), commutative=True), lambda rw, node, x: rw.same(node, x)),
+        (Pat.op("add", x, Pat.op("neg", y), commutative=True), lambda rw, node, x, y: rw.emit("sub", [x, y])),
+        (Pat.op("sub", x, Pat.cst(0)), lambda rw, node, x: rw.same(node, x)),
+        (Pat.op("sub", x, Pat.op("neg", y)), lambda rw, node, x, y: rw.emit("add", [x, y])),
+        # x * 1 -> x; x * -1 -> neg x; x * 0 -> 0 (integers, or unsafe_math)
+        (Pat.op("mul", x, Pat.cst(1), commutative=True), lambda rw, node, x: rw.same(node, x)),
+        (Pat.op("mul", x, Pat.cst(-1), commutative=True), _if_same(lambda rw, node, x: rw.emit("neg", [x]))),
+        (Pat.op("mul", x, Pat.cst(0), commutative=True), _zeros_if_exact),
+        # x / 1 -> x; 1 / sqrt x -> rsqrt x; 1 / b -> reciprocal b; x / 2^k -> x * 2^-k
+        (Pat.op("div", x, Pat.cst(1)), lambda rw, node, x: rw.same(node, x)),
+        (
+            Pat.op("div", Pat.cst(1), Pat.op("sqrt", x, name="b")),
+            lambda rw, node, x, b: rw.emit("rsqrt", [x]) if rw.same(node, b) else None,
+        ),
+        (
+            Pat.op("div", Pat.cst(1), b),
+            lambda rw, node, b: rw.emit("reciprocal", [b]) if rw.same(node, b) else None,
+        ),
+        (Pat.op("div", x, Pat.var("c", where=_is_pow2_const)), _times_reciprocal),
+        # x ** 1 -> x; x ** 2 -> x * x; x ** -1 -> reciprocal x
+        (Pat.op("pow", x, Pat.cst(1)), lambda rw, node, x: rw.same(node, x)),
+        (Pat.op("pow", x, Pat.cst(2)), _if_same(lambda rw, node, x: rw.emit("mul", [x, x]))),
+        (Pat.op("pow", x, Pat.cst(-1)), _if_same(lambda rw, node, x: rw.emit("reciprocal", [x]))),
+        # neg(neg x) -> x; abs(abs x) -> abs x; abs(neg x) -> abs x; reciprocal(sqrt x) -> rsqrt x
+        (Pat.op("neg", Pat.op("neg", x)), lambda rw, node, x: x),
+        (Pat.op("abs", Pat.op("abs", name="x")), lambda rw, node, x: x),
+        (Pat.op("abs", Pat.op("neg", x)), _emit("abs")),
+        (Pat.op("reciprocal", Pat.op("sqrt", x)), _emit("rsqrt")),
+        # maximum(x, x), minimum(x, x), where(c, x, x) -> x; cast to the same dtype -> x
+        (Pat.op(("maximum", "minimum"), x, x), lambda rw, node, x: rw.same(node, x)),
+        (Pat.op("where", Pat.var("c"), x, x), lambda rw, node, c, x: rw.same(node, x)),
+        (Pat.op("cast", x), _when(lambda node, x: node.attrs["dtype"] == x.dtype)),
+        # reshape to the same shape -> x; reshape(reshape x) -> one reshape
+        (Pat.op("reshape", x), _when(_same_shape)),
+        (Pat.op("reshape", Pat.op("reshape", x)), _reshape_of_reshape),
+        # identity transpose -> x; transpose(transpose x) -> one transpose; (a @ b)^T -> b^T @ a^T
+        (Pat.op("transpose", x), _node_is(_is_identity_perm)),
+        (Pat.op("transpose", Pat.op("transpose", x, name="t")), _compose_transposes),
+        (Pat.op("transpose", Pat.op("matmul", Pat.var("a"), Pat.var("b"), name="m")), _transpose_matmul),
+        # broadcast_to the same shape -> x; broadcast_to(broadcast_to x) -> one broadcast_to
+        (Pat.op("broadcast_to", x), _when(_same_shape)),
+        (
+            Pat.op("broadcast_to", Pat.op("broadcast_to", x)),
+            lambda rw, node, x: rw.emit("broadcast_to", [x], shape=node.output.shape),
+        ),
+        # full slice -> x; slice(transpose y) -> transpose(slice y) for matmul operands
+        (Pat.op("slice", x), _node_is(_is_full_slice)),
+        (Pat.op("slice", Pat.op("transpose", y, name="t")), _slice_before_transpose),
+        # zero pad -> x; one-operand concat -> x
+        (Pat.op("pad", x), _node_is(lambda node: all(lo == 0 and hi == 0 for lo, hi in node.attrs["pads"]))),
+        (Pat.op("concat", x), lambda rw, node, x: x),
+        # f(reshape z, ...) -> reshape(f(z, ...)) for elementwise f
+        (
+            Pat(where=lambda rw, v: fusion_class(rw.producer(v)) in ELEMENTWISE),
+            lambda rw, node: _sink_reshape(rw, node),
+        ),
+    ]
+)
+
+
+def _drop_broadcast_operands(rw: Rewriter, node: Node) -> bool:
     """Read ``x`` instead of ``broadcast_to(x)`` where the op's own broadcasting gives the same type."""
     if fusion_class(node) != "broadcast" or node.op == "broadcast_to":
         return False
@@ -479,34 +384,9 @@ def _drop_broadcast_operands(rw: _Rewriter, node: Node) -> bool:
 
 @graph_pass("simplify")
 def simplify(graph: Graph, unsafe_math: bool = False) -> Graph:
-    """Apply the rules in this module's docstring until nothing changes (rewrites ``graph`` in place).
+    """Apply ``RULES`` (see this module's docstring) until nothing changes (rewrites ``graph`` in place).
 
     Nodes nothing reads are dropped too (graph inputs are left to ``dce``).
     """
-    for _ in range(MAX_ROUNDS):
-        remove_dead_nodes(graph)  # dead readers would block the single-use rules
-        rw = _Rewriter(graph, unsafe_math)
-        changed = False
-        for node in graph.nodes:
-            node.inputs = [rw.resolve(v) for v in node.inputs]
-            rw.source = node.source
-            changed |= _drop_broadcast_operands(rw, node)
-            replacement = None
-            if len(node.outputs) == 1:
-                for rule in RULES.get(node.op, ()):
-                    replacement = rule(rw, node)
-                    if replacement is not None:
-                        break
-                if replacement is None:
-                    replacement = _sink_reshape(rw, node)
-            if replacement is not None and replacement is not node.output:
-                rw.subst[node.output] = replacement
-                changed = True
-            else:
-                rw.out.append(node)
-        graph.outputs = [rw.resolve(v) for v in graph.outputs]
-        graph.set_nodes(rw.out)
-        if not changed:
-            break
-    remove_dead_nodes(graph)
+    graph_rewrite(graph, RULES, canonicalize=_drop_broadcast_operands, unsafe_math=unsafe_math)
     return graph
