@@ -28,61 +28,7 @@ so only inference graphs stitch.
 from __future__ import annotations
 
 from graphc.ir import Graph, Node, Value
-
-VIEW_OPS = ("transpose", "slice", "reshape")
-FLOAT = ("f32", "f64")
-
-
-def _kind(node: Node | None, kind: str) -> bool:
-    return (
-        node is not None
-        and node.op == "fused"
-        and node.subgraph is not None
-        and node.attrs.get("kind") == kind
-        and len(node.outputs) == 1
-    )
-
-
-def product_only(node: Node | None) -> Node | None:
-    """The matmul of a plain matmul node, or of a fused matmul node whose one output is the
-    product (no epilogue); None for anything else."""
-    if node is None:
-        return None
-    if node.op == "matmul":
-        mm = node
-    elif _kind(node, "matmul"):
-        body = node.subgraph
-        mms = [n for n in body.nodes if n.op == "matmul"]
-        if len(mms) != 1 or list(body.outputs) != [mms[0].output]:
-            return None
-        if any(n.op not in VIEW_OPS for n in body.nodes if n is not mms[0]):
-            return None
-        mm = mms[0]
-    else:
-        return None
-    if any(len(v.shape) < 2 for v in mm.inputs) or mm.output.dtype not in FLOAT:
-        return None
-    return mm
-
-
-def row_body_fits(node: Node, batch: tuple[int, ...]) -> bool:
-    """Whether a fused reduction can run per matrix: see the module docstring."""
-    body = node.subgraph
-    domain = node.outputs[0].shape
-    if node.inputs[0].shape != domain or any(body.kinds[v.name] != "data" for v in body.inputs):
-        return False
-    for n in body.nodes:
-        if n.op == "rng_uniform":
-            return False
-        if n.op in ("sum", "max", "min") and tuple(n.attrs["axes"]) != (len(domain) - 1,):
-            return False
-    values = [*body.inputs[1:], *(v for n in body.nodes for v in n.outputs)]
-    for v in values:
-        lead = v.shape[: max(0, len(v.shape) - 2)]
-        computed = v not in body.inputs
-        if lead and any(d != 1 for d in lead) and not (computed and lead == batch):
-            return False
-    return body.inputs[0].shape == domain
+from graphc.ir.fused import is_fused, product_only, row_body_fits
 
 
 def _sole_reader(value: Value, users: dict[Value, list[Node]], outputs: set[Value]) -> Node | None:
@@ -100,7 +46,7 @@ def _chain(first: Node, users: dict[Value, list[Node]], outputs: set[Value]) -> 
     if len(scores.shape) < 2:
         return None
     rows = _sole_reader(scores, users, outputs)
-    if not _kind(rows, "reduction") or rows.inputs[0] is not scores:
+    if not is_fused(rows, "reduction") or rows.inputs[0] is not scores:
         return None
     if rows.output.shape != scores.shape or not row_body_fits(rows, scores.shape[:-2]):
         return None
