@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graph_testing import const, make_feeds, softmax
 
 import graphc.compiler
 import graphc.kernels.cpu
@@ -16,7 +17,6 @@ from graphc.ir import Graph, TensorType, parse_graph, print_graph, verify
 from graphc.kernels.cpu import attention as cpu_attention
 from graphc.kernels.cpu import blas
 from graphc.kernels.reference import execute
-from graphc.passes.testing import const, make_feeds, softmax
 
 NP = {"f32": np.float32, "f64": np.float64}
 

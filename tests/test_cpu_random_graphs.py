@@ -4,12 +4,12 @@ import os
 
 import numpy as np
 import pytest
+from graph_testing import graphs, make_feeds, parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graphc.compiler import compile_graph
 from graphc.kernels.reference import execute
-from graphc.passes.testing import graphs, make_feeds, parse
 
 # Each new graph compiles a few numba kernels (shape-generic, so later graphs reuse many):
 # modest by default, GRAPHC_HYPOTHESIS_EXAMPLES=200 for a deeper search.

@@ -1,14 +1,7 @@
 """Fusion: which groups form, the fused-node contract, kernel counts, and unchanged meaning."""
 
 import numpy as np
-
-import graphc.compiler
-from graphc import passes
-from graphc.ir import Graph, TensorType, get_op, parse_graph, print_graph, verify
-from graphc.kernels.reference import execute
-from graphc.passes import fusion, kernel_count
-from graphc.passes.fusion import is_trailing_reduction
-from graphc.passes.testing import (
+from graph_testing import (
     assert_same_outputs,
     const,
     fusion_chain_graph,
@@ -19,6 +12,13 @@ from graphc.passes.testing import (
     softmax,
     transformer_layer_graph,
 )
+
+import graphc.compiler
+from graphc import passes
+from graphc.ir import Graph, TensorType, get_op, parse_graph, print_graph, verify
+from graphc.kernels.reference import execute
+from graphc.passes import fusion, kernel_count
+from graphc.passes.fusion import is_trailing_reduction
 
 
 def check_contract(graph: Graph) -> None:

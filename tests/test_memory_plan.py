@@ -7,13 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from graphc import passes
-from graphc.ir import GraphcError, MemoryPlan
-from graphc.kernels.reference import execute
-from graphc.passes import check_memory_plan, plan_memory
-from graphc.passes.autodiff import grad
-from graphc.passes.testing import (
+from graph_testing import (
     cnn_graph,
     const,
     fusion_chain_graph,
@@ -23,6 +17,12 @@ from graphc.passes.testing import (
     run_in_arena,
     transformer_layer_graph,
 )
+
+from graphc import passes
+from graphc.ir import GraphcError, MemoryPlan
+from graphc.kernels.reference import execute
+from graphc.passes import check_memory_plan, plan_memory
+from graphc.passes.autodiff import grad
 
 
 def planned(g, optimize=True):

@@ -1,7 +1,8 @@
 """dce and cse, text in / text out, checked with the reference executor."""
 
+from graph_testing import check_rewrite
+
 from graphc.passes import cse, dce
-from graphc.passes.testing import check_rewrite
 
 
 def test_dce_drops_unused_nodes_and_non_data_inputs():

@@ -1,11 +1,7 @@
 """constant_fold, freeze and the matmul scale/shift folding (Conv2d + BatchNorm2d becomes one conv)."""
 
 import numpy as np
-
-from graphc import passes
-from graphc.ir import verify
-from graphc.passes import constant_fold, dce, fold_matmul_affine, freeze, simplify
-from graphc.passes.testing import (
+from graph_testing import (
     assert_same_outputs,
     check_rewrite,
     cnn_graph,
@@ -14,6 +10,10 @@ from graphc.passes.testing import (
     mlp_graph,
     parse,
 )
+
+from graphc import passes
+from graphc.ir import verify
+from graphc.passes import constant_fold, dce, fold_matmul_affine, freeze, simplify
 
 
 def test_fold_makes_const_inputs_and_scalar_const_nodes():

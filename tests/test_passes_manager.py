@@ -1,10 +1,10 @@
 """PassManager and optimize: records, dumps, disabling by name, verification after each pass."""
 
 import pytest
+from graph_testing import assert_same_outputs, fusion_chain_graph, make_feeds, mlp_graph
 
 from graphc import passes
 from graphc.ir import Graph, GraphcError, Node, parse_graph, print_graph
-from graphc.passes.testing import assert_same_outputs, fusion_chain_graph, make_feeds, mlp_graph
 
 TEXT = """
 graph g(%x: f32[2,3]) {

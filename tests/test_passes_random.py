@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+from graph_testing import assert_same_outputs, graphs, make_feeds, run_in_arena
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -10,7 +11,6 @@ from graphc import passes
 from graphc.ir import print_graph, verify
 from graphc.passes import check_memory_plan, plan_memory
 from graphc.passes.schedule import is_topological
-from graphc.passes.testing import assert_same_outputs, graphs, make_feeds, run_in_arena
 
 # Modest by default so the suite stays fast; GRAPHC_HYPOTHESIS_EXAMPLES=1000 for a deeper search.
 EXAMPLES = int(os.environ.get("GRAPHC_HYPOTHESIS_EXAMPLES", 40))

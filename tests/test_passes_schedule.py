@@ -1,10 +1,11 @@
 """schedule: a valid topological order that never raises the peak and lowers it where it can."""
 
+from graph_testing import assert_same_outputs, cnn_graph, make_feeds, parse, transformer_layer_graph
+
 from graphc import passes
 from graphc.ir import verify
 from graphc.passes import peak_bytes, schedule
 from graphc.passes.schedule import is_topological
-from graphc.passes.testing import assert_same_outputs, cnn_graph, make_feeds, parse, transformer_layer_graph
 
 BRANCHES = """
 graph g(%x: f32[4096]) {

@@ -1,9 +1,9 @@
 """simplify: one text-in / text-out test per rule, each also checked with the reference executor."""
 
 import pytest
+from graph_testing import check_rewrite, parse
 
 from graphc.passes import configured, dce, simplify
-from graphc.passes.testing import check_rewrite, parse
 
 
 def run(g):

@@ -1,8 +1,9 @@
 """The pattern-rewrite engine (passes/rewrite.py): matching, binding, ordering, structural hashing."""
 
+from graph_testing import check_rewrite, parse
+
 from graphc.passes import dce
 from graphc.passes.rewrite import Pat, PatternMatcher, graph_rewrite
-from graphc.passes.testing import check_rewrite, parse
 
 x, y = Pat.var("x"), Pat.var("y")
 

@@ -1,7 +1,6 @@
-"""Test support shared by graphc's test suites: example graphs built with ir ops, a hypothesis
-strategy of random well-typed graphs of primitives, random feeds, and an equivalence check.
-
-Importing this module needs hypothesis (a dev dependency); nothing in graphc imports it.
+"""Test support shared by graphc's test suites (not part of the package): example graphs built with
+ir ops, a hypothesis strategy of random well-typed graphs of primitives, random feeds, and an
+equivalence check. pytest puts tests/ on sys.path, so tests import it as ``graph_testing``.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ from hypothesis import strategies as st
 
 from graphc.ir import Graph, MemoryPlan, TensorType, Value, broadcast_shapes, parse_graph, verify
 from graphc.kernels.reference import execute
-
-from .util import canonical_text
+from graphc.passes.util import canonical_text
 
 F32 = "f32"
 
@@ -273,13 +271,15 @@ def _compatible(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 @st.composite
-def graphs(draw, max_ops: int = 10, matmul: bool = True) -> Graph:
-    """A random well-typed f32 graph of primitives whose values stay finite on inputs in [0.5, 1.5).
+def graphs(draw, max_ops: int = 10, matmul: bool = True, extended: bool = True) -> Graph:
+    """A random well-typed graph of primitives whose values stay finite on inputs in [0.5, 1.5).
 
     Ops: safe pointwise, broadcasting binaries (operands from earlier values, new inputs of
     broadcast-compatible shapes, or special scalar consts), where/compare, reductions over random
-    axes, reshape, transpose, broadcast_to and matmul. Values are reused, so many have several
-    readers. Outputs are the last value and up to two earlier ones.
+    axes, reshape, transpose, broadcast_to, matmul, slices (views and strided), pads, concats,
+    gathers (constant or data indices), integer arithmetic (i32/i64 between casts) and
+    rng_uniform draws. Values are reused, so many have several readers. Outputs are the last
+    value and up to two earlier ones. ``extended=False`` keeps to the original f32 op set.
     """
     g = Graph("random")
     seed = draw(st.integers(0, 2**31 - 1))
@@ -324,6 +324,7 @@ def graphs(draw, max_ops: int = 10, matmul: bool = True) -> Graph:
                 ["unary", "unary", "positive", "binary", "binary", "binary", "div", "pow", "where"]
                 + ["reduce", "reduce", "reshape", "transpose", "broadcast_to"]
                 + (["matmul"] if matmul else [])
+                + (["slice", "pad", "concat", "gather", "int", "rng"] if extended else [])
             )
         )
         if kind == "unary":
@@ -372,6 +373,57 @@ def graphs(draw, max_ops: int = 10, matmul: bool = True) -> Graph:
                 perm = (*range(len(x.shape) - 2), len(x.shape) - 1, len(x.shape) - 2)
                 y = g.op("matmul", x, g.op("transpose", x, perm=perm))
             y = g.op("mul", y, const(g, 0.25))
+        elif kind == "slice" and x.shape:
+            starts, stops, steps = [], [], []
+            for d in x.shape:
+                a = draw(st.integers(0, d - 1))
+                starts.append(a)
+                stops.append(draw(st.integers(a + 1, d)))
+                steps.append(draw(st.sampled_from((1, 1, 2))))
+            y = g.op("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+        elif kind == "pad" and x.shape:
+            pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in x.shape)
+            y = g.op("pad", x, pads=pads, value=draw(st.sampled_from((0.0, -1.0, 0.5))))
+            if y.type.numel > 256:
+                continue
+        elif kind == "concat" and x.shape:
+            axis = draw(st.integers(0, len(x.shape) - 1))
+            others = [v for v in pool if v.dtype == x.dtype and len(v.shape) == len(x.shape)]
+            others = [
+                v
+                for v in others
+                if all(a == b for i, (a, b) in enumerate(zip(v.shape, x.shape)) if i != axis)
+            ]
+            y = g.op("concat", x, *draw(st.lists(st.sampled_from(others), min_size=1, max_size=2)), axis=axis)
+            if y.type.numel > 256:
+                continue
+        elif kind == "gather" and x.shape:
+            axis = draw(st.integers(0, len(x.shape) - 1))
+            size = x.shape[axis]
+            idx_shape = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+            dtype = draw(st.sampled_from(["i64", "i32"]))
+            if size >= 4 and draw(st.booleans()):  # data indices: make_feeds draws them in [0, 4)
+                counter[0] += 1
+                idx = g.add_input(f"in{counter[0]}", TensorType(idx_shape, dtype))
+            else:
+                counter[0] += 1
+                arr = rng.integers(0, size, idx_shape).astype(TensorType(idx_shape, dtype).np_dtype)
+                idx = g.add_input(f"in{counter[0]}", TensorType(idx_shape, dtype), "const", arr)
+            y = g.op("gather", x, idx, axis=axis)
+            if y.type.numel > 256:
+                continue
+        elif kind == "int":
+            dtype = draw(st.sampled_from(["i32", "i64"]))
+            i = g.op("cast", g.op("mul", x, const(g, 4.0)), dtype=dtype)
+            op = draw(st.sampled_from(["add", "sub", "mul", "maximum", "minimum"]))
+            j = g.op(op, i, g.op("const", value=draw(st.integers(-3, 3)), dtype=dtype))
+            j = g.op(draw(st.sampled_from(["neg", "abs"])), j) if draw(st.booleans()) else j
+            y = g.op("cast", j, dtype="f32")
+        elif kind == "rng":
+            counter[0] += 1
+            offset = g.add_input(f"in{counter[0]}", TensorType((), "i64"), "const", np.array(seed % 7))
+            draw_ = g.op("rng_uniform", offset, shape=x.shape, seed=draw(st.integers(0, 3)))
+            y = g.op("add", x, draw_)
         else:
             y = g.op("neg", x)
         pool.append(y)
@@ -386,9 +438,9 @@ def graphs(draw, max_ops: int = 10, matmul: bool = True) -> Graph:
 def run_in_arena(graph: Graph, plan: MemoryPlan, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run ``graph`` the way a runtime would: every arena value is a view into one byte array.
 
-    Data inputs are copied in, reshape aliases are skipped (they are views already), every other
-    node runs its reference kernel over the views. A plan that lets a live value be overwritten
-    gives wrong outputs here, which ``execute`` then exposes.
+    Data inputs are copied in, views planned as aliases are skipped (their bytes are already
+    there), every other node runs its reference kernel over the views. A plan that lets a live
+    value be overwritten gives wrong outputs here, which ``execute`` then exposes.
     """
     from graphc.kernels.reference import compile_node
 
@@ -405,7 +457,7 @@ def run_in_arena(graph: Graph, plan: MemoryPlan, feeds: dict[str, np.ndarray]) -
     for v in graph.data_inputs:
         np.copyto(arrays[v.name], feeds[v.name])
     for node in graph.nodes:
-        if node.op == "reshape" and plan.buffers[node.output.name].alias_of:
+        if plan.is_view(node):  # a reshape or slice planned over its operand's bytes
             continue
         fn = compile_node(node)
         with np.errstate(all="ignore"):
