@@ -1,13 +1,13 @@
-"""The kernel cache: generated source on disk, imported as a module, compiled once.
+"""The CPU kernel cache: generated source on disk, imported as a module, compiled once.
 
-Each generated source is written to ``<cache>/kernels/<sha256 of the source>.py`` (``<cache>``
-is ``$GRAPHC_CACHE_DIR`` or ``~/.cache/graphc``) and imported with its module registered in
-``sys.modules`` before it runs: numba's ``cache=True`` needs a real file to locate its cache
-(``__pycache__`` beside the source) and a second process needs the module importable by name.
-A file, once written, is never rewritten: numba keys its cache index on the source file's
-modification time, so rewriting identical text would invalidate compiled code. Writers race
-safely: each writes a private temporary file and links it into place; the loser's link fails
-and it uses the winner's identical file.
+Each generated source is written to ``<cache>/kernels/<salt>/<sha256 of the source>.py``
+(``<cache>`` is ``$GRAPHC_CACHE_DIR`` or ``~/.cache/graphc``; ``<salt>`` covers graphc's
+version and the helper modules kernels import, see ``graphc.kernels.cache_dir``) and imported
+with its module registered in ``sys.modules`` before it runs: numba's ``cache=True`` needs a
+real file to locate its cache (``__pycache__`` beside the source) and a second process needs
+the module importable by name. The folders are private to the user and checked before use; a
+file is used only if its content is the source it is named after, and a valid file is never
+rewritten (see ``graphc.kernels.cache_store``).
 
 Within a process, modules are memoized by source hash, so identical kernels (same ops, dtypes
 and broadcast pattern) share one compiled function.
@@ -16,27 +16,25 @@ and broadcast pattern) share one compiled function.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
+
+from graphc.kernels.cache_dir import backend_dir, cache_root, candidate_dirs
+from graphc.kernels.cache_store import load_source_module
+
+__all__ = ["cache_root", "kernel_dir", "load_kernel", "load_module", "module_name", "source_hash"]
+
+BACKEND = "kernels"
 
 _MODULES: dict[str, ModuleType] = {}
 _LOCK = threading.Lock()
 
 
-def cache_root() -> Path:
-    """The graphc cache directory: ``$GRAPHC_CACHE_DIR`` or ``~/.cache/graphc``."""
-    env = os.environ.get("GRAPHC_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "graphc"
-
-
 def kernel_dir() -> Path:
-    """Where generated kernel sources (and numba's cache beside them) live."""
-    return cache_root() / "kernels"
+    """Where generated kernel sources (and numba's cache beside them) live, when private."""
+    return backend_dir(BACKEND)
 
 
 def source_hash(source: str) -> str:
@@ -49,33 +47,6 @@ def module_name(digest: str) -> str:
     return f"graphc_kernel_{digest}"
 
 
-def _write_once(path: Path, source: str) -> None:
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".py", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        try:
-            os.link(tmp, path)  # atomic create-if-absent: never replaces a file numba indexed
-        except FileExistsError:
-            pass
-        except OSError:  # file systems without hard links
-            if not path.exists():
-                os.replace(tmp, path)
-                tmp = ""
-    finally:
-        if tmp:
-            os.unlink(tmp)
-
-
-def _fallback_dir() -> Path:
-    return (
-        Path(tempfile.gettempdir()) / f"graphc-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / "kernels"
-    )
-
-
 def load_module(source: str) -> ModuleType:
     """The imported module of a generated source (written to the cache on first use)."""
     digest = source_hash(source)
@@ -86,21 +57,7 @@ def load_module(source: str) -> ModuleType:
         name = module_name(digest)
         mod = sys.modules.get(name)
         if mod is None:
-            path = kernel_dir() / f"{digest}.py"
-            try:
-                _write_once(path, source)
-            except OSError:  # unwritable cache: compile from a private temporary directory
-                path = _fallback_dir() / f"{digest}.py"
-                _write_once(path, source)
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod  # before exec: numba's cache finds the module by name
-            try:
-                spec.loader.exec_module(mod)
-            except BaseException:
-                del sys.modules[name]
-                raise
+            mod = load_source_module(name, f"{digest}.py", source, candidate_dirs(BACKEND))
         _MODULES[digest] = mod
         return mod
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,18 +15,22 @@ from types import ModuleType
 import numpy as np
 
 from graphc.ir import GraphcError, Node
+from graphc.kernels.cache_dir import backend_dir, candidate_dirs
+from graphc.kernels.cache_store import load_source_module
 
 from .codegen import KernelSource, simulator
 
+BACKEND = "cuda"
+
 
 def cache_dir() -> Path:
-    """Where generated kernel modules live: ``$GRAPHC_CACHE_DIR/cuda`` or ``~/.cache/graphc/cuda``."""
-    base = os.environ.get("GRAPHC_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "graphc")
-    return Path(base) / "cuda"
+    """Where generated kernel modules live: ``<cache>/cuda/<salt>`` (``<cache>`` is
+    ``$GRAPHC_CACHE_DIR`` or ``~/.cache/graphc``; see ``graphc.kernels.cache_dir``)."""
+    return backend_dir(BACKEND)
 
 
 def source_path(source: str) -> Path:
-    """The cache file of a generated source (named by a hash of its text)."""
+    """The preferred cache file of a generated source (named by a hash of its text)."""
     return cache_dir() / f"{module_name(source)}.py"
 
 
@@ -41,29 +43,14 @@ def load_source(source: str) -> ModuleType:
     """Write ``source`` to the kernel cache (once) and import it as a registered module.
 
     Registering in sys.modules before executing lets numba's on-disk cache (cache=True) find
-    the module again in a later process, so a second run pays no compile.
+    the module again in a later process, so a second run pays no compile. The cache file is
+    checked against the source and repaired when it differs (``graphc.kernels.cache_store``).
     """
     name = module_name(source)
     mod = sys.modules.get(name)
     if mod is not None:
         return mod
-    path = source_path(source)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: another process may be loading the same kernel at the same time.
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return mod
+    return load_source_module(name, f"{name}.py", source, candidate_dirs(BACKEND))
 
 
 @functools.lru_cache(maxsize=1)

@@ -66,7 +66,7 @@ def test_kernel_sources_are_cached_by_content(tmp_path, monkeypatch) -> None:
     assert kernel.path.read_text() == source
     fresh = prim("exp", [np.zeros((3, 7), np.float32)])  # a shape no other test compiles
     kernel = kc.compile_node(fresh)
-    assert kernel.path.parent == tmp_path / "cuda"
+    assert kernel.path.parent == kc.cache_dir() and kernel.path.parent.parent == tmp_path / "cuda"
     assert kernel.path.name.startswith("graphc_cuda_") and kernel.path.read_text() == kc.kernel_sources(fresh)
     fallback = next(c for c in CASES if not c.generated)
     assert "runs its body node by node" in kc.kernel_sources(fallback.node)
