@@ -160,7 +160,7 @@ def attention_parts(node: Node) -> AttentionParts:
     scores, rows, values = nodes[:3]
     if product_only(scores) is None or product_only(values) is None:
         raise _fail(node, "its first and third stages must be matmuls with no epilogue")
-    if not is_fused(rows, "reduction") or rows.inputs[0] is not scores.output:
+    if not is_fused(rows, "reduction") or len(rows.outputs) != 1 or rows.inputs[0] is not scores.output:
         raise _fail(node, "its second stage must be a fused reduction of the scores")
     if rows.output.shape != scores.output.shape or not row_body_fits(rows, scores.output.shape[:-2]):
         raise _fail(node, "its row stage cannot run one matrix at a time")

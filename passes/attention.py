@@ -46,7 +46,7 @@ def _chain(first: Node, users: dict[Value, list[Node]], outputs: set[Value]) -> 
     if len(scores.shape) < 2:
         return None
     rows = _sole_reader(scores, users, outputs)
-    if not is_fused(rows, "reduction") or rows.inputs[0] is not scores:
+    if not is_fused(rows, "reduction") or len(rows.outputs) != 1 or rows.inputs[0] is not scores:
         return None
     if rows.output.shape != scores.shape or not row_body_fits(rows, scores.shape[:-2]):
         return None
