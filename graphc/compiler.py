@@ -62,16 +62,7 @@ def compile(
 
 
 def load_plan(path: str, backend: str | None = None):
-    """Read a plan file written by ``plan.save`` and check its memory plan against its graph.
-
-    The runtime only checks that every buffer lies inside the arena; a memory plan whose live
-    buffers overlap (a damaged or edited file) would give wrong numbers, so it is refused here.
-    """
-    plan = _read_plan(path, backend)
-    memory_plan = getattr(plan, "memory_plan", None)
-    if memory_plan is not None:
-        try:
-            passes.check_memory_plan(plan.graph, memory_plan)
-        except GraphcError as err:
-            raise GraphcError(f"{path}: inconsistent memory plan ({err})") from None
-    return plan
+    """Read a plan file written by ``plan.save``: every part is checked (see ``runtime.load_plan``),
+    and its memory plan by ``passes.check_memory_plan`` before any arena is allocated, since a
+    plan whose live buffers overlap (a damaged or edited file) would give wrong numbers."""
+    return _read_plan(path, backend, check_memory_plan=passes.check_memory_plan)

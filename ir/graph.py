@@ -151,7 +151,7 @@ class Graph:
         if len(params) != len(inputs) or any(p.type != v.type for p, v in zip(params, inputs)):
             raise GraphcError("fused node: operand types differ from its body's inputs")
         outputs = [Value(self._claim(self.fresh_name()), v.type) for v in body.outputs]
-        node = Node("fused", list(inputs), dict(attrs or {}), outputs, source, body)
+        node = Node("fused", list(inputs), normalize_attrs("fused", attrs), outputs, source, body)
         self.nodes.append(node)
         return node
 

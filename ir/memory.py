@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from .errors import GraphcError
 
 if TYPE_CHECKING:
     from .graph import Node
@@ -69,13 +72,97 @@ class MemoryPlan:
 
     @staticmethod
     def from_json(data: dict) -> MemoryPlan:
-        """Inverse of ``to_json``."""
-        buffers = {b["value"]: Buffer(**b) for b in data["buffers"]}
+        """Inverse of ``to_json``; every field's type and range is checked (GraphcError naming it).
+
+        Offsets and sizes are non-negative ints, the alignment a power of two, and the arena at
+        most ``max_arena_bytes()`` (``GRAPHC_MAX_ARENA_BYTES``, 16 GiB by default). Whether the
+        buffers fit the graph is ``passes.check_memory_plan``'s job.
+        """
+        if not isinstance(data, dict):
+            raise GraphcError(f"memory plan must be an object, got {type(data).__name__}")
+        limit = max_arena_bytes()
+        arena = _int(data, "arena_bytes", "memory plan", 0, limit)
+        alignment = _int(data, "alignment", "memory plan", 1, MAX_ALIGNMENT, default=64)
+        if alignment & (alignment - 1):
+            raise GraphcError(f"memory plan: alignment must be a power of two, got {alignment}")
+        items = data.get("buffers")
+        if not isinstance(items, list):
+            raise GraphcError("memory plan: buffers must be a list")
+        buffers: dict[str, Buffer] = {}
+        for i, b in enumerate(items):
+            where = f"memory plan buffers[{i}]"
+            if not isinstance(b, dict):
+                raise GraphcError(f"{where} must be an object")
+            unknown = set(b) - _BUFFER_FIELDS
+            if unknown:
+                raise GraphcError(f"{where}: unknown field(s) {sorted(str(k)[:40] for k in unknown)}")
+            value = _name(b.get("value"), f"{where}.value")
+            if value in buffers:
+                raise GraphcError(f"{where}: a second buffer for %{value}")
+            alias = b.get("alias_of")
+            buffers[value] = Buffer(
+                value,
+                _int(b, "offset", where, 0, limit),
+                _int(b, "size", where, 0, limit),
+                _int(b, "start", where, -1, MAX_STEPS),
+                _int(b, "end", where, -1, MAX_STEPS),
+                None if alias is None else _name(alias, f"{where}.alias_of"),
+            )
+        over = data.get("written_over", {})
+        if not isinstance(over, dict):
+            raise GraphcError("memory plan: written_over must be an object")
+        written_over = {
+            _name(k, "memory plan written_over"): _name(v, "memory plan written_over")
+            for k, v in over.items()
+        }
         return MemoryPlan(
-            data["arena_bytes"],
+            arena,
             buffers,
-            data["naive_bytes"],
-            data["lower_bound"],
-            data.get("alignment", 64),
-            {str(k): str(v) for k, v in data.get("written_over", {}).items()},
+            _int(data, "naive_bytes", "memory plan", 0, None, default=0),
+            _int(data, "lower_bound", "memory plan", 0, None, default=0),
+            alignment,
+            written_over,
         )
+
+
+# Limits a memory plan read from a file keeps to.
+DEFAULT_MAX_ARENA_BYTES = 16 * 2**30
+MAX_ALIGNMENT = 2**20
+MAX_STEPS = 2**40
+_BUFFER_FIELDS = {"value", "offset", "size", "start", "end", "alias_of"}
+
+
+def max_arena_bytes() -> int:
+    """The largest arena a memory plan may ask for: ``$GRAPHC_MAX_ARENA_BYTES`` if set (a
+    positive int of bytes), else DEFAULT_MAX_ARENA_BYTES (16 GiB)."""
+    text = os.environ.get("GRAPHC_MAX_ARENA_BYTES")
+    if not text:
+        return DEFAULT_MAX_ARENA_BYTES
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise GraphcError(f"GRAPHC_MAX_ARENA_BYTES must be a positive number of bytes, got {text[:40]!r}")
+    return limit
+
+
+def _int(data: dict, key: str, where: str, lo: int, hi: int | None, default: object = ...) -> int:
+    """``data[key]`` as an int in [lo, hi]; GraphcError naming the field otherwise."""
+    if key not in data:
+        if default is ...:
+            raise GraphcError(f"{where} lacks the field {key!r}")
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GraphcError(f"{where}.{key} must be an int, got {type(value).__name__}")
+    if value < lo or (hi is not None and value > hi):
+        upper = "" if hi is None else f", at most {hi}"
+        raise GraphcError(f"{where}.{key} must be at least {lo}{upper}; got {value}")
+    return value
+
+
+def _name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 1000:
+        raise GraphcError(f"{where} must be a value name (a non-empty string)")
+    return value

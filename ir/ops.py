@@ -15,12 +15,15 @@ Fusion classes, in the spirit of TVM's op patterns:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .errors import GraphcError
-from .types import FLOAT_DTYPES, INT_DTYPES, TensorType
+from .types import DTYPES, FLOAT_DTYPES, INT_DTYPES, TensorType
 
 if TYPE_CHECKING:
     from .graph import Node
@@ -28,61 +31,213 @@ if TYPE_CHECKING:
 TypeRule = Callable[[list[TensorType], dict], list[TensorType]]
 
 FUSION_CLASSES = ("pointwise", "broadcast", "reduction", "injective", "opaque", "source")
+# The kinds of fused node (docs/CONTRACTS.md, "Fused nodes").
+FUSED_KINDS = ("pointwise", "reduction", "matmul", "attention")
+
+# Limits every attribute and every inferred type keeps to, whatever the graph came from.
+MAX_RANK = 32
+MAX_NUMEL = 2**40  # elements of one value (and the largest size-like attribute)
+_MIN_INT, _MAX_INT = -(2**63), 2**64 - 1  # a bool/int attribute fits int64 or uint64
+_MAX_NESTING = 4
+
+
+class AttrError(Exception):
+    """Raised by an attribute spec; normalize_attrs turns it into a GraphcError naming op and key."""
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class IntSpec:
+    """An int (not a bool) in ``[lo, hi]``."""
+
+    lo: int = _MIN_INT
+    hi: int = _MAX_INT
+
+    def check(self, value: object) -> int:
+        """``value`` if it is an int in range; else AttrError."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AttrError(f"must be an int, got {_show(value)}")
+        if not self.lo <= value <= self.hi:
+            raise AttrError(f"must lie in [{self.lo}, {self.hi}], got {_show(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class BoolSpec:
+    """True or False."""
+
+    def check(self, value: object) -> bool:
+        """``value`` if it is a bool; else AttrError."""
+        if not isinstance(value, bool):
+            raise AttrError(f"must be true or false, got {_show(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class RealSpec:
+    """A real number: a bool, an int that fits 64 bits, or a float (inf and NaN included)."""
+
+    def check(self, value: object) -> bool | int | float:
+        """``value`` if it is such a number; else AttrError."""
+        if isinstance(value, bool) or isinstance(value, float):
+            return value
+        if isinstance(value, int):
+            return IntSpec().check(value)
+        raise AttrError(f"must be a number, got {_show(value)}")
+
+
+@dataclass(frozen=True)
+class ChoiceSpec:
+    """One of a fixed set of strings."""
+
+    choices: tuple[str, ...]
+
+    def check(self, value: object) -> str:
+        """``value`` if it is one of the choices; else AttrError."""
+        if not isinstance(value, str) or value not in self.choices:
+            raise AttrError(f"must be one of {list(self.choices)}, got {_show(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class TupleSpec:
+    """A tuple (a list in JSON) of items that each meet ``item``; ``length`` entries if given."""
+
+    item: object
+    length: int | None = None
+    max_length: int = MAX_RANK
+
+    def check(self, value: object) -> tuple:
+        """``value`` if it is such a tuple; else AttrError."""
+        if not isinstance(value, tuple):
+            raise AttrError(f"must be a list, got {_show(value)}")
+        if self.length is not None and len(value) != self.length:
+            raise AttrError(f"must have {self.length} entries, got {_show(value)}")
+        if len(value) > self.max_length:
+            raise AttrError(f"must have at most {self.max_length} entries, got {len(value)}")
+        return tuple(self.item.check(v) for v in value)
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """A shape: at most MAX_RANK non-negative ints (``rank`` of them if given) whose product
+    is at most MAX_NUMEL."""
+
+    rank: int | None = None
+
+    def check(self, value: object) -> tuple[int, ...]:
+        """``value`` if it is such a shape; else AttrError."""
+        shape = TupleSpec(IntSpec(0, MAX_NUMEL), self.rank).check(value)
+        if math.prod(shape) > MAX_NUMEL:
+            raise AttrError(f"has more than {MAX_NUMEL} elements: {_show(shape)}")
+        return shape
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of an op: what its values must be, and its default (REQUIRED if none)."""
+
+    spec: IntSpec | BoolSpec | RealSpec | ChoiceSpec | TupleSpec | ShapeSpec
+    default: object = REQUIRED
+
+
+# Attribute specs shared by several ops.
+DTYPE = ChoiceSpec(tuple(DTYPES))
+AXIS = IntSpec(0, MAX_RANK - 1)
+AXES = TupleSpec(AXIS)
+SHAPE = ShapeSpec()
+SIZE = IntSpec(0, MAX_NUMEL)  # a count or index of elements
+POSITIVE = IntSpec(1, MAX_NUMEL)
+POSITIVE_PAIR = TupleSpec(POSITIVE, length=2)
+NONNEGATIVE_PAIR = TupleSpec(SIZE, length=2)
 
 
 @dataclass(frozen=True)
 class OpDef:
-    """One primitive op: its name, arity (None = variadic), attributes with defaults, rule."""
+    """One primitive op: its name, arity (None = variadic), attributes (name -> Attr), rule."""
 
     name: str
     arity: int | None
     fusion: str
     rule: TypeRule
-    attrs: dict = field(default_factory=dict)  # attribute name -> default (REQUIRED if none)
-    n_outputs: int = 1
+    attrs: dict[str, Attr] = field(default_factory=dict)
 
 
-REQUIRED = object()
 REGISTRY: dict[str, OpDef] = {}
 
 
-def _register(name: str, arity: int | None, fusion: str, rule: TypeRule, attrs: dict | None = None) -> None:
+def _register(
+    name: str, arity: int | None, fusion: str, rule: TypeRule, attrs: dict[str, Attr] | None = None
+) -> None:
     assert fusion in FUSION_CLASSES, fusion
+    assert all(isinstance(a, Attr) for a in (attrs or {}).values()), name
     REGISTRY[name] = OpDef(name, arity, fusion, rule, dict(attrs or {}))
 
 
 def get_op(name: str) -> OpDef:
     """The registry entry of an op, or an error naming the unknown op."""
+    if not isinstance(name, str):
+        raise GraphcError(f"op name must be a string, got {_show(name)}")
     try:
         return REGISTRY[name]
     except KeyError:
-        raise GraphcError(f"unknown primitive op {name!r}") from None
+        raise GraphcError(f"unknown primitive op {_show(name)}") from None
 
 
 def normalize_attrs(op: str, attrs: dict | None) -> dict:
-    """Fill in default attributes, reject unknown or missing ones, turn lists into tuples."""
+    """Fill in default attributes and check every one against the op's declared spec.
+
+    Lists become tuples and NumPy scalars Python numbers; an unknown, missing or ill-typed
+    attribute (a string where a number belongs, a negative window, a fractional stride, a
+    shape of too many elements, ...) is a GraphcError naming the op and the attribute. Every
+    graph, whatever its source (tracing, the text form, JSON, passes), is built through here.
+    """
     opdef = get_op(op)
-    attrs = dict(attrs or {})
-    unknown = set(attrs) - set(opdef.attrs)
+    if attrs is None:
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise GraphcError(f"{op}: attributes must be a mapping, got {_show(attrs)}")
+    unknown = [k for k in attrs if k not in opdef.attrs]
     if unknown:
-        raise GraphcError(f"{op}: unknown attribute(s) {sorted(unknown)}")
+        raise GraphcError(f"{op}: unknown attribute(s) {sorted(map(_show, unknown))}")
     out = {}
-    for key, default in opdef.attrs.items():
-        if key in attrs:
-            out[key] = _freeze(attrs[key])
-        elif default is REQUIRED:
-            raise GraphcError(f"{op}: missing required attribute {key!r}")
-        else:
-            out[key] = default
+    for key, attr in opdef.attrs.items():
+        if key not in attrs:
+            if attr.default is REQUIRED:
+                raise GraphcError(f"{op}: missing required attribute {key!r}")
+            out[key] = attr.default
+            continue
+        try:
+            out[key] = attr.spec.check(_freeze(attrs[key], 0))
+        except AttrError as err:
+            raise GraphcError(f"{op}: attribute {key!r} {err}") from None
     return out
 
 
-def _freeze(value):
+def _freeze(value, depth: int):
+    if depth > _MAX_NESTING:
+        raise AttrError("is nested too deeply")
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim else value.item()
     if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return tuple(_freeze(v, depth + 1) for v in value)
+    if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _check_result(op: str, types: list[TensorType]) -> list[TensorType]:
+    for t in types:
+        if t.rank > MAX_RANK or math.prod(t.shape) > MAX_NUMEL:
+            raise GraphcError(f"{op}: result {t} has more than {MAX_RANK} axes or {MAX_NUMEL} elements")
+    return types
 
 
 def infer_types(op: str, inputs: Sequence[TensorType], attrs: dict) -> list[TensorType]:
@@ -91,7 +246,7 @@ def infer_types(op: str, inputs: Sequence[TensorType], attrs: dict) -> list[Tens
     if opdef.arity is not None and len(inputs) != opdef.arity:
         raise GraphcError(f"{op} takes {opdef.arity} operand(s), got {len(inputs)}")
     try:
-        return opdef.rule(list(inputs), attrs)
+        return _check_result(op, opdef.rule(list(inputs), attrs))
     except _RuleError as err:
         shapes = ", ".join(str(t) for t in inputs)
         raise GraphcError(f"{op}: {err} (operands: {shapes})") from None
@@ -155,7 +310,7 @@ for _name in UNARY_FLOAT:
     _register(_name, 1, "pointwise", _unary_float)
 for _name in UNARY_NUMERIC:
     _register(_name, 1, "pointwise", _unary_numeric)
-_register("cast", 1, "pointwise", _cast, {"dtype": REQUIRED})
+_register("cast", 1, "pointwise", _cast, {"dtype": Attr(DTYPE)})
 
 
 # ---------------------------------------------------------------- broadcast
@@ -204,7 +359,7 @@ for _name in FLOAT_BINARY:
 for _name in COMPARE_BINARY:
     _register(_name, 2, "broadcast", _compare)
 _register("where", 3, "broadcast", _where)
-_register("broadcast_to", 1, "broadcast", _broadcast_to, {"shape": REQUIRED})
+_register("broadcast_to", 1, "broadcast", _broadcast_to, {"shape": Attr(SHAPE)})
 
 
 # ---------------------------------------------------------------- reductions
@@ -235,8 +390,8 @@ def _argmax(inputs, attrs):
 
 
 for _name in ("sum", "max", "min"):
-    _register(_name, 1, "reduction", _reduce, {"axes": REQUIRED, "keepdims": False})
-_register("argmax", 1, "opaque", _argmax, {"axis": REQUIRED, "keepdims": False})
+    _register(_name, 1, "reduction", _reduce, {"axes": Attr(AXES), "keepdims": Attr(BoolSpec(), False)})
+_register("argmax", 1, "opaque", _argmax, {"axis": Attr(AXIS), "keepdims": Attr(BoolSpec(), False)})
 
 
 # ---------------------------------------------------------------- matmul
@@ -303,6 +458,7 @@ def _pad(inputs, attrs):
     pads = attrs["pads"]
     _check(len(pads) == x.rank, f"pads need one (low, high) pair per axis ({x.rank})")
     _check(all(lo >= 0 and hi >= 0 for lo, hi in pads), "pads must be non-negative")
+    _check_fits(attrs["value"], x.dtype, "pad value")
     return [TensorType(tuple(d + lo + hi for d, (lo, hi) in zip(x.shape, pads)), x.dtype)]
 
 
@@ -321,11 +477,13 @@ def _concat(inputs, attrs):
     return [TensorType(tuple(shape), dtype)]
 
 
-_register("reshape", 1, "injective", _reshape, {"shape": REQUIRED})
-_register("transpose", 1, "injective", _transpose, {"perm": REQUIRED})
-_register("slice", 1, "injective", _slice, {"starts": REQUIRED, "stops": REQUIRED, "steps": REQUIRED})
-_register("pad", 1, "injective", _pad, {"pads": REQUIRED, "value": 0.0})
-_register("concat", None, "injective", _concat, {"axis": REQUIRED})
+_register("reshape", 1, "injective", _reshape, {"shape": Attr(SHAPE)})
+_register("transpose", 1, "injective", _transpose, {"perm": Attr(AXES)})
+_SLICE = {"starts": Attr(TupleSpec(SIZE)), "stops": Attr(TupleSpec(SIZE)), "steps": Attr(TupleSpec(POSITIVE))}
+_register("slice", 1, "injective", _slice, _SLICE)
+_PAD = {"pads": Attr(TupleSpec(NONNEGATIVE_PAIR)), "value": Attr(RealSpec(), 0.0)}
+_register("pad", 1, "injective", _pad, _PAD)
+_register("concat", None, "injective", _concat, {"axis": Attr(AXIS)})
 
 
 # ---------------------------------------------------------------- indexing
@@ -347,8 +505,8 @@ def _scatter_add(inputs, attrs):
     return [TensorType(shape, updates.dtype)]
 
 
-_register("gather", 2, "opaque", _gather, {"axis": REQUIRED})
-_register("scatter_add", 2, "opaque", _scatter_add, {"axis": REQUIRED, "shape": REQUIRED})
+_register("gather", 2, "opaque", _gather, {"axis": Attr(AXIS)})
+_register("scatter_add", 2, "opaque", _scatter_add, {"axis": Attr(AXIS), "shape": Attr(SHAPE)})
 
 
 # ---------------------------------------------------------------- image
@@ -399,19 +557,39 @@ def _max_pool2d_grad(inputs, attrs):
     return [TensorType(x.shape, dy.dtype)]
 
 
-_WINDOW = {"kernel": REQUIRED, "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
+# Window sizes, strides and dilations are positive, paddings non-negative (all ints).
+_WINDOW = {
+    "kernel": Attr(POSITIVE_PAIR),
+    "stride": Attr(POSITIVE_PAIR, (1, 1)),
+    "padding": Attr(NONNEGATIVE_PAIR, (0, 0)),
+    "dilation": Attr(POSITIVE_PAIR, (1, 1)),
+}
 _register("im2col", 1, "opaque", _im2col, dict(_WINDOW))
-_register("col2im", 1, "opaque", _col2im, {**_WINDOW, "image_shape": REQUIRED})
+_register("col2im", 1, "opaque", _col2im, {**_WINDOW, "image_shape": Attr(ShapeSpec(rank=4))})
 # Max pooling over an unpadded NCHW input (the front end pads with the dtype's lowest value).
 # Each window's value is its first maximal element in row-major window order, NaN counting as
 # the maximum (PyTorch's rule); max_pool2d_grad(x, dy) routes dy[window] to that element.
-_POOL = {"kernel": REQUIRED, "stride": REQUIRED, "dilation": (1, 1)}
+_POOL = {
+    "kernel": Attr(POSITIVE_PAIR),
+    "stride": Attr(POSITIVE_PAIR),
+    "dilation": Attr(POSITIVE_PAIR, (1, 1)),
+}
 _register("max_pool2d", 1, "opaque", _max_pool2d, dict(_POOL))
 _register("max_pool2d_grad", 2, "opaque", _max_pool2d_grad, dict(_POOL))
 
 
 # ---------------------------------------------------------------- sources
+def _check_fits(value, dtype: str, what: str) -> None:
+    """A number that converts to ``dtype`` without error: ints and bools need a finite value
+    within the dtype's range (floats and bool take any number)."""
+    if dtype in INT_DTYPES:
+        _check(not isinstance(value, float) or math.isfinite(value), f"{what} {value!r} is not a {dtype}")
+        info = np.iinfo(DTYPES[dtype])
+        _check(info.min <= int(value) <= info.max, f"{what} {value!r} is out of range for {dtype}")
+
+
 def _const(inputs, attrs):
+    _check_fits(attrs["value"], attrs["dtype"], "value")
     return [TensorType((), attrs["dtype"])]
 
 
@@ -421,10 +599,11 @@ def _rng_uniform(inputs, attrs):
     return [TensorType(tuple(attrs["shape"]), attrs["dtype"])]
 
 
-_register("const", 0, "source", _const, {"value": REQUIRED, "dtype": "f32"})
+_register("const", 0, "source", _const, {"value": Attr(RealSpec()), "dtype": Attr(DTYPE, "f32")})
 # Counter-based uniform [0, 1): element i is a hash of (seed, offset, i), so every backend draws
 # the same numbers and a step counter as offset gives fresh randomness each step.
-_register("rng_uniform", 1, "opaque", _rng_uniform, {"shape": REQUIRED, "seed": 0, "dtype": "f32"})
+_RNG = {"shape": Attr(SHAPE), "seed": Attr(IntSpec(), 0), "dtype": Attr(ChoiceSpec(FLOAT_DTYPES), "f32")}
+_register("rng_uniform", 1, "opaque", _rng_uniform, _RNG)
 
 
 def _fused(inputs, attrs):
@@ -432,4 +611,5 @@ def _fused(inputs, attrs):
 
 
 # A fused node holds a sub-graph (Node.subgraph) of the ops above; passes.fusion makes them.
-_register("fused", None, "opaque", _fused)
+# Its one attribute is its kind; Graph.add_fused and the JSON/text readers check it here too.
+_register("fused", None, "opaque", _fused, {"kind": Attr(ChoiceSpec(FUSED_KINDS))})

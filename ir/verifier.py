@@ -57,6 +57,10 @@ def _verify_node(g: Graph, node: Node, defined: dict[str, Value]) -> None:
     if node.op == "fused":
         if node.subgraph is None:
             raise GraphcError(f"graph {g.name}: {_where(node)}: fused node without a body")
+        try:
+            normalize_attrs("fused", node.attrs)
+        except GraphcError as err:
+            raise GraphcError(f"graph {g.name}: {_where(node)}: {err}") from None
         verify(node.subgraph)
         body_in = [v.type for v in node.subgraph.data_inputs]
         expected = [v.type for v in node.subgraph.outputs]

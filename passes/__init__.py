@@ -28,7 +28,8 @@ from .fold import FOLD_MAX_ELEMENTS, constant_fold, fold_matmul_affine, freeze
 from .fold import freeze as _freeze_pass
 from .fusion import classify, fusion, kernel_count
 from .manager import DumpTarget, PassManager, PassRecord
-from .memory_plan import check_memory_plan, peak_bytes, plan_memory
+from .memory_check import check_memory_plan
+from .memory_plan import peak_bytes, plan_memory
 from .schedule import schedule
 from .simplify import simplify
 from .util import configured, graph_pass

@@ -1,0 +1,223 @@
+"""The memory-plan checker: is a MemoryPlan (planned here, or read from a file) safe to run?
+
+It states its own rules and never calls the planner. Step k is ``graph.nodes[k]``; a value is
+live from the step that writes it (-1 for a data input) to its last reader (``len(nodes)`` for a
+graph output). A plan is accepted when
+
+1. the updates it writes over their param/state arrays are ones ``written_over`` allows;
+2. it has one buffer per arena value (data inputs and node outputs not written over), no other;
+3. every buffer is aligned, holds its value's bytes inside the arena, covers its live range,
+   and the arena is no larger than all those buffers side by side (each rounded up to the
+   alignment), which bounds what a file can make the runtime allocate;
+4. an alias (``Buffer.alias_of``) names a root buffer (one that aliases nothing) and lies
+   inside its bytes; a data input is never an alias;
+   - a reshape or slice output that is an alias is skipped by the runtime (``MemoryPlan.is_view``),
+     so it must be a true view: its operand is an arena value on the same root, and it sits at
+     the operand's offset (reshape) or at the operand's offset plus the start of the one
+     contiguous block the slice takes (a slice that is not one block cannot be a view);
+   - any other alias is an in-place output: an elementwise op or a pointwise fused node whose
+     output sits exactly on an operand of the same type on the same root (rule 5 then checks
+     that operand dies there);
+5. two values live at the same step share bytes only if one is a view of the other (through
+   checked views), or the later one is written in place over the other at the step where the
+   other (and every view of those bytes read there) is last read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir import Graph, GraphcError, MemoryPlan, Node, Value
+from graphc.ir.memory import VIEW_OPS
+
+from .memory_plan import written_over
+from .util import is_elementwise
+
+# The largest itemsize of graphc's dtypes: every buffer must be aligned at least this much.
+MIN_ALIGNMENT = 8
+
+
+def _intervals(graph: Graph, over: dict[str, str]) -> dict[Value, tuple[int, int]]:
+    """Live [first, last] step of each arena value (data inputs, node outputs not written over)."""
+    nodes = graph.nodes
+    span: dict[Value, list[int]] = {v: [-1, -1] for v in graph.data_inputs}
+    for k, n in enumerate(nodes):
+        for v in n.outputs:
+            span[v] = [k, k]
+    for k, n in enumerate(nodes):
+        for v in n.inputs:
+            if v in span:
+                span[v][1] = max(span[v][1], k)
+    for v in graph.outputs:
+        if v in span:
+            span[v][1] = len(nodes)
+    return {v: (a, b) for v, (a, b) in span.items() if v.name not in over}
+
+
+def _in_place_capable(node: Node) -> bool:
+    """May ``node`` write an output over an operand (docs/CONTRACTS.md, Kernels)?"""
+    if node.op == "fused":
+        return node.attrs.get("kind") == "pointwise"
+    return is_elementwise(node)
+
+
+def block_offset(node: Node) -> int | None:
+    """Byte offset of a reshape's or slice's result in its C-contiguous operand when the result
+    is one contiguous block of it in the same element order, else None."""
+    if node.op == "reshape":
+        return 0
+    if node.op != "slice":
+        return None
+    x, out = node.inputs[0].type, node.outputs[0].type
+    starts, steps = node.attrs["starts"], node.attrs["steps"]
+    strides, acc = [0] * x.rank, x.itemsize
+    for d in range(x.rank - 1, -1, -1):
+        strides[d] = acc
+        acc *= x.shape[d]
+    dense = x.itemsize  # the stride the result's axis needs to continue one block
+    for d in range(x.rank - 1, -1, -1):
+        if out.shape[d] == 1:
+            continue
+        if strides[d] * steps[d] != dense:
+            return None
+        dense *= out.shape[d]
+    return sum(s * st for s, st in zip(starts, strides))
+
+
+def _align(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
+    """Raise GraphcError naming the first rule (see the module docstring) ``plan`` breaks for the
+    scheduled ``graph``: a wrong written-over update, a missing or unknown buffer, a misaligned
+    or out-of-arena buffer, an oversized arena, an alias that is not a view or in-place output,
+    or two live buffers sharing bytes without a legal alias."""
+    allowed = written_over(graph)
+    wrong = {v: p for v, p in plan.written_over.items() if allowed.get(v) != p}
+    if wrong:
+        raise GraphcError(f"memory plan: updates {sorted(wrong)[:5]} cannot be written over their inputs")
+    intervals = _intervals(graph, plan.written_over)
+    names = {v.name: v for v in intervals}
+    missing = set(names) - set(plan.buffers)
+    extra = set(plan.buffers) - set(names)
+    if missing or extra:
+        raise GraphcError(
+            f"memory plan: buffers missing for {sorted(missing)[:5]}, unexpected for {sorted(extra)[:5]}"
+        )
+    _check_buffers(plan, intervals)
+    step_of = {v: k for k, n in enumerate(graph.nodes) for v in n.outputs}
+    view = _check_aliases(graph, plan, intervals, names, step_of)
+    _check_overlaps(graph, plan, intervals, view, step_of)
+
+
+def _check_buffers(plan: MemoryPlan, intervals: dict[Value, tuple[int, int]]) -> None:
+    alignment = plan.alignment
+    if not isinstance(alignment, int) or alignment < MIN_ALIGNMENT or alignment & (alignment - 1):
+        raise GraphcError(f"memory plan: alignment {alignment!r} is not a power of two >= {MIN_ALIGNMENT}")
+    naive = sum(_align(v.type.nbytes, alignment) for v in intervals)
+    if not 0 <= plan.arena_bytes <= naive:
+        raise GraphcError(
+            f"memory plan: arena of {plan.arena_bytes} bytes; its buffers need at most {naive} side by side"
+        )
+    for v, (a, b) in intervals.items():
+        buf = plan.buffers[v.name]
+        if buf.offset < 0 or buf.offset % alignment:
+            raise GraphcError(f"memory plan: %{v.name} at offset {buf.offset} is not {alignment}-aligned")
+        if buf.size < v.type.nbytes or buf.offset + v.type.nbytes > plan.arena_bytes:
+            raise GraphcError(f"memory plan: %{v.name} ({v.type.nbytes} bytes) does not fit its buffer/arena")
+        if buf.start > a or buf.end < b:
+            raise GraphcError(
+                f"memory plan: %{v.name} is live over [{a}, {b}] but planned for [{buf.start}, {buf.end}]"
+            )
+
+
+def _check_aliases(
+    graph: Graph, plan: MemoryPlan, intervals, names: dict[str, Value], step_of: dict[Value, int]
+) -> dict[Value, Value]:
+    """Check rule 4; return the checked views (result -> operand)."""
+    buffers = plan.buffers
+    view: dict[Value, Value] = {}
+    for v in intervals:
+        buf = buffers[v.name]
+        if buf.alias_of is None:
+            continue
+        root = buffers.get(buf.alias_of)
+        bad = f"memory plan: %{v.name} is planned as an alias of %{buf.alias_of}"
+        if v not in step_of:
+            raise GraphcError(f"{bad}, but a data input is never an alias")
+        if root is None or root.alias_of is not None or root.value == v.name:
+            raise GraphcError(f"{bad}, which is not a root buffer of the plan")
+        root_bytes = names[root.value].type.nbytes
+        if not (root.offset <= buf.offset and buf.offset + v.type.nbytes <= root.offset + root_bytes):
+            raise GraphcError(f"{bad} but lies outside its bytes")
+        node = graph.nodes[step_of[v]]
+        if node.op in VIEW_OPS:
+            x = node.inputs[0]
+            at = block_offset(node)
+            xbuf = buffers.get(x.name) if x in intervals else None
+            if xbuf is None or at is None:
+                raise GraphcError(f"{bad}, but its {node.op} is not a view of an arena value's bytes")
+            if (xbuf.alias_of or x.name) != root.value or buf.offset != xbuf.offset + at:
+                raise GraphcError(
+                    f"{bad} at offset {buf.offset}; as a {node.op} of %{x.name} it must sit at "
+                    f"offset {xbuf.offset + at} of the same root"
+                )
+            view[v] = x
+            continue
+        ok = _in_place_capable(node) and any(
+            c in intervals
+            and c.type == v.type
+            and (buffers[c.name].alias_of or c.name) == root.value
+            and buffers[c.name].offset == buf.offset
+            for c in node.inputs
+        )
+        if not ok:
+            raise GraphcError(f"{bad}, but {node.op} neither views nor writes in place over those bytes")
+    return view
+
+
+def _check_overlaps(graph: Graph, plan: MemoryPlan, intervals, view: dict[Value, Value], step_of) -> None:
+    """Check rule 5 over every pair of values live at one step whose bytes meet."""
+
+    def root(v: Value) -> Value:
+        while v in view:
+            v = view[v]
+        return v
+
+    values = [v for v in intervals if v.type.nbytes > 0]
+    if len(values) < 2:
+        return
+    off = np.array([plan.buffers[v.name].offset for v in values], dtype=np.int64)
+    hi = off + np.array([v.type.nbytes for v in values], dtype=np.int64)
+    lo_t = np.array([intervals[v][0] for v in values], dtype=np.int64)
+    hi_t = np.array([intervals[v][1] for v in values], dtype=np.int64)
+    clash = (off[:, None] < hi[None, :]) & (off[None, :] < hi[:, None])
+    clash &= (lo_t[:, None] <= hi_t[None, :]) & (lo_t[None, :] <= hi_t[:, None])
+    for i, j in zip(*np.nonzero(np.triu(clash, k=1))):
+        a, b = values[i], values[j]
+        if root(a) is root(b):
+            continue
+        if _handoff(a, b, intervals, step_of, graph.nodes, plan, root) or _handoff(
+            b, a, intervals, step_of, graph.nodes, plan, root
+        ):
+            continue
+        raise GraphcError(
+            f"memory plan: %{a.name} (live {list(intervals[a])}, bytes [{off[i]}, {hi[i]})) and "
+            f"%{b.name} (live {list(intervals[b])}, bytes [{off[j]}, {hi[j]})) overlap"
+        )
+
+
+def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan, root) -> bool:
+    """``new`` is written in place at the step where ``old`` (or a view of the same bytes) dies."""
+    k = step_of.get(new)
+    if k is None or intervals[new][0] != k or intervals[old][1] != k:
+        return False
+    node = nodes[k]
+    if not _in_place_capable(node):
+        return False
+    for c in node.inputs:
+        if c in intervals and root(c) is root(old) and c.type == new.type:
+            if plan.buffers[c.name].offset == plan.buffers[new.name].offset:
+                return True
+    return False
