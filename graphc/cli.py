@@ -82,17 +82,35 @@ def cmd_compile(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {len(plan.steps)} kernels; {plan.memory_report()}")
 
 
+def _load_npy(name: str, path: str) -> np.ndarray:
+    """The array in one .npy file, or a GraphcError naming the input and the file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise GraphcError(f"--input {name}: no such file {path}") from None
+    except (OSError, ValueError, EOFError) as err:  # truncated, not .npy, pickled objects
+        raise GraphcError(f"--input {name}: {path} is not a readable .npy file ({err})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise GraphcError(f"--input {name}: {path} is an .npz archive, not a .npy file")
+    return arr
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """Run a saved plan on .npy inputs."""
     from graphc.compiler import load_plan
 
+    if args.output:
+        folder = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(folder):
+            raise GraphcError(f"-o {args.output}: the folder {folder} does not exist")
     plan = load_plan(args.plan)
     given = {}
     for item in args.input:
         name, sep, path = item.partition("=")
         if not sep:
             raise GraphcError(f"--input takes name=file.npy, got {item!r}")
-        given[name] = np.load(path, allow_pickle=False)
+        given[name] = _load_npy(name, path)
     expected = [v.name for v in plan.graph.data_inputs]
     missing = [n for n in expected if n not in given]
     unknown = [n for n in given if n not in expected]
@@ -101,7 +119,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     result = plan(*(given[n] for n in expected))
     results = result if isinstance(result, tuple) else (result,)
     if args.output:
-        np.savez(args.output, **{f"output{i}": r for i, r in enumerate(results)})
+        try:
+            np.savez(args.output, **{f"output{i}": r for i, r in enumerate(results)})
+        except OSError as err:
+            raise GraphcError(f"cannot write {args.output}: {err.strerror or err}") from None
         print(f"wrote {args.output}")
     else:
         for i, r in enumerate(results):
@@ -133,12 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write outputs to this .npz")
     p.set_defaults(func=cmd_run)
 
-    try:
-        from graphc.bench import add_bench_parser
-    except ImportError:
-        pass
-    else:
-        add_bench_parser(sub)
+    from graphc.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

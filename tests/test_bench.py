@@ -1,27 +1,74 @@
-"""graphc bench: CLI, workload definitions, the torch twin's agreement, JSON output. No timing asserts."""
+"""graphc bench: CLI, suite workload files, agreement with the peers, targets, JSON. No timing asserts.
+
+The runs here use tiny model files written to tmp_path and ``--quick`` (one warm-up step, two
+rounds of one step each, no compile-time subprocesses).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from graphc import bench
-from graphc.cli import build_parser
+from graphc.bench import cli as bench_cli
+from graphc.bench import engines, environment, peers, probe, report, runner, targets, weights, workloads
+from graphc.cli import build_parser, main
+from graphc.ir import GraphcError
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+SUITE = ["cnn_train", "fusion_chain_infer", "mlp_small_train", "mlp_train", "transformer_infer"]
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+
+TINY = '''
+"""A tiny MLP, 6 -> 8 -> 3, batch 4."""
+import numpy as np
+from graphc import functional as F
+from graphc import nn
 
 
-def _graphc_front_end() -> bool:
-    try:
-        bench.graphc_lib()
-        import graphc.tracing  # noqa: F401
-    except (bench.Skip, ImportError):
-        return False
-    return True
+def build(nn, F):
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Linear(6, 8)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.out(F.relu(self.hidden(x)))
+
+    return Tiny()
+
+
+def model():
+    return build(nn, F)
+
+
+def torch_model():
+    import torch
+
+    return build(torch.nn, torch.nn.functional)
+
+
+def example_inputs():
+    return (np.random.default_rng(0).standard_normal((4, 6), dtype=np.float32),)
+'''
+
+TRAIN = """
+LOSS = "cross_entropy"
+OPTIMIZER = ("SGD", {"lr": 0.1})
+TARGETS = [("time / torch eager", "<= 1000")]
+
+
+def example_labels():
+    return np.array([0, 1, 2, 1], dtype=np.int64)
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -31,241 +78,377 @@ def _restore_thread_env(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture
+def tiny_infer(tmp_path) -> Path:
+    path = tmp_path / "tiny_model.py"
+    path.write_text(TINY + '\nTARGETS = [("time / torch eager", "<= 1000")]\n')
+    return path
+
+
+@pytest.fixture
+def tiny_train(tmp_path) -> Path:
+    path = tmp_path / "tiny_train.py"
+    path.write_text(TINY + TRAIN)
+    return path
+
+
+def _quick(items, compare, **kw) -> dict:
+    return runner.run_bench(
+        [str(p) for p in items], compare, threads=1, quick=True, compile_time=False, log=lambda m: None, **kw
+    )
+
+
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_parses_bench_options():
     args = build_parser().parse_args(
-        [
-            "bench",
-            "mlp_small_train",
-            "fusion_chain_infer",
-            "--compare",
-            "torch,torch.compile,onnxruntime",
-            "--json",
-            "out.json",
-            "--threads",
-            "2",
-            "--repeat",
-            "3",
-            "--device",
-            "cpu",
-            "--plot",
-            "out.png",
-            "--quick",
-        ]
+        "bench mlp_small_train my_model.py --compare torch,torch.compile,onnxruntime --json out.json "
+        "--threads 2 --repeat 3 --warmup 1 --device cpu --plot out.png --quick".split()
     )
-    assert args.func is bench.cmd_bench
-    assert args.workloads == ["mlp_small_train", "fusion_chain_infer"]
+    assert args.func is bench_cli.cmd_bench
+    assert args.workloads == ["mlp_small_train", "my_model.py"]
     assert args.compare == ["torch", "torch.compile", "onnxruntime"]
-    assert (args.json, args.threads, args.repeat, args.device, args.plot, args.quick) == (
+    assert (args.json, args.threads, args.repeat, args.warmup, args.plot, args.quick) == (
         "out.json",
         2,
         3,
-        "cpu",
+        1,
         "out.png",
         True,
     )
     assert build_parser().parse_args(["bench"]).compare == []
-    assert build_parser().parse_args(["bench", "--compare", "all"]).compare == list(bench.PEERS)
+    assert build_parser().parse_args(["bench", "--compare", "all"]).compare == list(engines.PEERS)
 
 
-@pytest.mark.parametrize("bad", [["--compare", "tensorflow"], ["--threads", "0"], ["--device", "tpu"]])
+@pytest.mark.parametrize(
+    "bad", [["--compare", "tensorflow"], ["--threads", "0"], ["--device", "tpu"], ["--repeat", "x"]]
+)
 def test_cli_rejects_bad_options(bad, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", *bad])
 
 
 def test_unknown_workload_is_a_clear_error():
-    from graphc.ir import GraphcError
-
-    args = build_parser().parse_args(["bench", "resnet50"])
     with pytest.raises(GraphcError, match="resnet50"):
-        bench.cmd_bench(args)
+        workloads.resolve(["resnet50"])
+    with pytest.raises(GraphcError, match="nope.py"):
+        workloads.resolve(["nope.py"])
 
 
-# ------------------------------------------------------------------------------------------ workloads
-def test_workloads_are_the_five_of_the_spec():
-    assert list(bench.WORKLOADS) == [
-        "mlp_small_train",
-        "mlp_train",
-        "cnn_train",
-        "transformer_infer",
-        "fusion_chain_infer",
+def test_list_names_the_suite_and_its_other_scripts(capsys):
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUITE)
+
+
+def test_suite_folder_can_be_given(tmp_path, tiny_infer):
+    (tmp_path / "helper.py").write_text("print('a script, not a workload')\n")
+    assert workloads.suite_files(tmp_path) == [tiny_infer]
+    assert workloads.other_scripts(tmp_path) == [tmp_path / "helper.py"]
+    assert workloads.resolve([], tmp_path) == [tiny_infer]
+    with pytest.raises(GraphcError, match="no suite workloads"):
+        workloads.resolve([], tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------------ suite
+def test_suite_is_the_five_workload_files():
+    assert [p.stem for p in workloads.suite_files()] == SUITE
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_suite_workload_files_load(name):
+    w = workloads.load_workload(workloads.resolve([name])[0])
+    assert w.name == name and w.what and w.targets
+    targets.check_goals(w.targets, w.path)
+    assert w.torch_model is not None  # every suite workload is compared with the peers
+    assert w.kind == ("train" if name.endswith("_train") else "infer")
+    a, b = w.inputs(), w.inputs()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # fixed seed: the same inputs every run
+    assert all(x.dtype in (np.float32, np.int64) for x in a)
+    if w.kind == "train":
+        assert w.loss == "cross_entropy" and w.optimizer[0] in ("SGD", "Adam")
+        assert a[-1].dtype == np.int64 and a[0].shape[0] == a[-1].shape[0] == w.batch
+
+
+def test_suite_models_come_from_the_examples():
+    # One definition of each model: the workload's graphc model is examples/<file>'s build().
+    w = workloads.load_workload(workloads.resolve(["mlp_train"])[0])
+    m = w.model()
+    assert [k for k in m.state_dict()] == [
+        f"{layer}.{p}" for layer in ("hidden", "hidden2", "out") for p in ("weight", "bias")
     ]
-    for w in bench.WORKLOADS.values():
-        assert w.kind in ("train", "infer")
-        assert (w.model is None) != (w.function is None)
-        assert (w.optimizer is not None) == (w.kind == "train")
-        a = w.make_inputs(np.random.default_rng(0))
-        b = w.make_inputs(np.random.default_rng(0))
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)  # fixed seed: the same inputs every run
-        assert all(x.dtype in (np.float32, np.int64) for x in a)
-        if w.kind == "train":
-            assert a[-1].dtype == np.int64 and a[0].shape[0] == w.batch
+    assert m.hidden.weight.shape == (512, 784) and m.out.weight.shape == (10, 512)
+    assert type(m).__module__.startswith("graphc_model_mlp_")  # built by examples/mlp.py
 
 
 def test_fusion_chain_moves_three_big_arrays():
-    w = bench.WORKLOADS["fusion_chain_infer"]
-    inputs = w.make_inputs(np.random.default_rng(0))
+    w = workloads.load_workload(workloads.resolve(["fusion_chain_infer"])[0])
+    inputs = w.inputs()
     assert [x.shape for x in inputs] == [(8192, 1024), (1024,), (1024,), (8192, 1024)]
     assert w.moved_bytes(inputs) == 3 * 8192 * 1024 * 4
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_fusion_chain_nodes_name_the_workload_file():
+    import graphc
+
+    w = workloads.load_workload(workloads.resolve(["fusion_chain_infer"])[0])
+    x, b, s, r = (np.ones(shape, np.float32) for shape in ((4, 16), (16,), (16,), (4, 16)))
+    graph = graphc.trace(w.model(), x, b, s, r)
+    sources = {n.source for n in graph.nodes if n.op != "const"}
+    assert sources and all(s.split(":")[0].endswith("benchmarks/fusion_chain_infer.py") for s in sources)
+
+
+@needs_torch
 @pytest.mark.parametrize("name", ["mlp_small_train", "mlp_train", "cnn_train", "transformer_infer"])
-def test_torch_twins_build_and_run(name):
-    import torch
-
-    w = bench.WORKLOADS[name]
-    lib = bench.torch_lib()
-    model = w.model(lib)
-    inputs = w.make_inputs(np.random.default_rng(0))
-    with torch.no_grad():
-        out = model(torch.from_numpy(inputs[0]))
-    expected = {"transformer_infer": (8, 128, 256)}.get(name, (w.batch, 10))
-    assert tuple(out.shape) == expected
+def test_torch_twins_take_graphcs_weights(name):
+    w = workloads.load_workload(workloads.resolve([name])[0])
+    state = weights.state_of(weights.seeded_graphc_model(w.model))
+    twin = w.torch_model()
+    weights.load_state(twin, state, "torch", w.path)
+    for (k, v), t in zip(state.items(), twin.state_dict().values()):
+        np.testing.assert_array_equal(v, t.numpy(), err_msg=k)
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@needs_torch
 def test_fusion_chain_torch_matches_numpy():
     import torch
     from scipy.special import erf
 
-    w = bench.WORKLOADS["fusion_chain_infer"]
+    w = workloads.load_workload(workloads.resolve(["fusion_chain_infer"])[0])
     rng = np.random.default_rng(1)
     x, r = rng.standard_normal((2, 4, 16), dtype=np.float32)
     b, s = rng.standard_normal((2, 16), dtype=np.float32)
-    out = w.function(bench.torch_lib())(*(torch.from_numpy(a) for a in (x, b, s, r))).numpy()
-    h = x + b
+    out = w.torch_model()(*(torch.from_numpy(a) for a in (x, b, s, r))).numpy()
+    h = x.astype(np.float64) + b
     y = 0.5 * h * (1 + erf(h / np.sqrt(2))) * s + r
     ref = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(not _graphc_front_end(), reason="graphc front end not built yet")
-@pytest.mark.parametrize("name", ["mlp_small_train", "mlp_train", "cnn_train", "transformer_infer"])
-def test_graphc_models_have_the_torch_twins_parameters(name):
-    w = bench.WORKLOADS[name]
-    graphc_model, _ = bench.build_model(w, bench.graphc_lib())
-    state = {k: bench._to_numpy(v) for k, v in graphc_model.state_dict().items()}
-    if HAS_TORCH:
-        twin, _ = bench.build_model(w, bench.torch_lib())
-        bench.load_state(twin, state, bench.torch_lib())
-        for (k, v), t in zip(state.items(), twin.state_dict().values()):
-            np.testing.assert_array_equal(v, t.numpy(), err_msg=k)
+def test_twin_with_other_parameters_is_a_clear_error():
+    import graphc.nn as gnn
+
+    state = {"w.weight": np.zeros((2, 3), np.float32)}
+    with pytest.raises(GraphcError, match="model.py"):
+        weights.load_state(gnn.Linear(3, 2), state, "graphc", "model.py")
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
-@pytest.mark.skipif(not _graphc_front_end(), reason="graphc front end not built yet")
-def test_torch_peer_computes_graphcs_loss_on_the_same_weights():
-    w = bench.WORKLOADS["mlp_small_train"]
-    inputs = w.make_inputs(np.random.default_rng(0))
-    state = bench.initial_state(w)
-    try:
-        ours = bench.build_engine("graphc", w, inputs, state, "cpu", bench.default_threads())
-    except bench.Skip as err:
-        pytest.skip(str(err))
-    theirs = bench.build_engine("torch", w, inputs, state, "cpu", bench.default_threads())
-    assert math.isclose(ours.first, theirs.first, rel_tol=1e-5, abs_tol=1e-6)
-    # one SGD update each: the second losses agree too
-    assert math.isclose(float(ours.step()), float(theirs.step()), rel_tol=1e-4, abs_tol=1e-5)
+# ------------------------------------------------------------------------------------------ model files
+def test_model_file_training_needs_all_three_parts(tmp_path):
+    from graphc.modelfile import load_model_file
+
+    path = tmp_path / "half.py"
+    path.write_text(TINY + 'LOSS = "cross_entropy"\nOPTIMIZER = ("SGD", {"lr": 0.1})\n')
+    with pytest.raises(GraphcError, match="example_labels"):
+        load_model_file(path)
+    path.write_text(TINY + 'TARGETS = [("time / tensorflow", "<= 1")]\n')
+    with pytest.raises(GraphcError, match="tensorflow"):
+        targets.check_goals(load_model_file(path).targets, str(path))
+    path.write_text("import no_such_module_here\n")
+    with pytest.raises(GraphcError, match="no_such_module_here"):
+        load_model_file(path)
 
 
-# ------------------------------------------------------------------------------------------ results
-def _check_schema(data: dict) -> None:
-    assert data["schema"] == bench.SCHEMA_VERSION
-    assert {"platform", "threads", "device", "versions"} <= set(data["machine"])
-    assert {"repeat", "warmup", "quick", "engines", "baseline"} <= set(data["settings"])
-    limits = data["limits"]
-    for key in ("sgemm_gflops", "copy_bandwidth_gbs", "copy_bytes"):
-        assert limits[key] > 0
-    for w in data["workloads"]:
-        assert {"name", "kind", "what", "engines"} <= set(w)
-        for engine, e in w["engines"].items():
-            assert engine in bench.ENGINES
-            assert e["status"] in ("ok", "skipped", "failed")
-            if e["status"] == "ok":
-                assert e["min_ms"] <= e["median_ms"] <= e["max_ms"]
-                assert e["runs"] >= 1 and e["steps_per_run"] >= 1
-                if "memory" in e:
-                    assert set(e["memory"]) == {"naive_bytes", "lower_bound", "arena_bytes"}
-            else:
-                assert e["note"]
-    for t in data["targets"]:
-        assert {"workload", "what", "target", "value", "met"} <= set(t)
-
-
-def test_quick_run_with_a_skipped_peer_writes_well_formed_json(tmp_path):
-    # onnxruntime does no training: its row must be a skip with a note, not a crash.
-    data = bench.run_bench(
-        ["mlp_small_train"],
-        ["onnxruntime"],
-        threads=bench.default_threads(),
-        quick=True,
-        compile_time=False,
-        profile=True,
-        log=lambda msg: None,
+# ------------------------------------------------------------------------------------------ runs
+@needs_torch
+def test_bench_model_file_end_to_end(tiny_train, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(
+        ["bench", str(tiny_train), "--compare", "torch", "--quick", "--no-compile-time", "--threads", "1"]
+        + ["--repeat", "1", "--warmup", "1", "--json", str(out)]
     )
-    _check_schema(data)
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "tiny_train" in text and "BLAS:" in text
+    data = json.loads(out.read_text())
     (w,) = data["workloads"]
-    if w["engines"]["graphc"]["status"] == "ok":  # the per-kernel profile of graphc's plan
-        prof = w["profile"]
-        assert prof["n_kernels"] == len(prof["kernels"]) >= 1
-        assert all(k["ms"] >= 0 and k["op"] for k in prof["kernels"])
-    assert w["name"] == "mlp_small_train"
+    g, t = w["engines"]["graphc"], w["engines"]["torch"]
+    assert g["status"] == t["status"] == "ok"
+    assert targets.agrees(g["agreement"]["torch"])  # same weights, same batch: the same first loss
+    assert math.isclose(g["first_loss"], t["first_loss"], rel_tol=1e-5, abs_tol=1e-6)
+    assert g["memory"]["arena_bytes"] > 0
+    (goal,) = data["targets"]
+    assert goal["status"] == "met" and goal["met"] is True
+
+
+@needs_torch
+def test_graphc_output_that_disagrees_misses_the_target(tiny_infer, monkeypatch):
+    real = engines.build_graphc
+
+    def perturbed(*args, **kwargs):
+        r = real(*args, **kwargs)
+        r.first = np.asarray(r.first) + 0.5  # a wrong answer, however fast
+        return r
+
+    monkeypatch.setattr(engines, "build_graphc", perturbed)
+    data = _quick([tiny_infer], ["torch"])
+    (w,) = data["workloads"]
+    assert w["engines"]["graphc"]["status"] == "ok"
+    assert not targets.agrees(w["engines"]["graphc"]["agreement"]["torch"])
+    (goal,) = data["targets"]
+    assert goal["met"] is False and goal["status"] == "missed" and "differs from torch" in goal["note"]
+    assert "MISSED" in "\n".join(report.format_targets(data["targets"]))
+    assert "differs from torch eager" in report.format_table(data)
+
+
+@pytest.mark.parametrize("error", [ImportError("No module named 'graphc.kernels.cpu'"), RuntimeError("boom")])
+def test_graphc_exception_is_a_failure_not_a_skip(tiny_infer, monkeypatch, capsys, error):
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(engines, "build_graphc", broken)
+    data = _quick([tiny_infer], [])
+    g = data["workloads"][0]["engines"]["graphc"]
+    assert g["status"] == "failed" and str(error) in g["note"]
+    (goal,) = data["targets"]
+    assert goal["met"] is False and goal["status"] == "failed"
+    assert runner.graphc_failures(data)
+    # the command says so and exits non-zero
+    assert main(["bench", str(tiny_infer), "--quick", "--no-compile-time", "--threads", "1"]) == 2
+    assert "graphc failed on tiny_model" in capsys.readouterr().err
+
+
+def test_a_missing_peer_is_skipped_with_a_note(tiny_infer, monkeypatch):
+    def no_torch():
+        raise engines.Skip("torch not installed (pip install 'graphc[compare]')")
+
+    monkeypatch.setattr(peers, "import_torch", no_torch)
+    data = _quick([tiny_infer], ["torch"])
+    w = data["workloads"][0]
+    assert w["engines"]["graphc"]["status"] == "ok"
+    assert w["engines"]["torch"] == {
+        "status": "skipped",
+        "note": "torch not installed (pip install 'graphc[compare]')",
+    }
+    (goal,) = data["targets"]
+    assert goal["met"] is None and goal["status"] == "n/a" and "torch skipped" in goal["note"]
+
+
+def test_a_model_file_without_torch_model_has_no_peers(tmp_path):
+    path = tmp_path / "graphc_only.py"
+    path.write_text(TINY.replace("def torch_model", "def _unused"))
+    data = _quick([path], ["torch"])
+    assert data["workloads"][0]["engines"]["torch"]["note"] == "the model file defines no torch_model()"
+
+
+def test_quick_run_with_an_inference_only_peer_writes_well_formed_json(tiny_train, tmp_path):
+    data = _quick([tiny_train], ["onnxruntime"], profile=True)
+    (w,) = data["workloads"]
     assert set(w["engines"]) == {"graphc", "onnxruntime"}
-    assert w["engines"]["onnxruntime"]["status"] == "skipped"
-    assert "inference only" in w["engines"]["onnxruntime"]["note"]
+    assert w["engines"]["onnxruntime"] == {"status": "skipped", "note": "inference only"}
+    g = w["engines"]["graphc"]
+    assert g["status"] == "ok" and g["min_ms"] <= g["median_ms"] <= g["max_ms"] and g["runs"] >= 1
+    prof = w["profile"]
+    assert prof["n_kernels"] == len(prof["kernels"]) >= 1
+    assert all(k["ms"] >= 0 and k["op"] for k in prof["kernels"])
     path = tmp_path / "bench.json"
-    bench.write_json(data, str(path))
+    report.write_json(data, str(path))
     again = json.loads(path.read_text())
-    _check_schema(again)
-    table = bench.format_table(data)
-    assert "mlp_small_train" in table and "onnxruntime" in table and "skipped" in table
+    assert again["schema"] == runner.SCHEMA_VERSION and again["limits"]["sgemm_gflops"] > 0
+    table = report.format_table(data)
+    assert "tiny_train" in table and "skipped: inference only" in table
 
 
-def test_json_writer_is_strict_json(tmp_path):
-    data = {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32(2.0), "d": np.arange(2)}
-    path = tmp_path / "x.json"
-    bench.write_json(data, str(path))
-    assert json.loads(path.read_text()) == {"a": None, "b": [None, 1.5], "c": 2.0, "d": [0, 1]}
+# ------------------------------------------------------------------------------------------ targets
+def _workload(name: str, engines_: dict, goals: list, kind: str = "infer") -> dict:
+    return {"name": name, "kind": kind, "engines": engines_, "goals": goals}
 
 
-def _fake_workload(name: str, engines: dict) -> dict:
-    return {"name": name, "kind": "infer", "what": "", "batch": 1, "engines": engines}
+AGREE = {"max_abs_diff": 0.0, "max_abs_ref": 1.0}
 
 
 def test_targets_read_the_ratios():
     ok = {"status": "ok", "median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0}
     results = [
-        _fake_workload(
-            "fusion_chain_infer",
-            {"graphc": {**ok, "vs_torch": 0.25, "vs_bound": 1.5}, "torch": {**ok, "vs_torch": 1.0}},
+        _workload(
+            "chain",
+            {
+                "graphc": {**ok, "vs_torch": 0.25, "vs_bound": 1.5, "agreement": {"torch": AGREE}},
+                "torch": {**ok, "median_ms": 4.0},
+            },
+            [["time / bandwidth bound", "<= 1.3"], ["speedup over torch eager", ">= 3"]],
         ),
-        _fake_workload(
-            "transformer_infer",
-            {"graphc": {**ok, "median_ms": 2.0}, "onnxruntime": {**ok, "median_ms": 4.0}},
+        _workload(
+            "encoder",
+            {
+                "graphc": {**ok, "median_ms": 2.0, "agreement": {"onnxruntime": AGREE}},
+                "onnxruntime": {**ok, "median_ms": 4.0},
+            },
+            [["time / onnxruntime", "<= 1"]],
         ),
-        _fake_workload("cnn_train", {"graphc": {"status": "skipped", "note": "x"}}),
+        _workload("bound_only", {"graphc": {**ok, "vs_bound": 1.0}}, [["time / bandwidth bound", "<= 1.3"]]),
     ]
-    got = {(t["workload"], t["what"]): (t["value"], t["met"]) for t in bench.evaluate_targets(results)}
-    assert got[("fusion_chain_infer", "time / bandwidth bound")] == (1.5, False)
-    assert got[("fusion_chain_infer", "speedup over torch eager")] == (4.0, True)
-    assert got[("transformer_infer", "time / onnxruntime")] == (0.5, True)
-    assert got[("cnn_train", "time / torch eager")] == (None, None)
+    got = {
+        (t["workload"], t["what"]): (t["value"], t["met"], t["status"])
+        for t in targets.evaluate_targets(results)
+    }
+    assert got[("chain", "time / bandwidth bound")] == (1.5, False, "missed")
+    assert got[("chain", "speedup over torch eager")] == (4.0, True, "met")
+    assert got[("encoder", "time / onnxruntime")] == (0.5, True, "met")
+    # nothing checked graphc's output: no verdict
+    assert got[("bound_only", "time / bandwidth bound")] == (None, None, "n/a")
 
 
 def test_round_by_round_ratio_is_given_beside_the_median_ratio():
     # Rounds 1 and 3 ran in a slow phase of the machine: each median mixes the phases, the
     # round-by-round ratio does not. The target is still decided by the ratio of the medians.
-    g = {"status": "ok", "median_ms": 11.0, "per_round_ms": [10.0, 11.0, 20.0]}
+    g = {
+        "status": "ok",
+        "median_ms": 11.0,
+        "per_round_ms": [10.0, 11.0, 20.0],
+        "agreement": {"onnxruntime": AGREE},
+    }
     o = {"status": "ok", "median_ms": 10.0, "per_round_ms": [12.5, 10.0, 25.0]}
-    assert bench.paired_ratio(g, o) == pytest.approx(0.8)
-    assert bench.paired_ratio(g, {"status": "ok"}) is None
-    (t,) = bench.evaluate_targets([_fake_workload("transformer_infer", {"graphc": g, "onnxruntime": o})])
+    assert targets.paired_ratio(g, o) == pytest.approx(0.8)
+    assert targets.paired_ratio(g, {"status": "ok"}) is None
+    w = _workload("encoder", {"graphc": g, "onnxruntime": o}, [["time / onnxruntime", "<= 1"]])
+    (t,) = targets.evaluate_targets([w])
     assert t["value"] == pytest.approx(1.1) and t["paired"] == pytest.approx(0.8) and t["met"] is False
-    text = "\n".join(bench.format_targets([t]))
-    assert "1.10 (target <= 1, by round 0.80): MISSED" in text
+    assert "1.10 (target <= 1, by round 0.80): MISSED" in "\n".join(report.format_targets([t]))
+
+
+def test_agreement():
+    assert targets.agrees(targets.agreement(np.ones(3), np.ones(3) + 1e-4))
+    assert not targets.agrees(targets.agreement(np.ones(3), np.ones(3) + 0.1))
+    assert not targets.agrees(targets.agreement(np.ones(3), np.ones(4)))
+    assert not targets.agrees(targets.agreement(np.array([np.nan]), np.ones(1)))
+    assert not targets.agrees(None)
+
+
+# ------------------------------------------------------------------------------------------ environment
+def test_blas_kernel_is_named_and_a_forced_one_warned(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    info = environment.blas_info()
+    lines = environment.blas_lines(info)
+    assert lines[0].startswith("BLAS:") and len(lines) == 1
+    if importlib.util.find_spec("threadpoolctl") is not None:
+        assert info["architecture"]  # what OpenBLAS picked for this CPU, e.g. SkylakeX or Haswell
+        assert info["architecture"] in lines[0]
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    warning = environment.blas_lines(environment.blas_info())[1]
+    assert "OPENBLAS_CORETYPE=Haswell" in warning and "AVX2" in warning and "OPENBLAS_L2_SIZE" in warning
+
+
+def test_blas_without_threadpoolctl_is_a_note(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_threadpoolctl(name, *args, **kwargs):
+        if name.startswith("threadpoolctl"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_threadpoolctl)
+    assert "threadpoolctl not installed" in environment.blas_lines(environment.blas_info())[0]
+
+
+# ------------------------------------------------------------------------------------------ output
+def test_json_writer_is_strict_json(tmp_path):
+    data = {"a": float("nan"), "b": [float("inf"), 1.5], "c": np.float32(2.0), "d": np.arange(2)}
+    path = tmp_path / "x.json"
+    report.write_json(data, str(path))
+    assert json.loads(path.read_text()) == {"a": None, "b": [None, 1.5], "c": 2.0, "d": [0, 1]}
 
 
 def test_plot_without_matplotlib_is_a_note(tmp_path, monkeypatch):
@@ -280,27 +463,32 @@ def test_plot_without_matplotlib_is_a_note(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     data = {"workloads": [], "settings": {"engines": ["graphc"]}}
-    assert "matplotlib" in bench.plot(data, str(tmp_path / "p.png"))
+    assert "matplotlib" in report.plot(data, str(tmp_path / "p.png"))
 
 
-def test_probe_reports_a_skip_as_json(capsys):
-    assert bench._main(["_probe", "mlp_small_train", "onnxruntime", "cpu", "1"]) == 0
+def test_probe_reports_a_skip_as_json(tiny_train, capsys):
+    assert probe.main([str(tiny_train), "onnxruntime", "cpu", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert "inference only" in out["skipped"]
+    assert out == {"skipped": "inference only"}
+
+
+def test_package_does_not_import_the_peers():
+    code = (
+        "import sys, graphc.cli, graphc.bench.runner; "
+        "print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
 
 
 def test_set_threads_keeps_the_backends_threading_layer():
     # numba.set_num_threads starts numba's pool; the CPU backend's layer must be chosen first.
-    import os
-    import subprocess
-    import sys
-
     from graphc.kernels.cpu.threads import tbb_library_path
 
     if tbb_library_path() is None:
         pytest.skip("the tbb wheel is not installed here")
     code = (
-        "import numba, graphc.bench as b; b.set_threads(numba.config.NUMBA_NUM_THREADS); "
+        "import numba, graphc.bench.threads as t; t.set_threads(numba.config.NUMBA_NUM_THREADS); "
         "numba.njit(parallel=True)(lambda a: a.sum())(__import__('numpy').ones(10)); "
         "print(numba.threading_layer())"
     )
@@ -309,13 +497,6 @@ def test_set_threads_keeps_the_backends_threading_layer():
     assert out.stdout.strip().splitlines()[-1] == "tbb"
 
 
-def test_workload_nodes_name_their_line_in_bench_py():
-    # A model defined in graphc/bench.py is the benchmark's own code: its nodes name those lines,
-    # not the console script that started the run.
-    import graphc
-
-    w = bench.WORKLOADS["fusion_chain_infer"]
-    inputs = w.make_inputs(np.random.default_rng(0))
-    graph = graphc.trace(w.function(bench.graphc_lib()), *inputs)
-    sources = {n.source for n in graph.nodes if n.op != "const"}
-    assert sources and all(s and s.split(":")[0].endswith("graphc/bench.py") for s in sources), sources
+def test_docs_describe_the_suite():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md").read_text()
+    assert all(name in text for name in SUITE)

@@ -134,3 +134,40 @@ def test_examples_match_torch_twins(name):
     with torch.no_grad():
         ref = tm(*(torch.from_numpy(a) for a in inputs)).numpy()
     close(run_graph(trace(m, *inputs), *inputs), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_transformer_matches_torchs_own_encoder_layer():
+    # The twin above is the same code in torch; torch.nn.TransformerEncoderLayer is torch's own
+    # implementation, and the example's parameter names load into it unchanged.
+    torch = pytest.importorskip("torch")
+    mod = load("transformer")
+    m = mod.model()
+    ref_layer = torch.nn.TransformerEncoderLayer(
+        mod.D_MODEL, mod.N_HEADS, mod.D_FF, batch_first=True, dtype=torch.float64
+    ).eval()
+    ref_layer.load_state_dict(
+        {k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in m.state_dict().items()}
+    )
+    (x,) = mod.example_inputs()
+    x = x[:2, :16]
+    with torch.no_grad():
+        ref = ref_layer(torch.from_numpy(x.astype(np.float64))).numpy()
+    close(run_graph(trace(m, x), x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_mlp_builder_names_deeper_layers():
+    mod = load("mlp")
+    from graphc import functional as F
+    from graphc import nn
+
+    m = mod.build(nn, F, (8, 16, 16, 4))
+    assert [n for n, _ in m.named_parameters()] == [
+        f"{layer}.{p}" for layer in ("hidden", "hidden2", "out") for p in ("weight", "bias")
+    ]
+    x = np.random.default_rng(0).random((3, 8), dtype=np.float32)
+
+    def aff(layer, h):
+        return h @ layer.weight.T + layer.bias
+
+    ref = aff(m.out, np.maximum(aff(m.hidden2, np.maximum(aff(m.hidden, x), 0)), 0))
+    close(run_graph(trace(m, x), x), ref)

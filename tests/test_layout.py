@@ -6,7 +6,7 @@ import pathlib
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Which graphc stages each top-level folder may import (DESIGN.md: graphc → passes → ir,
+# Which graphc stages each top-level folder may import (README, Architecture: graphc → passes → ir,
 # runtime → kernels → ir; constant folding in passes evaluates with kernels.reference).
 ALLOWED = {
     "ir": set(),

@@ -1,0 +1,54 @@
+"""The same number of CPU threads for every engine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_THREAD_LIMITS: list[Any] = []
+
+
+def default_threads() -> int:
+    """The number of cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int) -> str:
+    """Limit every thread pool to n threads (env for subprocesses, threadpoolctl, numba); say how.
+
+    NumPy's OpenBLAS is already loaded when the CLI runs, so environment variables would come too
+    late for it: threadpoolctl sets its pool. The variables are what the compile-time subprocesses
+    see at start-up.
+    """
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    how = ["env OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS"]
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _THREAD_LIMITS.append(threadpool_limits(limits=n))
+        how.append("threadpoolctl")
+    except ImportError:
+        how.append("no threadpoolctl: BLAS threads fixed at import")
+    import numba
+
+    # set_num_threads starts numba's thread pool: the CPU backend must choose its threading layer
+    # first (TBB, the one pool its kernels and GEMMs share), or numba starts the first layer of
+    # its own order (a layer chosen this way once made the cnn_train step 1.7x slower).
+    import graphc.kernels.cpu  # noqa: F401
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    how.append("numba.set_num_threads")
+    return ", ".join(how)
+
+
+def reapply_thread_limits(n: int) -> None:
+    """Re-apply threadpoolctl after a library loaded its own OpenMP/BLAS (torch, onnxruntime)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    _THREAD_LIMITS.append(threadpool_limits(limits=n))
