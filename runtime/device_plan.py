@@ -23,15 +23,22 @@ host are seen, and writes updated values back into the host arrays after each ca
 ``resident=True`` the device copies are the truth between calls: no per-call uploads or
 write-backs; ``sync_to_host``/``sync_to_device`` move them when asked (fast training loops).
 Const inputs are uploaded once.
+
+Threads: a call, ``sync_to_host`` and ``sync_to_device`` hold the plan's lock (one arena, bound
+once), so calls from several threads take turns; each returns arrays of its own. A GraphcError a
+kernel raises (a bad index) names the node and the user's source line (``errors.at_node``).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, MemoryPlan, Value
 from graphc.kernels.cuda import compile_node, kernel_sources, require_device
 
+from .errors import at_node
 from .plan import bind_persistent, check_inputs
 
 
@@ -47,6 +54,7 @@ class DevicePlan:
         self.graph = graph
         self.memory_plan = memory_plan
         self.resident = resident
+        self._lock = threading.RLock()  # re-entered: a call syncs through the public methods
         self._inputs = graph.data_inputs
         self.parameters = bind_persistent(graph)  # shared: write-backs land in the caller's arrays
         # value name -> device array
@@ -63,7 +71,7 @@ class DevicePlan:
             self._steps.append(kernel.bind(*(self._device[v.name] for v in (*node.inputs, *node.outputs))))
             self.step_nodes.append(node)
             if kernel.has_flag:
-                self._flagged.append(kernel)
+                self._flagged.append((node, kernel))
         updated = set(graph.updates.values())
         self._results = [graph.outputs[i].name for i in range(len(graph.outputs)) if i not in updated]
         self._updates = [(name, graph.outputs[i].name) for name, i in graph.updates.items()]
@@ -114,16 +122,19 @@ class DevicePlan:
         return check_inputs(self._inputs, arrays)
 
     def __call__(self, *arrays: np.ndarray):
-        """Run the graph on the data inputs; one array, or a tuple when there are several results."""
+        """Run the graph on the data inputs; one array, or a tuple when there are several results.
+
+        Calls from several threads take turns (the plan's lock)."""
+        with self._lock:
+            return self._call(arrays)
+
+    def _call(self, arrays: tuple):
         for v, arr in zip(self._inputs, self.check_inputs(arrays)):
             if arr.size:
                 self._device[v.name].copy_to_device(arr)
         if not self.resident:
             self.sync_to_device()
-        for step in self._steps:
-            step()
-        for kernel in self._flagged:
-            kernel.check()  # before the updates: a step with a bad index changes no parameter
+        self._launch()
         for name, value in self._updates:
             if self._device[name] is not self._device[value] and self.parameters[name].size:
                 self._device[name].copy_to_device(self._device[value])
@@ -132,17 +143,36 @@ class DevicePlan:
         outs = tuple(self._device[name].copy_to_host() for name in self._results)
         return outs[0] if len(outs) == 1 else outs
 
+    def _launch(self) -> None:
+        """Launch every kernel in order, then read the indexing kernels' error flags (before the
+        updates: a step with a bad index changes no parameter); a GraphcError is re-raised naming
+        its node and the user's source line (``errors.at_node``)."""
+        done = 0
+        try:
+            for step in self._steps:
+                step()
+                done += 1
+        except GraphcError as err:
+            raise at_node(err, self.step_nodes[done]) from err
+        for node, kernel in self._flagged:
+            try:
+                kernel.check()
+            except GraphcError as err:
+                raise at_node(err, node) from err
+
     def sync_to_host(self) -> None:
         """Copy the device values of param/state inputs into the host arrays."""
-        for name in self._synced:
-            if self.parameters[name].size:
-                self._device[name].copy_to_host(self.parameters[name])
+        with self._lock:
+            for name in self._synced:
+                if self.parameters[name].size:
+                    self._device[name].copy_to_host(self.parameters[name])
 
     def sync_to_device(self) -> None:
         """Upload the host arrays of param/state inputs to the device."""
-        for name in self._synced:
-            if self.parameters[name].size:
-                self._device[name].copy_to_device(self.parameters[name])
+        with self._lock:
+            for name in self._synced:
+                if self.parameters[name].size:
+                    self._device[name].copy_to_device(self.parameters[name])
 
     # ------------------------------------------------------------ inspection
     def kernel_sources(self) -> dict[str, str]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
 
-from graphc.ir import Graph, GraphcError, MemoryPlan, Value
+from graphc.ir import Graph, GraphcError, MemoryPlan, Node, Value
+
+from .errors import at_node
 
 BACKENDS = {
     "reference": "graphc.kernels.reference",
@@ -79,7 +82,14 @@ def bind_persistent(graph: Graph) -> dict[str, np.ndarray]:
 
 
 class Plan:
-    """A compiled graph: call it with the data inputs (NumPy arrays) to get its outputs."""
+    """A compiled graph: call it with the data inputs (NumPy arrays) to get its outputs.
+
+    Threads: a plan owns one arena, bound into its kernels once, and kernels keep scratch
+    buffers between calls, so a call holds the plan's lock: calls of one plan from several
+    threads run one at a time (each correct, and each returning arrays of its own). Different
+    plans run in parallel, with results bit-identical to running them one by one: no GEMM of
+    theirs depends on OpenBLAS's process-wide thread count (see ``kernels.cpu.blas``).
+    """
 
     def __init__(self, graph: Graph, memory_plan: MemoryPlan, backend: str = "cpu") -> None:
         if backend == "cuda":
@@ -93,6 +103,7 @@ class Plan:
         values = {v.name: v for v in graph.inputs}
         values.update({v.name: v for n in graph.nodes for v in n.outputs})
         self._views = self._bind_views(values)
+        self._lock = threading.Lock()
         kernels = backend_module(backend)
         self.steps: list[tuple[Callable, list[np.ndarray]]] = []
         step_values: list[list[Value]] = []
@@ -104,6 +115,7 @@ class Plan:
                 continue
             step_values.append([*node.inputs, *node.outputs])
             self.steps.append((node, [self._array(v) for v in step_values[-1]]))
+        self.step_nodes: list[Node] = [node for node, _ in self.steps]  # the node each step runs
         update_indices = set(graph.updates.values())
         self._result_indices = [i for i in range(len(graph.outputs)) if i not in update_indices]
         self._rebind = self._rebindable(step_values, views_of)
@@ -144,8 +156,18 @@ class Plan:
         # (valid indices for gather/scatter), so compiling is part of building the plan and the
         # first real call costs what every later call costs. Params are only read.
         self.arena[...] = 0
-        for fn, args in self.steps:
-            fn(*args)
+        self._run_steps()
+
+    def _run_steps(self) -> None:
+        """Run every kernel in order; a GraphcError one raises is re-raised naming its node and the
+        user's source line (``errors.at_node``)."""
+        done = 0
+        try:
+            for fn, args in self.steps:
+                fn(*args)
+                done += 1
+        except GraphcError as err:
+            raise at_node(err, self.step_nodes[done]) from err
 
     def _bind_views(self, values: dict[str, Value]) -> dict[str, np.ndarray]:
         views = {}
@@ -262,7 +284,14 @@ class Plan:
             args[j] = arr if shape is None else arr.reshape(shape)
 
     def __call__(self, *arrays: np.ndarray):
-        """Run the plan on the data inputs; one array, or a tuple when there are several outputs."""
+        """Run the plan on the data inputs; one array, or a tuple when there are several outputs.
+
+        Calls from several threads take turns (the plan's lock); the arrays returned are the
+        caller's own (never the arena, never handed to another call while referenced)."""
+        with self._lock:
+            return self._call(arrays)
+
+    def _call(self, arrays: tuple):
         rebind_inputs, rebind_results = self._rebind["inputs"], self._rebind["results"]
         for v, arr in zip(self._inputs, self.check_inputs(arrays)):
             slots = rebind_inputs.get(v.name)
@@ -284,8 +313,7 @@ class Plan:
         self._returned = fresh
         # A param/state input returned as it is gives its value before this call's update.
         before = {name: self._persistent[name].copy() for name in self._returned_updated}
-        for fn, args in self.steps:
-            fn(*args)
+        self._run_steps()
         for target, new in self._updates:
             np.copyto(target, new)
         outs = []

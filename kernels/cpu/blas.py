@@ -5,7 +5,9 @@ the next call. On 2 cores that spinning thread holds a core while numba's parall
 between GEMMs, so those ran no faster than serial ones; and a batched matmul (attention's 32
 small GEMMs) paid OpenBLAS's thread hand-off once per matrix. Here one pool, numba's, does all
 the parallel work: a GEMM's rows are split between its threads, or a batch's matrices are, and
-each thread calls NumPy's own OpenBLAS with its thread count set to 1 for the duration.
+each thread calls NumPy's own OpenBLAS with its thread count set to 1 for the duration
+(``SINGLE_THREADED``: one counted, process-wide state, so that GEMMs started from several
+Python threads never see the count change under them).
 
 The BLAS is found in NumPy's bundled OpenBLAS by symbol name. Where it is not there (a NumPy
 built against another BLAS), ``parallel_matmul`` declines and the caller uses ``np.matmul``.
@@ -17,8 +19,8 @@ import ctypes
 import glob
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -31,8 +33,14 @@ from numba.extending import intrinsic
 
 # From this much work (multiply-adds over the whole batch) up, a GEMM runs here. OpenBLAS
 # threads a GEMM from the same size on (its threshold), so below it np.matmul stays on the
-# calling thread and OpenBLAS's pool asleep without any thread-count change.
+# calling thread and OpenBLAS's pool asleep without any thread-count change; and its result
+# does not depend on that count, which other threads may change meanwhile (tests/test_threads.py
+# checks this against the OpenBLAS installed).
 PARALLEL_GEMM_WORK = 1 << 19
+# A product with one row or one column is a matrix-vector product to NumPy (BLAS gemv), which
+# OpenBLAS splits over its threads from far less work: 2304 x GEMM_MULTITHREAD_THRESHOLD (4)
+# multiply-adds. Small ones from this size up run with OpenBLAS held on one thread.
+GEMV_SPLIT_WORK = 2304 * 4
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 BLAS_INT = {4: "np.int32", 8: "np.int64"}
@@ -195,10 +203,12 @@ def _rows_as_one_matrix(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> tuple[
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a @ b`` through NumPy's BLAS on numba's threads; a stack of rows times one matrix
-    is one GEMM."""
+    is one GEMM. Where the driver declines, np.matmul runs it with OpenBLAS on one thread too
+    (``SINGLE_THREADED``), so its bits never depend on what other threads do."""
     a, out = _rows_as_one_matrix(a, b, out)
     if not parallel_matmul(a, b, out):
-        np.matmul(a, b, out=out)
+        with SINGLE_THREADED:
+            np.matmul(a, b, out=out)
 
 
 def serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
@@ -207,11 +217,28 @@ def serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     np.matmul(a, b, out=out)
 
 
+def one_thread_serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``serial_matmul`` with OpenBLAS held on one thread (``SINGLE_THREADED``): for a small
+    matrix-vector product, whose bits would otherwise depend on the thread count other threads
+    may set meanwhile."""
+    with SINGLE_THREADED:
+        serial_matmul(a, b, out)
+
+
 def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
     """The matmul function for a product of shape ``out_shape`` over ``k``: ``serial_matmul``
     where the work is below the thread pool's threshold (decided once, saving its checks on
-    every call of a small GEMM: training steps of small models make many), else ``matmul``."""
-    return serial_matmul if math.prod(out_shape) * k < PARALLEL_GEMM_WORK else matmul
+    every call of a small GEMM: training steps of small models make many), or
+    ``one_thread_serial_matmul`` where that is a matrix-vector product OpenBLAS may split;
+    else ``matmul``."""
+    work = math.prod(out_shape) * k
+    if work >= PARALLEL_GEMM_WORK:
+        return matmul
+    rows = out_shape[-2] if len(out_shape) >= 2 else 1
+    cols = out_shape[-1] if out_shape else 1
+    if (rows == 1 or cols == 1) and work >= GEMV_SPLIT_WORK:
+        return one_thread_serial_matmul
+    return serial_matmul
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
@@ -251,19 +278,62 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return True
 
 
-@contextmanager
-def one_thread_per_call(lib: OpenBLAS) -> Iterator[None]:
-    """OpenBLAS set to one thread while numba's threads each call it, then set back.
+class OneThreadBLAS:
+    """A context in which NumPy's OpenBLAS runs on one thread: one process-wide, counted state.
 
-    Its thread count is process-wide: a user's np.matmul on another thread meanwhile runs on
-    one thread, and plans called from two threads may turn BLAS's threads back on during each
-    other's GEMMs (slower, still correct: OpenBLAS serializes such calls).
+    OpenBLAS's thread count is process-wide and the last bits of a GEMM it splits depend on it,
+    so a GEMM of graphc's must never see it change: the first thread to enter (of all Python
+    threads) saves the count and sets it to 1, the last to leave restores it, and entering again
+    on a thread already inside costs only a thread-local check. (Each thread saving and
+    restoring on its own, as before, let one thread restore the count while another's driver
+    ran.) The GEMM drivers, ``np.matmul`` for the large GEMMs they decline and small
+    matrix-vector products (``GEMV_SPLIT_WORK``) run inside; other small GEMMs run outside, as
+    OpenBLAS never splits them (``PARALLEL_GEMM_WORK``). So results are bit-identical whether
+    plans run one at a time or together, at no cost per plan call (entering costs a few
+    microseconds, two thread-count changes, next to a GEMM of at least tens of microseconds).
+    Meanwhile a user's own ``np.matmul`` on another thread runs on one OpenBLAS thread.
     """
-    before = lib.get_threads()
-    if before != 1:
-        lib.set_threads(1)
-    try:
-        yield
-    finally:
-        if before != 1:
-            lib.set_threads(before)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._users = 0  # threads inside
+        self._saved = 1  # the count to restore when the last one leaves
+
+    def __enter__(self) -> OneThreadBLAS:
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        if depth == 0:
+            with self._lock:
+                if self._users == 0:
+                    lib = numpy_openblas()
+                    self._saved = lib.get_threads() if lib is not None else 1
+                    if self._saved != 1:
+                        lib.set_threads(1)
+                self._users += 1
+        local.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        local = self._local
+        local.depth -= 1
+        if local.depth == 0:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._saved != 1:
+                    numpy_openblas().set_threads(self._saved)
+
+    @property
+    def active(self) -> bool:
+        """Whether some thread is inside (OpenBLAS is then on one thread)."""
+        return self._users > 0
+
+
+SINGLE_THREADED = OneThreadBLAS()
+
+
+def one_thread_per_call(lib: OpenBLAS | None = None) -> OneThreadBLAS:
+    """The process-wide one-thread OpenBLAS context (``SINGLE_THREADED``) the GEMM drivers hold
+    while numba's threads each call BLAS; ``lib`` is accepted for callers that name it (it is
+    always NumPy's bundled OpenBLAS)."""
+    return SINGLE_THREADED
