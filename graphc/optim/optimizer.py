@@ -17,13 +17,18 @@ matters), so a graphc run follows a PyTorch run's trajectory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, TensorType, Value
+from graphc.safecast import check_fits, copy_into
 
 LR_INPUT = "optim.lr"
+# Hyper-parameters read on every call; every other one is a constant of a compiled update.
+LIVE_HYPER_PARAMETERS = ("lr", "initial_lr")
 
 
 class _Builder:
@@ -73,6 +78,8 @@ class Optimizer:
         self.param_groups: list[dict] = [dict(defaults)]
         # state input name -> its persistent array (shared with every plan built from it)
         self.state: dict[str, np.ndarray] = {}
+        # The hyper-parameters the latest compiled update was built with (None: never compiled).
+        self._built_with: dict | None = None
 
     # ------------------------------------------------------------ hyper-parameters
     @property
@@ -105,6 +112,7 @@ class Optimizer:
                 raise GraphcError(f"gradient of %{name} is {grad.type}, parameter is {param.type}")
             pairs.append((param, grad))
         new_params, new_states = self._build(b, lr, pairs)
+        self._built_with = {k: v for k, v in self.param_groups[0].items() if k not in LIVE_HYPER_PARAMETERS}
         for param, new in zip((p for p, _ in pairs), new_params):
             graph.add_output(new, updates=param.name)
         for name, new in new_states.items():
@@ -136,20 +144,113 @@ class Optimizer:
             "state": dict(self.state),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore hyper-parameters and state; arrays are copied into existing ones in place."""
-        if state.get("type", type(self).__name__) != type(self).__name__:
-            raise GraphcError(f"optimizer state is for {state['type']}, not {type(self).__name__}")
-        self.param_groups = [dict(g) for g in state["param_groups"]]
-        for name, arr in state["state"].items():
-            arr = np.asarray(arr)
+    def check_state_dict(self, state: Any, where: str = "optimizer state") -> dict:
+        """Validate ``state`` (as :meth:`state_dict` gives it) against this optimizer; change nothing.
+
+        Returns it normalized (tuples for lists, arrays for the state). Raises GraphcError naming
+        the first bad field under ``where``: a wrong type, an out-of-range hyper-parameter, one
+        that differs from what a compiled update was built with (only ``lr`` and ``initial_lr``
+        are read on every call), or a state array that does not fit the existing one.
+        """
+        if not isinstance(state, dict):
+            raise GraphcError(f"{where}: expected a dict, got {type(state).__name__}")
+        for key in ("type", "param_groups", "state"):
+            if key not in state:
+                raise GraphcError(f"{where}: no {key!r}")
+        if state["type"] != type(self).__name__:
+            raise GraphcError(f"{where}: is for {state['type']!r:.80}, not {type(self).__name__}")
+        groups = state["param_groups"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+            raise GraphcError(
+                f"{where}: param_groups must be a list of {len(self.param_groups)} dict(s), "
+                f"got {groups!r:.80}"
+            )
+        checked_groups = [
+            self._check_group(saved, mine, f"{where}.param_groups[{i}]")
+            for i, (saved, mine) in enumerate(zip(groups, self.param_groups))
+        ]
+        arrays = state["state"]
+        if not isinstance(arrays, dict):
+            raise GraphcError(f"{where}: state must be a dict of arrays, got {type(arrays).__name__}")
+        checked: dict[str, np.ndarray] = {}
+        for name, arr in arrays.items():
+            at = f"{where} array {name!r}"
+            if not isinstance(arr, np.ndarray):
+                raise GraphcError(f"{at}: expected an array, got {type(arr).__name__}")
             mine = self.state.get(name)
-            # In place, so compiled plans that bound the old array see the restored values.
-            if mine is not None and mine.shape == arr.shape and mine.dtype == arr.dtype:
-                np.copyto(mine, arr)
+            if mine is not None:
+                check_fits(arr, mine, at)
+            elif self._built_with is not None:
+                raise GraphcError(f"{at}: the compiled update has no such state")
+            elif arr.dtype.kind not in "biuf":
+                raise GraphcError(f"{at}: dtype {arr.dtype} is not a numeric dtype")
+            checked[name] = arr
+        if self._built_with is not None:
+            missing = sorted(set(self.state) - set(checked))
+            if missing:
+                raise GraphcError(f"{where}: lacks the state array(s) {', '.join(map(repr, missing))}")
+        return {"type": state["type"], "param_groups": checked_groups, "state": checked}
+
+    def _check_group(self, saved: Any, mine: dict, where: str) -> dict:
+        if not isinstance(saved, dict):
+            raise GraphcError(f"{where}: expected a dict, got {type(saved).__name__}")
+        extra = sorted(set(saved) - set(mine) - {"initial_lr"})
+        if extra:
+            raise GraphcError(f"{where}: unexpected key(s) {', '.join(map(repr, extra))}")
+        group = dict(mine)  # a key the saved group lacks keeps its current value
+        for key, value in saved.items():
+            group[key] = _check_hyper(value, mine.get(key, mine["lr"]), f"{where}.{key}")
+        # The constructor's own range checks (invalid betas, negative momentum, ...).
+        try:
+            type(self)(**{k: v for k, v in group.items() if k != "initial_lr"})
+        except GraphcError as err:
+            raise GraphcError(f"{where}: {err}") from None
+        except TypeError:
+            pass  # a subclass whose constructor takes other arguments: the type checks stand
+        if self._built_with is not None:
+            for key, built in self._built_with.items():
+                if key in group and group[key] != built:
+                    raise GraphcError(
+                        f"{where}.{key} is {group[key]!r}, but the compiled update was built with {built!r}"
+                    )
+        return group
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore hyper-parameters and state, all or nothing; arrays are copied in place.
+
+        Validated first (:meth:`check_state_dict`): on any error nothing changes. Existing state
+        arrays, which compiled plans hold, are written into, never replaced.
+        """
+        checked = self.check_state_dict(state)
+        self.param_groups = [dict(g) for g in checked["param_groups"]]
+        for name, arr in checked["state"].items():
+            mine = self.state.get(name)
+            if mine is not None:
+                copy_into(mine, arr)
             else:
                 self.state[name] = np.array(arr, copy=True)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items() if k != "initial_lr")
         return f"{type(self).__name__}({args})"
+
+
+def _check_hyper(value: Any, like: Any, where: str) -> Any:
+    """``value`` as a hyper-parameter of the same type as ``like`` (numbers finite and >= 0)."""
+    if isinstance(like, bool):
+        if not isinstance(value, bool):
+            raise GraphcError(f"{where}: expected true/false, got {value!r:.80}")
+        return value
+    if isinstance(like, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) != len(like):
+            raise GraphcError(f"{where}: expected {len(like)} numbers, got {value!r:.80}")
+        return tuple(_check_hyper(v, w, f"{where}[{i}]") for i, (v, w) in enumerate(zip(value, like)))
+    if isinstance(like, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GraphcError(f"{where}: expected a number, got {value!r:.80}")
+        if value < 0 or value > 1e300 or not math.isfinite(value):  # compared first: a huge int
+            raise GraphcError(f"{where}: {value!r} is not a finite number >= 0")
+        return type(like)(value) if isinstance(like, float) else value
+    if value is not None and type(value) is not type(like):
+        raise GraphcError(f"{where}: expected {type(like).__name__}, got {value!r:.80}")
+    return value
