@@ -14,20 +14,15 @@ header agrees with their size (no pickle), and every failure is a GraphcError na
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
-import struct
 import tempfile
-import tokenize
-import warnings
 import zipfile
-import zlib
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 from graphc.ir import GraphcError
+from graphc.runtime import archive
 
 META = "checkpoint.json"
 ARRAYS = "arrays.npz"
@@ -35,29 +30,6 @@ ARRAYS = "arrays.npz"
 MAX_FILE_BYTES = 16 << 30
 MAX_META_BYTES = 16 << 20
 MAX_ARRAYS = 100_000
-MAX_RATIO = 200  # a deflated member over RATIO_FLOOR bytes may inflate at most this much (zip bombs)
-RATIO_FLOOR = 1 << 20
-_READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-_NUMERIC_KINDS = "biuf"
-# What a corrupt zip or npy can raise from the standard library while it is being parsed.
-_CORRUPT = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    EOFError,
-    OSError,
-    ValueError,
-    NotImplementedError,
-    RuntimeError,
-    zlib.error,
-    struct.error,
-    OverflowError,
-    KeyError,
-    IndexError,
-    TypeError,
-    MemoryError,
-    SyntaxError,  # a .npy header is a Python literal: numpy parses it with tokenize and ast
-    tokenize.TokenError,
-)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -132,78 +104,16 @@ def write_atomically(path: str, meta: bytes, arrays: bytes) -> None:
 # ---------------------------------------------------------------------------- reading
 
 
-def _members(z: zipfile.ZipFile, where: str, limit: int, total: int) -> dict[str, zipfile.ZipInfo]:
-    """The zip's members by name, after checking their number, names, sizes and compression."""
-    infos = z.infolist()
-    if len(infos) > limit:
-        raise GraphcError(f"{where}: {len(infos)} members, at most {limit} expected")
-    members: dict[str, zipfile.ZipInfo] = {}
-    inflated = sum(info.file_size for info in infos)
-    if inflated > total:
-        raise GraphcError(f"{where}: members hold {inflated} bytes, more than the {total} allowed")
-    for info in infos:
-        if info.filename in members:
-            raise GraphcError(f"{where}: member {info.filename!r} appears twice")
-        if info.flag_bits & 0x1:
-            raise GraphcError(f"{where}: member {info.filename!r} is encrypted")
-        if info.compress_type not in _READABLE_COMPRESSION:
-            raise GraphcError(
-                f"{where}: member {info.filename!r} uses compression method {info.compress_type}, "
-                "not stored or deflated"
-            )
-        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise GraphcError(
-                f"{where}: member {info.filename!r} inflates {info.compress_size} bytes to "
-                f"{info.file_size} (over {MAX_RATIO}x)"
-            )
-        members[info.filename] = info
-    return members
-
-
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, where: str) -> bytes:
-    if info.file_size > cap:
-        raise GraphcError(f"{where}: {info.filename} is {info.file_size} bytes, more than the {cap} allowed")
-    with z.open(info) as f:
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise GraphcError(f"{where}: {info.filename} is more than the {cap} bytes allowed")
-    return data
-
-
-def _parse_npy(data: bytes, name: str, where: str) -> np.ndarray:
-    """A numeric array from ``.npy`` bytes whose header agrees with their length (no pickle)."""
-    f = io.BytesIO(data)
-    version = npy_format.read_magic(f)
-    if version not in ((1, 0), (2, 0), (3, 0)):
-        raise GraphcError(f"{where}: array {name!r} has .npy version {version}")
-    read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-    with warnings.catch_warnings():
-        # a corrupt header is a Python literal with odd escapes: no warning (or error, under -W error)
-        warnings.simplefilter("ignore")
-        shape, fortran, dtype = read_header(f)
-    if dtype.hasobject or dtype.kind not in _NUMERIC_KINDS or dtype.subdtype is not None:
-        raise GraphcError(f"{where}: array {name!r} has dtype {dtype}, not a numeric dtype")
-    count = 1
-    for n in shape:
-        count *= n
-    offset = f.tell()
-    if count * dtype.itemsize != len(data) - offset:
-        raise GraphcError(
-            f"{where}: array {name!r} declares shape {shape} of {dtype} but holds {len(data) - offset} bytes"
-        )
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return flat.reshape(shape, order="F" if fortran else "C").copy(order="C")
-
-
 def _parse_npz(blob: bytes, where: str) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(io.BytesIO(blob)) as z:
-        members = _members(z, f"{where} {ARRAYS}", MAX_ARRAYS, MAX_FILE_BYTES)
+        members = archive.members(z, f"{where} {ARRAYS}", MAX_ARRAYS, MAX_FILE_BYTES)
         for name, info in members.items():
             if not name.endswith(".npy"):
                 raise GraphcError(f"{where}: {ARRAYS} member {name!r} is not a .npy array")
-            data = _read_member(z, info, MAX_FILE_BYTES, where)
-            arrays[name[: -len(".npy")]] = _parse_npy(data, name, where)
+            what = f"{where}: array {name[: -len('.npy')]!r}"
+            data = archive.read_member(z, info, MAX_FILE_BYTES, what)
+            arrays[name[: -len(".npy")]] = archive.read_npy(data, what)
     return arrays
 
 
@@ -220,19 +130,16 @@ def read_file(path: str) -> tuple[object, dict[str, np.ndarray]]:
         raise GraphcError(f"{where} is {size} bytes, more than the {MAX_FILE_BYTES} allowed")
     try:
         with zipfile.ZipFile(path) as z:
-            members = _members(z, where, 16, MAX_FILE_BYTES)
+            members = archive.members(z, where, 16, MAX_FILE_BYTES)
             for name in (META, ARRAYS):
                 if name not in members:
                     raise GraphcError(f"{path!r} is not a graphc checkpoint (no {name} inside)")
-            meta_bytes = _read_member(z, members[META], MAX_META_BYTES, where)
-            blob = _read_member(z, members[ARRAYS], MAX_FILE_BYTES, where)
+            meta_bytes = archive.read_member(z, members[META], MAX_META_BYTES, f"{where}: {META}")
+            blob = archive.read_member(z, members[ARRAYS], MAX_FILE_BYTES, f"{where}: {ARRAYS}")
         arrays = _parse_npz(blob, where)
     except GraphcError:
         raise
-    except _CORRUPT as err:
+    except archive.CORRUPT as err:
         raise GraphcError(f"{path!r} is not a graphc checkpoint (or it is corrupt): {err}") from None
-    try:
-        meta = json.loads(meta_bytes.decode("utf-8"))
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
-        raise GraphcError(f"{where}: {META} is not valid JSON: {err}") from None
+    meta = archive.read_json(meta_bytes, f"{where}: {META}")
     return meta, arrays

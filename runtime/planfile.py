@@ -3,11 +3,12 @@
 Nothing in a plan file is executed: kernels are regenerated from the graph by graphc's own code
 generators, the stored sources are for reading only, and arrays are read header first (a graphc
 dtype and the input's shape, never a pickle). A plan file is untrusted data, so loading bounds
-what it may cost: plan.json at most ``MAX_PLAN_JSON_BYTES`` (64 MiB), arrays.npz at most
-``$GRAPHC_MAX_ARRAYS_BYTES`` (16 GiB by default), no member inflating more than ``MAX_RATIO``
-times, the arena at most ``$GRAPHC_MAX_ARENA_BYTES`` (16 GiB by default, see ir/memory.py) and no
-larger than its buffers side by side; encrypted members, compression other than stored/deflate,
-and every damaged zip, zlib or JSON stream are a GraphcError saying the file is corrupt.
+what it may cost (``runtime/archive.py`` reads every member): plan.json at most
+``MAX_PLAN_JSON_BYTES`` (64 MiB), arrays.npz at most ``$GRAPHC_MAX_ARRAYS_BYTES`` (16 GiB by
+default), no member inflating more than ``archive.MAX_RATIO`` times, the arena at most
+``$GRAPHC_MAX_ARENA_BYTES`` (16 GiB by default, see ir/memory.py) and no larger than its buffers
+side by side; encrypted members, compression other than stored/deflate, and every damaged zip,
+zlib or JSON stream are a GraphcError saying the file is corrupt.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, MemoryPlan, graph_from_json, graph_to_json, verify
 
+from . import archive
 from .plan import Plan, backend_module
 
 FORMAT = "graphc-plan"
@@ -83,9 +83,11 @@ def load_plan(
     """
     meta, blob = _read_members(path)
     if meta.get("format") != FORMAT:
-        raise GraphcError(f"{path}: not a graphc plan file (format {_short(meta.get('format'))})")
+        raise GraphcError(f"{path}: not a graphc plan file (format {archive.short(meta.get('format'))})")
     if meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
-        raise GraphcError(f"{path}: plan format version {_short(meta.get('version'))} is not supported")
+        raise GraphcError(
+            f"{path}: plan format version {archive.short(meta.get('version'))} is not supported"
+        )
     try:
         graph = graph_from_json(meta.get("graph"))
         memory_plan = MemoryPlan.from_json(meta.get("memory_plan"))
@@ -100,7 +102,7 @@ def load_plan(
             raise GraphcError(f"{path}: inconsistent memory plan ({err})") from None
     stored = meta.get("backend", "cpu")
     if not isinstance(stored, str):
-        raise GraphcError(f"{path}: backend must be a string, got {_short(stored)}")
+        raise GraphcError(f"{path}: backend must be a string, got {archive.short(stored)}")
     backend = backend or stored
     if backend == "cuda":
         from .device_plan import build_device_plan
@@ -112,24 +114,8 @@ def load_plan(
 # Bounds on what a plan file may make the loader read.
 MAX_PLAN_JSON_BYTES = 64 * 2**20
 DEFAULT_MAX_ARRAYS_BYTES = 16 * 2**30
-MAX_RATIO = 200  # uncompressed / compressed bytes of a member over RATIO_FLOOR bytes
-RATIO_FLOOR = 2**20
 MAX_ARRAYS = 100_000
 _MEMBERS = ("plan.json", "arrays.npz")
-# What a damaged zip or zlib stream can raise while it is read.
-_CORRUPT = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    EOFError,
-    OSError,
-    NotImplementedError,
-    RuntimeError,
-    ValueError,
-    struct.error,
-    OverflowError,
-    MemoryError,
-)
 
 
 def max_arrays_bytes() -> int:
@@ -143,65 +129,29 @@ def max_arrays_bytes() -> int:
     return int(text)
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytes:
-    """A zip member's bytes, refused when encrypted, oddly compressed, too big or a bomb."""
-    if info.flag_bits & 0x1:
-        raise GraphcError(f"{what} is encrypted")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise GraphcError(f"{what} uses an unsupported compression method ({info.compress_type})")
-    if info.file_size > limit:
-        raise GraphcError(f"{what} holds {info.file_size} bytes, more than the limit of {limit}")
-    if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-        raise GraphcError(
-            f"{what} inflates {info.compress_size} bytes to {info.file_size} (over {MAX_RATIO}x): refused"
-        )
-    chunks, total = [], 0
-    with zf.open(info) as f:
-        while True:
-            chunk = f.read(min(2**20, info.file_size + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > info.file_size:
-                raise GraphcError(f"{what} holds more bytes than it declares")
-    if total != info.file_size:
-        raise GraphcError(f"{what} is truncated")
-    return b"".join(chunks)
-
-
 def _read_members(path: str) -> tuple[dict, bytes]:
     """plan.json (parsed, an object) and the bytes of arrays.npz."""
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            names = [i.filename for i in infos]
+            names = [i.filename for i in zf.infolist()]
             if "plan.json" not in names or "arrays.npz" not in names:
                 raise GraphcError(f"{path}: not a graphc plan file (no plan.json/arrays.npz inside)")
             if sorted(names) != sorted(_MEMBERS):
                 raise GraphcError(
                     f"{path}: a plan file holds plan.json and arrays.npz only, got {names[:10]}"
                 )
-            by_name = {i.filename: i for i in infos}
-            text = _read_member(zf, by_name["plan.json"], MAX_PLAN_JSON_BYTES, f"{path}: plan.json")
-            blob = _read_member(zf, by_name["arrays.npz"], max_arrays_bytes(), f"{path}: arrays.npz")
+            by_name = archive.members(zf, path, len(_MEMBERS), MAX_PLAN_JSON_BYTES + max_arrays_bytes())
+            text = archive.read_member(zf, by_name["plan.json"], MAX_PLAN_JSON_BYTES, f"{path}: plan.json")
+            blob = archive.read_member(zf, by_name["arrays.npz"], max_arrays_bytes(), f"{path}: arrays.npz")
     except FileNotFoundError:
         raise GraphcError(f"{path}: no such plan file") from None
     except IsADirectoryError:
         raise GraphcError(f"{path}: is a folder, not a plan file") from None
-    except _CORRUPT as err:
+    except archive.CORRUPT as err:
         raise GraphcError(
-            f"{path}: not a graphc plan file, or truncated/corrupted ({_short(str(err))})"
+            f"{path}: not a graphc plan file, or truncated/corrupted ({archive.short(str(err))})"
         ) from None
-    try:
-        meta = json.loads(text)
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, huge ints
-        raise GraphcError(f"{path}: corrupted plan.json ({type(err).__name__}: {_short(str(err))})") from None
+    meta = archive.read_json(text, f"{path}: plan.json")
     if not isinstance(meta, dict):
         raise GraphcError(f"{path}: not a graphc plan file (plan.json holds a {type(meta).__name__})")
     return meta, blob
@@ -217,44 +167,20 @@ def _read_arrays(path: str, blob: bytes, graph) -> dict[str, np.ndarray]:
     arrays = {}
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_ARRAYS:
-                raise GraphcError(f"{path}: arrays.npz holds {len(infos)} members")
-            by_name = {}
-            for info in infos:
-                if info.filename not in wanted or info.filename in by_name:
-                    raise GraphcError(
-                        f"{path}: arrays.npz holds an unexpected member {_short(info.filename)}"
-                    )
-                by_name[info.filename] = info
+            by_name = archive.members(zf, f"{path}: arrays.npz", MAX_ARRAYS, max_arrays_bytes())
+            unexpected = [name for name in by_name if name not in wanted]
+            if unexpected:
+                raise GraphcError(
+                    f"{path}: arrays.npz holds an unexpected member {archive.short(unexpected[0])}"
+                )
             for member, v in wanted.items():
                 if member not in by_name:
                     raise GraphcError(f"{path}: arrays.npz lacks the value of %{v.name}")
-                what = f"{path}: arrays.npz member {_short(member)}"
-                data = io.BytesIO(_read_member(zf, by_name[member], max_arrays_bytes(), what))
-                arrays[v.name] = _read_npy(data, v, what)
+                what = f"{path}: arrays.npz member {archive.short(member)}"
+                data = archive.read_member(zf, by_name[member], max_arrays_bytes(), what)
+                arrays[v.name] = archive.read_npy(data, what, v.type.np_dtype, v.type.shape)
     except GraphcError:
         raise
-    except _CORRUPT as err:
-        raise GraphcError(f"{path}: corrupted arrays.npz ({_short(str(err))})") from None
+    except archive.CORRUPT as err:
+        raise GraphcError(f"{path}: corrupted arrays.npz ({archive.short(str(err))})") from None
     return arrays
-
-
-def _read_npy(f: io.BytesIO, value, what: str) -> np.ndarray:
-    """One .npy file's array, which must have ``value``'s dtype and shape exactly."""
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise GraphcError(f"{what}: unsupported .npy version {version}")
-    expected = value.type
-    if dtype != expected.np_dtype or tuple(shape) != expected.shape:
-        raise GraphcError(f"{what}: holds {dtype}{list(shape)}, but %{value.name} is {expected}")
-    data = f.read(expected.nbytes + 1)
-    if len(data) != expected.nbytes:
-        raise GraphcError(f"{what}: holds {len(data)} data bytes, {expected} needs {expected.nbytes}")
-    order = "F" if fortran else "C"
-    # np.array copies into a writable C-contiguous array and keeps 0-d arrays 0-d
-    return np.array(np.frombuffer(data, dtype=dtype).reshape(expected.shape, order=order), order="C")

@@ -230,7 +230,7 @@ def test_an_edited_alias_on_a_strided_slice_is_refused(tmp_path):
 def test_a_zip_bomb_is_refused_before_it_inflates(saved, tmp_path):
     meta = read_meta(saved[0])
     meta["padding"] = " " * (8 * 2**20)  # 8 MiB of spaces deflate about 1000x
-    with pytest.raises(GraphcError, match="plan.json inflates .* refused"):
+    with pytest.raises(GraphcError, match="plan.json' inflates .*over 200x"):
         load_plan(rewrite(saved[0], tmp_path / "bomb.gcp", meta))
     meta["padding"] = " " * (65 * 2**20)
     with pytest.raises(GraphcError, match="plan.json holds .* more than the limit"):
@@ -311,9 +311,9 @@ def test_encrypted_or_unknown_compression_members(saved, tmp_path, flag, method,
     [
         ("[1, 2, 3]", "plan.json holds a list"),
         ('"plan"', "plan.json holds a str"),
-        ("[" * 100_000 + "]" * 100_000, "corrupted plan.json"),
-        ("{" + '"a":' * 10 + "1", "corrupted plan.json"),
-        ("\xff\xfe{", "corrupted plan.json"),
+        ("[" * 100_000 + "]" * 100_000, "plan.json is not valid JSON"),
+        ("{" + '"a":' * 10 + "1", "plan.json is not valid JSON"),
+        ("\xff\xfe{", "plan.json is not valid JSON"),
         (
             '{"format": "graphc-plan", "version": 1, "graph": ' + "[" * 50_000 + "]" * 50_000 + "}",
             "RecursionError|graph",
@@ -396,7 +396,7 @@ def test_arrays_must_match_their_inputs_exactly(saved, tmp_path):
         (npz(**{"lin.weight": w.astype(np.float64), "lin.bias": b}), "holds float64"),
         (npz(**{"lin.weight": w.astype(">f4"), "lin.bias": b}), "holds >f4"),
         (npz(**{"lin.weight": w.T.copy(), "lin.bias": b}), r"holds float32\[6, 4\]"),
-        (npz(**{"lin.weight": np.array([w], dtype=object), "lin.bias": b}), "holds object"),
+        (npz(**{"lin.weight": np.array([w], dtype=object), "lin.bias": b}), "dtype object is not a numeric dtype"),
         (npz(**{"lin.weight": w}), "lacks the value of %lin.bias"),
         (npz(**{"lin.weight": w, "lin.bias": b, "extra": b}), "unexpected member"),
         (npz(**{"lin.weight": w, "lin.bias": b})[:-40], "corrupted arrays.npz|truncated"),
