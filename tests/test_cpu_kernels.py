@@ -531,3 +531,42 @@ def test_float32_exp_over_its_whole_range():
     np.testing.assert_array_equal(got[-10:-5], want[-10:-5])
     assert np.isfinite(got[-5]) and np.isinf(got[-4]) and np.isinf(got[-3])
     assert got[-2] == 0 and got[-1] == 0
+
+
+def _lowbias32(x: int) -> int:
+    """lowbias32 in plain Python integers (an oracle independent of kernels.scalar_ops)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_rng_hash_matches_lowbias32():
+    from graphc.kernels.scalar_ops import hash32_numpy
+
+    xs = [0, 1, 2, 12345, 0x7FFFFFFF, 0xFFFFFFFF]
+    got = hash32_numpy(np.array(xs, dtype=np.uint32))
+    assert [int(v) for v in got] == [_lowbias32(x) for x in xs]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_graph_values_reach_source_only_as_numbers(backend):
+    """A pad value or a constant that is not a number is refused, never pasted into the source."""
+    from graphc.kernels import cuda
+    from graphc.kernels.cpu.codegen import Body, pointwise_source
+
+    def source_of(node):
+        if backend == "cuda":
+            return cuda.kernel_sources(node)
+        if node.op == "const":  # generated inline in a body (alone it is a NumPy fill)
+            return pointwise_source(Body([], [node], node.outputs))
+        return cpu.kernel_source(node)
+
+    pad = node_of("pad", [((2, 3), "f32")], {"pads": ((1, 0), (0, 2)), "value": 0.5})
+    const = node_of("const", [], {"value": 2.5, "dtype": "f32"})
+    assert "0.5" in source_of(pad)
+    for node in (pad, const):
+        node.attrs["value"] = "0)\nimport os\n(0"
+        with pytest.raises(GraphcError, match="must be a number"):
+            source_of(node)

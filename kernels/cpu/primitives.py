@@ -101,33 +101,3 @@ def scatter_add3(idx, updates, out):
             for b in range(nb):
                 out[a, i, b] += updates[a, k, b]
     return -1
-
-
-# The counter-based RNG of kernels/reference (lowbias32) in uint64 with explicit masks, so the
-# arithmetic is exactly the reference's uint32 arithmetic. codegen.py inlines the same steps.
-@njit(**_OPTS)
-def hash32(x):
-    """lowbias32 of a uint64 holding a uint32."""
-    x = x ^ (x >> np.uint64(16))
-    x = (x * np.uint64(0x7FEB352D)) & np.uint64(0xFFFFFFFF)
-    x = x ^ (x >> np.uint64(15))
-    x = (x * np.uint64(0x846CA68B)) & np.uint64(0xFFFFFFFF)
-    return x ^ (x >> np.uint64(16))
-
-
-@njit(**_OPTS)
-def rng_key(seed, offset):
-    """The per-call key of rng_uniform from a uint32 seed and an int64 offset."""
-    u = np.uint64(offset)  # two's complement bits, as Python's & and >> see a negative int
-    lo = u & np.uint64(0xFFFFFFFF)
-    hi = (u >> np.uint64(32)) & np.uint64(0xFFFFFFFF)
-    return hash32(np.uint64(seed) ^ hash32(lo ^ hash32(hi)))
-
-
-@njit(**_OPTS)
-def rng_fill(out, seed, offset):
-    """out[i] = uniform [0, 1) number i of (seed, offset[0]); out and offset are 1-D."""
-    key = rng_key(seed, offset[0])
-    for i in range(out.shape[0]):
-        bits = hash32((np.uint64(i) & np.uint64(0xFFFFFFFF)) ^ key)
-        out[i] = np.float64(bits >> np.uint64(8)) * (1.0 / 16777216.0)

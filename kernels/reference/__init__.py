@@ -11,7 +11,8 @@ import numpy as np
 import scipy.special
 
 from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
-from graphc.ir.ops import conv_output_size
+from graphc.kernels.scalar_ops import MASK32, UNIFORM_BITS, UNIFORM_SCALE, hash32_numpy
+from graphc.kernels.windows import conv_window
 
 Kernel = Callable[[list[np.ndarray], dict], list[np.ndarray]]
 KERNELS: dict[str, Kernel] = {}
@@ -150,19 +151,11 @@ def _scatter_add(xs, attrs):
     return [out]
 
 
-def _window(attrs, h, w):
-    (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
-    (ph, pw), (dh, dw) = attrs["padding"], attrs["dilation"]
-    oh = conv_output_size(h, kh, sh, ph, dh)
-    ow = conv_output_size(w, kw, sw, pw, dw)
-    return kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
-
-
 @_register("im2col")
 def _im2col(xs, attrs):
     x = xs[0]
     n, c, h, w = x.shape
-    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = _window(attrs, h, w)
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = conv_window(attrs, h, w)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
     for i in range(kh):
@@ -174,7 +167,7 @@ def _im2col(xs, attrs):
 @_register("col2im")
 def _col2im(xs, attrs):
     n, c, h, w = attrs["image_shape"]
-    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = _window(attrs, h, w)
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = conv_window(attrs, h, w)
     cols = xs[0].reshape(n, c, kh, kw, oh, ow)
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=xs[0].dtype)
     for i in range(kh):
@@ -186,9 +179,7 @@ def _col2im(xs, attrs):
 def _pool_windows(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, int, int]:
     """[N, C, kh*kw, oh, ow] windows of an unpadded NCHW input (row-major window order)."""
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
-    oh = conv_output_size(h, kh, sh, 0, dh)
-    ow = conv_output_size(w, kw, sw, 0, dw)
+    kh, kw, sh, sw, _, _, dh, dw, oh, ow = conv_window(attrs, h, w)
     (cols,) = _im2col([x], {"kernel": (kh, kw), "stride": (sh, sw), "padding": (0, 0), "dilation": (dh, dw)})
     return cols.reshape(n, c, kh * kw, oh, ow), oh, ow
 
@@ -228,20 +219,13 @@ def _const(xs, attrs):
     return [np.array(attrs["value"], dtype=to_numpy_dtype(attrs["dtype"]))]
 
 
-def hash32(x: np.ndarray) -> np.ndarray:
-    """A 32-bit integer mixing function (lowbias32); CPU and CUDA kernels use the same steps."""
-    x = np.asarray(x, dtype=np.uint32)
-    x = x ^ (x >> np.uint32(16))
-    x = x * np.uint32(0x7FEB352D)
-    x = x ^ (x >> np.uint32(15))
-    x = x * np.uint32(0x846CA68B)
-    return x ^ (x >> np.uint32(16))
+hash32 = hash32_numpy  # lowbias32 (kernels.scalar_ops.HASH32_STEPS): CPU and CUDA render the same steps
 
 
 def rng_key(seed: int, offset: int) -> np.uint32:
     """The per-call key of rng_uniform: a hash of the seed and the (step) offset."""
-    lo, hi = np.uint32(offset & 0xFFFFFFFF), np.uint32((offset >> 32) & 0xFFFFFFFF)
-    return hash32(np.uint32(seed & 0xFFFFFFFF) ^ hash32(lo ^ hash32(hi)))
+    lo, hi = np.uint32(offset & MASK32), np.uint32((offset >> 32) & MASK32)
+    return hash32(np.uint32(seed & MASK32) ^ hash32(lo ^ hash32(hi)))
 
 
 @_register("rng_uniform")
@@ -250,7 +234,7 @@ def _rng_uniform(xs, attrs):
     count = int(np.prod(attrs["shape"], dtype=np.int64))
     bits = hash32(np.arange(count, dtype=np.uint32) ^ key)
     # The top 24 bits make a float32-exact value in [0, 1).
-    u = (bits >> np.uint32(8)).astype(np.float64) * (1.0 / (1 << 24))
+    u = (bits >> np.uint32(32 - UNIFORM_BITS)).astype(np.float64) * UNIFORM_SCALE
     return [u.astype(to_numpy_dtype(attrs["dtype"])).reshape(attrs["shape"])]
 
 

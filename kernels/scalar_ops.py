@@ -1,0 +1,261 @@
+"""What every backend's generated code computes per element, defined once.
+
+- ``SCALAR_FORMS``: each elementwise op's scalar expression (op name -> form), written against a
+  ``Dialect`` (how a backend spells a dtype's constructor and a constant). A backend passes an
+  override table (op name -> form) where it differs: the CPU's vectorizable exp/erf helpers, the
+  CUDA cast from bool. A form may return None to fall back to the shared one.
+- ``REDUCTIONS``: each reduction's start value and combine step (NumPy's NaN propagation).
+- ``HASH32_STEPS``: the counter-based RNG's mixing function (lowbias32) and how a key and an
+  element index make a uniform number; the NumPy reference and both code generators render it.
+- ``is_elementwise``: which ops an elementwise loop computes per element.
+
+Like tinygrad's ``code_for_op`` table overridden per renderer: a new elementwise op needs one
+entry here and no backend code. Only ``graphc.ir`` is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.ir import GraphcError, Node, to_numpy_dtype
+from graphc.ir.ops import REGISTRY
+
+FLOATS = ("f32", "f64")
+INTS = ("i32", "i64")
+
+
+class Unsupported(Exception):
+    """A generator cannot handle this node or body; the caller falls back (or reports it)."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one backend spells scalar code.
+
+    ``type_name(dtype)`` is the constructor of a dtype's scalars (``np.float32`` or ``float32``);
+    ``literal(value, dtype)`` a constant; ``wrap(dtype, expr)`` casts a computed result back to
+    its dtype (numba widens int32 arithmetic and some float32 math; NumPy keeps the dtype).
+    """
+
+    name: str
+    type_name: Callable[[str], str]
+    literal: Callable[[object, str], str]
+    wrap: Callable[[str, str], str]
+
+
+# A form: (dialect, node, operand expressions) -> expression of the node's dtype, or None (an
+# override that leaves this case to the shared form).
+ScalarForm = Callable[[Dialect, Node, list[str]], "str | None"]
+
+
+def _math(fn: str) -> ScalarForm:
+    return lambda d, node, a: d.wrap(node.outputs[0].dtype, f"math.{fn}({a[0]})")
+
+
+def _binary(symbol: str) -> ScalarForm:
+    return lambda d, node, a: d.wrap(node.outputs[0].dtype, f"{a[0]} {symbol} {a[1]}")
+
+
+def _compare(symbol: str) -> ScalarForm:
+    return lambda d, node, a: f"({a[0]} {symbol} {a[1]})"
+
+
+def _extremum(symbol: str) -> ScalarForm:
+    # NumPy propagates NaN from either side (a != a only for NaN); Python's max() would not.
+    return lambda d, node, a: f"({a[0]} if ({a[0]} {symbol} {a[1]} or {a[0]} != {a[0]}) else {a[1]})"
+
+
+def _one_over(expr: str) -> ScalarForm:
+    def form(d: Dialect, node: Node, a: list[str]) -> str:
+        out = node.outputs[0].dtype
+        return d.wrap(out, f"{d.literal(1, out)} / {expr.format(a[0])}")
+
+    return form
+
+
+def _sign(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    T = d.type_name(out)
+    zero = a[0] if out in FLOATS else f"{T}(0)"  # NaN and -0.0 pass through for floats
+    return f"({T}(1) if {a[0]} > 0 else ({T}(-1) if {a[0]} < 0 else {zero}))"
+
+
+def _cast(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    return f"({a[0]} != 0)" if out == "bool" else f"{d.type_name(out)}({a[0]})"
+
+
+SCALAR_FORMS: dict[str, ScalarForm] = {
+    **{fn: _math(fn) for fn in ("exp", "log", "sqrt", "tanh", "erf", "sin", "cos")},
+    "rsqrt": _one_over("math.sqrt({})"),
+    "reciprocal": _one_over("{}"),
+    "neg": lambda d, node, a: d.wrap(node.outputs[0].dtype, f"-{a[0]}"),
+    "abs": lambda d, node, a: d.wrap(node.outputs[0].dtype, f"abs({a[0]})"),
+    "sign": _sign,
+    "cast": _cast,
+    **{op: _binary(s) for op, s in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("pow", "**"))},
+    "maximum": _extremum(">"),
+    "minimum": _extremum("<"),
+    **{op: _compare(s) for op, s in (("lt", "<"), ("le", "<="), ("eq", "=="), ("ne", "!="), ("gt", ">"))},
+    "ge": _compare(">="),
+    "where": lambda d, node, a: f"({a[1]} if {a[0]} else {a[2]})",
+    "broadcast_to": lambda d, node, a: a[0],
+}
+
+# Nullary (source) ops an elementwise loop computes inline: a constant, and rng_uniform from the
+# element's index (each backend renders these two itself).
+INLINE_SOURCES = ("const", "rng_uniform")
+
+
+def scalar_expr(
+    dialect: Dialect,
+    node: Node,
+    args: list[str],
+    overrides: Mapping[str, Callable[..., str | None]],
+    **context,
+) -> str:
+    """Source of one elementwise op on scalar operands ``args``, the backend's override first.
+
+    An override is called with the backend's ``context`` keywords too (the CPU's helper
+    collector); the shared forms get none.
+    """
+    form = overrides.get(node.op)
+    if form is not None:
+        text = form(dialect, node, args, **context)
+        if text is not None:
+            return text
+    form = SCALAR_FORMS.get(node.op)
+    if form is None:
+        raise Unsupported(f"no scalar form for op {node.op!r}")
+    text = form(dialect, node, args)
+    if text is None:
+        raise Unsupported(f"no scalar form for op {node.op!r} on {node.outputs[0].dtype}")
+    return text
+
+
+def has_scalar_form(op: str, overrides: Mapping[str, Callable[..., str | None]]) -> bool:
+    """Whether a backend with these overrides has a scalar form for ``op``."""
+    return op in SCALAR_FORMS or op in overrides
+
+
+def is_elementwise(node: Node) -> bool:
+    """Ops an elementwise loop evaluates per element: pointwise/broadcast ops, const, rng_uniform."""
+    if node.op in INLINE_SOURCES:
+        return True
+    op = REGISTRY.get(node.op)
+    return op is not None and node.op != "fused" and op.fusion in ("pointwise", "broadcast", "source")
+
+
+def elementwise_ops(overrides: Mapping[str, Callable[..., str | None]]) -> list[str]:
+    """Every registered op a backend with these overrides generates as an elementwise loop."""
+    return sorted(op for op in REGISTRY if op in INLINE_SOURCES or has_scalar_form(op, overrides))
+
+
+def scalar_value(value: object, dtype: str, what: str = "a constant") -> bool | int | float:
+    """The Python scalar of a graph constant of ``dtype`` (``what`` names it in the error)."""
+    try:
+        if dtype == "bool":
+            return bool(value)
+        if dtype in INTS:
+            return int(value)  # type: ignore[call-overload]
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise GraphcError(f"{what} of dtype {dtype} must be a number, got {type(value).__name__}") from None
+
+
+# ---------------------------------------------------------------- reductions
+def family(dtype: str) -> str:
+    """``float``, ``int`` or ``bool``: the dtype's family, which decides start values and steps."""
+    return "float" if dtype in FLOATS else "bool" if dtype == "bool" else "int"
+
+
+def _lowest(dtype: str) -> object:
+    fam = family(dtype)
+    return -np.inf if fam == "float" else False if fam == "bool" else int(np.iinfo(to_numpy_dtype(dtype)).min)
+
+
+def _highest(dtype: str) -> object:
+    fam = family(dtype)
+    return np.inf if fam == "float" else True if fam == "bool" else int(np.iinfo(to_numpy_dtype(dtype)).max)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A reduction's start value (for an accumulator dtype) and its combine step."""
+
+    start: Callable[[str], object]
+    combine: Callable[[str, str, str], str]  # (accumulator dtype, acc, value) -> the new acc
+
+
+def _sum_step(dtype: str, acc: str, v: str) -> str:
+    return f"({acc} or {v})" if dtype == "bool" else f"({acc} + {v})"
+
+
+def _extremum_step(symbol: str, bool_op: str) -> Callable[[str, str, str], str]:
+    def step(dtype: str, acc: str, v: str) -> str:
+        fam = family(dtype)
+        if fam == "bool":
+            return f"({acc} {bool_op} {v})"
+        if fam == "float":
+            # Once acc is NaN no comparison is true, so it stays NaN; a NaN v is taken.
+            return f"({v} if ({v} {symbol} {acc} or {v} != {v}) else {acc})"
+        return f"({v} if {v} {symbol} {acc} else {acc})"
+
+    return step
+
+
+REDUCTIONS: dict[str, Reduction] = {
+    "sum": Reduction(lambda dtype: 0, _sum_step),
+    "max": Reduction(_lowest, _extremum_step(">", "or")),
+    "min": Reduction(_highest, _extremum_step("<", "and")),
+}
+
+
+def sum_dtype(dtype: str) -> str:
+    """The accumulator dtype of a sum over ``dtype`` (integers add up in int64, as NumPy's sum)."""
+    return "i64" if dtype in INTS else dtype
+
+
+# ---------------------------------------------------------------- the counter-based RNG
+# lowbias32 (Chris Wellons): x ^= x >> 16; x *= 0x7FEB352D; x ^= x >> 15; x *= 0x846CA68B;
+# x ^= x >> 16, all in uint32. Element i of rng_uniform(seed) at step offset is the top 24 bits
+# of hash32(i ^ key) times 2**-24 (exact in float32), key = hash32(seed ^ hash32(lo ^ hash32(hi)))
+# over the offset's two 32-bit halves.
+HASH32_STEPS: tuple[tuple[str, int], ...] = (
+    ("xorshift", 16),
+    ("multiply", 0x7FEB352D),
+    ("xorshift", 15),
+    ("multiply", 0x846CA68B),
+    ("xorshift", 16),
+)
+UNIFORM_BITS = 24
+UNIFORM_SCALE = 1.0 / (1 << UNIFORM_BITS)
+MASK32 = 0xFFFFFFFF
+
+
+def hash32_lines(dst: str, src: str, u64: str) -> list[str]:
+    """Statements leaving lowbias32 of ``src`` in ``dst``, in uint64 (``u64`` its constructor).
+
+    numba widens uint32 arithmetic to 64 bits, so every product is masked back to 32 bits; the
+    result is exactly the uint32 arithmetic of the reference.
+    """
+    lines = []
+    x = src
+    for kind, k in HASH32_STEPS:
+        if kind == "xorshift":
+            lines.append(f"{dst} = {x} ^ ({x} >> {u64}({k}))")
+        else:
+            lines.append(f"{dst} = ({x} * {u64}(0x{k:X})) & {u64}(0x{MASK32:X})")
+        x = dst
+    return lines
+
+
+def hash32_numpy(x: np.ndarray) -> np.ndarray:
+    """lowbias32 over a uint32 array (the reference's arithmetic: uint32 wraps)."""
+    x = np.asarray(x, dtype=np.uint32)
+    for kind, k in HASH32_STEPS:
+        x = x ^ (x >> np.uint32(k)) if kind == "xorshift" else x * np.uint32(k)
+    return x
