@@ -101,17 +101,23 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- activations
+def _result(x: Tensor, out: Tensor, inplace: bool, name: str) -> Tensor:
+    """``out``, or with ``inplace`` x rebound to it (PyTorch's in-place semantics, see Tensor)."""
+    return x._assign_inplace(out, name) if inplace else out
+
+
 @_eager
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
-    """max(x, 0)."""
-    return _t(input).relu()
+    """max(x, 0), NaN propagating (``inplace`` rebinds ``input``, as PyTorch's does)."""
+    x = _t(input)
+    return _result(x, x.relu(), inplace, "relu(inplace=True)")
 
 
 @_eager
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
-    """x where x >= 0, else negative_slope * x."""
+    """x where x > 0, else negative_slope * x (so the gradient at 0 is negative_slope, as in torch)."""
     x = _t(input)
-    return _where(x >= 0, x, x * negative_slope)
+    return _result(x, _where(x > 0, x, x * negative_slope), inplace, "leaky_relu(inplace=True)")
 
 
 @_eager
@@ -136,7 +142,7 @@ def sigmoid(input: Tensor) -> Tensor:
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     """x * sigmoid(x)."""
     x = _t(input)
-    return x * x.sigmoid()
+    return _result(x, x * x.sigmoid(), inplace, "silu(inplace=True)")
 
 
 @_eager
@@ -211,14 +217,26 @@ def _nll(
     n_classes = logp.shape[1]
     onehot = _class_mask(target, n_classes, logp.ndim)
     picked = _where(onehot, logp, 0.0).sum(1)
-    valid = (target != ignore_index).to(logp.value.dtype)
+    ignored = target == ignore_index
+    valid = (~ignored).to(logp.value.dtype)
     bshape = (1, n_classes) + (1,) * (logp.ndim - 2)
+    # Each target's class weight (1 without weights) is read with a gather: its kernels raise a
+    # GraphcError naming a label outside [0, classes) at run time, on every backend, as PyTorch
+    # does. ignore_index reads class 0 and is masked out by ``valid``.
     if weight is not None:
-        w = _t(weight, like=logp).reshape(bshape)
-        w_target = _where(onehot, w, 0.0).sum(1) * valid
+        w_vec = _t(weight, like=logp)
+        if w_vec.shape != (n_classes,):
+            raise GraphcError(
+                f"{_at(user_source())}cross_entropy/nll_loss: weight must have shape ({n_classes},), "
+                f"got {w_vec.shape}"
+            )
+        w = w_vec.reshape(bshape)
     else:
         w = None
-        w_target = valid
+        w_vec = logp.ctx.array(np.ones(n_classes, dtype=logp.dtype), name="class_weight")
+    in_range = 0 <= ignore_index < n_classes  # then ignore_index is itself a safe index
+    safe = target if in_range else _where(ignored, _t(0, like=target), target)
+    w_target = logp.ctx.op("gather", w_vec, safe, axis=0) * valid
     loss = -(picked * w_target)
     if smoothing:
         smooth = -((logp * w) if w is not None else logp).sum(1) * valid
@@ -449,7 +467,12 @@ def max_pool2d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> Tensor:
-    """Max over windows: pad with the dtype's lowest value, then one max_pool2d op."""
+    """Max over windows: pad with -inf (the lowest value for integers), then one max_pool2d op.
+
+    NaN counts as the maximum and a window of -inf gives -inf, as in PyTorch. One difference: a
+    window that covers padding and holds only -inf values sends its gradient to a padding element
+    (dropped), where PyTorch sends it to the window's first element inside the input.
+    """
     if return_indices:
         raise GraphcError(f"{_at(user_source())}max_pool2d: return_indices is not supported")
     x = _t(input)
@@ -457,9 +480,10 @@ def max_pool2d(
         x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d"
     )
     if any(p) or any(extra):
-        info = np.finfo(x.dtype) if x.dtype.kind == "f" else np.iinfo(x.dtype)
+        # -inf, as PyTorch: a window of -inf values gives -inf, not the padding's finite lowest
+        low = -math.inf if x.dtype.kind == "f" else float(np.iinfo(x.dtype).min)
         pads = ((0, 0), (0, 0), (p[0], p[0] + extra[0]), (p[1], p[1] + extra[1]))
-        x = x.ctx.op("pad", x, pads=pads, value=float(info.min))
+        x = x.ctx.op("pad", x, pads=pads, value=low)
     y = x.ctx.op("max_pool2d", x, kernel=k, stride=s, dilation=d)
     if y.shape[2:] != (oh, ow):  # ceil_mode rounding: keep only the windows PyTorch keeps
         y = y[:, :, :oh, :ow]
@@ -588,20 +612,25 @@ def batch_norm(
 
 @_eager
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-    """Zero each element with probability p (counter-based RNG), scale the rest by 1/(1-p)."""
+    """Zero each element with probability p (counter-based RNG), scale the rest by 1/(1-p).
+
+    ``inplace`` rebinds ``input`` to the result (PyTorch's in-place semantics, see Tensor).
+    """
     if not 0.0 <= p <= 1.0:
         raise GraphcError(f"{_at(user_source())}dropout probability must be in [0, 1], got {p}")
     x = _t(input)
     if not training or p == 0.0:
         return x
     if p == 1.0:
-        return x * 0.0
+        return _result(x, x * 0.0, inplace, "dropout(inplace=True)")
     from graphc.nn.init import next_seed
 
-    x = _float(x)
+    xf = _float(x)
     ctx = x.ctx
-    u = ctx.op("rng_uniform", ctx.rng_offset(), shape=x.shape, seed=next_seed(), dtype=x.value.dtype)
-    return _where(u >= p, x * (1.0 / (1.0 - p)), 0.0)
+    u = ctx.op("rng_uniform", ctx.rng_offset(), shape=x.shape, seed=next_seed(), dtype=xf.value.dtype)
+    # x times a 0 / (1/(1-p)) mask, as PyTorch: a dropped inf or NaN gives NaN
+    out = xf * _where(u >= p, _t(1.0 / (1.0 - p), like=xf), 0.0)
+    return _result(x, out, inplace, "dropout(inplace=True)")
 
 
 @_eager

@@ -7,6 +7,13 @@ code can compare it with ``np.float32``; the graphc dtype name is ``t.value.dtyp
 Reductions follow PyTorch (``dim``, ``keepdim``) and accept NumPy's ``axis``/``keepdims``.
 ``t.max(dim=1)`` returns the values as a Tensor that also has ``.values`` and ``.indices`` and
 unpacks as ``values, indices = t.max(dim=1)``, as in PyTorch; with ``axis=`` it is NumPy's max.
+
+In-place ops (``y += 1``, ``y.add_(1)``, ``y.relu_()``, ``F.relu(y, inplace=True)``, ...) follow
+PyTorch's aliasing: the Tensor object is rebound to the new value, so every Python name bound to
+it sees the update, and a buffer gets it as its next value. Where graphc cannot give PyTorch's
+meaning (a view of a tensor that is still alive, a tensor whose views are alive, a parameter, a
+graph input) the op raises a GraphcError at the user's line. NaN propagates through relu, clamp,
+maximum/minimum and the max/min reductions as in PyTorch.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -55,18 +63,13 @@ def _short(filename: str) -> str:
     return short
 
 
-# Files of the package that define models the way a user does (the benchmark workloads): their
-# lines are the source a node should name, not the console script that started the run.
-_MODEL_FILES = frozenset({os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench.py")})
-
-
 def user_source() -> str | None:
     """``file:line`` of the innermost stack frame outside the graphc package (the user's code)."""
     internal = _internal_dirs()
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(internal) or filename in _MODEL_FILES:
+        if not filename.startswith(internal):
             return f"{_short(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
@@ -110,6 +113,8 @@ class TraceContext:
         self._consts: dict[tuple, Tensor] = {}
         self._rng_offset: Tensor | None = None
         self._rng_update: Tensor | None = None
+        # Names of inputs that in-place ops must not write (the arrays an eager call was given).
+        self.readonly: set[str] = set()
         self.active = False
         self._finished = False
 
@@ -156,7 +161,8 @@ class TraceContext:
         hit = self._consts.get(key)
         if hit is None:
             hit = self._consts[key] = self.op("const", value=value, dtype=dtype)
-        return hit
+        # A fresh object each time: an in-place op rebinds the object it is called on.
+        return Tensor(hit.value, self)
 
     def array(self, array: np.ndarray, name: str | None = None, kind: str = "const") -> Tensor:
         """The Tensor for an array: a graph input made on first use (then the current value)."""
@@ -301,11 +307,30 @@ def _control_flow_error(what: str) -> GraphcError:
     )
 
 
+def _concrete_value_error(what: str) -> GraphcError:
+    return GraphcError(
+        f"{_at(user_source())}{what} needs the concrete value of a traced Tensor, which does not exist "
+        "while tracing: the Tensor stands for a value computed later, inside the compiled graph. "
+        "Keep the computation in Tensor operations and return the Tensor from the traced function; "
+        "the compiled plan returns it as a NumPy array."
+    )
+
+
+def _unsupported_op_error(symbol: str) -> GraphcError:
+    return GraphcError(
+        f"{_at(user_source())}the {symbol} operator is not supported on traced Tensors yet (graphc has no "
+        "floor primitive to build it from exactly); compute it on the arrays before or after running "
+        "the compiled plan"
+    )
+
+
 # ---------------------------------------------------------------------------- Tensor
 class Tensor:
     """A symbolic tensor: an ir.Value in the graph of a TraceContext."""
 
-    __slots__ = ("value", "ctx", "__weakref__")
+    # ``_base``: weak reference to the tensor this one is a view of (reshape, transpose, indexing,
+    # expand); ``_views``: weak references to this tensor's views. In-place ops consult both.
+    __slots__ = ("value", "ctx", "_base", "_views", "__weakref__")
 
     def __init__(self, value: Value, ctx: TraceContext | None = None) -> None:
         ctx = ctx or current_context()
@@ -313,6 +338,8 @@ class Tensor:
             raise GraphcError("Tensor(value) needs an active trace or tracing.building(graph)")
         self.value = value
         self.ctx = ctx
+        self._base: weakref.ref | None = None
+        self._views: list[weakref.ref] | None = None
 
     # ------------------------------------------------------------ metadata
     @property
@@ -379,10 +406,35 @@ class Tensor:
             "run the compiled plan to get arrays"
         )
 
+    def item(self) -> object:
+        """Not available while tracing: raises a GraphcError saying what to do instead."""
+        raise _concrete_value_error("item()")
+
+    def numpy(self) -> np.ndarray:
+        """Not available while tracing: raises a GraphcError saying what to do instead."""
+        raise _concrete_value_error("numpy()")
+
+    def tolist(self) -> list:
+        """Not available while tracing: raises a GraphcError saying what to do instead."""
+        raise _concrete_value_error("tolist()")
+
     def __setitem__(self, key: object, value: object) -> None:
         raise GraphcError(
-            f"{_at(user_source())}traced Tensors are immutable; build a new one (e.g. with where())"
+            f"{_at(user_source())}assigning to an indexed traced Tensor (t[...] = v) is not supported; "
+            "build a new one with where() (in-place ops on a whole tensor, like add_() or +=, work)"
         )
+
+    def __floordiv__(self, other: object) -> Tensor:
+        raise _unsupported_op_error("//")
+
+    __rfloordiv__ = __floordiv__
+    __ifloordiv__ = __floordiv__
+
+    def __mod__(self, other: object) -> Tensor:
+        raise _unsupported_op_error("%")
+
+    __rmod__ = __mod__
+    __imod__ = __mod__
 
     # ------------------------------------------------------------ casting
     def to(self, dtype: object) -> Tensor:
@@ -415,12 +467,12 @@ class Tensor:
         return self.to("bool")
 
     def contiguous(self) -> Tensor:
-        """Itself: traced tensors have no layout."""
-        return self
+        """Itself (traced tensors have no layout); a copy for a view, as in PyTorch."""
+        return self if self._live_base() is None else Tensor(self.value, self.ctx)
 
     def clone(self) -> Tensor:
-        """Itself: traced tensors are immutable."""
-        return self
+        """A copy: a new Tensor object, so in-place ops on either leave the other alone."""
+        return Tensor(self.value, self.ctx)
 
     # ------------------------------------------------------------ arithmetic
     def _binary(self, op: str, other: object, reflected: bool = False, need_float: bool = False) -> Tensor:
@@ -460,7 +512,7 @@ class Tensor:
     def __pow__(self, other: object) -> Tensor:
         if isinstance(other, (int, float)) and not isinstance(other, bool):
             if other == 1:
-                return self
+                return Tensor(self.value, self.ctx)  # a new tensor, as in PyTorch (not an alias)
             if other == 2:
                 return self * self
         return self._binary("pow", other, need_float=True)
@@ -517,6 +569,179 @@ class Tensor:
         if self.value.dtype != "bool" or b.value.dtype != "bool":
             raise GraphcError(f"{_at(user_source())}& and | need bool tensors")
         return self.ctx.op(op, self.to("i32"), b.to("i32")).to("bool")
+
+    # ------------------------------------------------------------ in-place ops (PyTorch aliasing)
+    def _live_base(self) -> Tensor | None:
+        """The tensor this one is a view of, if that tensor is still alive."""
+        return self._base() if self._base is not None else None
+
+    def _view_of(self, source: Tensor) -> Tensor:
+        """Record ``self`` (just made from ``source`` by a view op) as a view of source's base."""
+        if self is source:
+            return self
+        root = source._live_base()
+        if root is None:
+            root = source
+        self._base = weakref.ref(root)
+        views = root._views
+        if views is None:
+            views = root._views = []
+        elif len(views) > 32:
+            views[:] = [r for r in views if r() is not None]
+        views.append(weakref.ref(self))
+        return self
+
+    def _assign_inplace(self, new: object, what: str) -> Tensor:
+        """PyTorch's in-place semantics: rebind this Tensor object to ``new`` and return it.
+
+        Every Python name bound to this object then sees the new value. A view of a live tensor,
+        a tensor with live views, a parameter and a graph input cannot be written (GraphcError at
+        the user's line); a buffer (const/state input) gets ``new`` as its next value.
+        """
+        source = user_source()
+        ctx = self.ctx
+        base = self._live_base()
+        if base is not None:
+            raise GraphcError(
+                f"{_at(source)}{what}: in-place operation on a view (made by indexing, reshape/view, "
+                f"transpose or expand) of %{base.value.name} is not supported while tracing; use the "
+                "out-of-place form (y = x.add(1)) and build the new tensor from it"
+            )
+        if self._views and any(r() is not None for r in self._views):
+            raise GraphcError(
+                f"{_at(source)}{what}: in-place operation on %{self.value.name}, which has live views "
+                "(made by indexing, reshape/view, transpose or expand) that would see the change; this "
+                "is not supported while tracing: use the out-of-place form (y = x.add(1))"
+            )
+        name = self.value.name
+        kind = ctx.graph.kinds.get(name)
+        if kind == "param":
+            raise GraphcError(
+                f"{_at(source)}{what}: in-place operation on parameter %{name} while tracing; parameters "
+                "change only through the optimizer (use an out-of-place op on a copy)"
+            )
+        if kind == "data" or name in ctx.readonly or (kind is not None and name not in ctx._owner):
+            raise GraphcError(
+                f"{_at(source)}{what}: in-place operation on graph input %{name}; graphc does not write "
+                "into its inputs: use the out-of-place form (y = x.add(1), F.relu(x))"
+            )
+        t = as_tensor(new, like=self)
+        if t.ctx is not ctx:
+            raise GraphcError(f"{_at(source)}{what}: operand comes from a different trace")
+        if t.shape != self.shape:
+            try:
+                same = ir.ops.broadcast_shapes(t.shape, self.shape) == self.shape
+            except GraphcError:
+                same = False
+            if not same:
+                raise GraphcError(
+                    f"{_at(source)}{what}: the result has shape {t.shape}, which does not fit in place "
+                    f"into %{name} of shape {self.shape}"
+                )
+            t = t.broadcast_to(self.shape)
+        if t.value.dtype != self.value.dtype:
+            if _DTYPE_ORDER[t.value.dtype] > _DTYPE_ORDER[self.value.dtype] and not (
+                t.value.dtype in ("f32", "f64") and self.value.dtype in ("f32", "f64")
+            ):
+                raise GraphcError(
+                    f"{_at(source)}{what}: the result's dtype {t.value.dtype} cannot be cast to "
+                    f"%{name}'s dtype {self.value.dtype} in place"
+                )
+            t = t.to(self.value.dtype)
+        if name in ctx._owner:  # a buffer: its next value, written back when the plan runs
+            ctx.assign(self, t)
+        self.value = t.value
+        return self
+
+    def __iadd__(self, other: object) -> Tensor:
+        return self._assign_inplace(self + other, "+=")
+
+    def __isub__(self, other: object) -> Tensor:
+        return self._assign_inplace(self - other, "-=")
+
+    def __imul__(self, other: object) -> Tensor:
+        return self._assign_inplace(self * other, "*=")
+
+    def __itruediv__(self, other: object) -> Tensor:
+        return self._assign_inplace(self / other, "/=")
+
+    def __ipow__(self, other: object) -> Tensor:
+        return self._assign_inplace(self**other, "**=")
+
+    def add_(self, other: object, *, alpha: object = 1) -> Tensor:
+        """In place: self + alpha * other."""
+        return self._assign_inplace(self + (other if alpha == 1 else other * alpha), "add_")
+
+    def sub_(self, other: object, *, alpha: object = 1) -> Tensor:
+        """In place: self - alpha * other."""
+        return self._assign_inplace(self - (other if alpha == 1 else other * alpha), "sub_")
+
+    def mul_(self, other: object) -> Tensor:
+        """In place: self * other."""
+        return self._assign_inplace(self * other, "mul_")
+
+    def div_(self, other: object) -> Tensor:
+        """In place: self / other."""
+        return self._assign_inplace(self / other, "div_")
+
+    def pow_(self, other: object) -> Tensor:
+        """In place: self ** other."""
+        return self._assign_inplace(self**other, "pow_")
+
+    def neg_(self) -> Tensor:
+        """In place: -self."""
+        return self._assign_inplace(-self, "neg_")
+
+    def abs_(self) -> Tensor:
+        """In place: |self|."""
+        return self._assign_inplace(self.abs(), "abs_")
+
+    def exp_(self) -> Tensor:
+        """In place: exp(self)."""
+        return self._assign_inplace(self.exp(), "exp_")
+
+    def log_(self) -> Tensor:
+        """In place: log(self)."""
+        return self._assign_inplace(self.log(), "log_")
+
+    def sqrt_(self) -> Tensor:
+        """In place: sqrt(self)."""
+        return self._assign_inplace(self.sqrt(), "sqrt_")
+
+    def tanh_(self) -> Tensor:
+        """In place: tanh(self)."""
+        return self._assign_inplace(self.tanh(), "tanh_")
+
+    def sigmoid_(self) -> Tensor:
+        """In place: sigmoid(self)."""
+        return self._assign_inplace(self.sigmoid(), "sigmoid_")
+
+    def relu_(self) -> Tensor:
+        """In place: relu(self)."""
+        return self._assign_inplace(self.relu(), "relu_")
+
+    def clamp_(self, min: object = None, max: object = None) -> Tensor:
+        """In place: clamp(self, min, max)."""
+        return self._assign_inplace(self.clamp(min, max), "clamp_")
+
+    clip_ = clamp_
+
+    def masked_fill_(self, mask: Tensor, value: object) -> Tensor:
+        """In place: value where mask, else self."""
+        return self._assign_inplace(self.masked_fill(mask, value), "masked_fill_")
+
+    def zero_(self) -> Tensor:
+        """In place: all zeros."""
+        return self._assign_inplace(self.ctx.const(0, self.value.dtype), "zero_")
+
+    def fill_(self, value: object) -> Tensor:
+        """In place: every element ``value``."""
+        return self._assign_inplace(as_tensor(value, like=self).to(self.value.dtype), "fill_")
+
+    def copy_(self, src: object) -> Tensor:
+        """In place: the values of ``src`` (broadcast, cast to this tensor's dtype)."""
+        t = as_tensor(src, like=self)
+        return self._assign_inplace(t.to(self.value.dtype), "copy_")
 
     # NumPy calls this for ``array + tensor`` and ``np.exp(tensor)``: record the op instead.
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: object, **kwargs: object) -> object:
@@ -592,9 +817,9 @@ class Tensor:
         return (1.0 + (-x).exp()).reciprocal()
 
     def relu(self) -> Tensor:
-        """x where x > 0, else 0 (traced as a select, so the gradient at 0 is 0, as in torch)."""
+        """0 where x <= 0, else x: NaN stays NaN, and the gradient is 0 at 0 and passes at NaN (torch)."""
         zero = as_tensor(0, like=self)
-        return self.ctx.op("where", self.ctx.op("gt", self, zero), self, zero)
+        return self.ctx.op("where", self.ctx.op("le", self, zero), zero, self)
 
     def maximum(self, other: object) -> Tensor:
         """Elementwise maximum."""
@@ -605,12 +830,30 @@ class Tensor:
         return self._binary("minimum", other)
 
     def clamp(self, min: object = None, max: object = None) -> Tensor:
-        """Limit values to [min, max] (either may be None)."""
-        out = self
-        if min is not None:
-            out = out.maximum(min)
-        if max is not None:
-            out = out.minimum(max)
+        """Limit values to [min, max] (either may be None), with PyTorch's NaN and gradient rules.
+
+        ``min(max(x, min), max)`` where a NaN anywhere gives NaN; the gradient reaches x where
+        ``min <= x <= max`` (so at the bounds too) and not at NaN, and a tensor bound where it is
+        the result.
+        """
+        if min is None and max is None:
+            raise GraphcError(f"{_at(user_source())}clamp: at least one of min and max must be given")
+        out, guarded = self, False
+        for bound, cmp in ((min, "lt"), (max, "gt")):
+            if bound is None:
+                continue
+            b = as_tensor(bound, like=out)
+            out, b = _promote(out, b)
+            if not guarded and out.value.dtype in ("f32", "f64"):
+                guarded = True
+                # x itself where it is a number, a NaN constant (no gradient) where it is NaN
+                nan = self.ctx.const(math.nan, out.value.dtype)
+                out = self.ctx.op("where", self.ctx.op("ne", out, out), nan, out)
+            take = self.ctx.op(cmp, out, b)
+            number = isinstance(bound, (int, float)) and not math.isnan(bound)
+            if not number and b.value.dtype in ("f32", "f64"):  # a NaN bound gives NaN
+                take = self.ctx.op("where", self.ctx.op("ne", b, b), b.ctx.const(True, "bool"), take)
+            out = self.ctx.op("where", take, b, out)
         return out
 
     clip = clamp
@@ -687,11 +930,10 @@ class Tensor:
         return self.var(*args, **kwargs).sqrt()
 
     def _max_min(self, op: str, dim: object, keepdim: bool, axis: object, keepdims: object) -> Tensor:
-        out = self._reduce(op, dim, keepdim, axis, keepdims)
         if axis is None and isinstance(dim, int) and not isinstance(dim, bool):
             keep = bool(keepdims) if keepdims is not None else bool(keepdim)
-            return _MaxMinResult(out, self, op, dim, keep)
-        return out
+            return _MaxMinResult(self, op, dim, keep)
+        return self._reduce(op, dim, keepdim, axis, keepdims)
 
     def max(
         self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
@@ -739,7 +981,7 @@ class Tensor:
         target = _infer_shape(_shape_args(shape), self.numel(), self.shape)
         if target == self.shape:
             return self
-        return self.ctx.op("reshape", self, shape=target)
+        return self.ctx.op("reshape", self, shape=target)._view_of(self)
 
     view = reshape
 
@@ -765,7 +1007,7 @@ class Tensor:
             raise GraphcError(f"{_at(user_source())}permute: {perm} is not a permutation of {self.ndim} dims")
         if perm == tuple(range(self.ndim)):
             return self
-        return self.ctx.op("transpose", self, perm=perm)
+        return self.ctx.op("transpose", self, perm=perm)._view_of(self)
 
     @property
     def T(self) -> Tensor:
@@ -807,7 +1049,7 @@ class Tensor:
         target = tuple(int(d) for d in _shape_args(shape))
         if target == self.shape:
             return self
-        return self.ctx.op("broadcast_to", self, shape=target)
+        return self.ctx.op("broadcast_to", self, shape=target)._view_of(self)
 
     def expand(self, *sizes: object) -> Tensor:
         """Broadcast to ``sizes`` (-1 keeps a dim), PyTorch's expand."""
@@ -846,13 +1088,32 @@ class Tensor:
 
 
 class _MaxMinResult(Tensor):
-    """The values of ``t.max(dim)``, with ``.values``, ``.indices`` and unpacking as in PyTorch."""
+    """The values of ``t.max(dim)``, with ``.values``, ``.indices`` and unpacking as in PyTorch.
 
-    __slots__ = ("_src", "_op", "_dim", "_keep")
+    For a float tensor the values are picked at the indices (the first extreme, a NaN counting as
+    the extreme), so the gradient reaches that one element only, as in PyTorch's ``max(dim)``
+    (``amax`` and ``max()`` split it over ties instead).
+    """
 
-    def __init__(self, values: Tensor, src: Tensor, op: str, dim: int, keep: bool) -> None:
+    __slots__ = ("_src", "_op", "_dim", "_keep", "_indices")
+
+    def __init__(self, src: Tensor, op: str, dim: int, keep: bool) -> None:
+        d = _axis(dim, src.ndim)
+        indices = None
+        if src.value.dtype in ("f32", "f64") and src.ndim:
+            indices = (src if op == "max" else -src).argmax(d, keepdim=True)
+            shape = [1] * src.ndim
+            shape[d] = src.shape[d]
+            positions = np.arange(src.shape[d], dtype=np.int64).reshape(shape)
+            positions = src.ctx.array(positions, name="positions")
+            values = where(indices == positions, src, 0.0).sum(d, keepdim=keep)
+            indices = indices if keep else indices.reshape(values.shape)
+        else:
+            values = src._reduce(op, d, keep, None, None)
         super().__init__(values.value, values.ctx)
-        self._src, self._op, self._dim, self._keep = src, op, dim, keep
+        # A snapshot of src: an in-place op on src afterwards must not change these indices.
+        self._src, self._op, self._dim, self._keep = Tensor(src.value, src.ctx), op, d, keep
+        self._indices = indices
 
     @property
     def values(self) -> Tensor:
@@ -862,6 +1123,8 @@ class _MaxMinResult(Tensor):
     @property
     def indices(self) -> Tensor:
         """Where the values are (argmax/argmin along dim)."""
+        if self._indices is not None:
+            return Tensor(self._indices.value, self.ctx)
         src = self._src if self._op == "max" else -self._src
         return src.argmax(self._dim, self._keep)
 
@@ -977,9 +1240,9 @@ def _getitem(x: Tensor, key: object) -> Tensor:
     out = x
     if any(s != 0 or e != n or st != 1 for s, e, st, n in zip(starts, stops, steps, x.shape)):
         out = x.ctx.op("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
-    if gather is not None:
-        out = x.ctx.op("gather", out, gather[1], axis=gather[0])
-    return out.reshape(tuple(final))
+    if gather is not None:  # an index array copies, as in PyTorch
+        return x.ctx.op("gather", out, gather[1], axis=gather[0]).reshape(tuple(final))
+    return out.reshape(tuple(final))._view_of(x)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:

@@ -195,6 +195,9 @@ def run_eager_function(fn: Callable, args: tuple, kwargs: dict) -> Any:
     with ctx:
         conv = [ctx.array(a, name=f"arg{i}") if isinstance(a, np.ndarray) else a for i, a in enumerate(args)]
         kw = {k: ctx.array(v, name=k) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+        # The given arrays are the call's inputs: in-place ops on them raise, as while tracing
+        # (functionals that update state, like batch_norm's running stats, still write them).
+        ctx.readonly.update(t.value.name for t in (*conv, *kw.values()) if isinstance(t, Tensor))
         ctx.finish(fn(*conv, **kw))
     ir.verify(graph)
     return _split_outputs(graph, execute(graph, {}))

@@ -255,3 +255,123 @@ def test_functional_matches_torch(rng, logits, labels):
     for got, ref in cases:
         assert got.shape == tuple(ref.shape)
         close(got, ref.numpy(), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- class labels
+def _loss_and_grad(fn, x, y, backend):
+    """(loss, d loss / dx) of ``fn(x, y)`` with the reference executor or the compiled CPU plan."""
+    from graphc.compiler import compile_graph
+    from graphc.passes.autodiff import value_and_grad
+
+    joint = value_and_grad(trace(fn, x, y), wrt=["x"])
+    if backend == "reference":
+        return run_graph(joint, x, y)
+    return compile_graph(joint, backend="cpu")(x, y)
+
+
+CE_CASES = {
+    "plain": {},
+    "ignore_index": {"ignore_index": -100},
+    "ignore_index_in_range": {"ignore_index": 2},
+    "weight": {"weight": True},
+    "smoothing": {"label_smoothing": 0.2},
+    "weight_smoothing_sum": {"weight": True, "label_smoothing": 0.1, "reduction": "sum"},
+    "none": {"reduction": "none", "weight": True},
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("case", sorted(CE_CASES))
+@pytest.mark.parametrize("spatial", [False, True])
+def test_cross_entropy_values_and_gradients_match_torch(rng, case, spatial, backend):
+    torch = pytest.importorskip("torch")
+    kwargs = dict(CE_CASES[case])
+    shape, yshape = ((3, 4, 2, 3), (3, 2, 3)) if spatial else ((6, 4), (6,))
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, 4, size=yshape).astype(np.int64)
+    y.flat[1] = -100
+    y.flat[2] = 2
+    weight = (rng.random(4) + 0.5).astype(np.float32)
+    if kwargs.pop("weight", False):
+        kwargs["weight"] = weight
+    reduce_none = kwargs.get("reduction") == "none"
+
+    def fn(x, y):
+        loss = F.cross_entropy(x, y, **kwargs)
+        return loss.sum() if reduce_none else loss
+
+    if kwargs.get("ignore_index", -100) != -100:
+        y.flat[1] = 0  # -100 is a bad label unless it is the ignore_index
+    loss, dx = _loss_and_grad(fn, x, y, backend)
+    xt = torch.tensor(x, requires_grad=True)
+    tkw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    ref = torch.nn.functional.cross_entropy(xt, torch.tensor(y), **tkw)
+    ref = ref.sum() if reduce_none else ref
+    ref.backward()
+    close(loss, ref.item())
+    close(dx, xt.grad.numpy())
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("bad", [5, -1, -100])
+def test_a_label_outside_the_classes_raises_at_run_time(rng, backend, bad):
+    """PyTorch raises for a target outside [0, classes) that is not ignore_index; so does graphc."""
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    y = rng.integers(0, 5, size=6).astype(np.int64)
+    ignore = 0 if bad == -100 else -100
+
+    def fn(x, y):
+        return F.cross_entropy(x, y, ignore_index=ignore)
+
+    graph = trace(fn, x, y)
+    run = (
+        run_graph
+        if backend == "reference"
+        else __import__("graphc.compiler").compiler.compile_graph(graph, backend="cpu")
+    )
+    args = (graph, x) if backend == "reference" else (x,)
+    close(run(*args, y), torch_free_ce(x, y, ignore))  # good labels run
+    y[3] = bad
+    with pytest.raises(GraphcError) as err:
+        run(*args, y)
+    assert "out of range [0, 5)" in str(err.value)
+    if backend == "cpu":
+        assert f"index {bad} " in str(err.value)  # the bad label's value
+
+
+def torch_free_ce(x, y, ignore_index):
+    """Mean cross-entropy over the labels that are not ``ignore_index`` (float64 NumPy)."""
+    logp = np_log_softmax(x, 1)
+    keep = y != ignore_index
+    return -logp[np.arange(len(y)), np.where(keep, y, 0)][keep].mean()
+
+
+def test_nll_loss_checks_labels_too(rng):
+    logp = np_log_softmax(rng.standard_normal((4, 3)), 1).astype(np.float32)
+    y = np.array([0, 1, 3, 2])
+    with pytest.raises(GraphcError, match=r"out of range \[0, 3\)"):
+        F.nll_loss(logp, y)
+    y[2] = -100
+    close(F.nll_loss(logp, y), -logp[[0, 1, 3], [0, 1, 2]].mean())
+
+
+def test_a_bad_label_stops_a_training_step_before_any_update(rng):
+    """A compiled train step with a bad label raises and leaves every parameter as it was."""
+    import graphc
+    from graphc import nn
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    y = rng.integers(0, 4, size=5).astype(np.int64)
+    step = graphc.compile_train(model, F.cross_entropy, graphc.optim.SGD(lr=0.1, momentum=0.9), x, y)
+    step(x, y)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    bad = y.copy()
+    bad[2] = 4
+    with pytest.raises(GraphcError, match="index 4 out of range"):
+        step(x, bad)
+    after = model.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    step(x, y)  # still usable, and the good step changes the parameters
+    assert any(not np.array_equal(model.state_dict()[k], v) for k, v in before.items())

@@ -93,7 +93,7 @@ def test_reshape_and_index_errors():
         trace(lambda x: x[::-1], ones(3))
     with pytest.raises(GraphcError, match="too many indices"):
         trace(lambda x: x[0, 0], ones(3))
-    with pytest.raises(GraphcError, match="immutable"):
+    with pytest.raises(GraphcError, match=r"t\[\.\.\.\] = v\) is not supported"):
 
         def assign(x):
             x[0] = 1
@@ -136,3 +136,71 @@ def test_tensor_used_after_its_trace_ended():
         kept[0] + 1
     with pytest.raises(GraphcError, match="no NumPy value"):
         np.asarray(kept[0])
+
+
+def test_concrete_values_are_not_available_while_tracing():
+    """item()/numpy()/tolist() name the user's line, say why and what to do instead."""
+
+    def item(t):
+        return t.sum().item()
+
+    def numpy(t):
+        return t.numpy()
+
+    def tolist(t):
+        return t.tolist()
+
+    for fn in (item, numpy, tolist):
+        with pytest.raises(GraphcError) as err:
+            trace(fn, ones(3))
+        msg = str(err.value)
+        assert line_of(fn, 1) in msg
+        assert f"{fn.__name__}()" in msg and "concrete value" in msg and "compiled graph" in msg
+        assert "return the Tensor" in msg
+
+
+def test_int_and_float_of_a_tensor_name_the_line():
+    def as_int(t):
+        return t * int(t.sum())
+
+    def as_float(t):
+        return t * float(t.max())
+
+    for fn, what in ((as_int, "int()"), (as_float, "float()")):
+        with pytest.raises(GraphcError) as err:
+            trace(fn, ones(3))
+        assert line_of(fn, 1) in str(err.value) and what in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "expr, symbol",
+    [
+        (lambda t: t // 2, "//"),
+        (lambda t: 7 // t, "//"),
+        (lambda t: t % 2, "%"),
+        (lambda t: 7.0 % t, "%"),
+        (lambda t: t // t, "//"),
+    ],
+)
+def test_floor_division_and_modulo_are_not_supported_yet(expr, symbol):
+    with pytest.raises(GraphcError) as err:
+        trace(expr, ones(3))
+    msg = str(err.value)
+    assert f"the {symbol} operator is not supported" in msg and HERE in msg
+
+
+def test_augmented_floor_division_and_modulo_raise_too():
+    def floordiv(t):
+        y = t * 2
+        y //= 2
+        return y
+
+    def mod(t):
+        y = t * 2
+        y %= 2
+        return y
+
+    for fn, symbol in ((floordiv, "//"), (mod, "%")):
+        with pytest.raises(GraphcError, match=f"the {symbol} operator") as err:
+            trace(fn, ones(3))
+        assert line_of(fn, 2) in str(err.value)

@@ -366,14 +366,14 @@ class Dropout(Module):
 
     def forward(self, input: Any) -> Any:
         """Drop."""
-        return F.dropout(input, self.p, self.training)
+        return F.dropout(input, self.p, self.training, self.inplace)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
 
 
 class ReLU(Module):
-    """max(x, 0)."""
+    """max(x, 0); ``inplace=True`` rebinds the input tensor to the result, as in PyTorch."""
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
@@ -381,7 +381,10 @@ class ReLU(Module):
 
     def forward(self, input: Any) -> Any:
         """Apply."""
-        return F.relu(input)
+        return F.relu(input, self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class LeakyReLU(Module):
@@ -393,7 +396,7 @@ class LeakyReLU(Module):
 
     def forward(self, input: Any) -> Any:
         """Apply."""
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, self.inplace)
 
 
 class GELU(Module):
@@ -414,9 +417,13 @@ class GELU(Module):
 class SiLU(Module):
     """x * sigmoid(x)."""
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
     def forward(self, input: Any) -> Any:
         """Apply."""
-        return F.silu(input)
+        return F.silu(input, self.inplace)
 
 
 class Sigmoid(Module):
