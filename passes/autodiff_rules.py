@@ -8,7 +8,8 @@ exactly that input's type, or None for "no gradient".
 
 Conventions worth knowing (they match PyTorch):
 - Broadcasting binary ops sum the adjoint over the broadcast axes and reshape it back.
-- ``maximum``/``minimum``: on ties each operand gets half the gradient (torch's derivatives.yaml).
+- ``maximum``/``minimum``: on ties each operand gets half the gradient, and a NaN operand all of it
+  (torch's derivatives.yaml).
 - ``max``/``min`` reductions: the gradient is split evenly over all positions equal to the
   result (torch's ``amax``/``max()`` rule, "evenly distribute"), not routed to one arbitrary index.
 - ``abs``: gradient ``sign(x)``, so 0 at 0.
@@ -232,15 +233,15 @@ def _pow(e, node, g, needs):
 
 
 def _select_rule(winner: str, loser: str) -> Rule:
-    # maximum (winner "gt") / minimum (winner "lt"): the winning operand takes the gradient,
-    # a tie gives half to each, as torch does.
+    # maximum (winner "gt") / minimum (winner "lt"): an operand gets the gradient unless it
+    # loses, a tie gives half to each, and a NaN operand (no comparison holds) gets all of it, as
+    # torch's derivatives.yaml does.
     def rule(e, node, g, needs):
         a, b = node.inputs
         zero = e.const(0.0, g.dtype)
-        tie = e.op("eq", a, b)
-        half = e.op("where", tie, e.scale(g, 0.5), zero)
-        ga = e.op("where", e.op(winner, a, b), g, half) if needs[0] else None
-        gb = e.op("where", e.op(loser, a, b), g, half) if needs[1] else None
+        share = e.op("where", e.op("eq", a, b), e.scale(g, 0.5), g)
+        ga = e.op("where", e.op(loser, a, b), zero, share) if needs[0] else None
+        gb = e.op("where", e.op(winner, a, b), zero, share) if needs[1] else None
         return [
             e.sum_to(ga, a.shape) if ga is not None else None,
             e.sum_to(gb, b.shape) if gb is not None else None,

@@ -138,8 +138,10 @@ def _concat(xs, attrs):
 def _gather(xs, attrs):
     x, idx = xs
     size = x.shape[attrs["axis"]]
-    if idx.size and (idx.min() < 0 or idx.max() >= size):
-        raise GraphcError(f"gather: index out of range [0, {size}) on axis {attrs['axis']}")
+    bad = (idx < 0) | (idx >= size)
+    if bad.any():
+        value = int(idx[bad].reshape(-1)[0])
+        raise GraphcError(f"gather: index {value} out of range [0, {size}) on axis {attrs['axis']}")
     return [np.take(x, idx, axis=attrs["axis"])]
 
 
