@@ -88,6 +88,8 @@ class Graph:
         self.updates: dict[str, int] = {}
         self._names: set[str] = set()
         self._counter = 0
+        # users()/producers(), computed once and dropped by every mutation method below.
+        self._uses: tuple | None = None
 
     # ------------------------------------------------------------ building
     def fresh_name(self, hint: str | None = None) -> str:
@@ -113,6 +115,7 @@ class Graph:
         if kind not in INPUT_KINDS:
             raise GraphcError(f"input kind must be one of {INPUT_KINDS}, got {kind!r}")
         v = Value(self._claim(name), type)
+        self._uses = None
         self.inputs.append(v)
         self.kinds[name] = kind
         if value is not None:
@@ -136,6 +139,7 @@ class Graph:
         names = list(names) if names else [self.fresh_name() for _ in types]
         outputs = [Value(self._claim(n), t) for n, t in zip(names, types)]
         node = Node(op, list(inputs), attrs, outputs, source)
+        self._uses = None
         self.nodes.append(node)
         return node
 
@@ -152,6 +156,7 @@ class Graph:
             raise GraphcError("fused node: operand types differ from its body's inputs")
         outputs = [Value(self._claim(self.fresh_name()), v.type) for v in body.outputs]
         node = Node("fused", list(inputs), normalize_attrs("fused", attrs), outputs, source, body)
+        self._uses = None
         self.nodes.append(node)
         return node
 
@@ -171,6 +176,7 @@ class Graph:
         """Append an already built node whose output names are new to this graph."""
         for v in node.outputs:
             self._claim(v.name)
+        self._uses = None
         self.nodes.append(node)
         return node
 
@@ -185,19 +191,39 @@ class Graph:
         return [v for v in self.inputs if self.kinds[v.name] == kind]
 
     def producers(self) -> dict[Value, Node]:
-        """Map each node-defined value to the node that defines it."""
-        return {v: n for n in self.nodes for v in n.outputs}
+        """Map each node-defined value to the node that defines it (shared: do not modify it)."""
+        return self._use_maps()[1]
 
     def users(self) -> dict[Value, list[Node]]:
-        """Map each value to the nodes that read it (in node order)."""
-        out: dict[Value, list[Node]] = {v: [] for v in self.inputs}
-        for n in self.nodes:
-            for v in n.outputs:
-                out.setdefault(v, [])
-        for n in self.nodes:
-            for v in n.inputs:
-                out.setdefault(v, []).append(n)
-        return out
+        """Map each value to the nodes that read it, in node order, a node once per operand it
+        takes it as (like torch.fx's ``Node.users``; shared: do not modify it).
+
+        Computed once and kept until the graph changes through its methods (``add_node``,
+        ``adopt``, ``replace_uses``, ``set_nodes``, ...). Code that assigns ``node.inputs`` or edits
+        ``graph.nodes`` directly calls ``invalidate_uses()`` before asking again (the PassManager
+        does after every pass).
+        """
+        return self._use_maps()[0]
+
+    def invalidate_uses(self) -> None:
+        """Forget the cached ``users()``/``producers()`` after editing nodes behind the graph's back."""
+        self._uses = None
+
+    def _use_maps(self) -> tuple[dict[Value, list[Node]], dict[Value, Node]]:
+        cached = self._uses
+        # A replaced or resized node list is caught even without a mutation method.
+        if cached is None or cached[0] is not self.nodes or cached[1] != len(self.nodes):
+            users: dict[Value, list[Node]] = {v: [] for v in self.inputs}
+            producers: dict[Value, Node] = {}
+            for n in self.nodes:
+                for v in n.outputs:
+                    users.setdefault(v, [])
+                    producers[v] = n
+            for n in self.nodes:
+                for v in n.inputs:
+                    users.setdefault(v, []).append(n)
+            cached = self._uses = (self.nodes, len(self.nodes), users, producers)
+        return cached[2], cached[3]
 
     def value(self, name: str) -> Value:
         """The value with the given name."""
@@ -242,10 +268,12 @@ class Graph:
         for n in self.nodes if nodes is None else nodes:
             n.inputs = [new if v is old else v for v in n.inputs]
         self.outputs = [new if v is old else v for v in self.outputs]
+        self._uses = None
 
     def remove_input(self, value: Value) -> None:
         """Drop an input (and its initializer) that nothing reads any more."""
         self.inputs.remove(value)
+        self._uses = None
         del self.kinds[value.name]
         self.initializers.pop(value.name, None)
         self._names.discard(value.name)
@@ -253,6 +281,7 @@ class Graph:
     def set_nodes(self, nodes: list[Node]) -> None:
         """Replace the node list, keeping the name table in step."""
         self.nodes = list(nodes)
+        self._uses = None
         self._names = {v.name for v in self.inputs} | {v.name for n in nodes for v in n.outputs}
 
     def __str__(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -58,17 +60,19 @@ class TensorType:
         """Number of dimensions."""
         return len(self.shape)
 
-    @property
+    # Sizes are read in the inner loops of the scheduler and the memory planner: computed once
+    # per type (the cache sits in the instance __dict__, outside the dataclass fields).
+    @cached_property
     def numel(self) -> int:
         """Number of elements."""
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
-    @property
+    @cached_property
     def itemsize(self) -> int:
         """Bytes per element."""
         return to_numpy_dtype(self.dtype).itemsize
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """Bytes of a dense buffer holding this type."""
         return self.numel * self.itemsize
@@ -78,8 +82,12 @@ class TensorType:
         """The NumPy dtype."""
         return to_numpy_dtype(self.dtype)
 
-    def __str__(self) -> str:
+    @cached_property
+    def _text(self) -> str:
         return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+    def __str__(self) -> str:
+        return self._text
 
     @staticmethod
     def of(array: np.ndarray) -> TensorType:

@@ -27,7 +27,7 @@ from .cleanup import cse, dce
 from .fold import FOLD_MAX_ELEMENTS, constant_fold, fold_matmul_affine, freeze
 from .fold import freeze as _freeze_pass
 from .fusion import classify, fusion, kernel_count
-from .manager import DumpTarget, PassManager, PassRecord
+from .manager import DumpTarget, PassManager, PassRecord, gc_paused
 from .memory_check import check_memory_plan
 from .memory_plan import peak_bytes, plan_memory
 from .schedule import schedule
@@ -95,7 +95,11 @@ def optimize(
         pipeline = [_freeze_pass, *pipeline]
     if check is None:
         check = os.environ.get("GRAPHC_CHECK_PASSES") == "1"
-    return PassManager(pipeline, disable=disable, dump=dump, check=check).run(graph.copy())
+    # Nobody reads the records here, so no fingerprints for their "changed" flags; the copy, as
+    # many new objects as the graph has, runs with the passes' garbage collector held off too.
+    manager = PassManager(pipeline, disable=disable, dump=dump, check=check, track_changes=False)
+    with gc_paused():
+        return manager.run(graph.copy())
 
 
 __all__ = [

@@ -37,6 +37,7 @@ from graphc.ir import Graph, GraphcError, Value
 from graphc.ir.types import FLOAT_DTYPES
 
 from .autodiff_rules import NON_DIFFERENTIABLE, VJP_RULES, Emitter, rule_for
+from .manager import gc_paused
 
 __all__ = ["NON_DIFFERENTIABLE", "VJP_RULES", "grad", "value_and_grad"]
 
@@ -64,6 +65,11 @@ def grad(
     graph: Graph, loss_index: int = 0, wrt: Sequence[str | Value] | None = None
 ) -> tuple[Graph, dict[str, int]]:
     """Append the backward graph to a copy of ``graph``; return it and {wrt name: output index}."""
+    with gc_paused():
+        return _grad(graph, loss_index, wrt)
+
+
+def _grad(graph: Graph, loss_index: int, wrt: Sequence[str | Value] | None) -> tuple[Graph, dict[str, int]]:
     if not 0 <= loss_index < len(graph.outputs):
         raise GraphcError(
             f"autodiff: loss_index {loss_index} out of range; graph {graph.name} has "

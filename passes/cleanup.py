@@ -35,11 +35,9 @@ def dce(graph: Graph) -> Graph:
     whose outputs nobody reads can go. Data inputs stay: they are the calling convention.
     """
     live = remove_dead_nodes(graph)
-    keep = graph.nodes
     for v in list(graph.inputs):
         if graph.kinds[v.name] != "data" and v not in live and v.name not in graph.updates:
             graph.remove_input(v)
-    graph.set_nodes(keep)
     return graph
 
 
@@ -92,5 +90,4 @@ def cse(graph: Graph) -> Graph:
     for v in list(graph.inputs):
         if v in subst and v.name not in graph.updates:
             graph.remove_input(v)
-    graph.set_nodes(keep)
     return graph

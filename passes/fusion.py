@@ -36,7 +36,9 @@ Algorithm
      reductions first, then matmuls, then pointwise groups (so ``sub(y, mean)`` joins the
      layer-norm group rather than the epilogue of the matmul that made ``y``). A merge must give
      a legal group and must not create a cycle: no path may leave the producer group and come
-     back into the consumer group through another node (checked on the contracted DAG).
+     back into the consumer group through another node (checked on the contracted DAG, by a
+     forward and a backward search bounded by a topological order of its units that each merge
+     keeps valid: the cost is the smaller side between the two groups, not the graph).
   2. A value read both inside its group and outside becomes an extra output of the group (a
      multi-output fused node), unless it is cheap to recompute: a chain of at most
      ``MAX_RECOMPUTE_OPS`` elementwise ops inside its group reading at most
@@ -63,7 +65,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, Node, Value
-from graphc.ir.ops import is_last_axes_swap
+from graphc.ir.ops import is_last_axes_swap, normalize_attrs
 
 from .attention import stitch_attention
 from .util import fusion_class, graph_pass
@@ -128,15 +130,20 @@ def role(node: Node) -> str | None:
     return None
 
 
-def classify(nodes: list[Node], views: frozenset[Node] = frozenset()) -> str | None:
+def classify(
+    nodes: list[Node], views: frozenset[Node] = frozenset(), roles: dict[Node, str | None] | None = None
+) -> str | None:
     """The kind of a candidate group (nodes in topological order), or None when it is not legal.
 
-    ``views``: movement nodes (see ``_Fuser._operand_views``) that may sit in a matmul's prologue.
+    ``views``: movement nodes (see ``_Fuser._operand_views``) that may sit in a matmul's prologue;
+    ``roles``: each node's ``role`` ("prologue" for the views) when the caller has them already.
     """
+    if roles is None:
+        roles = {n: "prologue" if n in views else role(n) for n in nodes}
     members = {v for n in nodes for v in n.outputs}
     mms = [n for n in nodes if n.op == "matmul"]
-    reds = [n for n in nodes if role(n) == "reduction"]
-    prologue = [n for n in nodes if role(n) == "prologue" or n in views]
+    reds = [n for n in nodes if roles[n] == "reduction"]
+    prologue = [n for n in nodes if roles[n] == "prologue"]
     if len(mms) > 1 or (mms and reds) or (prologue and not mms):
         return None
     if mms:
@@ -172,7 +179,7 @@ def classify(nodes: list[Node], views: frozenset[Node] = frozenset()) -> str | N
         drop = tuple(d for i, d in enumerate(domain) if i not in axes)
         allowed = {domain: (domain, keep), keep: (keep,), drop: (drop,)}
         for n in nodes:
-            if role(n) == "reduction":
+            if roles[n] == "reduction":
                 continue
             shape = n.output.shape
             if shape not in allowed:
@@ -196,11 +203,8 @@ class _Fuser:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.index = {n: i for i, n in enumerate(graph.nodes)}
-        self.prod = {v: n for n in graph.nodes for v in n.outputs}
-        self.users: dict[Value, list[Node]] = {}
-        for n in graph.nodes:
-            for v in n.inputs:
-                self.users.setdefault(v, []).append(n)
+        self.prod = graph.producers()
+        self.users = graph.users()
         self.outputs = set(graph.outputs)
         self.views = frozenset(self._operand_views())
         self.roles = {n: "prologue" if n in self.views else role(n) for n in graph.nodes}
@@ -225,6 +229,16 @@ class _Fuser:
                 if p is not None and p in self.uid and self.uid[p] != self.uid[n]:
                     self.succ[self.uid[p]].add(self.uid[n])
                     self.pred[self.uid[n]].add(self.uid[p])
+        # A topological order of the units (``pos[u] < pos[s]`` for every edge u -> s), kept valid
+        # across merges: a reachability search towards a unit never leaves the units before it.
+        # Each unit as early as its operands allow (by longest path from a source), so a backward
+        # op that reads only forward values sits next to them, not after the whole forward pass.
+        depth: dict[int, int] = {}
+        for u in sorted(self.succ):  # unit ids are node indices: a topological order
+            depth[u] = max((depth[p] + 1 for p in self.pred[u]), default=0)
+        self.pos: dict[int, float] = {
+            u: float(k) for k, u in enumerate(sorted(depth, key=lambda u: (depth[u], u)))
+        }
 
     def _operand_views(self) -> set[Node]:
         """Movement chains (transpose, slice, reshape) into a matmul operand that a backend can
@@ -252,17 +266,76 @@ class _Fuser:
         return found
 
     # ------------------------------------------------------------ step 1: grouping
-    def _reaches(self, starts: set[int], target: int) -> bool:
-        stack, seen = list(starts), set(starts)
-        while stack:
-            u = stack.pop()
-            if u == target:
+    def _can_merge(self, a: int, b: int) -> bool:
+        """Whether producer group ``a`` may merge into ``b``: no other path leads from ``a`` to ``b``
+        (the merged unit would lie on a cycle). When it may, the topological positions are made
+        ready for the merged unit.
+
+        Two searches run in turn, bounded by the positions (no path from ``a`` to ``b`` leaves
+        the units between them): forward from ``a``'s other successors and backward from ``b``'s
+        other predecessors. A path makes them meet; else the first to run out of units has found
+        the smaller set that must change places: ``a``'s descendants before ``b`` move after it,
+        or ``b``'s ancestors after ``a`` move before it (Pearce and Kelly's dynamic topological
+        order). Either costs about the smaller side, not the distance from ``a`` to ``b``.
+        """
+        pos, succ, pred = self.pos, self.succ, self.pred
+        low, high = pos[a], pos[b]
+        # Windows include their ends: an unrelated unit may share a position with ``a`` or ``b``.
+        ahead = [(-pos[u], u) for u in succ[a] if u != b and pos[u] <= high]  # latest first
+        behind = [(pos[u], u) for u in pred[b] if u != a and pos[u] >= low]  # earliest first
+        heapq.heapify(ahead)
+        heapq.heapify(behind)
+        reached, reaching = {u for _, u in ahead}, {u for _, u in behind}
+        while True:
+            if not ahead:
+                self._spread(sorted(reached, key=pos.__getitem__), b, self._first_successor(reached))
                 return True
-            for s in self.succ[u]:
-                if s not in seen:
-                    seen.add(s)
-                    stack.append(s)
-        return False
+            if not behind:
+                self._spread(sorted(reaching, key=pos.__getitem__), self._last_predecessor(reaching), a)
+                pos[b] = pos[a]  # the merged unit takes ``a``'s place, after ``b``'s ancestors
+                return True
+            _, u = heapq.heappop(ahead)
+            for s in succ[u]:
+                if s == b or s in reaching:
+                    return False
+                if s not in reached and pos[s] <= high:
+                    reached.add(s)
+                    heapq.heappush(ahead, (-pos[s], s))
+            _, u = heapq.heappop(behind)
+            for p in pred[u]:
+                if p == a or p in reached:
+                    return False
+                if p not in reaching and pos[p] >= low:
+                    reaching.add(p)
+                    heapq.heappush(behind, (pos[p], p))
+
+    def _first_successor(self, units: set[int]) -> int | None:
+        """The earliest unit outside ``units`` that one of them feeds."""
+        return min((s for u in units for s in self.succ[u] if s not in units), key=self.pos.get, default=None)
+
+    def _last_predecessor(self, units: set[int]) -> int | None:
+        """The latest unit outside ``units`` that feeds one of them."""
+        return max((p for u in units for p in self.pred[u] if p not in units), key=self.pos.get, default=None)
+
+    def _spread(self, units: list[int], after: int | None, before: int | None) -> None:
+        """Give ``units`` (in this order) positions between those of units ``after`` and ``before``."""
+        if not units:
+            return
+        pos, count = self.pos, len(units) + 1
+        low = pos[after] if after is not None else pos[before] - count
+        high = pos[before] if before is not None else low + count
+        step = (high - low) / count
+        spread = [low + step * k for k in range(count + 1)]
+        spread[-1] = high
+        if any(x >= y for x, y in zip(spread, spread[1:])):  # the fractions ran too fine
+            self._renumber()
+            return self._spread(units, after, before)
+        pos.update(zip(units, spread[1:-1]))
+
+    def _renumber(self) -> None:
+        """Spread the positions out again (same order, unit gaps)."""
+        for k, u in enumerate(sorted(self.pos, key=self.pos.__getitem__)):
+            self.pos[u] = float(k)
 
     def _sole_reader(self, producer: Node, reader: Node) -> bool:
         """Whether ``reader`` is the only use of ``producer``'s output (so it need not be stored)."""
@@ -276,6 +349,7 @@ class _Fuser:
         self.groups[b].nodes = nodes
         self.groups[b].kind = kind
         del self.groups[a]
+        del self.pos[a]
         for p in self.pred.pop(a):
             self.succ[p].discard(a)
             if p != b:
@@ -307,8 +381,8 @@ class _Fuser:
                 if a not in self.groups or a == b:
                     continue
                 nodes = sorted(self.groups[a].nodes + self.groups[b].nodes, key=self.index.__getitem__)
-                kind = classify(nodes, self.views)
-                if kind is None or self._reaches(self.succ[a] - {b}, b):
+                kind = classify(nodes, self.views, self.roles)
+                if kind is None or not self._can_merge(a, b):
                     continue
                 self._merge(a, b, kind, nodes)
             if self.roles[n] == "matmul":
@@ -327,8 +401,8 @@ class _Fuser:
                     continue
                 a = self.uid[p]
                 nodes = sorted(self.groups[a].nodes + self.groups[b].nodes, key=self.index.__getitem__)
-                kind = classify(nodes, self.views)
-                if kind is None or self._reaches(self.succ[a] - {b}, b):
+                kind = classify(nodes, self.views, self.roles)
+                if kind is None or not self._can_merge(a, b):
                     continue
                 self._merge(a, b, kind, nodes)
                 grew = True
@@ -386,7 +460,7 @@ class _Fuser:
     def _legal_with(self, gid: int, extra: set[Node]) -> bool:
         group = self.groups[gid]
         nodes = sorted(set(group.nodes) | group.recompute | extra, key=self.index.__getitem__)
-        return classify(nodes, self.views) == group.kind
+        return classify(nodes, self.views, self.roles) == group.kind
 
     # ------------------------------------------------------------ step 3: building
     def _body(self, group: _Group, needed: list[Value] | None) -> tuple[list[Node], list[Value]]:
@@ -435,7 +509,7 @@ class _Fuser:
             if len(nodes) == 1 and nodes[0] in group.nodes:
                 units.append((first, nodes[0]))
             else:
-                kind = classify(nodes, self.views)
+                kind = classify(nodes, self.views, self.roles)
                 if kind is None:  # pruning broke the group's shape rules: keep the whole body
                     nodes, ins = self._body(group, None)
                     kind = group.kind
@@ -467,8 +541,10 @@ class _Fuser:
                     c = self.prod[v]
                     env[v] = body.add_node("const", [], dict(c.attrs), c.source, names=[v.name]).output
                 args.append(env[v])
-            made = body.add_node(n.op, args, dict(n.attrs), n.source, names=[v.name for v in n.outputs])
-            env.update(zip(n.outputs, made.outputs))
+            # The node's types are known: a copy, not a new type inference (add_node).
+            outs_copy = [Value(v.name, v.type) for v in n.outputs]
+            body.adopt(Node(n.op, args, normalize_attrs(n.op, dict(n.attrs)), outs_copy, n.source))
+            env.update(zip(n.outputs, outs_copy))
         for v in outs:
             body.add_output(env[v])
         return Node("fused", list(ins), {"kind": kind}, list(outs), nodes[0].source, body)

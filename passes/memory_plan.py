@@ -16,24 +16,28 @@ The root's live range is extended to cover every alias, so the placement only se
 Placement: roots are placed one by one at the lowest-waste 64-byte-aligned gap among the roots
 already placed that are live at the same time (best fit), in a few orders (largest first,
 largest size x lifetime first, latest end first, longest first, earliest first); the smallest
-arena wins, and a short seeded local search over the order (move one buffer earlier, keep the
-order when the arena does not grow) closes the gap that fragmentation leaves. Sizes are rounded
-up to the alignment everywhere: the naive figure is the sum of all buffers (nothing shared), the
-lower bound the most bytes live at one step, which no placement of these roots can beat.
+arena wins (the first order to meet the lower bound ends the search: none can beat it), and a
+short seeded local search over the order (move one buffer earlier, keep the order when the arena
+does not grow) closes the gap that fragmentation leaves. Sizes are rounded up to the alignment
+everywhere: the naive figure is the sum of all buffers (nothing shared), the lower bound the
+most bytes live at one step, which no placement of these roots can beat.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphc.ir import Buffer, Graph, GraphcError, MemoryPlan, Node, Value
+from graphc.ir import Buffer, Graph, MemoryPlan, Node, Value
 
+from .manager import gc_paused
 from .util import is_elementwise
 
 ALIGNMENT = 64
-# Above this many root buffers only three placement orders are tried (each costs O(n^2)).
+# Above this many root buffers only three placement orders are tried (each compares every root
+# with the roots placed before it: O(n^2), in NumPy).
 MANY_BUFFERS = 2000
 
 
@@ -74,7 +78,9 @@ def _overwrites_in_step(node: Node, old: Value, new: Value) -> bool:
     return all(is_elementwise(n) for n in body.nodes if any(v in inside for v in n.inputs))
 
 
-def written_over(graph: Graph, nodes: list[Node] | None = None) -> dict[str, str]:
+def written_over(
+    graph: Graph, nodes: list[Node] | None = None, memo: dict[tuple, bool] | None = None
+) -> dict[str, str]:
     """Update results (value name -> param/state input name) that their node can compute straight
     over the input's array when ``nodes`` (default: the graph's) run in order.
 
@@ -83,7 +89,9 @@ def written_over(graph: Graph, nodes: list[Node] | None = None) -> dict[str, str
     the old value where no later node reads it, it reads the old value only element by element
     at the index it writes, if at all, and no later node can raise; the new value must not
     also be a result. (Its readers, reshapes included, read it from the input's array.)
+    ``memo`` keeps the per-node answers for calls over other orders of the same graph.
     """
+    memo = {} if memo is None else memo
     nodes = graph.nodes if nodes is None else nodes
     at = {v: k for k, n in enumerate(nodes) for v in n.outputs}
     last_raise = max((k for k, n in enumerate(nodes) if n.op in RAISING_OPS), default=-1)
@@ -91,16 +99,21 @@ def written_over(graph: Graph, nodes: list[Node] | None = None) -> dict[str, str
     update_indices = set(graph.updates.values())
     results = {v for i, v in enumerate(graph.outputs) if i not in update_indices}
     last_read = {v: k for k, n in enumerate(nodes) for v in n.inputs}  # later steps win
+    returned = Counter(graph.outputs)
     over = {}
     for name, index in graph.updates.items():
         new, old = graph.outputs[index], inputs.get(name)
         k = at.get(new)
-        if k is None or old is None or new in results or graph.outputs.count(new) != 1 or k < last_raise:
+        if k is None or old is None or new in results or returned[new] != 1 or k < last_raise:
             continue
         if last_read.get(old, -1) > k:
             continue
-        if last_read.get(old) == k and not _overwrites_in_step(nodes[k], old, new):
-            continue
+        if last_read.get(old) == k:
+            key = (nodes[k], old, new)
+            if key not in memo:
+                memo[key] = _overwrites_in_step(nodes[k], old, new)
+            if not memo[key]:
+                continue
         over[new.name] = name
     return over
 
@@ -239,22 +252,35 @@ def _lower_bound(roots: list[Value], start: dict, end: dict, size: dict, steps: 
 
 
 def _place(order: list[Value], start: dict, end: dict, size: dict) -> tuple[dict[Value, int], int]:
-    placed: list[tuple[int, int, int, int]] = []  # (start, end, offset, size)
+    """Place the roots one by one in ``order``, each in the lowest-waste gap among the roots
+    already placed that are live at some same step (best fit, the lowest of equals), else above
+    them all. The placed roots sit in arrays, so finding the ones that overlap is one vector test."""
+    n = len(order)
+    starts = np.fromiter((start[r] for r in order), np.int64, n)
+    ends = np.fromiter((end[r] for r in order), np.int64, n)
+    sizes = np.fromiter((size[r] for r in order), np.int64, n)
+    at = np.zeros(n, np.int64)
     offsets: dict[Value, int] = {}
-    top = 0
-    for r in order:
-        need = size[r]
-        busy = sorted((o, o + s) for a, b, o, s in placed if a <= end[r] and start[r] <= b and s > 0)
-        best, best_waste, cursor = None, None, 0
-        for lo, hi in busy:
-            gap = lo - cursor
-            if gap >= need and (best_waste is None or gap - need < best_waste):
-                best, best_waste = cursor, gap - need
-            cursor = max(cursor, hi)
-        offset = best if best is not None else cursor
+    for i, r in enumerate(order):
+        need = int(sizes[i])
+        busy = (starts[:i] <= ends[i]) & (ends[:i] >= starts[i]) & (sizes[:i] > 0)
+        lo = at[:i][busy]
+        offset = 0
+        if lo.size:
+            hi = lo + sizes[:i][busy]
+            by_offset = np.lexsort((hi, lo))
+            lo, hi = lo[by_offset], hi[by_offset]
+            reach = np.maximum.accumulate(hi)  # the cursor after each busy block
+            cursor = np.concatenate(([0], reach[:-1]))
+            waste = lo - cursor - need
+            fits = np.flatnonzero(waste >= 0)
+            if fits.size:
+                offset = int(cursor[fits[np.argmin(waste[fits])]])
+            else:
+                offset = max(int(reach[-1]), 0)
+        at[i] = offset
         offsets[r] = offset
-        placed.append((start[r], end[r], offset, need))
-        top = max(top, offset + need)
+    top = int((at + sizes).max()) if n else 0
     return offsets, top
 
 
@@ -283,6 +309,11 @@ def _improve(order, placed, lower_bound: int, start, end, size, tries: int | Non
 
 def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
     """Lay out every data input and node output of the scheduled ``graph`` in one arena."""
+    with gc_paused():
+        return _plan_memory(graph, in_place)
+
+
+def _plan_memory(graph: Graph, in_place: bool) -> MemoryPlan:
     nodes = graph.nodes
     over = written_over(graph)
     intervals = _in_arena(live_intervals(graph), over)
@@ -291,21 +322,26 @@ def plan_memory(graph: Graph, in_place: bool = True) -> MemoryPlan:
     start = {r: intervals[r][0] for r in roots}
     end = {r: classes.end[r] for r in roots}
     size = {r: align(r.type.nbytes) for r in roots}
-    orders = [
-        sorted(roots, key=lambda r: (-size[r], start[r])),
-        sorted(roots, key=lambda r: (-size[r] * (end[r] - start[r] + 1), start[r])),
-        sorted(roots, key=lambda r: (-end[r], -size[r])),
+    keys = [
+        lambda r: (-size[r], start[r]),
+        lambda r: (-size[r] * (end[r] - start[r] + 1), start[r]),
+        lambda r: (-end[r], -size[r]),
     ]
     if len(roots) <= MANY_BUFFERS:
-        orders += [
-            sorted(roots, key=lambda r: (-size[r], start[r] - end[r])),
-            sorted(roots, key=lambda r: (start[r] - end[r], -size[r])),
-            sorted(roots, key=lambda r: (start[r], -size[r])),
+        keys += [
+            lambda r: (-size[r], start[r] - end[r]),
+            lambda r: (start[r] - end[r], -size[r]),
+            lambda r: (start[r], -size[r]),
         ]
-    best_order, (offsets, arena) = min(
-        ((o, _place(o, start, end, size)) for o in orders), key=lambda item: item[1][1]
-    )
     lower_bound = _lower_bound(roots, start, end, size, len(nodes))
+    best_order, offsets, arena = [], {}, None
+    for key in keys:  # the first order with the smallest arena; none can beat the lower bound
+        order = sorted(roots, key=key)
+        placed, top = _place(order, start, end, size)
+        if arena is None or top < arena:
+            best_order, offsets, arena = order, placed, top
+        if arena <= lower_bound:
+            break
     if arena > lower_bound:
         offsets, arena = _improve(best_order, (offsets, arena), lower_bound, start, end, size)
     buffers: dict[str, Buffer] = {}
@@ -331,98 +367,16 @@ def _in_arena(intervals: dict[Value, tuple[int, int]], over: dict[str, str]) -> 
     return {v: span for v, span in intervals.items() if v.name not in over}
 
 
-def peak_bytes(graph: Graph, nodes: list[Node] | None = None, in_place: bool = True) -> int:
-    """The most aligned bytes live at one step when ``nodes`` (default: the graph's) run in order."""
+def peak_bytes(
+    graph: Graph, nodes: list[Node] | None = None, in_place: bool = True, over: dict[str, str] | None = None
+) -> int:
+    """The most aligned bytes live at one step when ``nodes`` (default: the graph's) run in order;
+    ``over``: ``written_over(graph, nodes)`` when the caller has it already."""
     nodes = graph.nodes if nodes is None else nodes
-    intervals = _in_arena(live_intervals(graph, nodes), written_over(graph, nodes))
+    over = written_over(graph, nodes) if over is None else over
+    intervals = _in_arena(live_intervals(graph, nodes), over)
     classes = _alias_classes(graph, nodes, intervals, in_place)
     roots = [v for v in intervals if classes.find(v) is v]
     start = {r: intervals[r][0] for r in roots}
     size = {r: align(r.type.nbytes) for r in roots}
     return _lower_bound(roots, start, classes.end, size, len(nodes))
-
-
-# ---------------------------------------------------------------------------- checker
-def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
-    """Raise GraphcError if two buffers live at the same step share bytes without a legal alias.
-
-    Independent of the planner: live ranges come from the graph, and sharing is allowed only
-    between a value and its views (reshapes, contiguous slices), or at the one step where a
-    pointwise op writes its output over an operand (of the same shape and dtype) that dies there.
-    """
-    allowed = written_over(graph)
-    wrong = {v: p for v, p in plan.written_over.items() if allowed.get(v) != p}
-    if wrong:
-        raise GraphcError(f"memory plan: updates {sorted(wrong)[:5]} cannot be written over their inputs")
-    intervals = _in_arena(live_intervals(graph), plan.written_over)
-    names = {v.name: v for v in intervals}
-    missing = set(names) - set(plan.buffers)
-    extra = set(plan.buffers) - set(names)
-    if missing or extra:
-        raise GraphcError(
-            f"memory plan: buffers missing for {sorted(missing)[:5]}, unexpected for {sorted(extra)[:5]}"
-        )
-    nodes = graph.nodes
-    step_of = {v: k for k, n in enumerate(nodes) for v in n.outputs}
-    for v, (a, b) in intervals.items():
-        buf = plan.buffers[v.name]
-        if buf.offset % plan.alignment:
-            raise GraphcError(
-                f"memory plan: %{v.name} at offset {buf.offset} is not {plan.alignment}-aligned"
-            )
-        if buf.size < v.type.nbytes or buf.offset + v.type.nbytes > plan.arena_bytes:
-            raise GraphcError(f"memory plan: %{v.name} ({v.type.nbytes} bytes) does not fit its buffer/arena")
-        if buf.start > a or buf.end < b:
-            raise GraphcError(
-                f"memory plan: %{v.name} is live over [{a}, {b}] but planned for [{buf.start}, {buf.end}]"
-            )
-    # Views of an operand's bytes: a reshape at its offset, a contiguous slice inside it.
-    view: dict[Value, Value] = {}
-
-    def root(v: Value) -> Value:
-        while v in view:
-            v = view[v]
-        return v
-
-    for n in nodes:
-        in_arena = n.inputs and n.inputs[0] in intervals and n.outputs[0] in intervals
-        offset = view_offset(n) if in_arena else None
-        if offset is not None:
-            if plan.buffers[n.output.name].offset == plan.buffers[n.inputs[0].name].offset + offset:
-                view[n.output] = n.inputs[0]
-    values = [v for v in intervals if v.type.nbytes > 0]
-    if len(values) < 2:
-        return
-    off = np.array([plan.buffers[v.name].offset for v in values], dtype=np.int64)
-    hi = off + np.array([v.type.nbytes for v in values], dtype=np.int64)
-    lo_t = np.array([intervals[v][0] for v in values], dtype=np.int64)
-    hi_t = np.array([intervals[v][1] for v in values], dtype=np.int64)
-    clash = (off[:, None] < hi[None, :]) & (off[None, :] < hi[:, None])
-    clash &= (lo_t[:, None] <= hi_t[None, :]) & (lo_t[None, :] <= hi_t[:, None])
-    for i, j in zip(*np.nonzero(np.triu(clash, k=1))):
-        a, b = values[i], values[j]
-        if root(a) is root(b):
-            continue
-        if _handoff(a, b, intervals, step_of, nodes, plan, root) or _handoff(
-            b, a, intervals, step_of, nodes, plan, root
-        ):
-            continue
-        raise GraphcError(
-            f"memory plan: %{a.name} (live {list(intervals[a])}, bytes [{off[i]}, {hi[i]})) and "
-            f"%{b.name} (live {list(intervals[b])}, bytes [{off[j]}, {hi[j]})) overlap"
-        )
-
-
-def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan, root) -> bool:
-    """``new`` is written in place at the step where ``old`` (or a view of the same bytes) dies."""
-    k = step_of.get(new)
-    if k is None or intervals[new][0] != k or intervals[old][1] != k:
-        return False
-    node = nodes[k]
-    if not in_place_capable(node):
-        return False
-    for c in node.inputs:
-        if c in intervals and root(c) is root(old) and c.type == new.type:
-            if plan.buffers[c.name].offset == plan.buffers[new.name].offset:
-                return True
-    return False

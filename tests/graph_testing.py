@@ -123,7 +123,7 @@ def softmax(g: Graph, x: Value) -> Value:
 
 
 def fusion_chain_graph(rows: int = 64, cols: int = 128) -> Graph:
-    """BENCHMARKS.md's fusion chain: ``layer_norm(gelu(x + b) * s + r)`` over the last axis."""
+    """docs/BENCHMARKS.md's fusion chain: ``layer_norm(gelu(x + b) * s + r)`` over the last axis."""
     g = Graph("fusion_chain")
     x = g.add_input("x", TensorType((rows, cols)))
     b = g.add_input("b", TensorType((cols,)))

@@ -220,10 +220,57 @@ def test_checker_rejects_a_slice_view_at_the_wrong_offset():
     )
     plan = plan_memory(g)
     check_memory_plan(g, plan)
+    assert plan.buffers["s"].alias_of is not None
     moved = dataclasses.replace(plan.buffers["s"], offset=plan.buffers["p"].offset)
     bad = dataclasses.replace(plan, buffers={**plan.buffers, "s": moved})
-    with pytest.raises(GraphcError, match="overlap"):
+    with pytest.raises(GraphcError, match="must sit at offset 64"):
         check_memory_plan(g, bad)
+    # Not an alias any more (the runtime would run it): then its bytes clash with %p's.
+    unaliased = dataclasses.replace(moved, alias_of=None)
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g, dataclasses.replace(plan, buffers={**plan.buffers, "s": unaliased}))
+
+
+def test_checker_rejects_an_alias_that_is_not_a_view():
+    g = parse(
+        """
+        graph g(%x: f32[4,16]) {
+          %p = exp(%x) : f32[4,16]
+          %s = slice(%p) {starts=(0, 0), stops=(4, 16), steps=(2, 1)} : f32[2,16]
+          %r = reshape(%s) {shape=(32,)} : f32[32]
+          %t = neg(%r) : f32[32]
+          return %t
+        }
+        """
+    )
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    assert plan.buffers["s"].alias_of is None  # every other row: not one block
+    buffers = plan.buffers
+
+    def edited(**changes):
+        out = dict(buffers)
+        for name, fields in changes.items():
+            out[name] = dataclasses.replace(out[name], **fields)
+        return dataclasses.replace(plan, buffers=out)
+
+    # The strided slice marked as a view of %p's bytes: the runtime would skip it and read %p's rows.
+    with pytest.raises(GraphcError, match="not a view"):
+        check_memory_plan(g, edited(s={"alias_of": "x", "offset": buffers["p"].offset}))
+    # An alias of a buffer that is itself an alias, or of an unknown value.
+    with pytest.raises(GraphcError, match="not a root"):
+        check_memory_plan(g, edited(t={"alias_of": "r"}))
+    with pytest.raises(GraphcError, match="not a root"):
+        check_memory_plan(g, edited(t={"alias_of": "nowhere"}))
+    # A neg "in place" over bytes that are not its operand's.
+    with pytest.raises(GraphcError, match="neither views nor writes in place"):
+        check_memory_plan(g, edited(t={"alias_of": "x", "offset": buffers["x"].offset}))
+    # A data input is never an alias.
+    with pytest.raises(GraphcError, match="data input"):
+        check_memory_plan(g, edited(x={"alias_of": "p"}))
+    # An arena far larger than the buffers side by side.
+    with pytest.raises(GraphcError, match="side by side"):
+        check_memory_plan(g, dataclasses.replace(plan, arena_bytes=8 * 2**30))
 
 
 def test_no_in_place_for_reductions_and_shape_changes():
@@ -267,9 +314,9 @@ def test_checker_catches_overlaps_and_bad_buffers():
     plan = plan_memory(g)
     check_memory_plan(g, plan)
     a = plan.buffers["a"]
-    with pytest.raises(GraphcError, match="overlap"):
+    with pytest.raises(GraphcError, match="overlap|outside its bytes"):  # b may be in place over x
         check_memory_plan(g, _broken(plan, b={"offset": a.offset}))
-    with pytest.raises(GraphcError, match="overlap"):
+    with pytest.raises(GraphcError, match="overlap|outside its bytes"):
         check_memory_plan(g, _broken(plan, x={"offset": a.offset}))  # x is read by sin after exp wrote a
     with pytest.raises(GraphcError, match="aligned"):
         check_memory_plan(g, _broken(plan, a={"offset": a.offset + 4}))
