@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import GraphcError
+from .fused import check_fused
 from .graph import INPUT_KINDS, Graph, Node, Value
 from .ops import REGISTRY, infer_types, normalize_attrs
 
@@ -62,6 +63,10 @@ def _verify_node(g: Graph, node: Node, defined: dict[str, Value]) -> None:
         except GraphcError as err:
             raise GraphcError(f"graph {g.name}: {_where(node)}: {err}") from None
         verify(node.subgraph)
+        try:
+            check_fused(node)  # the body keeps its kind's contract (ir/fused.py)
+        except GraphcError as err:
+            raise GraphcError(f"graph {g.name}: {_where(node)}: {err}") from None
         body_in = [v.type for v in node.subgraph.data_inputs]
         expected = [v.type for v in node.subgraph.outputs]
         if body_in != [v.type for v in node.inputs]:
