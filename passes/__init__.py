@@ -10,6 +10,7 @@ Default pipeline (``default_pipeline(freeze)``), run by ``optimize``:
     cse                         merge equal nodes and equal constants
     dce                         drop what no output needs
     fusion                      elementwise / reduction / matmul-epilogue groups -> fused nodes
+    attention                   score matmul, row softmax, value matmul -> one attention node
     dce                         drop consts copied into fused bodies
 
 Scheduling and memory planning come after ``optimize`` and are called separately:
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from graphc.ir import Graph, GraphcError
 
+from .attention import attention
 from .cleanup import cse, dce
 from .fold import FOLD_MAX_ELEMENTS, constant_fold, fold_matmul_affine, freeze
 from .fold import freeze as _freeze_pass
@@ -36,7 +38,7 @@ from .util import configured, graph_pass
 
 PASSES: dict[str, Callable[[Graph], Graph]] = {
     p.name: p  # type: ignore[attr-defined]
-    for p in (freeze, constant_fold, simplify, fold_matmul_affine, cse, dce, fusion, schedule)
+    for p in (freeze, constant_fold, simplify, fold_matmul_affine, cse, dce, fusion, attention, schedule)
 }
 
 
@@ -60,6 +62,7 @@ def default_pipeline(freeze: bool = False) -> list[Callable[[Graph], Graph]]:
         cse,
         dce,
         fusion,
+        attention,
         configured(dce, name="dce_2"),
     ]
 
@@ -107,6 +110,7 @@ __all__ = [
     "PASSES",
     "PassManager",
     "PassRecord",
+    "attention",
     "check_memory_plan",
     "classify",
     "configured",

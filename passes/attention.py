@@ -30,6 +30,8 @@ from __future__ import annotations
 from graphc.ir import Graph, Node, Value
 from graphc.ir.fused import is_fused, product_only, row_body_fits
 
+from .util import graph_pass, toposort_by_position
+
 
 def _sole_reader(value: Value, users: dict[Value, list[Node]], outputs: set[Value]) -> Node | None:
     readers = users.get(value, [])
@@ -106,3 +108,16 @@ def stitch_attention(units: list[tuple[int, Node]], outputs: set[Value]) -> list
         replaced.update((n, None) for n in chain[1:])
     stitched = [(i, replaced.get(n, n)) for i, n in units]
     return [(i, n) for i, n in stitched if n is not None]
+
+
+@graph_pass("attention")
+def attention(graph: Graph) -> Graph:
+    """Stitch every attention chain of a fused graph into one node (rewrites ``graph`` in place).
+
+    Runs after ``fusion`` in the default pipeline (``disable=("attention",)`` keeps the stages apart).
+    """
+    units = list(enumerate(graph.nodes))
+    stitched = stitch_attention(units, set(graph.outputs))
+    if len(stitched) != len(units):
+        graph.set_nodes(toposort_by_position(stitched))
+    return graph

@@ -50,9 +50,8 @@ Algorithm
      computes the value itself, and the original is dropped when nothing else needs it.
   3. Groups with two or more ops become ``fused`` nodes (``attrs["kind"]``, ``node.subgraph``),
      keeping the original output Values (and names); single-node groups stay plain nodes.
-  4. Attention chains (score matmul, row softmax, value matmul, optional head transpose) become
-     one fused node of kind attention whose body is those stage nodes (``passes.attention``).
-     The node list is re-sorted topologically, earliest original position first.
+  4. The node list is re-sorted topologically, earliest original position first. (Attention
+     chains are stitched afterwards by their own pass, ``passes.attention``.)
 
 ``kernel_count(graph)`` counts what a backend launches: every node except free reshapes.
 """
@@ -64,11 +63,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphc.ir import Graph, GraphcError, Node, Value
+from graphc.ir import Graph, Node, Value
 from graphc.ir.ops import is_last_axes_swap, normalize_attrs
 
-from .attention import stitch_attention
-from .util import fusion_class, graph_pass
+from .util import fusion_class, graph_pass, toposort_by_position
 
 MAX_RECOMPUTE_OPS = 3
 MAX_RECOMPUTE_LEAVES = 2
@@ -519,11 +517,10 @@ class _Fuser:
             if self.uid.get(n) in self.groups:
                 continue
             (sources if self.roles[n] == "source" else units).append((i, n))
-        units = stitch_attention(units, outputs)
         read = {v for _, n in units for v in n.inputs} | outputs
         # A const node stays where a plain node reads it; fused bodies hold their own copies.
         units.extend((i, n) for i, n in sources if n.output in read)
-        graph.set_nodes(_toposort(units))
+        graph.set_nodes(toposort_by_position(units))
 
     def _make_fused(
         self, gid: int, kind: str, nodes: list[Node], ins: list[Value], outs: list[Value]
@@ -548,30 +545,6 @@ class _Fuser:
         for v in outs:
             body.add_output(env[v])
         return Node("fused", list(ins), {"kind": kind}, list(outs), nodes[0].source, body)
-
-
-def _toposort(units: list[tuple[int, Node]]) -> list[Node]:
-    """Kahn's algorithm over outer nodes, taking the earliest original position first."""
-    made_by = {v: i for i, (_, n) in enumerate(units) for v in n.outputs}
-    deps: list[set[int]] = [{made_by[v] for v in n.inputs if v in made_by} for _, n in units]
-    waiting = [len(d) for d in deps]
-    dependents: list[list[int]] = [[] for _ in units]
-    for i, d in enumerate(deps):
-        for j in d:
-            dependents[j].append(i)
-    heap = [(units[i][0], i) for i in range(len(units)) if waiting[i] == 0]
-    heapq.heapify(heap)
-    order: list[Node] = []
-    while heap:
-        _, i = heapq.heappop(heap)
-        order.append(units[i][1])
-        for j in dependents[i]:
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(heap, (units[j][0], j))
-    if len(order) != len(units):
-        raise GraphcError("fusion produced a cyclic graph (internal error)")
-    return order
 
 
 @graph_pass("fusion")

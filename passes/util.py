@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphc.ir import Graph, Node, Value, get_op, print_graph
+from graphc.ir import Graph, GraphcError, Node, Value, get_op, print_graph
 
 GraphPass = Callable[[Graph], Graph]
 
@@ -74,3 +75,27 @@ def canonical_text(graph: Graph) -> str:
     for i, v in enumerate(v for n in g.nodes for v in n.outputs):
         v.name = f"_{i}"
     return print_graph(g, with_source=False)
+
+
+def toposort_by_position(units: list[tuple[int, Node]]) -> list[Node]:
+    """Kahn's algorithm over outer nodes, taking the earliest original position first."""
+    made_by = {v: i for i, (_, n) in enumerate(units) for v in n.outputs}
+    deps: list[set[int]] = [{made_by[v] for v in n.inputs if v in made_by} for _, n in units]
+    waiting = [len(d) for d in deps]
+    dependents: list[list[int]] = [[] for _ in units]
+    for i, d in enumerate(deps):
+        for j in d:
+            dependents[j].append(i)
+    heap = [(units[i][0], i) for i in range(len(units)) if waiting[i] == 0]
+    heapq.heapify(heap)
+    order: list[Node] = []
+    while heap:
+        _, i = heapq.heappop(heap)
+        order.append(units[i][1])
+        for j in dependents[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(heap, (units[j][0], j))
+    if len(order) != len(units):
+        raise GraphcError("a pass produced a cyclic graph (internal error)")
+    return order
