@@ -137,3 +137,16 @@ def has_blas_layout(view: View, itemsize: int = 1) -> bool:
         or (r == 1 and sc == 1)
         or (c == 1 and sr == 1)
     )
+
+
+def block_offset(node: Node) -> int | None:
+    """Byte offset of a reshape's or slice's result in its C-contiguous operand when the result is
+    one contiguous block of it in the same element order (so it can share the operand's bytes),
+    else None."""
+    if node.op not in ("reshape", "slice"):
+        return None
+    x = node.inputs[0].type
+    view = View.dense(x.shape).apply(node)
+    if view is None or not view.is_contiguous():
+        return None
+    return view.offset * x.itemsize

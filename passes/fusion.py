@@ -61,11 +61,11 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from graphc.ir import Graph, Node, Value
 from graphc.ir.ops import is_last_axes_swap, normalize_attrs
+from graphc.ir.views import chain_view
 
+from .control_flow import in_bodies
 from .util import fusion_class, graph_pass, toposort_by_position
 
 MAX_RECOMPUTE_OPS = 3
@@ -75,29 +75,8 @@ VIEW_CHAIN_OPS = ("transpose", "slice", "reshape")
 
 
 def _is_view_chain(chain: list[Node]) -> bool:
-    """Whether NumPy can express ``chain`` (matmul side first) as a view of its first input.
-
-    Replayed on a stand-in with the input's C strides and no real memory behind it: setting
-    ``shape`` raises, without touching data, where a reshape would have to copy.
-    """
-    x = chain[-1].inputs[0]
-    strides = [1] * len(x.shape)
-    for d in range(len(x.shape) - 2, -1, -1):
-        strides[d] = strides[d + 1] * x.shape[d + 1]
-    arr = np.lib.stride_tricks.as_strided(np.empty(1, np.uint8), x.shape, tuple(strides), writeable=False)
-    for node in reversed(chain):
-        if node.op == "transpose":
-            arr = arr.transpose(tuple(node.attrs["perm"]))
-        elif node.op == "slice":
-            a = node.attrs
-            arr = arr[tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))]
-        else:
-            arr = arr.view()
-            try:
-                arr.shape = node.outputs[0].shape
-            except AttributeError:
-                return False
-    return True
+    """Whether ``chain`` (matmul side first) is one strided view of its first input (``ir.views``)."""
+    return chain_view(chain[-1].inputs[0].shape, chain[::-1]) is not None
 
 
 def _permutes(node: Node) -> bool:
@@ -550,6 +529,7 @@ class _Fuser:
 @graph_pass("fusion")
 def fusion(graph: Graph) -> Graph:
     """Replace fusible groups with ``fused`` nodes (see the module docstring); rewrites ``graph``."""
+    in_bodies(graph, fusion)
     fuser = _Fuser(graph)
     fuser.group()
     fuser.recompute()

@@ -29,6 +29,7 @@ import numpy as np
 
 from graphc.ir import Graph, GraphcError, MemoryPlan, Node, Value
 from graphc.ir.memory import VIEW_OPS
+from graphc.ir.views import block_offset
 
 from .memory_plan import written_over
 from .util import is_elementwise
@@ -59,29 +60,6 @@ def _in_place_capable(node: Node) -> bool:
     if node.op == "fused":
         return node.attrs.get("kind") == "pointwise"
     return is_elementwise(node)
-
-
-def block_offset(node: Node) -> int | None:
-    """Byte offset of a reshape's or slice's result in its C-contiguous operand when the result
-    is one contiguous block of it in the same element order, else None."""
-    if node.op == "reshape":
-        return 0
-    if node.op != "slice":
-        return None
-    x, out = node.inputs[0].type, node.outputs[0].type
-    starts, steps = node.attrs["starts"], node.attrs["steps"]
-    strides, acc = [0] * x.rank, x.itemsize
-    for d in range(x.rank - 1, -1, -1):
-        strides[d] = acc
-        acc *= x.shape[d]
-    dense = x.itemsize  # the stride the result's axis needs to continue one block
-    for d in range(x.rank - 1, -1, -1):
-        if out.shape[d] == 1:
-            continue
-        if strides[d] * steps[d] != dense:
-            return None
-        dense *= out.shape[d]
-    return sum(s * st for s, st in zip(starts, strides))
 
 
 def _align(n: int, alignment: int) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.ir import Buffer, Graph, MemoryPlan, Node, Value
+from graphc.ir.views import block_offset
 
 from .manager import gc_paused
 from .util import is_elementwise
@@ -143,27 +144,10 @@ def live_intervals(graph: Graph, nodes: list[Node] | None = None) -> dict[Value,
 
 def slice_view_offset(node: Node) -> int | None:
     """Byte offset of a slice's result in its (C-contiguous) operand when the result is one
-    contiguous block of it, else None: leading axes pick one index, one axis a step-1 range,
-    and the trailing axes stay whole."""
-    if node.op != "slice":
+    non-empty contiguous block of it (``ir.views.block_offset``), else None."""
+    if node.op != "slice" or node.output.type.nbytes == 0:
         return None
-    x, out = node.inputs[0], node.output
-    if out.type.nbytes == 0:
-        return None
-    starts, steps = node.attrs["starts"], node.attrs["steps"]
-    rank = len(x.shape)
-    lead = 0
-    while lead < rank - 1 and out.shape[lead] == 1:
-        lead += 1
-    if out.shape[lead] > 1 and steps[lead] != 1:
-        return None
-    if any(out.shape[d] != x.shape[d] or (x.shape[d] > 1 and starts[d] != 0) for d in range(lead + 1, rank)):
-        return None
-    stride, offset = x.type.itemsize, 0
-    for d in range(rank - 1, -1, -1):
-        offset += starts[d] * stride
-        stride *= x.shape[d]
-    return offset
+    return block_offset(node)
 
 
 def view_offset(node: Node) -> int | None:
