@@ -10,6 +10,11 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 
 
+def _summary(node) -> str:
+    inner = " ".join(_summary(m) for b in node.bodies for m in b.nodes)
+    return f"{node.op}[{inner}]" if node.bodies else node.op
+
+
 def graph_to_dot(g: Graph) -> str:
     """DOT text: inputs as ellipses, nodes as boxes (fused nodes list their body's ops)."""
     lines = [f"digraph {_quote(g.name)} {{", "  rankdir=TB;", '  node [fontname="monospace"];']
@@ -22,7 +27,10 @@ def graph_to_dot(g: Graph) -> str:
         nid = f"n{i}"
         label = f"{n.op}\\n" + ", ".join(str(v.type) for v in n.outputs)
         if n.subgraph is not None:
-            label += "\\n[" + " ".join(m.op for m in n.subgraph.nodes) + "]"
+            label += "\\n[" + " ".join(_summary(m) for m in n.subgraph.nodes) + "]"
+        else:  # a control-flow node: each body's ops, nested bodies in brackets
+            for body in n.bodies:
+                label += f"\\n{body.name}: [" + " ".join(_summary(m) for m in body.nodes) + "]"
         style = ", style=filled, fillcolor=lightblue" if n.op == "fused" else ""
         lines.append(f"  {nid} [shape=box, label={_quote(label)}{style}];")
         for v in n.inputs:

@@ -39,7 +39,7 @@ class Value:
 class Node:
     """One op application: inputs, attributes, outputs and the user's file:line that made it."""
 
-    __slots__ = ("op", "inputs", "attrs", "outputs", "source", "subgraph")
+    __slots__ = ("op", "inputs", "attrs", "outputs", "source", "subgraph", "_bodies")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class Node:
         outputs: list[Value],
         source: str | None = None,
         subgraph: Graph | None = None,
+        bodies: Sequence[Graph] = (),
     ) -> None:
         self.op = op
         self.inputs = list(inputs)
@@ -57,6 +58,17 @@ class Node:
         self.source = source
         # A fused node's body: a Graph whose data inputs bind to ``inputs`` in order.
         self.subgraph = subgraph
+        # A control-flow node's bodies (cond: two branches, while_loop: cond and body, scan: one).
+        self._bodies = tuple(bodies)
+
+    @property
+    def bodies(self) -> tuple[Graph, ...]:
+        """Every nested graph of the node: a fused node's ``subgraph``, a control-flow node's bodies."""
+        return (self.subgraph,) if self.subgraph is not None else self._bodies
+
+    @bodies.setter
+    def bodies(self, value: Sequence[Graph]) -> None:
+        self._bodies = tuple(value)
 
     @property
     def output(self) -> Value:
@@ -160,6 +172,30 @@ class Graph:
         self.nodes.append(node)
         return node
 
+    def add_control(
+        self,
+        op: str,
+        inputs: Sequence[Value],
+        bodies: Sequence[Graph],
+        attrs: dict | None = None,
+        source: str | None = None,
+        names: Sequence[str] | None = None,
+    ) -> Node:
+        """Append a control-flow node (cond, while_loop, scan) holding ``bodies``; its output types
+        come from the bodies (``ir.control.control_types`` checks their signatures)."""
+        from .control import control_types
+
+        attrs = normalize_attrs(op, attrs)
+        types = control_types(op, [v.type for v in inputs], list(bodies), attrs)
+        names = list(names) if names else [self.fresh_name() for _ in types]
+        if len(names) != len(types):
+            raise GraphcError(f"{op}: {len(names)} output names for {len(types)} outputs")
+        outputs = [Value(self._claim(n), t) for n, t in zip(names, types)]
+        node = Node(op, list(inputs), attrs, outputs, source, bodies=bodies)
+        self._uses = None
+        self.nodes.append(node)
+        return node
+
     def op(self, op: str, *inputs: Value, source: str | None = None, **attrs: object) -> Value:
         """Append a one-output node and return its output value (a builder shorthand)."""
         return self.add_node(op, inputs, attrs, source).output
@@ -258,7 +294,8 @@ class Graph:
                 vmap[old] = new
             body = n.subgraph.copy() if n.subgraph is not None else None
             ins = [vmap[v] for v in n.inputs]
-            g.adopt(Node(n.op, ins, dict(n.attrs), outs, n.source, body))
+            bodies = () if body is not None else tuple(b.copy() for b in n.bodies)
+            g.adopt(Node(n.op, ins, dict(n.attrs), outs, n.source, body, bodies))
         g.outputs = [vmap[v] for v in self.outputs]
         g.updates = dict(self.updates)
         return g

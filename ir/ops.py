@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import GraphcError
-from .types import DTYPES, FLOAT_DTYPES, INT_DTYPES, TensorType
+from .types import DTYPES, FLOAT_DTYPES, INT_DTYPES, QUANT_DTYPES, TensorType
 
 if TYPE_CHECKING:
     from .graph import Node
@@ -613,3 +613,143 @@ def _fused(inputs, attrs):
 # A fused node holds a sub-graph (Node.subgraph) of the ops above; passes.fusion makes them.
 # Its one attribute is its kind; Graph.add_fused and the JSON/text readers check it here too.
 _register("fused", None, "opaque", _fused, {"kind": Attr(ChoiceSpec(FUSED_KINDS))})
+
+
+# --- quantization
+# ONNX's QuantizeLinear/DequantizeLinear as broadcast ops: ``scale`` and ``zero_point`` broadcast
+# to x's shape (per tensor: shape (); per channel along axis a: the channel count at a and 1 on
+# every later axis; the front end reshapes ONNX's 1-D per-axis vectors). Elementwise:
+#   quantize(x, s, z)   = saturate(round_half_even(x / s) + z)  in z's dtype (i8 or u8);
+#                         x / s is computed in x's dtype, NaN saturates to the lowest value
+#   dequantize(q, s, z) = (q - z) * s                           in s's dtype (q - z exact)
+#   fake_quantize(x, s, z) = dequantize(quantize(x, s, z), s, z) in x's dtype; its VJP is the
+#                         straight-through estimator (the gradient passes where x / s + z lies
+#                         in the dtype's range, PyTorch's fake_quantize rule).
+# qmatmul(a, b): the integer GEMM a @ b.T of 2-D i8/u8 operands a [m, k] and b [n, k] (b in the
+# layout of a Linear weight, [out, in]), exact, with an i32 [m, n] result.
+def _quant_operands(inputs, kind: str) -> None:
+    x, scale, zero = inputs
+    _check(scale.dtype in FLOAT_DTYPES, f"scale must be a float tensor, got {scale.dtype}")
+    _check(
+        zero.dtype in QUANT_DTYPES or zero.dtype == "i32",
+        f"zero point must be i8 or u8, got {zero.dtype}",
+    )
+    for what, t in (("scale", scale), ("zero point", zero)):
+        try:
+            out = broadcast_shapes(x.shape, t.shape)
+        except GraphcError as err:
+            raise _RuleError(f"{what}: {err}") from None
+        _check(out == x.shape, f"{what} shape {t.shape} does not broadcast to the operand's {x.shape}")
+
+
+def _quantize(inputs, attrs):
+    x, scale, zero = inputs
+    _quant_operands(inputs, "quantize")
+    _check(zero.dtype in QUANT_DTYPES, f"zero point must be i8 or u8, got {zero.dtype}")
+    _check(x.dtype == scale.dtype, f"x ({x.dtype}) and scale ({scale.dtype}) dtypes differ")
+    return [TensorType(x.shape, zero.dtype)]
+
+
+def _dequantize(inputs, attrs):
+    q, scale, zero = inputs
+    _quant_operands(inputs, "dequantize")
+    _check(q.dtype in (*QUANT_DTYPES, "i32"), f"operand must be i8, u8 or i32, got {q.dtype}")
+    _check(q.dtype == zero.dtype, f"operand ({q.dtype}) and zero point ({zero.dtype}) dtypes differ")
+    return [TensorType(q.shape, scale.dtype)]
+
+
+def _fake_quantize(inputs, attrs):
+    (out,) = _quantize(inputs, attrs)
+    return [TensorType(out.shape, inputs[0].dtype)]
+
+
+def _qmatmul(inputs, attrs):
+    a, b = inputs
+    _check(
+        a.dtype in QUANT_DTYPES and b.dtype in QUANT_DTYPES,
+        f"qmatmul needs i8/u8 operands, got {a.dtype}, {b.dtype}",
+    )
+    _check(a.rank == 2 and b.rank == 2, f"qmatmul operands must be 2-D, got ranks {a.rank} and {b.rank}")
+    _check(
+        a.shape[1] == b.shape[1],
+        f"inner dimensions differ: {a.shape[1]} (left) vs {b.shape[1]} (right, [n, k])",
+    )
+    return [TensorType((a.shape[0], b.shape[0]), "i32")]
+
+
+_register("quantize", 3, "broadcast", _quantize)
+_register("dequantize", 3, "broadcast", _dequantize)
+_register("fake_quantize", 3, "broadcast", _fake_quantize)
+_register("qmatmul", 2, "opaque", _qmatmul)
+
+
+# --- distributed
+# Data-parallel gradient averaging over MPI (graphc.distributed; docs/CONTRACTS.md, "Collectives").
+# ``allreduce_start(g1, ..., gk)`` packs a bucket of gradients (one float dtype) into one flat
+# buffer ``[sum of numels]`` and starts a nonblocking sum of it across ranks (MPI Iallreduce); the
+# buffer is the token of the pending sum, written by MPI until its wait, so it stays live until
+# then. ``allreduce_wait(buffer)`` waits for the sum (with a deadline) and returns each gradient's
+# average over the ranks, in the start's operand order and with the shapes of ``shapes``.
+# ``bucket`` numbers the bucket (messages name it; distinct buckets never merge in CSE).
+# ``packed=False`` (a bucket of one gradient): MPI reads the gradient itself, no packing copy;
+# that wait then takes the gradient as a second operand, which keeps its bytes live until the sum
+# is done (any operand after the buffer is only held, never read).
+MAX_BUCKET_VALUES = 1 << 16
+_BUCKET = Attr(IntSpec(0, MAX_NUMEL), 0)
+
+
+def _allreduce_start(inputs, attrs):
+    _check(len(inputs) >= 1, "needs at least one operand")
+    dtype = _same_dtype(inputs)
+    _check(dtype in ("f32", "f64"), f"sums f32 or f64 gradients, got {dtype}")
+    _check(len(inputs) <= MAX_BUCKET_VALUES, f"at most {MAX_BUCKET_VALUES} operands, got {len(inputs)}")
+    return [TensorType((sum(t.numel for t in inputs),), dtype)]
+
+
+def _allreduce_wait(inputs, attrs):
+    _check(len(inputs) >= 1, "needs the bucket buffer as its first operand")
+    buf = inputs[0]
+    _check(buf.rank == 1 and buf.dtype in ("f32", "f64"), f"needs a flat f32/f64 buffer, got {buf}")
+    shapes = attrs["shapes"]
+    _check(len(shapes) >= 1, "shapes must name at least one result")
+    total = sum(math.prod(s) for s in shapes)
+    _check(total == buf.numel, f"shapes hold {total} elements, the buffer {buf.numel}")
+    return [TensorType(tuple(s), buf.dtype) for s in shapes]
+
+
+_register(
+    "allreduce_start", None, "opaque", _allreduce_start, {"bucket": _BUCKET, "packed": Attr(BoolSpec(), True)}
+)
+_WAIT_SHAPES = TupleSpec(ShapeSpec(), max_length=MAX_BUCKET_VALUES)
+_register(
+    "allreduce_wait", None, "opaque", _allreduce_wait, {"shapes": Attr(_WAIT_SHAPES), "bucket": _BUCKET}
+)
+COLLECTIVE_OPS = ("allreduce_start", "allreduce_wait")
+
+
+# --- control flow
+# cond / while_loop / scan hold sub-graphs in Node.bodies (ir/control.py documents their
+# signatures); like fused nodes they take their types from their bodies (Graph.add_control).
+def _control(inputs, attrs):
+    raise _RuleError("control-flow nodes take their types from their bodies; use Graph.add_control")
+
+
+_register("cond", None, "opaque", _control)
+_register("while_loop", None, "opaque", _control, {"n_carry": Attr(SIZE)})
+_CONTROL_SCAN = {
+    "n_carry": Attr(SIZE),
+    "n_xs": Attr(SIZE),
+    "length": Attr(SIZE),
+    "reverse": Attr(BoolSpec(), False),
+}
+_register("scan", None, "opaque", _control, _CONTROL_SCAN)
+
+
+# --- pytorch surface
+# stop_gradient(x) is x, with no gradient flowing back through it (``Tensor.detach()`` /
+# ``.data``): autodiff lists it in NON_DIFFERENTIABLE; every backend runs it as a copy.
+def _stop_gradient(inputs, attrs):
+    return [inputs[0]]
+
+
+_register("stop_gradient", 1, "pointwise", _stop_gradient)

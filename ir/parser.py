@@ -134,7 +134,13 @@ def _parse_return(g: Graph, env, text: str, lineno: int) -> None:
 
 def _parse_node(g: Graph, env, lines: _Lines, code: str, source, lineno: int) -> None:
     body_header = None
-    if code.endswith("{"):  # a fused node: its body's 'graph NAME(...) {' ends the line
+    n_bodies = 0
+    bm = re.fullmatch(r"(.*\S)\s+bodies\s+([0-9]+)", code)
+    if bm:  # a control-flow node: its bodies follow, one 'graph NAME(...) {' ... '}' each
+        code, n_bodies = bm.group(1), int(bm.group(2))
+        if not 0 < n_bodies <= 2:
+            raise GraphcError(f"line {lineno}: a control-flow node holds one or two bodies, not {n_bodies}")
+    elif code.endswith("{"):  # a fused node: its body's 'graph NAME(...) {' ends the line
         cut = code.index(" graph ")
         code, body_header = code[:cut].rstrip(), code[cut + 1 :]
     m = re.fullmatch(r"(.+?)\s*=\s*([a-z_0-9]+)\((.*?)\)\s*(\{.*?\})?\s*:\s*(.+?)\s*", code)
@@ -161,6 +167,17 @@ def _parse_node(g: Graph, env, lines: _Lines, code: str, source, lineno: int) ->
             g._names.discard(v.name)
         for v, name in zip(node.outputs, out_names):
             v.name = g._claim(name)
+    elif n_bodies:
+        bodies = []
+        for _ in range(n_bodies):
+            _, header = lines.next()
+            bodies.append(_parse_graph(lines, _strip_comment(header)[0]))
+        if len(set(out_names)) != len(out_names):
+            raise GraphcError(f"line {lineno}: an output name is defined twice")
+        try:
+            node = g.add_control(op, ins, bodies, attrs, source, names=out_names)
+        except GraphcError as err:
+            raise GraphcError(f"line {lineno}: {err}") from None
     else:
         node = g.add_node(op, ins, normalize_attrs(op, attrs), source, names=out_names)
     got = [v.type for v in node.outputs]

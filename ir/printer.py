@@ -45,6 +45,10 @@ def _format_node(node: Node, indent: str, with_source: bool) -> list[str]:
         body = print_graph(node.subgraph, indent + "  ", with_source=with_source)
         line += " " + body.lstrip()
         lines = line.split("\n")
+    elif node.bodies:  # a control-flow node: its bodies follow, one graph each
+        lines = [line + f" bodies {len(node.bodies)}"]
+        for body in node.bodies:
+            lines.extend(print_graph(body, indent + "  ", with_source=with_source).split("\n"))
     else:
         lines = [line]
     if with_source and node.source:

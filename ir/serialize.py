@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .control import CONTROL_OPS
 from .errors import GraphcError
 from .graph import INPUT_KINDS, Graph, Value
 from .ops import SHAPE, AttrError, get_op, infer_types, normalize_attrs
@@ -28,6 +29,8 @@ def graph_to_json(g: Graph) -> dict:
             entry["source"] = n.source
         if n.subgraph is not None:
             entry["body"] = graph_to_json(n.subgraph)
+        elif n.bodies:
+            entry["bodies"] = [graph_to_json(b) for b in n.bodies]
         nodes.append(entry)
     return {
         "version": FORMAT_VERSION,
@@ -41,7 +44,7 @@ def graph_to_json(g: Graph) -> dict:
 
 # Limits on what a graph read from JSON may hold (names are data: they never reach kernel source).
 MAX_NAME = 1000  # characters of a value, graph or source name
-MAX_BODY_DEPTH = 8  # fused bodies inside fused bodies
+MAX_BODY_DEPTH = 8  # fused or control-flow bodies inside bodies
 
 
 def _where(path: str) -> str:
@@ -97,7 +100,7 @@ def graph_from_json(data: dict) -> Graph:
 
 def _graph_from_json(data: object, path: str, depth: int) -> Graph:
     if depth > MAX_BODY_DEPTH:
-        raise GraphcError(f"{_where(path)}: fused bodies nest more than {MAX_BODY_DEPTH} deep")
+        raise GraphcError(f"{_where(path)}: bodies nest more than {MAX_BODY_DEPTH} deep")
     version = _get(data, "version", int, path, None)
     if version != FORMAT_VERSION:
         raise GraphcError(f"graph format version {version!r} is not supported")
@@ -139,6 +142,10 @@ def _node_from_json(g: Graph, env: dict[str, Value], item: object, path: str, de
     if ("body" in item) != (op == "fused"):
         raise GraphcError(f"{_where(path)}: node {op[:40]!r}: only fused nodes have a body, and they must")
     get_op(op)
+    if ("bodies" in item) != (op in CONTROL_OPS):
+        raise GraphcError(
+            f"{_where(path)}: node {op[:40]!r}: only control-flow nodes have bodies, and they must"
+        )
     ins = [
         _lookup(env, name, f"{path}.inputs[{j}]") for j, name in enumerate(_get(item, "inputs", list, path))
     ]
@@ -156,6 +163,14 @@ def _node_from_json(g: Graph, env: dict[str, Value], item: object, path: str, de
         raise GraphcError(f"{_where(path)}: an output name is defined twice")
     if op == "fused":
         body = _graph_from_json(_get(item, "body", dict, path), f"{path}.body", depth + 1)
+    bodies = []
+    if op in CONTROL_OPS:
+        stored = _get(item, "bodies", list, path)
+        if len(stored) > 2:
+            raise GraphcError(f"{_where(path)}.bodies: at most 2 bodies, got {len(stored)}")
+        bodies = [_graph_from_json(b, f"{path}.bodies[{j}]", depth + 1) for j, b in enumerate(stored)]
+        if len(set(names)) != len(names):
+            raise GraphcError(f"{_where(path)}: an output name is defined twice")
     try:
         if op == "fused":
             node = g.add_fused(ins, body, normalize_attrs("fused", attrs), source)
@@ -165,6 +180,11 @@ def _node_from_json(g: Graph, env: dict[str, Value], item: object, path: str, de
                 g._names.discard(v.name)
             for v, name in zip(node.outputs, names):
                 v.name = g._claim(name)
+        elif op in CONTROL_OPS:
+            attrs = normalize_attrs(op, attrs)
+            node = g.add_control(op, ins, bodies, attrs, source, names=names if names else None)
+            if len(node.outputs) != len(names):
+                raise GraphcError(f"{len(names)} outputs stored, the bodies give {len(node.outputs)}")
         else:
             attrs = normalize_attrs(op, attrs)
             if len(infer_types(op, [v.type for v in ins], attrs)) != len(names) or not names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .control import CONTROL_OPS, control_types
 from .errors import GraphcError
 from .fused import check_fused
 from .graph import INPUT_KINDS, Graph, Node, Value
@@ -71,7 +72,19 @@ def _verify_node(g: Graph, node: Node, defined: dict[str, Value]) -> None:
         expected = [v.type for v in node.subgraph.outputs]
         if body_in != [v.type for v in node.inputs]:
             raise GraphcError(f"graph {g.name}: {_where(node)}: operands differ from body inputs")
+    elif node.op in CONTROL_OPS:
+        try:
+            attrs = normalize_attrs(node.op, node.attrs)
+            expected = control_types(node.op, [v.type for v in node.inputs], list(node.bodies), attrs)
+        except GraphcError as err:
+            raise GraphcError(f"graph {g.name}: {_where(node)}: {err}") from None
+        for body in node.bodies:
+            verify(body)
     else:
+        if node.bodies:
+            raise GraphcError(
+                f"graph {g.name}: {_where(node)}: only fused and control-flow nodes hold bodies"
+            )
         try:
             attrs = normalize_attrs(node.op, node.attrs)
             expected = infer_types(node.op, [v.type for v in node.inputs], attrs)

@@ -19,6 +19,8 @@ API (the train-step builder calls this)::
 - Backward nodes carry the ``source`` of the forward node they differentiate, so errors and dumps
   point to the user's code. Two gradients may be the same Value (e.g. ``sum(a + b)``), and a
   gradient output is never a graph input.
+- ``cond`` differentiates the taken branch, ``scan`` runs a reverse scan over the carries it
+  saves, ``while_loop`` records its trip count and recomputes the carries (passes/autodiff_control.py).
 - Ops in ``NON_DIFFERENTIABLE`` (comparisons, argmax, sign, rng_uniform, const) contribute zero;
   every other registry op has a rule in ``VJP_RULES`` except ``fused``: autodiff runs before
   fusion, so a fused node on the path from a wrt input to the loss raises GraphcError.
@@ -33,13 +35,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from graphc.ir import Graph, GraphcError, Value
+from graphc.ir import Graph, GraphcError, Node, Value
 from graphc.ir.types import FLOAT_DTYPES
 
+from .autodiff_control import CONTROL_VJPS
 from .autodiff_rules import NON_DIFFERENTIABLE, VJP_RULES, Emitter, rule_for
 from .manager import gc_paused
 
-__all__ = ["NON_DIFFERENTIABLE", "VJP_RULES", "grad", "value_and_grad"]
+__all__ = ["NON_DIFFERENTIABLE", "VJP_RULES", "active_values", "backprop", "grad", "value_and_grad"]
+
+# Control-flow ops (cond, while_loop, scan) are differentiated by passes/autodiff_control.py.
+VJP_RULES.update(CONTROL_VJPS)
 
 
 def _resolve_wrt(graph: Graph, joint: Graph, wrt: Sequence[str | Value] | None) -> list[Value]:
@@ -85,39 +91,13 @@ def _grad(graph: Graph, loss_index: int, wrt: Sequence[str | Value] | None) -> t
     targets = _resolve_wrt(graph, joint, wrt)
     forward_nodes = list(joint.nodes)
     producer = {v: n for n in forward_nodes for v in n.outputs}
-
-    # Values that depend on a wrt input through float values: only these need adjoints.
-    active: set[Value] = set(targets)
-    for node in forward_nodes:
-        if any(v in active for v in node.inputs):
-            active.update(v for v in node.outputs if v.dtype in FLOAT_DTYPES)
-
     e = Emitter(joint)
     adjoint: dict[Value, Value] = {}
+    active = active_values(forward_nodes, targets)
     if loss in active:
         e.source = producer[loss].source if loss in producer else None
         adjoint[loss] = e.const(1.0, loss.dtype)
-
-    for node in reversed(forward_nodes):
-        g = adjoint.get(node.outputs[0]) if len(node.outputs) == 1 else None
-        if g is None:
-            if len(node.outputs) > 1 and any(v in adjoint for v in node.outputs):
-                raise GraphcError(f"autodiff: multi-output op {node.op!r} has no VJP convention")
-            continue
-        needs = [v in active for v in node.inputs]
-        if not any(needs):
-            continue
-        rule = rule_for(node)
-        if rule is None:
-            continue
-        e.source = node.source
-        contributions = rule(e, node, g, needs)
-        for v, need, c in zip(node.inputs, needs, contributions):
-            if not need or c is None:
-                continue
-            if c.type != v.type:  # a rule bug, not a user error: fail loudly at the source
-                raise AssertionError(f"VJP of {node.op} gave {c.type} for operand %{v.name}: {v.type}")
-            adjoint[v] = c if v not in adjoint else e.add(adjoint[v], c)
+    backprop(e, forward_nodes, adjoint, active)
 
     e.source = None
     grad_index: dict[str, int] = {}
@@ -127,6 +107,49 @@ def _grad(graph: Graph, loss_index: int, wrt: Sequence[str | Value] | None) -> t
             g = e.zeros(v.type)
         grad_index[v.name] = joint.add_output(g)
     return joint, grad_index
+
+
+def active_values(nodes: Sequence[Node], targets: Sequence[Value]) -> set[Value]:
+    """Values that depend on a target through float values: only these need adjoints."""
+    active: set[Value] = set(targets)
+    for node in nodes:
+        if any(v in active for v in node.inputs):
+            active.update(v for v in node.outputs if v.dtype in FLOAT_DTYPES)
+    return active
+
+
+def backprop(e: Emitter, nodes: Sequence[Node], adjoint: dict[Value, Value], active: set[Value]) -> None:
+    """Run the VJP rules of ``nodes`` in reverse, from the seeds in ``adjoint`` (value -> its
+    cotangent), adding each operand's contributions into ``adjoint``. Control-flow nodes take
+    one cotangent per output (``passes.autodiff_control``)."""
+    for node in reversed(nodes):
+        if node.op in CONTROL_VJPS:
+            gs = [adjoint.get(v) for v in node.outputs]
+            if all(g is None for g in gs):
+                continue
+        else:
+            g = adjoint.get(node.outputs[0]) if len(node.outputs) == 1 else None
+            if g is None:
+                if len(node.outputs) > 1 and any(v in adjoint for v in node.outputs):
+                    raise GraphcError(f"autodiff: multi-output op {node.op!r} has no VJP convention")
+                continue
+        needs = [v in active for v in node.inputs]
+        if not any(needs):
+            continue
+        e.source = node.source
+        if node.op in CONTROL_VJPS:
+            contributions = CONTROL_VJPS[node.op](e, node, gs, needs)
+        else:
+            rule = rule_for(node)
+            if rule is None:
+                continue
+            contributions = rule(e, node, g, needs)
+        for v, need, c in zip(node.inputs, needs, contributions):
+            if not need or c is None:
+                continue
+            if c.type != v.type:  # a rule bug, not a user error: fail loudly at the source
+                raise AssertionError(f"VJP of {node.op} gave {c.type} for operand %{v.name}: {v.type}")
+            adjoint[v] = c if v not in adjoint else e.add(adjoint[v], c)
 
 
 def value_and_grad(graph: Graph, loss_index: int = 0, wrt: Sequence[str | Value] | None = None) -> Graph:

@@ -8,6 +8,7 @@ import numpy as np
 
 from graphc.ir import Graph, Node, Value, print_graph
 
+from .control_flow import in_bodies
 from .util import graph_pass
 
 # Exactly commutative in IEEE arithmetic (NaN payloads aside), so operand order is irrelevant.
@@ -34,6 +35,7 @@ def dce(graph: Graph) -> Graph:
     Every primitive is pure (rng_uniform is a function of its seed and offset input), so a node
     whose outputs nobody reads can go. Data inputs stay: they are the calling convention.
     """
+    in_bodies(graph, dce)
     live = remove_dead_nodes(graph)
     for v in list(graph.inputs):
         if graph.kinds[v.name] != "data" and v not in live and v.name not in graph.updates:
@@ -59,6 +61,7 @@ def cse(graph: Graph) -> Graph:
     Two rng_uniform nodes merge only when seed, shape and offset all agree, and then they do draw
     the same numbers.
     """
+    in_bodies(graph, cse)
     subst: dict[Value, Value] = {}
     seen_arrays: dict[tuple, Value] = {}
     for v in graph.inputs:
@@ -76,7 +79,7 @@ def cse(graph: Graph) -> Graph:
         operands = tuple(node.inputs)
         if node.op in COMMUTATIVE:
             operands = tuple(sorted(operands, key=lambda v: v.name))
-        body = print_graph(node.subgraph, with_source=False) if node.subgraph is not None else None
+        body = tuple(print_graph(b, with_source=False) for b in node.bodies) or None  # fused/control
         key = (node.op, operands, attr_key(node.attrs), body)
         first = seen.get(key)
         if first is not None and [v.type for v in first.outputs] == [v.type for v in node.outputs]:

@@ -11,6 +11,7 @@ from graphc.ir.ops import normalize_attrs
 from graphc.kernels.reference import run_node
 
 from .cleanup import remove_dead_nodes
+from .control_flow import in_bodies, inline_body
 from .util import const_array, graph_pass, new_node, producers
 
 # A folded result larger than this many elements is kept as a node unless it is no larger than
@@ -36,14 +37,27 @@ def constant_fold(graph: Graph, max_elements: int = FOLD_MAX_ELEMENTS) -> Graph:
     Known values are ``const`` inputs with initializers and outputs of ``const`` nodes (and of
     nodes folded before). A folded value that something still reads becomes a ``const`` input
     of the same name holding the array, or a ``const`` node when it is a finite scalar.
+    A ``cond`` whose predicate is known becomes its taken branch, inlined and folded further;
+    control-flow bodies are folded too.
     """
+    in_bodies(graph, lambda body: constant_fold(body, max_elements))
     known: dict[Value, np.ndarray] = {}
     for v in graph.inputs:
         if graph.kinds[v.name] == "const" and v.name in graph.initializers:
             known[v] = np.asarray(graph.initializers[v.name])
     folded: dict[Value, Node] = {}
     keep: list[Node] = []
-    for node in graph.nodes:
+    pending, subst, taken = list(reversed(graph.nodes)), {}, False
+    while pending:
+        node = pending.pop()
+        node.inputs = [subst.get(v, v) for v in node.inputs]
+        if node.op == "cond" and node.inputs[0] in known:  # a known predicate: inline the branch
+            branch = node.bodies[0] if bool(known[node.inputs[0]]) else node.bodies[1]
+            nodes, results = inline_body(graph, branch, node.inputs[1:], node.source)
+            subst.update(zip(node.outputs, results))
+            pending.extend(reversed(nodes))
+            taken = True
+            continue
         if node.op == "const":
             known[node.output] = run_node(node, [])[0]
             keep.append(node)
@@ -57,6 +71,9 @@ def constant_fold(graph: Graph, max_elements: int = FOLD_MAX_ELEMENTS) -> Graph:
                     folded[v] = node
                 continue
         keep.append(node)
+    if taken:
+        graph.outputs = [subst.get(v, v) for v in graph.outputs]
+        graph.set_nodes(keep)
     if not folded:
         return graph
     needed = {v for n in keep for v in n.inputs} | set(graph.outputs)

@@ -40,6 +40,7 @@ from graphc.ir import Graph, Node, TensorType, Value
 from graphc.ir.ops import infer_types, normalize_attrs
 from graphc.ir.types import INT_DTYPES
 
+from .control_flow import in_bodies
 from .rewrite import Pat, PatternMatcher, Rewriter, graph_rewrite
 from .util import fusion_class, graph_pass
 
@@ -388,5 +389,6 @@ def simplify(graph: Graph, unsafe_math: bool = False) -> Graph:
 
     Nodes nothing reads are dropped too (graph inputs are left to ``dce``).
     """
+    in_bodies(graph, lambda body: simplify(body, unsafe_math))
     graph_rewrite(graph, RULES, canonicalize=_drop_broadcast_operands, unsafe_math=unsafe_math)
     return graph

@@ -1,0 +1,255 @@
+"""CPU kernels of cond, while_loop and scan: each body runs as a sub-plan.
+
+A ``SubPlan`` schedules its body, plans its memory (one arena of its own) and compiles every
+body node once, when the control-flow node's kernel is built; each iteration then only runs
+those kernels. Per iteration nothing is allocated:
+
+- a loop-carried value ping-pongs between two buffers: the body reads the carry from one and
+  writes the next carry into the other (their kernel arguments are rebound, not copied), unless
+  the body's memory plan aliases it (an in-place op or a view), when it is copied;
+- a scan's x slice is bound straight to ``xs[i]`` and each y is written straight into
+  ``ys[i]`` (rebinding again; a copy only where the plan aliases the value);
+- loop-invariant operands (captured weights) are bound once per call.
+
+Kernels carry ``skip_warm_up``: the sub-plans compile and warm up when built, and a loop run
+on a zeroed arena (the runtime's warm-up) need not terminate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from graphc.ir import Graph, GraphcError, Node, Value
+from graphc.kernels.quoting import comment
+
+# A while_loop that runs this many iterations is taken to be stuck (a GraphcError, not a hang).
+MAX_TRIPS = 10_000_000
+
+Slots = list[tuple[list, int]]
+
+
+class SubPlan:
+    """One body, scheduled and memory-planned, with its kernels compiled once."""
+
+    def __init__(
+        self, body: Graph, compile_node: Callable[[Node], Callable], invariant: int | None = None
+    ) -> None:
+        """``invariant``: data inputs from this index on are bound once per call for every iteration,
+        so the body may not write over them (they are kept live to the end of the body)."""
+        from graphc.passes import plan_memory, schedule
+
+        g = body.copy()
+        n_outputs = len(g.outputs)
+        for v in g.data_inputs[invariant if invariant is not None else len(g.data_inputs) :]:
+            g.add_output(v)
+        g = schedule(g)
+        mp = plan_memory(g)
+        raw = np.zeros(mp.arena_bytes + mp.alignment, dtype=np.uint8)
+        start = (-raw.ctypes.data) % mp.alignment
+        self.arena = raw[start : start + mp.arena_bytes]
+        types = {v.name: v.type for v in g.inputs}
+        types.update({v.name: v.type for n in g.nodes for v in n.outputs})
+        self.views: dict[str, np.ndarray] = {}
+        for name, buf in mp.buffers.items():
+            t = types[name]
+            self.views[name] = (
+                self.arena[buf.offset : buf.offset + t.nbytes].view(t.np_dtype).reshape(t.shape)
+            )
+        for v in g.inputs:
+            if g.kinds[v.name] != "data":
+                self.views[v.name] = np.ascontiguousarray(g.initializers[v.name])
+        self.steps: list[tuple[Callable, list[np.ndarray]]] = []
+        self.step_nodes: list[Node] = []
+        slots: dict[str, Slots] = {}
+        produced: set[str] = set()
+        for n in g.nodes:
+            if mp.is_view(n):
+                continue
+            args = [self.views[v.name] for v in (*n.inputs, *n.outputs)]
+            for j, v in enumerate((*n.inputs, *n.outputs)):
+                slots.setdefault(v.name, []).append((args, j))
+            produced.update(v.name for v in n.outputs)
+            self.steps.append((compile_node(n), args))
+            self.step_nodes.append(n)
+        aliased = {b.alias_of for b in mp.buffers.values() if b.alias_of}
+        aliased |= {name for name, b in mp.buffers.items() if b.alias_of}
+        self.inputs: list[Value] = g.data_inputs
+        self.outputs: list[Value] = list(g.outputs[:n_outputs])
+        names_in = {v.name for v in self.inputs}
+        # None: this input/output is not rebindable (copied instead).
+        self.in_slots: list[Slots | None] = [
+            slots.get(v.name, []) if v.name not in aliased else None for v in self.inputs
+        ]
+        first = {}
+        for j, v in enumerate(self.outputs):
+            first.setdefault(v.name, j)
+        self.out_slots: list[Slots | None] = [
+            slots[v.name]
+            if first[v.name] == j and v.name in produced and v.name not in aliased and v.name not in names_in
+            else None
+            for j, v in enumerate(self.outputs)
+        ]
+        self.bound: dict[str, np.ndarray] = {}
+        self.run()  # compile (numba's first call) and warm up now, on the zeroed arena
+
+    @staticmethod
+    def _rebind(slots: Slots, arr: np.ndarray) -> None:
+        for args, j in slots:
+            args[j] = arr
+
+    def set_input(self, i: int, arr: np.ndarray) -> None:
+        """Make body input ``i`` read ``arr`` (rebound where possible, else copied in)."""
+        v, slots = self.inputs[i], self.in_slots[i]
+        if slots is None:
+            np.copyto(self.views[v.name], arr)
+        else:
+            self._rebind(slots, arr)
+            self.bound[v.name] = arr
+
+    def bind_output(self, j: int, arr: np.ndarray) -> bool:
+        """Have the body write output ``j`` straight into ``arr``; False if it cannot (copy then)."""
+        slots = self.out_slots[j]
+        if slots is None:
+            return False
+        self._rebind(slots, arr)
+        self.bound[self.outputs[j].name] = arr
+        return True
+
+    def output(self, j: int) -> np.ndarray:
+        """The current array of output ``j``."""
+        name = self.outputs[j].name
+        return self.bound.get(name, self.views.get(name))
+
+    def run(self) -> None:
+        """Run the body's kernels once."""
+        done = 0
+        try:
+            for fn, args in self.steps:
+                fn(*args)
+                done += 1
+        except GraphcError as err:
+            node = self.step_nodes[done]
+            where = f" ({node.source})" if node.source else ""
+            raise GraphcError(f"in a control-flow body, {node.op}{where}: {err}") from err
+
+
+def _source(node: Node, build: Callable[[Node], object]) -> str:
+    text = f"# graphc CPU kernel: {comment(node.op)} running its bodies as sub-plans (kernels below)\n"
+    for body in node.bodies:
+        text += f"# body {comment(body.name)}\n"
+        text += "\n".join(build(n).source for n in body.nodes)  # type: ignore[attr-defined]
+    return text
+
+
+def _cond_kernel(node: Node, compile_node: Callable) -> Callable:
+    plans = [SubPlan(b, compile_node) for b in node.bodies]
+    n_in = len(node.inputs)
+
+    def cond(*arrays: np.ndarray) -> None:
+        sub = plans[0] if bool(arrays[0]) else plans[1]
+        for i, arr in enumerate(arrays[1:n_in]):
+            sub.set_input(i, arr)
+        outs = arrays[n_in:]
+        bound = [sub.bind_output(j, out) for j, out in enumerate(outs)]
+        sub.run()
+        for j, out in enumerate(outs):
+            if not bound[j]:
+                np.copyto(out, sub.output(j))
+
+    return cond
+
+
+def _carry_buffers(node: Node, k: int) -> list[list[np.ndarray]]:
+    return [[np.empty(v.shape, v.type.np_dtype) for _ in range(2)] for v in node.outputs[:k]]
+
+
+def _while_kernel(node: Node, compile_node: Callable) -> Callable:
+    k = node.attrs["n_carry"]
+    test, body = (SubPlan(b, compile_node, invariant=k) for b in node.bodies)
+    n_in = len(node.inputs)
+    pairs = _carry_buffers(node, k)
+    flag = np.zeros((), dtype=np.bool_)
+
+    def while_loop(*arrays: np.ndarray) -> None:
+        for i in range(k, n_in):  # loop invariants: bound once
+            test.set_input(i, arrays[i])
+            body.set_input(i, arrays[i])
+        cur = [np.copyto(p[0], a) or p[0] for p, a in zip(pairs, arrays[:k])]
+        nxt = [p[1] for p in pairs]
+        test_bound = test.bind_output(0, flag)
+        trips = 0
+        while True:
+            for i in range(k):
+                test.set_input(i, cur[i])
+            test.run()
+            if not bool(flag if test_bound else test.output(0)):
+                break
+            for i in range(k):
+                body.set_input(i, cur[i])
+                body.bind_output(i, nxt[i])
+            body.run()
+            for i in range(k):
+                if body.output(i) is not nxt[i]:
+                    np.copyto(nxt[i], body.output(i))
+            cur, nxt = nxt, cur
+            trips += 1
+            if trips > MAX_TRIPS:
+                raise GraphcError(
+                    f"while_loop ran {MAX_TRIPS} iterations without its condition turning false"
+                )
+        for out, c in zip(arrays[n_in:], cur):
+            np.copyto(out, c)
+
+    while_loop.skip_warm_up = True  # type: ignore[attr-defined]
+    return while_loop
+
+
+def _scan_kernel(node: Node, compile_node: Callable) -> Callable:
+    k, n_xs, length = node.attrs["n_carry"], node.attrs["n_xs"], node.attrs["length"]
+    (body,) = (SubPlan(b, compile_node, invariant=k + n_xs) for b in node.bodies)
+    reverse = node.attrs["reverse"]
+    n_in = len(node.inputs)
+    pairs = _carry_buffers(node, k)
+
+    def scan(*arrays: np.ndarray) -> None:
+        for i in range(k + n_xs, n_in):  # loop invariants: bound once
+            body.set_input(i, arrays[i])
+        cur = [np.copyto(p[0], a) or p[0] for p, a in zip(pairs, arrays[:k])]
+        nxt = [p[1] for p in pairs]
+        xs, ys = arrays[k : k + n_xs], arrays[n_in + k :]
+        for step in range(length):
+            t = length - 1 - step if reverse else step
+            for i in range(k):
+                body.set_input(i, cur[i])
+                body.bind_output(i, nxt[i])
+            for i, x in enumerate(xs):
+                body.set_input(k + i, x[t, ...])
+            bound = [body.bind_output(k + j, y[t, ...]) for j, y in enumerate(ys)]
+            body.run()
+            for i in range(k):
+                if body.output(i) is not nxt[i]:
+                    np.copyto(nxt[i], body.output(i))
+            for j, y in enumerate(ys):
+                if not bound[j]:
+                    np.copyto(y[t, ...], body.output(k + j))
+            cur, nxt = nxt, cur
+        for out, c in zip(arrays[n_in : n_in + k], cur):
+            np.copyto(out, c)
+
+    scan.skip_warm_up = True  # type: ignore[attr-defined]
+    return scan
+
+
+_MAKERS = {"cond": _cond_kernel, "while_loop": _while_kernel, "scan": _scan_kernel}
+
+
+def control_builder(build: Callable[[Node], object], compile_node: Callable[[Node], Callable]) -> Callable:
+    """The CPU_KERNELS builder of the control-flow ops (``build``/``compile_node`` of the backend)."""
+    from graphc.kernels.cpu import Built
+
+    def builder(node: Node) -> Built:
+        return Built(_source(node, build), lambda: _MAKERS[node.op](node, compile_node))
+
+    return builder

@@ -1,0 +1,271 @@
+"""VJPs of the control-flow ops (``passes.autodiff`` dispatches here; one cotangent per output).
+
+- ``cond``: a ``cond`` on the same predicate whose branches are the VJPs of the branches, so
+  only the taken branch's VJP runs.
+- ``scan``: the forward scan also returns the carry entering each step (stacked: the saved
+  residuals); the backward pass is a reverse scan whose body is the VJP of the step (the step's
+  intermediates are recomputed from the saved carry), carrying the carry cotangents and the
+  summed cotangents of loop-invariant operands.
+- ``while_loop`` (reverse mode, beyond JAX): the forward loop also counts its trips; the backward
+  pass is a while_loop over the trips in reverse that recomputes the carry entering each trip from
+  the initial carry (an inner while_loop) and applies the body's VJP: memory O(1) in the trip
+  count, body evaluations O(trips^2).
+
+A body's VJP is a graph of its own (``vjp_body``): its inputs are the body's inputs followed by
+one cotangent per float output, its outputs one gradient per requested input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from graphc.ir import Graph, Node, TensorType, Value
+from graphc.ir.types import FLOAT_DTYPES
+
+from .autodiff_rules import Emitter
+from .cleanup import remove_dead_nodes
+from .control_flow import inline_body
+
+
+def _float(v: Value) -> bool:
+    return v.dtype in FLOAT_DTYPES
+
+
+def vjp_body(body: Graph, wrt: Sequence[int], seeded: Sequence[int], name: str) -> Graph:
+    """The VJP of ``body``: inputs are its data inputs, then a cotangent for each output index in
+    ``seeded``; outputs are the gradients of the data inputs indexed by ``wrt`` (zeros where none)."""
+    from .autodiff import active_values, backprop
+
+    g = body.copy()
+    g.name = name
+    xs = g.data_inputs
+    outs = list(g.outputs)
+    g.outputs, g.updates = [], {}
+    cts = [g.add_input(g.fresh_name(f"ct{j}"), outs[j].type, "data") for j in seeded]
+    e = Emitter(g)
+    nodes = list(g.nodes)
+    adjoint: dict[Value, Value] = {}
+    for j, ct in zip(seeded, cts):
+        v = outs[j]
+        adjoint[v] = ct if v not in adjoint else e.add(adjoint[v], ct)
+    targets = [xs[i] for i in wrt]
+    backprop(e, nodes, adjoint, active_values(nodes, targets))
+    e.source = None
+    for v in targets:
+        g.add_output(adjoint[v] if v in adjoint else e.zeros(v.type))
+    remove_dead_nodes(g)
+    return g
+
+
+def _place_before(graph: Graph, anchor: Node, made: list[Node], replace: bool = False) -> None:
+    """Move nodes just appended to ``graph`` to sit before ``anchor`` (or instead of it)."""
+    for n in made:
+        graph.nodes.remove(n)
+    i = graph.nodes.index(anchor)
+    graph.nodes[i : i + 1] = [*made, *([] if replace else [anchor])]
+    graph.invalidate_uses()
+
+
+def _replace_keeping_outputs(graph: Graph, old: Node, new: Node, before: Sequence[Node] = ()) -> list[Value]:
+    """Put ``new`` (just appended, with more outputs than ``old``) in ``old``'s place; its first
+    outputs become ``old``'s Values, so every reader keeps working. Returns the extra outputs."""
+    n = len(old.outputs)
+    for v in new.outputs[:n]:
+        graph._names.discard(v.name)
+    extra = new.outputs[n:]
+    new.outputs = list(old.outputs) + extra
+    _place_before(graph, old, [*before, new], replace=True)
+    return extra
+
+
+def _zeros_or(e: Emitter, g: Value | None, t: TensorType) -> Value:
+    return g if g is not None else e.zeros(t)
+
+
+def _inline(g: Graph, body: Graph, operands: list[Value]) -> list[Value]:
+    nodes, results = inline_body(g, body, operands, None)
+    g.nodes.extend(nodes)
+    g.invalidate_uses()
+    return results
+
+
+# ---------------------------------------------------------------------------- cond
+def cond_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) -> list[Value | None]:
+    """A cond over the branches' VJPs: only the taken branch is differentiated."""
+    ops = node.inputs[1:]
+    wrt = [i for i, v in enumerate(ops) if needs[i + 1] and _float(v)]
+    out: list[Value | None] = [None] * len(node.inputs)
+    if not wrt:
+        return out
+    seeded = [j for j, v in enumerate(node.outputs) if _float(v)]
+    cts = [_zeros_or(e, gs[j], node.outputs[j].type) for j in seeded]
+    bodies = [vjp_body(b, wrt, seeded, f"{b.name}_vjp") for b in node.bodies]
+    grads = e.graph.add_control("cond", [node.inputs[0], *ops, *cts], bodies, {}, e.source).outputs
+    for i, v in zip(wrt, grads):
+        out[i + 1] = v
+    return out
+
+
+# ---------------------------------------------------------------------------- scan
+def scan_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) -> list[Value | None]:
+    """A reverse scan over the carries the forward scan saves (see the module docstring)."""
+    graph = e.graph
+    k, n_xs, length = node.attrs["n_carry"], node.attrs["n_xs"], node.attrs["length"]
+    ins, body = node.inputs, node.bodies[0]
+    n_in = len(ins)
+    c_wrt = [i for i in range(k) if _float(ins[i])]
+    x_wrt = [i for i in range(k, k + n_xs) if needs[i] and _float(ins[i])]
+    k_wrt = [i for i in range(k + n_xs, n_in) if needs[i] and _float(ins[i])]
+    out: list[Value | None] = [None] * n_in
+    if not (any(needs[i] for i in c_wrt) or x_wrt or k_wrt):
+        return out
+    y_seeded = [j for j in range(k, len(body.outputs)) if _float(body.outputs[j])]
+    vf = vjp_body(body, c_wrt + x_wrt + k_wrt, c_wrt + y_seeded, "scan_step_vjp")
+
+    # Residuals: the forward scan also stacks the carry entering each step.
+    aug = body.copy()
+    for v in aug.data_inputs[:k]:
+        aug.add_output(v)
+    fwd = graph.add_control("scan", ins, [aug], dict(node.attrs), node.source)
+    saved = _replace_keeping_outputs(graph, node, fwd)
+
+    bg = Graph("scan_vjp")
+    dc_in = [bg.add_input(f"dc{i}", ins[i].type) for i in c_wrt]
+    dk_in = [bg.add_input(f"dk{i}", ins[i].type) for i in k_wrt]
+    c_in = [bg.add_input(f"c{i}", ins[i].type) for i in range(k)]
+    x_in = [bg.add_input(f"x{i}", TensorType(ins[i].shape[1:], ins[i].dtype)) for i in range(k, k + n_xs)]
+    gy_in = [bg.add_input(f"gy{j}", body.outputs[j].type) for j in y_seeded]
+    k_in = [bg.add_input(f"k{i}", ins[i].type) for i in range(k + n_xs, n_in)]
+    res = _inline(bg, vf, [*c_in, *x_in, *k_in, *dc_in, *gy_in])
+    n_c, n_x = len(c_wrt), len(x_wrt)
+    dk_new = [bg.op("add", acc, d) for acc, d in zip(dk_in, res[n_c + n_x :])]
+    for v in [*res[:n_c], *dk_new, *res[n_c : n_c + n_x]]:
+        bg.add_output(v)
+
+    seeds = [_zeros_or(e, gs[i], ins[i].type) for i in c_wrt]
+    zeros = [e.zeros(ins[i].type) for i in k_wrt]
+    gys = [_zeros_or(e, gs[j], node.outputs[j].type) for j in y_seeded]
+    operands = [*seeds, *zeros, *saved, *ins[k : k + n_xs], *gys, *ins[k + n_xs :]]
+    attrs = {
+        "n_carry": n_c + len(k_wrt),
+        "n_xs": k + n_xs + len(gys),
+        "length": length,
+        "reverse": not node.attrs["reverse"],
+    }
+    results = graph.add_control("scan", operands, [bg], attrs, e.source).outputs
+    for i, v in zip(c_wrt, results[:n_c]):
+        out[i] = v if needs[i] else None
+    for i, v in zip(k_wrt, results[n_c : n_c + len(k_wrt)]):
+        out[i] = v
+    for i, v in zip(x_wrt, results[n_c + len(k_wrt) :]):
+        out[i] = v
+    return out
+
+
+# ---------------------------------------------------------------------------- while_loop
+def _counting(cond: Graph, body: Graph, k: int) -> tuple[Graph, Graph]:
+    """The loop's bodies with an i64 trip counter added after the carries."""
+    counter = TensorType((), "i64")
+    new = []
+    for old, counts in ((cond, False), (body, True)):
+        g = Graph(old.name)
+        ins = [g.add_input(f"c{i}", v.type) for i, v in enumerate(old.data_inputs[:k])]
+        n = g.add_input("trips", counter)
+        consts = [g.add_input(f"k{i}", v.type) for i, v in enumerate(old.data_inputs[k:])]
+        res = _inline(g, old, [*ins, *consts])
+        if counts:
+            res = [*res, g.op("add", n, g.op("const", value=1, dtype="i64"))]
+        for v in res:
+            g.add_output(v)
+        new.append(g)
+    return new[0], new[1]
+
+
+def while_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) -> list[Value | None]:
+    """Record the trip count; run the body's VJP over the trips in reverse, recomputing carries."""
+    graph = e.graph
+    k = node.attrs["n_carry"]
+    ins = node.inputs
+    cond, body = node.bodies
+    c_wrt = [i for i in range(k) if _float(ins[i])]
+    k_wrt = [i for i in range(k, len(ins)) if needs[i] and _float(ins[i])]
+    out: list[Value | None] = [None] * len(ins)
+    if not (any(needs[i] for i in c_wrt) or k_wrt):
+        return out
+    vf = vjp_body(body, c_wrt + k_wrt, c_wrt, "while_body_vjp")
+
+    # Forward: the same loop, also counting its trips.
+    counting_cond, counting_body = _counting(cond, body, k)
+    zero = graph.add_node("const", [], {"value": 0, "dtype": "i64"}, node.source)
+    fwd = graph.add_control(
+        "while_loop",
+        [*ins[:k], zero.output, *ins[k:]],
+        [counting_cond, counting_body],
+        {"n_carry": k + 1},
+        node.source,
+    )
+    (trips,) = _replace_keeping_outputs(graph, node, fwd, before=[zero])
+
+    i64 = TensorType((), "i64")
+    # Recompute the carry entering trip j: run the body j times from the initial carry.
+    rc = Graph("recompute_cond")
+    rc_c = [rc.add_input(f"c{i}", ins[i].type) for i in range(k)]
+    rc_i, rc_j = rc.add_input("i", i64), rc.add_input("j", i64)
+    for i in range(k, len(ins)):
+        rc.add_input(f"k{i}", ins[i].type)
+    del rc_c
+    rc.add_output(rc.op("lt", rc_i, rc_j))
+    rb = Graph("recompute_body")
+    rb_c = [rb.add_input(f"c{i}", ins[i].type) for i in range(k)]
+    rb_i = rb.add_input("i", i64)
+    rb.add_input("j", i64)
+    rb_k = [rb.add_input(f"k{i}", ins[i].type) for i in range(k, len(ins))]
+    for v in _inline(rb, body, [*rb_c, *rb_k]):
+        rb.add_output(v)
+    rb.add_output(rb.op("add", rb_i, rb.op("const", value=1, dtype="i64")))
+
+    # Backward loop: carries (j, dc, dk_acc), invariants (c0, consts).
+    bc = Graph("while_vjp_cond")
+    j = bc.add_input("j", i64)
+    for i in c_wrt:
+        bc.add_input(f"dc{i}", ins[i].type)
+    for i in k_wrt:
+        bc.add_input(f"dk{i}", ins[i].type)
+    for i in range(len(ins)):
+        bc.add_input(f"in{i}", ins[i].type)
+    bc.add_output(bc.op("ge", j, bc.op("const", value=0, dtype="i64")))
+    bb = Graph("while_vjp_body")
+    j = bb.add_input("j", i64)
+    dc = [bb.add_input(f"dc{i}", ins[i].type) for i in c_wrt]
+    dk = [bb.add_input(f"dk{i}", ins[i].type) for i in k_wrt]
+    c0 = [bb.add_input(f"c{i}", ins[i].type) for i in range(k)]
+    consts = [bb.add_input(f"k{i}", ins[i].type) for i in range(k, len(ins))]
+    zero_i = bb.op("const", value=0, dtype="i64")
+    cj = bb.add_control("while_loop", [*c0, zero_i, j, *consts], [rc, rb], {"n_carry": k + 1}).outputs[:k]
+    res = _inline(bb, vf, [*cj, *consts, *dc])
+    n_c = len(c_wrt)
+    bb.add_output(bb.op("sub", j, bb.op("const", value=1, dtype="i64")))
+    for v in res[:n_c]:
+        bb.add_output(v)
+    for acc, d in zip(dk, res[n_c:]):
+        bb.add_output(bb.op("add", acc, d))
+
+    start = e.op("sub", trips, e.const(1, "i64"))
+    seeds = [_zeros_or(e, gs[i], ins[i].type) for i in c_wrt]
+    zeros = [e.zeros(ins[i].type) for i in k_wrt]
+    attrs = {"n_carry": 1 + n_c + len(k_wrt)}
+    results = graph.add_control(
+        "while_loop", [start, *seeds, *zeros, *ins], [bc, bb], attrs, e.source
+    ).outputs
+    for i, v in zip(c_wrt, results[1 : 1 + n_c]):
+        out[i] = v if needs[i] else None
+    for i, v in zip(k_wrt, results[1 + n_c :]):
+        out[i] = v
+    return out
+
+
+CONTROL_VJPS: dict[str, Callable[[Emitter, Node, list[Value | None], list[bool]], list[Value | None]]] = {
+    "cond": cond_vjp,
+    "scan": scan_vjp,
+    "while_loop": while_vjp,
+}

@@ -1,0 +1,438 @@
+"""cond / while_loop / scan: values against plain Python loops, the text/JSON/DOT forms, passes
+inside bodies, the CPU sub-plans (compiled once), and gradients against finite differences
+(float64) and PyTorch autograd."""
+
+import numpy as np
+import pytest
+import torch
+
+import graphc
+from graphc import GraphcError, passes
+from graphc import control_flow as cf
+from graphc.ir import (
+    Graph,
+    TensorType,
+    graph_from_json,
+    graph_to_dot,
+    graph_to_json,
+    parse_graph,
+    print_graph,
+    verify,
+)
+from graphc.kernels.reference import execute
+from graphc.passes.autodiff import grad
+from graphc.runtime import Plan
+
+
+def _plan(graph: Graph, optimize: bool = True) -> Plan:
+    g = passes.optimize(graph, check=True) if optimize else graph.copy()
+    g = passes.schedule(g)
+    mp = passes.plan_memory(g)
+    passes.check_memory_plan(g, mp)
+    return Plan(g, mp, "cpu")
+
+
+def _feeds(graph: Graph, arrays) -> dict:
+    return {v.name: a for v, a in zip(graph.data_inputs, arrays)}
+
+
+def _both_backends(fn, *arrays, expected):
+    """Reference executor and the optimized CPU plan both give ``expected``."""
+    g = graphc.trace(fn, *arrays)
+    verify(g)
+    ref = execute(g, _feeds(g, arrays))
+    got = _plan(g)(*arrays)
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(ref) == len(got) == len(expected)
+    for r, c, e in zip(ref, got, expected):
+        np.testing.assert_allclose(r, e, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c, e, rtol=1e-5, atol=1e-6)
+    return g
+
+
+# ---------------------------------------------------------------------------- values
+def _rnn_step(c, x, w):
+    return np.tanh(c * w + x)
+
+
+def test_scan_matches_a_python_loop(rng):
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    w = rng.standard_normal(3).astype(np.float32)
+
+    def fn(x, w):
+        def body(carry, xt):
+            c, n = carry
+            c = (c * w + xt).tanh()  # w is a closure: a captured operand
+            return (c, n + 1), (c * 2, c.sum())
+
+        (c, n), (ys, sums) = cf.scan(body, (x[0], x[0].sum() * 0), x)
+        return c, n, ys, sums
+
+    c, ys = x[0], []
+    for t in range(5):
+        c = _rnn_step(c, x[t], w)
+        ys.append(c)
+    ys = np.stack(ys)
+    _both_backends(fn, x, w, expected=[c, np.float32(5), ys * 2, ys.sum(axis=1)])
+
+
+def test_scan_reverse_stacks_in_slice_order(rng):
+    x = rng.standard_normal((4, 2)).astype(np.float32)
+
+    def fn(x):
+        return cf.scan(lambda c, xt: (c + xt, c * xt), x[0] * 0, x, reverse=True)
+
+    c, ys = np.zeros(2, np.float32), [None] * 4
+    for t in (3, 2, 1, 0):
+        ys[t] = c * x[t]
+        c = c + x[t]
+    _both_backends(fn, x, expected=[c, np.stack(ys)])
+
+
+def test_scan_with_length_only_and_no_ys(rng):
+    def fn(a):
+        c, ys = cf.scan(lambda c, _: (c * 2, None), a, None, length=6)
+        assert ys is None
+        return c
+
+    a = rng.standard_normal(3).astype(np.float32)
+    _both_backends(fn, a, expected=[a * 64])
+
+
+def test_while_loop_matches_a_python_loop_and_survives_the_warm_up():
+    # On the zeroed arena of the runtime's warm-up this loop would never end.
+    def fn(x):
+        return cf.while_loop(lambda c: c[0].sum() < 100.0, lambda c: (c[0] * 2, c[1] + 1), (x, x[0] * 0))
+
+    x = np.array([0.5, 1.5], np.float32)
+    c, n = x.copy(), 0
+    while c.sum() < 100:
+        c, n = c * 2, n + 1
+    _both_backends(fn, x, expected=[c, np.float32(n)])
+
+
+def test_cond_takes_either_branch(rng):
+    w = rng.standard_normal(3).astype(np.float32)
+
+    def fn(x):
+        return cf.cond(x.sum() > 0, lambda a: (a * w).exp(), lambda a: a - w, x)
+
+    for x in (np.abs(w) + 1, -np.abs(w) - 1):
+        x = x.astype(np.float32)
+        expected = np.exp(x * w) if x.sum() > 0 else x - w
+        _both_backends(fn, x, expected=[expected])
+
+
+def test_nested_control_flow(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+
+    def fn(x):
+        def body(c, xt):
+            halved = cf.while_loop(lambda v: v.abs().sum() > 1.0, lambda v: v / 2, xt)
+            c = cf.cond(halved.sum() > 0, lambda a, b: a + b, lambda a, b: a - b, c, halved)
+            return c, halved
+
+        return cf.scan(body, x[0] * 0, x)
+
+    c, ys = np.zeros(4, np.float32), []
+    for t in range(3):
+        v = x[t].copy()
+        while np.abs(v).sum() > 1.0:
+            v = v / 2
+        c = c + v if v.sum() > 0 else c - v
+        ys.append(v)
+    _both_backends(fn, x, expected=[c, np.stack(ys)])
+
+
+def test_module_parameters_inside_a_body_are_captured(rng):
+    lin = graphc.nn.Linear(3, 3)
+
+    def fn(x):
+        return cf.scan(lambda c, xt: (lin(c).tanh() + xt, None), x[0], x)[0]
+
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    g = graphc.trace(fn, x)
+    params = g.inputs_of_kind("param")
+    scan = next(n for n in g.nodes if n.op == "scan")
+    assert len(params) == 2 and set(params) <= set(scan.inputs)  # captured as operands of the node
+    c = x[0]
+    for t in range(4):
+        c = np.tanh(c @ lin.weight.T + lin.bias) + x[t]
+    _both_backends(fn, x, expected=[c])
+
+
+def test_outside_a_trace_the_functions_are_python_loops():
+    c, ys = cf.scan(lambda c, x: (c + x, c), np.float64(0), np.arange(4.0))
+    assert c == 6 and list(ys) == [0, 0, 1, 3]
+    assert cf.while_loop(lambda c: c < 10, lambda c: c * 3, 1) == 27
+    assert cf.cond(False, lambda a: a + 1, lambda a: a - 1, 5) == 4
+
+
+# ---------------------------------------------------------------------------- errors
+def test_mismatched_branches_name_the_problem():
+    def fn(x):
+        return cf.cond(x.sum() > 0, lambda a: a, lambda a: a.sum(), x)
+
+    with pytest.raises(GraphcError, match=r"test_control_flow.py:\d+: cond: false_fn's results differ"):
+        graphc.trace(fn, np.ones(3, np.float32))
+
+
+def test_scan_carry_type_change_is_an_error():
+    def fn(x):
+        return cf.scan(lambda c, xt: (c.sum(), None), x[0], x)
+
+    with pytest.raises(GraphcError, match="scan: fn's carry differs from init"):
+        graphc.trace(fn, np.ones((2, 3), np.float32))
+
+
+def test_a_body_may_not_assign_state():
+    bn = graphc.nn.BatchNorm1d(3)
+    bn.train()
+
+    def fn(x):
+        return cf.scan(lambda c, xt: (bn(c[None])[0], None), x[0], x)[0]
+
+    with pytest.raises(GraphcError, match="inside a cond/while_loop/scan body"):
+        graphc.trace(fn, np.ones((2, 3), np.float32))
+
+
+def test_verifier_rejects_a_body_of_the_wrong_signature():
+    g = graphc.trace(lambda x: cf.scan(lambda c, xt: (c + xt, None), x[0], x)[0], np.ones((2, 3), np.float32))
+    node = next(n for n in g.nodes if n.op == "scan")
+    body = node.bodies[0]
+    body.inputs[0].type = TensorType((4,), "f32")
+    with pytest.raises(GraphcError, match="scan: body takes"):
+        verify(g)
+
+
+# ---------------------------------------------------------------------------- text, JSON, DOT
+def _sample():
+    def fn(x, w):
+        def body(c, xt):
+            d = cf.cond(c.sum() > 0, lambda a: a * w, lambda a: a + w, c)
+            return (d + xt).tanh(), d
+
+        c, ys = cf.scan(body, x[0], x)
+        return cf.while_loop(lambda v: v.abs().sum() > 0.5, lambda v: v / 2, c), ys
+
+    return graphc.trace(fn, np.ones((3, 2), np.float32), np.ones(2, np.float32))
+
+
+def test_text_and_json_round_trip_nested_bodies():
+    g = _sample()
+    text = print_graph(g)
+    assert "bodies 2" in text and "bodies 1" in text and "graph true_branch(" in text
+    assert print_graph(parse_graph(text)) == text
+    back = graph_from_json(graph_to_json(g))
+    verify(back)
+    assert print_graph(back) == text
+    dot = graph_to_dot(g)
+    assert "body: [" in dot and "cond: [" in dot and "cond[" in dot
+
+
+def test_json_rejects_bodies_on_plain_ops_and_missing_bodies():
+    data = graph_to_json(_sample())
+    scan = next(n for n in data["nodes"] if n["op"] == "scan")
+    scan["bodies"] = []
+    with pytest.raises(GraphcError, match="holds 1 bodies"):
+        graph_from_json(data)
+    del scan["bodies"]
+    with pytest.raises(GraphcError, match="only control-flow nodes have bodies"):
+        graph_from_json(data)
+
+
+def test_parser_rejects_a_wrong_body_count():
+    text = print_graph(_sample()).replace("bodies 1", "bodies 2", 1)
+    with pytest.raises(GraphcError):
+        parse_graph(text)
+
+
+def test_plan_file_round_trip(tmp_path):
+    g = _sample()
+    plan = _plan(g)
+    x, w = np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2), np.array([0.5, -2], np.float32)
+    expected = plan(x, w)
+    plan.save(str(tmp_path / "p.graphc"))
+    loaded = graphc.load_plan(str(tmp_path / "p.graphc"))
+    for a, b in zip(loaded(x, w), expected):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------- passes
+def test_passes_run_inside_bodies():
+    def fn(x):
+        def body(c, xt):
+            a = (c * 1.0 + xt).tanh()
+            b = (c * 1.0 + xt).tanh()  # cse merges it with a; simplify drops the * 1.0
+            dead = xt.sum()  # noqa: F841 - dce removes it
+            two = np.float32(1.0) + np.float32(1.0)
+            return a + b * two, None
+
+        return cf.scan(body, x[0], x)[0]
+
+    x = np.full((3, 2), 0.1, np.float32)
+    g = graphc.trace(fn, x)
+    before = next(n for n in g.nodes if n.op == "scan").bodies[0].op_counts()
+    opt = passes.optimize(g, check=True)
+    body = next(n for n in opt.nodes if n.op == "scan").bodies[0]
+    assert before.get("tanh") == 2 and before.get("mul") >= 2 and "sum" in before
+    assert [n.op for n in body.nodes] == ["fused"]  # one kernel per step
+    inner = body.nodes[0].subgraph.op_counts()
+    assert inner.get("tanh") == 1 and "sum" not in inner and inner.get("mul") == 1
+    c = x[0]
+    for t in range(3):
+        c = 3 * np.tanh(c + x[t])
+    np.testing.assert_allclose(_plan(g)(x), c, rtol=1e-5)
+
+
+def test_a_constant_predicate_folds_the_branch_away():
+    def fn(x):
+        return cf.cond(np.float32(2) > x[0] * 0 + 1, lambda a: a * 3, lambda a: a - 3, x)
+
+    g = graphc.trace(fn, np.ones(2, np.float32))
+    assert "cond" in g.op_counts()
+    opt = passes.optimize(g, passes=["constant_fold", "simplify", "cse", "dce"], check=True)
+    # x[0] * 0 + 1 is not known statically (NaN * 0), so build a truly constant predicate too.
+    g2 = graphc.trace(
+        lambda x: cf.cond(x.new_ones(()) > 0, lambda a: a * 3, lambda a: a - 3, x), np.ones(2, np.float32)
+    )
+    opt2 = passes.optimize(g2, passes=["constant_fold", "dce"], check=True)
+    assert "cond" not in opt2.op_counts() and "cond" in opt.op_counts()
+    np.testing.assert_allclose(_plan(g2)(np.array([1, 2], np.float32)), [3, 6])
+
+
+def test_cpu_compiles_each_body_node_once_whatever_the_trip_count(monkeypatch):
+    from graphc.kernels import cpu
+    from graphc.kernels.cpu import control_flow as cpu_cf
+
+    counts = []
+    for length in (3, 40):
+        x = np.ones((length, 4), np.float32)
+        g = passes.optimize(
+            graphc.trace(lambda x: cf.scan(lambda carry, xt: ((carry * xt).tanh(), carry + 1), x[0], x), x)
+        )
+        node = next(n for n in g.nodes if n.op == "scan")
+        calls = []
+
+        def counting(n, calls=calls):
+            calls.append(n.op)
+            return cpu.compile_node(n)
+
+        kernel = cpu_cf._scan_kernel(node, counting)
+        outs = [np.empty(v.shape, v.type.np_dtype) for v in node.outputs]
+        kernel(*[x if v.shape == x.shape else x[0] for v in node.inputs], *outs)
+        c, ys = x[0], []
+        for t in range(length):
+            ys.append(c + 1)
+            c = np.tanh(c * x[t])
+        np.testing.assert_allclose(outs[1], np.stack(ys), rtol=1e-6)
+        counts.append(len(calls))
+    assert counts[0] == counts[1] > 0
+
+
+def test_loop_carries_ping_pong_without_copies():
+    from graphc.kernels import cpu
+    from graphc.kernels.cpu.control_flow import SubPlan
+
+    g = passes.optimize(
+        graphc.trace(
+            lambda x: cf.scan(lambda c, xt: (c @ xt, c.sum()), x[0], x), np.ones((3, 2, 2), np.float32)
+        )
+    )
+    body = next(n for n in g.nodes if n.op == "scan").bodies[0]
+    sub = SubPlan(body, cpu.compile_node, invariant=2)
+    assert sub.in_slots[0] is not None and sub.out_slots[0] is not None  # carry rebound, not copied
+    assert sub.in_slots[1] is not None  # the x slice is bound to xs[i]
+
+
+# ---------------------------------------------------------------------------- gradients
+def _fd_check(fn, *arrays, eps=1e-6, tol=1e-6):
+    g = graphc.trace(fn, *arrays)
+    names = [v.name for v in g.data_inputs]
+    joint, index = grad(g, 0, wrt=names)
+    verify(joint)
+    feeds = dict(zip(names, arrays))
+    analytic = execute(joint, feeds)
+    compiled = _plan(joint)(*arrays)
+    for name, a in zip(names, arrays):
+        numeric = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            hi, lo = a.copy(), a.copy()
+            hi[idx] += eps
+            lo[idx] -= eps
+            numeric[idx] = (execute(g, {**feeds, name: hi})[0] - execute(g, {**feeds, name: lo})[0]) / (
+                2 * eps
+            )
+        np.testing.assert_allclose(analytic[index[name]], numeric, atol=tol, rtol=tol)
+        np.testing.assert_allclose(compiled[index[name]], analytic[index[name]], rtol=1e-9, atol=1e-12)
+
+
+def test_scan_gradient_matches_finite_differences(rng):
+    def fn(x, w):
+        def body(c, xt):
+            h, n = c
+            h = (h * w + xt).tanh()
+            return (h, n + 1), h * h * n
+
+        (h, n), ys = cf.scan(body, (x[0], x[0, 0] * 0), x)
+        return h.sum() + ys.sum() * 0.5
+
+    _fd_check(fn, rng.standard_normal((4, 3)), rng.standard_normal(3))
+
+
+def test_reverse_scan_gradient_matches_finite_differences(rng):
+    def fn(x, w):
+        c, ys = cf.scan(lambda c, xt: ((c * w + xt).sin(), c * xt), w, x, reverse=True)
+        return (c * c).sum() + (ys * ys).sum()
+
+    _fd_check(fn, rng.standard_normal((4, 3)), rng.standard_normal(3))
+
+
+def test_while_loop_gradient_matches_finite_differences(rng):
+    def fn(x, w):
+        c = cf.while_loop(lambda c: c.abs().sum() > 0.3, lambda c: c * w * 0.9, x + w)
+        return (c * c).sum()
+
+    _fd_check(fn, rng.uniform(0.5, 1, 3), rng.uniform(0.5, 0.9, 3))
+
+
+def test_cond_gradient_is_the_taken_branchs(rng):
+    def fn(x, w):
+        d = x * w
+        return cf.cond(d.sum() > 0, lambda a: (a * w).sin(), lambda a: a * a - w, d).sum()
+
+    w = rng.standard_normal(3)
+    _fd_check(fn, np.abs(w) * np.sign(w), w)  # x * w > 0: the true branch
+    _fd_check(fn, -np.abs(w) * np.sign(w), w)  # the false branch
+
+
+def test_gradients_match_torch_autograd(rng):
+    x, w, v = rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal(3)
+
+    def fn(x, w, v):
+        def body(h, xt):
+            h = (h * w + xt).tanh()
+            h = cf.cond(h.sum() > 0, lambda a: a * v, lambda a: a + v, h)
+            return h, h.sum()
+
+        h, ys = cf.scan(body, v, x)
+        h = cf.while_loop(lambda c: c.abs().sum() > 0.2, lambda c: c * 0.5, h)
+        return (h * h).sum() + (ys * ys).sum()
+
+    g = graphc.trace(fn, x, w, v)
+    joint, index = grad(g, 0, wrt=["x", "w", "v"])
+    got = _plan(joint)(x, w, v)
+
+    tx, tw, tv = (torch.tensor(a, requires_grad=True) for a in (x, w, v))
+    h, ys = tv, []
+    for t in range(5):
+        h = torch.tanh(h * tw + tx[t])
+        h = h * tv if h.sum() > 0 else h + tv
+        ys.append(h.sum())
+    while h.abs().sum() > 0.2:
+        h = h * 0.5
+    loss = (h * h).sum() + (torch.stack(ys) ** 2).sum()
+    loss.backward()
+    np.testing.assert_allclose(got[0], loss.item(), rtol=1e-10)
+    for name, t in (("x", tx), ("w", tw), ("v", tv)):
+        np.testing.assert_allclose(got[index[name]], t.grad.numpy(), rtol=1e-8, atol=1e-10)
