@@ -17,10 +17,14 @@ DTYPES: dict[str, np.dtype] = {
     "i32": np.dtype(np.int32),
     "i64": np.dtype(np.int64),
     "bool": np.dtype(np.bool_),
+    # 8-bit integers: quantized tensors (quantize/dequantize, the int8 matmul).
+    "i8": np.dtype(np.int8),
+    "u8": np.dtype(np.uint8),
 }
 _FROM_NUMPY = {v: k for k, v in DTYPES.items()}
 FLOAT_DTYPES = ("f32", "f64")
-INT_DTYPES = ("i32", "i64")
+INT_DTYPES = ("i8", "u8", "i32", "i64")
+QUANT_DTYPES = ("i8", "u8")  # the dtypes a quantized tensor (and its zero point) may have
 
 
 def to_numpy_dtype(dtype: str) -> np.dtype:

@@ -24,7 +24,7 @@ from graphc.ir import GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import REGISTRY
 
 FLOATS = ("f32", "f64")
-INTS = ("i32", "i64")
+INTS = ("i8", "u8", "i32", "i64")
 
 
 class Unsupported(Exception):
@@ -88,6 +88,45 @@ def _cast(d: Dialect, node: Node, a: list[str]) -> str:
     return f"({a[0]} != 0)" if out == "bool" else f"{d.type_name(out)}({a[0]})"
 
 
+# ---------------------------------------------------------------- quantization (ONNX QuantizeLinear)
+# 1.5 * 2**52: adding and subtracting it rounds a float64 of magnitude < 2**51 to an integer,
+# ties to even (IEEE's default rounding; no backend compiles these kernels with fast-math).
+ROUND_MAGIC = 6755399441055744.0
+
+
+def quant_range(dtype: str) -> tuple[int, int]:
+    """The lowest and highest value of a quantized dtype (i8, u8)."""
+    info = np.iinfo(to_numpy_dtype(dtype))
+    return int(info.min), int(info.max)
+
+
+def _rounded(d: Dialect, node: Node, a: list[str]) -> str:
+    """round_half_even(clamp(x / s, lo - z, hi - z)) as an exact float64 (NaN -> lo - z)."""
+    x, out = node.inputs[0].dtype, node.inputs[2].dtype
+    lo, hi = quant_range(out)
+    T, F, I = d.type_name(x), d.type_name("f64"), d.type_name("i64")
+    q = d.wrap(x, f"{a[0]} / {a[1]}")
+    lo_t, hi_t = f"{T}({lo} - {I}({a[2]}))", f"{T}({hi} - {I}({a[2]}))"
+    low = f"({q} if {q} > {lo_t} else {lo_t})"
+    clamped = f"({low} if {low} < {hi_t} else {hi_t})"
+    return f"(({F}({clamped}) + {ROUND_MAGIC!r}) - {ROUND_MAGIC!r})"
+
+
+def _quantize(d: Dialect, node: Node, a: list[str]) -> str:
+    I = d.type_name("i64")
+    return f"{d.type_name(node.outputs[0].dtype)}({I}({_rounded(d, node, a)}) + {I}({a[2]}))"
+
+
+def _dequantize(d: Dialect, node: Node, a: list[str]) -> str:
+    out, I = node.outputs[0].dtype, d.type_name("i64")
+    return d.wrap(out, f"{d.type_name(out)}({I}({a[0]}) - {I}({a[2]})) * {a[1]}")
+
+
+def _fake_quantize(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    return d.wrap(out, f"{d.type_name(out)}({_rounded(d, node, a)}) * {a[1]}")
+
+
 SCALAR_FORMS: dict[str, ScalarForm] = {
     **{fn: _math(fn) for fn in ("exp", "log", "sqrt", "tanh", "erf", "sin", "cos")},
     "rsqrt": _one_over("math.sqrt({})"),
@@ -103,6 +142,10 @@ SCALAR_FORMS: dict[str, ScalarForm] = {
     "ge": _compare(">="),
     "where": lambda d, node, a: f"({a[1]} if {a[0]} else {a[2]})",
     "broadcast_to": lambda d, node, a: a[0],
+    "stop_gradient": lambda d, node, a: a[0],
+    "quantize": _quantize,
+    "dequantize": _dequantize,
+    "fake_quantize": _fake_quantize,
 }
 
 # Nullary (source) ops an elementwise loop computes inline: a constant, and rng_uniform from the

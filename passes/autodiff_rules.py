@@ -94,7 +94,8 @@ VJP_RULES: dict[str, Rule] = {}
 # Ops whose output is piecewise constant in (or independent of) their float inputs, or that have
 # no float inputs at all: their gradient is zero by definition, and autodiff stops there.
 NON_DIFFERENTIABLE: frozenset[str] = frozenset(
-    {"lt", "le", "eq", "ne", "gt", "ge", "argmax", "sign", "rng_uniform", "const"}
+    {"lt", "le", "eq", "ne", "gt", "ge", "argmax", "sign", "rng_uniform", "const", "quantize", "qmatmul"}
+    | {"stop_gradient"}  # Tensor.detach() / .data (graphc's PyTorch surface)
 )
 
 
@@ -445,6 +446,36 @@ def _max_pool2d_grad(e, node, g, needs):
     return [None, e.reshape(selected, dy.shape)]
 
 
+# ---------------------------------------------------------------- quantization
+# quantize and qmatmul have integer results (no gradient); dequantize passes the adjoint to its
+# scale; fake_quantize is the straight-through estimator: the adjoint passes unchanged where
+# x / scale lies within [lo - z - 1/2, hi - z + 1/2] (it rounds into the dtype's range), else 0.
+@_rule("dequantize")
+def _dequantize(e, node, g, needs):
+    q, scale, zero = node.inputs
+    if not needs[1]:
+        return [None, None, None]
+    centered = e.op(
+        "cast", e.sub(e.op("cast", q, dtype="i64"), e.op("cast", zero, dtype="i64")), dtype=g.dtype
+    )
+    return [None, e.sum_to(e.mul(g, centered), scale.shape), None]
+
+
+@_rule("fake_quantize")
+def _fake_quantize(e, node, g, needs):
+    x, scale, zero = node.inputs
+    if not needs[0]:
+        return [None, None, None]
+    info_lo, info_hi = (-128, 127) if zero.dtype == "i8" else (0, 255)
+    t = e.div(x, scale)
+    z = e.op("cast", zero, dtype=x.dtype)
+    low = e.sub(e.const(info_lo - 0.5, x.dtype), z)
+    high = e.sub(e.const(info_hi + 0.5, x.dtype), z)
+    zero_g = e.const(0.0, g.dtype)
+    inside = e.op("where", e.op("ge", t, low), e.op("where", e.op("le", t, high), g, zero_g), zero_g)
+    return [e.sum_to(inside, x.shape), None, None]
+
+
 def rule_for(node: Node) -> Rule | None:
     """The VJP rule of a node's op; None for a non-differentiable op; an error for fused/unknown."""
     if node.op in NON_DIFFERENTIABLE:
@@ -458,3 +489,14 @@ def rule_for(node: Node) -> Rule | None:
         return VJP_RULES[node.op]
     except KeyError:
         raise GraphcError(f"autodiff: no VJP rule for op {node.op!r}") from None
+
+
+# ---------------------------------------------------------------- distributed
+# The gradient allreduce is appended after autodiff (graphc.distributed); differentiating
+# through it is refused rather than given a silent zero.
+@_rule("allreduce_start", "allreduce_wait")
+def _collective(e, node, g, needs):
+    raise GraphcError(
+        f"autodiff: {node.op} (the gradient allreduce of compile_train(distributed=True)) has no "
+        "gradient; it belongs after the backward graph, not inside the differentiated function"
+    )

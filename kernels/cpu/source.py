@@ -12,7 +12,15 @@ from graphc.kernels import quoting
 from graphc.kernels.quoting import comment
 from graphc.kernels.scalar_ops import UNIFORM_BITS, hash32_lines, scalar_value
 
-NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
+NP_TYPE = {
+    "f32": "np.float32",
+    "f64": "np.float64",
+    "i32": "np.int32",
+    "i64": "np.int64",
+    "bool": "np.bool_",
+    "i8": "np.int8",
+    "u8": "np.uint8",
+}
 
 _HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n"
 

@@ -11,8 +11,11 @@ import numpy as np
 import scipy.special
 
 from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
+from graphc.kernels import collectives
 from graphc.kernels.scalar_ops import MASK32, UNIFORM_BITS, UNIFORM_SCALE, hash32_numpy
 from graphc.kernels.windows import conv_window
+
+from .control_flow import CONTROL_KERNELS
 
 Kernel = Callable[[list[np.ndarray], dict], list[np.ndarray]]
 KERNELS: dict[str, Kernel] = {}
@@ -240,11 +243,72 @@ def _rng_uniform(xs, attrs):
     return [u.astype(to_numpy_dtype(attrs["dtype"])).reshape(attrs["shape"])]
 
 
+# ---------------------------------------------------------------- quantization (ONNX semantics)
+def _quant_rounded(x: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """round_half_even(clamp(x / scale, lo - zero, hi - zero)) in float64 (NaN -> lo - zero)."""
+    info = np.iinfo(zero.dtype)
+    q = np.divide(x, scale, dtype=x.dtype)  # in x's dtype, as ONNX Runtime divides
+    z = zero.astype(np.int64)
+    lo, hi = (info.min - z).astype(x.dtype), (info.max - z).astype(x.dtype)
+    q = np.where(q > lo, q, lo)
+    q = np.where(q < hi, q, hi)
+    return np.rint(q.astype(np.float64))
+
+
+@_register("quantize")
+def _quantize(xs, attrs):
+    x, scale, zero = xs
+    return [(_quant_rounded(x, scale, zero).astype(np.int64) + zero.astype(np.int64)).astype(zero.dtype)]
+
+
+@_register("dequantize")
+def _dequantize(xs, attrs):
+    q, scale, zero = xs
+    return [(q.astype(np.int64) - zero.astype(np.int64)).astype(scale.dtype) * scale]
+
+
+@_register("fake_quantize")
+def _fake_quantize(xs, attrs):
+    x, scale, zero = xs
+    return [_quant_rounded(x, scale, zero).astype(x.dtype) * scale]
+
+
+@_register("qmatmul")
+def _qmatmul(xs, attrs):
+    return [np.matmul(xs[0].astype(np.int64), xs[1].astype(np.int64).T).astype(np.int32)]  # a @ b.T
+
+
+@_register("allreduce_start")
+def _allreduce_start(xs, attrs):
+    # Blocking: the whole sum happens here (with the deadline); the wait only averages.
+    buf = np.concatenate([x.reshape(-1) for x in xs])
+    collectives.sum_blocking(buf, attrs["bucket"])
+    return [buf]
+
+
+@_register("allreduce_wait")
+def _allreduce_wait(xs, attrs):
+    outs = [np.empty(s, xs[0].dtype) for s in attrs["shapes"]]
+    collectives.unpack_average(xs[0], outs, collectives.world_size())
+    return outs
+
+
+def _needs_bodies(xs, attrs):
+    raise GraphcError("control-flow ops run through run_node (their bodies are not attributes)")
+
+
+# cond / while_loop / scan: run_node dispatches them to kernels/reference/control_flow.py.
+KERNELS.update(dict.fromkeys(CONTROL_KERNELS, _needs_bodies))
+
+
 def run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     """Run one node on NumPy arrays with the reference kernels (fused nodes run their body)."""
     if node.op == "fused":
         feeds = {v.name: a for v, a in zip(node.subgraph.data_inputs, args)}
         return execute(node.subgraph, feeds)
+    if node.op in CONTROL_KERNELS:  # cond / while_loop / scan run their bodies (control_flow.py)
+        outs = CONTROL_KERNELS[node.op](node, args)
+        return [np.ascontiguousarray(o, dtype=v.type.np_dtype) for o, v in zip(outs, node.outputs)]
     try:
         kernel = KERNELS[node.op]
     except KeyError:
@@ -290,3 +354,8 @@ def compile_node(node: Node, in_place: dict[int, int] | None = None):
             out[...] = result
 
     return run
+
+
+@_register("stop_gradient")
+def _stop_gradient(xs, attrs):
+    return [xs[0].copy()]
