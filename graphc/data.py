@@ -19,6 +19,52 @@ from graphc.ir import GraphcError
 Batch = Any  # one array, or a tuple of arrays (one per field of the dataset)
 
 
+class DistributedSampler:
+    """Which samples one rank of a data-parallel job sees: a disjoint shard of each epoch's order.
+
+    Every rank draws the same permutation of the dataset from the loader's ``(seed, epoch)`` (so
+    the seed must be the same on every rank: the default 0 is), and rank ``r`` of ``n`` takes
+    every n-th sample from position ``r``. Shards have equal sizes, so every rank runs the same
+    number of steps: ``drop_last=True`` drops the last ``len % n`` samples of the order,
+    otherwise the order is padded with its own first samples (PyTorch's DistributedSampler), so
+    an evaluation over padded shards counts those few samples twice.
+    ``num_replicas`` and ``rank`` default to ``graphc.distributed.world_size()`` and ``rank()``.
+    """
+
+    def __init__(
+        self, num_replicas: int | None = None, rank: int | None = None, drop_last: bool = False
+    ) -> None:
+        if num_replicas is None or rank is None:
+            import graphc.distributed as distributed
+
+            num_replicas = distributed.world_size() if num_replicas is None else num_replicas
+            rank = distributed.rank() if rank is None else rank
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+            raise GraphcError(
+                f"DistributedSampler: num_replicas must be a positive int, got {num_replicas!r}"
+            )
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise GraphcError(f"DistributedSampler: rank must be an int in [0, {num_replicas}), got {rank!r}")
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, bool(drop_last)
+
+    def shard_size(self, n: int) -> int:
+        """Samples per rank and epoch for a dataset of ``n`` samples."""
+        return n // self.num_replicas if self.drop_last else -(-n // self.num_replicas)
+
+    def shard(self, order: np.ndarray) -> np.ndarray:
+        """This rank's part of one epoch's sample order."""
+        size = self.shard_size(len(order))
+        total = size * self.num_replicas
+        if total > len(order):
+            if len(order) == 0:
+                raise GraphcError("DistributedSampler: the dataset is empty")
+            order = np.resize(order, total)  # repeats the order from its start
+        return order[self.rank : total : self.num_replicas]
+
+    def __repr__(self) -> str:
+        return f"<DistributedSampler rank {self.rank} of {self.num_replicas}, drop_last={self.drop_last}>"
+
+
 class DataLoader:
     """Iterate over ``dataset`` in batches of ``batch_size`` samples.
 
@@ -27,7 +73,8 @@ class DataLoader:
     whose items (arrays, scalars or tuples of them) are stacked. ``shuffle`` draws a fresh
     permutation per epoch from ``(seed, epoch)``; ``drop_last`` drops a short final batch (a
     compiled step has a fixed batch size); ``prefetch`` batches are assembled ahead on a
-    background thread (0: assemble on the caller's thread).
+    background thread (0: assemble on the caller's thread). ``sampler`` (a DistributedSampler)
+    restricts each epoch to this rank's shard of the (shuffled) order.
 
     Each ``iter(loader)`` runs the rest of the current epoch, starting from the resumable
     position, and then moves to the next epoch.
@@ -41,6 +88,7 @@ class DataLoader:
         seed: int = 0,
         drop_last: bool = False,
         prefetch: int = 2,
+        sampler: DistributedSampler | None = None,
     ) -> None:
         if batch_size <= 0:
             raise GraphcError(f"DataLoader: batch_size must be positive, got {batch_size}")
@@ -50,6 +98,11 @@ class DataLoader:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.prefetch = max(0, int(prefetch))
+        if sampler is not None and not isinstance(sampler, DistributedSampler):
+            raise GraphcError(
+                f"DataLoader: sampler must be a DistributedSampler, got {type(sampler).__name__}"
+            )
+        self.sampler = sampler
         self._fields: tuple[np.ndarray, ...] | None = None
         self._single = False
         if isinstance(dataset, np.ndarray):
@@ -76,17 +129,26 @@ class DataLoader:
         """Samples in the dataset."""
         return len(self._fields[0]) if self._fields is not None else len(self.dataset)
 
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples this loader hands out per epoch (its shard's size with a sampler)."""
+        n = self.num_samples
+        return self.sampler.shard_size(n) if self.sampler is not None else n
+
     def __len__(self) -> int:
         """Batches per epoch."""
-        n, bs = self.num_samples, self.batch_size
+        n, bs = self.samples_per_epoch, self.batch_size
         return n // bs if self.drop_last else -(-n // bs)
 
     def indices(self, epoch: int) -> np.ndarray:
-        """The sample order of ``epoch``: a permutation seeded by (seed, epoch), or 0..n-1."""
+        """The sample order of ``epoch``: a permutation seeded by (seed, epoch), or 0..n-1
+        (with a sampler, this rank's shard of it)."""
         n = self.num_samples
         if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng((self.seed, int(epoch))).permutation(n)
+            order = np.arange(n)
+        else:
+            order = np.random.default_rng((self.seed, int(epoch))).permutation(n)
+        return order if self.sampler is None else self.sampler.shard(order)
 
     def fetch(self, idx: np.ndarray) -> Batch:
         """Assemble the batch of the given sample indices."""

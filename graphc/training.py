@@ -81,10 +81,35 @@ def _keep_outputs(graph: Graph, keep: Sequence[int]) -> None:
     graph.updates = updates
 
 
-def _build_plan(graph: Graph, device: str, backend: str | None, passes: Any, disable: Sequence[str]):
+def _build_plan(
+    graph: Graph,
+    device: str,
+    backend: str | None,
+    passes: Any,
+    disable: Sequence[str],
+    distributed: bool = False,
+):
     from graphc.compiler import compile_graph
 
-    return compile_graph(graph, device=device, passes_=passes, disable=disable, backend=backend)
+    if not distributed:
+        return compile_graph(graph, device=device, passes_=passes, disable=disable, backend=backend)
+    # compile_graph's steps, with each bucket's allreduce started early and waited for late.
+    from graphc import passes as graph_passes
+    from graphc.passes.collectives import place_collectives
+    from graphc.runtime import Plan
+
+    optimized = graph_passes.optimize(graph, passes=passes, disable=disable)
+    scheduled = place_collectives(graph_passes.schedule(optimized))
+    return Plan(scheduled, graph_passes.plan_memory(scheduled), backend or "cpu")
+
+
+def _collective_order(graph: Graph) -> str:
+    """The order and sizes of a plan's collectives: every rank must issue the same ones."""
+    return ";".join(
+        f"{n.op}:{n.attrs['bucket']}:{sum(v.type.numel for v in n.outputs)}"
+        for n in graph.nodes
+        if n.op in ("allreduce_start", "allreduce_wait")
+    )
 
 
 # ---------------------------------------------------------------------------- the train step
@@ -109,6 +134,7 @@ class TrainStep:
         example_inputs: Sequence[np.ndarray],
         device: str = "cpu",
         backend: str | None = None,
+        distributed: bool = False,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -119,6 +145,7 @@ class TrainStep:
         self.input_types = [(a.shape, a.dtype) for a in example_inputs]
         self.device = device
         self.backend = backend
+        self.distributed = distributed  # gradients averaged over the MPI ranks (graphc.distributed)
         self.num_steps = 0
         self._predictors: dict[tuple, Any] = {}
         plan_inputs = [v.name for v in plan.graph.data_inputs]
@@ -220,6 +247,8 @@ def compile_train(
     backend: str | None = None,
     passes: Any = None,
     disable: Sequence[str] = (),
+    distributed: bool = False,
+    bucket_bytes: int | None = None,
 ) -> TrainStep:
     """Compile one training step of ``model`` for the example batch (its last array is the target).
 
@@ -227,6 +256,12 @@ def compile_train(
     every parameter, and the optimizer's update, in one graph; each call updates the module's
     parameters and buffers in place and returns the loss. ``backend="reference"`` runs NumPy
     kernels (no numba compile), as in ``graphc.compile``.
+
+    ``distributed=True`` (data parallel over MPI, ``graphc.distributed``; every rank calls this
+    with the same model and shapes): the update reads each gradient averaged over all ranks,
+    summed in buckets of about ``bucket_bytes`` (25 MiB) that start as soon as their last
+    gradient is computed. The models must agree on every rank (names, shapes, dtypes, values),
+    else a GraphcError names the first difference. The returned loss is this rank's own.
     """
     from graphc.passes import autodiff
 
@@ -239,6 +274,8 @@ def compile_train(
             "compile_train: give example model input(s) and then the target, e.g. compile_train(model, "
             "F.cross_entropy, optimizer, x, labels)"
         )
+    if distributed:
+        _start_distributed(model, device, backend)
     examples = [np.ascontiguousarray(a) for a in example_inputs]
     n_model = len(examples) - 1
     names = _input_names(model, n_model)
@@ -271,13 +308,36 @@ def compile_train(
     # Frozen parameters (requires_grad=False) stay param inputs: read, never updated.
     joint, grad_index = autodiff.grad(graph, loss_index=0, wrt=wrt)
     grads: dict[str, Value] = {name: joint.outputs[i] for name, i in grad_index.items()}
+    if distributed:
+        from .distributed import DEFAULT_BUCKET_BYTES, add_gradient_allreduce
+
+        cap = DEFAULT_BUCKET_BYTES if bucket_bytes is None else bucket_bytes
+        grads = add_gradient_allreduce(joint, grads, cap)
     optimizer.append_update(joint, grads)
     # The loss and the new param/state values stay outputs; gradients are consumed by the update.
     _keep_outputs(joint, [0])
-    plan = _build_plan(joint, device, backend, passes, disable)
-    step = TrainStep(model, loss_fn, optimizer, joint, plan, names, examples, device, backend)
+    plan = _build_plan(joint, device, backend, passes, disable, distributed)
+    if distributed:
+        from .distributed import check_same_text
+
+        check_same_text(_collective_order(plan.graph), "the compiled step's gradient allreduces")
+    step = TrainStep(model, loss_fn, optimizer, joint, plan, names, examples, device, backend, distributed)
     _check_shared_storage(model, step)
     return step
+
+
+def _start_distributed(model: Any, device: str, backend: str | None) -> None:
+    """Join the MPI job if needed and check every rank has the same model."""
+    import graphc.distributed as distributed
+
+    if device != "cpu" or backend not in (None, "cpu", "reference"):
+        raise GraphcError(
+            f"compile_train(distributed=True) runs on the CPU backends (cpu, reference), got "
+            f"device={device!r}, backend={backend!r}"
+        )
+    if not distributed.is_initialized():
+        distributed.init()
+    distributed.check_same_model(model)
 
 
 def compile_inference(
@@ -312,11 +372,15 @@ def _pad_to(arr: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([arr, np.repeat(arr[-1:], n - len(arr), axis=0)])
 
 
-def evaluate(model_or_step: Any, loader: Iterable, batch_size: int | None = None) -> dict[str, float]:
+def evaluate(
+    model_or_step: Any, loader: Iterable, batch_size: int | None = None, reduce: bool | None = None
+) -> dict[str, float]:
     """Accuracy (argmax of the logits vs integer labels) of the model over ``loader``'s batches.
 
     Runs a compiled eval-mode plan of the model; a short final batch is padded and the padding
-    ignored. Pass a TrainStep to reuse its compiled plans.
+    ignored. Pass a TrainStep to reuse its compiled plans. ``reduce`` (default: whether the step
+    is distributed) sums the counts over all MPI ranks, each of which evaluates its own shard, so
+    every rank returns the accuracy over all of them; every rank must then call ``evaluate``.
     """
     step = model_or_step if isinstance(model_or_step, TrainStep) else None
     model = step.model if step else model_or_step
@@ -337,6 +401,10 @@ def evaluate(model_or_step: Any, loader: Iterable, batch_size: int | None = None
         pred = np.argmax(logits[:n], axis=-1)
         correct += int(np.sum(pred == labels.reshape(pred.shape)))
         total += n
+    if reduce if reduce is not None else bool(step and step.distributed):
+        from .distributed import sum_across
+
+        correct, total = (int(c) for c in sum_across(np.array([correct, total], np.int64), "evaluate"))
     return {"accuracy": correct / total if total else math.nan, "samples": total}
 
 
@@ -390,6 +458,16 @@ def _matches(step: TrainStep, batch: Sequence[np.ndarray]) -> bool | None:
     return True
 
 
+def _epoch_loss(step: TrainStep, losses: list[float]) -> float:
+    """The mean loss of the epoch's steps (over every rank's steps when distributed)."""
+    total, count = float(np.sum(losses)) if losses else 0.0, float(len(losses))
+    if step.distributed:
+        from .distributed import sum_across
+
+        total, count = sum_across(np.array([total, count], np.float64), "fit: the epoch's loss")
+    return float(total / count) if count else math.nan
+
+
 def fit(
     step: TrainStep,
     train_loader: Iterable,
@@ -410,11 +488,17 @@ def fit(
     metrics, or by default the accuracy over ``eval_loader`` is computed with a compiled
     inference plan. ``scheduler.step()`` runs after each epoch (``scheduler_interval="epoch"``)
     or each step (``"step"``). Progress goes to ``file`` (stderr): a bar redrawn in place on a
-    terminal, a line every ``log_every`` steps otherwise.
+    terminal, a line every ``log_every`` steps otherwise. A distributed step (every rank runs
+    ``fit`` on its shard): progress comes from rank 0 only, the epoch's loss is the mean over all
+    ranks, and evaluation over ``eval_loader`` is reduced across ranks.
     """
     if scheduler_interval not in ("epoch", "step"):
         raise GraphcError(f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     out = file if file is not None else sys.stderr
+    if step.distributed:
+        from .distributed import rank
+
+        verbose = verbose and rank() == 0
     history: list[dict[str, float]] = []
     skipped_note = False
     for e in range(epochs):
@@ -453,7 +537,7 @@ def fit(
         elapsed = max(time.perf_counter() - start, 1e-9)
         record: dict[str, float] = {
             "epoch": float(epoch_no),
-            "loss": float(np.mean(losses)) if losses else math.nan,
+            "loss": _epoch_loss(step, losses),
             "samples_per_s": samples / elapsed,
             "seconds": elapsed,
             "lr": step.optimizer.lr,

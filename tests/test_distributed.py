@@ -1,0 +1,377 @@
+"""graphc.distributed in one process: the collective ops, their kernels, buckets, placement, sampler.
+
+The MPI job itself (2 ranks matching one process, dead ranks, differing models) is in
+tests/test_distributed_mpi.py. Here the kernels run as one rank of one, or against a fake
+communicator that plays the other rank.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import graphc.distributed as dist
+import graphc.functional as F
+import graphc.nn as nn
+from graphc import optim, passes
+from graphc.data import DataLoader, DistributedSampler
+from graphc.distributed import comm as dist_comm
+from graphc.distributed.consistency import describe, first_difference
+from graphc.ir import Graph, GraphcError, TensorType
+from graphc.kernels import collectives, cpu, reference
+from graphc.training import compile_train, evaluate, fit
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(6, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(x)))
+
+
+def _bucket_graph(packed: bool = True) -> Graph:
+    g = Graph("bucket")
+    a = g.add_input("a", TensorType((2, 3), "f32"))
+    b = g.add_input("b", TensorType((4,), "f32"))
+    ins = [a, b] if packed else [a]
+    start = g.add_node("allreduce_start", ins, {"bucket": 7, "packed": packed})
+    held = [] if packed else ins
+    wait = g.add_node(
+        "allreduce_wait", [start.output, *held], {"shapes": [v.shape for v in ins], "bucket": 7}
+    )
+    for v in wait.outputs:
+        g.add_output(v)
+    return g
+
+
+@pytest.fixture
+def no_communicator():
+    collectives.set_communicator(None)
+    yield
+    collectives.set_communicator(None)
+
+
+# ---------------------------------------------------------------- the ops
+def test_type_rules():
+    g = _bucket_graph()
+    start, wait = g.nodes
+    assert start.output.type == TensorType((10,), "f32")
+    assert [v.type for v in wait.outputs] == [TensorType((2, 3), "f32"), TensorType((4,), "f32")]
+    x = g.add_input("x", TensorType((3,), "f64"))
+    i = g.add_input("i", TensorType((3,), "i32"))
+    with pytest.raises(GraphcError, match="dtypes differ"):
+        g.add_node("allreduce_start", [g.value("a"), x])
+    with pytest.raises(GraphcError, match="sums f32 or f64 gradients, got i32"):
+        g.add_node("allreduce_start", [i])
+    with pytest.raises(GraphcError, match="shapes hold 7 elements, the buffer 10"):
+        g.add_node("allreduce_wait", [start.output], {"shapes": [(7,)]})
+    with pytest.raises(GraphcError, match="missing required attribute 'shapes'"):
+        g.add_node("allreduce_wait", [start.output])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("backend", [reference, cpu])
+def test_one_rank_kernels_return_the_gradients(backend, packed, no_communicator):
+    g = _bucket_graph(packed)
+    start, wait = g.nodes
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([1.5, -2, 3, 4], np.float32)
+    grads = [a, b] if packed else [a]
+    buf = np.full(start.output.shape, np.nan, np.float32)
+    backend.compile_node(start)(*grads, buf)
+    outs = [np.empty(v.shape, np.float32) for v in wait.outputs]
+    backend.compile_node(wait)(buf, *([] if packed else grads), *outs)
+    for out, want in zip(outs, grads):
+        np.testing.assert_array_equal(out, want)
+
+
+class FakeRequest:
+    def __init__(self, polls_left: int, finish=None) -> None:
+        self.polls_left, self.finish, self.tests = polls_left, finish, 0
+
+    def Test(self) -> bool:  # noqa: N802 (mpi4py's name)
+        self.tests += 1
+        if self.polls_left is None:
+            return False
+        self.polls_left -= 1
+        if self.polls_left <= 0 and self.finish:
+            self.finish()
+            self.finish = None
+        return self.polls_left <= 0
+
+
+class FakeComm:
+    """Plays rank 0 of 2 whose peer sends ``peer`` times our values: the sum lands after 3 polls."""
+
+    def __init__(self, peer: float = 3.0, never: bool = False) -> None:
+        self.peer, self.never, self.calls = peer, never, []
+
+    def Get_size(self) -> int:  # noqa: N802
+        return 2
+
+    def Iallreduce(self, send, recv, op=None):  # noqa: N802
+        from mpi4py import MPI
+
+        self.calls.append(send)
+        source = recv if send is MPI.IN_PLACE else send
+        expected = np.array(source).reshape(-1) * (1 + self.peer)
+
+        def land():
+            recv[...] = expected
+
+        return FakeRequest(None if self.never else 3, land)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_cpu_kernels_start_nonblocking_and_wait_for_the_sum(packed, no_communicator):
+    pytest.importorskip("mpi4py")
+    from mpi4py import MPI
+
+    fake = FakeComm(peer=3.0)
+    collectives.set_communicator(fake, timeout=5)
+    g = _bucket_graph(packed)
+    start, wait = g.nodes
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([1.5, -2, 3, 4], np.float32)
+    grads = [a, b] if packed else [a]
+    buf = np.zeros(start.output.shape, np.float32)
+    cpu.compile_node(start)(*grads, buf)
+    # Started, not finished: the sum lands during the wait's polling. A packed bucket holds the
+    # packed gradients meanwhile; an unpacked one is untouched (MPI reads the gradient itself).
+    packed_grads = np.concatenate([g.reshape(-1) for g in grads]) if packed else np.zeros(6, np.float32)
+    np.testing.assert_array_equal(buf, packed_grads)
+    if packed:
+        assert fake.calls == [MPI.IN_PLACE]
+    else:
+        assert fake.calls[0].ctypes.data == a.ctypes.data  # MPI reads the gradient: no packing copy
+    outs = [np.empty(v.shape, np.float32) for v in wait.outputs]
+    cpu.compile_node(wait)(buf, *([] if packed else grads), *outs)
+    for out, grad in zip(outs, grads):
+        np.testing.assert_array_equal(out, grad * 4 / 2)  # (ours + 3 x ours) / 2 ranks
+
+
+def test_a_wait_that_gets_no_answer_fails_at_its_deadline(no_communicator):
+    pytest.importorskip("mpi4py")
+    collectives.set_communicator(FakeComm(never=True), timeout=0.3)
+    start, wait = _bucket_graph().nodes
+    buf = np.zeros(10, np.float32)
+    cpu.compile_node(start)(np.ones((2, 3), np.float32), np.ones(4, np.float32), buf)
+    began = time.monotonic()
+    with pytest.raises(GraphcError, match="allreduce of gradient bucket 7: no answer from the other ranks"):
+        cpu.compile_node(wait)(buf, np.empty((2, 3), np.float32), np.empty(4, np.float32))
+    assert time.monotonic() - began < 3
+
+
+def test_a_wait_with_no_start_is_an_error(no_communicator):
+    _, wait = _bucket_graph().nodes
+    with pytest.raises(GraphcError, match="no allreduce_start is pending"):
+        cpu.compile_node(wait)(
+            np.zeros(10, np.float32), np.empty((2, 3), np.float32), np.empty(4, np.float32)
+        )
+
+
+def test_contiguous_span_and_averaging():
+    arena = np.arange(12, dtype=np.float32)
+    a, b = arena[:4].reshape(2, 2), arena[4:10]
+    span = collectives.contiguous_span([a, b])
+    assert span is not None and span.ctypes.data == arena.ctypes.data and span.size == 10
+    assert collectives.contiguous_span([b, a]) is None  # out of order
+    assert collectives.contiguous_span([a, arena[5:7]]) is None  # a gap
+    outs = [np.empty((2, 2), np.float32), np.empty(6, np.float32)]
+    collectives.unpack_average(arena[:10], outs, 2)
+    np.testing.assert_array_equal(np.concatenate([o.reshape(-1) for o in outs]), arena[:10] / 2)
+
+
+def test_the_cuda_backend_refuses_collectives_by_name():
+    from graphc.kernels import cuda
+
+    start, _ = _bucket_graph().nodes
+    with pytest.raises(GraphcError, match="runs on the CPU backend only"):
+        cuda.kernel_sources(start)
+
+
+def test_differentiating_through_an_allreduce_is_refused():
+    from graphc.passes import autodiff
+
+    g = Graph("g")
+    x = g.add_input("x", TensorType((3,), "f32"), "param", np.ones(3, np.float32))
+    start = g.add_node("allreduce_start", [x])
+    (y,) = g.add_node("allreduce_wait", [start.output], {"shapes": [(3,)]}).outputs
+    g.add_output(g.op("sum", y, axes=(0,)))
+    with pytest.raises(GraphcError, match="allreduce_wait .* has no gradient"):
+        autodiff.grad(g, loss_index=0, wrt=["x"])
+
+
+# ---------------------------------------------------------------- buckets and placement
+def _joint_graph():
+    from graphc.passes import autodiff
+    from graphc.tracing import trace
+
+    nn.init.manual_seed(0)
+    model = MLP()
+    x, y = np.ones((4, 6), np.float32), np.zeros(4, np.int64)
+    graph = trace(lambda a, t: F.cross_entropy(model(a), t), x, y, module=model, input_names=["x", "t"])
+    joint, index = autodiff.grad(graph, loss_index=0, wrt=[v.name for v in graph.inputs_of_kind("param")])
+    return joint, {n: joint.outputs[i] for n, i in index.items()}
+
+
+def test_buckets_follow_the_backward_order_and_the_size_cap():
+    joint, grads = _joint_graph()
+    # Backward computes the output layer's gradients before the hidden layer's.
+    buckets = dist.plan_buckets(joint, grads, bucket_bytes=1)
+    flat = [n for b in buckets for n in b]
+    assert flat.index("out.weight") < flat.index("hidden.weight")
+    assert all(len(b) == 1 for b in buckets)  # every gradient alone fills a 1-byte bucket
+    assert dist.plan_buckets(joint, grads, bucket_bytes=1 << 20) == [flat]
+    two = dist.plan_buckets(joint, grads, bucket_bytes=200)  # 16x3 floats = 192 bytes, then more
+    assert len(two) == 2 and two[0][0] == flat[0]
+    with pytest.raises(GraphcError, match="bucket_bytes must be a positive int"):
+        dist.plan_buckets(joint, grads, bucket_bytes=0)
+
+
+def _distributed_step(bucket_bytes: int, backend: str = "reference"):
+    nn.init.manual_seed(0)
+    model = MLP()
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    y = np.arange(8) % 3
+    return (
+        model,
+        x,
+        y,
+        compile_train(
+            model,
+            F.cross_entropy,
+            optim.SGD(lr=0.1, momentum=0.9),
+            x,
+            y,
+            backend=backend,
+            distributed=True,
+            bucket_bytes=bucket_bytes,
+        ),
+    )
+
+
+@pytest.fixture
+def one_rank(monkeypatch, no_communicator):
+    pytest.importorskip("mpi4py")
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # init's abort hook is undone after the test
+    monkeypatch.setitem(dist_comm._state, "comm", None)
+    monkeypatch.setitem(dist_comm._state, "hook", None)
+    yield
+    collectives.set_communicator(None)
+
+
+def test_starts_run_right_after_their_last_gradient_and_waits_right_before_their_updates(one_rank):
+    *_, step = _distributed_step(bucket_bytes=1)
+    graph = step.plan.graph
+    nodes = graph.nodes
+    at = {n: k for k, n in enumerate(nodes)}
+    prod, users = graph.producers(), graph.users()
+    starts = [n for n in nodes if n.op == "allreduce_start"]
+    waits = [n for n in nodes if n.op == "allreduce_wait"]
+    assert len(starts) == len(waits) == 4
+    for s in starts:
+        last = max(at[prod[v]] for v in s.inputs if v in prod)
+        assert all(n.op == "allreduce_start" for n in nodes[last + 1 : at[s]]), s
+    for w in waits:
+        first = min(at[u] for v in w.outputs for u in users.get(v, []))
+        assert all(n.op == "allreduce_wait" for n in nodes[at[w] + 1 : first]), w
+    # The backward pass runs while the first buckets are summed.
+    assert at[waits[0]] - at[starts[0]] > 2
+    # The bucket buffers stay live from start to wait: no live buffers overlap.
+    passes.check_memory_plan(graph, step.plan.memory_plan)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_one_rank_distributed_training_equals_plain_training(one_rank, backend):
+    model, x, y, step = _distributed_step(bucket_bytes=300, backend=backend)
+    assert step.distributed and dist.is_initialized() and dist.world_size() == 1
+    nn.init.manual_seed(0)
+    plain = MLP()
+    plain_step = compile_train(plain, F.cross_entropy, optim.SGD(lr=0.1, momentum=0.9), x, y, backend=backend)
+    for _ in range(5):
+        assert step(x, y) == plain_step(x, y)
+    for name, arr in plain.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], arr, err_msg=name)
+    loader = DataLoader((x, y), batch_size=8, sampler=DistributedSampler())
+    history = fit(step, loader, epochs=1, eval_loader=loader, verbose=False)
+    assert history[0]["accuracy"] == evaluate(step, loader)["accuracy"]
+    assert evaluate(step, loader)["samples"] == 8
+
+
+def test_distributed_training_needs_the_cpu(one_rank):
+    with pytest.raises(GraphcError, match="runs on the CPU backends"):
+        x, y = np.ones((2, 6), np.float32), np.zeros(2, int)
+        compile_train(MLP(), F.cross_entropy, optim.SGD(lr=0.1), x, y, device="cuda", distributed=True)
+
+
+def test_missing_mpi4py_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(GraphcError, match=r"pip install 'graphc\[mpi\]'"):
+        dist_comm._mpi()
+
+
+# ---------------------------------------------------------------- model checks
+def test_first_difference_names_it():
+    nn.init.manual_seed(0)
+    base = describe(MLP())
+    assert first_difference(base, base, 1) == ""
+    nn.init.manual_seed(1)
+    assert "the values of 'hidden.weight' differ between rank 1 and rank 0" in first_difference(
+        describe(MLP()), base, 1
+    )
+    shape = [list(r) for r in base]
+    shape[2][1] = [4, 16]
+    assert (
+        first_difference(shape, base, 1) == "'out.weight' has shape (4, 16) on rank 1 but (3, 16) on rank 0"
+    )
+    assert "('out.bias' is on rank 0 only)" in first_difference(base[:3], base, 1)
+    renamed = [list(r) for r in base]
+    renamed[0][0] = "first.weight"
+    assert "entry 0 is 'first.weight' on rank 1 but 'hidden.weight' on rank 0" in first_difference(
+        renamed, base, 1
+    )
+
+
+# ---------------------------------------------------------------- the sampler
+@pytest.mark.parametrize(
+    "n, ranks, drop_last", [(10, 3, False), (10, 3, True), (12, 4, False), (5, 2, False)]
+)
+def test_sampler_shards_are_disjoint_equal_and_cover_the_data(n, ranks, drop_last):
+    data = np.arange(n)
+    for epoch in range(3):
+        shards = []
+        for r in range(ranks):
+            sampler = DistributedSampler(num_replicas=ranks, rank=r, drop_last=drop_last)
+            loader = DataLoader(data, batch_size=1, shuffle=True, seed=5, sampler=sampler, prefetch=0)
+            loader.set_epoch(epoch)
+            shards.append(np.concatenate(list(loader)))
+            assert len(loader) == len(shards[-1])
+        sizes = {len(s) for s in shards}
+        assert len(sizes) == 1
+        everything = np.concatenate(shards)
+        if drop_last:
+            assert len(set(everything)) == len(everything) == n - n % ranks
+        else:
+            assert set(everything) == set(data) and len(everything) == -(-n // ranks) * ranks
+            assert len(everything) - len(set(everything)) == len(everything) - n  # only the padding repeats
+    order = [
+        DataLoader(data, 1, shuffle=True, seed=5, sampler=DistributedSampler(2, 0)).indices(e) for e in (0, 1)
+    ]
+    assert not np.array_equal(order[0], order[1])  # reshuffled each epoch
+
+
+def test_sampler_arguments_are_checked():
+    with pytest.raises(GraphcError, match="rank must be an int in"):
+        DistributedSampler(num_replicas=2, rank=2)
+    with pytest.raises(GraphcError, match="num_replicas must be a positive int"):
+        DistributedSampler(num_replicas=0, rank=0)
+    with pytest.raises(GraphcError, match="sampler must be a DistributedSampler"):
+        DataLoader(np.arange(4), sampler=object())
+    assert DistributedSampler().num_replicas == dist.world_size()
