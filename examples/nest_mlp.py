@@ -1,6 +1,6 @@
 """Nested blocks, a shared layer and a constant (non-trainable) weight: the "chimera".
 
-``Sequential(NestMLP(), Linear(16, 20), FixedHiddenMLP())``. FixedHiddenMLP holds a constant
+``Sequential(NestMLP(), Linear(16, 20), FixedHiddenMLP(halve=False))``. FixedHiddenMLP holds a constant
 random 20x20 weight as a plain NumPy attribute (traced as a const input, not a parameter) and
 applies its one Linear twice (one parameter set).
 """
@@ -12,20 +12,27 @@ from graphc import nn
 
 
 class FixedHiddenMLP(nn.Module):
-    """Linear(20, 20), then relu(x @ rand_weight + 1), then the same Linear again, then sum."""
+    """Linear(20, 20), relu(x @ rand_weight + 1), the same Linear again, halve while |x|.sum() > 1, sum.
 
-    def __init__(self):
+    d2l's model as written there: the ``while`` loop decides on tensor values, so it runs in eager
+    mode (``FixedHiddenMLP()(x)`` on NumPy arrays, values and ``backward()`` as in PyTorch). A
+    trace cannot decide on values it does not have yet, so the chimera that ``graphc.compile``
+    takes is built with ``halve=False`` (the loop left out).
+    """
+
+    def __init__(self, halve: bool = True):
         super().__init__()
         # A plain array attribute: a constant of the graph, not trained.
         self.rand_weight = np.random.default_rng(2).random((20, 20), dtype=np.float32)
         self.linear = nn.Linear(20, 20)
+        self.halve = halve
 
     def forward(self, x):
         x = self.linear(x)
         x = F.relu(x @ self.rand_weight + 1)
         x = self.linear(x)  # the same layer again: shared parameters
-        # The original halves x while x.abs().sum() > 1; that data-dependent while loop needs
-        # graphc's control-flow ops (while_loop, to come), so it is left out here.
+        while self.halve and x.abs().sum() > 1:  # Python control flow on values: eager mode only
+            x /= 2
         return x.sum()
 
 
@@ -43,7 +50,7 @@ class NestMLP(nn.Module):
 
 def model():
     """The chimera."""
-    return nn.Sequential(NestMLP(), nn.Linear(16, 20), FixedHiddenMLP())
+    return nn.Sequential(NestMLP(), nn.Linear(16, 20), FixedHiddenMLP(halve=False))
 
 
 def example_inputs():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from graphc.ir import GraphcError, TensorType, Value
 
-from .optimizer import Optimizer, _Builder
+from .optimizer import Optimizer, _Builder, split_params
 
 
 class Adam(Optimizer):
@@ -22,19 +24,23 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        lr: float = 1e-3,
+        params: Any = None,
+        lr: float | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
     ) -> None:
+        params, lr = split_params(params, lr, 1e-3)
         if eps < 0.0:
             raise GraphcError(f"{type(self).__name__}: invalid epsilon {eps}")
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise GraphcError(f"{type(self).__name__}: invalid betas {betas}")
         if weight_decay < 0.0:
             raise GraphcError(f"{type(self).__name__}: invalid weight_decay {weight_decay}")
-        super().__init__(dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+        super().__init__(
+            dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad), params
+        )
 
     def _build(self, b: _Builder, lr: Value, pairs: list[tuple[Value, Value]]):
         group = self.param_groups[0]
@@ -94,10 +100,11 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        lr: float = 1e-3,
+        params: Any = None,
+        lr: float | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
     ) -> None:
-        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

@@ -1,6 +1,8 @@
 """The optimizer base class: update rules that append themselves to a training graph as nodes.
 
-An optimizer never runs on its own. ``graphc.compile_train`` traces the loss, appends the backward
+Built with the parameters (``SGD(model.parameters(), lr=0.1)``), an optimizer also runs in eager
+mode: ``step()`` runs that same update rule over each ``param.grad`` (optim/eager_step.py) and
+``zero_grad()`` clears them. ``graphc.compile_train`` traces the loss, appends the backward
 graph, then calls :meth:`Optimizer.append_update`, which adds
 
 - one ``data`` input, ``optim.lr`` (f32[]), fed on every call, so a learning-rate schedule changes
@@ -25,6 +27,10 @@ import numpy as np
 
 from graphc.ir import Graph, GraphcError, TensorType, Value
 from graphc.safecast import check_fits, copy_into
+
+from .eager_step import EagerUpdate, split_params
+
+__all__ = ["LR_INPUT", "Optimizer", "split_params"]
 
 LR_INPUT = "optim.lr"
 # Hyper-parameters read on every call; every other one is a constant of a compiled update.
@@ -70,7 +76,7 @@ class _Builder:
 class Optimizer:
     """Base class: hyper-parameters in ``param_groups[0]``, state arrays in ``state``."""
 
-    def __init__(self, defaults: dict) -> None:
+    def __init__(self, defaults: dict, params: list[np.ndarray] | None = None) -> None:
         if defaults.get("lr", 0.0) < 0.0:
             raise GraphcError(f"{type(self).__name__}: invalid learning rate {defaults['lr']}")
         self.defaults = dict(defaults)
@@ -80,6 +86,45 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
         # The hyper-parameters the latest compiled update was built with (None: never compiled).
         self._built_with: dict | None = None
+        # The parameters given to the constructor (eager step()/zero_grad()), None if not given.
+        self.params: list[np.ndarray] | None = params
+        self._eager_update: EagerUpdate | None = None
+
+    # ------------------------------------------------------------ eager mode
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients of the parameters (``.grad = None``, or zeros), as torch."""
+        for p in self._eager_params("zero_grad"):
+            if set_to_none:
+                p.grad = None  # type: ignore[attr-defined]
+            elif getattr(p, "grad", None) is not None:
+                p.grad[...] = 0  # type: ignore[attr-defined]
+
+    def step(self, closure: Any = None) -> Any:
+        """Update every parameter that has a ``.grad`` in place (eager mode); returns closure()'s loss.
+
+        The update is this optimizer's own rule (:meth:`append_update`), the one compiled train
+        steps run, so eager and compiled training follow the same trajectory.
+        """
+        loss = closure() if closure is not None else None
+        live = [
+            (i, p) for i, p in enumerate(self._eager_params("step")) if getattr(p, "grad", None) is not None
+        ]
+        if not live:
+            return loss
+        hyper = tuple((k, v) for k, v in self.param_groups[0].items() if k not in LIVE_HYPER_PARAMETERS)
+        key = (tuple(i for i, _ in live), hyper)
+        if self._eager_update is None or self._eager_update.key != key:
+            self._eager_update = EagerUpdate(self, live, key)
+        self._eager_update.run(self.lr_array())
+        return loss
+
+    def _eager_params(self, what: str) -> list[np.ndarray]:
+        if self.params is None:
+            raise GraphcError(
+                f"{type(self).__name__}.{what}() needs the parameters: build the optimizer with them, "
+                f"{type(self).__name__}(model.parameters(), lr=...)"
+            )
+        return self.params
 
     # ------------------------------------------------------------ hyper-parameters
     @property

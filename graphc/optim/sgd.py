@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from graphc.ir import GraphcError, TensorType, Value
 
-from .optimizer import Optimizer, _Builder
+from .optimizer import Optimizer, _Builder, split_params
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent, torch.optim.SGD's formulas and defaults.
+
+    ``SGD(model.parameters(), lr=0.1)`` as in PyTorch (``step()``/``zero_grad()`` in eager mode,
+    and ``compile_train`` takes it too); ``SGD(lr=0.1)`` without parameters for ``compile_train``.
 
     Per parameter p with gradient g:
         g = g + weight_decay * p
@@ -20,7 +25,8 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        lr: float = 1e-3,
+        params: Any = None,
+        lr: float | None = None,
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
@@ -32,8 +38,10 @@ class SGD(Optimizer):
             raise GraphcError(f"SGD: invalid weight_decay {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise GraphcError("SGD: Nesterov momentum requires a momentum and zero dampening")
+        params, lr = split_params(params, lr, 1e-3)
         super().__init__(
-            dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+            dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov),
+            params,
         )
 
     def _build(self, b: _Builder, lr: Value, pairs: list[tuple[Value, Value]]):

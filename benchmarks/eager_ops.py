@@ -1,0 +1,140 @@
+"""Eager mode's per-op overhead against PyTorch eager: add, matmul and relu on small tensors.
+
+On 16x16 float32 tensors an op's arithmetic takes well under a microsecond, so the time per
+call is the framework's own overhead: for graphc, checking and typing the op (cached per
+signature), running its NumPy kernel and wrapping the result; for PyTorch, its C++ dispatcher.
+Each op is timed on tensors that need no gradient and on tensors computed from a parameter (so
+the op is also recorded for ``backward()``), and one whole eager training step of a small MLP
+(forward, backward, SGD step) is timed too. Engines are timed round-robin; the table gives the
+median microseconds per call over the rounds and graphc's ratio to torch.
+
+    python benchmarks/eager_ops.py [--rounds 5] [--min-time 0.2] [--backend reference cpu] [--json FILE]
+
+``--backend`` picks the kernels eager ops run with (``graphc.eager.set_backend``): "reference"
+(NumPy, the default) and/or "cpu" (graphc's compiled numba kernels; compiled before timing).
+
+Not a ``graphc bench`` workload (it defines no model(): ``graphc bench --list`` lists it among
+the other scripts), since that harness times compiled plans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import graphc
+import graphc.eager as eager
+import graphc.functional as F
+import graphc.nn as nn
+from graphc import optim
+
+SIZE = 16
+
+
+def _per_call(fn: Callable[[], Any], min_time: float) -> float:
+    """Microseconds per call of ``fn`` over a block of at least ``min_time`` seconds."""
+    fn()
+    n, elapsed = 1, 0.0
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time:
+            return elapsed / n * 1e6
+        n *= 2 if elapsed < min_time / 4 else 1 + int(min_time / max(elapsed, 1e-9))
+
+
+def _cases() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    """name -> (graphc eager call, torch eager call)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((SIZE, SIZE)).astype(np.float32) for _ in range(2))
+    ga, gb = eager.call(lambda x, y: (x, y), (a, b))
+    ta, tb = torch.tensor(a), torch.tensor(b)
+    # Tensors computed from a parameter: every op on them is recorded for backward().
+    w = nn.Parameter(a)
+    gw = eager.call(lambda p: p * 1.0, (w,))
+    tw = torch.tensor(a, requires_grad=True) * 1.0
+
+    nn.init.manual_seed(0)
+    model = nn.Sequential(nn.Linear(SIZE, 32), nn.ReLU(), nn.Linear(32, 4))
+    twin = torch.nn.Sequential(torch.nn.Linear(SIZE, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    twin.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
+    opt, topt = optim.SGD(model.parameters(), lr=0.01), torch.optim.SGD(twin.parameters(), lr=0.01)
+    x, y = a, rng.integers(0, 4, SIZE)
+    tx, ty = torch.tensor(x), torch.tensor(y)
+
+    def graphc_step() -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def torch_step() -> None:
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(twin(tx), ty).backward()
+        topt.step()
+
+    return {
+        "add": (lambda: ga + gb, lambda: ta + tb),
+        "matmul 16x16": (lambda: ga @ gb, lambda: ta @ tb),
+        "relu": (lambda: ga.relu(), lambda: ta.relu()),
+        "add (grad)": (lambda: gw + gb, lambda: tw + tb),
+        "matmul (grad)": (lambda: gw @ gb, lambda: tw @ tb),
+        "relu (grad)": (lambda: gw.relu(), lambda: tw.relu()),
+        "MLP train step": (graphc_step, torch_step),
+    }
+
+
+def measure(rounds: int, min_time: float, backend: str = "reference") -> list[dict[str, Any]]:
+    """Median microseconds per call of each case for graphc eager and torch eager."""
+    import torch
+
+    torch.set_num_threads(1)
+    eager.set_backend(backend)
+    rows = []
+    for name, (g, t) in _cases().items():
+        gs, ts = [], []
+        for _ in range(rounds):
+            gs.append(_per_call(g, min_time))
+            ts.append(_per_call(t, min_time))
+        gm, tm = statistics.median(gs), statistics.median(ts)
+        rows.append({"op": name, "backend": backend, "graphc_us": gm, "torch_us": tm, "ratio": gm / tm})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table (and write JSON with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-time", type=float, default=0.2)
+    parser.add_argument("--backend", nargs="+", choices=["reference", "cpu"], default=["reference"])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("eager_ops compares with PyTorch eager: pip install torch")
+    rows = [r for backend in args.backend for r in measure(args.rounds, args.min_time, backend)]
+    print(f"graphc {graphc.__version__} eager vs torch eager, {SIZE}x{SIZE} float32, 1 thread (us per call)")
+    print(f"{'op':<16}{'kernels':>10}{'graphc':>10}{'torch':>10}{'ratio':>8}")
+    for r in rows:
+        print(
+            f"{r['op']:<16}{r['backend']:>10}{r['graphc_us']:>10.1f}{r['torch_us']:>10.1f}{r['ratio']:>8.1f}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

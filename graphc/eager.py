@@ -1,0 +1,487 @@
+"""Eager mode (define-by-run): Tensor operations outside a trace compute their values at once.
+
+Calling a module or a ``graphc.functional`` function on NumPy arrays outside ``graphc.compile``
+runs it op by op under :data:`EAGER`, the one :class:`EagerContext`. Every primitive op the
+Tensor methods record is checked and typed exactly as while tracing (the op registry's attribute
+specs and type rules, cached per signature: op, attributes, operand types) and then run at once
+with graphc's NumPy reference kernels, so the values are graphc's own semantics. The result is a
+Tensor whose ``value`` is an :class:`EagerValue` holding the array: ``print``, ``bool()``,
+``float()``, ``item()``, ``numpy()`` and NumPy's array protocol give real values, so Python
+``if``/``while`` on tensor values and a debugger work as in PyTorch.
+
+Gradients (the tape): an op with an operand that requires grad (a trainable ``Parameter``, or a
+value computed from one) remembers its op, attributes and operands on its output value, as
+PyTorch's ``grad_fn``. The tape is that graph of values: it lives exactly as long as the tensors
+that reach it, so it cannot grow without bound. ``loss.backward()`` collects the ops that lead
+to the loss into an ``ir.Graph``, appends its backward graph with ``passes.autodiff.grad`` (the
+same rules ``compile_train`` differentiates with), runs the backward nodes over the recorded
+forward values, adds each parameter's gradient to ``param.grad`` (a NumPy array, accumulating
+like torch) and frees the recorded graph (``retain_graph=True`` keeps it). Ops on values that
+need no gradient record nothing.
+
+Buffers a module assigns (BatchNorm's running statistics, in-place ops on them) are written into
+the module's arrays at once, as in PyTorch. Parameters are read in place (no copy), so an
+optimizer's ``step()`` and a compiled plan see and update the very same arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from graphc.ir import Graph, GraphcError, Node, TensorType, Value
+from graphc.ir.ops import infer_types, normalize_attrs
+from graphc.tensor import _STACK, Tensor, TraceContext, _at, user_source
+
+__all__ = [
+    "EAGER",
+    "EagerContext",
+    "EagerValue",
+    "call",
+    "get_backend",
+    "is_eager",
+    "no_grad",
+    "set_backend",
+    "to_numpy",
+    "wants_eager",
+]
+
+_FLOATS = ("f32", "f64")
+_NAMES = itertools.count()
+_SEQ = itertools.count()
+# (op, attrs, operand types) -> (normalized attrs, output types); bounded, cleared when full.
+_SIGNATURES: dict[tuple, tuple[dict, list[TensorType]]] = {}
+_MAX_SIGNATURES = 4096
+_MAX_CONSTS = 512
+_SCALAR_WHATS = ("bool()", "int()", "float()", "using as an index", "item()", "format()")
+
+
+class EagerValue(Value):
+    """A value computed in eager mode: its array, and how it was made when it needs a gradient.
+
+    ``op``/``attrs``/``inputs``/``source``/``seq`` are set only on values that require grad (the
+    tape); a leaf that requires grad has ``param`` (the Parameter its gradient goes to).
+    ``kind`` is the input kind a leaf plays ("param", "const" or "data"); ``owner`` is the
+    module array (buffer) this value is the current contents of, written through on assignment.
+    """
+
+    __slots__ = ("data", "requires_grad", "op", "attrs", "inputs", "source", "seq", "kind", "owner", "param")
+    __slots__ += ("__weakref__",)
+
+    def __init__(self, type_: TensorType, data: np.ndarray, requires_grad: bool = False) -> None:
+        super().__init__(f"e{next(_NAMES)}", type_)
+        self.data = data
+        self.requires_grad = requires_grad
+        self.op: str | None = None
+        self.attrs: dict | None = None
+        self.inputs: tuple[EagerValue, ...] | None = None
+        self.source: str | None = None
+        self.seq = 0
+        self.kind: str | None = None
+        self.owner: np.ndarray | None = None
+        self.param: np.ndarray | None = None
+
+
+class _Registry:
+    """Leaf and buffer values by name (weakly): what ``Tensor``'s in-place checks look up."""
+
+    def __init__(self) -> None:
+        self.values: weakref.WeakValueDictionary[str, EagerValue] = weakref.WeakValueDictionary()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The input kind of the named value (None for a computed one)."""
+        v = self.values.get(name)
+        return default if v is None else v.kind
+
+
+class _Owned:
+    """``name in ctx._owner``: whether the named value is a module buffer's current contents."""
+
+    def __init__(self, registry: _Registry) -> None:
+        self.registry = registry
+
+    def __contains__(self, name: object) -> bool:
+        v = self.registry.values.get(name)  # type: ignore[arg-type]
+        return v is not None and v.owner is not None
+
+
+class _GraphShim:
+    """What Tensor's in-place checks read of ``ctx.graph`` (``kinds.get``); eager has no graph."""
+
+    def __init__(self, registry: _Registry) -> None:
+        self.name = "eager"
+        self.kinds = registry
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise GraphcError(
+            f"eager mode runs ops at once and has no graph (graph.{name}); this construct works only "
+            "while tracing (graphc.compile / graphc.trace)"
+        )
+
+
+class EagerContext(TraceContext):
+    """The eager 'trace': every op runs at once; ops that need a gradient are remembered."""
+
+    eager = True
+
+    def __init__(self) -> None:
+        self._registry = _Registry()
+        super().__init__(_GraphShim(self._registry))  # type: ignore[arg-type]
+        self._owner = _Owned(self._registry)  # type: ignore[assignment]
+        self._const_values: dict[tuple, EagerValue] = {}
+        self._rng_counter = 0
+        self.active = True
+        self.grad_enabled = True  # False inside no_grad(): nothing is recorded
+
+    # ------------------------------------------------------------ activation (always usable)
+    def __enter__(self) -> EagerContext:
+        _STACK.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _STACK.remove(self)
+
+    # ------------------------------------------------------------ running ops
+    def multi_op(self, op: str, *inputs: Tensor, source: str | None = None, **attrs: object) -> list[Tensor]:
+        """Check and type the op as tracing does, run it now, and return its outputs."""
+        values = []
+        for t in inputs:
+            v = t.value
+            if not isinstance(v, EagerValue):
+                raise GraphcError(
+                    f"{_at(source or user_source())}{op}: an operand is a traced Tensor and another an "
+                    "eager one; a trace cannot read values computed outside it"
+                )
+            values.append(v)
+        try:
+            attrs_n, types, dtypes = _signature(op, attrs, values)
+        except GraphcError as err:
+            raise GraphcError(f"{_at(source or user_source())}{err}") from None
+        results = _run_kernel(op, attrs_n, [v.data for v in values], types, source, dtypes, values)
+        grad = (
+            self.grad_enabled
+            and len(types) == 1
+            and types[0].dtype in _FLOATS
+            and any(v.requires_grad for v in values)
+            and op not in _non_differentiable()
+        )
+        out = []
+        for t, arr in zip(types, results):
+            v = EagerValue(t, arr, grad)
+            if grad:
+                v.op, v.attrs, v.inputs, v.seq = op, attrs_n, tuple(values), next(_SEQ)
+                v.source = source or user_source()
+            out.append(Tensor(v, self))
+        return out
+
+    def const(self, value: bool | int | float, dtype: str = "f32") -> Tensor:
+        """A scalar constant (its value made once per (value, dtype) and shared)."""
+        if dtype == "bool":
+            value = bool(value)
+        elif dtype in ("i32", "i64"):
+            value = int(value)
+        else:
+            value = float(value)
+        key = (value, dtype, math.copysign(1.0, value) if isinstance(value, float) else 0)
+        v = self._const_values.get(key)
+        if v is None:
+            v = self.op("const", value=value, dtype=dtype).value
+            if len(self._const_values) >= _MAX_CONSTS:
+                self._const_values.clear()
+            self._const_values[key] = v  # type: ignore[assignment]
+        return Tensor(v, self)
+
+    def array(self, array: np.ndarray, name: str | None = None, kind: str = "const") -> Tensor:
+        """A leaf Tensor over ``array`` (no copy): a trainable Parameter requires grad.
+
+        ``kind`` is the part the array plays: "param" (a module's parameter), "const" (a buffer
+        or constant: in-place ops write through into it) or "data" (an argument of an eager call,
+        which in-place ops must not write, as while tracing).
+        """
+        from graphc.nn.module import Parameter
+
+        arr = np.asarray(array)
+        if arr.dtype == np.float64 and not isinstance(array, np.ndarray):
+            arr = arr.astype(np.float32)
+        type_ = TensorType.of(arr)
+        is_param = isinstance(array, Parameter)
+        requires = is_param and bool(getattr(array, "requires_grad", True)) and type_.dtype in _FLOATS
+        data = arr.view(np.ndarray) if isinstance(arr, np.ndarray) and type(arr) is not np.ndarray else arr
+        v = EagerValue(type_, data, requires)
+        if is_param or kind == "param":
+            v.kind = "param"
+            v.param = array if requires else None
+        elif kind == "data":  # in-place ops raise; functionals that update state (batch_norm) write it
+            v.kind = "data"
+            v.owner = array if isinstance(array, np.ndarray) and array.flags.writeable else None
+        else:
+            v.kind = "const"
+            v.owner = array if isinstance(array, np.ndarray) and array.flags.writeable else None
+        self._registry.values[v.name] = v
+        return Tensor(v, self)
+
+    def detach(self, tensor: Tensor) -> Tensor:
+        """The same values as a leaf that needs no gradient (backward() stops here)."""
+        v = EagerValue(tensor.value.type, tensor.value.data)  # type: ignore[attr-defined]
+        v.kind = "const"
+        self._registry.values[v.name] = v
+        return Tensor(v, self)
+
+    def input(self, name: str) -> Tensor:
+        """Not available in eager mode (there is no graph to name values in)."""
+        raise GraphcError("eager mode has no graph: input() works only in tracing.building(graph)")
+
+    def assign(self, target: Tensor, new: Tensor) -> None:
+        """Write ``new`` into the module buffer ``target`` stands for, now (as PyTorch does)."""
+        tv = target.value
+        owner = tv.owner if isinstance(tv, EagerValue) else None
+        if owner is None:
+            raise GraphcError(
+                f"{_at(user_source())}cannot assign to %{tv.name}: it is not a buffer of a module"
+            )
+        if new.shape != tuple(owner.shape):
+            new = new.broadcast_to(tuple(owner.shape))
+        if new.value.type.np_dtype != owner.dtype:
+            new = new.to(owner.dtype)
+        nv = new.value
+        # Ops already run read the old contents: they keep a snapshot (the tape may need it).
+        if isinstance(tv, EagerValue) and np.may_share_memory(tv.data, owner):
+            tv.data = tv.data.copy()
+        np.copyto(owner, nv.data)
+        if nv.owner is None and nv.kind is None:  # later in-place ops on it write through too
+            nv.owner = owner
+            self._registry.values[nv.name] = nv
+
+    def rng_offset(self) -> Tensor:
+        """A fresh random-stream offset for each random op (dropout) run eagerly."""
+        self._rng_counter += 1
+        return self.array(np.array(self._rng_counter, dtype=np.int64), name="rng.offset")
+
+    def finish(self, outputs: object = None) -> Graph:
+        """Eager mode builds no graph."""
+        raise GraphcError("eager mode has no graph to finish")
+
+    # ------------------------------------------------------------ values
+    def concrete(self, tensor: Tensor, what: str) -> np.ndarray:
+        """The array of an eager tensor; for a Python scalar (``bool()``, ``item()``, ...) it must
+        have one element."""
+        v = tensor.value
+        if not isinstance(v, EagerValue):
+            raise GraphcError(
+                f"{_at(user_source())}{what}: this Tensor belongs to a trace, not to eager mode"
+            )
+        arr = v.data
+        if what in _SCALAR_WHATS:
+            if arr.size != 1:
+                raise GraphcError(
+                    f"{_at(user_source())}{what} of a Tensor of shape {tuple(arr.shape)} is ambiguous: it "
+                    "needs exactly one element (reduce it first, e.g. with .sum(), .max() or .all())"
+                )
+            if what == "using as an index" and arr.dtype.kind not in "iub":
+                raise GraphcError(f"{_at(user_source())}only integer Tensors can be used as an index")
+            return arr.reshape(())[()]
+        return arr
+
+    def tensor_repr(self, tensor: Tensor) -> str:
+        """``tensor([...])`` with the values, as PyTorch prints."""
+        arr = self.concrete(tensor, "repr()")
+        body = np.array2string(arr, separator=", ", prefix="tensor(")
+        suffix = "" if arr.dtype in (np.float32, np.int64, np.bool_) else f", dtype={arr.dtype}"
+        grad = ", requires_grad=True" if tensor.value.requires_grad else ""  # type: ignore[attr-defined]
+        return f"tensor({body}{suffix}{grad})"
+
+    # ------------------------------------------------------------ gradients
+    def backward(self, loss: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Fill ``param.grad`` of every parameter that ``loss`` depends on (see the module doc)."""
+        from graphc.eager_backward import backward
+
+        backward(self, loss, gradient, retain_graph)
+
+
+def _non_differentiable() -> frozenset[str]:
+    global _NON_DIFF
+    if _NON_DIFF is None:
+        from graphc.passes.autodiff_rules import NON_DIFFERENTIABLE
+
+        _NON_DIFF = frozenset(NON_DIFFERENTIABLE)
+    return _NON_DIFF
+
+
+_NON_DIFF: frozenset[str] | None = None
+
+
+def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, list[TensorType], list]:
+    """Normalized attributes, output types and their NumPy dtypes, cached per (op, attributes,
+    operand types): an op seen before is not checked or typed again."""
+    try:
+        key = (op, tuple(attrs.items()), tuple([v.type for v in values]))
+        hit = _SIGNATURES.get(key)
+    except TypeError:  # an unhashable attribute (a list): check it every time
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    attrs_n = normalize_attrs(op, attrs)
+    types = infer_types(op, [v.type for v in values], attrs_n)
+    entry = (attrs_n, types, [t.np_dtype for t in types])
+    if key is not None:
+        if len(_SIGNATURES) >= _MAX_SIGNATURES:
+            _SIGNATURES.clear()
+        _SIGNATURES[key] = entry
+    return entry
+
+
+def _run_kernel(
+    op: str,
+    attrs: dict,
+    args: list[np.ndarray],
+    types: list[TensorType],
+    source: str | None,
+    dtypes: list | None = None,
+    operands: list[Value] | None = None,
+) -> list[np.ndarray]:
+    """Run ``op`` on ``args`` (``operands`` typed them): C-contiguous results of exactly ``types``.
+
+    The NumPy reference kernel, or with ``set_backend("cpu")`` the CPU backend's compiled kernel
+    for this signature (compiled once, kept; ops it has no kernel for use the reference one).
+    """
+    if _BACKEND[0] == "cpu" and operands is not None:
+        fn = _cpu_kernel(op, attrs, operands, types, source)
+        if fn is not None:
+            outs = [np.empty(t.shape, dt) for t, dt in zip(types, dtypes or [t.np_dtype for t in types])]
+            try:
+                fn(*[np.ascontiguousarray(a) for a in args], *outs)
+            except GraphcError as err:
+                raise GraphcError(f"{_at(source or user_source())}{err}") from None
+            return outs
+    kernel = _kernels().get(op)
+    if kernel is None:
+        raise GraphcError(f"{_at(source or user_source())}{op}: no eager kernel for this op")
+    try:
+        with np.errstate(all="ignore"):
+            outs = kernel(args, attrs)
+    except GraphcError as err:
+        raise GraphcError(f"{_at(source or user_source())}{err}") from None
+    results = []
+    for i, (o, t) in enumerate(zip(outs, types)):
+        dt = dtypes[i] if dtypes is not None else t.np_dtype
+        if type(o) is not np.ndarray or o.dtype != dt or o.shape != t.shape or not o.flags.c_contiguous:
+            o = np.ascontiguousarray(o, dtype=dt).reshape(t.shape)
+        results.append(o)
+    return results
+
+
+_BACKEND = ["reference"]
+# (op, attrs, operand types) -> the CPU backend's kernel, or None where it has none.
+_CPU_KERNELS: dict[tuple, Callable | None] = {}
+
+
+def set_backend(name: str) -> None:
+    """Choose the kernels eager ops run with: "reference" (NumPy; the default) or "cpu".
+
+    "cpu" runs graphc's compiled CPU kernels (numba), each op signature (op, attributes, operand
+    types) compiled the first time it runs, which pauses that call (seconds; numba's disk cache
+    under ``$GRAPHC_CACHE_DIR`` keeps them across processes), and then called with little
+    overhead: for long eager training loops on fixed shapes. "reference" never pauses.
+    """
+    if name not in ("reference", "cpu"):
+        raise GraphcError(f"eager backend must be 'reference' or 'cpu', got {name!r}")
+    _BACKEND[0] = name
+
+
+def get_backend() -> str:
+    """The kernels eager ops run with ("reference" or "cpu")."""
+    return _BACKEND[0]
+
+
+def _cpu_kernel(
+    op: str, attrs: dict, operands: list[Value], types: list[TensorType], source: str | None
+) -> Callable | None:
+    try:
+        key: tuple | None = (op, tuple(attrs.items()), tuple([v.type for v in operands]))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CPU_KERNELS:
+        return _CPU_KERNELS[key]
+    from graphc.kernels.cpu import compile_node
+
+    ins = [Value(f"in{i}", v.type) for i, v in enumerate(operands)]
+    outs = [Value(f"out{i}", t) for i, t in enumerate(types)]
+    try:
+        fn: Callable | None = compile_node(Node(op, ins, dict(attrs), outs, source))
+    except GraphcError:
+        fn = None  # no CPU kernel for this op: the reference kernel runs it
+    if key is not None:
+        _CPU_KERNELS[key] = fn
+    return fn
+
+
+_KERNELS: dict | None = None
+
+
+def _kernels() -> dict:
+    global _KERNELS
+    if _KERNELS is None:
+        from graphc.kernels.reference import KERNELS
+
+        _KERNELS = KERNELS
+    return _KERNELS
+
+
+EAGER = EagerContext()
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside, eager ops record nothing for backward() (as ``torch.no_grad()``)."""
+    was = EAGER.grad_enabled
+    EAGER.grad_enabled = False
+    try:
+        yield
+    finally:
+        EAGER.grad_enabled = was
+
+
+def is_eager(x: object) -> bool:
+    """Whether ``x`` is a Tensor computed in eager mode."""
+    return isinstance(x, Tensor) and isinstance(x.value, EagerValue)
+
+
+def wants_eager(args: Iterable[object]) -> bool:
+    """Whether a call outside any trace on ``args`` runs eagerly (a NumPy array or eager Tensor)."""
+    return any(isinstance(a, np.ndarray) or is_eager(a) for a in args)
+
+
+def to_numpy(x: Any) -> Any:
+    """``x`` with every eager Tensor in it (in lists, tuples and dicts) replaced by its array."""
+    if isinstance(x, Tensor):
+        return np.asarray(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_numpy(i) for i in x) if type(x) in (list, tuple) else x
+    if isinstance(x, dict):
+        return {k: to_numpy(v) for k, v in x.items()}
+    return x
+
+
+def _leaf(a: object) -> object:
+    if isinstance(a, np.ndarray):
+        from graphc.nn.module import Parameter
+
+        return EAGER.array(a, kind="param" if isinstance(a, Parameter) else "data")
+    return a
+
+
+def call(fn: Callable, args: tuple, kwargs: dict | None = None) -> Any:
+    """Run ``fn`` eagerly: array arguments become eager Tensors, the results are eager Tensors."""
+    conv = [_leaf(a) for a in args]
+    kw = {k: _leaf(v) for k, v in (kwargs or {}).items()}
+    with EAGER:
+        return fn(*conv, **kw)
