@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, Node, Value
+from graphc.kernels.body_planner import plan_body
 from graphc.kernels.quoting import comment
 
 # A while_loop that runs this many iterations is taken to be stuck (a GraphcError, not a hang).
@@ -38,14 +39,11 @@ class SubPlan:
     ) -> None:
         """``invariant``: data inputs from this index on are bound once per call for every iteration,
         so the body may not write over them (they are kept live to the end of the body)."""
-        from graphc.passes import plan_memory, schedule
-
         g = body.copy()
         n_outputs = len(g.outputs)
         for v in g.data_inputs[invariant if invariant is not None else len(g.data_inputs) :]:
             g.add_output(v)
-        g = schedule(g)
-        mp = plan_memory(g)
+        g, mp = plan_body(g)
         raw = np.zeros(mp.arena_bytes + mp.alignment, dtype=np.uint8)
         start = (-raw.ctypes.data) % mp.alignment
         self.arena = raw[start : start + mp.arena_bytes]
