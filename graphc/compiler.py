@@ -8,10 +8,23 @@ import numpy as np
 
 from graphc import passes
 from graphc.ir import Graph, GraphcError
+from graphc.kernels.body_planner import set_body_planner
 from graphc.runtime import Plan, build_device_plan
 from graphc.runtime import load_plan as _read_plan
 
+from .autograph import converted
+from .structure import wrap
 from .tracing import trace
+
+
+def _plan_body(body: Graph):
+    scheduled = passes.schedule(body)
+    return scheduled, passes.plan_memory(scheduled)
+
+
+set_body_planner(
+    _plan_body
+)  # control-flow kernels plan their bodies with the passes (kernels/body_planner.py)
 
 DEVICES = ("cpu", "cuda")
 
@@ -55,10 +68,15 @@ def compile(
 
     ``freeze=True`` treats parameters as constants (inference: BatchNorm folds into the conv);
     ``passes`` replaces the default pipeline, ``disable`` switches passes off by name, and
-    ``backend="reference"`` runs the NumPy oracle kernels instead of numba's.
+    ``backend="reference"`` runs the NumPy oracle kernels instead of numba's. The plan returns
+    the outputs in the structure the model returned (see ``graphc.structure``; a plan file keeps
+    the flat outputs only).
     """
-    graph = trace(model, *example_arrays)
-    return compile_graph(graph, device, freeze, passes, disable, backend)
+    with converted(model) as target:  # if/while on traced Tensors -> cond/while_loop (graphc.autograph)
+        graph = trace(target, *example_arrays)
+    plan = compile_graph(graph, device, freeze, passes, disable, backend)
+    # The plan returns what forward returned: tuples, lists, dicts and None kept in place.
+    return wrap(plan, graph.output_structure)
 
 
 def load_plan(path: str, backend: str | None = None):

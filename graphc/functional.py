@@ -4,8 +4,8 @@ Every function takes traced Tensors (NumPy arrays and Python scalars are turned 
 and appends primitive nodes to the active trace. Softmax, log_softmax and layer_norm reduce the
 trailing axes with ``keepdims`` so the fusion pass can make each of them one kernel.
 
-Outside a trace the functions also accept plain NumPy arrays: they trace themselves and run with
-the NumPy reference kernels (eager convenience; ``batch_norm`` in training updates the running
+Outside a trace the functions also accept plain NumPy arrays: they run op by op in eager mode
+(graphc/eager.py) and return eager Tensors (``batch_norm`` in training updates the running
 arrays in place, as PyTorch does).
 """
 
@@ -58,14 +58,15 @@ __all__ = [
 
 
 def _eager(fn: F) -> F:
-    """Let ``fn`` run on NumPy arrays outside a trace by tracing and executing it."""
+    """Let ``fn`` run on NumPy arrays or eager Tensors outside a trace, in eager mode."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if current_context() is None and any(isinstance(a, np.ndarray) for a in (*args, *kwargs.values())):
-            from graphc.tracing import run_eager_function
+        if current_context() is None:
+            import graphc.eager as eager
 
-            return run_eager_function(fn, args, kwargs)
+            if eager.wants_eager((*args, *kwargs.values())):
+                return eager.call(fn, args, kwargs)
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -370,11 +371,10 @@ def conv2d(
     dilation: Any = 1,
     groups: int = 1,
 ) -> Tensor:
-    """2-D convolution (NCHW, weight [O, C, kh, kw]) as im2col + matmul."""
+    """2-D convolution (NCHW, weight [O, C/groups, kh, kw]) as im2col + matmul (grouped: one
+    batched matmul over the groups, see graphc.convolution)."""
     x = _t(input)
     w = _t(weight, like=x)
-    if groups != 1:
-        raise GraphcError(f"{_at(user_source())}conv2d: groups={groups} is not supported yet (only groups=1)")
     unbatched = x.ndim == 3
     if unbatched:
         x = x.unsqueeze(0)
@@ -385,9 +385,10 @@ def conv2d(
         )
     n, c = x.shape[:2]
     o, cw, kh, kw = w.shape
-    if c != cw:
+    if groups < 1 or c % groups or o % groups or c != cw * groups:
         raise GraphcError(
-            f"{_at(user_source())}conv2d: input {x.shape} has {c} channels but weight {w.shape} expects {cw}"
+            f"{_at(user_source())}conv2d: input {x.shape} with groups={groups} does not fit weight {w.shape} "
+            f"(needs {cw * groups} channels, both channel counts divisible by groups)"
         )
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     if isinstance(padding, str):
@@ -411,7 +412,12 @@ def conv2d(
     oh = conv_output_size(h, kh, stride[0], im_pad[0], dilation[0])
     ow = conv_output_size(wd, kw, stride[1], im_pad[1], dilation[1])
     cols = x.ctx.op("im2col", x, kernel=(kh, kw), stride=stride, padding=im_pad, dilation=dilation)
-    out = _matmul(w.reshape(o, c * kh * kw), cols).reshape(n, o, oh, ow)
+    if groups == 1:
+        out = _matmul(w.reshape(o, c * kh * kw), cols).reshape(n, o, oh, ow)
+    else:
+        from graphc.convolution import grouped_conv2d
+
+        out = grouped_conv2d(cols, w, n, groups, oh, ow)
     if bias is not None:
         out = out + _t(bias, like=out).reshape(1, o, 1, 1)
     return out.reshape(out.shape[1:]) if unbatched else out
@@ -722,3 +728,50 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
     if any(lo < 0 or hi < 0 for lo, hi in pads):
         raise GraphcError(f"{_at(user_source())}pad: negative padding (cropping) is not supported")
     return x.ctx.op("pad", x, pads=tuple(pads), value=float(value or 0.0))
+
+
+# ---------------------------------------------------------------------------- more of torch's API
+from graphc import activations as _activations  # noqa: E402
+from graphc import convolution as _convolution  # noqa: E402
+from graphc import creation as _creation  # noqa: E402
+from graphc import tensor_functions as _tensor_functions  # noqa: E402
+from graphc.activations import *  # noqa: E402, F403
+from graphc.control_flow import cond, scan, while_loop  # noqa: E402, F401  (graphc.functional.cond, ...)
+from graphc.convolution import *  # noqa: E402, F403
+from graphc.creation import tril, triu  # noqa: E402
+from graphc.tensor_functions import *  # noqa: E402, F403
+
+__all__ += [
+    n
+    for n in (*_activations.__all__, *_convolution.__all__, *_tensor_functions.__all__)
+    if n != "grouped_conv2d"
+]
+__all__ += ["tril", "triu", "hardtanh_", "unsupported"]
+del _creation
+
+
+def hardtanh_(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
+    """In place: hardtanh."""
+    return _activations.hardtanh(input, min_val, max_val, inplace=True)
+
+
+class UnsupportedAPIError(GraphcError, AttributeError):
+    """A torch API graphc does not implement (also an AttributeError: hasattr() and
+    ``from ... import`` keep their meaning)."""
+
+
+def unsupported(module: str, name: str) -> GraphcError:
+    """The error for a torch API graphc does not implement, naming it and the user's line."""
+    return UnsupportedAPIError(
+        f"{_at(user_source())}{module}.{name} is not implemented in graphc (no torch equivalent yet); "
+        "write it with the supported functions or open an issue"
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise unsupported("torch.nn.functional", name)
+
+
+from graphc.compress_functional import dequantize_linear, distillation_loss, fake_quantize, quantize_linear  # noqa: E402, F401, E501

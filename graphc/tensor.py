@@ -128,6 +128,10 @@ class TraceContext:
         self.active = False
         _STACK.remove(self)
 
+    def lifts_from(self, ctx: TraceContext) -> bool:
+        """Whether Tensors of ``ctx`` may be used here (a control-flow body lifts its enclosing traces')."""
+        return ctx is self
+
     # ------------------------------------------------------------ building nodes
     def op(self, op: str, *inputs: Tensor, source: str | None = None, **attrs: object) -> Tensor:
         """Append a one-output node; a type error is re-raised naming the user's file:line."""
@@ -137,6 +141,9 @@ class TraceContext:
         """Append a node and return all its outputs as Tensors."""
         if not self.active:
             raise GraphcError(f"{_at(user_source())}a Tensor was used after its trace ended")
+        inner = current_context()  # inside a control-flow body (graphc.control_flow): record there
+        if inputs and inner is not self and inner is not None and inner.lifts_from(self):
+            return inner.multi_op(op, *inputs, source=source, **attrs)
         source = source or user_source()
         values = []
         for t in inputs:
@@ -206,6 +213,26 @@ class TraceContext:
         self._owner[new.value.name] = key
         array = self._arrays[key][0]
         self._arrays[key] = (array, new)
+
+    eager = False  # EagerContext (graphc/eager.py) computes values; a trace has none
+
+    def concrete(self, tensor: Tensor, what: str) -> np.ndarray:
+        """A tensor's value: never known while tracing, so a GraphcError saying what to do."""
+        if what in ("bool()", "int()", "float()", "using as an index"):
+            raise _control_flow_error(what)
+        if what in ("item()", "numpy()", "tolist()"):
+            raise _concrete_value_error(what)
+        raise GraphcError(
+            f"{_at(user_source())}a traced Tensor has no NumPy value while tracing ({what}); "
+            "run the compiled plan to get arrays"
+        )
+
+    def backward(self, loss: Tensor, gradient: object = None, retain_graph: bool = False) -> None:
+        """Not while tracing: ``graphc.compile_train`` differentiates the whole step."""
+        raise GraphcError(
+            f"{_at(user_source())}backward() of a traced Tensor: graphc.compile_train builds the backward "
+            "graph of a training step; backward() works in eager mode (modules called on arrays)"
+        )
 
     def rng_offset(self) -> Tensor:
         """The shared ``rng.offset`` state input (i64[]), advanced by one per call."""
@@ -280,10 +307,20 @@ def as_tensor(x: object, like: Tensor | None = None, ctx: TraceContext | None = 
             dtype = "f32"
         return ctx.const(scalar, dtype)
     if isinstance(x, np.ndarray):
+        if x.dtype == np.float64 and (like is None or like.value.dtype != "f64"):
+            from graphc.creation import default_float  # float64 NumPy data: PyTorch's default dtype
+
+            x = default_float(x)
         return ctx.array(x)
     if isinstance(x, (list, tuple)):
         return ctx.array(np.asarray(x) if not _all_floats(x) else np.asarray(x, dtype=np.float32))
     raise GraphcError(f"{_at(user_source())}cannot use a {type(x).__name__} as a tensor")
+
+
+def _nested(a: TraceContext, b: TraceContext) -> bool:
+    """Whether the innermost trace (a control-flow body) can use Tensors of both ``a`` and ``b``."""
+    inner = current_context()
+    return inner is not None and inner.lifts_from(a) and inner.lifts_from(b)
 
 
 def _all_floats(x: Sequence) -> bool:
@@ -316,6 +353,10 @@ def _concrete_value_error(what: str) -> GraphcError:
     )
 
 
+class _MissingAttributeError(GraphcError, AttributeError):
+    """A Tensor attribute graphc does not have (a GraphcError that hasattr() understands)."""
+
+
 def _unsupported_op_error(symbol: str) -> GraphcError:
     return GraphcError(
         f"{_at(user_source())}the {symbol} operator is not supported on traced Tensors yet (graphc has no "
@@ -330,7 +371,7 @@ class Tensor:
 
     # ``_base``: weak reference to the tensor this one is a view of (reshape, transpose, indexing,
     # expand); ``_views``: weak references to this tensor's views. In-place ops consult both.
-    __slots__ = ("value", "ctx", "_base", "_views", "__weakref__")
+    __slots__ = ("value", "ctx", "_base", "_views", "_index", "__weakref__")
 
     def __init__(self, value: Value, ctx: TraceContext | None = None) -> None:
         ctx = ctx or current_context()
@@ -340,6 +381,9 @@ class Tensor:
         self.ctx = ctx
         self._base: weakref.ref | None = None
         self._views: list[weakref.ref] | None = None
+        # (weak reference to the root tensor, static key, root's value) for a view made by indexing
+        # the root: an in-place op on it writes through into the root (PyTorch's view semantics).
+        self._index: tuple | None = None
 
     # ------------------------------------------------------------ metadata
     @property
@@ -383,46 +427,56 @@ class Tensor:
             yield self[i]
 
     def __repr__(self) -> str:
+        if self.ctx.eager:
+            return self.ctx.tensor_repr(self)
         return f"Tensor(%{self.value.name}: {self.value.type})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.ctx.concrete(self, "format()").item(), spec) if spec else repr(self)
 
     __hash__ = object.__hash__
 
     # ------------------------------------------------------------ no values while tracing
+    # Values exist in eager mode only (graphc/eager.py); while tracing ctx.concrete raises.
     def __bool__(self) -> bool:
-        raise _control_flow_error("bool()")
+        return bool(self.ctx.concrete(self, "bool()"))
 
     def __int__(self) -> int:
-        raise _control_flow_error("int()")
+        return int(self.ctx.concrete(self, "int()"))
 
     def __float__(self) -> float:
-        raise _control_flow_error("float()")
+        return float(self.ctx.concrete(self, "float()"))
 
     def __index__(self) -> int:
-        raise _control_flow_error("using as an index")
+        return int(self.ctx.concrete(self, "using as an index"))
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
-        raise GraphcError(
-            f"{_at(user_source())}a traced Tensor has no NumPy value while tracing; "
-            "run the compiled plan to get arrays"
-        )
+        arr = self.ctx.concrete(self, "__array__")
+        return arr.astype(dtype) if dtype is not None else (arr.copy() if copy else arr)
 
     def item(self) -> object:
-        """Not available while tracing: raises a GraphcError saying what to do instead."""
-        raise _concrete_value_error("item()")
+        """The value of a one-element eager Tensor as a Python number (a GraphcError while tracing)."""
+        return self.ctx.concrete(self, "item()").item()
 
     def numpy(self) -> np.ndarray:
-        """Not available while tracing: raises a GraphcError saying what to do instead."""
-        raise _concrete_value_error("numpy()")
+        """The eager Tensor's values as a NumPy array (a GraphcError while tracing)."""
+        return self.ctx.concrete(self, "numpy()")
 
     def tolist(self) -> list:
-        """Not available while tracing: raises a GraphcError saying what to do instead."""
-        raise _concrete_value_error("tolist()")
+        """The eager Tensor's values as nested lists (a GraphcError while tracing)."""
+        return self.ctx.concrete(self, "tolist()").tolist()
+
+    def backward(self, gradient: object = None, retain_graph: bool = False) -> None:
+        """Eager mode: fill ``param.grad`` of the parameters this loss depends on (graphc/eager.py)."""
+        self.ctx.backward(self, gradient, retain_graph)
 
     def __setitem__(self, key: object, value: object) -> None:
-        raise GraphcError(
-            f"{_at(user_source())}assigning to an indexed traced Tensor (t[...] = v) is not supported; "
-            "build a new one with where() (in-place ops on a whole tensor, like add_() or +=, work)"
-        )
+        """``t[key] = v``, traced as a functional update that rebinds ``t`` (see ``_assign_inplace``)."""
+        if isinstance(value, Tensor) and value._index is not None:
+            root, done_key, done_value = value._index
+            if root() is self and done_value is self.value and indexing.same_key(done_key, key):
+                return  # ``t[key] += v``: the in-place op on the view already wrote into t
+        self._assign_inplace(indexing.index_update(self, key, value), "item assignment (t[...] = v)")
 
     def __floordiv__(self, other: object) -> Tensor:
         raise _unsupported_op_error("//")
@@ -437,14 +491,94 @@ class Tensor:
     __imod__ = __mod__
 
     # ------------------------------------------------------------ casting
-    def to(self, dtype: object) -> Tensor:
-        """Cast to a dtype (graphc name like "f32" or a NumPy dtype)."""
+    def to(self, *args: object, dtype: object = None, device: object = None, **kwargs: object) -> Tensor:
+        """Cast to a dtype (graphc name like "f32", a NumPy or torch-style dtype, or another
+        Tensor's); a device ("cpu", "cuda") is accepted and ignored (graphc picks it at compile)."""
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype = a.value.dtype
+            elif not _is_device(a):
+                dtype = a
+        if dtype is None:
+            return self
         name = _dtype_name(dtype)
         if name == self.value.dtype:
             return self
         return self.ctx.op("cast", self, dtype=name)
 
-    astype = to
+    def astype(self, dtype: object) -> Tensor:
+        """Cast to a dtype (NumPy's spelling)."""
+        return self.to(dtype)
+
+    def type(self, dtype: object = None) -> object:
+        """Cast to ``dtype``; without one, the type name as PyTorch gives it ("torch.FloatTensor")."""
+        if dtype is None:
+            names = {"f32": "Float", "f64": "Double", "i32": "Int", "i64": "Long", "bool": "Bool"}
+            return f"torch.{names[self.value.dtype]}Tensor"
+        return self.to(dtype)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        """Cast to ``other``'s dtype."""
+        return self.to(other.dtype)
+
+    @property
+    def device(self) -> str:
+        """Always "cpu" while tracing (the device is chosen when compiling)."""
+        return "cpu"
+
+    @property
+    def is_cuda(self) -> bool:
+        """False (the device is chosen when compiling)."""
+        return False
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether this is a parameter, or (eager mode) computed from one."""
+        flag = getattr(self.value, "requires_grad", None)
+        if flag is not None:
+            return bool(flag)
+        return getattr(self.ctx.graph, "kinds", {}).get(self.value.name) == "param"
+
+    def cpu(self) -> Tensor:
+        """Itself."""
+        return self
+
+    def cuda(self, *args: object, **kwargs: object) -> Tensor:
+        """Itself (compile with device="cuda" to run on the GPU)."""
+        return self
+
+    def is_floating_point(self) -> bool:
+        """Whether the dtype is float32 or float64."""
+        return self.value.dtype in ("f32", "f64")
+
+    def element_size(self) -> int:
+        """Bytes per element."""
+        return self.dtype.itemsize
+
+    @property
+    def data(self) -> Tensor:
+        """The same values, with no gradient flowing back (PyTorch's ``.data``, as ``detach``)."""
+        return self.detach()
+
+    def detach(self) -> Tensor:
+        """The same values as a new Tensor through which no gradient flows (traced: the
+        ``stop_gradient`` op; eager mode cuts the tape)."""
+        if self.ctx.eager:
+            return self.ctx.detach(self)
+        return self.ctx.op("stop_gradient", self)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Itself (graphc differentiates with respect to parameters)."""
+        return self
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__") or name in Tensor.__slots__:
+            raise AttributeError(name)
+        # Also an AttributeError: NumPy (np.any(t)) and hasattr() then fall back as they should.
+        raise _MissingAttributeError(
+            f"{_at(user_source())}Tensor.{name} (torch.Tensor.{name}) is not implemented in graphc; "
+            "build it from the supported Tensor methods and graphc.functional"
+        )
 
     def float(self) -> Tensor:
         """Cast to float32."""
@@ -476,7 +610,7 @@ class Tensor:
 
     # ------------------------------------------------------------ arithmetic
     def _binary(self, op: str, other: object, reflected: bool = False, need_float: bool = False) -> Tensor:
-        if isinstance(other, Tensor) and other.ctx is not self.ctx:
+        if isinstance(other, Tensor) and other.ctx is not self.ctx and not _nested(other.ctx, self.ctx):
             raise GraphcError(f"{_at(user_source())}{op}: operands come from different traces")
         b = as_tensor(other, like=self)
         a, b = (b, self) if reflected else (self, b)
@@ -591,7 +725,7 @@ class Tensor:
         views.append(weakref.ref(self))
         return self
 
-    def _assign_inplace(self, new: object, what: str) -> Tensor:
+    def _assign_inplace(self, new: object, what: str, allow_view: Tensor | None = None) -> Tensor:
         """PyTorch's in-place semantics: rebind this Tensor object to ``new`` and return it.
 
         Every Python name bound to this object then sees the new value. A view of a live tensor,
@@ -601,13 +735,24 @@ class Tensor:
         source = user_source()
         ctx = self.ctx
         base = self._live_base()
+        if base is not None and self._index is not None and self._index[0]() is base:
+            # A view made by indexing its root: write the new values through into the root.
+            t = as_tensor(new, like=self)
+            if t.shape != self.shape:
+                t = t.broadcast_to(self.shape)
+            t = t.to(self.value.dtype)
+            key = self._index[1]
+            base._assign_inplace(indexing.index_update(base, key, t), what, allow_view=self)
+            self.value = t.value
+            self._index = (weakref.ref(base), key, base.value)
+            return self
         if base is not None:
             raise GraphcError(
                 f"{_at(source)}{what}: in-place operation on a view (made by indexing, reshape/view, "
                 f"transpose or expand) of %{base.value.name} is not supported while tracing; use the "
                 "out-of-place form (y = x.add(1)) and build the new tensor from it"
             )
-        if self._views and any(r() is not None for r in self._views):
+        if self._views and any(r() is not None and r() is not allow_view for r in self._views):
             raise GraphcError(
                 f"{_at(source)}{what}: in-place operation on %{self.value.name}, which has live views "
                 "(made by indexing, reshape/view, transpose or expand) that would see the change; this "
@@ -743,12 +888,21 @@ class Tensor:
         t = as_tensor(src, like=self)
         return self._assign_inplace(t.to(self.value.dtype), "copy_")
 
+    # NumPy functions (np.mean(t), np.concatenate): on eager values NumPy computes them (no
+    # gradient); while tracing, NumPy's own implementation runs as without this hook.
+    def __array_function__(self, func: object, types: object, args: tuple, kwargs: dict) -> object:
+        if self.ctx.eager:
+            from graphc.eager import to_numpy
+
+            return func(*to_numpy(args), **to_numpy(kwargs))  # type: ignore[operator]
+        return func._implementation(*args, **kwargs)  # type: ignore[attr-defined]
+
     # NumPy calls this for ``array + tensor`` and ``np.exp(tensor)``: record the op instead.
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: object, **kwargs: object) -> object:
-        if method != "__call__" or kwargs:
-            return NotImplemented
-        fn = _UFUNCS.get(ufunc.__name__)
+        fn = _UFUNCS.get(ufunc.__name__) if method == "__call__" and not kwargs else None
         if fn is None:
+            if self.ctx.eager:  # eager values exist: NumPy computes other ufuncs (no gradient)
+                return getattr(ufunc, method)(*(np.asarray(i) for i in inputs), **kwargs)
             return NotImplemented
         return fn(*inputs)
 
@@ -859,8 +1013,11 @@ class Tensor:
     clip = clamp
 
     def masked_fill(self, mask: Tensor, value: object) -> Tensor:
-        """``value`` where ``mask`` is true, else ``self``."""
-        return where(mask, as_tensor(value, like=self), self)
+        """``value`` where ``mask`` is true, else ``self`` (the result keeps self's dtype)."""
+        v = as_tensor(value, like=self)
+        if v.value.dtype != self.value.dtype and not (isinstance(value, Tensor) and v.ndim):
+            v = v.to(self.value.dtype)
+        return where(mask, v, self)
 
     def softmax(self, dim: int = -1) -> Tensor:
         """Softmax over ``dim``."""
@@ -1084,7 +1241,160 @@ class Tensor:
         return self.split(-(-n // chunks), dim)
 
     def __getitem__(self, key: object) -> Tensor:
-        return _getitem(self, key)
+        return indexing.getitem(self, key)
+
+    def unbind(self, dim: int = 0) -> tuple[Tensor, ...]:
+        """The slices along ``dim``, that dim removed."""
+        d = _axis(dim, self.ndim)
+        return tuple(t.squeeze(d) for t in self.split(1, d))
+
+    def swapaxes(self, axis0: int, axis1: int) -> Tensor:
+        """Swap two dims."""
+        return self.transpose(axis0, axis1)
+
+    swapdims = swapaxes
+
+    def movedim(self, source: int, destination: int) -> Tensor:
+        """Move dim ``source`` to position ``destination``."""
+        perm = list(range(self.ndim))
+        perm.insert(_axis(destination, self.ndim), perm.pop(_axis(source, self.ndim)))
+        return self.permute(perm)
+
+    def repeat(self, *sizes: object) -> Tensor:
+        """Tile the tensor ``sizes`` times along each dim (PyTorch's repeat)."""
+        reps = [int(r) for r in _shape_args(sizes)]
+        x = self.reshape((1,) * (len(reps) - self.ndim) + self.shape)
+        inter = []
+        for r, n in zip(reps, x.shape):
+            inter += [r, n]
+        y = x.reshape([v for n in x.shape for v in (1, n)]).broadcast_to(inter)
+        return y.reshape([r * n for r, n in zip(reps, x.shape)])
+
+    def new_zeros(self, *size: object, dtype: object = None, **kwargs: object) -> Tensor:
+        """Zeros of ``size`` in this tensor's dtype."""
+        return self.ctx.const(0, _dtype_name(dtype or self.dtype)).broadcast_to(_shape_args(size))
+
+    def new_ones(self, *size: object, dtype: object = None, **kwargs: object) -> Tensor:
+        """Ones of ``size`` in this tensor's dtype."""
+        return self.ctx.const(1, _dtype_name(dtype or self.dtype)).broadcast_to(_shape_args(size))
+
+    def new_full(self, size: object, fill_value: object, dtype: object = None, **kwargs: object) -> Tensor:
+        """``fill_value`` in ``size`` and this tensor's dtype."""
+        return self.ctx.const(fill_value, _dtype_name(dtype or self.dtype)).broadcast_to(_shape_args((size,)))
+
+    # Method forms of functions (PyTorch's Tensor API), written once in graphc.functional.
+    def add(self, other: object, *, alpha: object = 1) -> Tensor:
+        """self + alpha * other."""
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other: object, *, alpha: object = 1) -> Tensor:
+        """self - alpha * other."""
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other: object) -> Tensor:
+        """self * other."""
+        return self * other
+
+    multiply = mul
+
+    def div(self, other: object) -> Tensor:
+        """self / other."""
+        return self / other
+
+    divide = div
+
+    def pow(self, exponent: object) -> Tensor:
+        """self ** exponent."""
+        return self**exponent
+
+    def matmul(self, other: object) -> Tensor:
+        """Matrix product."""
+        return matmul(self, as_tensor(other, like=self))
+
+    def bmm(self, other: Tensor) -> Tensor:
+        """Batched matrix product of [B, n, m] and [B, m, p]."""
+        if self.ndim != 3 or getattr(other, "ndim", 0) != 3:
+            raise GraphcError(
+                f"{_at(user_source())}bmm needs two 3-D tensors, got {self.shape} and {other.shape}"
+            )
+        return matmul(self, other)
+
+    def eq(self, other: object) -> Tensor:
+        """self == other."""
+        return self == other
+
+    def ne(self, other: object) -> Tensor:
+        """self != other."""
+        return self != other
+
+    def gt(self, other: object) -> Tensor:
+        """self > other."""
+        return self > other
+
+    def ge(self, other: object) -> Tensor:
+        """self >= other."""
+        return self >= other
+
+    def lt(self, other: object) -> Tensor:
+        """self < other."""
+        return self < other
+
+    def le(self, other: object) -> Tensor:
+        """self <= other."""
+        return self <= other
+
+    def logical_not(self) -> Tensor:
+        """not self (as bool)."""
+        return ~self.to("bool")
+
+    def _fn(self, name: str, *args: object, **kwargs: object) -> Tensor:
+        from graphc import functional
+
+        return getattr(functional, name)(self, *args, **kwargs)
+
+    def gather(self, dim: int, index: object) -> Tensor:
+        """``out[i][j] = self[index[i][j]][j]`` along ``dim`` (torch.gather)."""
+        return self._fn("gather", dim, index)
+
+    def scatter(self, dim: int, index: object, src: object) -> Tensor:
+        """A copy with ``src`` written at ``index`` along ``dim`` (torch.scatter)."""
+        return self._fn("scatter", dim, index, src)
+
+    def scatter_add(self, dim: int, index: object, src: object) -> Tensor:
+        """A copy with ``src`` added at ``index`` along ``dim`` (torch.scatter_add)."""
+        return self._fn("scatter_add", dim, index, src)
+
+    def index_select(self, dim: int, index: object) -> Tensor:
+        """The entries at ``index`` along ``dim``."""
+        return self._fn("index_select", dim, index)
+
+    def cumsum(self, dim: int, dtype: object = None) -> Tensor:
+        """Running sum along ``dim``."""
+        return self._fn("cumsum", dim, dtype=dtype)
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> tuple[Tensor, Tensor]:
+        """(values, indices) sorted along ``dim``."""
+        return self._fn("sort", dim, descending)
+
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+        """Indices that sort along ``dim``."""
+        return self._fn("argsort", dim, descending)
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> tuple[Tensor, Tensor]:
+        """(values, indices) of the k largest (or smallest) along ``dim``."""
+        return self._fn("topk", k, dim, largest, sorted)
+
+    def repeat_interleave(self, repeats: int, dim: int | None = None) -> Tensor:
+        """Each entry ``repeats`` times along ``dim`` (of the flattened tensor when None)."""
+        return self._fn("repeat_interleave", repeats, dim)
+
+    def tril(self, diagonal: int = 0) -> Tensor:
+        """The lower triangle of the last two dims."""
+        return self._fn("tril", diagonal)
+
+    def triu(self, diagonal: int = 0) -> Tensor:
+        """The upper triangle of the last two dims."""
+        return self._fn("triu", diagonal)
 
 
 class _MaxMinResult(Tensor):
@@ -1133,10 +1443,29 @@ class _MaxMinResult(Tensor):
 
 
 # ---------------------------------------------------------------------------- helpers
+_TORCH_DTYPES = {"float": "f32", "float32": "f32", "double": "f64", "float64": "f64", "long": "i64"}
+_TORCH_DTYPES.update({"int64": "i64", "int": "i32", "int32": "i32", "bool": "bool"})
+
+
 def _dtype_name(dtype: object) -> str:
     if isinstance(dtype, str) and dtype in ir.DTYPES:
         return dtype
-    return ir.from_numpy_dtype(np.dtype(dtype))
+    text = str(dtype).removeprefix("torch.")
+    if text in _TORCH_DTYPES and not isinstance(dtype, type):
+        return _TORCH_DTYPES[text]
+    try:
+        return ir.from_numpy_dtype(np.dtype(dtype))
+    except (TypeError, ValueError):
+        raise GraphcError(f"{_at(user_source())}unknown dtype {dtype!r}") from None
+
+
+def _is_device(arg: object) -> bool:
+    text = str(arg)
+    return (
+        text in ("cpu", "cuda", "meta")
+        or text.startswith(("cuda:", "device("))
+        or type(arg).__name__ == "device"
+    )
 
 
 def _axis(dim: object, ndim: int) -> int:
@@ -1180,69 +1509,6 @@ def _infer_shape(shape: Sequence, numel: int, old: tuple[int, ...]) -> tuple[int
             f"{_at(user_source())}reshape: cannot reshape {old} ({numel} elements) to {tuple(shape)}"
         )
     return tuple(shape)
-
-
-def _getitem(x: Tensor, key: object) -> Tensor:
-    """Indexing with ints, slices (step > 0), None, ``...`` and one integer index array."""
-    items = list(key) if isinstance(key, tuple) else [key]
-    n_real = sum(1 for k in items if k is not None and k is not Ellipsis)
-    if sum(1 for k in items if k is Ellipsis) > 1:
-        raise GraphcError(f"{_at(user_source())}an index can hold only one ellipsis (...)")
-    if n_real > x.ndim:
-        raise GraphcError(f"{_at(user_source())}too many indices ({n_real}) for a tensor of rank {x.ndim}")
-    if any(k is Ellipsis for k in items):
-        i = next(j for j, k in enumerate(items) if k is Ellipsis)
-        items[i : i + 1] = [slice(None)] * (x.ndim - n_real)
-    else:
-        items += [slice(None)] * (x.ndim - n_real)
-
-    starts, stops, steps, final, gather = [], [], [], [], None
-    axis = 0
-    for k in items:
-        if k is None:
-            final.append(1)
-            continue
-        size = x.shape[axis]
-        if isinstance(k, (list, np.ndarray, Tensor)) and not (isinstance(k, np.ndarray) and k.ndim == 0):
-            if gather is not None:
-                raise GraphcError(f"{_at(user_source())}only one integer index array is supported")
-            idx = as_tensor(np.asarray(k) if isinstance(k, list) else k, ctx=x.ctx)
-            if idx.value.dtype not in ("i32", "i64"):
-                raise GraphcError(
-                    f"{_at(user_source())}index arrays must be integers, got {idx.value.dtype} "
-                    "(boolean masks give data-dependent shapes; use where())"
-                )
-            gather = (axis, idx)
-            starts.append(0), stops.append(size), steps.append(1)
-            final.extend(idx.shape)
-        elif isinstance(k, slice):
-            start, stop, step = k.indices(size)
-            if step <= 0:
-                raise GraphcError(f"{_at(user_source())}slices need a positive step, got {step}")
-            stop = max(start, stop)
-            starts.append(start), stops.append(stop), steps.append(step)
-            final.append(len(range(start, stop, step)))
-        else:
-            try:
-                i = int(k)  # type: ignore[call-overload]
-            except (TypeError, GraphcError):
-                raise GraphcError(
-                    f"{_at(user_source())}cannot index a Tensor with {type(k).__name__}"
-                ) from None
-            if not -size <= i < size:
-                raise GraphcError(
-                    f"{_at(user_source())}index {i} is out of range for dim {axis} of size {size}"
-                )
-            i %= size
-            starts.append(i), stops.append(i + 1), steps.append(1)
-        axis += 1
-
-    out = x
-    if any(s != 0 or e != n or st != 1 for s, e, st, n in zip(starts, stops, steps, x.shape)):
-        out = x.ctx.op("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
-    if gather is not None:  # an index array copies, as in PyTorch
-        return x.ctx.op("gather", out, gather[1], axis=gather[0]).reshape(tuple(final))
-    return out.reshape(tuple(final))._view_of(x)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -1324,3 +1590,7 @@ _UFUNCS = {
     "reciprocal": lambda x: x.reciprocal(),
     "square": lambda x: x * x,
 }
+
+
+# Indexing and item assignment (graphc/indexing.py) use the Tensor class defined above.
+from graphc import indexing  # noqa: E402

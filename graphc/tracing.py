@@ -28,6 +28,7 @@ import numpy as np
 
 from graphc import ir
 from graphc.ir import Graph, GraphcError, TensorType
+from graphc.structure import describe
 from graphc.tensor import Tensor, TraceContext, current_context, user_source
 
 __all__ = ["Tensor", "TraceContext", "building", "current_context", "run_eager", "trace", "user_source"]
@@ -116,6 +117,7 @@ def trace(
         if len(input_names) != len(arrays):
             raise GraphcError(f"trace: {len(input_names)} input names for {len(arrays)} example arrays")
         names = list(input_names)
+    _materialize_lazy(fn, [r for _, r in roots], arrays)
     graph = Graph(name or _graph_name(model_or_fn))
     ctx = TraceContext(graph)
     param_names = {
@@ -140,7 +142,23 @@ def trace(
         out = fn(*inputs)
         ctx.finish(out)
     ir.verify(graph)
+    # How the outputs nest (tuples, lists, dicts, None): compile() hands it to the plan.
+    graph.output_structure = describe(out)
     return graph
+
+
+def _materialize_lazy(fn: Callable, roots: list, arrays: list[np.ndarray]) -> None:
+    """Run ``fn`` once on a scratch graph when a lazy module still waits for its sizes, so its
+    parameters exist (and get their names) before the real trace makes the graph inputs."""
+    from graphc.nn import LazyModuleMixin
+
+    if not any(
+        isinstance(m, LazyModuleMixin) and m.has_uninitialized_params() for r in roots for m in r.modules()
+    ):
+        return
+    graph = Graph("lazy")
+    with TraceContext(graph) as ctx:
+        fn(*(Tensor(graph.add_input(f"x{i}", TensorType.of(a), "data"), ctx) for i, a in enumerate(arrays)))
 
 
 @contextlib.contextmanager
@@ -165,39 +183,19 @@ def building(graph: Graph) -> Iterator[TraceContext]:
         ctx.finish()
 
 
-def _split_outputs(graph: Graph, results: list[np.ndarray]) -> Any:
-    for name, index in graph.updates.items():
-        target = graph.initializers.get(name)
-        if target is not None:
-            np.copyto(target, results[index])
-    update_idx = set(graph.updates.values())
-    outs = [r for i, r in enumerate(results) if i not in update_idx]
-    if len(outs) == 1:
-        return outs[0]
-    return tuple(outs)
-
-
 def run_eager(model_or_fn: Callable, *arrays: Any) -> Any:
-    """Trace on ``arrays`` and run with the NumPy reference kernels (updates written back)."""
-    from graphc.kernels.reference import execute
+    """Run a Module or function op by op in eager mode (graphc/eager.py) on ``arrays``.
 
-    graph = trace(model_or_fn, *arrays)
-    feeds = {v.name: _example(a) for v, a in zip(graph.data_inputs, arrays)}
-    return _split_outputs(graph, execute(graph, feeds))
+    Returns eager Tensors (NumPy's array protocol makes them usable as arrays); buffers the code
+    assigns are written at once. Arguments are inputs: in-place ops on them raise, as while tracing.
+    """
+    import graphc.eager as eager
+
+    return eager.call(model_or_fn, tuple(_example(a) for a in arrays))
 
 
 def run_eager_function(fn: Callable, args: tuple, kwargs: dict) -> Any:
-    """Run a functional on NumPy arrays: arrays become const inputs, updates are written back."""
-    from graphc.kernels.reference import execute
+    """Run a functional eagerly on NumPy arrays (array arguments are read-only inputs)."""
+    import graphc.eager as eager
 
-    graph = Graph(_graph_name(fn))
-    ctx = TraceContext(graph)
-    with ctx:
-        conv = [ctx.array(a, name=f"arg{i}") if isinstance(a, np.ndarray) else a for i, a in enumerate(args)]
-        kw = {k: ctx.array(v, name=k) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-        # The given arrays are the call's inputs: in-place ops on them raise, as while tracing
-        # (functionals that update state, like batch_norm's running stats, still write them).
-        ctx.readonly.update(t.value.name for t in (*conv, *kw.values()) if isinstance(t, Tensor))
-        ctx.finish(fn(*conv, **kw))
-    ir.verify(graph)
-    return _split_outputs(graph, execute(graph, {}))
+    return eager.call(fn, args, kwargs)

@@ -156,15 +156,17 @@ class Plan:
         # (valid indices for gather/scatter), so compiling is part of building the plan and the
         # first real call costs what every later call costs. Params are only read.
         self.arena[...] = 0
-        self._run_steps()
+        self._run_steps(warm_up=True)
 
-    def _run_steps(self) -> None:
+    def _run_steps(self, warm_up: bool = False) -> None:
         """Run every kernel in order; a GraphcError one raises is re-raised naming its node and the
-        user's source line (``errors.at_node``)."""
+        user's source line (``errors.at_node``). The warm-up skips kernels marked ``skip_warm_up``
+        (control-flow loops: they warm up their bodies when built)."""
         done = 0
         try:
             for fn, args in self.steps:
-                fn(*args)
+                if not (warm_up and getattr(fn, "skip_warm_up", False)):
+                    fn(*args)
                 done += 1
         except GraphcError as err:
             raise at_node(err, self.step_nodes[done]) from err

@@ -23,7 +23,15 @@ from graphc.cli import build_parser, main
 from graphc.ir import GraphcError
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-SUITE = ["cnn_train", "fusion_chain_infer", "mlp_small_train", "mlp_train", "transformer_infer"]
+SUITE = [
+    "cnn_train",
+    "fusion_chain_infer",
+    "lstm_train",
+    "mlp_small_train",
+    "mlp_train",
+    "mobilenet_infer",
+    "transformer_infer",
+]
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 
 TINY = '''

@@ -349,6 +349,46 @@ LAYER_CASES: dict[str, Callable[[], Case]] = {
     "L1Loss": lambda: _loss_module(
         nn.L1Loss(), normal(75, 3, 2), normal(75, 3, 2) + away_from_zero(76, 3, 2)
     ),
+    # PyTorch-surface layers (graphc/nn/activation.py, conv.py, pooling.py, normalization.py, ...)
+    "ReLU6": lambda: module_case(nn.ReLU6(), normal(200, 2, 5) * 4),
+    "Hardtanh": lambda: module_case(nn.Hardtanh(-0.5, 0.7), normal(201, 2, 5)),
+    "Hardswish": lambda: module_case(nn.Hardswish(), normal(202, 2, 5) * 3),
+    "Hardsigmoid": lambda: module_case(nn.Hardsigmoid(), normal(203, 2, 5) * 3),
+    "Mish": lambda: module_case(nn.Mish(), normal(204, 2, 5)),
+    "ELU": lambda: module_case(nn.ELU(0.7), away_from_zero(205, 2, 5)),
+    "CELU": lambda: module_case(nn.CELU(1.3), away_from_zero(206, 2, 5)),
+    "SELU": lambda: module_case(nn.SELU(), away_from_zero(207, 2, 5)),
+    "Softplus": lambda: module_case(nn.Softplus(beta=2.0, threshold=3.0), normal(208, 2, 5) * 2),
+    "LogSigmoid": lambda: module_case(nn.LogSigmoid(), normal(209, 2, 5)),
+    "Softsign": lambda: module_case(nn.Softsign(), normal(210, 2, 5)),
+    "Conv1d": lambda: module_case(nn.Conv1d(4, 4, 3, padding=1, groups=2, dtype=F64), normal(211, 2, 4, 5)),
+    "ConvTranspose2d": lambda: module_case(
+        nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1, dtype=F64), normal(212, 1, 2, 3, 3)
+    ),
+    "Conv2d/depthwise": lambda: module_case(nn.Conv2d(3, 3, 3, groups=3, dtype=F64), normal(213, 1, 3, 4, 4)),
+    "Conv2d/groups2": lambda: module_case(nn.Conv2d(4, 6, 3, groups=2, dtype=F64), normal(214, 1, 4, 4, 4)),
+    "LazyLinear": lambda: module_case(nn.LazyLinear(3, dtype=F64), normal(215, 2, 4)),
+    "LazyConv2d": lambda: module_case(nn.LazyConv2d(2, 3, dtype=F64), normal(216, 1, 2, 4, 4)),
+    "AdaptiveAvgPool2d": lambda: module_case(nn.AdaptiveAvgPool2d((2, 3)), normal(217, 1, 2, 5, 4)),
+    "AdaptiveMaxPool2d": lambda: module_case(nn.AdaptiveMaxPool2d((2, 3)), distinct(218, 1, 2, 5, 4)),
+    "AdaptiveAvgPool1d": lambda: module_case(nn.AdaptiveAvgPool1d(3), normal(219, 1, 2, 5)),
+    "AvgPool1d": lambda: module_case(nn.AvgPool1d(3, 2, 1, count_include_pad=False), normal(220, 1, 2, 6)),
+    "MaxPool1d": lambda: module_case(nn.MaxPool1d(2, ceil_mode=True), distinct(221, 1, 2, 5)),
+    "GroupNorm": lambda: module_case(nn.GroupNorm(2, 4, dtype=F64), normal(222, 2, 4, 3)),
+    "InstanceNorm1d": lambda: module_case(nn.InstanceNorm1d(3, affine=True, dtype=F64), normal(223, 2, 3, 4)),
+    "InstanceNorm2d": lambda: module_case(
+        nn.InstanceNorm2d(2, dtype=F64), normal(224, 2, 2, 2, 3), expect_params=()
+    ),
+    "RMSNorm": lambda: module_case(nn.RMSNorm(4, dtype=F64), normal(225, 3, 4)),
+    "Unflatten": lambda: module_case(nn.Unflatten(1, (2, 3)), normal(226, 2, 6)),
+    "MultiheadAttention": lambda: Case(lambda x: _MHA(x, x, x)[0], {"x": normal(227, 3, 2, 4)}, module=_MHA),
+    "TransformerEncoderLayer": lambda: module_case(_encoder_layer(), normal(228, 2, 3, 4)),
+    "TransformerEncoder": lambda: module_case(
+        nn.TransformerEncoder(_encoder_layer(), 2), normal(229, 2, 3, 4)
+    ),
+    "TransformerDecoderLayer": lambda: Case(
+        lambda x, m: _DECODER(x, m), {"x": normal(230, 2, 3, 4), "m": normal(231, 3, 3, 4)}, module=_DECODER
+    ),
 }
 
 FUNCTIONAL_CASES: dict[str, Callable[[], Case]] = {
@@ -429,6 +469,17 @@ FUNCTIONAL_CASES: dict[str, Callable[[], Case]] = {
 }
 
 
+_MHA = with_state(nn.MultiheadAttention(4, 2, dtype=F64), 232)
+
+
+def _encoder_layer() -> nn.Module:
+    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0, batch_first=True, dtype=F64)
+    return with_state(layer, 233)
+
+
+_DECODER = with_state(nn.TransformerDecoderLayer(4, 2, dim_feedforward=5, dropout=0.0, dtype=F64), 234)
+
+
 @pytest.mark.parametrize("name", list(LAYER_CASES))
 def test_layer_gradient(name):
     check_case(LAYER_CASES[name]())
@@ -442,6 +493,13 @@ def test_functional_gradient(name):
 def test_every_differentiable_layer_is_covered():
     """A layer added to graphc.nn without a gradient check here fails this test."""
     not_layers = {"Module", "ModuleList", "Parameter", "functional", "init", "manual_seed"}
+    not_layers |= {
+        "ModuleDict",
+        "ParameterDict",
+        "ParameterList",
+        "LazyModuleMixin",
+        "UninitializedParameter",
+    }
     layers = {n for n in nn.__all__ if n not in not_layers}
     covered = {name.split("/")[0] for name in LAYER_CASES}
     assert layers - covered == set()

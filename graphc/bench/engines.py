@@ -92,7 +92,7 @@ def build_graphc(w: ModelFile, inputs: tuple, state: dict | None, device: str) -
     if hasattr(target, "eval"):
         target.eval()
     t0 = time.perf_counter()
-    compiled = graphc.compiler.compile(target, *inputs, device=device)
+    compiled = graphc.compiler.compile(target, *inputs, device=device, freeze=w.freeze)
     first = compiled(*inputs)
     compile_s = time.perf_counter() - t0
     plan = find_plan(compiled)

@@ -1,6 +1,27 @@
 """graphc.nn: Module, Parameter, containers and layers with PyTorch's names and defaults."""
 
 from . import functional, init
+from .activation import (
+    CELU,
+    ELU,
+    SELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LogSigmoid,
+    Mish,
+    ReLU6,
+    Softplus,
+    Softsign,
+)
+from .attention import (
+    MultiheadAttention,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
+from .container import ModuleDict, ParameterDict, ParameterList, Unflatten
+from .conv import Conv1d, ConvTranspose2d
 from .init import manual_seed
 from .layers import (
     GELU,
@@ -27,7 +48,11 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .module import Module, ModuleList, Parameter, Sequential
+from .lazy import LazyConv2d, LazyLinear, LazyModuleMixin
+from .module import Module, ModuleList, Parameter, Sequential, UninitializedParameter
+from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm
+from .pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, MaxPool1d
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401  (recurrent layers)
 
 __all__ = [
     "GELU",
@@ -60,4 +85,46 @@ __all__ = [
     "functional",
     "init",
     "manual_seed",
+    "CELU",
+    "ELU",
+    "SELU",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "LogSigmoid",
+    "Mish",
+    "ReLU6",
+    "Softplus",
+    "Softsign",
+    "MultiheadAttention",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "ModuleDict",
+    "ParameterDict",
+    "ParameterList",
+    "Unflatten",
+    "Conv1d",
+    "ConvTranspose2d",
+    "LazyConv2d",
+    "LazyLinear",
+    "LazyModuleMixin",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "RMSNorm",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "AvgPool1d",
+    "MaxPool1d",
+    "UninitializedParameter",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from graphc.functional import unsupported
+
+    raise unsupported("torch.nn", name)

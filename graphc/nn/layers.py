@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphc import functional as F
+from graphc.creation import get_default_dtype
 from graphc.ir import GraphcError
 
 from . import init
@@ -22,7 +23,7 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def _check_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(np.float32 if dtype is None else dtype)
+    dt = np.dtype(get_default_dtype() if dtype is None else dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise GraphcError(f"layers hold float32 or float64 parameters, not {dt}")
     return dt
@@ -37,9 +38,9 @@ class Linear(Module):
         super().__init__()
         dt = _check_dtype(dtype)
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(np.empty((out_features, in_features), dtype=dt))
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=dt), dtype=dt)
         if bias:
-            self.bias = Parameter(np.empty(out_features, dtype=dt))
+            self.bias = Parameter(np.empty(out_features, dtype=dt), dtype=dt)
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -63,7 +64,7 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution over NCHW input; weight [out_channels, in_channels, kh, kw] (groups=1)."""
+    """2-D convolution over NCHW input; weight [out_channels, in_channels / groups, kh, kw]."""
 
     def __init__(
         self,
@@ -80,8 +81,11 @@ class Conv2d(Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        if groups != 1:
-            raise GraphcError(f"Conv2d: groups={groups} is not supported yet (only groups=1)")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise GraphcError(
+                f"Conv2d: in_channels {in_channels} and out_channels {out_channels} must be divisible by "
+                f"groups={groups}"
+            )
         if padding_mode != "zeros":
             raise GraphcError(f"Conv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
         dt = _check_dtype(dtype)
@@ -89,9 +93,11 @@ class Conv2d(Module):
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self.dilation, self.groups, self.padding_mode = _pair(dilation), groups, padding_mode
-        self.weight = Parameter(np.empty((out_channels, in_channels, *self.kernel_size), dtype=dt))
+        self.weight = Parameter(
+            np.empty((out_channels, in_channels // groups, *self.kernel_size), dtype=dt), dtype=dt
+        )
         if bias:
-            self.bias = Parameter(np.empty(out_channels, dtype=dt))
+            self.bias = Parameter(np.empty(out_channels, dtype=dt), dtype=dt)
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -114,6 +120,8 @@ class Conv2d(Module):
             s += f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s
@@ -201,14 +209,14 @@ class _BatchNorm(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
-            self.weight = Parameter(np.ones(num_features, dtype=dt))
-            self.bias = Parameter(np.zeros(num_features, dtype=dt))
+            self.weight = Parameter(np.ones(num_features, dtype=dt), dtype=dt)
+            self.bias = Parameter(np.zeros(num_features, dtype=dt), dtype=dt)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, dtype=dt))
-            self.register_buffer("running_var", np.ones(num_features, dtype=dt))
+            self.register_buffer("running_mean", np.zeros(num_features), dtype=dt)
+            self.register_buffer("running_var", np.ones(num_features), dtype=dt)
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         else:
             self.register_buffer("running_mean", None)
@@ -283,9 +291,9 @@ class LayerNorm(Module):
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         if elementwise_affine:
-            self.weight = Parameter(np.ones(shape, dtype=dt))
+            self.weight = Parameter(np.ones(shape, dtype=dt), dtype=dt)
             if bias:
-                self.bias = Parameter(np.zeros(shape, dtype=dt))
+                self.bias = Parameter(np.zeros(shape, dtype=dt), dtype=dt)
             else:
                 self.register_parameter("bias", None)
         else:
@@ -327,10 +335,10 @@ class Embedding(Module):
             padding_idx %= num_embeddings
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
         if _weight is None:
-            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=dt))
+            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=dt), dtype=dt)
             self.reset_parameters()
         else:
-            self.weight = Parameter(np.asarray(_weight, dtype=dt), requires_grad=not _freeze)
+            self.weight = Parameter(np.asarray(_weight, dtype=dt), requires_grad=not _freeze, dtype=dt)
 
     def reset_parameters(self) -> None:
         """N(0, 1), with the padding row zero."""

@@ -8,8 +8,9 @@ ndarray view (assigning to it copies in place), as in PyTorch.
 
 While a trace is active, reading a parameter, buffer or NumPy-array attribute of a module gives
 the trace's Tensor for it instead of the array (one graph input per array object, so a module
-used twice shares its inputs). Outside a trace, calling a module on NumPy arrays traces it and
-runs the graph with the NumPy reference kernels (eager convenience; compile for speed).
+used twice shares its inputs). Outside a trace, calling a module on NumPy arrays (or eager
+Tensors) runs it op by op in eager mode (graphc/eager.py): it returns eager Tensors, and
+``loss.backward()`` fills each parameter's ``.grad``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from graphc.creation import default_float, get_default_dtype
 from graphc.ir import DTYPES, GraphcError
 from graphc.tensor import Tensor, current_context
 
@@ -27,18 +29,29 @@ _SUPPORTED = set(DTYPES.values())
 
 
 class Parameter(np.ndarray):
-    """A trainable array: an ndarray subclass (float32 unless given another float dtype)."""
+    """A trainable array: an ndarray subclass.
 
-    def __new__(cls, data: Any = None, requires_grad: bool = True) -> Parameter:
-        if data is None:
-            arr = np.zeros(0, dtype=np.float32)
+    Float data follows PyTorch's default-dtype rule: Python numbers and float64 NumPy data become
+    the default dtype (float32 unless ``graphc.set_default_dtype(float64)``), so ``np.ones(d)``
+    does not turn a whole plan float64. ``dtype=`` (a graphc extension) keeps or picks a dtype;
+    a torch tensor and a Parameter keep theirs.
+    """
+
+    def __new__(cls, data: Any = None, requires_grad: bool = True, dtype: Any = None) -> Parameter:
+        if dtype is not None and isinstance(data, np.ndarray):
+            arr = np.ascontiguousarray(data.view(np.ndarray), dtype=np.dtype(dtype))
+        elif data is None:
+            arr = np.zeros(0, dtype=get_default_dtype())
+        elif isinstance(data, Parameter):
+            arr = np.ascontiguousarray(data.view(np.ndarray))
         elif isinstance(data, np.ndarray):
-            arr = np.ascontiguousarray(data)
+            arr = default_float(np.ascontiguousarray(data))
+        elif hasattr(data, "detach"):  # a torch tensor keeps its dtype
+            arr = np.ascontiguousarray(data.detach().cpu().numpy())
         else:
-            if hasattr(data, "detach"):  # a torch tensor
-                data = data.detach().cpu().numpy()
-            # Python data gets PyTorch's default dtype; arrays keep theirs.
-            arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+            arr = np.ascontiguousarray(np.asarray(data, dtype=get_default_dtype()))
+        if dtype is not None:
+            arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
         obj = arr.view(cls)
         obj.requires_grad = requires_grad
         return obj
@@ -78,6 +91,25 @@ class Parameter(np.ndarray):
 
     def __reduce__(self) -> tuple:
         return (Parameter, (self.view(np.ndarray).copy(), self.requires_grad))
+
+
+class UninitializedParameter(Parameter):
+    """A parameter of a lazy module whose shape the first trace (or load_state_dict) decides."""
+
+    def __new__(
+        cls, requires_grad: bool = True, device: Any = None, dtype: Any = None
+    ) -> UninitializedParameter:
+        dt = np.dtype(dtype or get_default_dtype())
+        return Parameter.__new__(cls, np.zeros(0, dtype=dt), requires_grad, dtype=dt)
+
+    def __repr__(self) -> str:
+        return "<UninitializedParameter>"
+
+
+def _is_eager(value: Any) -> bool:
+    return (
+        isinstance(value, Tensor) and current_context() is None and type(value.value).__name__ == "EagerValue"
+    )
 
 
 class _IncompatibleKeys(NamedTuple):
@@ -145,14 +177,17 @@ class Module:
             if isinstance(value, Tensor):
                 self._assign_traced(name, value)
             elif value is None or isinstance(value, np.ndarray):
-                d["_buffers"][name] = value
+                d["_buffers"][name] = value if value is None else default_float(value)
             else:
                 raise TypeError(f"cannot assign {type(value).__name__} as buffer {name!r}")
         elif "_constants" in d and name in d["_constants"] and isinstance(value, Tensor):
             self._assign_traced(name, value)
+        elif _is_eager(value) and "_constants" in d:  # e.g. torch.ones(...) in __init__: a constant
+            self._forget(name)
+            d["_constants"][name] = default_float(np.array(value.numpy()))
         elif isinstance(value, np.ndarray) and value.dtype in _SUPPORTED and "_constants" in d:
             self._forget(name)
-            d["_constants"][name] = value
+            d["_constants"][name] = default_float(value)
         else:
             if "_constants" in d:
                 d["_constants"].pop(name, None)
@@ -191,13 +226,22 @@ class Module:
         return sorted(set(super().__dir__()) | set(extra))
 
     # ------------------------------------------------------------ registration
-    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
-        """Add a non-trainable array (in state_dict unless ``persistent=False``)."""
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True, *, dtype: Any = None) -> None:
+        """Add a non-trainable array (in state_dict unless ``persistent=False``); float64 NumPy data
+        becomes the default dtype unless ``dtype=`` (a graphc extension) says otherwise."""
         d = self._stores()
         if "." in name or not name:
             raise KeyError(f"buffer name {name!r} must be non-empty and contain no '.'")
         self._forget(name)
-        d["_buffers"][name] = None if tensor is None else _to_numpy(tensor)
+        if tensor is None:
+            array = None
+        elif dtype is not None:
+            array = np.asarray(_to_numpy(tensor), dtype=np.dtype(dtype))
+        elif hasattr(tensor, "detach") and not isinstance(tensor, np.ndarray):
+            array = _to_numpy(tensor)
+        else:
+            array = default_float(np.asarray(tensor))
+        d["_buffers"][name] = array
         if not persistent:
             d["_non_persistent"].add(name)
 
@@ -313,33 +357,60 @@ class Module:
                 child.state_dict(destination, prefix + name + ".", keep_vars)
         return destination
 
-    def load_state_dict(self, state_dict: dict, strict: bool = True) -> _IncompatibleKeys:
-        """Copy arrays (NumPy or torch tensors) into this module's existing arrays, in place."""
+    def load_state_dict(
+        self, state_dict: dict, strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
+        """Copy arrays (NumPy or torch tensors) into this module's existing arrays, in place.
+
+        As PyTorch: returns ``(missing_keys, unexpected_keys)``; with ``strict=True`` either list
+        being non-empty is an error, and a shape mismatch always is. Nothing is copied unless
+        every check passes. Lazy parameters not yet materialized take the loaded shape.
+        """
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        errors = []
+        errors, copies = [], []
         for key, dst in own.items():
             if key not in state_dict:
                 continue
             src = _to_numpy(state_dict[key])
+            if isinstance(dst, UninitializedParameter):
+                if src.size or src.ndim != 1:  # an empty array leaves the lazy parameter waiting
+                    copies.append((key, dst, src))
+                continue
             if src.shape != dst.shape:
                 errors.append(
-                    f"size mismatch for {key}: copying an array of shape {src.shape}, "
-                    f"the module's is {dst.shape}"
+                    f"size mismatch for {key}: copying a param with shape {src.shape} from checkpoint, "
+                    f"the shape in current model is {dst.shape}."
                 )
                 continue
-            np.copyto(dst.view(np.ndarray), src, casting="unsafe")
+            copies.append((key, dst, src))
         if strict:
-            if missing:
-                errors.append("missing keys: " + ", ".join(missing))
             if unexpected:
-                errors.append("unexpected keys: " + ", ".join(unexpected))
+                errors.insert(
+                    0, "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". "
+                )
+            if missing:
+                errors.insert(
+                    0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". "
+                )
         if errors:
             raise GraphcError(
-                f"error(s) loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(errors)
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
             )
+        for key, dst, src in copies:
+            if isinstance(dst, UninitializedParameter):
+                self._materialize_loaded(key, src)
+            else:
+                np.copyto(dst.view(np.ndarray), src, casting="unsafe")
         return _IncompatibleKeys(missing, unexpected)
+
+    def _materialize_loaded(self, key: str, src: np.ndarray) -> None:
+        owner: Module = self
+        *path, leaf = key.split(".")
+        for part in path:
+            owner = owner._modules[part]
+        owner.__dict__["_parameters"][leaf] = Parameter(src.copy(), dtype=src.dtype)
 
     # ------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> Module:
@@ -384,10 +455,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if current_context() is None and not kwargs and _eager_args(args):
-            from graphc.tracing import run_eager
+        if current_context() is None and _eager_args((*args, *kwargs.values())):
+            import graphc.eager as eager
 
-            return run_eager(self, *args)
+            return eager.call(self, args, kwargs)  # inside, the call below runs forward
         return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------ printing
@@ -407,9 +478,9 @@ class Module:
 
 
 def _eager_args(args: tuple) -> bool:
-    return any(isinstance(a, np.ndarray) for a in args) and all(
-        isinstance(a, (np.ndarray, np.generic, int, float)) for a in args
-    )
+    import graphc.eager as eager
+
+    return eager.wants_eager(args)
 
 
 class Sequential(Module):

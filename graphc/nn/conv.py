@@ -1,0 +1,143 @@
+"""Convolution layers beyond Conv2d: Conv1d and ConvTranspose2d (PyTorch's names and init)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from graphc import functional as F
+from graphc.ir import GraphcError
+
+from . import init
+from .layers import _check_dtype, _pair
+from .module import Module, Parameter
+
+
+def _single(v: Any) -> int:
+    return int(v if isinstance(v, int) else v[0])
+
+
+def _reset(module: Module) -> None:
+    """PyTorch's default: kaiming_uniform(a=sqrt(5)) weight, U(+-1/sqrt(fan_in)) bias."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = init.calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        init.uniform_(module.bias, -bound, bound)
+
+
+def _check_groups(name: str, cin: int, cout: int, groups: int, padding_mode: str) -> None:
+    if groups < 1 or cin % groups or cout % groups:
+        raise GraphcError(
+            f"{name}: in_channels {cin} and out_channels {cout} must be divisible by groups={groups}"
+        )
+    if padding_mode != "zeros":
+        raise GraphcError(f"{name}: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+
+
+class Conv1d(Module):
+    """1-D convolution over [N, C, L]; weight [out_channels, in_channels / groups, kernel_size]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        _check_groups("Conv1d", in_channels, out_channels, groups, padding_mode)
+        dt = _check_dtype(dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = (_single(kernel_size),), (_single(stride),)
+        self.padding = padding if isinstance(padding, str) else (_single(padding),)
+        self.dilation, self.padding_mode = (_single(dilation),), padding_mode
+        self.weight = Parameter(
+            np.empty((out_channels, in_channels // groups, self.kernel_size[0]), dtype=dt), dtype=dt
+        )
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype=dt), dtype=dt)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialization."""
+        _reset(self)
+
+    def forward(self, input: Any) -> Any:
+        """Convolve."""
+        pad = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], pad, self.dilation[0], self.groups)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        )
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution; weight [in_channels, out_channels / groups, kh, kw]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: Any = 1,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        _check_groups("ConvTranspose2d", in_channels, out_channels, groups, padding_mode)
+        dt = _check_dtype(dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.output_padding, self.dilation = _pair(output_padding), _pair(dilation)
+        self.weight = Parameter(
+            np.empty((in_channels, out_channels // groups, *self.kernel_size), dtype=dt), dtype=dt
+        )
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype=dt), dtype=dt)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialization."""
+        _reset(self)
+
+    def forward(self, input: Any, output_size: Any = None) -> Any:
+        """Transposed convolution."""
+        if output_size is not None:
+            raise GraphcError("ConvTranspose2d: output_size is not supported (use output_padding)")
+        return F.conv_transpose2d(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        )
