@@ -76,15 +76,15 @@ def _match(rw: Rewriter, pat: Pat, value: Value, bound: Bindings) -> Iterator[Bi
     """Every way ``value`` matches ``pat`` given ``bound`` (each a new bindings dict)."""
     if pat.name is not None and pat.name in bound and bound[pat.name] is not value:
         return
-    if pat.const is not None:
-        arr = rw.const(value)
-        if arr is None or arr.size == 0 or not bool(np.all(arr == pat.const)):
-            return
     node = None
-    if pat.ops is not None:
-        node = rw.producer(value)
+    if pat.ops is not None:  # the cheap structural tests first
+        node = rw.prod.get(value)
         if node is None or node.op not in pat.ops or len(node.outputs) != 1:
             return
+        if pat.src is not None and len(node.inputs) != len(pat.src):
+            return
+    if pat.const is not None and not rw.is_all(value, pat.const):
+        return
     if pat.where is not None and not pat.where(rw, value):
         return
     here = dict(bound)
@@ -94,23 +94,48 @@ def _match(rw: Rewriter, pat: Pat, value: Value, bound: Bindings) -> Iterator[Bi
         yield here
         return
     assert node is not None, "operand patterns need an op"
-    if len(node.inputs) != len(pat.src):
-        return
     orders = [node.inputs]
     if pat.commutative:
         orders.append(node.inputs[::-1])
     for operands in orders:
-        yield from _match_all(rw, pat.src, operands, here)
+        if _may_match(rw, pat.src, operands):
+            yield from _match_all(rw, pat.src, operands, here)
+
+
+def _may_match(rw: Rewriter, pats: Sequence[Pat], values: Sequence[Value]) -> bool:
+    """A quick test of the operands' producer ops (most candidate rules fail here)."""
+    for p, v in zip(pats, values):
+        if p.ops is not None:
+            node = rw.prod.get(v)
+            if node is None or node.op not in p.ops:
+                return False
+    return True
 
 
 def _match_all(
     rw: Rewriter, pats: Sequence[Pat], values: Sequence[Value], bound: Bindings
 ) -> Iterator[Bindings]:
-    if not pats:
+    # Leading operands that a plain variable or a constant test matches in one way only are
+    # bound in a loop; the generators recurse only for nested patterns.
+    k = 0
+    while k < len(pats):
+        p, v = pats[k], values[k]
+        if p.ops is not None or p.where is not None:
+            break
+        if p.const is not None and not rw.is_all(v, p.const):
+            return
+        if p.name is not None:
+            seen = bound.get(p.name)
+            if seen is None:
+                bound = {**bound, p.name: v}
+            elif seen is not v:
+                return
+        k += 1
+    if k == len(pats):
         yield bound
         return
-    for first in _match(rw, pats[0], values[0], bound):
-        yield from _match_all(rw, pats[1:], values[1:], first)
+    for first in _match(rw, pats[k], values[k], bound):
+        yield from _match_all(rw, pats[k + 1 :], values[k + 1 :], first)
 
 
 class PatternMatcher:
@@ -133,6 +158,11 @@ class PatternMatcher:
         if len(node.outputs) != 1:
             return None
         for pat, fn in self.for_op(node.op):
+            if pat.src is not None and not (
+                _may_match(rw, pat.src, node.inputs)
+                or (pat.commutative and _may_match(rw, pat.src, node.inputs[::-1]))
+            ):
+                continue
             for bound in _match(rw, pat, node.output, {}):
                 out = fn(rw, node, **{k: v for k, v in bound.items() if k != pat.name})
                 if out is not None:
@@ -167,6 +197,8 @@ class Rewriter:
         self.subst: dict[Value, Value] = {}
         self.out: list[Node] = []
         self.placed: dict[tuple, Value] = {}
+        self._const: dict[Value, np.ndarray | None] = {}
+        self._all: dict[tuple[Value, float], bool] = {}
         self.source: str | None = None
 
     def uses(self, v: Value) -> int:
@@ -181,7 +213,18 @@ class Rewriter:
 
     def const(self, v: Value) -> np.ndarray | None:
         """The compile-time array of ``v``, or None."""
-        return const_array(self.graph, v, self.prod)
+        if v not in self._const:
+            self._const[v] = const_array(self.graph, v, self.prod)
+        return self._const[v]
+
+    def is_all(self, v: Value, value: float) -> bool:
+        """Whether ``v`` is a compile-time constant whose every element equals ``value``."""
+        key = (v, value)
+        hit = self._all.get(key)
+        if hit is None:
+            arr = self.const(v)
+            hit = self._all[key] = arr is not None and arr.size > 0 and bool(np.all(arr == value))
+        return hit
 
     def producer(self, v: Value) -> Node | None:
         """The node that makes ``v`` (None for graph inputs)."""
