@@ -7,21 +7,13 @@ then, as the code reads them, ``const`` inputs for buffers and NumPy-array attri
 (``"fixed.rand_weight"``). A buffer the code assigns (BatchNorm's running stats in training)
 becomes a ``state`` input whose new value is an extra output registered in ``graph.updates``;
 dropout adds the shared ``rng.offset`` state. Initializers share memory with the module's arrays.
-
-``building(graph)`` lets other stages (optimizers, autodiff helpers) append nodes to an existing
-graph with Tensor operations::
-
-    with building(graph) as ctx:
-        w, g = ctx.input("fc.weight"), ctx.input("grad_fc.weight")   # or Tensor(value)
-        ctx.assign(w, w - 0.1 * g)    # on leaving: output registered in graph.updates
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +23,7 @@ from graphc.ir import Graph, GraphcError, TensorType
 from graphc.structure import describe
 from graphc.tensor import Tensor, TraceContext, current_context, user_source
 
-__all__ = ["Tensor", "TraceContext", "building", "current_context", "run_eager", "trace", "user_source"]
+__all__ = ["Tensor", "TraceContext", "current_context", "run_eager", "trace", "user_source"]
 
 
 def _graph_name(obj: Any) -> str:
@@ -159,28 +151,6 @@ def _materialize_lazy(fn: Callable, roots: list, arrays: list[np.ndarray]) -> No
     graph = Graph("lazy")
     with TraceContext(graph) as ctx:
         fn(*(Tensor(graph.add_input(f"x{i}", TensorType.of(a), "data"), ctx) for i, a in enumerate(arrays)))
-
-
-@contextlib.contextmanager
-def building(graph: Graph) -> Iterator[TraceContext]:
-    """Append to ``graph`` with Tensor operations; assigned updates become outputs on exit."""
-    ctx = TraceContext(graph)
-    # Existing inputs with initializers are the arrays assign() can target.
-    for v in graph.inputs:
-        arr = graph.initializers.get(v.name)
-        if arr is not None:
-            ctx._arrays[id(arr)] = (arr, Tensor(v, ctx))
-            ctx._owner[v.name] = id(arr)
-            ctx._input_of[id(arr)] = v.name
-    for v in graph.inputs:
-        if v.name not in ctx._owner:
-            key = id(v)
-            ctx._arrays[key] = (v, Tensor(v, ctx))  # type: ignore[assignment]
-            ctx._owner[v.name] = key
-            ctx._input_of[key] = v.name
-    with ctx:
-        yield ctx
-        ctx.finish()
 
 
 def run_eager(model_or_fn: Callable, *arrays: Any) -> Any:

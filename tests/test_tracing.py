@@ -10,8 +10,7 @@ from graphc import functional as F
 from graphc import ir, nn
 from graphc.ir import GraphcError
 from graphc.kernels.reference import execute
-from graphc.tensor import Tensor
-from graphc.tracing import building, trace
+from graphc.tracing import trace
 
 
 def run_graph(graph, *arrays):
@@ -153,21 +152,6 @@ def test_text_form_round_trips(rng):
     g = trace(TwoLayer(), rng.random((4, 5), dtype=np.float32), rng.random((4, 3), dtype=np.float32))
     text = ir.print_graph(g)
     assert ir.print_graph(ir.parse_graph(text)) == text
-
-
-def test_building_on_existing_graph():
-    g = ir.Graph("step")
-    w = np.arange(4, dtype=np.float32)
-    g.add_input("w", ir.TensorType((4,)), "param", w)
-    grad = g.add_input("grad", ir.TensorType((4,)), "data")
-    with building(g) as ctx:
-        wt = ctx.input("w")
-        new = wt - Tensor(grad) * 0.5
-        ctx.assign(wt, new)
-    ir.verify(g)
-    assert g.updates == {"w": 0}
-    out = execute(g, {"grad": np.ones(4, dtype=np.float32)})
-    close(out[0], w - 0.5)
 
 
 def test_eager_module_call_matches_trace(rng):
