@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # this checkout compiled before and never from a stale cache of another version.
 export GRAPHC_CACHE_DIR ?= $(CURDIR)/.cache/graphc
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench onnx-conformance clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[compare]'
 	$(VENV)/bin/graphc bench --compare torch,torch.compile,onnxruntime
+
+# Every onnx node test on graphc's ONNX backend (CPU kernels); prints passes, failures, skipped ops.
+onnx-conformance: $(STAMP)
+	$(PY) -m graphc.onnx.conformance --backend cpu
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""The ``graphc`` command: compile, dump, run and bench models."""
+"""The ``graphc`` command: compile, dump, export, run and bench models."""
 
 from __future__ import annotations
 
@@ -82,6 +82,20 @@ def cmd_compile(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {len(plan.steps)} kernels; {plan.memory_report()}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Trace a model and write it as an ONNX file."""
+    from graphc.modelfile import load_model
+
+    try:
+        from graphc import onnx as graphc_onnx
+    except ImportError:
+        raise GraphcError("graphc export needs the onnx extra (pip install 'graphc[onnx]')") from None
+    model, inputs = load_model(args.model)
+    out = args.output or os.path.splitext(os.path.basename(args.model.partition(":")[0]))[0] + ".onnx"
+    proto = graphc_onnx.export(model, *inputs, path=out, opset=args.opset)
+    print(f"wrote {out}: {len(proto.graph.node)} ONNX nodes, opset {args.opset}")
+
+
 def _load_npy(name: str, path: str) -> np.ndarray:
     """The array in one .npy file, or a GraphcError naming the input and the file."""
     try:
@@ -135,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("dump", help="print a model's graph")
-    p.add_argument("model", help="file.py (defining model() and example_inputs()) or file.py:factory")
+    p.add_argument(
+        "model", help="file.py (defining model() and example_inputs()), file.py:factory or model.onnx"
+    )
     p.add_argument("--stage", choices=STAGES, default="optimized")
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument("--after-each-pass", action="store_true", help="dump the graph after every pass")
@@ -147,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="plan file to write (default: MODEL's name + .gcp)")
     p.add_argument("--freeze", action="store_true")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("export", help="write a model's traced graph as an ONNX file")
+    p.add_argument("model", help="file.py (defining model() and example_inputs()), file.py:factory or .onnx")
+    p.add_argument("-o", "--output", help="ONNX file to write (default: MODEL's name + .onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version, 13 to 21 (default 17)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="run a plan file")
     p.add_argument("plan")

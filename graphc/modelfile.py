@@ -1,4 +1,7 @@
-"""Loads a model file: a Python file defining ``model()`` and ``example_inputs()``.
+"""Loads a model file: a Python file defining ``model()`` and ``example_inputs()``, or an ONNX file.
+
+A ``.onnx`` file is imported with graphc.onnx (the optional ``onnx`` extra); its example inputs
+are seeded random arrays of the graph inputs' declared dtypes and shapes (dynamic dims are 1).
 
 The CLI's commands take a MODEL argument, ``file.py`` or ``file.py:factory`` (``load_model``).
 ``graphc bench`` reads more of the file (``load_model_file``), all of it optional:
@@ -12,7 +15,8 @@ The CLI's commands take a MODEL argument, ``file.py`` or ``file.py:factory`` (``
   ``example_labels()`` gives the target array, passed after the inputs.
 - ``NAME`` (default: the file's stem), ``WHAT`` (default: the docstring's first line), ``BATCH``,
   ``TARGETS``: graphc's goals, ``[(ratio, "<= 1"), ...]`` (see graphc.bench.targets), and
-  ``moved_bytes(inputs)``: the bytes a perfect kernel reads and writes (a bandwidth bound).
+  ``moved_bytes(inputs)``: the bytes a perfect kernel reads and writes (a bandwidth bound), and
+  ``FREEZE = True``: compile inference with ``freeze=True`` (parameters as constants).
 """
 
 from __future__ import annotations
@@ -62,8 +66,26 @@ def _arrays(value: Any, where: str) -> tuple[np.ndarray, ...]:
     return tuple(value)
 
 
+def is_onnx(path: str | os.PathLike) -> bool:
+    """Whether a MODEL argument names an ONNX file."""
+    return os.fspath(path).lower().endswith(".onnx")
+
+
+def _load_onnx(path: str):
+    try:
+        from graphc import onnx as graphc_onnx
+    except ImportError:
+        raise GraphcError(
+            f"{path}: reading ONNX files needs the onnx extra (pip install 'graphc[onnx]')"
+        ) from None
+    return graphc_onnx.load(path)
+
+
 def load_model(spec: str) -> tuple[object, tuple[np.ndarray, ...]]:
     """The model object and its example input arrays named by a MODEL argument."""
+    if is_onnx(spec):
+        module = _load_onnx(spec)
+        return module, module.example_inputs()
     path, _, factory = spec.partition(":")
     module = import_file(path)
     factory = factory or "model"
@@ -92,6 +114,7 @@ class ModelFile:
     batch: int | None = None
     targets: tuple[tuple[str, str], ...] = ()
     moved_bytes: Callable[[tuple[np.ndarray, ...]], int] | None = None
+    freeze: bool = False
 
     @property
     def kind(self) -> str:
@@ -116,6 +139,15 @@ def _optional_callable(module: ModuleType, name: str, path: str) -> Callable | N
 def load_model_file(path: str | os.PathLike) -> ModelFile:
     """Import a model file and check what it defines (module docstring: the names it may define)."""
     path = os.fspath(path)
+    if is_onnx(path):
+        onnx_module = _load_onnx(path)
+        return ModelFile(
+            path=path,
+            name=os.path.splitext(os.path.basename(path))[0],
+            what=f"ONNX model {os.path.basename(path)}",
+            model=lambda: onnx_module,
+            example_inputs=onnx_module.example_inputs,
+        )
     module = import_file(path)
     for required in ("model", "example_inputs"):
         if not callable(getattr(module, required, None)):
@@ -158,4 +190,5 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
         batch=batch,
         targets=tuple((t[0], t[1]) for t in targets),
         moved_bytes=_optional_callable(module, "moved_bytes", path),
+        freeze=bool(getattr(module, "FREEZE", False)),
     )

@@ -1,0 +1,103 @@
+"""graphc as an ONNX backend (``onnx.backend.base.Backend``), for onnx's backend test suite.
+
+``GraphcBackend.prepare(model)`` imports the model; ``rep.run(inputs)`` compiles a plan for the
+inputs' shapes and dtypes (cached per signature) and runs it. Graph inputs that feed a slot
+graphc needs while compiling (a Reshape's shape, Slice's starts, ...: registry.STATIC_SLOTS)
+are folded into the model as initializers, so the plan is compiled for their values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import ModelProto, TensorProto, numpy_helper
+from onnx.backend.base import Backend, BackendRep
+
+from graphc.ir import GraphcError
+
+from .importer import load
+from .registry import STATIC_SLOTS
+
+_SUPPORTED = (np.float32, np.float64, np.int32, np.int64, np.bool_)
+
+
+def static_inputs(model: ModelProto) -> set[str]:
+    """Names of graph inputs that feed a compile-time slot of some node."""
+    names = {vi.name for vi in model.graph.input}
+    found = set()
+    for node in model.graph.node:
+        for i in STATIC_SLOTS.get(node.op_type, ()):
+            if i < len(node.input) and node.input[i] in names:
+                found.add(node.input[i])
+    return found
+
+
+def _fold(model: ModelProto, values: dict[str, np.ndarray]) -> ModelProto:
+    folded = ModelProto()
+    folded.CopyFrom(model)
+    keep = [vi for vi in folded.graph.input if vi.name not in values]
+    del folded.graph.input[:]
+    folded.graph.input.extend(keep)
+    for name, arr in values.items():
+        folded.graph.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+    return folded
+
+
+def _array(x: Any, name: str) -> np.ndarray:
+    arr = numpy_helper.to_array(x) if isinstance(x, TensorProto) else np.asarray(x)
+    if arr.dtype.type not in _SUPPORTED:
+        raise GraphcError(f"input {name!r}: dtype {arr.dtype} is not supported")
+    return arr
+
+
+class GraphcRep(BackendRep):
+    """A prepared model: plans compiled per input signature."""
+
+    def __init__(self, model: ModelProto, backend: str = "cpu") -> None:
+        self.model = model
+        self.backend = backend
+        self.static = static_inputs(model)
+        self.input_names = [
+            vi.name for vi in model.graph.input if vi.name not in {i.name for i in model.graph.initializer}
+        ]
+        self._plans: dict[tuple, Any] = {}
+        if not self.static:
+            self.module = load(model)
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        """Run on ``inputs`` (a list in graph-input order, or a dict by name)."""
+        import graphc
+
+        if isinstance(inputs, dict):
+            arrays = {n: _array(inputs[n], n) for n in self.input_names if n in inputs}
+        else:
+            arrays = {n: _array(x, n) for n, x in zip(self.input_names, list(inputs))}
+        fixed = {n: a for n, a in arrays.items() if n in self.static}
+        data = [a for n, a in arrays.items() if n not in self.static]
+        key = (
+            tuple((a.shape, a.dtype.str) for a in data),
+            tuple((n, a.dtype.str, a.tobytes()) for n, a in sorted(fixed.items())),
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            module = load(_fold(self.model, fixed)) if self.static else self.module
+            plan = self._plans[key] = graphc.compile(module, *data, backend=self.backend)
+        out = plan(*data)
+        return tuple(out) if isinstance(out, tuple) else (out,)
+
+
+class GraphcBackend(Backend):
+    """The ``onnx.backend.base.Backend`` interface over graphc (CPU)."""
+
+    @classmethod
+    def prepare(cls, model: ModelProto, device: str = "CPU", **kwargs: Any) -> GraphcRep:
+        """Import ``model``; ``backend="reference"`` runs graphc's NumPy oracle kernels."""
+        if not cls.supports_device(device):
+            raise GraphcError(f"graphc's ONNX backend runs on CPU, not {device!r}")
+        return GraphcRep(model, kwargs.get("backend", "cpu"))
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        """Only CPU."""
+        return str(device).upper().startswith("CPU")

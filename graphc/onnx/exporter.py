@@ -1,0 +1,364 @@
+"""ONNX export: a graphc model's traced graph as an ONNX model, one table entry per primitive op.
+
+``export(model, *examples, path=..., opset=...)`` traces the model (primitive ops only), maps
+each node through ``EMITTERS`` (fused nodes, in graphs that have them, are expanded from their
+bodies), writes params and constants as initializers, and checks the result with
+``onnx.checker``. Training-only ops (rng_uniform, scatter_add, max_pool2d_grad) have no entry:
+exporting a graph that uses them is a GraphcError naming them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphc.ir import Graph, GraphcError, Node
+
+from .proto import GRAPHC_TO_ONNX, sanitize
+
+DEFAULT_OPSET = 17
+TRAINING_ONLY = ("rng_uniform", "scatter_add", "max_pool2d_grad")
+MIN_OPSET, MAX_OPSET = 13, 21
+_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+
+
+class _Builder:
+    """Collects ONNX nodes and initializers with unique names."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.nodes: list = []
+        self.initializers: list = []
+        self.names: set[str] = set()
+
+    def fresh(self, hint: str) -> str:
+        base = sanitize(hint, "t")
+        name, i = base, 0
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
+
+    def const(self, hint: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        return name
+
+    def ints(self, hint: str, values) -> str:
+        return self.const(hint, np.asarray(list(values), dtype=np.int64))
+
+    def node(
+        self, op_type: str, inputs: list[str], outputs: list[str] | None = None, **attrs: Any
+    ) -> list[str]:
+        from onnx import helper
+
+        outputs = outputs or [self.fresh(f"{op_type.lower()}_out")]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=self.fresh(op_type), **attrs))
+        return outputs
+
+
+Emitter = Callable[[_Builder, Node, list[str], list[str]], None]
+EMITTERS: dict[str, Emitter] = {}
+
+_SIMPLE = {
+    "exp": "Exp",
+    "log": "Log",
+    "sqrt": "Sqrt",
+    "tanh": "Tanh",
+    "erf": "Erf",
+    "sin": "Sin",
+    "cos": "Cos",
+    "reciprocal": "Reciprocal",
+    "neg": "Neg",
+    "abs": "Abs",
+    "sign": "Sign",
+    "add": "Add",
+    "sub": "Sub",
+    "mul": "Mul",
+    "div": "Div",
+    "pow": "Pow",
+    "maximum": "Max",
+    "minimum": "Min",
+    "lt": "Less",
+    "le": "LessOrEqual",
+    "eq": "Equal",
+    "gt": "Greater",
+    "ge": "GreaterOrEqual",
+    "where": "Where",
+    "matmul": "MatMul",
+}
+
+
+def _simple(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+        b.node(op_type, ins, outs)
+
+    return emit
+
+
+for _op, _onnx_op in _SIMPLE.items():
+    EMITTERS[_op] = _simple(_onnx_op)
+
+
+def _emitter(op: str) -> Callable[[Emitter], Emitter]:
+    def register(fn: Emitter) -> Emitter:
+        EMITTERS[op] = fn
+        return fn
+
+    return register
+
+
+@_emitter("rsqrt")
+def _rsqrt(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Reciprocal", b.node("Sqrt", ins), outs)
+
+
+@_emitter("ne")
+def _ne(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Not", b.node("Equal", ins), outs)
+
+
+@_emitter("cast")
+def _cast(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Cast", ins, outs, to=GRAPHC_TO_ONNX[node.attrs["dtype"]])
+
+
+@_emitter("broadcast_to")
+def _broadcast_to(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Expand", [ins[0], b.ints("shape", node.attrs["shape"])], outs)
+
+
+def _reduce(op_type: str) -> Emitter:
+    def emit(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+        axes, keep = list(node.attrs["axes"]), int(node.attrs["keepdims"])
+        if not axes:
+            b.node("Identity", ins, outs)
+        elif op_type == "ReduceSum" or b.opset >= 18:
+            b.node(op_type, [ins[0], b.ints("axes", axes)], outs, keepdims=keep)
+        else:
+            b.node(op_type, ins, outs, axes=axes, keepdims=keep)
+
+    return emit
+
+
+EMITTERS["sum"] = _reduce("ReduceSum")
+EMITTERS["max"] = _reduce("ReduceMax")
+EMITTERS["min"] = _reduce("ReduceMin")
+
+
+@_emitter("argmax")
+def _argmax(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("ArgMax", ins, outs, axis=node.attrs["axis"], keepdims=int(node.attrs["keepdims"]))
+
+
+@_emitter("reshape")
+def _reshape(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    shape = node.attrs["shape"]
+    if b.opset >= 14:
+        b.node("Reshape", [ins[0], b.ints("shape", shape)], outs, allowzero=1)
+    elif 0 in shape:
+        raise GraphcError("ONNX export: a reshape to a shape with a 0 needs opset 14 or newer")
+    else:
+        b.node("Reshape", [ins[0], b.ints("shape", shape)], outs)
+
+
+@_emitter("transpose")
+def _transpose(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Transpose", ins, outs, perm=list(node.attrs["perm"]))
+
+
+@_emitter("slice")
+def _slice(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    a = node.attrs
+    rank = len(a["starts"])
+    args = [b.ints(n, v) for n, v in (("starts", a["starts"]), ("ends", a["stops"]), ("axes", range(rank)))]
+    b.node("Slice", [ins[0], *args, b.ints("steps", a["steps"])], outs)
+
+
+@_emitter("pad")
+def _pad(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    pads = node.attrs["pads"]
+    flat = [lo for lo, _ in pads] + [hi for _, hi in pads]
+    dtype = node.inputs[0].dtype
+    value = b.const("pad_value", np.array(node.attrs["value"]).astype(_NP[dtype]))
+    b.node("Pad", [ins[0], b.ints("pads", flat), value], outs, mode="constant")
+
+
+@_emitter("concat")
+def _concat(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Concat", ins, outs, axis=node.attrs["axis"])
+
+
+@_emitter("gather")
+def _gather(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Gather", ins, outs, axis=node.attrs["axis"])
+
+
+def _one_hot_kernels(c: int, kh: int, kw: int, dtype: str) -> np.ndarray:
+    """[c*kh*kw, 1, kh, kw] weights whose channel (ci, i, j) picks window element (i, j)."""
+    eye = np.eye(kh * kw, dtype=_NP[dtype]).reshape(kh * kw, 1, kh, kw)
+    return np.tile(eye, (c, 1, 1, 1))
+
+
+@_emitter("im2col")
+def _im2col(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    a = node.attrs
+    n, c, _, _ = node.inputs[0].shape
+    (kh, kw), (ph, pw) = a["kernel"], a["padding"]
+    weight = b.const("im2col_kernel", _one_hot_kernels(c, kh, kw, node.inputs[0].dtype))
+    (cols,) = b.node(
+        "Conv",
+        [ins[0], weight],
+        kernel_shape=[kh, kw],
+        strides=list(a["stride"]),
+        dilations=list(a["dilation"]),
+        pads=[ph, pw, ph, pw],
+        group=c,
+    )
+    b.node("Reshape", [cols, b.ints("shape", node.outputs[0].shape)], outs)
+
+
+@_emitter("col2im")
+def _col2im(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    a = node.attrs
+    n, c, h, w = a["image_shape"]
+    (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+    (ph, pw), (dh, dw) = a["padding"], a["dilation"]
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    (grid,) = b.node("Reshape", [ins[0], b.ints("shape", (n, c * kh * kw, oh, ow))])
+    extra = [
+        h - ((oh - 1) * sh - 2 * ph + dh * (kh - 1) + 1),
+        w - ((ow - 1) * sw - 2 * pw + dw * (kw - 1) + 1),
+    ]
+    weight = b.const("col2im_kernel", _one_hot_kernels(c, kh, kw, node.outputs[0].dtype))
+    b.node(
+        "ConvTranspose",
+        [grid, weight],
+        outs,
+        kernel_shape=[kh, kw],
+        strides=[sh, sw],
+        dilations=[dh, dw],
+        pads=[ph, pw, ph, pw],
+        output_padding=extra,
+        group=c,
+    )
+
+
+@_emitter("max_pool2d")
+def _max_pool2d(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    a = node.attrs
+    b.node(
+        "MaxPool",
+        ins,
+        outs,
+        kernel_shape=list(a["kernel"]),
+        strides=list(a["stride"]),
+        dilations=list(a["dilation"]),
+    )
+
+
+@_emitter("const")
+def _const(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    from onnx import numpy_helper
+
+    dtype = node.attrs["dtype"]
+    value = numpy_helper.from_array(np.array(node.attrs["value"]).astype(_NP[dtype]))
+    b.node("Constant", [], outs, value=value)
+
+
+def _value_info(name: str, value) -> Any:
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, GRAPHC_TO_ONNX[value.dtype], list(value.shape))
+
+
+def _emit_nodes(b: _Builder, nodes: list[Node], names: dict[str, str], prefix: str) -> None:
+    for node in nodes:
+        ins = [names[v.name] for v in node.inputs]
+        outs = [b.fresh(prefix + v.name) for v in node.outputs]
+        if node.op == "fused":
+            body = node.subgraph
+            inner = dict(names)
+            for p, arg in zip(body.data_inputs, ins):
+                inner[p.name] = arg
+            for v in body.inputs:
+                if v.name in body.initializers and body.kinds[v.name] != "data":
+                    inner[v.name] = b.const(prefix + v.name, body.initializers[v.name])
+            _emit_nodes(b, body.nodes, inner, f"{prefix}{node.outputs[0].name}.")
+            for out_name, v in zip(outs, body.outputs):
+                b.node("Identity", [inner[v.name]], [out_name])
+        else:
+            emit = EMITTERS.get(node.op)
+            if emit is None:
+                why = "it appears only in training graphs" if node.op in TRAINING_ONLY else "not yet"
+                raise GraphcError(f"ONNX export: op {node.op!r} has no ONNX translation ({why})")
+            emit(b, node, ins, outs)
+        for v, name in zip(node.outputs, outs):
+            names[v.name] = name
+
+
+def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> Any:
+    """An onnx.ModelProto for a graphc graph (data inputs become graph inputs, the rest initializers)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise GraphcError(f"ONNX export: opset must be an int in [{MIN_OPSET}, {MAX_OPSET}], got {opset!r}")
+    b = _Builder(opset)
+    names: dict[str, str] = {}
+    inputs = []
+    for v in graph.inputs:
+        name = b.fresh(v.name)
+        names[v.name] = name
+        if graph.kinds[v.name] == "data":
+            inputs.append(_value_info(name, v))
+        else:
+            arr = graph.initializers.get(v.name)
+            if arr is None:
+                raise GraphcError(
+                    f"ONNX export: input %{v.name} ({graph.kinds[v.name]}) has no initial value"
+                )
+            b.initializers.append(numpy_helper.from_array(np.array(arr, order="C"), name))
+    _emit_nodes(b, graph.nodes, names, "")
+    update_slots = set(graph.updates.values())
+    outputs = []
+    for i, v in enumerate(graph.outputs):
+        if i in update_slots:
+            continue
+        out = b.fresh(f"output{len(outputs)}")
+        b.node("Identity", [names[v.name]], [out])
+        outputs.append(_value_info(out, v))
+    onnx_graph = helper.make_graph(b.nodes, sanitize(graph.name, "graphc"), inputs, outputs, b.initializers)
+    model = helper.make_model(
+        onnx_graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphc"
+    )
+    model.ir_version = min(model.ir_version, 10)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise GraphcError(f"ONNX export produced an invalid model: {err}") from None
+    return model
+
+
+def export(
+    model: Any, *examples: Any, path: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET
+) -> Any:
+    """Trace ``model`` on ``examples`` and write (when ``path`` is given) and return its ONNX model."""
+    import onnx
+
+    from graphc.tracing import trace
+
+    proto = to_onnx(model if isinstance(model, Graph) else trace(model, *examples), opset)
+    if path is not None:
+        try:
+            onnx.save(proto, os.fspath(path))
+        except OSError as err:
+            raise GraphcError(f"cannot write {os.fspath(path)}: {err.strerror or err}") from None
+    return proto

@@ -1,0 +1,393 @@
+"""Convolution, pooling and resizing ONNX ops (1-D and 2-D), built from im2col, matmul, gather."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from graphc.ir.ops import conv_output_size
+from graphc.tensor import Tensor
+
+from ..context import NodeContext
+from ..proto import MAX_ELEMENTS
+from ..registry import converter
+from .elementwise import const_like
+from .nn import float_t, like
+from .shape import check_static_size
+
+_AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+_BIG = 2**20
+
+
+def as_2d(nc: NodeContext, x: Tensor, what: str = "input") -> tuple[Tensor, bool]:
+    """An [N, C, L] input as [N, C, 1, L] (flag True), an [N, C, H, W] one unchanged."""
+    if x.ndim == 3:
+        return nc.op("reshape", x, shape=(x.shape[0], x.shape[1], 1, x.shape[2])), True
+    if x.ndim != 4:
+        raise nc.fail(f"{what} must be [N, C, L] or [N, C, H, W] (1-D or 2-D), got {list(x.shape)}")
+    return x, False
+
+
+def from_2d(nc: NodeContext, y: Tensor, was_1d: bool) -> Tensor:
+    """Undo ``as_2d``."""
+    return nc.op("reshape", y, shape=(y.shape[0], y.shape[1], y.shape[3])) if was_1d else y
+
+
+def window_attrs(nc: NodeContext, spatial: tuple[int, ...], kernel: list[int], was_1d: bool):
+    """(strides, dilations, [(begin, end) pads]) for 2-D, from the node's attributes."""
+    n = 1 if was_1d else 2
+    strides = nc.attrs.ints("strides", [1] * n, n, 1, _BIG)
+    dilations = nc.attrs.ints("dilations", [1] * n, n, 1, _BIG)
+    auto = nc.attrs.string("auto_pad", "NOTSET", _AUTO_PAD)
+    pads = nc.attrs.ints("pads", [0] * (2 * n), 2 * n, 0, _BIG)
+    pairs = [(pads[i], pads[i + n]) for i in range(n)]
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pairs = []
+        for size, k, s, d in zip(spatial[-n:], kernel, strides, dilations):
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            pairs.append((lo, total - lo))
+    elif auto == "VALID":
+        pairs = [(0, 0)] * n
+    if was_1d:
+        return [1, *strides], [1, *dilations], [(0, 0), *pairs]
+    return strides, dilations, pairs
+
+
+def _kernel(nc: NodeContext, name: str, n: int, default: list[int] | None) -> list[int]:
+    k = nc.attrs.ints(name, default, n, 1, _BIG)
+    if k is None:
+        raise nc.fail(f"missing attribute {name!r}")
+    return k
+
+
+def conv2d(nc: NodeContext, x: Tensor, w: Tensor, strides, dilations, pads, group: int) -> Tensor:
+    """Grouped 2-D convolution as im2col + (batched) matmul; pads are (begin, end) pairs."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if c != cg * group or o % group:
+        raise nc.fail(f"input has {c} channels, weight {list(w.shape)} with group={group} does not fit")
+    if all(lo == hi for lo, hi in pads):
+        im_pad = (pads[0][0], pads[1][0])
+    else:
+        x = nc.op("pad", x, pads=((0, 0), (0, 0), *pads), value=0.0)
+        im_pad = (0, 0)
+        h, wd = x.shape[2:]
+    oh = conv_output_size(h, kh, strides[0], im_pad[0], dilations[0])
+    ow = conv_output_size(wd, kw, strides[1], im_pad[1], dilations[1])
+    if oh <= 0 or ow <= 0:
+        raise nc.fail(f"kernel {kh}x{kw} does not fit input {list(x.shape)}")
+    cols = nc.op(
+        "im2col", x, kernel=(kh, kw), stride=tuple(strides), padding=im_pad, dilation=tuple(dilations)
+    )
+    k = cg * kh * kw
+    if group == 1:
+        out = nc.op("matmul", nc.op("reshape", w, shape=(o, k)), cols)
+    else:
+        cols = nc.op("reshape", cols, shape=(n, group, k, oh * ow))
+        out = nc.op("matmul", nc.op("reshape", w, shape=(group, o // group, k)), cols)
+    return nc.op("reshape", out, shape=(n, o, oh, ow))
+
+
+def _bias(nc: NodeContext, y: Tensor, i: int) -> Tensor:
+    if not nc.has(i):
+        return y
+    b = like(nc, i, y)
+    if b.shape != (y.shape[1],):
+        raise nc.fail(f"bias must have shape [{y.shape[1]}], got {list(b.shape)}")
+    return nc.op("add", y, nc.op("reshape", b, shape=(1, y.shape[1], 1, 1)))
+
+
+@converter("Conv")
+def conv(nc: NodeContext) -> list:
+    """N-D convolution for 1-D and 2-D: groups, dilations, pads, auto_pad."""
+    x, was_1d = as_2d(nc, float_t(nc, 0))
+    w = like(nc, 1, x)
+    if w.ndim != (3 if was_1d else 4):
+        raise nc.fail(f"weight {list(w.shape)} does not match input rank")
+    if was_1d:
+        w = nc.op("reshape", w, shape=(w.shape[0], w.shape[1], 1, w.shape[2]))
+    group = nc.attrs.int("group", 1, 1, _BIG)
+    kernel = _kernel(nc, "kernel_shape", 1 if was_1d else 2, list(w.shape[2:])[-(1 if was_1d else 2) :])
+    if ([1] + kernel if was_1d else kernel) != list(w.shape[2:]):
+        raise nc.fail(f"kernel_shape {kernel} does not match weight {list(w.shape)}")
+    strides, dilations, pads = window_attrs(nc, x.shape[2:], kernel, was_1d)
+    y = _bias(nc, conv2d(nc, x, w, strides, dilations, pads, group), 2)
+    return [from_2d(nc, y, was_1d)]
+
+
+@converter("ConvTranspose")
+def conv_transpose(nc: NodeContext) -> list:
+    """Transposed 2-D (and 1-D) convolution as matmul + col2im."""
+    x, was_1d = as_2d(nc, float_t(nc, 0))
+    w = like(nc, 1, x)
+    if was_1d and w.ndim == 3:
+        w = nc.op("reshape", w, shape=(w.shape[0], w.shape[1], 1, w.shape[2]))
+    if w.ndim != 4:
+        raise nc.fail(f"weight {list(w.shape)} does not match input rank")
+    n, c, h, wd = x.shape
+    cin, og, kh, kw = w.shape
+    group = nc.attrs.int("group", 1, 1, _BIG)
+    if cin != c or c % group:
+        raise nc.fail(f"input has {c} channels, weight {list(w.shape)} with group={group} does not fit")
+    strides, dilations, _ = window_attrs(nc, (h, wd), [kh, kw][-(1 if was_1d else 2) :], was_1d)
+    m = 1 if was_1d else 2
+    outpad = nc.attrs.ints("output_padding", [0] * m, m, 0, _BIG)
+    outpad = [0, *outpad] if was_1d else outpad
+    full = [(i - 1) * s + d * (k - 1) + 1 for i, s, d, k in zip((h, wd), strides, dilations, (kh, kw))]
+    auto = nc.attrs.string("auto_pad", "NOTSET", _AUTO_PAD)
+    out_shape = nc.attrs.ints("output_shape", None, m, 1, _BIG)
+    pads_attr = nc.attrs.ints("pads", [0] * (2 * m), 2 * m, 0, _BIG)
+    pads = [(pads_attr[i], pads_attr[i + m]) for i in range(m)]
+    pads = [(0, 0), *pads] if was_1d else pads
+    if out_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        targets = ([1] if was_1d else []) + (
+            out_shape if out_shape is not None else [i * s for i, s in zip((h, wd)[-m:], strides[-m:])]
+        )
+        pads = []
+        for f, op_, t in zip(full, outpad, targets):
+            total = f + op_ - t
+            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            pads.append((lo, total - lo))
+    cg = c // group
+    xs = nc.op("reshape", x, shape=(n, group, cg, h * wd))
+    wt = nc.op("reshape", w, shape=(group, cg, og * kh * kw))
+    cols = nc.op("matmul", nc.op("transpose", wt, perm=(0, 2, 1)), xs)  # [N, G, og*kh*kw, h*w]
+    cols = nc.op("reshape", cols, shape=(n, group * og * kh * kw, h * wd))
+    img = nc.op(
+        "col2im",
+        cols,
+        kernel=(kh, kw),
+        stride=tuple(strides),
+        padding=(0, 0),
+        dilation=tuple(dilations),
+        image_shape=(n, group * og, full[0], full[1]),
+    )
+    starts, stops, grow = [0, 0], [n, group * og], [(0, 0), (0, 0)]
+    for f, op_, (lo, hi) in zip(full, outpad, pads):
+        end = f + op_ - hi
+        if end - lo <= 0:
+            raise nc.fail("pads leave an empty output")
+        starts.append(min(lo, f))
+        stops.append(min(end, f))
+        grow.append((0, max(0, end - f)))
+    if any(g != (0, 0) for g in grow):
+        img = nc.op("pad", img, pads=tuple(grow), value=0.0)
+        stops = [s + g[1] for s, g in zip(stops, grow)]
+    if starts != [0, 0, 0, 0] or stops != list(img.shape):
+        img = nc.op("slice", img, starts=tuple(starts), stops=tuple(stops), steps=(1, 1, 1, 1))
+    return [from_2d(nc, _bias(nc, img, 2), was_1d)]
+
+
+def pool_geometry(size: int, k: int, s: int, d: int, lo: int, hi: int, ceil: bool) -> tuple[int, int]:
+    """(output length, extra end padding) of a pooling window along one axis."""
+    span = (k - 1) * d + 1
+    numer = size + lo + hi - span
+    out = (-(-numer // s) if ceil else numer // s) + 1
+    if ceil and (out - 1) * s >= size + lo:
+        out -= 1
+    extra = max(0, (out - 1) * s + span - (size + lo + hi))
+    return out, extra
+
+
+def _pool_setup(nc: NodeContext):
+    x, was_1d = as_2d(nc, float_t(nc, 0))
+    kernel = _kernel(nc, "kernel_shape", 1 if was_1d else 2, None)
+    kernel = [1, *kernel] if was_1d else kernel
+    strides, dilations, pads = window_attrs(nc, x.shape[2:], kernel[-(1 if was_1d else 2) :], was_1d)
+    ceil = bool(nc.attrs.int("ceil_mode", 0, 0, 1))
+    geo = [
+        pool_geometry(size, k, s, d, lo, hi, ceil)
+        for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, pads)
+    ]
+    if any(o <= 0 for o, _ in geo):
+        raise nc.fail(f"kernel {kernel} does not fit input {list(x.shape)}")
+    return x, was_1d, kernel, strides, dilations, pads, geo
+
+
+def _crop(nc: NodeContext, y: Tensor, oh: int, ow: int) -> Tensor:
+    if y.shape[2:] == (oh, ow):
+        return y
+    return nc.op("slice", y, starts=(0, 0, 0, 0), stops=(*y.shape[:2], oh, ow), steps=(1, 1, 1, 1))
+
+
+@converter("MaxPool")
+def max_pool(nc: NodeContext) -> list:
+    """Max pooling (pads with -inf; ceil_mode, dilations, auto_pad)."""
+    if nc.n_outputs > 1 and nc.node.output[1]:
+        raise nc.fail("the Indices output is not supported")
+    if nc.attrs.int("storage_order", 0, 0, 1):
+        raise nc.fail("storage_order=1 is not supported")
+    x, was_1d, kernel, strides, dilations, pads, geo = _pool_setup(nc)
+    grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
+    if any(lo or hi for lo, hi in grow):
+        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=-math.inf)
+    y = nc.op("max_pool2d", x, kernel=tuple(kernel), stride=tuple(strides), dilation=tuple(dilations))
+    return [from_2d(nc, _crop(nc, y, geo[0][0], geo[1][0]), was_1d)]
+
+
+def _counts(size: int, k: int, s: int, d: int, lo: int, hi: int, out: int, include_pad: bool) -> np.ndarray:
+    counts = []
+    for i in range(out):
+        pos = [i * s - lo + j * d for j in range(k)]
+        low, high = (-lo, size + hi) if include_pad else (0, size)
+        counts.append(sum(1 for p in pos if low <= p < high))
+    return np.maximum(np.array(counts, dtype=np.float64), 1.0)
+
+
+@converter("AveragePool")
+def average_pool(nc: NodeContext) -> list:
+    """Average pooling (count_include_pad, ceil_mode, dilations, auto_pad)."""
+    x, was_1d, kernel, strides, dilations, pads, geo = _pool_setup(nc)
+    include = bool(nc.attrs.int("count_include_pad", 0, 0, 1))
+    n, c, h, w = x.shape
+    grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
+    if any(lo or hi for lo, hi in grow):
+        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=0.0)
+    (oh, _), (ow, _) = geo
+    cols = nc.op(
+        "im2col", x, kernel=tuple(kernel), stride=tuple(strides), padding=(0, 0), dilation=tuple(dilations)
+    )
+    h2 = conv_output_size(x.shape[2], kernel[0], strides[0], 0, dilations[0])
+    w2 = conv_output_size(x.shape[3], kernel[1], strides[1], 0, dilations[1])
+    total = nc.op("sum", nc.op("reshape", cols, shape=(n, c, kernel[0] * kernel[1], h2, w2)), axes=(2,))
+    total = _crop(nc, total, oh, ow)
+    divisor = np.outer(
+        *(
+            _counts(size, k, s, d, lo, hi, o, include)
+            for size, k, s, d, (lo, hi), o in zip((h, w), kernel, strides, dilations, pads, (oh, ow))
+        )
+    )
+    if np.all(divisor == divisor.flat[0]):
+        y = nc.op("mul", total, const_like(nc, 1.0 / float(divisor.flat[0]), total))
+    else:
+        scale = (1.0 / divisor).astype(np.float32 if total.value.dtype == "f32" else np.float64)
+        y = nc.op("mul", total, nc.tensor(scale, "pool_scale"))
+    return [from_2d(nc, y, was_1d)]
+
+
+@converter("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(nc: NodeContext) -> list:
+    """Mean (max) over all spatial axes, kept as size 1."""
+    x = float_t(nc, 0)
+    if x.ndim < 3:
+        raise nc.fail(f"needs input [N, C, ...], got {list(x.shape)}")
+    axes = tuple(range(2, x.ndim))
+    if nc.op_type == "GlobalMaxPool":
+        return [nc.op("max", x, axes=axes, keepdims=True)]
+    n = math.prod(x.shape[2:])
+    return [nc.op("mul", nc.op("sum", x, axes=axes, keepdims=True), const_like(nc, 1.0 / n, x))]
+
+
+_COORD = (
+    "half_pixel",
+    "align_corners",
+    "asymmetric",
+    "pytorch_half_pixel",
+    "half_pixel_symmetric",
+    "tf_crop_and_resize",
+)
+_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def source_coords(mode: str, size: int, out: int, scale: float) -> np.ndarray:
+    """Input coordinates of each output index along one axis (ONNX Resize's transforms)."""
+    i = np.arange(out, dtype=np.float64)
+    if mode == "align_corners":
+        length = size * scale  # ONNX uses the unrounded resized length here
+        return i * (size - 1) / (length - 1) if length > 1 else np.zeros(out)
+    if mode == "asymmetric":
+        return i / scale
+    if mode == "pytorch_half_pixel":
+        return (i + 0.5) / scale - 0.5 if out > 1 else np.zeros(out)
+    if mode == "half_pixel_symmetric":
+        adjustment = out / (scale * size)
+        offset = size / 2 * (1 - adjustment)
+        return offset + (i + 0.5) / scale - 0.5
+    return (i + 0.5) / scale - 0.5
+
+
+def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "floor":
+        return np.floor(x)
+    if mode == "ceil":
+        return np.ceil(x)
+    frac = x - np.floor(x)
+    if mode == "round_prefer_ceil":
+        return np.where(frac == 0.5, np.ceil(x), np.round(x))
+    return np.where(frac == 0.5, np.floor(x), np.round(x))
+
+
+def _resize_axis(nc: NodeContext, x: Tensor, axis: int, out: int, scale: float, how: tuple) -> Tensor:
+    mode, coord, nearest = how
+    size = x.shape[axis]
+    src = source_coords(coord, size, out, scale)
+    if mode == "nearest":
+        idx = np.clip(_nearest(src, nearest), 0, size - 1).astype(np.int64)
+        return nc.op("gather", x, nc.tensor(idx, "resize_index"), axis=axis)
+    src = np.clip(src, 0, size - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = src - lo
+    shape = [1] * x.ndim
+    shape[axis] = out
+    np_dtype = np.float32 if x.value.dtype == "f32" else np.float64
+    a = nc.op("gather", x, nc.tensor(lo, "resize_lo"), axis=axis)
+    b = nc.op("gather", x, nc.tensor(hi, "resize_hi"), axis=axis)
+    wa = nc.tensor((1.0 - frac).astype(np_dtype).reshape(shape), "resize_wlo")
+    wb = nc.tensor(frac.astype(np_dtype).reshape(shape), "resize_whi")
+    return nc.op("add", nc.op("mul", a, wa), nc.op("mul", b, wb))
+
+
+@converter("Resize", "Upsample")
+def resize(nc: NodeContext) -> list:
+    """Nearest and (multi-)linear resizing with ONNX's coordinate transforms."""
+    x = float_t(nc, 0)
+    rank = x.ndim
+    mode = nc.attrs.string("mode", "nearest", ("nearest", "linear", "bilinear", "cubic"))
+    mode = "linear" if mode == "bilinear" else mode
+    if mode == "cubic":
+        raise nc.fail("mode 'cubic' is not supported (nearest and linear are)")
+    old = nc.op_type == "Upsample" or nc.opset < 11
+    coord = "asymmetric" if old else nc.attrs.string("coordinate_transformation_mode", "half_pixel", _COORD)
+    nearest = "floor" if old else nc.attrs.string("nearest_mode", "round_prefer_floor", _NEAREST)
+    if coord == "tf_crop_and_resize":
+        raise nc.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
+    if nc.attrs.int("antialias", 0, 0, 1):
+        raise nc.fail("antialias=1 is not supported")
+    policy = nc.attrs.string("keep_aspect_ratio_policy", "stretch", ("stretch", "not_larger", "not_smaller"))
+    axes = nc.attrs.ints("axes")
+    axes = list(range(rank)) if axes is None else [nc.axis(a, rank) for a in axes]
+    if nc.op_type == "Upsample" and nc.opset < 9:
+        scales = nc.attrs.floats("scales")
+        sizes = None
+    elif old:
+        scales, sizes = [float(v) for v in nc.static(1, "scales").reshape(-1)], None
+    else:
+        scales = [float(v) for v in nc.static(2, "scales").reshape(-1)] if nc.has(2) else None
+        scales = scales or None
+        sizes = nc.static_ints(3, "sizes", 1, MAX_ELEMENTS) if nc.has(3) else None
+    if (scales is None) == (sizes is None):
+        raise nc.fail("needs exactly one of scales and sizes")
+    if sizes is not None:
+        if len(sizes) != len(axes):
+            raise nc.fail(f"sizes needs {len(axes)} entries")
+        ratios = [s / x.shape[a] for s, a in zip(sizes, axes)]
+        if policy != "stretch":
+            r = min(ratios) if policy == "not_larger" else max(ratios)
+            ratios = [r] * len(axes)
+            sizes = [int(math.floor(r * x.shape[a] + 0.5)) for a in axes]
+        scales = ratios
+    else:
+        if len(scales) != len(axes) or any(not (math.isfinite(s) and s > 0) for s in scales):
+            raise nc.fail(f"scales must be {len(axes)} positive numbers, got {scales}")
+        sizes = [int(math.floor(x.shape[a] * s)) for a, s in zip(axes, scales)]
+        if any(s < 1 or s > MAX_ELEMENTS for s in sizes):
+            raise nc.fail("scales give an empty or too large output")
+    for a, out, scale in zip(axes, sizes, scales):
+        check_static_size(nc, (out,))
+        if out != x.shape[a] or scale != 1.0:
+            x = _resize_axis(nc, x, a, out, scale, (mode, coord, nearest))
+    return [x]

@@ -1,0 +1,134 @@
+"""ONNX ops graphc has no primitive for, built from its primitives: TopK, Einsum, Trilu."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from ..context import NodeContext
+from ..registry import converter
+from .shape import shape_of
+
+
+@converter("Trilu", since=14)
+def trilu(nc: NodeContext) -> list:
+    """Keep the upper (lower) triangle of the last two axes, offset by k."""
+    dims = shape_of(nc.inputs[0])
+    if len(dims) < 2:
+        raise nc.fail("needs rank >= 2")
+    k = nc.static_ints(1, "k")[0] if nc.has(1) else 0
+    upper = bool(nc.attrs.int("upper", 1, 0, 1))
+    rows, cols = dims[-2:]
+    keep = (
+        np.triu(np.ones((rows, cols), dtype=bool), k)
+        if upper
+        else np.tril(np.ones((rows, cols), dtype=bool), k)
+    )
+    if nc.is_static(0):
+        arr = nc.static(0)
+        return [np.where(keep, arr, np.zeros((), arr.dtype))]
+    x = nc.t(0)
+    zero = nc.ctx.const(False if x.value.dtype == "bool" else 0, x.value.dtype)
+    return [nc.op("where", nc.tensor(keep, "trilu_mask"), x, zero)]
+
+
+@converter("TopK", since=10)
+def topk(nc: NodeContext) -> list:
+    """The k largest (smallest) values along ``axis`` and their indices, by k arg-max steps.
+
+    Ties go to the lower index, as in ONNX; NaN counts as the largest value.
+    """
+    x = nc.t(0)
+    axis = nc.axis(nc.attrs.int("axis", -1), x.ndim)
+    (k,) = nc.static_ints(1, "K", 0, x.shape[axis])
+    if k > MAX_K:
+        raise nc.fail(f"K={k} is more than graphc's TopK supports ({MAX_K}: it unrolls one arg-max per k)")
+    largest = bool(nc.attrs.int("largest", 1, 0, 1))
+    nc.attrs.int("sorted", 1, 0, 1)
+    dtype = x.value.dtype
+    if dtype == "bool":
+        raise nc.fail("needs a numeric input, got bool")
+    work = x if largest else nc.op("neg", x)
+    positions = np.arange(x.shape[axis], dtype=np.int64).reshape(
+        [x.shape[axis] if a == axis else 1 for a in range(x.ndim)]
+    )
+    pos = nc.tensor(positions, "topk_positions")
+    low = nc.ctx.const(-math.inf if dtype in ("f32", "f64") else int(np.iinfo(_INT[dtype]).min), dtype)
+    values, indices = [], []
+    for _ in range(k):
+        idx = nc.op("argmax", work, axis=axis, keepdims=True)
+        values.append(_take(nc, x, idx, pos, axis))
+        indices.append(idx)
+        work = nc.op("where", nc.op("eq", pos, idx), low, work)
+    if k == 0:
+        raise nc.fail("K=0 gives empty outputs, which graphc does not support")
+    vals = values[0] if k == 1 else nc.op("concat", *values, axis=axis)
+    inds = indices[0] if k == 1 else nc.op("concat", *indices, axis=axis)
+    return [vals, inds]
+
+
+def _take(nc: NodeContext, x, idx, pos, axis: int):
+    """x at ``idx`` (keepdims arg-max indices) along ``axis``: a masked sum."""
+    hit = nc.op("eq", pos, idx)
+    zero = nc.ctx.const(0, x.value.dtype)
+    return nc.op("sum", nc.op("where", hit, x, zero), axes=(axis,), keepdims=True)
+
+
+_INT = {"i32": np.int32, "i64": np.int64}
+MAX_K = 256
+_TERM = re.compile(r"^[A-Za-z]*$")
+
+
+@converter("Einsum", since=12)
+def einsum(nc: NodeContext) -> list:
+    """Einstein summation by broadcasting products over one shared axis order, then sums."""
+    eq = nc.attrs.raw_string("equation")
+    if eq is None:
+        raise nc.fail("missing attribute 'equation'")
+    eq = eq.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    ts = nc.ts()
+    if len(terms) != len(ts) or not all(_TERM.match(t) for t in terms) or not _TERM.match(rhs):
+        raise nc.fail(f"equation {eq[:60]!r} is not supported (letters only, no '...')")
+    if not arrow:
+        counts = {c: lhs.count(c) for c in lhs if c != ","}
+        rhs = "".join(sorted(c for c, n in counts.items() if n == 1))
+    letters = list(dict.fromkeys(c for t in terms for c in t))
+    sizes: dict[str, int] = {}
+    aligned = None
+    for term, t in zip(terms, ts):
+        if len(term) != t.ndim or len(set(term)) != len(term):
+            raise nc.fail(
+                f"term {term!r} does not fit an input of shape {list(t.shape)} (or repeats a letter)"
+            )
+        for c, d in zip(term, t.shape):
+            if sizes.setdefault(c, d) != d:
+                raise nc.fail(f"letter {c!r} has sizes {sizes[c]} and {d}")
+        order = sorted(range(len(term)), key=lambda i: letters.index(term[i]))
+        if order != list(range(len(term))):
+            t = nc.op("transpose", t, perm=tuple(order))
+        present = {term[i] for i in order}
+        shape = tuple(sizes[c] if c in present else 1 for c in letters)
+        t = nc.op("reshape", t, shape=shape)
+        if aligned is None:
+            aligned = t
+        else:
+            if t.value.dtype != aligned.value.dtype:
+                raise nc.fail("inputs differ in dtype")
+            aligned = nc.op("mul", aligned, t)
+    if any(c not in letters for c in rhs) or len(set(rhs)) != len(rhs):
+        raise nc.fail(f"output {rhs!r} names letters no input has, or repeats one")
+    full = tuple(sizes[c] for c in letters)
+    if tuple(aligned.shape) != full:
+        aligned = nc.op("broadcast_to", aligned, shape=full)
+    drop = tuple(i for i, c in enumerate(letters) if c not in rhs)
+    if drop:
+        aligned = nc.op("sum", aligned, axes=drop)
+    kept = [c for c in letters if c in rhs]
+    perm = tuple(kept.index(c) for c in rhs)
+    if perm != tuple(range(len(perm))):
+        aligned = nc.op("transpose", aligned, perm=perm)
+    return [aligned]

@@ -1,0 +1,80 @@
+"""onnx's node conformance tests on graphc's ONNX backend (onnx.backend.base.Backend).
+
+The cases are generated in memory from the installed onnx package. Cases whose model uses an op
+with no converter are skipped by op name; the rest must pass, except the named, explained
+entries of graphc.onnx.known_failures. All cases run on the NumPy reference kernels here (fast);
+a selection runs on the CPU kernels; ``make onnx-conformance`` runs them all on the CPU kernels.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from graphc.onnx.backend import GraphcBackend  # noqa: E402
+from graphc.onnx.conformance import missing_ops, node_cases, run_all, run_case  # noqa: E402
+from graphc.onnx.known_failures import KNOWN_FAILURES  # noqa: E402
+
+# Light-zoo and transformer ops, checked on the CPU kernels too.
+CPU_SELECTION = (
+    "test_conv_with_strides_and_asymmetric_padding",
+    "test_maxpool_2d_ceil",
+    "test_averagepool_2d_pads_count_include_pad",
+    "test_batchnorm_example",
+    "test_lrn",
+    "test_gemm_all_attributes",
+    "test_softmax_axis_1",
+    "test_layer_normalization_4d_axis1",
+    "test_resize_upsample_scales_linear",
+    "test_convtranspose_pads",
+    "test_top_k",
+    "test_einsum_batch_matmul",
+    "test_gelu_tanh_1",
+    "test_slice_neg_steps",
+    "test_instancenorm_example",
+    "test_group_normalization_example",
+    "test_rms_normalization_2d_axis0",
+    "test_depthtospace_crd_mode_example",
+    "test_cumsum_2d_axis_1",
+    "test_edge_pad",
+    "test_argmax_keepdims_example_select_last_index",
+)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return node_cases()
+
+
+def test_all_node_tests_on_reference_kernels(cases):
+    outcomes = run_all(cases, backend="reference")
+    by_status = {s: [o for o in outcomes if o.status == s] for s in ("pass", "fail", "skip")}
+    unexpected = [f"{o.name}: {o.detail}" for o in by_status["fail"] if o.name not in KNOWN_FAILURES]
+    assert not unexpected, "\n".join(unexpected)
+    stale = [o.name for o in by_status["pass"] if o.name in KNOWN_FAILURES]
+    assert not stale, f"these pass now; remove them from KNOWN_FAILURES: {stale}"
+    assert not [o for o in by_status["fail"] if "BUG" in o.detail]
+    assert len(by_status["pass"]) >= 800
+    for o in by_status["skip"]:
+        assert o.detail.startswith("no converter for ")
+
+
+def test_known_failures_name_real_cases(cases):
+    names = {c.name for c in cases}
+    assert set(KNOWN_FAILURES) <= names
+
+
+@pytest.mark.parametrize("name", CPU_SELECTION)
+def test_selected_node_tests_on_cpu_kernels(cases, name):
+    (case,) = [c for c in cases if c.name == name]
+    assert not missing_ops(case.model)
+    outcome = run_case(case, backend="cpu")
+    assert outcome.status == "pass", outcome.detail
+
+
+def test_backend_interface(cases):
+    (case,) = [c for c in cases if c.name == "test_relu"]
+    assert GraphcBackend.supports_device("CPU") and not GraphcBackend.supports_device("CUDA")
+    inputs, outputs = case.data_sets[0]
+    (got,) = GraphcBackend.run_model(case.model, inputs, backend="reference")
+    np.testing.assert_array_equal(got, np.maximum(inputs[0], 0))

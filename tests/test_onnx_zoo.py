@@ -1,0 +1,57 @@
+"""The nine light model-zoo networks the onnx wheel ships: import, compile (CPU kernels), compare.
+
+Shipped weights are all 0.02, so the shipped outputs are nearly constant; the same nine with
+seeded random weights (graphc.onnx.zoo.light_model(seed=...)) are compared with ONNX Runtime.
+Tolerance for both: rtol 1e-3, atol 1e-5 (the outputs are softmax probabilities, or for
+DenseNet-121 pooled features, at batch 1).
+"""
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import graphc  # noqa: E402
+import graphc.onnx  # noqa: E402
+from graphc.onnx.zoo import LIGHT_MODELS, light_input, light_model, light_output  # noqa: E402
+
+RTOL, ATOL = 1e-3, 1e-5
+# The largest compile the most kernels; they still run at batch 1 in the whole suite's budget.
+HEAVY = {"densenet121", "inception_v2", "resnet50", "vgg19"}
+
+
+def _marks(name):
+    return [pytest.mark.slow] if name in HEAVY else []
+
+
+CASES = [pytest.param(n, marks=_marks(n)) for n in LIGHT_MODELS]
+
+
+def _run_graphc(model, x, freeze):
+    plan = graphc.compile(graphc.onnx.load(model), x, freeze=freeze)
+    return plan(x)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_light_model_matches_shipped_output(name):
+    model = light_model(name)
+    x = light_input(model)
+    assert x.shape[0] == 1
+    np.testing.assert_allclose(_run_graphc(model, x, freeze=False), light_output(name), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_light_model_random_weights_match_onnxruntime(name):
+    model = light_model(name, seed=7)
+    x = light_input(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    got = _run_graphc(model, x, freeze=False)
+    assert np.std(expected) > 1e-4  # the random weights make the output depend on them
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_random_weights_are_parameters():
+    module = graphc.onnx.load(light_model("squeezenet", seed=1))
+    assert len(dict(module.named_parameters())) == 52
