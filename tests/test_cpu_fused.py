@@ -186,6 +186,38 @@ def test_matmul_epilogue_into_scratch():
         np.testing.assert_array_equal(out, x @ w < 0)
 
 
+def _prologue_node():
+    """A fused matmul whose operands are contract views: an every-other-column slice of x (no BLAS
+    layout) and q-like slice -> transpose -> reshape of a packed input (a strided BLAS view)."""
+    types = [((4, 12), "f32"), ((3, 2, 6), "f32")]
+
+    def body(b, x, packed):
+        cols = b.op("slice", x, starts=(0, 0), stops=(4, 12), steps=(1, 2))
+        one = b.op("slice", packed, starts=(1, 0, 0), stops=(2, 2, 6), steps=(1, 1, 1))
+        w = b.op("reshape", b.op("transpose", one, perm=(2, 0, 1)), shape=(6, 2))
+        return [b.op("tanh", b.op("matmul", cols, w))]
+
+    return fused(body, types, "matmul"), types
+
+
+def test_matmul_operands_are_the_contract_views():
+    from graphc.ir.fused import matmul_parts
+    from graphc.kernels.cpu.views import operand_array
+
+    node, types = _prologue_node()
+    parts = matmul_parts(node)
+    x, packed = data(types)
+    get_cols, get_w = (operand_array(ov, node.subgraph.inputs) for ov in parts.operands)
+    cols, w = get_cols([x, packed]), get_w([x, packed])
+    # no BLAS layout (stride 2 on both axes' inner one): a dense copy, decided when built
+    assert cols.flags.c_contiguous and not np.shares_memory(cols, x)
+    np.testing.assert_array_equal(cols, x[:, ::2])
+    # the packed slice is a strided view BLAS takes as it is: no copy
+    assert np.shares_memory(w, packed)
+    np.testing.assert_array_equal(w, packed[1].transpose(1, 0))
+    check(node, [x, packed])
+
+
 def test_multi_output_pointwise_of_several_shapes():
     types = [((3, 4), "f32"), ((4,), "f32")]
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphc.ir import GraphcError, Node, to_numpy_dtype
+from graphc.ir.control import CONTROL_OPS
+from graphc.ir.fused import matmul_parts
 from graphc.kernels.quoting import comment
 from graphc.kernels.scalar_ops import elementwise_ops
 
@@ -53,7 +55,10 @@ from .codegen import (  # noqa: E402
     slice_source,
     transpose_source,
 )
-from .views import blasable, operand_view  # noqa: E402
+from .collectives import collective_kernel  # noqa: E402
+from .control_flow import control_builder  # noqa: E402
+from .int8 import qmatmul_source  # noqa: E402
+from .views import operand_array  # noqa: E402
 
 Kernel = Callable[..., None]
 
@@ -302,7 +307,7 @@ def _fused(node: Node, in_place: dict[int, int] | None = None) -> Built:
     if node.attrs.get("kind") == "attention":
         return _fused_attention(node, consts)
     try:
-        if any(n.op == "matmul" for n in body.nodes):
+        if node.attrs.get("kind") == "matmul":
             return _fused_matmul(node, spec, consts, in_place or {})
         if any(n.op in REDUCTIONS for n in body.nodes):
             source = reduction_source(spec, f"fused {node.attrs.get('kind', 'reduction')}")
@@ -325,19 +330,20 @@ def _fused(node: Node, in_place: dict[int, int] | None = None) -> Built:
 
 
 def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: dict[int, int]) -> Built:
-    """Prologue transposes as views, BLAS matmul into an output (or a scratch buffer), one epilogue loop.
+    """Prologue views of the inputs, BLAS matmul into an output (or a scratch buffer), one epilogue loop.
 
-    ``in_place`` (output index -> input index): epilogue outputs the caller passes the input's
-    array for (a parameter's update written over it); the product never goes there.
+    The parts come from the contract (``ir.fused.matmul_parts``); each operand is its
+    ``OperandView`` as a NumPy view (``views.operand_array``). ``in_place`` (output index -> input
+    index): epilogue outputs the caller passes the input's array for (a parameter's update written
+    over it); the product never goes there.
     """
-    at = next(i for i, n in enumerate(spec.nodes) if n.op == "matmul")
-    prologue, mm, rest = spec.nodes[:at], spec.nodes[at], spec.nodes[at + 1 :]
+    try:
+        parts = matmul_parts(node)
+    except GraphcError as err:
+        raise Unsupported(str(err)) from None
+    mm, rest = parts.matmul, list(parts.epilogue)
     m = mm.outputs[0]
-    if any(n.op not in ("transpose", "slice", "reshape") for n in prologue):
-        raise Unsupported("matmul prologue other than transposes, slices and reshapes")
-    if not all(is_elementwise(n) for n in rest):
-        raise Unsupported("epilogue holds a non-elementwise op")
-    (get_a, check_a), (get_b, check_b) = (operand_view(v, spec.inputs, prologue) for v in mm.inputs)
+    get_a, get_b = (operand_array(ov, spec.inputs) for ov in parts.operands)
     outs = spec.outputs
     if any(outs[k] is m for k in in_place):
         raise GraphcError("fused matmul: its product cannot be written over an input")
@@ -374,12 +380,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
                 if not scratch:  # kept between calls: kernels of one plan run one at a time
                     scratch.append(np.empty(shape, dtype))
                 tgt = scratch[0]
-            a, b = get_a(ins), get_b(ins)
-            if check_a and not blasable(a):
-                a = np.ascontiguousarray(a)
-            if check_b and not blasable(b):
-                b = np.ascontiguousarray(b)
-            matmul(a, b, tgt)
+            matmul(get_a(ins), get_b(ins), tgt)
             for k in dups:
                 np.copyto(outs_[k], tgt)
             if epi_fn is not None:
@@ -465,5 +466,9 @@ CPU_KERNELS.update(
         "max_pool2d": lambda node: _generated(max_pool_source(node)),
         "max_pool2d_grad": lambda node: _generated(max_pool_grad_source(node)),
         "fused": _fused,
+        "qmatmul": lambda node: _generated(qmatmul_source(node)),
+        "allreduce_start": lambda node: Built(*collective_kernel(node)),
+        "allreduce_wait": lambda node: Built(*collective_kernel(node)),
     }
 )
+CPU_KERNELS.update(dict.fromkeys(CONTROL_OPS, control_builder(build, compile_node)))  # sub-plans

@@ -5,8 +5,9 @@ q_rows @ k^T into a thread-local buffer, the fused reduction's body (generated o
 serial) turns them into probabilities in a second buffer while both sit in cache, and BLAS
 multiplies those by v straight into the output, through the head transpose when the node has
 one. Run as three kernels, the scores and probabilities of every matrix went to memory and
-back twice. The stages' layout rules are those of ``passes.attention``; a node this kernel
-cannot take runs its stages one by one (``staged``), as they ran before stitching.
+back twice. The stages and their operand views are the contract's (``ir.fused.attention_parts``,
+``ir.fused.matmul_parts``); a node this kernel cannot take runs its stages one by one
+(``staged``), as they ran before stitching.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from graphc.ir import Node, TensorType, Value
+from graphc.ir import GraphcError, Node, TensorType, Value
+from graphc.ir.fused import OperandView, attention_parts, matmul_parts
+from graphc.ir.views import View
 
 from . import blas
 from .cache import load_kernel
 from .codegen import NP_TYPE, REDUCTIONS, Body, Unsupported, decorator, reduction_source, use_parallel
-from .views import blasable, operand_view
+from .views import operand_array
 
 # Query rows per task: a block's scores and probabilities (two buffers of rows x keys) stay
 # within this many elements, so both fit in a core's L2 cache beside the operands' panels.
@@ -43,34 +46,27 @@ class Stages:
 
 
 def stages(node: Node) -> Stages:
-    """The stage nodes of a fused attention node (``docs/CONTRACTS.md``), or Unsupported."""
-    body = node.subgraph
-    ops = [n.attrs.get("kind", n.op) for n in body.nodes]
-    if ops[:3] != ["matmul", "reduction", "matmul"] or len(ops) > 4 or body.nodes[1].op != "fused":
-        raise Unsupported("an attention body other than matmul, reduction, matmul[, transpose]")
-    scores, rows, values = body.nodes[:3]
-    perm = None
-    if len(ops) == 4:
-        if body.nodes[3].op != "transpose":
-            raise Unsupported("attention ends in an op other than a transpose")
-        perm = tuple(body.nodes[3].attrs["perm"])
-    return Stages(scores, rows, values, perm)
+    """The stage nodes of a fused attention node (``ir.fused.attention_parts``), or Unsupported."""
+    try:
+        parts = attention_parts(node)
+    except GraphcError as err:
+        raise Unsupported(str(err)) from None
+    return Stages(parts.scores, parts.rows, parts.values, parts.head_perm)
 
 
-def _matmul_parts(stage: Node) -> tuple[Node, list[Node], list[Value]]:
-    """A matmul stage's matmul, its prologue, and the values its operand arrays bind to."""
+def _matmul_parts(stage: Node) -> tuple[Node, tuple[OperandView, OperandView], list[Value]]:
+    """A matmul stage's matmul, its operand views, and the values its operand arrays bind to."""
     if stage.op == "matmul":
-        return stage, [], list(stage.inputs)
-    nodes = stage.subgraph.nodes
-    mms = [n for n in nodes if n.op == "matmul"]
-    if len(mms) != 1 or list(stage.subgraph.outputs) != [mms[0].output]:
-        raise Unsupported("an attention matmul stage with an epilogue")
-    return mms[0], [n for n in nodes if n is not mms[0]], list(stage.subgraph.inputs)
+        views = tuple(OperandView(v, (), View.dense(v.shape)) for v in stage.inputs)
+        return stage, views, list(stage.inputs)  # type: ignore[return-value]
+    parts = matmul_parts(stage)  # attention_parts checked: a product with no epilogue
+    return parts.matmul, parts.operands, list(stage.subgraph.inputs)
 
 
 def per_matrix_rows(rows: Node) -> Body:
     """The reduction stage's body over one matrix of scores: the batch dims dropped from every
-    value (values of rank <= 2, or with leading dims of 1, broadcast over all matrices)."""
+    value (values of rank <= 2, or with leading dims of 1, broadcast over all matrices). The
+    contract (``ir.fused.row_body_fits``) already holds: last-axis reductions, no random op."""
     body = rows.subgraph
     domain = rows.outputs[0].shape
     lead = len(domain) - 2
@@ -86,12 +82,10 @@ def per_matrix_rows(rows: Node) -> Body:
     env = {v: trim(v) for v in body.inputs}
     nodes = []
     for n in body.nodes:
-        if n.op == "rng_uniform" or (n.op == "broadcast_to" and len(n.attrs["shape"]) > 2):
+        if n.op == "broadcast_to" and len(n.attrs["shape"]) > 2:
             raise Unsupported(f"{n.op} in attention's row body")
         attrs = dict(n.attrs)
         if n.op in REDUCTIONS:
-            if tuple(attrs["axes"]) != (len(domain) - 1,):
-                raise Unsupported("attention's row body reduces over other axes than the last")
             attrs["axes"] = (1,)
         outs = [trim(v) for v in n.outputs]
         if n.op in REDUCTIONS and not attrs.get("keepdims", False):
@@ -167,11 +161,8 @@ def build_attention(node: Node) -> tuple[str, Callable[[], Callable[..., bool]]]
         raise Unsupported("no bundled OpenBLAS to call per task")
     body = node.subgraph
     position = {v: i for i, v in enumerate(body.inputs)}
-    score_mm, score_pro, score_vals = _matmul_parts(st.scores)
-    value_mm, value_pro, value_vals = _matmul_parts(st.values)
-    probs = value_vals[st.values.inputs.index(st.rows.outputs[0])]
-    if value_mm.inputs[0] is not probs or st.rows.inputs[0] is not st.scores.outputs[0]:
-        raise Unsupported("attention stages not chained as scores -> rows -> values")
+    score_mm, score_ops, score_vals = _matmul_parts(st.scores)
+    value_mm, value_ops, value_vals = _matmul_parts(st.values)
     dtype = st.scores.outputs[0].dtype
     if dtype not in ("f32", "f64") or any(v.dtype != dtype for v in (*score_mm.inputs, *value_mm.inputs)):
         raise Unsupported(f"attention in {dtype}")
@@ -183,9 +174,8 @@ def build_attention(node: Node) -> tuple[str, Callable[[], Callable[..., bool]]]
         return [position.get(v) for v in stage.inputs]
 
     a_args, v_args = bound(st.scores), bound(st.values)
-    get_q, check_q = operand_view(score_mm.inputs[0], score_vals, score_pro)
-    get_k, check_k = operand_view(score_mm.inputs[1], score_vals, score_pro)
-    get_v, check_v = operand_view(value_mm.inputs[1], value_vals, value_pro)
+    get_q, get_k = (operand_array(ov, score_vals) for ov in score_ops)
+    get_v = operand_array(value_ops[1], value_vals)
 
     row_body = per_matrix_rows(st.rows)
     if not any(n_.op in REDUCTIONS for n_ in row_body.nodes):
@@ -215,12 +205,6 @@ def build_attention(node: Node) -> tuple[str, Callable[[], Callable[..., bool]]]
             a_ins = [ins[i] for i in a_args]
             q, kt = get_q(a_ins), get_k(a_ins)
             v = get_v([None if i is None else ins[i] for i in v_args])
-            if check_q and not blasable(q):
-                q = np.ascontiguousarray(q)
-            if check_k and not blasable(kt):
-                kt = np.ascontiguousarray(kt)
-            if check_v and not blasable(v):
-                v = np.ascontiguousarray(v)
             if out.size == 0 or n == 0 or q.shape[-1] == 0:
                 return False
             o = out.transpose(inverse) if inverse is not None else out

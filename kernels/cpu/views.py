@@ -1,55 +1,61 @@
-"""Matmul operands as NumPy views of a fused body's inputs through its prologue (view chains)."""
+"""Matmul operands as NumPy views of a fused body's inputs, from the contract's ``OperandView``s.
+
+``ir.fused.matmul_parts`` says which body input each operand reads and through which chain of
+transposes, slices and reshapes (``ir.views``: one strided view of the input). Inputs reach a
+kernel C-contiguous with exactly their types' shapes (docs/CONTRACTS.md, "Kernels"), so whether
+BLAS takes the view as it is (``ir.views.has_blas_layout``) is known when the kernel is built: an
+operand without a BLAS layout is copied to a dense array before the product, every call, and no
+other operand is checked.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from graphc.ir import Node, Value
+from graphc.ir.fused import OperandView
 from graphc.ir.ops import is_last_axes_swap
+from graphc.ir.views import has_blas_layout
 
-from .codegen import Unsupported
-
-
-def blasable(x: np.ndarray) -> bool:
-    """Whether np.matmul hands ``x`` to BLAS as it is (one unit-stride axis of its matrices)."""
-    # NumPy's matmul calls BLAS only for matrices with one unit-stride axis; others take its
-    # naive loop, far slower than copying first.
-    if x.ndim < 2 or x.size == 0:
-        return True
-    item, (r, c), (sr, sc) = x.itemsize, x.shape[-2:], x.strides[-2:]
-    return (sc == item and sr % item == 0 and sr >= c * item) or (
-        sr == item and sc % item == 0 and sc >= r * item
-    )
+Getter = Callable[[list], np.ndarray]
 
 
-def operand_view(
-    v: Value, inputs: list[Value], prologue: list[Node]
-) -> tuple[Callable[[list], np.ndarray], bool]:
-    """``ins -> array``: operand ``v`` as a NumPy view of a body input through its prologue, and
-    whether that view may lack a BLAS layout (only slices, reshapes and permuting transposes can
-    leave one without a unit-stride axis; checking costs a few microseconds per call).
+def _replay(node: Node, inner: Getter) -> Getter:
+    """The getter of ``node``'s output from its input's getter (NumPy's own no-copy view)."""
+    if node.op == "transpose":
+        perm = tuple(node.attrs["perm"])
+        if is_last_axes_swap(node):
+            return lambda ins: inner(ins).swapaxes(-1, -2)
+        return lambda ins: inner(ins).transpose(perm)
+    if node.op == "slice":
+        a = node.attrs
+        index = tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))
+        return lambda ins: inner(ins)[index]
+    shape = node.outputs[0].shape  # a view: ir.views said NumPy's reshape needs no copy here
+    return lambda ins: inner(ins).reshape(shape)
+
+
+def operand_array(ov: OperandView, inputs: Sequence[Value]) -> Getter:
+    """``ins -> array``: the operand as a NumPy array over ``ins`` (the arrays of ``inputs``, in
+    order): the input itself, its view through the operand's chain, or, where that view has no
+    BLAS layout (``has_blas_layout(ov.view)``), a dense copy of it.
 
     NumPy hands BLAS a transposed or strided view as it is (a transpose flag, a leading
     dimension): attention's q, k and v are read straight out of the QKV projection's output.
     """
-    if v in inputs:
-        k = inputs.index(v)
-        return (lambda ins: ins[k]), False
-    node = next((n for n in prologue if n.outputs[0] is v), None)
-    if node is None:
-        raise Unsupported("matmul operands computed inside the body")
-    if is_last_axes_swap(node) and node.inputs[0] in inputs:
-        k = inputs.index(node.inputs[0])  # the common case (a weight), one call less
-        return (lambda ins: ins[k].swapaxes(-1, -2)), False
-    inner, _ = operand_view(node.inputs[0], inputs, prologue)
-    if node.op == "transpose":
-        perm = tuple(node.attrs["perm"])
-        return (lambda ins: inner(ins).transpose(perm)), True
-    if node.op == "slice":
-        a = node.attrs
-        index = tuple(slice(*r) for r in zip(a["starts"], a["stops"], a["steps"]))
-        return (lambda ins: inner(ins)[index]), True
-    shape = node.outputs[0].shape
-    return (lambda ins: inner(ins).reshape(shape)), True  # a copy where no view has this shape
+    k = list(inputs).index(ov.input)
+    chain = ov.chain
+    if not chain:
+        return lambda ins: ins[k]
+    if len(chain) == 1 and is_last_axes_swap(chain[0]):  # a weight: the common case, one call less
+        get: Getter = lambda ins: ins[k].swapaxes(-1, -2)  # noqa: E731
+    else:
+        get = lambda ins: ins[k]  # noqa: E731
+        for node in chain:
+            get = _replay(node, get)
+    if has_blas_layout(ov.view):
+        return get
+    view = get
+    return lambda ins: np.ascontiguousarray(view(ins))

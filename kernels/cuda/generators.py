@@ -16,7 +16,11 @@ from graphc.ir import Node
 from graphc.ir.ops import REGISTRY
 from graphc.kernels.scalar_ops import Unsupported, elementwise_ops
 
+from .attention import gen_attention
+from .collectives import COLLECTIVE_GENERATORS
+from .control_flow import CONTROL_FLOW_GENERATORS
 from .indexing import gen_gather, gen_scatter_add
+from .int8 import gen_qmatmul
 from .loops import describe, single_body
 from .matmul import gen_matmul
 from .movement import gen_concat, gen_pad, gen_reshape, gen_slice, gen_transpose
@@ -29,7 +33,12 @@ from .window import gen_col2im, gen_im2col, gen_max_pool2d, gen_max_pool2d_grad
 __all__ = ["FUSED_KINDS", "GENERATORS", "Generator", "describe", "gen_fused", "missing_ops"]
 
 Generator = Callable[[Node], KernelSource]
-FUSED_KINDS = {"pointwise": gen_pointwise, "reduction": gen_reduction, "matmul": gen_matmul}
+FUSED_KINDS = {
+    "pointwise": gen_pointwise,
+    "reduction": gen_reduction,
+    "matmul": gen_matmul,
+    "attention": lambda node, body: gen_attention(node),
+}
 
 
 def gen_fused(node: Node) -> KernelSource:
@@ -65,8 +74,11 @@ GENERATORS.update(
         "max_pool2d": gen_max_pool2d,
         "max_pool2d_grad": gen_max_pool2d_grad,
         "fused": gen_fused,
+        "qmatmul": gen_qmatmul,
     }
 )
+GENERATORS.update(COLLECTIVE_GENERATORS)  # refusals: collectives run on the CPU backend
+GENERATORS.update(CONTROL_FLOW_GENERATORS)  # refusals: control flow runs on the CPU backend
 
 
 def missing_ops() -> list[str]:

@@ -36,7 +36,8 @@ def _reduced_axes(node: Node) -> tuple[int, ...]:
     return tuple(sorted(node.attrs["axes"]))
 
 
-def _acc_dtype(node: Node) -> str:
+def acc_dtype(node: Node) -> str:
+    """The dtype a reduction node accumulates in."""
     dtype = node.inputs[0].dtype
     if dtype == "bool":
         return "i32"  # bools reduce as 0/1 (sum/max = any, min = all)
@@ -45,12 +46,13 @@ def _acc_dtype(node: Node) -> str:
     return dtype
 
 
-def _identity(op: str, dtype: str) -> str:
+def identity(op: str, dtype: str) -> str:
     """The accumulator's start value (argmax starts as max does)."""
     return literal(REDUCTION_STEPS["max" if op == "argmax" else op].start(dtype), dtype)
 
 
-def _to_acc(expr: str, src: str, acc: str) -> str:
+def to_acc(expr: str, src: str, acc: str) -> str:
+    """``expr`` of dtype ``src`` converted to the accumulator dtype ``acc``."""
     if src == acc:
         return expr
     if src == "bool":
@@ -58,12 +60,13 @@ def _to_acc(expr: str, src: str, acc: str) -> str:
     return f"{NUMBA_TYPES[acc]}({expr})"
 
 
-def _combine(rn: Node, a: str, b: str) -> str:
+def combine(rn: Node, a: str, b: str) -> str:
     """The new accumulator value from accumulator ``a`` and value ``b`` (NaN-propagating)."""
-    return REDUCTION_STEPS[rn.op].combine(_acc_dtype(rn), a, b)
+    return REDUCTION_STEPS[rn.op].combine(acc_dtype(rn), a, b)
 
 
-def _next_pow2(n: int) -> int:
+def next_pow2(n: int) -> int:
+    """The least power of two >= n (1 for n <= 1)."""
     return 1 << max(0, (n - 1).bit_length())
 
 
@@ -117,7 +120,7 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
     npasses = max(level.values()) + 1
 
     per_thread = R <= cfg.row_thread_max
-    B = 1 if per_thread else min(cfg.reduce_block, max(_next_pow2(R), 4 if simulator() else 32))
+    B = 1 if per_thread else min(cfg.reduce_block, max(next_pow2(R), 4 if simulator() else 32))
     r_loop = f"for r in range({R}):" if per_thread else f"for r in range(tid, {R}, {B}):"
     params = Params(node, body)
     emitter = BodyEmitter(body, params.args)
@@ -133,7 +136,7 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
 
     lines = [] if per_thread else ["tid = cuda.threadIdx.x"]
     for j, rn in enumerate(reds if not per_thread else []):
-        acc = NUMBA_TYPES[_acc_dtype(rn)]
+        acc = NUMBA_TYPES[acc_dtype(rn)]
         lines.append(f"sh{j} = cuda.shared.array({B}, {acc})")
         if rn.op == "argmax":
             lines.append(f"shi{j} = cuda.shared.array({B}, int64)")
@@ -143,9 +146,9 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
         here = [(j, rn) for j, rn in enumerate(reds) if level[rn] == L]
         scope = Scope(d_ctx(f"d{L}_", True), f"s{L}", known)
         for j, rn in here:
-            acc_t = _acc_dtype(rn)
-            row.append(f"acc{j} = {_identity(rn.op, acc_t)}")
-            value = _to_acc(emitter.emit(rn.inputs[0], scope), rn.inputs[0].dtype, acc_t)
+            acc_t = acc_dtype(rn)
+            row.append(f"acc{j} = {identity(rn.op, acc_t)}")
+            value = to_acc(emitter.emit(rn.inputs[0], scope), rn.inputs[0].dtype, acc_t)
             if rn.op == "argmax":
                 row.append(f"acci{j} = int64({R})")
                 scope.lines += [
@@ -156,9 +159,9 @@ def gen_reduction(node: Node, body: Graph) -> KernelSource:
                     f"    acci{j} = int64(r)",
                 ]
             else:
-                scope.lines.append(f"acc{j} = {_combine(rn, f'acc{j}', value)}")
+                scope.lines.append(f"acc{j} = {combine(rn, f'acc{j}', value)}")
         row += [r_loop] + indent(scope.code() or ["pass"], 1)
-        row += _finish_pass(here) if per_thread else _tree(here, B)
+        row += _finish_pass(here) if per_thread else tree(here, B)
         for j, rn in here:
             known[rn.outputs[0]] = f"red{j}"
 
@@ -216,7 +219,7 @@ def _finish_pass(here: list[tuple[int, Node]]) -> list[str]:
     return [_red_value(j, rn, f"acc{j}", f"acci{j}") for j, rn in here]
 
 
-def _tree(here: list[tuple[int, Node]], B: int) -> list[str]:
+def tree(here: list[tuple[int, Node]], B: int) -> list[str]:
     """Shared-memory tree reduction of the accumulators of one pass; leaves red<j> in registers."""
     lines = []
     for j, rn in here:
@@ -237,7 +240,7 @@ def _tree(here: list[tuple[int, Node]], B: int) -> list[str]:
                 )
                 step += [f"if {take}:", f"    {av} = {bv}", f"    {ai} = {bi}"]
             else:
-                step.append(f"sh{j}[tid] = {_combine(rn, f'sh{j}[tid]', f'sh{j}[tid + {s}]')}")
+                step.append(f"sh{j}[tid] = {combine(rn, f'sh{j}[tid]', f'sh{j}[tid + {s}]')}")
         lines += [f"if tid < {s}:"] + indent(step, 1) + ["cuda.syncthreads()"]
         s //= 2
     lines += [_red_value(j, rn, f"sh{j}[0]", f"shi{j}[0]") for j, rn in here]

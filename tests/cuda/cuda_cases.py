@@ -216,11 +216,72 @@ def primitive_cases() -> list[Case]:
     big = np.array((5 << 32) + 11, np.int64)
     out.append(Case("rng_uniform_f64", prim("rng_uniform", [big], shape=(3, 3), seed=123456789, dtype="f64"),
                     [big], exact=True))  # fmt: skip
+    # Quantization (ONNX semantics): ties x / s = k + 1/2, saturation, NaN/inf; per tensor and per row.
+    qx = np.concatenate(
+        [
+            _f32(4, 3, seed=60, low=-200, high=200),
+            np.arange(-6, 6, dtype=np.float32).reshape(4, 3) * 0.5 + 0.25,
+        ],
+        1,
+    )
+    qx[0, :3] = [np.nan, np.inf, -np.inf]
+    qs, qz, qzr = (
+        np.array(0.5, np.float32),
+        np.array(-3, np.int8),
+        np.array([[0], [7], [200], [255]], np.uint8),
+    )
+    out.append(Case("quantize_i8", prim("quantize", [qx, qs, qz]), [qx, qs, qz], exact=True))
+    out.append(Case("quantize_u8_rows", prim("quantize", [qx, qs, qzr]), [qx, qs, qzr], exact=True))
+    out.append(Case("fake_quantize", prim("fake_quantize", [qx, qs, qz]), [qx, qs, qz], exact=True))
+    qi = np.arange(-60, 60, 10, dtype=np.int8).reshape(4, 3)
+    out.append(Case("dequantize", prim("dequantize", [qi, qs, qz]), [qi, qs, qz], exact=True))
+    qa, qb = (
+        np.arange(-128, 128, 9, dtype=np.int8)[:15].reshape(3, 5),
+        np.arange(0, 255, 13, dtype=np.uint8)[:10].reshape(2, 5),
+    )
+    out.append(Case("qmatmul", prim("qmatmul", [qa, qb]), [qa, qb], exact=True))
+    # Collectives (graphc.distributed) run on the CPU backend only: the CUDA backend says so.
+    cpu_only = "runs on the CPU backend only"
+    ga, gb = _f32(2, 3, seed=70), _f32(4, seed=71)
+    start = prim("allreduce_start", [ga, gb])
+    out.append(Case("allreduce_start", start, [ga, gb], raises=cpu_only))
+    flat = np.concatenate([ga.reshape(-1), gb])
+    wait = prim("allreduce_wait", [flat], shapes=[(2, 3), (4,)])
+    out.append(Case("allreduce_wait", wait, [flat], raises=cpu_only))
     return out
 
 
+def fusion_node(
+    kind: str, arrays: list[np.ndarray], build, consts: dict[str, np.ndarray] | None = None
+) -> tuple[Node, list[np.ndarray]]:
+    """The one fused node of ``kind`` that ``passes.optimize`` makes of ``build(graph, *inputs)``, with
+    the arrays it reads (graph inputs ``x0``, ``x1``, ... and the named consts)."""
+    from graphc.passes import optimize
+
+    g = Graph("g")
+    feeds = {f"x{k}": a for k, a in enumerate(arrays)}
+    ins = [g.add_input(name, _t(a)) for name, a in feeds.items()]
+    extra = [g.add_input(n, _t(a), "const", a) for n, a in (consts or {}).items()]
+    feeds.update(consts or {})
+    outs = build(g, *ins, *extra)
+    for v in outs if isinstance(outs, (list, tuple)) else [outs]:
+        g.add_output(v)
+    made = [n for n in optimize(g).nodes if n.op == "fused"]
+    assert [n.attrs["kind"] for n in made] == [kind], [n.attrs["kind"] for n in made]
+    (node,) = made
+    assert all(v.name in feeds for v in node.inputs), "a fused node reads a value computed outside it"
+    return node, [feeds[v.name] for v in node.inputs]
+
+
+def _case(name: str, kind: str, arrays: list[np.ndarray], build, consts=None, **options) -> Case:
+    node, inputs = fusion_node(kind, arrays, build, consts)
+    return Case(name, node, inputs, **options)
+
+
 def fused_cases() -> list[Case]:
-    """Fused bodies as passes.fusion makes them: softmax, layer_norm, gelu, matmul epilogues."""
+    """Fused nodes as ``passes.optimize`` makes them of small graphs: softmax, layer_norm, gelu,
+    dropout, linear layers (a transposed weight read in place), a strided operand, attention; and
+    two hand-written bodies outside the fusion contract that must run node by node."""
     out: list[Case] = []
     x = _f32(2, 5, seed=30)
 
@@ -229,20 +290,15 @@ def fused_cases() -> list[Case]:
         e = b.op("exp", b.op("sub", v, m))
         return b.op("div", e, b.op("sum", e, axes=(1,), keepdims=True))
 
-    out.append(Case("softmax", fused("reduction", [x], softmax), [x]))
+    out.append(_case("softmax", "reduction", [x], softmax))
     x3 = _f32(2, 3, 4, seed=31)
-
-    def softmax_mid(b, v):  # over a middle axis: not trailing
-        m = b.op("max", v, axes=(1,), keepdims=True)
-        e = b.op("exp", b.op("sub", v, m))
-        return b.op("div", e, b.op("sum", e, axes=(1,), keepdims=True))
-
-    out.append(Case("softmax_axis1_of_3", fused("reduction", [x3], softmax_mid), [x3]))
+    # Fusion reduces trailing axes only; the generator also takes a middle axis (hand-written bodies).
+    out.append(Case("softmax_axis1_of_3", fused("reduction", [x3], softmax), [x3]))
     # Rows longer than the simulator's row_thread_max (8) take the block/shared-memory path.
     xw = _f32(3, 20, seed=42)
-    out.append(Case("softmax_wide", fused("reduction", [xw], softmax), [xw]))
+    out.append(_case("softmax_wide", "reduction", [xw], softmax))
     xw3 = _f32(2, 11, 3, seed=43)
-    out.append(Case("softmax_wide_axis1_of_3", fused("reduction", [xw3], softmax_mid), [xw3]))
+    out.append(Case("softmax_wide_axis1_of_3", fused("reduction", [xw3], softmax), [xw3]))
     w, bias = _f32(5, seed=32), _f32(5, seed=33)
 
     def layer_norm(b, v, wv, bv):
@@ -253,25 +309,23 @@ def fused_cases() -> list[Case]:
         y = b.op("mul", xc, b.op("rsqrt", b.op("add", var, c(b, 1e-5))))
         return [b.op("add", b.op("mul", y, wv), bv), mean]
 
-    out.append(Case("layer_norm", fused("reduction", [x, w, bias], layer_norm), [x, w, bias], rtol=1e-4,
-                    atol=1e-5))  # fmt: skip
-
+    out.append(_case("layer_norm", "reduction", [x, w, bias], layer_norm, rtol=1e-4, atol=1e-5))
     ww, bw = _f32(12, seed=44), _f32(12, seed=45)
     xl = _f32(2, 12, seed=46)
-    out.append(Case("layer_norm_wide", fused("reduction", [xl, ww, bw], layer_norm), [xl, ww, bw], rtol=1e-4,
-                    atol=1e-5))  # fmt: skip
+    out.append(_case("layer_norm_wide", "reduction", [xl, ww, bw], layer_norm, rtol=1e-4, atol=1e-5))
 
     def mean_rows(b, v):  # keepdims=False: per-row values written once per row
         s = b.op("sum", b.op("mul", v, v), axes=(1,))
         return [b.op("sqrt", b.op("mul", s, c(b, 0.2))), b.op("max", v, axes=(1,))]
 
-    out.append(Case("rms_rows", fused("reduction", [x], mean_rows), [x]))
-    out.append(Case("rms_rows_wide", fused("reduction", [xw], mean_rows), [xw]))
+    out.append(_case("rms_rows", "reduction", [x], mean_rows))
+    out.append(_case("rms_rows_wide", "reduction", [xw], mean_rows))
 
     def total(b, v):  # a full reduction: a scalar broadcast back over the tensor
         s = b.op("sum", b.op("exp", v), axes=(0, 1))
         return b.op("div", b.op("exp", v), s)
 
+    # Fusion splits this in two (a full reduction, then the division); the generator takes it whole.
     out.append(Case("global_softmax", fused("reduction", [x], total), [x]))
 
     def gelu(b, v):
@@ -279,13 +333,14 @@ def fused_cases() -> list[Case]:
         return b.op("mul", b.op("mul", v, c(b, 0.5)), b.op("add", inner, c(b, 1.0)))
 
     x45 = _f32(4, 5, seed=34)
-    out.append(Case("gelu", fused("pointwise", [x45], gelu), [x45]))
+    out.append(_case("gelu", "pointwise", [x45], gelu))
 
     def two_shapes(b, v, r):  # outputs of different shapes from one domain
         s = b.op("add", v, r)
         return [b.op("tanh", s), b.op("mul", r, c(b, 2.0)), b.op("gt", s, c(b, 0.0))]
 
     rr = _f32(5, seed=35)
+    # Fusion gives each output shape its own node; the generator's several-shape path, hand-written.
     out.append(Case("pointwise_multi_out", fused("pointwise", [x45, rr], two_shapes), [x45, rr]))
 
     def dropout(b, v, off):
@@ -294,28 +349,44 @@ def fused_cases() -> list[Case]:
         return b.op("where", keep, b.op("mul", v, c(b, 2.0)), c(b, 0.0))
 
     off = np.array(9, np.int64)
+    # Fusion leaves rng_uniform outside the body; the generator's inline RNG path, hand-written.
     out.append(Case("dropout", fused("pointwise", [x45, off], dropout), [x45, off], exact=True))
     table = _f32(4, 5, seed=36)
 
     def with_const(b, v, t):
-        return b.op("add", v, t)
+        return b.op("exp", b.op("add", v, t))
 
-    out.append(Case("body_const", fused("pointwise", [x45], with_const, {"table": table}), [x45], exact=True))
+    # Fusion passes a const graph input as an operand; a body's own const input is hand-written.
+    out.append(_case("const_operand", "pointwise", [x45], with_const, {"table": table}))
+    out.append(Case("body_const", fused("pointwise", [x45], with_const, {"table": table}), [x45]))
 
-    a, wm, bm = _f32(3, 6, seed=37), _f32(6, 4, seed=38), _f32(4, seed=39)
+    a, wm, bm = _f32(3, 6, seed=37), _f32(4, 6, seed=38), _f32(4, seed=39)
 
-    def linear_relu(b, av, wv, bv):
-        mm = b.op("matmul", av, wv)
+    def linear_relu(b, av, wv, bv):  # nn.Linear: x @ W^T + b, W read through a transpose view
+        mm = b.op("matmul", av, b.op("transpose", wv, perm=(1, 0)))
         y = b.op("add", mm, bv)
         return [b.op("maximum", y, c(b, 0.0)), mm]
 
-    out.append(Case("matmul_epilogue", fused("matmul", [a, wm, bm], linear_relu), [a, wm, bm], atol=1e-5))
+    out.append(_case("matmul_epilogue", "matmul", [a, wm, bm], linear_relu, atol=1e-5))
     ab, wb = _f32(2, 3, 6, seed=40), _f32(6, 4, seed=41)
 
     def batched_gelu(b, av, wv):
         return gelu(b, b.op("matmul", av, wv))
 
-    out.append(Case("matmul_batch_gelu", fused("matmul", [ab, wb], batched_gelu), [ab, wb], atol=1e-5))
+    out.append(_case("matmul_batch_gelu", "matmul", [ab, wb], batched_gelu, atol=1e-5))
+    xs, wk = _f32(5, 12, seed=47), _f32(3, 6, seed=48)
+
+    def strided(b, xv, wv):  # every other column of x and a transposed weight: no BLAS layout
+        cols = b.op("slice", xv, starts=(0, 0), stops=(5, 12), steps=(1, 2))
+        return b.op("tanh", b.op("matmul", cols, b.op("transpose", wv, perm=(1, 0))))
+
+    out.append(_case("matmul_strided_operand", "matmul", [xs, wk], strided, atol=1e-5))
+    xk = _f32(5, 9, seed=49)
+
+    def wide_k(b, xv, wv):  # K > the simulator's tile depth: several K tiles through the views
+        return b.op("matmul", b.op("transpose", xv, perm=(1, 0)), b.op("transpose", wv, perm=(1, 0)))
+
+    out.append(_case("matmul_both_transposed", "matmul", [xk, _f32(4, 5, seed=50)], wide_k, atol=1e-5))
 
     def with_transpose(b, v):  # transpose is not pointwise: the generator declines, the body runs
         return b.op("exp", b.op("transpose", v, perm=(1, 0)))
@@ -330,13 +401,16 @@ def fused_cases() -> list[Case]:
     out.append(Case("fallback_reshape_in_reduction", node, [x45], generated=False))
     qkv = {"q": _f32(1, 2, 5, 4, seed=42), "k": _f32(1, 2, 6, 4, seed=43), "v": _f32(1, 2, 6, 3, seed=44)}
     node = attention_node(**qkv)
-    out.append(Case("attention_stages", node, [qkv[v.name] for v in node.inputs], atol=1e-5, generated=False))
+    out.append(Case("attention", node, [qkv[v.name] for v in node.inputs], atol=1e-5))
+    packed = _f32(2, 5, 3, 2, 4, seed=45)
+    out.append(Case("attention_packed_qkv", packed_attention_node(packed), [packed], atol=1e-5))
+    long = _f32(1, 11, 3, 2, 3, seed=46)  # 11 keys: more than a simulated block's threads
+    out.append(Case("attention_long_rows", packed_attention_node(long), [long], atol=1e-5))
     return out
 
 
 def attention_node(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Node:
-    """The fused attention node fusion makes of softmax(q k^T / 2) v with the heads put back (its
-    stages run as the matmul, reduction and matmul kernels they were before stitching)."""
+    """The fused attention node fusion makes of softmax(q k^T / 2) v with the heads put back."""
     from graphc.passes import optimize
 
     g = Graph("attention")
@@ -345,6 +419,29 @@ def attention_node(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> Node:
     e = g.op("exp", g.op("sub", scores, g.op("max", scores, axes=(3,), keepdims=True)))
     probs = g.op("div", e, g.op("sum", e, axes=(3,), keepdims=True))
     g.add_output(g.op("transpose", g.op("matmul", probs, vv), perm=(0, 2, 1, 3)))
+    (node,) = [n for n in optimize(g).nodes if n.op == "fused"]
+    assert node.attrs["kind"] == "attention"
+    return node
+
+
+def packed_attention_node(qkv: np.ndarray) -> Node:
+    """The attention node of examples/transformer.py's self-attention over a packed projection
+    ``qkv`` [b, s, 3, heads, dh]: q, k and v are slice/transpose/reshape views of it."""
+    from graphc.passes import optimize
+
+    b, s, _, heads, dh = qkv.shape
+    g = Graph("packed_attention")
+    x = g.add_input("qkv", _t(qkv))
+    parts = g.op("transpose", x, perm=(2, 0, 3, 1, 4))
+    q, k, v = (
+        g.op("reshape", g.op("slice", parts, starts=(i, 0, 0, 0, 0), stops=(i + 1, b, heads, s, dh),
+                             steps=(1,) * 5), shape=(b, heads, s, dh))
+        for i in range(3)
+    )  # fmt: skip
+    scores = g.op("mul", g.op("matmul", q, g.op("transpose", k, perm=(0, 1, 3, 2))), c(g, dh**-0.5))
+    e = g.op("exp", g.op("sub", scores, g.op("max", scores, axes=(3,), keepdims=True)))
+    probs = g.op("div", e, g.op("sum", e, axes=(3,), keepdims=True))
+    g.add_output(g.op("transpose", g.op("matmul", probs, v), perm=(0, 2, 1, 3)))
     (node,) = [n for n in optimize(g).nodes if n.op == "fused"]
     assert node.attrs["kind"] == "attention"
     return node

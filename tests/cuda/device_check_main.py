@@ -20,7 +20,13 @@ def main() -> None:
     want_ptx = check.ptx_unavailable() is None
     report = {"checked": 0, "ptx": 0, "failures": [], "ptx_unavailable": check.ptx_unavailable()}
     for case in all_cases():
-        for ks in _sources(case.node):
+        try:
+            sources = _sources(case.node)
+        except Unsupported:
+            if case.raises:  # a node the backend must refuse (a CPU-only op) has no kernel to check
+                continue
+            raise
+        for ks in sources:
             try:
                 check.typecheck(ks)
                 report["checked"] += 1
