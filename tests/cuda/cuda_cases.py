@@ -248,6 +248,29 @@ def primitive_cases() -> list[Case]:
     flat = np.concatenate([ga.reshape(-1), gb])
     wait = prim("allreduce_wait", [flat], shapes=[(2, 3), (4,)])
     out.append(Case("allreduce_wait", wait, [flat], raises=cpu_only))
+    out.append(Case("stop_gradient", prim("stop_gradient", [x]), [x], exact=True))
+    # Control flow runs its bodies as CPU sub-plans: the CUDA backend refuses it by name.
+    for op, node, arrays in _control_flow_nodes():
+        out.append(Case(op, node, arrays, raises="runs on the CPU backend only"))
+    return out
+
+
+def _control_flow_nodes() -> list[tuple[str, Node, list[np.ndarray]]]:
+    """One traced cond, while_loop and scan node each, with arrays typed like their operands."""
+    import graphc
+
+    x = _f32(3, seed=80)
+    fns = {
+        "cond": lambda t: graphc.cond(t.sum() > 0, lambda a: a * 2.0, lambda a: a - 1.0, t),
+        "while_loop": lambda t: graphc.while_loop(lambda c: c.abs().sum() > 1.0, lambda c: c * 0.5, t),
+        "scan": lambda t: graphc.scan(lambda c, v: (c + v, c * v), t[0], t)[1],
+    }
+    out = []
+    for op, fn in fns.items():
+        g = graphc.trace(fn, x)
+        node = next(n for n in g.nodes if n.op == op)
+        arrays = [np.zeros(v.shape, v.type.np_dtype) for v in node.inputs]
+        out.append((op, node, arrays))
     return out
 
 
