@@ -396,7 +396,10 @@ def test_arrays_must_match_their_inputs_exactly(saved, tmp_path):
         (npz(**{"lin.weight": w.astype(np.float64), "lin.bias": b}), "holds float64"),
         (npz(**{"lin.weight": w.astype(">f4"), "lin.bias": b}), "holds >f4"),
         (npz(**{"lin.weight": w.T.copy(), "lin.bias": b}), r"holds float32\[6, 4\]"),
-        (npz(**{"lin.weight": np.array([w], dtype=object), "lin.bias": b}), "dtype object is not a numeric dtype"),
+        (
+            npz(**{"lin.weight": np.array([w], dtype=object), "lin.bias": b}),
+            "dtype object is not a numeric dtype",
+        ),
         (npz(**{"lin.weight": w}), "lacks the value of %lin.bias"),
         (npz(**{"lin.weight": w, "lin.bias": b, "extra": b}), "unexpected member"),
         (npz(**{"lin.weight": w, "lin.bias": b})[:-40], "corrupted arrays.npz|truncated"),
