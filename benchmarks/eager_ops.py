@@ -1,8 +1,10 @@
 """Eager mode's per-op overhead against PyTorch eager: add, matmul and relu on small tensors.
 
 On 16x16 float32 tensors an op's arithmetic takes well under a microsecond, so the time per
-call is the framework's own overhead: for graphc, checking and typing the op (cached per
-signature), running its NumPy kernel and wrapping the result; for PyTorch, its C++ dispatcher.
+call is the framework's own overhead: for graphc, finding the op signature's cached entry
+(``graphc/eager_fast.py``), running its NumPy kernel and wrapping the result (recording it for
+``backward()`` when an operand requires grad); for PyTorch, its C++ dispatcher. docs/EAGER.md
+has before/after figures.
 Each op is timed on tensors that need no gradient and on tensors computed from a parameter (so
 the op is also recorded for ``backward()``), and one whole eager training step of a small MLP
 (forward, backward, SGD step) is timed too. Engines are timed round-robin; the table gives the

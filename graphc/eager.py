@@ -7,7 +7,9 @@ specs and type rules, cached per signature: op, attributes, operand types) and t
 with graphc's NumPy reference kernels, so the values are graphc's own semantics. The result is a
 Tensor whose ``value`` is an :class:`EagerValue` holding the array: ``print``, ``bool()``,
 ``float()``, ``item()``, ``numpy()`` and NumPy's array protocol give real values, so Python
-``if``/``while`` on tensor values and a debugger work as in PyTorch.
+``if``/``while`` on tensor values and a debugger work as in PyTorch. The common ops (binary
+operators, unary pointwise ops, relu, matmul) take a per-signature fast path
+(:mod:`graphc.eager_fast`) that gives the same values and tape without the general path's work.
 
 Gradients (the tape): an op with an operand that requires grad (a trainable ``Parameter``, or a
 value computed from one) remembers its op, attributes and operands on its output value, as
@@ -75,7 +77,8 @@ class EagerValue(Value):
     __slots__ += ("__weakref__",)
 
     def __init__(self, type_: TensorType, data: np.ndarray, requires_grad: bool = False) -> None:
-        super().__init__(f"e{next(_NAMES)}", type_)
+        self.name = f"e{next(_NAMES)}"  # Value.__init__'s two fields, set here (a call less per op)
+        self.type = type_
         self.data = data
         self.requires_grad = requires_grad
         self.op: str | None = None
@@ -162,23 +165,24 @@ class EagerContext(TraceContext):
                 )
             values.append(v)
         try:
-            attrs_n, types, dtypes = _signature(op, attrs, values)
+            attrs_n, types, dtypes, differentiable = _signature(op, attrs, values)
         except GraphcError as err:
             raise GraphcError(f"{_at(source or user_source())}{err}") from None
         results = _run_kernel(op, attrs_n, [v.data for v in values], types, source, dtypes, values)
-        grad = (
-            self.grad_enabled
-            and len(types) == 1
-            and types[0].dtype in _FLOATS
-            and any(v.requires_grad for v in values)
-            and op not in _non_differentiable()
-        )
+        grad = False
+        if differentiable and self.grad_enabled:  # one float output, an op with a gradient rule
+            for v in values:
+                if v.requires_grad:
+                    grad = True
+                    break
+        if not grad and len(types) == 1:
+            return [Tensor(EagerValue(types[0], results[0], False), self)]
         out = []
         for t, arr in zip(types, results):
             v = EagerValue(t, arr, grad)
             if grad:
                 v.op, v.attrs, v.inputs, v.seq = op, attrs_n, tuple(values), next(_SEQ)
-                v.source = source or user_source()
+                v.source = source or _fast.source()
             out.append(Tensor(v, self))
         return out
 
@@ -208,6 +212,10 @@ class EagerContext(TraceContext):
         """
         from graphc.nn.module import Parameter
 
+        if type(array) is Parameter:  # its leaf is made once and kept on it (see _param_leaf)
+            leaf = _param_leaf(array)
+            if leaf is not None:
+                return Tensor(leaf, self)
         arr = np.asarray(array)
         if arr.dtype == np.float64 and not isinstance(array, np.ndarray):
             arr = arr.astype(np.float32)
@@ -226,6 +234,8 @@ class EagerContext(TraceContext):
             v.kind = "const"
             v.owner = array if isinstance(array, np.ndarray) and array.flags.writeable else None
         self._registry.values[v.name] = v
+        if type(array) is Parameter:
+            array.__dict__[_LEAF] = (v, id(array))
         return Tensor(v, self)
 
     def detach(self, tensor: Tensor) -> Tensor:
@@ -237,7 +247,7 @@ class EagerContext(TraceContext):
 
     def input(self, name: str) -> Tensor:
         """Not available in eager mode (there is no graph to name values in)."""
-        raise GraphcError("eager mode has no graph: input() works only in tracing.building(graph)")
+        raise GraphcError("eager mode has no graph: input() works only while tracing")
 
     def assign(self, target: Tensor, new: Tensor) -> None:
         """Write ``new`` into the module buffer ``target`` stands for, now (as PyTorch does)."""
@@ -306,6 +316,30 @@ class EagerContext(TraceContext):
         backward(self, loss, gradient, retain_graph)
 
 
+_LEAF = "_graphc_eager_leaf"
+
+
+def _param_leaf(param: np.ndarray) -> EagerValue | None:
+    """The leaf value ``EagerContext.array`` made for ``param`` before, if it still describes it.
+
+    A Parameter's leaf is kept in its ``__dict__`` (it lives and dies with the parameter), so a
+    module's forward does not make a new leaf for each parameter at every call. It is reused
+    only by the very parameter it was made for, while its shape, dtype and ``requires_grad`` are
+    unchanged (a copied parameter, a lazy one materialized, a frozen one make a new leaf).
+    """
+    kept = param.__dict__.get(_LEAF)
+    if kept is None or kept[1] != id(param):
+        return None
+    v = kept[0]
+    data = v.data
+    requires = bool(getattr(param, "requires_grad", True)) and v.type.dtype in _FLOATS
+    if data.shape != param.shape or data.dtype != param.dtype:
+        return None
+    if v.requires_grad != requires:
+        return None
+    return v
+
+
 def _non_differentiable() -> frozenset[str]:
     global _NON_DIFF
     if _NON_DIFF is None:
@@ -318,11 +352,19 @@ def _non_differentiable() -> frozenset[str]:
 _NON_DIFF: frozenset[str] | None = None
 
 
-def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, list[TensorType], list]:
-    """Normalized attributes, output types and their NumPy dtypes, cached per (op, attributes,
-    operand types): an op seen before is not checked or typed again."""
+def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, list[TensorType], list, bool]:
+    """Normalized attributes, output types, their NumPy dtypes and whether the tape records the op
+    (one float output, a gradient rule), cached per (op, attributes, operand types): an op seen
+    before is not checked or typed again. A real-valued attribute (const's value, pad's) is keyed
+    with its type and sign too (``0.0 == -0.0 == 0 == False`` as dict keys, not as values)."""
     try:
-        key = (op, tuple(attrs.items()), tuple([v.type for v in values]))
+        items = tuple(attrs.items())
+        real = _REAL_ATTRS.get(op)
+        if real or real is None and _has_real_attr(op):
+            items = tuple(
+                [(k, v, type(v), math.copysign(1.0, v) if type(v) is float else 0) for k, v in items]
+            )
+        key = (op, items, tuple([v.type for v in values]))
         hit = _SIGNATURES.get(key)
     except TypeError:  # an unhashable attribute (a list): check it every time
         key, hit = None, None
@@ -330,12 +372,29 @@ def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, li
         return hit
     attrs_n = normalize_attrs(op, attrs)
     types = infer_types(op, [v.type for v in values], attrs_n)
-    entry = (attrs_n, types, [t.np_dtype for t in types])
+    differentiable = len(types) == 1 and types[0].dtype in _FLOATS and op not in _non_differentiable()
+    entry = (attrs_n, types, [t.np_dtype for t in types], differentiable)
     if key is not None:
         if len(_SIGNATURES) >= _MAX_SIGNATURES:
             _SIGNATURES.clear()
         _SIGNATURES[key] = entry
     return entry
+
+
+_REAL_ATTRS: dict[str, bool] = {}
+
+
+def _has_real_attr(op: str) -> bool:
+    """Whether ``op`` has a real-valued attribute (``RealSpec``: a bool, int or float kept as given)."""
+    from graphc.ir import ops as ir_ops
+
+    try:
+        opdef = ir_ops.get_op(op)
+    except GraphcError:
+        return False  # normalize_attrs names the unknown op
+    real = any(isinstance(a.spec, ir_ops.RealSpec) for a in opdef.attrs.values())
+    _REAL_ATTRS[op] = real
+    return real
 
 
 def _run_kernel(
@@ -361,17 +420,15 @@ def _run_kernel(
             except GraphcError as err:
                 raise GraphcError(f"{_at(source or user_source())}{err}") from None
             return outs
-    kernel = _kernels().get(op)
+    kernel = (_KERNELS or _kernels()).get(op)
     if kernel is None:
         raise GraphcError(f"{_at(source or user_source())}{op}: no eager kernel for this op")
     try:
-        with np.errstate(all="ignore"):
-            outs = kernel(args, attrs)
+        outs = _fast.run_quiet(kernel, args, attrs)
     except GraphcError as err:
         raise GraphcError(f"{_at(source or user_source())}{err}") from None
     results = []
-    for i, (o, t) in enumerate(zip(outs, types)):
-        dt = dtypes[i] if dtypes is not None else t.np_dtype
+    for o, t, dt in zip(outs, types, dtypes or [t.np_dtype for t in types]):
         if type(o) is not np.ndarray or o.dtype != dt or o.shape != t.shape or not o.flags.c_contiguous:
             o = np.ascontiguousarray(o, dtype=dt).reshape(t.shape)
         results.append(o)
@@ -485,3 +542,15 @@ def call(fn: Callable, args: tuple, kwargs: dict | None = None) -> Any:
     kw = {k: _leaf(v) for k, v in (kwargs or {}).items()}
     with EAGER:
         return fn(*conv, **kw)
+
+
+from graphc import eager_fast as _fast  # noqa: E402  (it builds on the definitions above)
+
+# The op path's shortcuts: Tensor._binary/_unary/relu and tensor.matmul ask the eager context
+# first and take the general path (multi_op) on None. graphc.eager_fast's functions are bound as
+# the methods themselves (ctx.binary(op, a, b, ...) is _fast.binary(ctx, op, a, b, ...)), so a
+# shortcut costs no extra call.
+EagerContext.binary = _fast.binary  # type: ignore[attr-defined]
+EagerContext.unary = _fast.unary  # type: ignore[attr-defined]
+EagerContext.matmul = _fast.matmul  # type: ignore[attr-defined]
+EagerContext.relu = _fast.relu  # type: ignore[attr-defined]

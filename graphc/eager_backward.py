@@ -126,9 +126,36 @@ def _program(
     return program
 
 
+def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
+    """Run the program's backward steps with the NumPy reference kernels, as ``_run_kernel`` does
+    (C-contiguous results of exactly the node's types), under one NumPy error state for them all."""
+    from graphc.eager import _kernels
+    from graphc.eager_fast import quiet
+
+    kernels = _kernels()
+    with quiet():
+        for op, attrs, ins, outs, types, dtypes, source, _ in program.steps:
+            kernel = kernels.get(op)
+            if kernel is None:
+                raise GraphcError(f"{_at(source or user_source())}{op}: no eager kernel for this op")
+            try:
+                results = kernel([env[i] for i in ins], attrs)
+            except GraphcError as err:
+                raise GraphcError(f"{_at(source or user_source())}{err}") from None
+            for o, arr, t, dt in zip(outs, results, types, dtypes):
+                if (
+                    type(arr) is not np.ndarray
+                    or arr.dtype != dt
+                    or arr.shape != t.shape
+                    or not arr.flags.c_contiguous
+                ):
+                    arr = np.ascontiguousarray(arr, dtype=dt).reshape(t.shape)
+                env[o] = arr
+
+
 def backward(ctx: EagerContext, loss: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:
     """Differentiate ``loss`` (a scalar, or weighted by ``gradient``) and fill ``param.grad``."""
-    from graphc.eager import EagerValue, _run_kernel
+    from graphc.eager import EagerValue, _run_kernel, get_backend
 
     v = loss.value
     if not isinstance(v, EagerValue):
@@ -162,10 +189,13 @@ def backward(ctx: EagerContext, loss: Tensor, gradient: Any = None, retain_graph
     env: list[np.ndarray | None] = [x.data for x in leaves]
     env.extend(x.data for x in computed)
     env.extend([None] * (program.n_values - len(env)))
-    for op, attrs, ins, outs, types, dtypes, source, operands in program.steps:
-        results = _run_kernel(op, attrs, [env[i] for i in ins], types, source, dtypes, operands)
-        for o, arr in zip(outs, results):
-            env[o] = arr
+    if get_backend() == "reference":
+        _run_reference(program, env)
+    else:
+        for op, attrs, ins, outs, types, dtypes, source, operands in program.steps:
+            results = _run_kernel(op, attrs, [env[i] for i in ins], types, source, dtypes, operands)
+            for o, arr in zip(outs, results):
+                env[o] = arr
     for leaf, slot in zip(params, program.grads):
         grad = env[slot]
         param = leaf.param

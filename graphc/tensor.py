@@ -86,7 +86,7 @@ _DTYPE_ORDER = {"bool": 0, "i32": 1, "i64": 2, "f32": 3, "f64": 4}
 
 
 def current_context() -> TraceContext | None:
-    """The innermost active trace (or ``building`` context), or None outside any."""
+    """The innermost active trace (or eager context), or None outside any."""
     return _STACK[-1] if _STACK else None
 
 
@@ -96,7 +96,7 @@ class TraceContext:
     Arrays met during tracing (parameters, buffers, NumPy constants) become graph inputs once
     each, keyed by the array object's identity, so one module instance used twice shares its
     inputs. ``assign`` records the new value of a param/state input; ``finish`` (called by
-    ``trace`` and on leaving ``building``) appends those as outputs registered in
+    ``trace``) appends those as outputs registered in
     ``graph.updates``.
     """
 
@@ -376,7 +376,7 @@ class Tensor:
     def __init__(self, value: Value, ctx: TraceContext | None = None) -> None:
         ctx = ctx or current_context()
         if ctx is None:
-            raise GraphcError("Tensor(value) needs an active trace or tracing.building(graph)")
+            raise GraphcError("Tensor(value) needs an active trace")
         self.value = value
         self.ctx = ctx
         self._base: weakref.ref | None = None
@@ -610,6 +610,10 @@ class Tensor:
 
     # ------------------------------------------------------------ arithmetic
     def _binary(self, op: str, other: object, reflected: bool = False, need_float: bool = False) -> Tensor:
+        if self.ctx.eager:  # eager mode's per-signature fast path (graphc/eager_fast.py); None: no shortcut
+            out = self.ctx.binary(op, self, other, reflected, need_float)
+            if out is not None:
+                return out
         if isinstance(other, Tensor) and other.ctx is not self.ctx and not _nested(other.ctx, self.ctx):
             raise GraphcError(f"{_at(user_source())}{op}: operands come from different traces")
         b = as_tensor(other, like=self)
@@ -909,6 +913,10 @@ class Tensor:
     # ------------------------------------------------------------ pointwise
     def _unary(self, op: str) -> Tensor:
         x = self
+        if self.ctx.eager:
+            out = self.ctx.unary(op, x)
+            if out is not None:
+                return out
         if op in ir.ops.UNARY_FLOAT and x.value.dtype not in ("f32", "f64"):
             x = x.to("f32")
         return self.ctx.op(op, x)
@@ -972,6 +980,10 @@ class Tensor:
 
     def relu(self) -> Tensor:
         """0 where x <= 0, else x: NaN stays NaN, and the gradient is 0 at 0 and passes at NaN (torch)."""
+        if self.ctx.eager:
+            out = self.ctx.relu(self)
+            if out is not None:
+                return out
         zero = as_tensor(0, like=self)
         return self.ctx.op("where", self.ctx.op("le", self, zero), zero, self)
 
@@ -1513,6 +1525,10 @@ def _infer_shape(shape: Sequence, numel: int, old: tuple[int, ...]) -> tuple[int
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy/PyTorch rules for 1-D operands and batch broadcasting."""
+    if a.ctx.eager:
+        out = a.ctx.matmul(a, b)
+        if out is not None:
+            return out
     a, b = _promote(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise GraphcError(f"{_at(user_source())}matmul: both operands need at least one dimension")
