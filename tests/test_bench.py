@@ -508,3 +508,17 @@ def test_set_threads_keeps_the_backends_threading_layer():
 def test_docs_describe_the_suite():
     text = (Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md").read_text()
     assert all(name in text for name in SUITE)
+
+
+def test_set_threads_leaves_numbas_own_setting_alone():
+    # numba re-reads NUMBA_NUM_THREADS whenever it compiles: set in this process while the pool
+    # runs at another size, every later compile in the process failed.
+    import numba
+
+    from graphc.bench.threads import set_threads
+
+    set_threads(1)
+    assert "NUMBA_NUM_THREADS" not in os.environ
+    numba.config.reload_config()
+    assert numba.njit(lambda a: a + 1)(1) == 2
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -23,9 +23,12 @@ def set_threads(n: int) -> str:
     late for it: threadpoolctl sets its pool. The variables are what the compile-time subprocesses
     see at start-up.
     """
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    # NUMBA_NUM_THREADS is not set here: numba re-reads it whenever it compiles, and a value that
+    # differs from the size of an already launched pool is an error on every later compile (the
+    # subprocesses call set_threads themselves).
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    how = ["env OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS"]
+    how = ["env OMP/OPENBLAS/MKL_NUM_THREADS"]
     try:
         from threadpoolctl import threadpool_limits
 
