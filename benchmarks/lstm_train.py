@@ -2,7 +2,10 @@
 cross-entropy, Adam lr 1e-3, batch 32, T=64 (``lstm_train_long``: T=512).
 
 The LSTM is one ``graphc.scan`` per layer, whose body is compiled once: compiling the T=512 step
-takes about as long as the T=64 one (graphc's target: within 1.2x).
+takes about as long as the T=64 one (graphc's target: within 1.2x; the suite's compile column
+also counts the first step, which is 8x longer at T=512). At T=512 the backward's cotangents
+decay through the denormal range (graphc's loops flush them to zero; torch eager slows down
+there: ~4 s a step here against ~0.7 s for graphc).
 """
 
 import os

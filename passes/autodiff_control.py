@@ -2,10 +2,12 @@
 
 - ``cond``: a ``cond`` on the same predicate whose branches are the VJPs of the branches, so
   only the taken branch's VJP runs.
-- ``scan``: the forward scan also returns the carry entering each step (stacked: the saved
-  residuals); the backward pass is a reverse scan whose body is the VJP of the step (the step's
-  intermediates are recomputed from the saved carry), carrying the carry cotangents and the
-  summed cotangents of loop-invariant operands.
+- ``scan``: the forward scan also returns the carry entering each step and the step's GEMM and
+  transcendental results (``SAVED_OPS``; stacked: the saved residuals); the backward pass is a
+  reverse scan whose body is the VJP of the step (its cheap intermediates recomputed from the
+  saved values), carrying the carry cotangents and the summed cotangents of loop-invariant
+  operands. A loop-invariant's cotangent that is a skinny ``a_t @ b_t`` per step (a weight's
+  ``h_t^T @ dgates_t``) is instead one GEMM over the stacked operands after the loop.
 - ``while_loop`` (reverse mode, beyond JAX): the forward loop also counts its trips; the backward
   pass is a while_loop over the trips in reverse that recomputes the carry entering each trip from
   the initial carry (an inner while_loop) and applies the body's VJP: memory O(1) in the trip
@@ -107,6 +109,80 @@ def cond_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) 
 
 
 # ---------------------------------------------------------------------------- scan
+# Ops whose results the forward scan saves rather than the backward recomputing them: GEMMs and
+# transcendentals (a scalar libm call each: tanh keeps a whole fused loop from vectorizing).
+SAVED_OPS = frozenset({"matmul", "exp", "log", "tanh", "erf", "sin", "cos"})
+
+
+def _residuals(body: Graph, n_per_step: int) -> list[Value]:
+    """The body's results of ``SAVED_OPS`` that depend on a carry or x slice (its first
+    ``n_per_step`` data inputs): the forward scan stacks them, so the backward's recomputation of
+    the step skips its most expensive nodes (an LSTM's ``h @ W_hh^T`` and its gates' exp and tanh;
+    torch's LSTM saves its gates the same way)."""
+    varying = set(body.data_inputs[:n_per_step])
+    found = []
+    for n in body.nodes:
+        if any(v in varying for v in n.inputs):
+            varying.update(n.outputs)
+            if n.op in SAVED_OPS and _float(n.output):
+                found.append(n.output)
+    return found
+
+
+def _read_saved(vf: Graph, names: list[str]) -> list[str]:
+    """Make ``vf`` read the values named ``names`` from new data inputs (after its others) instead
+    of computing them; returns the names of the ones it still needed (one new input each)."""
+    producers = {v.name: (n, v) for n in vf.nodes for v in n.outputs}
+    taken = []
+    for name in names:
+        if name not in producers:  # not needed by the VJP (dead there)
+            continue
+        node, old = producers[name]
+        new = vf.add_input(vf.fresh_name(f"saved_{name}"), old.type, "data")
+        vf.replace_uses(old, new)
+        vf.set_nodes([n for n in vf.nodes if n is not node])
+        taken.append(name)
+    remove_dead_nodes(vf)
+    return taken
+
+
+def _skinny_matmul(vf: Graph, out: Value) -> tuple[Value, Value, bool] | None:
+    """``(a, b, transposed)`` when ``out`` is ``a @ b`` (2-D, ``transposed``: ``a`` is
+    ``transpose(a_src)`` and ``a_src`` is returned) over a contraction so short that the per-step
+    operands are smaller than the product (a weight's gradient ``h_t^T @ dgates_t``)."""
+    producers = vf.producers()
+    node = producers.get(out)
+    if node is None or node.op != "matmul" or vf.outputs.count(out) != 1:
+        return None
+    a, b = node.inputs
+    if a.type.rank != 2 or b.type.rank != 2 or out.shape != (a.shape[0], b.shape[1]):
+        return None
+    (m, r), n = a.shape, b.shape[1]
+    if r * (m + n) >= m * n:
+        return None
+    src = producers.get(a)
+    if src is not None and src.op == "transpose" and tuple(src.attrs["perm"]) == (1, 0):
+        return src.inputs[0], b, True
+    return a, b, False
+
+
+def _hoist_invariant_matmuls(
+    vf: Graph, first_k: int, per_step_inputs: dict[int, Value]
+) -> dict[int, tuple[Value, Value, bool]]:
+    """Which loop-invariant gradients of the step VJP ``vf`` (its outputs from ``first_k`` on) are a
+    skinny ``a_t @ b_t`` each step: their sum over the steps is one GEMM after the loop over the
+    stacked operands, instead of a GEMM per step accumulated in a carry (memory bound, with a
+    carry the size of the weight). An operand may not be a loop-carried or invariant input
+    (only those in ``per_step_inputs``, by data-input index, are stacked outside)."""
+    index = {v: i for i, v in enumerate(vf.data_inputs)}
+    hoist = {}
+    for q, v in enumerate(vf.outputs[first_k:]):
+        found = _skinny_matmul(vf, v)
+        if found is not None and all(u not in index or index[u] in per_step_inputs for u in found[:2]):
+            hoist[q] = found
+    return hoist
+
+
 def scan_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) -> list[Value | None]:
     """A reverse scan over the carries the forward scan saves (see the module docstring)."""
     graph = e.graph
@@ -121,44 +197,78 @@ def scan_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) 
         return out
     y_seeded = [j for j in range(k, len(body.outputs)) if _float(body.outputs[j])]
     vf = vjp_body(body, c_wrt + x_wrt + k_wrt, c_wrt + y_seeded, "scan_step_vjp")
+    n_c, n_x = len(c_wrt), len(x_wrt)
+    products = _read_saved(vf, [v.name for v in _residuals(body, k + n_xs)])
 
-    # Residuals: the forward scan also stacks the carry entering each step.
+    # Residuals: the forward scan also stacks the carry entering each step and those values.
     aug = body.copy()
     for v in aug.data_inputs[:k]:
         aug.add_output(v)
+    made = {v.name: v for n in aug.nodes for v in n.outputs}
+    for name in products:
+        aug.add_output(made[name])
     fwd = graph.add_control("scan", ins, [aug], dict(node.attrs), node.source)
-    saved = _replace_keeping_outputs(graph, node, fwd)
+    residuals = _replace_keeping_outputs(graph, node, fwd)
+    saved, saved_products = residuals[:k], residuals[k:]
+    gys = [_zeros_or(e, gs[j], node.outputs[j].type) for j in y_seeded]
+
+    # vf's per-step inputs already stacked outside: saved carries, xs, output cotangents, products.
+    per_step: dict[int, Value] = {i: saved[i] for i in range(k)}
+    per_step.update({k + i: ins[k + i] for i in range(n_xs)})
+    per_step.update({n_in + n_c + j: gy for j, gy in enumerate(gys)})
+    first_product = n_in + n_c + len(gys)
+    per_step.update({first_product + p: v for p, v in enumerate(saved_products)})
+    hoist = _hoist_invariant_matmuls(vf, n_c + n_x, per_step) if length > 0 else {}
+    k_acc = [i for q, i in enumerate(k_wrt) if q not in hoist]
+    x_grads = vf.outputs[n_c : n_c + n_x]  # stacked already (the xs' gradients)
+    extra: list[Value] = []  # other per-step operands of hoisted GEMMs, stacked as more ys
+    for a, b, _ in hoist.values():
+        extra += [u for u in (a, b) if u not in vf.data_inputs and u not in x_grads and u not in extra]
+    if hoist:
+        kept = [v for q, v in enumerate(vf.outputs[n_c + n_x :]) if q not in hoist]
+        vf.outputs = [*vf.outputs[: n_c + n_x], *kept, *extra]
+        remove_dead_nodes(vf)
 
     bg = Graph("scan_vjp")
     dc_in = [bg.add_input(f"dc{i}", ins[i].type) for i in c_wrt]
-    dk_in = [bg.add_input(f"dk{i}", ins[i].type) for i in k_wrt]
+    dk_in = [bg.add_input(f"dk{i}", ins[i].type) for i in k_acc]
     c_in = [bg.add_input(f"c{i}", ins[i].type) for i in range(k)]
     x_in = [bg.add_input(f"x{i}", TensorType(ins[i].shape[1:], ins[i].dtype)) for i in range(k, k + n_xs)]
     gy_in = [bg.add_input(f"gy{j}", body.outputs[j].type) for j in y_seeded]
+    p_in = [bg.add_input(f"p{j}", TensorType(v.shape[1:], v.dtype)) for j, v in enumerate(saved_products)]
     k_in = [bg.add_input(f"k{i}", ins[i].type) for i in range(k + n_xs, n_in)]
-    res = _inline(bg, vf, [*c_in, *x_in, *k_in, *dc_in, *gy_in])
-    n_c, n_x = len(c_wrt), len(x_wrt)
-    dk_new = [bg.op("add", acc, d) for acc, d in zip(dk_in, res[n_c + n_x :])]
-    for v in [*res[:n_c], *dk_new, *res[n_c : n_c + n_x]]:
+    res = _inline(bg, vf, [*c_in, *x_in, *k_in, *dc_in, *gy_in, *p_in])
+    n_k = len(k_acc)
+    dk_new = [bg.op("add", acc, d) for acc, d in zip(dk_in, res[n_c + n_x : n_c + n_x + n_k])]
+    for v in [*res[:n_c], *dk_new, *res[n_c : n_c + n_x], *res[n_c + n_x + n_k :]]:
         bg.add_output(v)
 
     seeds = [_zeros_or(e, gs[i], ins[i].type) for i in c_wrt]
-    zeros = [e.zeros(ins[i].type) for i in k_wrt]
-    gys = [_zeros_or(e, gs[j], node.outputs[j].type) for j in y_seeded]
-    operands = [*seeds, *zeros, *saved, *ins[k : k + n_xs], *gys, *ins[k + n_xs :]]
+    zeros = [e.zeros(ins[i].type) for i in k_acc]
+    operands = [*seeds, *zeros, *saved, *ins[k : k + n_xs], *gys, *saved_products, *ins[k + n_xs :]]
     attrs = {
-        "n_carry": n_c + len(k_wrt),
-        "n_xs": k + n_xs + len(gys),
+        "n_carry": n_c + n_k,
+        "n_xs": k + n_xs + len(gys) + len(saved_products),
         "length": length,
         "reverse": not node.attrs["reverse"],
     }
     results = graph.add_control("scan", operands, [bg], attrs, e.source).outputs
     for i, v in zip(c_wrt, results[:n_c]):
         out[i] = v if needs[i] else None
-    for i, v in zip(k_wrt, results[n_c : n_c + len(k_wrt)]):
+    for i, v in zip(k_acc, results[n_c : n_c + n_k]):
         out[i] = v
-    for i, v in zip(x_wrt, results[n_c + len(k_wrt) :]):
+    for i, v in zip(x_wrt, results[n_c + n_k : n_c + n_k + n_x]):
         out[i] = v
+    stacked = dict(zip([*x_grads, *extra], results[n_c + n_k :]))
+    index = {v: i for i, v in enumerate(vf.data_inputs)}
+    for q, (a, b, transposed) in hoist.items():
+        a_all, b_all = (per_step[index[u]] if u in index else stacked[u] for u in (a, b))
+        r, n = b.shape
+        if transposed:  # a_t = a_src_t^T, a_src_t [r, m]: sum_t a_t @ b_t = A^T @ B, A = [T*r, m]
+            lhs = e.op("transpose", e.reshape(a_all, (length * r, a.shape[1])), perm=(1, 0))
+        else:  # a_t [m, r]: [m, T, r] -> [m, T*r]
+            lhs = e.reshape(e.op("transpose", a_all, perm=(1, 0, 2)), (a.shape[0], length * r))
+        out[k_wrt[q]] = e.op("matmul", lhs, e.reshape(b_all, (length * r, n)))
     return out
 
 

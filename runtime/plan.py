@@ -30,8 +30,10 @@ def backend_module(name: str) -> ModuleType:
 
 
 def _aligned_arena(nbytes: int, alignment: int) -> np.ndarray:
-    # np.empty only promises 16-byte alignment; the plan's offsets assume `alignment`.
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    # np.zeros only promises 16-byte alignment; the plan's offsets assume `alignment`. Zeros
+    # (calloc): a large arena's pages read as zero without being touched, so building a plan
+    # does not fault in (and zero) every page of a big arena up front (the warm-up's zeroed arena).
+    raw = np.zeros(nbytes + alignment, dtype=np.uint8)
     start = (-raw.ctypes.data) % alignment
     return raw[start : start + nbytes]
 
@@ -48,6 +50,22 @@ def _in_place(arrays: list[np.ndarray], n_in: int) -> dict[int, int]:
         if j is not None:
             found[k] = j
     return found
+
+
+def _warm(fn: Callable, args: list[np.ndarray], n_in: int) -> None:
+    """Compile a kernel for its arguments. A numba dispatcher compiles (or loads from its cache)
+    without running, so its warm-up costs the same whatever the size of its arrays (a T=512
+    sequence's kernels compile as fast as T=64's: compile is not run), and its outputs are zeroed
+    as running it on the zeroed arena would leave valid indices for a gather that reads them (the
+    bytes may hold another value's floats by now); any other kernel runs once."""
+    if hasattr(fn, "signatures") and callable(getattr(fn, "compile", None)):
+        from numba import typeof
+
+        fn.compile(tuple(typeof(a) for a in args))
+        for out in args[n_in:]:
+            out.fill(0)
+    else:
+        fn(*args)
 
 
 def check_inputs(expected: list[Value], arrays: tuple) -> list[np.ndarray]:
@@ -152,21 +170,24 @@ class Plan:
         ]
 
     def _warm_up(self) -> None:
-        # numba compiles a kernel on its first call: run every step once now, on a zeroed arena
-        # (valid indices for gather/scatter), so compiling is part of building the plan and the
-        # first real call costs what every later call costs. Params are only read.
-        self.arena[...] = 0
+        # numba compiles a kernel on its first call: compile every step now (``_warm``), on a
+        # zeroed arena (valid indices for gather/scatter), so compiling is part of building the
+        # plan and the first real call costs what every later call costs. Params are only read.
+        # The arena is fresh from _aligned_arena, already zero: zeroing it again would touch every
+        # page, which made building a plan scale with the arena (196 MiB: ~1 s for a T=512 LSTM).
         self._run_steps(warm_up=True)
 
     def _run_steps(self, warm_up: bool = False) -> None:
         """Run every kernel in order; a GraphcError one raises is re-raised naming its node and the
-        user's source line (``errors.at_node``). The warm-up skips kernels marked ``skip_warm_up``
-        (control-flow loops: they warm up their bodies when built)."""
+        user's source line (``errors.at_node``). The warm-up (``_warm``) skips kernels marked
+        ``skip_warm_up`` (control-flow loops: they warm up their bodies when built)."""
         done = 0
         try:
             for fn, args in self.steps:
-                if not (warm_up and getattr(fn, "skip_warm_up", False)):
+                if not warm_up:
                     fn(*args)
+                elif not getattr(fn, "skip_warm_up", False):
+                    _warm(fn, args, len(self.step_nodes[done].inputs))
                 done += 1
         except GraphcError as err:
             raise at_node(err, self.step_nodes[done]) from err

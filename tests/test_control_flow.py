@@ -314,9 +314,9 @@ def test_cpu_compiles_each_body_node_once_whatever_the_trip_count(monkeypatch):
         node = next(n for n in g.nodes if n.op == "scan")
         calls = []
 
-        def counting(n, calls=calls):
+        def counting(n, in_place=None, calls=calls):
             calls.append(n.op)
-            return cpu.compile_node(n)
+            return cpu.compile_node(n, in_place)
 
         kernel = cpu_cf._scan_kernel(node, counting)
         outs = [np.empty(v.shape, v.type.np_dtype) for v in node.outputs]
@@ -328,6 +328,35 @@ def test_cpu_compiles_each_body_node_once_whatever_the_trip_count(monkeypatch):
         np.testing.assert_allclose(outs[1], np.stack(ys), rtol=1e-6)
         counts.append(len(calls))
     assert counts[0] == counts[1] > 0
+
+
+def test_body_kernels_get_the_in_place_hint_of_their_memory_plan(rng):
+    # An output the body's memory plan puts on an input's bytes is compiled in place (as the
+    # runtime does for top-level nodes): otherwise the loop cannot rule out overlap, stays scalar.
+    from graphc.kernels import cpu
+    from graphc.kernels.cpu import control_flow as cpu_cf
+
+    x = rng.standard_normal((3, 4, 8)).astype(np.float32)
+    g = passes.optimize(
+        graphc.trace(lambda x: cf.scan(lambda c, xt: ((c * xt + 1).tanh() * 2, c.sum()), x[0], x), x)
+    )
+    node = next(n for n in g.nodes if n.op == "scan")
+    hints = []
+
+    def recording(n, in_place=None):
+        hints.append(in_place)
+        return cpu.compile_node(n, in_place)
+
+    kernel = cpu_cf._scan_kernel(node, recording)
+    outs = [np.empty(v.shape, v.type.np_dtype) for v in node.outputs]
+    kernel(*[x if v.shape == x.shape else x[0] for v in node.inputs], *outs)
+    assert any(hints)
+    c, ys = x[0], []
+    for t in range(3):
+        ys.append(c.sum())
+        c = np.tanh(c * x[t] + 1) * 2
+    np.testing.assert_allclose(outs[0], c, rtol=1e-6)
+    np.testing.assert_allclose(outs[1], ys, rtol=1e-5)
 
 
 def test_loop_carries_ping_pong_without_copies():
@@ -343,6 +372,47 @@ def test_loop_carries_ping_pong_without_copies():
     sub = SubPlan(body, cpu.compile_node, invariant=2)
     assert sub.in_slots[0] is not None and sub.out_slots[0] is not None  # carry rebound, not copied
     assert sub.in_slots[1] is not None  # the x slice is bound to xs[i]
+
+
+def _is_denormal(x: np.ndarray) -> np.ndarray:
+    return (x != 0) & (np.abs(x) < np.finfo(x.dtype).tiny)
+
+
+def test_loops_flush_denormals_to_zero_and_restore_the_mode_after():
+    from graphc.kernels.cpu.denormals import SUPPORTED
+
+    # c halves each step from 1e-30: past step 26 it is below float32's smallest normal. The CPU
+    # loop runs with flush-to-zero (denormal steps cost ~100x on x86: a long LSTM's backward);
+    # above that range every value is exactly the IEEE one.
+    x = np.full((40, 3), 0.5, np.float32)
+    c0 = np.full(3, 1e-30, np.float32)
+    g = graphc.trace(lambda c, x: cf.scan(lambda c, xt: (c * xt, c * xt), c, x), c0, x)
+    _, ys = _plan(g)(c0, x)
+    expected = c0 * np.cumprod(x, axis=0, dtype=np.float32)  # numpy keeps the denormals
+    assert _is_denormal(expected).any()
+    normal = ~_is_denormal(expected)
+    np.testing.assert_array_equal(ys[normal], expected[normal])
+    if SUPPORTED:
+        assert not _is_denormal(ys).any()
+        np.testing.assert_array_equal(ys[~normal], 0)
+    # The thread's floating-point mode is back as it was: numpy makes denormals again.
+    assert _is_denormal(np.float32(1e-38) * np.float32(0.5))
+
+
+def test_flush_denormals_nests_and_restores():
+    from graphc.kernels.cpu.denormals import SUPPORTED, flush_denormals
+
+    if not SUPPORTED:
+        pytest.skip("flush-to-zero is set on x86-64 only")
+    tiny, half = np.float32(1e-38), np.float32(0.5)
+    with flush_denormals():
+        with flush_denormals():
+            assert tiny * half == 0
+        assert tiny * half == 0  # the inner one leaves the outer's mode on
+    assert _is_denormal(tiny * half)
+    with pytest.raises(ZeroDivisionError), flush_denormals():
+        raise ZeroDivisionError
+    assert _is_denormal(tiny * half)
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -404,6 +474,45 @@ def test_cond_gradient_is_the_taken_branchs(rng):
     w = rng.standard_normal(3)
     _fd_check(fn, np.abs(w) * np.sign(w), w)  # x * w > 0: the true branch
     _fd_check(fn, -np.abs(w) * np.sign(w), w)  # the false branch
+
+
+def test_scan_weight_gradients_are_one_gemm_after_the_loop(rng):
+    # Both forms of a weight's per-step gradient: h_t^T @ g_t (h @ w) and g_t @ h_t^T (w @ h);
+    # the contraction (2 rows) is short, so each is summed as one GEMM over the stacked steps.
+    def fn(x, w, u):
+        def body(h, xt):
+            return (h @ w + xt).tanh(), (u @ h).sin()
+
+        h, ys = cf.scan(body, x[0] * 0, x)
+        return (h * h).sum() + (ys * ys).sum()
+
+    x, w, u = rng.standard_normal((4, 2, 6)), rng.standard_normal((6, 6)) / 2, rng.standard_normal((6, 2))
+    _fd_check(fn, x, w, u)
+    joint, _ = grad(graphc.trace(fn, x, w, u), 0, wrt=["x", "w", "u"])
+    backward = [n for n in joint.nodes if n.op == "scan" and n.attrs["reverse"]]
+    assert len(backward) == 1
+    carries = backward[0].outputs[: backward[0].attrs["n_carry"]]
+    assert (6, 6) not in [v.shape for v in carries]  # no per-step accumulator of w's gradient
+    assert any(n.op == "matmul" and n.output.shape == (6, 6) for n in joint.nodes)  # after the loop
+
+
+def test_scan_backward_reads_saved_products_and_transcendentals(rng):
+    # The backward step neither redoes the forward's GEMM nor its tanh/exp: the forward saves them.
+    def fn(x, w):
+        def body(h, xt):
+            z = h @ w + xt
+            return (z.tanh() * z.sigmoid()), z.exp().sum()
+
+        h, ys = cf.scan(body, x[0] * 0, x)
+        return (h * h).sum() + ys.sum()
+
+    x, w = rng.standard_normal((5, 2, 6)), rng.standard_normal((6, 6)) / 2
+    _fd_check(fn, x, w)
+    joint, _ = grad(graphc.trace(fn, x, w), 0, wrt=["x", "w"])
+    (backward,) = [n for n in joint.nodes if n.op == "scan" and n.attrs["reverse"]]
+    ops = backward.bodies[0].op_counts()
+    assert ops.get("matmul", 0) == 1  # h's cotangent only
+    assert not {"tanh", "exp"} & set(ops)
 
 
 def test_gradients_match_torch_autograd(rng):
