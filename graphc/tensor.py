@@ -2,8 +2,9 @@
 
 Every operator on a Tensor appends nodes to the graph of its ``TraceContext`` (the tracing state
 lives in graphc.tracing) and returns a new Tensor; nothing is computed (in eager mode its context
-computes the values at once, graphc.eager). ``Tensor.dtype`` is a NumPy dtype (``np.dtype('float32')``), so user
-code can compare it with ``np.float32``; the graphc dtype name is ``t.value.dtype`` (``"f32"``).
+computes the values at once, graphc.eager). ``Tensor.dtype`` is a NumPy dtype
+(``np.dtype('float32')``), so user code can compare it with ``np.float32``; the graphc dtype name
+is ``t.value.dtype`` (``"f32"``).
 
 Reductions follow PyTorch (``dim``, ``keepdim``) and accept NumPy's ``axis``/``keepdims``.
 ``t.max(dim=1)`` returns the values as a Tensor that also has ``.values`` and ``.indices`` and
