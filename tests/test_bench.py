@@ -515,10 +515,14 @@ def test_set_threads_leaves_numbas_own_setting_alone():
     # runs at another size, every later compile in the process failed.
     import numba
 
-    from graphc.bench.threads import set_threads
+    from graphc.bench import threads
 
-    set_threads(1)
-    assert "NUMBA_NUM_THREADS" not in os.environ
-    numba.config.reload_config()
-    assert numba.njit(lambda a: a + 1)(1) == 2
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    try:
+        threads.set_threads(1)
+        assert "NUMBA_NUM_THREADS" not in os.environ
+        numba.config.reload_config()
+        assert numba.njit(lambda a: a + 1)(1) == 2
+    finally:  # the BLAS pools and numba's back to what the other tests expect
+        while threads._THREAD_LIMITS:
+            threads._THREAD_LIMITS.pop().restore_original_limits()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
