@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.ir import Buffer, Graph, MemoryPlan, Node, Value
+from graphc.ir.fused import matmul_parts
 from graphc.ir.views import block_offset
 
 from .manager import gc_paused
@@ -72,10 +73,12 @@ def _overwrites_in_step(node: Node, old: Value, new: Value) -> bool:
     if any(v.shape != old.shape for v in body.outputs):
         return False
     made = dict(zip(node.outputs, body.outputs))
-    producer = next(n for n in body.nodes if made[new] in n.outputs)
-    if not is_elementwise(producer):  # the product itself: BLAS writes it before the epilogue reads
-        return False
     inside = [body.data_inputs[k] for k, v in enumerate(node.inputs) if v is old]
+    if kind == "matmul":  # the epilogue computes new and alone reads old (ir.fused's parts)
+        parts = matmul_parts(node)
+        if not any(made[new] in n.outputs for n in parts.epilogue):
+            return False  # the product itself: BLAS writes it before the epilogue reads
+        return not any(v in inside for n in (*parts.prologue, parts.matmul) for v in n.inputs)
     return all(is_elementwise(n) for n in body.nodes if any(v in inside for v in n.inputs))
 
 
