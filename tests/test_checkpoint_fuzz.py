@@ -20,6 +20,7 @@ import io
 import json
 import zipfile
 
+import file_mutations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -216,15 +217,11 @@ def flip_npy_header(run: Run, data) -> bytes:
 
 
 def flip_bytes(run: Run, data) -> bytes:
-    out = bytearray(run.saved_bytes)
-    for _ in range(data.draw(st.integers(1, 4), label="flips")):
-        at = data.draw(st.integers(0, len(out) - 1), label="at")
-        out[at] ^= data.draw(st.integers(1, 255), label="xor")
-    return bytes(out)
+    return file_mutations.flip_bytes(run.saved_bytes, data)
 
 
 def truncate(run: Run, data) -> bytes:
-    return run.saved_bytes[: data.draw(st.integers(0, len(run.saved_bytes) - 1), label="length")]
+    return file_mutations.truncate(run.saved_bytes, data)
 
 
 MUTATIONS = {

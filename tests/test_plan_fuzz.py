@@ -18,6 +18,7 @@ import io
 import json
 import zipfile
 
+import file_mutations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -172,15 +173,11 @@ def mutate_arrays(saved: Saved, data) -> bytes:
 
 
 def flip_bytes(saved: Saved, data) -> bytes:
-    out = bytearray(saved.bytes)
-    for _ in range(data.draw(st.integers(1, 4), label="flips")):
-        at = data.draw(st.integers(0, len(out) - 1), label="at")
-        out[at] ^= data.draw(st.integers(1, 255), label="xor")
-    return bytes(out)
+    return file_mutations.flip_bytes(saved.bytes, data)
 
 
 def truncate(saved: Saved, data) -> bytes:
-    return saved.bytes[: data.draw(st.integers(0, len(saved.bytes) - 1), label="length")]
+    return file_mutations.truncate(saved.bytes, data)
 
 
 MUTATIONS = {
