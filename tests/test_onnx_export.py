@@ -51,24 +51,9 @@ def test_every_example_and_benchmark_is_listed():
     assert {"mlp.py", "cnn.py", "transformer.py", "transformer_infer.py", "cnn_train.py"} <= names
 
 
-# graphc's control-flow ops export to ONNX Loop/Scan/If later; models that use them are expected
-# to fail with the GraphcError naming the op (strict: the test says when one starts to pass).
-CONTROL_FLOW = ("scan", "while_loop", "cond")
-
-
-def _uses_control_flow(model, inputs):
-    ops = {n.op for n in graphc.trace(model, *inputs).nodes}
-    return sorted(ops & set(CONTROL_FLOW))
-
-
 @pytest.mark.parametrize("path", MODEL_FILES)
 def test_export_matches_graphc(path):
     model, inputs = load_model(os.path.join(ROOT, path))
-    flow = _uses_control_flow(model, inputs)
-    if flow:
-        with pytest.raises(GraphcError, match=f"op '{flow[0]}' has no ONNX translation"):
-            graphc.onnx.export(model, *inputs)
-        pytest.xfail(f"control flow ({', '.join(flow)}) has no ONNX export yet")
     proto = graphc.onnx.export(model, *inputs)  # onnx.checker runs inside export
     onnx.checker.check_model(proto)
     expected = graphc_outputs(model, inputs)

@@ -227,7 +227,7 @@ def test_prescan_lists_every_unsupported_op_once():
     assert "Relu" not in text
 
 
-def test_control_flow_is_skipped_by_name():
+def test_if_reading_an_outer_name_imports():
     then = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["t"])],
         "then",
@@ -245,8 +245,10 @@ def test_control_flow_is_skipped_by_name():
         [helper.make_tensor_value_info("y", F32, [3])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(GraphcError, match=r"If x1 \(node 'branch'\)"):
-        graphc.onnx.load(model)
+    m = graphc.onnx.load(model)  # the branch reads x from the enclosing graph
+    x = np.arange(3, dtype=np.float32)
+    for c in (np.array(True), np.array(False)):
+        np.testing.assert_array_equal(graphc.compile(m, c, x, backend="reference")(c, x), x)
 
 
 @pytest.mark.parametrize(

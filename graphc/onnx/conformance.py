@@ -21,7 +21,7 @@ import numpy as np
 from graphc.ir import GraphcError
 
 from .backend import GraphcBackend
-from .registry import lookup
+from .registry import lookup, walk_nodes
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def node_cases(op_type: str | None = None) -> list:
 def missing_ops(model) -> list[str]:
     """Op types of ``model`` graphc has no converter for at the model's opset."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return sorted({n.op_type for n in model.graph.node if lookup(n.domain, n.op_type, opset) is None})
+    return sorted({n.op_type for n in walk_nodes(model.graph) if lookup(n.domain, n.op_type, opset) is None})
 
 
 def compare(expected: Any, got: np.ndarray, rtol: float, atol: float) -> None:

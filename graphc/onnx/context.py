@@ -25,15 +25,40 @@ class Initializer:
     tensor: Any  # a callable giving the traced Tensor
 
 
+def value_tensor(v: Any, ctx: TraceContext, name: str, where: str) -> Tensor:
+    """A converted value (Tensor, initializer or array) as a Tensor of the trace ``ctx``."""
+    if isinstance(v, Tensor):
+        return v
+    if isinstance(v, Initializer):
+        return v.tensor()
+    arr = np.asarray(v)
+    dtype = _NUMPY_TO_GRAPHC.get(arr.dtype)
+    if dtype is None:
+        raise GraphcError(f"{where}: a constant of dtype {arr.dtype} is not supported")
+    if arr.ndim == 0:
+        return ctx.const(arr.item(), dtype)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)  # ndim >= 1 here, so the shape is kept
+    return ctx.array(arr, name=sanitize(name, "const"), kind="const")
+
+
 class NodeContext:
     """One node being converted: ``t(i)`` gives input i as a Tensor, ``static(i)`` as an array."""
 
     def __init__(
-        self, node, opset: int, inputs: list[Any], ctx: TraceContext, n_outputs: int, index: int
+        self,
+        node,
+        opset: int,
+        inputs: list[Any],
+        ctx: TraceContext,
+        n_outputs: int,
+        index: int,
+        env: dict[str, Any] | None = None,
     ) -> None:
         self.node = node
         self.op_type = node.op_type
         self.opset = opset
+        self.env = env if env is not None else {}  # the values in scope (a body reads outer names)
         self.where = f"ONNX node {(node.name or f'#{index}')[:60]!r} ({node.op_type[:40]})"
         self.attrs = Attrs(node, self.where)
         self.inputs = inputs
@@ -98,19 +123,7 @@ class NodeContext:
 
     def tensor(self, v: Any, name: str = "const") -> Tensor:
         """A value (Tensor, initializer or array) as a Tensor of the trace."""
-        if isinstance(v, Tensor):
-            return v
-        if isinstance(v, Initializer):
-            return v.tensor()
-        arr = np.asarray(v)
-        dtype = _NUMPY_TO_GRAPHC.get(arr.dtype)
-        if dtype is None:
-            raise self.fail(f"a constant of dtype {arr.dtype} is not supported")
-        if arr.ndim == 0:
-            return self.ctx.const(arr.item(), dtype)
-        if not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)  # ndim >= 1 here, so the shape is kept
-        return self.ctx.array(arr, name=sanitize(name, "const"), kind="const")
+        return value_tensor(v, self.ctx, name, self.where)
 
     def ts(self) -> list[Tensor]:
         """Every given input as a Tensor."""

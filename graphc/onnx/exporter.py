@@ -224,6 +224,22 @@ def _im2col(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
     b.node("Reshape", [cols, b.ints("shape", node.outputs[0].shape)], outs)
 
 
+@_emitter("depthwise_conv2d")
+def _depthwise_conv2d(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    a, (c, _, kh, kw) = node.attrs, node.inputs[1].shape
+    (ph, pw) = a["padding"]
+    b.node(
+        "Conv",
+        ins,
+        outs,
+        kernel_shape=[kh, kw],
+        strides=list(a["stride"]),
+        dilations=list(a["dilation"]),
+        pads=[ph, pw, ph, pw],
+        group=c,
+    )
+
+
 @_emitter("col2im")
 def _col2im(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
     a = node.attrs
@@ -277,6 +293,129 @@ def _value_info(name: str, value) -> Any:
     from onnx import helper
 
     return helper.make_tensor_value_info(name, GRAPHC_TO_ONNX[value.dtype], list(value.shape))
+
+
+def _body_builder(b: _Builder) -> _Builder:
+    """A builder for a body's nodes: its own node list, the model's names and initializers."""
+    sub = _Builder(b.opset)
+    sub.names, sub.initializers = b.names, b.initializers
+    return sub
+
+
+def _emit_body(b: _Builder, body: Graph, bound: list[str], prefix: str, outputs: list[str]) -> list:
+    """Emit ``body`` with its data inputs named ``bound``: its nodes, ending in Identity to ``outputs``.
+
+    Bodies are closed graphs (captures are operands), so only their inputs and constants are in
+    scope; constants go to the model's initializers, which a body sees as an enclosing scope.
+    """
+    sub = _body_builder(b)
+    inner = dict(zip((v.name for v in body.data_inputs), bound))
+    for v in body.inputs:
+        if body.kinds[v.name] != "data":
+            inner[v.name] = b.const(prefix + v.name, body.initializers[v.name])
+    _emit_nodes(sub, body.nodes, inner, prefix)
+    for out_name, v in zip(outputs, body.outputs):
+        sub.node("Identity", [inner[v.name]], [out_name])
+    return sub.nodes
+
+
+def _subgraph(b: _Builder, name: str, nodes: list, inputs: list, outputs: list) -> Any:
+    from onnx import helper
+
+    return helper.make_graph(nodes, b.fresh(name), inputs, outputs)
+
+
+@_emitter("cond")
+def _cond(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    pred = ins[0]
+    if node.inputs[0].dtype != "bool":
+        pred = b.node("Cast", [pred], to=GRAPHC_TO_ONNX["bool"])[0]
+    branches = []
+    for label, body in zip(("then", "else"), node.bodies):
+        results = [b.fresh(f"{label}_{v.name}") for v in body.outputs]
+        nodes = _emit_body(b, body, ins[1:], f"{outs[0]}.{label}.", results)
+        infos = [_value_info(r, v) for r, v in zip(results, body.outputs)]
+        branches.append(_subgraph(b, f"{label}_branch", nodes, [], infos))
+    b.node("If", [pred], outs, then_branch=branches[0], else_branch=branches[1])
+
+
+def _loop_inputs(b: _Builder, hint: str, values: list) -> tuple[list[str], list]:
+    from onnx import TensorProto, helper
+
+    it, c = b.fresh(f"{hint}.iter"), b.fresh(f"{hint}.cond")
+    names = [b.fresh(f"{hint}.{v.name}") for v in values]
+    infos = [
+        helper.make_tensor_value_info(it, TensorProto.INT64, []),
+        helper.make_tensor_value_info(c, TensorProto.BOOL, []),
+        *(_value_info(n, v) for n, v in zip(names, values)),
+    ]
+    return [it, c, *names], infos
+
+
+@_emitter("while_loop")
+def _while_loop(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    # ONNX Loop tests its condition before each trip: the first test runs here, the others at the
+    # end of the body, on the next carry.
+    k = node.attrs["n_carry"]
+    cond_body, step_body = node.bodies
+    hint = outs[0]
+    first = b.fresh(f"{hint}.cond0")
+    b.nodes += _emit_body(b, cond_body, ins, f"{hint}.c0.", [first])
+    formal, infos = _loop_inputs(b, hint, cond_body.data_inputs[:k])
+    carried = formal[2:]
+    nxt = [b.fresh(f"{hint}.next.{v.name}") for v in step_body.outputs]
+    nodes = _emit_body(b, step_body, carried + ins[k:], f"{hint}.body.", nxt)
+    again = b.fresh(f"{hint}.cond_next")
+    nodes += _emit_body(b, cond_body, nxt + ins[k:], f"{hint}.cond.", [again])
+    out_infos = [_value_info(again, cond_body.outputs[0])] + [
+        _value_info(n, v) for n, v in zip(nxt, step_body.outputs)
+    ]
+    body = _subgraph(b, "while_body", nodes, infos, out_infos)
+    b.node("Loop", ["", first, *ins[:k]], outs, body=body)
+
+
+@_emitter("scan")
+def _scan(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    # An ONNX Loop of ``length`` trips: slice i of each xs gathered at the iteration number (the
+    # mirrored one when reversed), ys stacked by the Loop in trip order (reversed back after).
+    k, n_xs, length, reverse = (node.attrs[a] for a in ("n_carry", "n_xs", "length", "reverse"))
+    (body,) = node.bodies
+    hint = outs[0]
+    formal, infos = _loop_inputs(b, hint, body.data_inputs[:k])
+    sub = _body_builder(b)
+    index = formal[0]
+    if reverse:
+        index = sub.node("Sub", [b.const(f"{hint}.last", np.array(length - 1, np.int64)), formal[0]])[0]
+    slices = [sub.node("Gather", [x, index], axis=0)[0] for x in ins[k : k + n_xs]]
+    results = [b.fresh(f"{hint}.next.{v.name}") for v in body.outputs]
+    nodes = sub.nodes + _emit_body(b, body, formal[2:] + slices + ins[k + n_xs :], f"{hint}.", results)
+    cond_out = b.fresh(f"{hint}.cond_out")
+    nodes.append(_identity(b, formal[1], cond_out))
+    out_infos = [_bool_info(cond_out)] + [_value_info(n, v) for n, v in zip(results, body.outputs)]
+    loop_body = _subgraph(b, "scan_body", nodes, infos, out_infos)
+    trips = b.const(f"{hint}.length", np.array(length, np.int64))
+    stacked = list(outs[:k]) + [b.fresh(f"{o}.stacked") if reverse else o for o in outs[k:]]
+    b.node("Loop", [trips, "", *ins[:k]], stacked, body=loop_body)
+    if reverse:
+        for s_name, o in zip(stacked[k:], outs[k:]):
+            _reverse_leading(b, s_name, o, length)
+
+
+def _identity(b: _Builder, src: str, dst: str) -> Any:
+    from onnx import helper
+
+    return helper.make_node("Identity", [src], [dst], name=b.fresh("Identity"))
+
+
+def _bool_info(name: str) -> Any:
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, TensorProto.BOOL, [])
+
+
+def _reverse_leading(b: _Builder, src: str, dst: str, length: int) -> None:
+    index = b.const(f"{dst}.reversed", np.arange(length - 1, -1, -1, dtype=np.int64))
+    b.node("Gather", [src, index], [dst], axis=0)
 
 
 def _emit_nodes(b: _Builder, nodes: list[Node], names: dict[str, str], prefix: str) -> None:

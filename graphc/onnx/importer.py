@@ -20,9 +20,10 @@ from graphc.nn import Module, Parameter
 from graphc.tensor import Tensor, current_context
 
 from . import ops  # noqa: F401  (fills the converter table)
-from .context import Initializer, NodeContext
+from .context import Initializer
 from .proto import MAX_RANK, graphc_dtype, identifier, to_array
-from .registry import lookup, prescan
+from .registry import prescan
+from .walk import convert_nodes
 
 MAX_NODES = 1_000_000
 
@@ -160,36 +161,7 @@ class OnnxModule(Module):
         for oname, pname in self._params.items():
             env[oname] = Initializer(oname, self._parameters[pname], lambda p=pname: getattr(self, p))
         env.update(self._bind_inputs(args))
-        for index, node in enumerate(self._graph.node):
-            fn = lookup(node.domain, node.op_type, self._opset)
-            values = []
-            for name in node.input:
-                if name == "":
-                    values.append(None)
-                elif name in env:
-                    values.append(env[name])
-                else:
-                    raise GraphcError(
-                        f"{self._where}: node {(node.name or f'#{index}')[:60]!r} reads {name[:60]!r}, "
-                        "which no earlier node, input or initializer defines"
-                    )
-            wanted = [o for o in node.output]
-            nc = NodeContext(node, self._opset, values, ctx, len(wanted), index)
-            try:
-                outs = fn(nc)
-            except GraphcError as err:
-                text = str(err)
-                raise GraphcError(text if text.startswith(nc.where) else f"{nc.where}: {text}") from None
-            except (ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError) as err:
-                # inconsistent constants in a malformed model (shapes that do not concatenate, ...)
-                raise GraphcError(
-                    f"{nc.where}: cannot convert: {type(err).__name__}: {str(err)[:200]}"
-                ) from None
-            if len(outs) < len([o for o in wanted if o]):
-                raise nc.fail(f"gives {len(outs)} output(s), the model expects {len(wanted)}")
-            for name, value in zip(wanted, outs):
-                if name:
-                    env[name] = value
+        convert_nodes(self._graph.node, env, ctx, self._opset, self._where)
         results = []
         for name in self.output_names:
             if name not in env:

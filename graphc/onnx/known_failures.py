@@ -84,6 +84,7 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_range_bfloat16_type_positive_delta",
     ),
     "float16 tensors": (
+        "test_linear_attention_fp16_expanded",
         "test_cast_FLOAT_to_FLOAT16",
         "test_cast_FLOAT16_to_FLOAT",
         "test_cast_FLOAT16_to_DOUBLE",

@@ -201,6 +201,13 @@ class Attrs:
         a = self._get(name, 4, "a tensor")
         return None if a is None else to_array(a.t, f"{self.where}: attribute {name!r}")
 
+    def graph(self, name: str):
+        """A GRAPH attribute (an If/Loop/Scan body): the GraphProto; a GraphcError when absent."""
+        a = self._get(name, 5, "a graph")
+        if a is None:
+            raise GraphcError(f"{self.where}: missing required attribute {name!r}")
+        return a.g
+
     def names(self) -> list[str]:
         """The names of the attributes given."""
         return list(self._by_name)

@@ -14,9 +14,6 @@ from graphc.ir import GraphcError
 
 # The newest default-domain opset whose semantics the converters follow.
 MAX_OPSET = 28
-# Ops graphc will convert once it has control flow; listed as unsupported by name until then.
-CONTROL_FLOW = ("If", "Loop", "Scan", "SequenceMap")
-
 Converter = Callable[..., list]
 CONVERTERS: dict[str, list[tuple[int, int, Converter]]] = {}
 
@@ -47,11 +44,31 @@ def supported_ops() -> list[str]:
     return sorted(CONVERTERS)
 
 
+MAX_DEPTH = 16  # nesting of If/Loop/Scan bodies a model may have
+
+
+def walk_nodes(graph, depth: int = 0):
+    """Every node of ``graph`` and, depth first, of the bodies (GRAPH attributes) its nodes hold."""
+    if depth > MAX_DEPTH:
+        raise GraphcError(f"ONNX model: bodies nested more than {MAX_DEPTH} deep")
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            if a.type == 5:  # AttributeProto.GRAPH
+                yield from walk_nodes(a.g, depth + 1)
+            elif a.type == 10:  # GRAPHS
+                for g in a.graphs:
+                    yield from walk_nodes(g, depth + 1)
+
+
 def prescan(graph, opset: int, where: str) -> None:
-    """Raise ONE GraphcError listing every unsupported op (count and node names), if any."""
+    """Raise ONE GraphcError listing every unsupported op (count and node names), if any.
+
+    Nodes inside If/Loop/Scan bodies count too.
+    """
     counts: Counter = Counter()
     names: dict[tuple[str, str], list[str]] = {}
-    for i, node in enumerate(graph.node):
+    for i, node in enumerate(walk_nodes(graph)):
         if lookup(node.domain, node.op_type, opset) is None:
             key = (node.domain, node.op_type)
             counts[key] += 1
@@ -99,4 +116,5 @@ STATIC_SLOTS: dict[str, tuple[int, ...]] = {
     "ReduceLogSumExp": (1,),
     "OneHot": (1,),
     "CumSum": (1,),
+    "Loop": (0, 1),  # a constant trip count and start condition make the loop a scan
 }
