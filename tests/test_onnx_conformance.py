@@ -38,6 +38,12 @@ CPU_SELECTION = (
     "test_cumsum_2d_axis_1",
     "test_edge_pad",
     "test_argmax_keepdims_example_select_last_index",
+    "test_if",
+    "test_loop11",
+    "test_scan9_multi_state",
+    "test_gather_elements_negative_indices",
+    "test_gathernd_example_int32_batch_dim1",
+    "test_scatternd_add",
 )
 
 
@@ -54,7 +60,7 @@ def test_all_node_tests_on_reference_kernels(cases):
     stale = [o.name for o in by_status["pass"] if o.name in KNOWN_FAILURES]
     assert not stale, f"these pass now; remove them from KNOWN_FAILURES: {stale}"
     assert not [o for o in by_status["fail"] if "BUG" in o.detail]
-    assert len(by_status["pass"]) >= 800
+    assert len(by_status["pass"]) >= 850
     for o in by_status["skip"]:
         assert o.detail.startswith("no converter for ")
 

@@ -30,6 +30,22 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_reduce_max_empty_set_bool",
     ),
     "(ReduceMin): max/min over an empty axis": ("test_reduce_min_empty_set",),
+    "(ScatterElements/ScatterND): reduction mul/max/min (graphc scatters with none and add)": (
+        "test_scatter_elements_with_reduction_mul",
+        "test_scatter_elements_with_reduction_max",
+        "test_scatter_elements_with_reduction_min",
+        "test_scatternd_multiply",
+        "test_scatternd_max",
+        "test_scatternd_min",
+        "test_scatternd_max_with_element_indices",
+        "test_scatternd_min_with_element_indices",
+    ),
+    "(Expand, ConstantOfShape in an If branch): shape computed at run time": (
+        "test_affine_grid_2d_expanded",
+        "test_affine_grid_2d_align_corners_expanded",
+        "test_affine_grid_3d_expanded",
+        "test_affine_grid_3d_align_corners_expanded",
+    ),
     "(Resize): antialias=1 unsupported": (
         "test_resize_downsample_scales_linear_antialias",
         "test_resize_downsample_sizes_linear_antialias",
