@@ -124,14 +124,6 @@ class _MissingAttributeError(GraphcError, AttributeError):
     """A Tensor attribute graphc does not have (a GraphcError that hasattr() understands)."""
 
 
-def _unsupported_op_error(symbol: str) -> GraphcError:
-    return GraphcError(
-        f"{_at(user_source())}the {symbol} operator is not supported on traced Tensors yet (graphc has no "
-        "floor primitive to build it from exactly); compute it on the arrays before or after running "
-        "the compiled plan"
-    )
-
-
 # ---------------------------------------------------------------------------- Tensor
 class Tensor(InPlaceOps, MovementOps):
     """A symbolic tensor: an ir.Value in the graph of a TraceContext."""
@@ -246,16 +238,47 @@ class Tensor(InPlaceOps, MovementOps):
         self._assign_inplace(indexing.index_update(self, key, value), "item assignment (t[...] = v)")
 
     def __floordiv__(self, other: object) -> Tensor:
-        raise _unsupported_op_error("//")
+        return self._binary("floordiv", other)
 
-    __rfloordiv__ = __floordiv__
-    __ifloordiv__ = __floordiv__
+    def __rfloordiv__(self, other: object) -> Tensor:
+        return self._binary("floordiv", other, reflected=True)
 
     def __mod__(self, other: object) -> Tensor:
-        raise _unsupported_op_error("%")
+        return self._binary("remainder", other)
 
-    __rmod__ = __mod__
-    __imod__ = __mod__
+    def __rmod__(self, other: object) -> Tensor:
+        return self._binary("remainder", other, reflected=True)
+
+    def floor_divide(self, other: object) -> Tensor:
+        """floor(self / other) (Python's and NumPy's ``//``; an integer divisor of 0 gives 0)."""
+        return self._binary("floordiv", other)
+
+    def remainder(self, other: object) -> Tensor:
+        """self - floor(self / other) * other: the divisor's sign (Python's and torch's ``%``)."""
+        return self._binary("remainder", other)
+
+    def fmod(self, other: object) -> Tensor:
+        """C's fmod: self - trunc(self / other) * other, the dividend's sign (torch.fmod)."""
+        return self._binary("fmod", other)
+
+    def floor(self) -> Tensor:
+        """Largest integer <= x (as a float; integers unchanged)."""
+        return self._unary("floor")
+
+    def ceil(self) -> Tensor:
+        """Smallest integer >= x."""
+        return self._unary("ceil")
+
+    def trunc(self) -> Tensor:
+        """x rounded toward zero."""
+        return self._unary("trunc")
+
+    def round(self, decimals: int = 0) -> Tensor:
+        """x rounded to ``decimals`` places, ties to even (torch.round)."""
+        if not decimals:
+            return self._unary("round")
+        scale = 10.0**decimals
+        return (self * scale)._unary("round") / scale
 
     # ------------------------------------------------------------ casting
     def to(self, *args: object, dtype: object = None, device: object = None, **kwargs: object) -> Tensor:
@@ -906,6 +929,14 @@ _UFUNCS = {
     "cos": lambda x: x.cos(),
     "reciprocal": lambda x: x.reciprocal(),
     "square": lambda x: x * x,
+    "floor": lambda x: x.floor(),
+    "ceil": lambda x: x.ceil(),
+    "trunc": lambda x: x.trunc(),
+    "rint": lambda x: x.round(),
+    "fmod": _ufunc_binary("fmod"),
+    "remainder": _ufunc_binary("remainder"),
+    "mod": _ufunc_binary("remainder"),
+    "floor_divide": _ufunc_binary("floordiv"),
 }
 
 

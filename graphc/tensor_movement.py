@@ -186,9 +186,19 @@ class MovementOps:
 
     multiply = mul
 
-    def div(self, other: object) -> Tensor:
-        """self / other."""
-        return self / other
+    def div(self, other: object, *, rounding_mode: str | None = None) -> Tensor:
+        """self / other; ``rounding_mode`` "floor" (``//``) or "trunc" rounds the quotient (torch.div)."""
+        if rounding_mode is None:
+            return self / other
+        if rounding_mode == "floor":
+            return self.floor_divide(other)
+        if rounding_mode == "trunc":
+            if self.value.dtype in ("f32", "f64"):
+                return (self / other).trunc()
+            return (self - self.fmod(other)).floor_divide(other)  # exact for integers
+        raise GraphcError(
+            f"{_at(user_source())}div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}"
+        )
 
     divide = div
 

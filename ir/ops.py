@@ -306,9 +306,11 @@ def _cast(inputs, attrs):
 
 UNARY_FLOAT = ("exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sin", "cos", "reciprocal")
 UNARY_NUMERIC = ("neg", "abs", "sign")
+# floor/ceil/round (half to even)/trunc: integral floats; on integers they return the operand.
+ROUNDING = ("floor", "ceil", "round", "trunc")
 for _name in UNARY_FLOAT:
     _register(_name, 1, "pointwise", _unary_float)
-for _name in UNARY_NUMERIC:
+for _name in UNARY_NUMERIC + ROUNDING:
     _register(_name, 1, "pointwise", _unary_numeric)
 _register("cast", 1, "pointwise", _cast, {"dtype": Attr(DTYPE)})
 
@@ -349,7 +351,9 @@ def _broadcast_to(inputs, attrs):
     return [TensorType(shape, x.dtype)]
 
 
-ARITH_BINARY = ("add", "sub", "mul", "maximum", "minimum")
+# fmod: C's remainder (the dividend's sign); remainder and floordiv: Python's and NumPy's (the
+# divisor's sign, floor(a / b)); an integer divisor of 0 gives 0, as NumPy does.
+ARITH_BINARY = ("add", "sub", "mul", "maximum", "minimum", "fmod", "remainder", "floordiv")
 FLOAT_BINARY = ("div", "pow")
 COMPARE_BINARY = ("lt", "le", "eq", "ne", "gt", "ge")
 for _name in ARITH_BINARY:

@@ -44,6 +44,7 @@ class Dialect:
     type_name: Callable[[str], str]
     literal: Callable[[object, str], str]
     wrap: Callable[[str, str], str]
+    fmod: str = "math.fmod"  # C's fmod of two floats (numba's CPU target has no math.fmod)
 
 
 # A form: (dialect, node, operand expressions) -> expression of the node's dtype, or None (an
@@ -81,6 +82,77 @@ def _sign(d: Dialect, node: Node, a: list[str]) -> str:
     T = d.type_name(out)
     zero = a[0] if out in FLOATS else f"{T}(0)"  # NaN and -0.0 pass through for floats
     return f"({T}(1) if {a[0]} > 0 else ({T}(-1) if {a[0]} < 0 else {zero}))"
+
+
+# ---------------------------------------------------------------- rounding and remainders
+# Floats of magnitude >= 2**52 (and inf, NaN) are integral already; below that an int64 round
+# trip truncates exactly. The result takes the operand's sign (floor, ceil, round and trunc all
+# keep it: ceil(-0.5) is -0.0), which also keeps -0.0.
+_INTEGRAL = 4503599627370496.0  # 2**52
+
+
+def _rounding(kind: str) -> ScalarForm:
+    def form(d: Dialect, node: Node, a: list[str]) -> str:
+        out = node.outputs[0].dtype
+        if out not in FLOATS:
+            return a[0]
+        T, F, I = d.type_name(out), d.type_name("f64"), d.type_name("i64")
+        x = a[0]
+        t = f"{F}({I}({x}))"  # trunc(x) as a float64, for |x| < 2**52
+        body = {
+            "trunc": t,
+            "floor": f"({t} - ({t} > {x}))",
+            "ceil": f"({t} + ({t} < {x}))",
+            "round": f"(({F}({x}) + {ROUND_MAGIC!r}) - {ROUND_MAGIC!r})",
+        }[kind]
+        return f"({x} if not abs({x}) < {_INTEGRAL!r} else {T}(math.copysign({body}, {x})))"
+
+    return form
+
+
+def _fmod(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    x, y = a
+    if out in FLOATS:
+        return d.wrap(out, f"{d.fmod}({x}, {y})")
+    T = d.type_name(out)
+    return f"({T}(0) if {y} == 0 else {T}((abs({x}) % abs({y})) * (-1 if {x} < 0 else 1)))"
+
+
+def _remainder(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    x, y = a
+    T = d.type_name(out)
+    if out not in FLOATS:
+        return f"({T}(0) if {y} == 0 else {T}({x} % {y}))"
+    m = f"{d.fmod}({x}, {y})"
+    # NumPy's npy_divmod: move a remainder whose sign differs from the divisor's by one divisor;
+    # a zero remainder takes the divisor's sign.
+    return d.wrap(
+        out,
+        f"(({m} + {y}) if ({m} != 0 and (({y} < 0) != ({m} < 0))) else "
+        f"({m} if {m} != 0 else math.copysign(0.0, {y})))",
+    )
+
+
+def _floordiv(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    x, y = a
+    T = d.type_name(out)
+    if out not in FLOATS:
+        return f"({T}(0) if {y} == 0 else {T}({x} // {y}))"
+    # NumPy's npy_divmod: (x - fmod(x, y)) / y is integral up to rounding; one less where the
+    # remainder's sign differs from y's; rounded to the nearest integer (ties down); x / y for y == 0.
+    m = f"{d.fmod}({x}, {y})"
+    F, I = d.type_name("f64"), d.type_name("i64")
+    div = f"({F}(({x} - {m}) / {y}) - (1 if ({m} != 0 and (({y} < 0) != ({m} < 0))) else 0))"
+    t = f"{F}({I}({div}))"
+    fl = f"({div} if not abs({div}) < {_INTEGRAL!r} else ({t} - ({t} > {div})))"
+    rounded = f"({fl} + (1 if ({div} - {fl}) > 0.5 else 0))"
+    return d.wrap(
+        out,
+        f"({x} / {y} if {y} == 0 else ({rounded} if {div} != 0 else math.copysign(0.0, {x} / {y})))",
+    )
 
 
 def _cast(d: Dialect, node: Node, a: list[str]) -> str:
@@ -134,6 +206,10 @@ SCALAR_FORMS: dict[str, ScalarForm] = {
     "neg": lambda d, node, a: d.wrap(node.outputs[0].dtype, f"-{a[0]}"),
     "abs": lambda d, node, a: d.wrap(node.outputs[0].dtype, f"abs({a[0]})"),
     "sign": _sign,
+    **{op: _rounding(op) for op in ("floor", "ceil", "round", "trunc")},
+    "fmod": _fmod,
+    "remainder": _remainder,
+    "floordiv": _floordiv,
     "cast": _cast,
     **{op: _binary(s) for op, s in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("pow", "**"))},
     "maximum": _extremum(">"),

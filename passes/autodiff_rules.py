@@ -95,6 +95,7 @@ VJP_RULES: dict[str, Rule] = {}
 # no float inputs at all: their gradient is zero by definition, and autodiff stops there.
 NON_DIFFERENTIABLE: frozenset[str] = frozenset(
     {"lt", "le", "eq", "ne", "gt", "ge", "argmax", "sign", "rng_uniform", "const", "quantize", "qmatmul"}
+    | {"floor", "ceil", "round", "trunc", "floordiv"}
     | {"stop_gradient"}  # Tensor.detach() / .data (graphc's PyTorch surface)
 )
 
@@ -231,6 +232,25 @@ def _pow(e, node, g, needs):
         safe_a = e.op("where", positive, a, e.const(1.0, a.dtype))
         gb = e.sum_to(e.mul(g, e.mul(y, e.op("log", safe_a))), b.shape)
     return [ga, gb]
+
+
+def _remainder_rule(quotient: str) -> Rule:
+    # y = a - q(a / b) * b with q = trunc (fmod) or floor (remainder), piecewise constant:
+    # dy/da = 1, dy/db = -q(a / b), as torch's derivatives.yaml.
+    def rule(e, node, g, needs):
+        a, b = node.inputs
+        ga = e.sum_to(g, a.shape) if needs[0] else None
+        gb = None
+        if needs[1]:
+            q = e.op(quotient, e.div(a, b))
+            gb = e.sum_to(e.neg(e.mul(g, q)), b.shape)
+        return [ga, gb]
+
+    return rule
+
+
+VJP_RULES["fmod"] = _remainder_rule("trunc")
+VJP_RULES["remainder"] = _remainder_rule("floor")
 
 
 def _select_rule(winner: str, loser: str) -> Rule:

@@ -92,6 +92,9 @@ _SIMPLE = {
     "ge": "GreaterOrEqual",
     "where": "Where",
     "matmul": "MatMul",
+    "floor": "Floor",
+    "ceil": "Ceil",
+    "round": "Round",
 }
 
 
@@ -293,6 +296,53 @@ def _value_info(name: str, value) -> Any:
     from onnx import helper
 
     return helper.make_tensor_value_info(name, GRAPHC_TO_ONNX[value.dtype], list(value.shape))
+
+
+def _is_float(value) -> bool:
+    return value.dtype in ("f32", "f64")
+
+
+@_emitter("trunc")
+def _trunc(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    if not _is_float(node.inputs[0]):
+        b.node("Identity", ins, outs)
+        return
+    # toward zero: floor of |x| with x's sign (Sign(-0.0) is 0: the product keeps x's zero)
+    mag = b.node("Floor", b.node("Abs", ins))
+    b.node("Mul", [mag[0], b.node("Sign", ins)[0]], outs)
+
+
+@_emitter("fmod")
+def _fmod(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Mod", ins, outs, fmod=1)
+
+
+def _remainder_names(b: _Builder, node: Node, ins: list[str]) -> str:
+    """The remainder with the divisor's sign (ONNX Mod with fmod=0 is defined for integers only)."""
+    if not _is_float(node.inputs[0]):
+        return b.node("Mod", ins, fmod=0)[0]
+    a, d = ins
+    m = b.node("Mod", [a, d], fmod=1)[0]
+    zero = b.const("zero", np.zeros((), _NP[node.inputs[0].dtype]))
+    differs = b.node("Xor", [b.node("Less", [d, zero])[0], b.node("Less", [m, zero])[0]])[0]
+    move = b.node("And", [b.node("Not", b.node("Equal", [m, zero]))[0], differs])[0]
+    return b.node("Where", [move, b.node("Add", [m, d])[0], m])[0]
+
+
+@_emitter("remainder")
+def _remainder(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    b.node("Identity", [_remainder_names(b, node, ins)], outs)
+
+
+@_emitter("floordiv")
+def _floordiv(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    # (a - remainder(a, b)) / b is an exact integer quotient for integers; for floats it is
+    # integral up to rounding, so Round makes it exact (NumPy's floor_divide does the same).
+    diff = b.node("Sub", [ins[0], _remainder_names(b, node, ins)])[0]
+    if _is_float(node.inputs[0]):
+        b.node("Round", b.node("Div", [diff, ins[1]]), outs)
+    else:
+        b.node("Div", [diff, ins[1]], outs)
 
 
 def _body_builder(b: _Builder) -> _Builder:

@@ -22,6 +22,7 @@ CPU = Dialect(
     literal=literal,
     # Every result is wrapped in its dtype's constructor, bool included.
     wrap=lambda dtype, expr: f"{NP_TYPE[dtype]}({expr})",
+    fmod="np.fmod",
 )
 
 

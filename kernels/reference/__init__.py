@@ -42,6 +42,10 @@ _UNARY = {
     "sin": np.sin,
     "cos": np.cos,
     "reciprocal": lambda x: 1 / x,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "round": np.round,  # half to even
+    "trunc": np.trunc,
 }
 _BINARY = {
     "add": np.add,
@@ -51,6 +55,9 @@ _BINARY = {
     "pow": np.power,
     "maximum": np.maximum,
     "minimum": np.minimum,
+    "fmod": np.fmod,
+    "remainder": np.remainder,
+    "floordiv": np.floor_divide,
     "lt": np.less,
     "le": np.less_equal,
     "eq": np.equal,

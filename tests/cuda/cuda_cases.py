@@ -93,6 +93,13 @@ def primitive_cases() -> list[Case]:
         out.append(Case(f"{op}_row", prim(op, [x, row]), [x, row]))
         out.append(Case(f"{op}_outer", prim(op, [col, row]), [col, row]))
         out.append(Case(f"{op}_i32", prim(op, [xi, xi[:1]]), [xi, xi[:1]], exact=True))
+    edges = np.array([[0.5, -0.5, 1.5, 2.5, -2.5], [-0.0, 1e20, -3.7, 3.7, 0.0]] * 2, np.float32)
+    for op in ("floor", "ceil", "round", "trunc"):
+        out.append(Case(op, prim(op, [edges]), [edges], exact=True))
+    for op in ("fmod", "remainder", "floordiv"):
+        out.append(Case(op, prim(op, [x * 7, pos]), [x * 7, pos], rtol=1e-6, atol=1e-6))
+        ia, ib = xi * 7, np.where(xi == 0, 3, xi).astype(np.int32)
+        out.append(Case(f"{op}_i32", prim(op, [ia, ib]), [ia, ib], exact=True))
     out.append(Case("div", prim("div", [x, pos]), [x, pos]))
     out.append(Case("pow", prim("pow", [pos, row]), [pos, row], rtol=1e-5))
     nan = x.copy()

@@ -87,8 +87,34 @@ def div(nc: NodeContext) -> list:
     dtype = a.value.dtype
     if dtype in _FLOATS:
         return [nc.op("div", a, b)]
-    q = nc.op("div", nc.op("cast", a, dtype="f64"), nc.op("cast", b, dtype="f64"))
-    return [nc.op("cast", q, dtype=dtype)]
+    # integer quotient toward zero, exactly: the dividend less its C remainder, floor-divided
+    return [nc.op("floordiv", nc.op("sub", a, nc.op("fmod", a, b)), b)]
+
+
+_ROUNDING = {"Floor": ("floor", np.floor), "Ceil": ("ceil", np.ceil), "Round": ("round", np.round)}
+
+
+@converter(*_ROUNDING, since=6)
+def rounding(nc: NodeContext) -> list:
+    """Floor, Ceil and Round (half to even)."""
+    op, np_fn = _ROUNDING[nc.op_type]
+    folded = _fold(nc, np_fn)
+    if folded is not None:
+        return folded
+    return [nc.op(op, nc.t(0))]
+
+
+@converter("Mod", since=10)
+def mod(nc: NodeContext) -> list:
+    """Remainder: the divisor's sign (fmod=0, Python's %), or the dividend's (fmod=1, C's fmod)."""
+    fmod = nc.attrs.int("fmod", 0, lo=0, hi=1)
+    folded = _fold(nc, np.fmod if fmod else np.remainder)
+    if folded is not None:
+        return folded
+    a, b = operands(nc)
+    if a.value.dtype == "bool":
+        raise nc.fail("Mod of bool tensors")
+    return [nc.op("fmod" if fmod else "remainder", a, b)]
 
 
 @converter("Pow")
