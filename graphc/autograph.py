@@ -1,18 +1,25 @@
-"""Python control flow captured as written: ``if``/``while`` on traced Tensors become cond/while_loop.
+"""Python control flow captured as written: ``if``/``while``/``for`` on traced Tensors become
+cond/while_loop/scan.
 
 ``graphc.compile(model, x)`` traces ``converted(model)``: a source-to-source rewrite of
-``forward`` (or of a plain function), in the spirit of tf.autograph. Each ``if`` and ``while``
-statement of the function (not of functions it calls) becomes a call into this module with the
-branches / the loop body as nested functions whose parameters are the variables the statement
+``forward`` (or of a plain function), in the spirit of tf.autograph. Each ``if``, ``while`` and
+``for`` statement of the function (not of functions it calls) becomes a call into this module with
+the branches / the loop body as nested functions whose parameters are the variables the statement
 assigns (found by analysing the assignments). At run time a condition that is a traced Tensor
 builds a ``cond`` / ``while_loop`` node; any other condition runs as plain Python, so loops over
-Python numbers still unroll.
+Python numbers still unroll. A ``for`` over a traced Tensor (or ``zip``/``enumerate`` of them) is
+one ``scan``, over ``range(n)`` with a traced ``n`` a ``while_loop``; over anything else it is the
+Python loop (graphc/autograph_loops.py has the rules, including ``ys.append(...)`` in a scanned
+loop: the values come out stacked, one per step).
 
 What is not converted: ``return``/``break``/``continue`` inside such a statement, ``while ... else``,
-``global``/``nonlocal``. Those statements stay Python; if their condition turns out to be a traced
-Tensor, a GraphcError names the construct and the user's line. A variable first assigned inside a
-converted loop is local to the loop body; one assigned in only one branch of a converted ``if`` is
-undefined after it (using it raises a GraphcError naming it and the ``if``'s line).
+``for ... else``, ``global``/``nonlocal``. Those statements stay Python; if their condition (a for
+loop's iterable) turns out to be a traced Tensor, a GraphcError names the construct and the user's
+line. A variable first assigned inside a converted loop is local to the loop body (a scanned loop
+gives the ones read after it their last step's values); one assigned in only one branch of a
+converted ``if`` is undefined after it (using it raises a GraphcError naming it and the ``if``'s
+line). Appending to a list inside a converted ``while`` (or a ``for`` over a traced ``range``) or
+inside a converted ``if`` raises a GraphcError saying what to write instead.
 """
 
 from __future__ import annotations
@@ -27,32 +34,37 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from graphc import control_flow as cf
+from graphc.autograph_loops import (
+    Appends,
+    Undefined,
+    _LoopError,
+    enumerate_,
+    for_stmt,
+    range_,
+    static_iter,
+    zip_,
+)
+from graphc.autograph_loops import carried as _carried
 from graphc.ir import GraphcError
 from graphc.tensor import Tensor, _at, _short, current_context
 
-__all__ = ["convert", "converted", "if_stmt", "while_stmt"]
+__all__ = [
+    "convert",
+    "converted",
+    "enumerate_",
+    "for_stmt",
+    "if_stmt",
+    "range_",
+    "static_iter",
+    "while_stmt",
+    "zip_",
+]
 
 _AG = "__graphc_autograph__"
 
 
 # ---------------------------------------------------------------------------- run-time helpers
-class Undefined:
-    """The value of a variable that a converted statement leaves undefined; any use raises."""
-
-    def __init__(self, name: str, where: str) -> None:
-        object.__setattr__(self, "_what", f"{where}variable {name!r} is not defined on every path here")
-
-    def _fail(self, *args: object, **kwargs: object) -> Any:
-        raise GraphcError(object.__getattribute__(self, "_what"))
-
-    __getattr__ = __call__ = __bool__ = __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = _fail
-    __rmul__ = __truediv__ = __rtruediv__ = __neg__ = __getitem__ = __iter__ = __len__ = _fail
-    __lt__ = __le__ = __gt__ = __ge__ = __matmul__ = __rmatmul__ = __pow__ = _fail
-
-
 def ld(getter: Callable[[], Any], name: str, where: str) -> Any:
     """The variable's value, or an ``Undefined`` if it has none yet."""
     try:
@@ -72,10 +84,6 @@ def static_test(test: Any, construct: str, where: str) -> bool:
     return bool(test)
 
 
-def _carried(v: Any) -> bool:
-    return isinstance(v, (Tensor, bool, int, float, np.ndarray, np.generic))
-
-
 def if_stmt(
     test: Any,
     true_fn: Callable,
@@ -84,16 +92,22 @@ def if_stmt(
     names: tuple,
     where: str,
     used_after: tuple = (),
+    appends: tuple = (),
 ) -> tuple:
     """Run an ``if`` statement: Python's when ``test`` is not a traced Tensor, else a cond node.
-    ``used_after`` names the variables read after the statement: each must be defined on both paths."""
+    ``used_after`` names the variables read after the statement: each must be defined on both paths;
+    ``appends`` the lists the branches append to (refused under a traced condition)."""
     if not isinstance(test, Tensor):
         return true_fn(*init) if test else false_fn(*init)
     slots = [i for i, v in enumerate(init) if _carried(v)]
+    why = (
+        f"inside the converted if statement at {where} (its condition is a traced Tensor): assign the "
+        "value to a variable in the if statement and append it after the statement"
+    )
 
     def branch(fn: Callable) -> Callable:
         def run(*vals: Any) -> list:
-            full = list(init)
+            full = _refuse_appends(init, names, appends, where, why)
             for i, v in zip(slots, vals):
                 full[i] = v
             out = fn(*full)
@@ -103,6 +117,8 @@ def if_stmt(
 
     try:
         results = cf.cond_partial(test, branch(true_fn), branch(false_fn), [init[i] for i in slots], names)
+    except _LoopError:
+        raise
     except GraphcError as err:
         raise GraphcError(f"{_at(where)}in the converted if statement: {err}") from None
     out = list(init)
@@ -118,9 +134,21 @@ def if_stmt(
     return tuple(out)
 
 
-def while_stmt(cond_fn: Callable, body_fn: Callable, init: tuple, names: tuple, where: str) -> tuple:
+def _refuse_appends(init: tuple, names: tuple, appends: tuple, where: str, why: str) -> list:
+    """``init`` with each list the statement appends to replaced by one that refuses ``append``."""
+    out = list(init)
+    for i, (n, v) in enumerate(zip(names, init)):
+        if n in appends and isinstance(v, (list, Appends)):
+            out[i] = Appends(n, where, None, why)
+    return out
+
+
+def while_stmt(
+    cond_fn: Callable, body_fn: Callable, init: tuple, names: tuple, where: str, appends: tuple = ()
+) -> tuple:
     """Run a ``while`` statement: Python's while its condition is not a traced Tensor, else a
-    while_loop node carrying the variables the loop assigns that exist before it."""
+    while_loop node carrying the variables the loop assigns that exist before it (``appends``: the
+    lists the body appends to, refused then since the trip count is not known while tracing)."""
     vals = tuple(init)
     test = cond_fn(*vals)
     while not isinstance(test, Tensor):
@@ -129,7 +157,12 @@ def while_stmt(cond_fn: Callable, body_fn: Callable, init: tuple, names: tuple, 
         vals = tuple(body_fn(*vals))
         test = cond_fn(*vals)
     slots = [i for i, v in enumerate(vals) if _carried(v)]
-    start = vals
+    why = (
+        f"inside the converted while loop at {where}: its trip count is not known while tracing; iterate "
+        "over a Tensor with a for loop instead (a scan collects appended values), or write the values into "
+        "a Tensor carried by the loop"
+    )
+    start = tuple(_refuse_appends(vals, names, appends, where, why))
 
     def full(carry: Any) -> list:
         out = list(start)
@@ -148,9 +181,11 @@ def while_stmt(cond_fn: Callable, body_fn: Callable, init: tuple, names: tuple, 
 
     try:
         final = cf.while_loop(lambda carry: cond_fn(*full(carry)), body, tuple(vals[i] for i in slots))
+    except _LoopError:
+        raise
     except GraphcError as err:
         raise GraphcError(f"{_at(where)}in the converted while loop: {err}") from None
-    return tuple(full(final))
+    return tuple(v if isinstance(s, Appends) else f for v, s, f in zip(vals, start, full(final)))
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -193,9 +228,28 @@ def _assigned(stmts: list[ast.stmt]) -> list[str]:
     return [n for i, n in enumerate(out) if n not in out[:i] and not n.startswith("__graphc")]
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _appended(stmts: list[ast.stmt]) -> list[str]:
+    """Names ``X`` of the ``X.append(...)`` calls in ``stmts`` (nested function bodies excluded)."""
+    out: list[str] = []
+    for s in stmts:
+        if isinstance(s, _SCOPES):
+            continue
+        for node in _walk_local(s, True):
+            f = node.func if isinstance(node, ast.Call) else None
+            if isinstance(f, ast.Attribute) and f.attr == "append" and isinstance(f.value, ast.Name):
+                if f.value.id not in out:
+                    out.append(f.value.id)
+    return out
+
+
 def _escapes(stmts: list[ast.stmt], loop_level: bool) -> str | None:
     """The first return/break/continue/global/nonlocal that leaves ``stmts`` (None if none)."""
     for s in stmts:
+        if isinstance(s, _SCOPES):  # a nested function (the rewrite makes some): its return stays in it
+            continue
         for node in _walk_local(s, loop_level):
             if isinstance(node, ast.Return):
                 return "a return statement"
@@ -254,6 +308,9 @@ class _Rewriter(ast.NodeTransformer):
     def _tuple(self, names: list[str], ctx: ast.expr_context) -> ast.Tuple:
         return ast.Tuple([ast.Name(n, ctx) for n in names], ctx)
 
+    def _names(self, names: list[str]) -> ast.Tuple:
+        return ast.Tuple([ast.Constant(n) for n in names], ast.Load())
+
     def _bind(self, names: list[str], call: ast.Call) -> ast.stmt:
         if not names:
             return ast.Expr(call)
@@ -277,6 +334,7 @@ class _Rewriter(ast.NodeTransformer):
         return node
 
     def visit_If(self, node: ast.If) -> ast.AST:
+        appends = _appended(node.body + node.orelse)
         self.generic_visit(node)
         escape = _escapes(node.body + node.orelse, False)
         if escape:
@@ -284,6 +342,7 @@ class _Rewriter(ast.NodeTransformer):
         self.changed = True
         self.count += 1
         names = _assigned(node.body + node.orelse)
+        names += [n for n in appends if n not in names]
         where = self._where(node)
         end = node.end_lineno or node.lineno
         result = self._tuple(names, ast.Load())
@@ -298,6 +357,7 @@ class _Rewriter(ast.NodeTransformer):
             ast.Tuple([ast.Constant(n) for n in names], ast.Load()),
             ast.Constant(where),
             ast.Tuple([ast.Constant(n) for n in names if self.last_read.get(n, 0) > end], ast.Load()),
+            self._names(appends),
         )
         out = [true_fn, false_fn, self._bind(names, call)]
         for s in out:
@@ -306,6 +366,7 @@ class _Rewriter(ast.NodeTransformer):
         return out
 
     def visit_While(self, node: ast.While) -> ast.AST:
+        appends = _appended(node.body)
         self.generic_visit(node)
         escape = _escapes(node.body, True) or ("an else clause" if node.orelse else None)
         if escape:
@@ -313,6 +374,7 @@ class _Rewriter(ast.NodeTransformer):
         self.changed = True
         self.count += 1
         names = _assigned(node.body)
+        names += [n for n in appends if n not in names]
         where = self._where(node)
         cond_fn = self._fn(f"__graphc_while_cond_{self.count}", names, [], node.test)
         body_fn = self._fn(
@@ -323,14 +385,78 @@ class _Rewriter(ast.NodeTransformer):
             ast.Name(cond_fn.name, ast.Load()),
             ast.Name(body_fn.name, ast.Load()),
             self._init(names, where),
-            ast.Tuple([ast.Constant(n) for n in names], ast.Load()),
+            self._names(names),
             ast.Constant(where),
+            self._names(appends),
         )
         out = [cond_fn, body_fn, self._bind(names, call)]
         for s in out:
             ast.copy_location(s, node)
             ast.fix_missing_locations(s)
         return out
+
+    def _iter(self, expr: ast.expr) -> ast.expr:
+        """``range``/``zip``/``enumerate`` calls of a for's iterable routed through this module."""
+        if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in _ITERS):
+            return expr
+        if any(isinstance(a, ast.Starred) for a in expr.args) or any(k.arg is None for k in expr.keywords):
+            return expr
+        args = expr.args
+        if expr.func.id == "zip":
+            args = [self._iter(a) for a in args]
+        elif expr.func.id == "enumerate" and args:
+            args = [self._iter(args[0]), *args[1:]]
+        call = self._call(_ITERS[expr.func.id], expr.func, *args)
+        call.keywords = expr.keywords
+        return ast.copy_location(call, expr)
+
+    def visit_For(self, node: ast.For) -> ast.AST:
+        appends = _appended(node.body)
+        self.generic_visit(node)
+        if any(
+            isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await))
+            for s in node.body
+            for n in _walk_local(s, True)
+        ):
+            return node
+        node.iter = self._iter(node.iter)
+        where = self._where(node)
+        escape = _escapes(node.body, True) or ("an else clause" if node.orelse else None)
+        if escape:
+            what = ast.Constant(f"{escape} inside this for statement")
+            node.iter = self._call("static_iter", node.iter, what, ast.Constant(where))
+            return node
+        self.changed = True
+        self.count += 1
+        targets: list[str] = []
+        _target_names(node.target, targets)
+        names = [n for i, n in enumerate(targets) if n not in targets[:i]]
+        names += [n for n in _assigned(node.body) if n not in names]
+        names += [n for n in appends if n not in names]
+        item = f"__graphc_item_{self.count}"
+        body = [ast.Assign([node.target], ast.Name(item, ast.Load())), *node.body]
+        body_fn = self._fn(
+            f"__graphc_for_body_{self.count}", [item, *names], body, self._tuple(names, ast.Load())
+        )
+        call = self._call(
+            "for_stmt",
+            node.iter,
+            ast.Name(body_fn.name, ast.Load()),
+            self._init(names, where),
+            self._names(names),
+            self._names(targets),
+            self._names(appends),
+            ast.Constant(where),
+            self._names([n for n in names if self.last_read.get(n, 0) > (node.end_lineno or node.lineno)]),
+        )
+        out = [body_fn, self._bind(names, call)]
+        for s in out:
+            ast.copy_location(s, node)
+            ast.fix_missing_locations(s)
+        return out
+
+
+_ITERS = {"range": "range_", "zip": "zip_", "enumerate": "enumerate_"}
 
 
 def convert(fn: Callable) -> Callable | None:
@@ -358,7 +484,7 @@ def convert(fn: Callable) -> Callable | None:
     for stmt in fdef.body:
         out = rewriter.visit(stmt)
         new_body.extend(out if isinstance(out, list) else [out])
-    if not any(isinstance(n, (ast.If, ast.While)) for n in ast.walk(fdef)):
+    if not any(isinstance(n, (ast.If, ast.While, ast.For)) for n in ast.walk(fdef)):
         return None
     fdef.body = new_body
     fdef.decorator_list = []
