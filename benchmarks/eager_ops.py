@@ -15,8 +15,9 @@ median microseconds per call over the rounds and graphc's ratio to torch.
 ``--backend`` picks the kernels eager ops run with (``graphc.eager.set_backend``): "reference"
 (NumPy, the default) and/or "cpu" (graphc's compiled numba kernels; compiled before timing).
 
-Not a ``graphc bench`` workload (it defines no model(): ``graphc bench --list`` lists it among
-the other scripts), since that harness times compiled plans.
+It is also a custom workload of the suite (``graphc bench eager_ops``; docs/BENCHMARKS.md):
+``measure(opts)`` gives one case per op, graphc's result checked against torch's (the op's output,
+or the training step's first loss), and the ratio "graphc / torch" (target <= 1).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import graphc.nn as nn
 from graphc import optim
 
 SIZE = 16
+WHAT = "eager per-op overhead vs torch eager: add, matmul, relu 16x16 (with and without grad), MLP train step"
+PEERS = ("torch",)
+TARGETS = [("graphc / torch", "<= 1")]
 
 
 def _per_call(fn: Callable[[], Any], min_time: float) -> float:
@@ -75,15 +79,19 @@ def _cases() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
     x, y = a, rng.integers(0, 4, SIZE)
     tx, ty = torch.tensor(x), torch.tensor(y)
 
-    def graphc_step() -> None:
+    def graphc_step() -> Any:
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
+        return loss
 
-    def torch_step() -> None:
+    def torch_step() -> Any:
         topt.zero_grad()
-        torch.nn.functional.cross_entropy(twin(tx), ty).backward()
+        loss = torch.nn.functional.cross_entropy(twin(tx), ty)
+        loss.backward()
         topt.step()
+        return loss
 
     return {
         "add": (lambda: ga + gb, lambda: ta + tb),
@@ -96,21 +104,95 @@ def _cases() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
     }
 
 
-def measure(rounds: int, min_time: float, backend: str = "reference") -> list[dict[str, Any]]:
-    """Median microseconds per call of each case for graphc eager and torch eager."""
+def _rounds(g: Callable[[], Any], t: Callable[[], Any], rounds: int, min_time: float) -> tuple[list, list]:
+    """Microseconds per call of graphc's and torch's call, round-robin over ``rounds`` rounds."""
+    gs, ts = [], []
+    for _ in range(rounds):
+        gs.append(_per_call(g, min_time))
+        ts.append(_per_call(t, min_time))
+    return gs, ts
+
+
+def measure_rows(rounds: int, min_time: float, backend: str = "reference") -> list[dict[str, Any]]:
+    """Median microseconds per call of each case for graphc eager and torch eager (the script's table)."""
     import torch
 
     torch.set_num_threads(1)
     eager.set_backend(backend)
     rows = []
     for name, (g, t) in _cases().items():
-        gs, ts = [], []
-        for _ in range(rounds):
-            gs.append(_per_call(g, min_time))
-            ts.append(_per_call(t, min_time))
+        gs, ts = _rounds(g, t, rounds, min_time)
         gm, tm = statistics.median(gs), statistics.median(ts)
         rows.append({"op": name, "backend": backend, "graphc_us": gm, "torch_us": tm, "ratio": gm / tm})
     return rows
+
+
+def _entry(us: list[float]) -> dict[str, Any]:
+    ms = [u / 1e3 for u in us]
+    return {
+        "status": "ok",
+        "median_ms": statistics.median(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+        "runs": len(ms),
+        "per_round_ms": ms,
+    }
+
+
+def _value(v: Any) -> np.ndarray:
+    """A graphc or torch eager result (tensor or loss) as a float64 array."""
+    if hasattr(v, "detach"):
+        v = v.detach().numpy()
+    return np.asarray(v, dtype=np.float64)
+
+
+def measure(opts: dict) -> dict:
+    """The suite's custom-workload entry point: one case per op, graphc eager against torch eager.
+
+    Each case's results are checked first (the op's output, or the training step's first loss),
+    then both calls are timed round-robin, ``opts["repeat"]`` rounds of blocks of at least
+    ``opts["min_time"]`` s. torch runs on one thread, as graphc eager's small ops do.
+    """
+    from graphc.bench.custom import failed
+    from graphc.bench.targets import agreement, agrees
+
+    try:
+        import torch
+    except ImportError:
+        return {
+            "cases": [],
+            "notes": ["torch not installed (pip install 'graphc[compare]'): nothing compared"],
+        }
+    backend = opts.get("backend", "reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    eager.set_backend(backend)
+    cases = []
+    try:
+        for name, (g, t) in _cases().items():
+            opts["log"](f"  eager_ops: {name} ...")
+            try:
+                diff = agreement(_value(g()), _value(t()))
+                gs, ts = _rounds(g, t, opts["repeat"], opts["min_time"])
+            except Exception as err:  # graphc never skips
+                cases.append({"case": name, "engines": {"graphc": failed(err)}, "ratios": {}})
+                continue
+            ok = agrees(diff)
+            text = diff.get("error") or f"max abs diff {diff['max_abs_diff']:.3g}"
+            graphc_entry = {**_entry(gs), "agreement": {"torch": text}, "agrees": ok}
+            engines = {"graphc": graphc_entry, "torch": _entry(ts)}
+            ratio = engines["graphc"]["median_ms"] / engines["torch"]["median_ms"]
+            extra = {"graphc_us": statistics.median(gs), "torch_us": statistics.median(ts)}
+            cases.append(
+                {"case": name, "engines": engines, "ratios": {"graphc / torch": ratio}, "extra": extra}
+            )
+    finally:
+        torch.set_num_threads(threads)
+    notes = [
+        f"{SIZE}x{SIZE} float32, eager kernels {backend!r}, torch on 1 thread; medians of per-call times "
+        "over round-robin blocks"
+    ]
+    return {"cases": cases, "notes": notes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch  # noqa: F401
     except ImportError:
         sys.exit("eager_ops compares with PyTorch eager: pip install torch")
-    rows = [r for backend in args.backend for r in measure(args.rounds, args.min_time, backend)]
+    rows = [r for backend in args.backend for r in measure_rows(args.rounds, args.min_time, backend)]
     print(f"graphc {graphc.__version__} eager vs torch eager, {SIZE}x{SIZE} float32, 1 thread (us per call)")
     print(f"{'op':<16}{'kernels':>10}{'graphc':>10}{'torch':>10}{'ratio':>8}")
     for r in rows:

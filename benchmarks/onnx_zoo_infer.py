@@ -5,8 +5,10 @@ name in graphc.onnx.zoo.LIGHT_MODELS) gives each network seeded random weights, 
 times graphc's CPU plan (frozen weights) and ONNX Runtime on the same ONNX model, batch 1,
 forward only, best of 5 after a warm-up, both on ``$GRAPHC_BENCH_THREADS`` threads (default 1).
 
-It is a standalone script, not a ``graphc bench`` workload: the suite's peers start from a
-``torch_model()`` twin, which an imported ONNX model does not have (the suite test requires one).
+It is also a custom workload of the suite (``graphc bench onnx_zoo_infer``; docs/BENCHMARKS.md):
+``measure(opts)`` gives one case per network, graphc and ONNX Runtime timed round-robin with the
+run's settings on the same ONNX model and input, graphc's output checked against ORT's, and the
+ratio "graphc / onnxruntime" (target <= 1). ``--quick`` runs SqueezeNet only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ import time
 import numpy as np
 
 SEED = 0
+NETWORKS = ("resnet50", "inception_v1", "squeezenet")
+WHAT = (
+    "light ResNet-50, Inception v1, SqueezeNet (onnx wheel, seeded weights) via graphc.onnx vs ORT, batch 1"
+)
+PEERS = ("onnxruntime",)
+TARGETS = [("graphc / onnxruntime", "<= 1")]
 
 
 def onnx_model(name: str):
@@ -65,6 +73,73 @@ def compare(name: str, threads: int = 1) -> dict:
         "compile_s": compile_s,
         "max_err": err,
     }
+
+
+def _session(proto, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _case(name: str, opts: dict) -> dict:
+    """One network: graphc's frozen CPU plan and ORT's session, checked, then timed round-robin."""
+    import graphc
+    import graphc.onnx
+    from graphc.bench.custom import failed, time_steps
+    from graphc.bench.targets import agreement, agrees
+    from graphc.onnx.zoo import light_input
+
+    proto = onnx_model(name)
+    x = light_input(proto)
+    try:
+        t0 = time.perf_counter()
+        plan = graphc.compile(graphc.onnx.load(proto), x, freeze=True)
+        compile_s = time.perf_counter() - t0
+        ours = np.asarray(plan(x))
+    except Exception as err:  # graphc never skips
+        return {"case": name, "engines": {"graphc": failed(err)}, "ratios": {}}
+    sess = _session(proto, opts["threads"])
+    feed = {sess.get_inputs()[0].name: x}
+    diff = agreement(ours, sess.run(None, feed)[0])
+    timed = time_steps({"graphc": lambda: plan(x), "onnxruntime": lambda: sess.run(None, feed)}, opts)
+    text = (
+        diff.get("error") or f"max abs diff {diff['max_abs_diff']:.3g} (max |ORT| {diff['max_abs_ref']:.3g})"
+    )
+    timed["graphc"].update(agreement={"onnxruntime": text}, agrees=agrees(diff))
+    out = {"case": name, "engines": timed, "ratios": {}, "extra": {"compile_s": compile_s}}
+    if timed["graphc"]["status"] == timed["onnxruntime"]["status"] == "ok":
+        out["ratios"]["graphc / onnxruntime"] = (
+            timed["graphc"]["median_ms"] / timed["onnxruntime"]["median_ms"]
+        )
+    return out
+
+
+def measure(opts: dict) -> dict:
+    """The suite's custom-workload entry point: one case per network (``quick``: SqueezeNet only)."""
+    from graphc.bench.custom import failed
+    from graphc.bench.threads import reapply_thread_limits
+
+    names = ("squeezenet",) if opts["quick"] else NETWORKS
+    try:
+        import onnxruntime  # noqa: F401  (loads its own OpenMP: limit it too)
+    except ImportError:
+        return {"cases": [], "notes": ["onnxruntime not installed (pip install 'graphc[compare]'): not run"]}
+    reapply_thread_limits(opts["threads"])
+    cases = []
+    for name in names:
+        opts["log"](f"  onnx_zoo_infer: {name} ...")
+        try:
+            cases.append(_case(name, opts))
+        except Exception as err:  # the onnx wheel or ORT failed before graphc ran
+            cases.append({"case": name, "engines": {"graphc": failed(err)}, "ratios": {}})
+    notes = [
+        f"batch 1, forward; graphc: graphc.onnx.load + compile(freeze=True), CPU kernels; seed {SEED}; "
+        f"compile_s is graphc's in-process compile (warm kernel cache when the cache folder is)"
+    ]
+    return {"cases": cases, "notes": notes}
 
 
 if __name__ == "__main__":

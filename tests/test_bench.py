@@ -18,20 +18,32 @@ import numpy as np
 import pytest
 
 from graphc.bench import cli as bench_cli
-from graphc.bench import engines, environment, peers, probe, report, runner, targets, weights, workloads
+from graphc.bench import (
+    custom,
+    engines,
+    environment,
+    peers,
+    probe,
+    report,
+    runner,
+    targets,
+    weights,
+    workloads,
+)
 from graphc.cli import build_parser, main
 from graphc.ir import GraphcError
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
-SUITE = [
+SUITE = [  # the model workloads
     "cnn_train",
     "fusion_chain_infer",
-    "lstm_train",
     "mlp_small_train",
     "mlp_train",
     "mobilenet_infer",
     "transformer_infer",
 ]
+CUSTOM = ["eager_ops", "int8_infer", "lstm_train", "onnx_zoo_infer"]  # custom workloads (of this task)
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 
 TINY = '''
@@ -145,7 +157,8 @@ def test_unknown_workload_is_a_clear_error():
 def test_list_names_the_suite_and_its_other_scripts(capsys):
     assert main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in SUITE)
+    assert all(name in out for name in SUITE + CUSTOM)
+    assert "compile_scaling.py" in out  # defines a measure() of its own, but is no custom workload
 
 
 def test_suite_folder_can_be_given(tmp_path, tiny_infer):
@@ -158,8 +171,17 @@ def test_suite_folder_can_be_given(tmp_path, tiny_infer):
 
 
 # ------------------------------------------------------------------------------------------ suite
-def test_suite_is_the_five_workload_files():
-    assert [p.stem for p in workloads.suite_files()] == SUITE
+def test_suite_is_the_model_and_custom_workload_files():
+    assert [p.stem for p in workloads.suite_files(kind="model")] == SUITE
+    assert set(CUSTOM) <= {p.stem for p in workloads.suite_files(kind="custom")}
+    assert set(workloads.suite_files()) >= set(workloads.suite_files(kind="custom"))
+
+
+@pytest.mark.parametrize("name", CUSTOM)
+def test_custom_workload_files_load(name):
+    w = custom.load_custom(workloads.resolve([name])[0])
+    assert w.name == name and w.what and w.peers and w.targets
+    targets.check_custom_goals(w.targets, w.path)
 
 
 @pytest.mark.parametrize("name", SUITE)
@@ -507,7 +529,7 @@ def test_set_threads_keeps_the_backends_threading_layer():
 
 def test_docs_describe_the_suite():
     text = (Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md").read_text()
-    assert all(name in text for name in SUITE)
+    assert all(name in text for name in SUITE + CUSTOM)
 
 
 def test_set_threads_leaves_numbas_own_setting_alone():
@@ -526,3 +548,235 @@ def test_set_threads_leaves_numbas_own_setting_alone():
         while threads._THREAD_LIMITS:
             threads._THREAD_LIMITS.pop().restore_original_limits()
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+# ------------------------------------------------------------------------------------------ custom workloads
+CUSTOM_TINY = '''
+"""A tiny custom workload: a NumPy sum timed against a second label of its own."""
+import numpy as np
+
+from graphc.bench.custom import time_steps
+
+WHAT = "sum of 1000 floats, twice"
+PEERS = ("torch", "numpy loop")
+TARGETS = [("graphc / numpy loop", "<= 1000000"), ("graphc / torch", "<= 1")]
+SEEN = []
+
+
+def measure(opts):
+    SEEN.append(dict(opts))
+    opts["log"]("measuring the tiny workload")
+    x = np.arange(1000, dtype=np.float32)
+    cases = []
+    for label, wrong in (("right", 0.0), ("wrong", 0.5)):
+        timed = time_steps({"graphc": lambda: x.sum(), "numpy loop": lambda: sum(x[:10])}, opts)
+        diff = abs(float(x.sum()) + wrong - float(np.sum(x, dtype=np.float64)))
+        timed["graphc"].update(agreement={"numpy loop": f"max abs diff {diff:.3g}"}, agrees=diff == 0)
+        timed["torch"] = {"status": "skipped", "note": "not asked for (--compare torch)"}
+        ratio = timed["graphc"]["median_ms"] / timed["numpy loop"]["median_ms"]
+        cases.append(
+            {"case": label, "engines": timed, "ratios": {"graphc / numpy loop": ratio}, "extra": {"n": 1000}}
+        )
+    return {"cases": cases, "notes": ["a note for the report"]}
+'''
+
+
+@pytest.fixture
+def custom_suite(tmp_path) -> Path:
+    (tmp_path / "tiny_custom.py").write_text(CUSTOM_TINY)
+    (tmp_path / "tiny_model.py").write_text(TINY)
+    (tmp_path / "script.py").write_text("def measure(blocks):\n    return blocks\n")  # no PEERS: a script
+    return tmp_path
+
+
+def test_custom_workloads_are_found_by_what_they_define(custom_suite):
+    assert workloads.suite_files(custom_suite, "custom") == [custom_suite / "tiny_custom.py"]
+    assert workloads.suite_files(custom_suite, "model") == [custom_suite / "tiny_model.py"]
+    assert workloads.other_scripts(custom_suite) == [custom_suite / "script.py"]
+    assert workloads.describe(custom_suite / "tiny_custom.py") == "sum of 1000 floats, twice"
+    assert workloads.resolve(["tiny_custom"], custom_suite) == [custom_suite / "tiny_custom.py"]
+
+
+def test_list_prints_custom_workloads_with_what_they_time(custom_suite, capsys):
+    assert main(["bench", "--list", "--suite", str(custom_suite)]) == 0
+    out = capsys.readouterr().out
+    assert "custom workloads" in out and "tiny_custom" in out and "sum of 1000 floats, twice" in out
+    assert "script.py" in out
+
+
+def test_custom_workload_runs_through_report_json_and_targets(custom_suite, tmp_path, capsys):
+    out = tmp_path / "custom.json"
+    rc = main(
+        ["bench", "tiny_custom", "--suite", str(custom_suite), "--quick", "--threads", "1"]
+        + ["--json", str(out)]
+    )
+    assert rc == 0  # a MISSED goal is not a failure of graphc
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    (w,) = data["workloads"]
+    assert w["kind"] == "custom" and w["what"] == "sum of 1000 floats, twice"
+    assert [c["case"] for c in w["cases"]] == ["right", "wrong"]
+    g = w["cases"][0]["engines"]["graphc"]
+    assert (
+        g["status"] == "ok" and g["min_ms"] <= g["median_ms"] <= g["max_ms"] and len(g["per_round_ms"]) == 2
+    )
+    assert w["notes"] == ["a note for the report"]
+    verdicts = {(t["workload"], t["what"]): (t["status"], t["note"]) for t in data["targets"]}
+    assert verdicts[("tiny_custom right", "graphc / numpy loop")] == ("met", "")
+    status, note = verdicts[("tiny_custom wrong", "graphc / numpy loop")]
+    assert status == "missed" and "differs from numpy loop" in note and "max abs diff 0.5" in note
+    # torch was not asked for (the workload has two peers): its goal has no verdict
+    assert verdicts[("tiny_custom right", "graphc / torch")][0] == "n/a"
+    assert "not asked" in verdicts[("tiny_custom right", "graphc / torch")][1]
+    assert "tiny_custom" in text and "ratios: graphc / numpy loop" in text and "extra: n 1000" in text
+    assert "DISAGREES" in text and "MISSED" in text and "a note for the report" in text
+
+
+def test_custom_workload_gets_the_runs_settings(custom_suite):
+    path = custom_suite / "tiny_custom.py"
+    logged = []
+    result = custom.run_custom(
+        path,
+        ["torch"],
+        threads=1,
+        repeat=3,
+        warmup=1,
+        min_time=0.0,
+        settle=0.0,
+        quick=True,
+        log=logged.append,
+    )
+    assert "error" not in result
+    (module,) = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(path)]
+    opts = module.SEEN[-1]
+    assert opts["compare"] == ["torch"] and opts["quick"] is True and opts["threads"] == 1
+    assert (opts["repeat"], opts["warmup"], opts["min_time"], opts["settle"]) == (3, 1, 0.0, 0.0)
+    assert "measuring the tiny workload" in logged
+    assert len(result["cases"][0]["engines"]["graphc"]["per_round_ms"]) == 3
+
+
+def test_a_workloads_only_standard_peer_always_runs():
+    kw = dict(threads=1, repeat=1, warmup=1, min_time=0.0, settle=0.0, quick=True, log=print)
+    assert custom.options([], ("torch",), **kw)["compare"] == ["torch"]
+    assert custom.options([], ("graphc float32", "onnxruntime int8"), **kw)["compare"] == []
+    assert custom.options([], ("torch", "mpi4py"), **kw)["compare"] == []
+    assert custom.options(["onnxruntime"], ("torch", "mpi4py"), **kw)["compare"] == ["onnxruntime"]
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ("def measure(opts):\n    raise RuntimeError('boom')\n", "measure() raised RuntimeError: boom"),
+        ("def measure(opts):\n    return [1, 2]\n", "must return"),
+        (
+            "def measure(opts):\n    return {'cases': [{'case': 'a', 'engines': {'graphc': "
+            "{'status': 'ok'}}}]}\n",
+            "lacks median",
+        ),
+        ("TARGETS = [('graphc vs torch', '<= 1')]\ndef measure(opts):\n    return {'cases': []}\n", "A / B"),
+    ],
+)
+def test_a_broken_custom_workload_is_a_graphc_failure(tmp_path, body, error, capsys):
+    path = tmp_path / "broken.py"
+    path.write_text(f'WHAT = "broken"\nPEERS = ("torch",)\nTARGETS = [("graphc / torch", "<= 1")]\n{body}')
+    data = _quick([path], [])
+    (w,) = data["workloads"]
+    assert error in w["error"]
+    assert all(t["status"] == "failed" for t in data["targets"])  # (none when the file did not load)
+    assert runner.graphc_failures(data) and "FAILED" in report.format_table(data)
+    assert main(["bench", str(path), "--quick", "--threads", "1"]) == 2
+    assert "graphc failed on broken" in capsys.readouterr().err
+
+
+def test_a_failed_graphc_engine_in_a_case_fails_its_goal():
+    w = {
+        "name": "w",
+        "kind": "custom",
+        "goals": [["graphc int8 / onnxruntime int8", "<= 1"]],
+        "cases": [
+            {
+                "case": "mlp",
+                "engines": {
+                    "graphc int8": {"status": "failed", "note": "GraphcError: no"},
+                    "onnxruntime int8": {"status": "ok", "median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0},
+                },
+                "ratios": {},
+            }
+        ],
+    }
+    (t,) = targets.evaluate_targets([w])
+    assert t["status"] == "failed" and "GraphcError: no" in t["note"]
+    assert runner.graphc_failures({"workloads": [w]}) == ["w mlp (graphc int8): GraphcError: no"]
+
+
+def test_agreement_per_peer_decides_each_goal():
+    ok = {"status": "ok", "median_ms": 1.0, "min_ms": 1.0, "max_ms": 1.0}
+    case = {
+        "case": "c",
+        "engines": {"graphc int8": {**ok, "agrees": {"a": True, "b": False}}, "a": ok, "b": ok},
+        "ratios": {"graphc int8 / a": 0.5, "graphc int8 / b": 0.5},
+    }
+    w = {
+        "name": "w",
+        "kind": "custom",
+        "cases": [case],
+        "goals": [["graphc int8 / a", "<= 1"], ["graphc int8 / b", "<= 1"]],
+    }
+    assert [t["status"] for t in targets.evaluate_targets([w])] == ["met", "missed"]
+
+
+def _run_quick(name: str) -> dict:
+    path = workloads.resolve([name])[0]
+    return custom.run_custom(
+        path, [], threads=1, repeat=1, warmup=1, min_time=0.0, settle=0.0, quick=True, log=lambda m: None
+    )
+
+
+def _checked(result: dict, ratios: list[str]) -> list[dict]:
+    assert "error" not in result, result.get("error")
+    assert result["cases"]
+    for case in result["cases"]:
+        for engine, e in case["engines"].items():
+            assert e["status"] == "ok", (case["case"], engine, e)
+        g = case["engines"].get("graphc") or case["engines"]["graphc int8"]
+        flags = g["agrees"] if isinstance(g["agrees"], dict) else {"peer": g["agrees"]}
+        assert all(v is True for v in flags.values()), (case["case"], g.get("agreement"))
+        assert all(case["ratios"].get(r, 0) > 0 for r in ratios), case["ratios"]
+    return result["cases"]
+
+
+@needs_torch
+def test_eager_ops_quick():
+    cases = _checked(_run_quick("eager_ops"), ["graphc / torch"])
+    assert [c["case"] for c in cases] == [
+        "add",
+        "matmul 16x16",
+        "relu",
+        "add (grad)",
+        "matmul (grad)",
+        "relu (grad)",
+        "MLP train step",
+    ]
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
+def test_onnx_zoo_infer_quick():
+    (case,) = _checked(_run_quick("onnx_zoo_infer"), ["graphc / onnxruntime"])
+    assert case["case"] == "squeezenet" and case["extra"]["compile_s"] > 0
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
+def test_int8_infer_quick():
+    (case,) = _checked(
+        _run_quick("int8_infer"), ["graphc int8 / graphc float32", "graphc int8 / onnxruntime int8"]
+    )
+    assert case["case"] == "mlp_train" and case["extra"]["int8_layers"] == 3
+
+
+@needs_torch
+def test_lstm_train_quick():
+    result = _run_quick("lstm_train")
+    short, long = _checked(result, ["graphc / torch"])
+    assert (short["case"], long["case"]) == ("T=4", "T=16")
+    assert long["ratios"]["compile T=512 / T=64"] > 0
+    assert long["extra"]["build_s_T4"] > 0 and "per_step_us_graphc" in long["extra"]

@@ -77,12 +77,16 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _list(folder: Path | None) -> None:
-    from .workloads import other_scripts, suite_dir, suite_files
+    from .workloads import describe, other_scripts, suite_dir, suite_files
 
     folder = folder or suite_dir()
     print(f"suite folder: {folder or 'none (not a source checkout; use --suite DIR)'}")
-    for p in suite_files(folder):
-        print(f"  {p.stem}")
+    for kind, title in (("model", "model workloads"), ("custom", "custom workloads (time themselves)")):
+        files = suite_files(folder, kind)
+        if files:
+            print(f"{title}:")
+        for p in files:
+            print(f"  {p.stem:<22} {describe(p)}")
     others = other_scripts(folder)
     if others:
         print("other benchmark scripts (run with python):", ", ".join(p.name for p in others))

@@ -37,6 +37,7 @@ class Runner:
     memory: dict | None = None
     plan: Any = None  # graphc's runtime.Plan, for profiling
     note: str = ""
+    build_s: float | None = None  # graphc: the plan's build alone, without the first step
 
 
 def find_plan(obj: Any) -> Any:
@@ -83,20 +84,28 @@ def build_graphc(w: ModelFile, inputs: tuple, state: dict | None, device: str) -
         loss, opt_cls = training_parts(w, functional, graphc.optim, "graphc")
         t0 = time.perf_counter()
         step = compile_train(target, loss, opt_cls(**w.optimizer[1]), *inputs, device=device)
+        build_s = time.perf_counter() - t0
         first = step(*inputs)
         compile_s = time.perf_counter() - t0
         plan = find_plan(step)
         return Runner(
-            lambda: step(*inputs), float(np.asarray(first)), compile_s, source, memory_of(plan), plan
+            lambda: step(*inputs),
+            float(np.asarray(first)),
+            compile_s,
+            source,
+            memory_of(plan),
+            plan,
+            build_s=build_s,
         )
     if hasattr(target, "eval"):
         target.eval()
     t0 = time.perf_counter()
     compiled = graphc.compiler.compile(target, *inputs, device=device, freeze=w.freeze)
+    build_s = time.perf_counter() - t0
     first = compiled(*inputs)
     compile_s = time.perf_counter() - t0
     plan = find_plan(compiled)
-    return Runner(lambda: compiled(*inputs), first, compile_s, source, memory_of(plan), plan)
+    return Runner(lambda: compiled(*inputs), first, compile_s, source, memory_of(plan), plan, build_s=build_s)
 
 
 def build_engine(

@@ -25,13 +25,15 @@ def _mb(n: int | None) -> str:
 def format_targets(targets: list[dict]) -> list[str]:
     """The lines of the targets section: this run's ratio, the round-by-round one, and the verdict."""
     lines = ["graphc targets (this run's ratios; by round = the median of per-round ratios):"]
+    width = max([20, *(len(t["workload"]) for t in targets)])
+    what_width = max([26, *(len(t["what"]) for t in targets)])
     for t in targets:
         verdict = {"met": "met", "missed": "MISSED", "failed": "FAILED"}.get(t.get("status"), "n/a")
         if t.get("note"):
             verdict += f" ({t['note']})"
         paired = f", by round {t['paired']:.2f}" if t.get("paired") is not None else ""
         lines.append(
-            f"  {t['workload']:<20} {t['what']:<26} {_fmt(t['value'], '.2f'):>7} "
+            f"  {t['workload']:<{width}} {t['what']:<{what_width}} {_fmt(t['value'], '.2f'):>7} "
             f"(target {t['target']}{paired}): {verdict}"
         )
     return lines
@@ -70,8 +72,52 @@ def _notes(engine: str, e: dict) -> list[str]:
     return notes
 
 
+def _value(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return format(v, ".4g")
+
+
+def _disagreement(flag: Any) -> str | None:
+    """The note for a custom workload's ``agrees`` flag (bool, or peer -> bool); None when it agrees."""
+    if isinstance(flag, dict):
+        peers = [p for p, v in flag.items() if v is False]
+        return f"DISAGREES with {', '.join(peers)}" if peers else None
+    return "DISAGREES" if flag is False else None
+
+
+def format_custom(w: dict) -> list[str]:
+    """A custom workload's rows: per case, each engine's times, graphc's agreement, ratios, extras."""
+    lines = [f"{w['name']:<20} {w.get('what', '')}"]
+    if w.get("error"):
+        return [*lines, f"{'':<20} FAILED: {w['error']}"]
+    width = max([14, *(len(e) for case in w["cases"] for e in case["engines"])])
+    for case in w["cases"]:
+        for i, (engine, e) in enumerate(case["engines"].items()):
+            name = f"  {case['case']}" if i == 0 else ""
+            if e.get("status") != "ok":
+                lines.append(f"{name:<20} {engine:<{width}} {e.get('status')}: {e.get('note', '')}")
+                continue
+            lines.append(
+                f"{name:<20} {engine:<{width}} {e['median_ms']:>10.3f} {e['min_ms']:>9.3f} "
+                f"{e['max_ms']:>9.3f}"
+            )
+            notes = [e["note"]] if e.get("note") else []
+            notes += [f"vs {peer}: {text}" for peer, text in (e.get("agreement") or {}).items()]
+            notes += [d for d in [_disagreement(e.get("agrees", True))] if d]
+            lines += [f"{'':<20} {'':<{width}}   note: {note}" for note in notes]
+        figures = [f"{k} {_value(v)}" for k, v in case.get("ratios", {}).items()]
+        if figures:
+            lines.append(f"{'':<20} ratios: {'; '.join(figures)}")
+        extra = [f"{k} {_value(v)}" for k, v in case.get("extra", {}).items()]
+        if extra:
+            lines.append(f"{'':<20} extra: {'; '.join(extra)}")
+    lines += [f"{'':<20} note: {n}" for n in w.get("notes", [])]
+    return lines
+
+
 def format_table(data: dict) -> str:
-    """The results as a readable table."""
+    """The results as a readable table (custom workloads: their cases, ratios and extras)."""
     lines = header(data)
     head = (
         f"{'workload':<20} {'engine':<14} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'ratio':>7} "
@@ -79,6 +125,9 @@ def format_table(data: dict) -> str:
     )
     lines += [head, "-" * len(head)]
     for w in data["workloads"]:
+        if w.get("kind") == "custom":
+            lines += format_custom(w)
+            continue
         for i, (engine, e) in enumerate(w["engines"].items()):
             name = w["name"] if i == 0 else ""
             if e.get("status") != "ok":
@@ -111,7 +160,7 @@ def format_table(data: dict) -> str:
     if data.get("targets"):
         lines += ["", *format_targets(data["targets"])]
     for w in data["workloads"]:
-        prof = w.get("profile")
+        prof = w.get("profile")  # (custom workloads have none)
         if prof and "error" not in prof:
             lines += ["", format_profile(w["name"], prof)]
         elif prof:
@@ -154,7 +203,7 @@ def plot(data: dict, path: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "plot skipped: matplotlib not installed (pip install 'graphc[plot]')"
-    workloads = data["workloads"]
+    workloads = [w for w in data["workloads"] if w.get("kind") != "custom"]  # their ratios are their own
     engines = data["settings"]["engines"]
     fig, ax = plt.subplots(figsize=(1.8 * max(3, len(workloads)), 4))
     width = 0.8 / max(1, len(engines))

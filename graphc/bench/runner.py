@@ -16,6 +16,7 @@ import numpy as np
 from graphc.ir import GraphcError
 
 from . import environment
+from .custom import run_custom
 from .engines import BASELINE, PEERS, Runner, Skip, build_engine, first_line
 from .probe import compile_times
 from .profile import profile_plan
@@ -23,9 +24,9 @@ from .targets import agreement, check_goals, evaluate_targets
 from .threads import default_threads, set_threads
 from .timing import MiB, machine_limits, measure
 from .weights import seeded_graphc_model, state_of
-from .workloads import load_workload, other_scripts, resolve, suite_dir
+from .workloads import load_workload, other_scripts, resolve, suite_dir, workload_kind
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: custom workloads ("kind": "custom", with "cases" and "notes")
 COPY = "copy 32 MiB"  # the pseudo-engine timing a bandwidth-bound copy next to the engines
 
 
@@ -102,10 +103,27 @@ def run_workload(
     settle: float = 0.2,
     compile_time: bool,
     profile: bool,
+    quick: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Build, check and time one workload file on the engines; a dict of the results."""
+    """Build, check and time one workload file on the engines; a dict of the results.
+
+    A custom workload (graphc.bench.custom) times itself: it gets the run's settings and the
+    peers asked for, and compile time and profiles are its own business.
+    """
     path = Path(path)
+    if path.suffix == ".py" and workload_kind(path) == "custom":
+        return run_custom(
+            path,
+            engines[1:],
+            threads=threads,
+            repeat=repeat,
+            warmup=warmup,
+            min_time=min_time,
+            settle=settle,
+            quick=quick,
+            log=log,
+        )
     try:
         w = load_workload(path)
         check_goals(w.targets, str(path))
@@ -209,6 +227,7 @@ def run_bench(
             settle=settle,
             compile_time=compile_time,
             profile=profile,
+            quick=quick,
             log=log,
         )
         for p in paths
@@ -248,9 +267,18 @@ def run_bench(
 
 
 def graphc_failures(data: dict) -> list[str]:
-    """The workloads graphc failed on, with why."""
+    """The workloads graphc failed on, with why (for a custom workload: its file or measure(), or an
+    engine of graphc's, any named ``graphc...``, in one of its cases)."""
     out = []
     for w in data["workloads"]:
+        if w.get("kind") == "custom":
+            if w.get("error"):
+                out.append(f"{w['name']}: {w['error']}")
+            for case in w.get("cases", []):
+                for engine, e in case["engines"].items():
+                    if engine.startswith("graphc") and e.get("status") == "failed":
+                        out.append(f"{w['name']} {case['case']} ({engine}): {e.get('note', '')}")
+            continue
         g = w["engines"].get("graphc", {})
         if g.get("status") == "failed":
             out.append(f"{w['name']}: {g.get('note', '')}")

@@ -26,19 +26,31 @@ RATIOS = {
 RTOL = 1e-3  # agreement: max |graphc - peer| <= RTOL * max(1, max |peer|)
 
 
+def _check_condition(what: str, target: str, where: str) -> None:
+    parts = target.split()
+    ok = len(parts) == 2 and parts[0] in ("<=", ">=")
+    try:
+        ok = ok and float(parts[1]) == float(parts[1])
+    except ValueError:
+        ok = False
+    if not ok:
+        raise GraphcError(f"{where}: target {target!r} of {what!r} must read '<= number' or '>= number'")
+
+
 def check_goals(targets: tuple[tuple[str, str], ...], where: str) -> None:
     """GraphcError naming the file when a goal names an unknown ratio or is not ``<= x``/``>= x``."""
     for what, target in targets:
         if what not in RATIOS:
             raise GraphcError(f"{where}: TARGETS ratio {what!r} is not one of {', '.join(RATIOS)}")
-        parts = target.split()
-        ok = len(parts) == 2 and parts[0] in ("<=", ">=")
-        try:
-            ok = ok and float(parts[1]) == float(parts[1])
-        except ValueError:
-            ok = False
-        if not ok:
-            raise GraphcError(f"{where}: target {target!r} of {what!r} must read '<= number' or '>= number'")
+        _check_condition(what, target, where)
+
+
+def check_custom_goals(targets: tuple[tuple[str, str], ...], where: str) -> None:
+    """A custom workload's goals: each ratio reads ``A / B`` (as its cases name it), each target ``<= x``."""
+    for what, target in targets:
+        if len(what.split(" / ")) != 2 or not all(p.strip() for p in what.split(" / ")):
+            raise GraphcError(f"{where}: TARGETS ratio {what!r} must read 'A / B', e.g. 'graphc / torch'")
+        _check_condition(what, target, where)
 
 
 def agreement(first: Any, reference: Any) -> dict:
@@ -124,9 +136,94 @@ def evaluate_goal(workload: dict, what: str, target: str) -> dict:
         }
     if value is None:
         return {**out, "met": None, "status": "n/a", "note": "ratio not measured"}
-    op, limit = target.split()
-    met = value <= float(limit) if op == "<=" else value >= float(limit)
+    met = _meets(value, target)
     return {**out, "met": met, "status": "met" if met else "missed", "note": ""}
+
+
+def _meets(value: float, target: str) -> bool:
+    op, limit = target.split()
+    return value <= float(limit) if op == "<=" else value >= float(limit)
+
+
+def _disagrees(g: dict, peer: str) -> bool:
+    """Whether a custom workload's graphc entry says its result did not match ``peer``'s."""
+    flag = g.get("agrees", True)
+    if isinstance(flag, dict):
+        return flag.get(peer, True) is False
+    return flag is False
+
+
+def evaluate_custom_goal(workload: dict, case: dict, what: str, target: str) -> dict:
+    """One goal of a custom workload on one case: its ratio, whether graphc agreed, the verdict."""
+    num, den = (p.strip() for p in what.split(" / "))
+    engines = case["engines"]
+    g = engines.get(num) or engines.get("graphc", {})
+    name = f"{workload['name']} {case['case']}".strip()
+    out = {"workload": name, "what": what, "target": target, "value": None, "paired": None}
+    if g.get("status") != "ok":
+        status = g.get("status", "not run")
+        return {**out, "met": False, "status": "failed", "note": f"graphc {status}: {g.get('note', '')}"}
+    peer = engines.get(den)
+    if peer is not None and peer.get("status") != "ok":
+        why = f"{den} {peer.get('status', 'not run')}"
+        note = f"{why}: {peer['note']}" if peer.get("note") else why
+        return {**out, "met": None, "status": "n/a", "note": note}
+    value = case.get("ratios", {}).get(what)
+    paired = paired_ratio(g, peer) if peer is not None else None
+    out.update(value=value, paired=paired)
+    if _disagrees(g, den):
+        how = (g.get("agreement") or {}).get(den, "")
+        return {
+            **out,
+            "met": False,
+            "status": "missed",
+            "note": f"graphc's result differs from {den}'s" + (f" ({how})" if how else ""),
+        }
+    if value is None or not isinstance(value, (int, float)) or value != value:
+        return {**out, "value": None, "met": None, "status": "n/a", "note": "ratio not measured"}
+    met = _meets(value, target)
+    return {**out, "met": met, "status": "met" if met else "missed", "note": ""}
+
+
+def evaluate_custom(workload: dict) -> list[dict]:
+    """A custom workload's goals, per case that reports the goal's ratio (or any that names its engines)."""
+    out = []
+    for what, target in workload.get("goals", []):
+        if workload.get("error"):
+            out.append(
+                {
+                    "workload": workload["name"],
+                    "what": what,
+                    "target": target,
+                    "value": None,
+                    "paired": None,
+                    "met": False,
+                    "status": "failed",
+                    "note": workload["error"],
+                }
+            )
+            continue
+        num, den = (p.strip() for p in what.split(" / "))
+        cases = [
+            c
+            for c in workload.get("cases", [])
+            if what in c.get("ratios", {}) or (num in c["engines"] and den in c["engines"])
+        ]
+        out += [evaluate_custom_goal(workload, c, what, target) for c in cases]
+        if not cases:
+            out.append(
+                {
+                    "workload": workload["name"],
+                    "what": what,
+                    "target": target,
+                    "value": None,
+                    "paired": None,
+                    "met": None,
+                    "status": "n/a",
+                    "note": "no case measured this ratio",
+                }
+            )
+    return out
 
 
 def evaluate_targets(workloads: list[dict]) -> list[dict]:
@@ -135,7 +232,22 @@ def evaluate_targets(workloads: list[dict]) -> list[dict]:
     A ratio between two engines is of their medians; the round-by-round ratio (``paired``) is
     given beside it and does not decide.
     """
-    return [evaluate_goal(w, what, target) for w in workloads for what, target in w.get("goals", [])]
+    out = []
+    for w in workloads:
+        if w.get("kind") == "custom":
+            out += evaluate_custom(w)
+        else:
+            out += [evaluate_goal(w, what, target) for what, target in w.get("goals", [])]
+    return out
 
 
-__all__ = ["BASELINE", "RATIOS", "agreement", "agrees", "check_goals", "evaluate_targets", "paired_ratio"]
+__all__ = [
+    "BASELINE",
+    "RATIOS",
+    "agreement",
+    "agrees",
+    "check_custom_goals",
+    "check_goals",
+    "evaluate_targets",
+    "paired_ratio",
+]

@@ -25,21 +25,53 @@ def suite_dir() -> Path | None:
 
 
 def _defines(path: Path) -> set[str]:
-    """Top-level function names of a Python file, read without running it."""
+    """Top-level function and assigned names of a Python file, read without running it."""
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
     except (OSError, SyntaxError, ValueError):
         return set()
-    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for n in tree.body:
+        targets = (
+            n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []
+        )
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
 
 
-def suite_files(folder: Path | None = None) -> list[Path]:
-    """The workload files of a suite folder, by name: files defining model() and example_inputs()."""
+def workload_kind(path: Path) -> str | None:
+    """ "custom" (measure() and PEERS), "model" (model() and example_inputs()), or None."""
+    names = _defines(path)
+    if {"measure", "PEERS"} <= names:
+        return "custom"
+    return "model" if {"model", "example_inputs"} <= names else None
+
+
+def describe(path: Path) -> str:
+    """A workload file's WHAT string, else its docstring's first line, read without running it."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "WHAT" for t in node.targets
+        ):
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                return node.value.value
+    doc = (ast.get_docstring(tree) or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
+def suite_files(folder: Path | None = None, kind: str | None = None) -> list[Path]:
+    """The workload files of a suite folder, by name: model workloads (model() and example_inputs())
+    and custom ones (measure(opts)); ``kind`` ("model" or "custom") keeps one kind."""
     folder = folder or suite_dir()
     if folder is None or not folder.is_dir():
         return []
     files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
-    return [p for p in files if {"model", "example_inputs"} <= _defines(p)]
+    kinds = {p: workload_kind(p) for p in files}
+    return [p for p in files if kinds[p] is not None and kind in (None, kinds[p])]
 
 
 def other_scripts(folder: Path | None = None) -> list[Path]:
