@@ -1,18 +1,23 @@
-"""allreduce: graphc's gradient-bucket kernels against mpi4py's Allreduce, on N ranks (default 2).
+"""allreduce: graphc's gradient-bucket kernels against mpi4py's Allreduce, 2 ranks, 4 KiB .. 64 MiB float32.
 
-    python benchmarks/allreduce.py [--ranks 2] [--repeat 50]   # starts itself under mpiexec
+    python benchmarks/allreduce.py [--ranks 2] [--repeat 20] [--quick]   # starts itself under mpiexec
 
-For each bucket size, graphc runs ``allreduce_start`` + ``allreduce_wait`` (CPU kernels) over a
-bucket of four gradients: pack, nonblocking in-place MPI_Iallreduce polled to completion, and
-the averaging pass into the four results. The peer is what a hand-written loop does: a blocking
-``comm.Allreduce(IN_PLACE, buf)`` of the already packed buffer and ``buf /= ranks``. Both use
-the same MPI library; the difference is graphc's packing copy and its polling. Rank 0 prints the
-median microseconds and the algorithm bandwidth (bucket bytes / time) of each.
+A suite workload (custom: it times itself). For each bucket size, graphc runs its CPU kernels
+``allreduce_start`` + ``allreduce_wait`` over a bucket of four gradients: pack, nonblocking
+in-place MPI_Iallreduce, the wait (``graphc.kernels.collectives.wait_for``) and the averaging pass
+into the four results. The peer is the hand-written form of the same job on the same buffers:
+mpi4py's blocking ``comm.Allreduce(IN_PLACE, buf)`` of the packed buffer, then ``buf /= ranks``.
+Both use the same MPI library (the MPICH wheel). Timing: every rank runs blocks of calls between
+barriers, round-robin between the engines; a block's time is the slowest rank's, and each size
+reports the median over ``repeat`` blocks and the bus bandwidth ``2 (n-1)/n * bytes / time``
+(n ranks). Agreement: graphc's averages against a float64 sum of every rank's gradients (each
+rank's data come from a seed, so every rank recomputes them all) and against mpi4py's.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -22,9 +27,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _mpi_launch import relaunch, under_mpiexec  # noqa: E402
+from _mpi_launch import relaunch, run_json, under_mpiexec, write_json  # noqa: E402
 
-SIZES = (1 << 10, 1 << 14, 1 << 18, 1 << 22)  # float32 elements per bucket: 4 KiB .. 16 MiB
+WHAT = (
+    "allreduce-average of a float32 gradient bucket, 2 ranks: graphc Iallreduce kernels vs mpi4py Allreduce"
+)
+PEERS = ("mpi4py",)
+TARGETS = [("graphc / mpi4py", ">= 0.9")]  # bus bandwidth ratio
+RANKS = 2
+PARTS = 4  # gradients per bucket
+SIZES = tuple(1 << k for k in range(10, 25, 2))  # float32 elements: 4 KiB, 16 KiB, .. 64 MiB
+QUICK_SIZES = (1 << 10, 1 << 14)  # 4 KiB, 64 KiB
+
+
+def _label(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
+
+
+def bus_bandwidth_gbs(nbytes: int, seconds: float, ranks: int) -> float:
+    """Bus bandwidth of an allreduce of ``nbytes`` on ``ranks`` ranks taking ``seconds``, in GB/s."""
+    return 2 * (ranks - 1) / ranks * nbytes / seconds / 1e9
 
 
 def _graphc_kernels(n: int):
@@ -32,42 +54,58 @@ def _graphc_kernels(n: int):
     from graphc.kernels import cpu
 
     g = Graph("bucket")
-    parts = [g.add_input(f"g{i}", TensorType((n // 4,), "f32")) for i in range(4)]
-    start = g.add_node("allreduce_start", parts, {"bucket": 0})
+    parts = [g.add_input(f"g{i}", TensorType((n // PARTS,), "f32")) for i in range(PARTS)]
+    start = g.add_node("allreduce_start", parts, {"bucket": 0, "packed": True})
     wait = g.add_node("allreduce_wait", [start.output], {"shapes": [p.shape for p in parts], "bucket": 0})
     return cpu.compile_node(start), cpu.compile_node(wait)
 
 
-def _time(fn, repeat: int, comm) -> float:
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
+def _grads(rank: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(1000 + rank)
+    return [rng.standard_normal(n // PARTS, dtype=np.float32) for _ in range(PARTS)]
+
+
+def _time_blocks(engines: dict, repeat: int, warmup: int, min_time: float, comm) -> dict[str, list[float]]:
+    """Per engine, seconds per call in each of ``repeat`` blocks (the slowest rank's)."""
+    from mpi4py import MPI
+
+    numbers = {}
+    for name, fn in engines.items():
         comm.Barrier()
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for _ in range(max(1, warmup)):
+            fn()
+        t = (time.perf_counter() - t0) / max(1, warmup)
+        t = comm.allreduce(t, op=MPI.MAX)  # every rank runs the same number of calls
+        numbers[name] = max(1, min(1000, math.ceil(min_time / max(t, 1e-7)))) if min_time > 0 else 1
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(repeat):
+        for name, fn in engines.items():
+            comm.Barrier()
+            t0 = time.perf_counter()
+            for _ in range(numbers[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / numbers[name])
+    slowest = {}
+    for name, t in times.items():
+        mine = np.array(t)
+        comm.Allreduce(MPI.IN_PLACE, mine, op=MPI.MAX)
+        slowest[name] = mine.tolist()
+    return slowest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: relaunch under mpiexec if needed, then time each size on every rank."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=50)
-    args = parser.parse_args(argv)
-    if not under_mpiexec():
-        return relaunch(__file__, args.ranks, sys.argv[1:] if argv is None else argv)
+def run_ranks(sizes: tuple[int, ...], repeat: int, warmup: int, min_time: float) -> dict:
+    """On every rank of the MPI job: time both engines at each size; the results (rank 0's view)."""
     from mpi4py import MPI
 
     import graphc.distributed as dist
 
     rank, size = dist.init()
     comm = MPI.COMM_WORLD
-    rows = []
-    for n in SIZES:
-        rng = np.random.default_rng(rank)
-        grads = [rng.standard_normal(n // 4).astype(np.float32) for _ in range(4)]
-        buf, outs = np.empty(n, np.float32), [np.empty(n // 4, np.float32) for _ in range(4)]
+    cases = []
+    for n in sizes:
+        grads = _grads(rank, n)
+        buf, outs = np.empty(n, np.float32), [np.empty(n // PARTS, np.float32) for _ in range(PARTS)]
         start, wait = _graphc_kernels(n)
 
         def graphc_step(grads=grads, buf=buf, outs=outs, start=start, wait=wait) -> None:
@@ -80,25 +118,134 @@ def main(argv: list[str] | None = None) -> int:
             comm.Allreduce(MPI.IN_PLACE, flat)
             flat /= size
 
-        t_graphc, t_peer = _time(graphc_step, args.repeat, comm), _time(mpi4py_step, args.repeat, comm)
+        times = _time_blocks({"graphc": graphc_step, "mpi4py": mpi4py_step}, repeat, warmup, min_time, comm)
+        # Agreement, on fresh buffers: float64 oracle, and the peer's result.
         graphc_step()
-        expected = np.concatenate(grads).copy()
-        comm.Allreduce(MPI.IN_PLACE, expected)
-        assert np.allclose(np.concatenate(outs), expected / size, rtol=1e-5, atol=1e-6), (
-            "graphc's average differs"
+        ours = np.concatenate(outs).astype(np.float64)
+        oracle = sum(np.concatenate(_grads(r, n)).astype(np.float64) for r in range(size)) / size
+        peer = np.concatenate(grads)
+        comm.Allreduce(MPI.IN_PLACE, peer)
+        peer /= size
+        cases.append(
+            {
+                "bytes": n * 4,
+                "times": times,
+                "oracle_diff": float(np.max(np.abs(ours - oracle))),
+                "peer_diff": float(np.max(np.abs(ours - peer))),
+            }
         )
-        rows.append((n * 4, t_graphc, t_peer))
-    if rank == 0:
+    return {"ranks": size, "cases": cases}
+
+
+def _engine(seconds: list[float]) -> dict:
+    ms = [1e3 * s for s in seconds]
+    return {"status": "ok", "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms)}
+
+
+# float32 sums of two ranks' normal values, divided by 2: one rounding of values of size ~3.
+TOLERANCE = 1e-5
+
+
+def to_cases(raw: dict) -> list[dict]:
+    """Suite cases (the custom-workload protocol) from ``run_ranks``'s results."""
+    cases = []
+    for c in raw["cases"]:
+        nbytes, ranks = c["bytes"], raw["ranks"]
+        ours, peer = _engine(c["times"]["graphc"]), _engine(c["times"]["mpi4py"])
+        agrees = c["oracle_diff"] <= TOLERANCE and c["peer_diff"] <= TOLERANCE
+        ours["agreement"] = {
+            "mpi4py": f"max abs diff {c['peer_diff']:.1e}",
+            "float64 oracle": f"max abs diff {c['oracle_diff']:.1e}",
+        }
+        if not agrees:
+            ours["agrees"] = False
+        bw = {
+            e: bus_bandwidth_gbs(nbytes, d["median_ms"] / 1e3, ranks)
+            for e, d in (("graphc", ours), ("mpi4py", peer))
+        }
+        cases.append(
+            {
+                "case": _label(nbytes),
+                "engines": {"graphc": ours, "mpi4py": peer},
+                "ratios": {"graphc / mpi4py": bw["graphc"] / bw["mpi4py"]},
+                "extra": {
+                    "bytes": nbytes,
+                    "ranks": ranks,
+                    "graphc_bus_gbs": bw["graphc"],
+                    "mpi4py_bus_gbs": bw["mpi4py"],
+                },
+            }
+        )
+    return cases
+
+
+def _argv(opts: dict) -> list[str]:
+    quick = bool(opts.get("quick"))
+    return [
+        "--ranks",
+        str(RANKS),
+        "--repeat",
+        str(2 if quick else max(1, int(opts.get("repeat", 10)))),
+        "--warmup",
+        str(1 if quick else max(1, int(opts.get("warmup", 2)))),
+        "--min-time",
+        str(0.0 if quick else float(opts.get("min_time", 0.05))),
+        *(["--quick"] if quick else []),
+    ]
+
+
+def measure(opts: dict) -> dict:
+    """The suite's entry: run the MPI job on 2 ranks (1 thread each) and report one case per size."""
+    log = opts.get("log") or (lambda line: None)
+    log(f"allreduce: mpiexec -n {RANKS}, {'quick' if opts.get('quick') else 'full'} sizes")
+    raw = run_json(__file__, RANKS, _argv(opts), timeout=120 if opts.get("quick") else 1200)
+    return {
+        "cases": to_cases(raw),
+        "notes": [
+            f"{raw['ranks']} ranks on this machine (shared memory), 1 thread each; ratio is bus bandwidth "
+            "graphc / mpi4py (the inverse of the time ratio); mpi4py = Allreduce(IN_PLACE) + buf /= ranks "
+            f"on the packed buffer; graphc = allreduce_start + allreduce_wait over {PARTS} gradients",
+            "opts threads is not used: each rank runs 1 thread (2 ranks)",
+            "known gap at large buckets: graphc's packing copy (gradients -> bucket buffer), one more pass "
+            "over the bytes than the peer, which starts from an already packed buffer",
+        ],
+    }
+
+
+def _print(raw: dict, repeat: int) -> None:
+    print(
+        f"allreduce-average of a float32 bucket ({PARTS} gradients), {raw['ranks']} ranks, median of {repeat}"
+    )
+    heads = ("bucket", "graphc us", "mpi4py us", "graphc GB/s", "mpi4py GB/s", "bw ratio", "agrees")
+    print(" ".join(f"{h:>12}" for h in heads))
+    for case in to_cases(raw):
+        g, p = case["engines"]["graphc"], case["engines"]["mpi4py"]
         print(
-            f"allreduce-average of one float32 bucket (4 gradients) on {size} ranks, median of {args.repeat}"
+            f"{case['case']:>12} {g['median_ms'] * 1e3:>12.1f} {p['median_ms'] * 1e3:>12.1f} "
+            f"{case['extra']['graphc_bus_gbs']:>12.2f} {case['extra']['mpi4py_bus_gbs']:>12.2f} "
+            f"{case['ratios']['graphc / mpi4py']:>12.2f} {str(g.get('agrees', True)):>12}"
         )
-        heads = ("bucket", "graphc us", "mpi4py us", "ratio", "graphc GB/s", "mpi4py GB/s")
-        print(" ".join(f"{h:>{w}}" for h, w in zip(heads, (10, 10, 10, 6, 12, 12))))
-        for nbytes, tg, tp in rows:
-            print(
-                f"{nbytes / 1024:>8.0f}Ki {tg * 1e6:>10.1f} {tp * 1e6:>10.1f} {tg / tp:>6.2f} "
-                f"{nbytes / tg / 1e9:>12.2f} {nbytes / tp / 1e9:>12.2f}"
-            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: relaunch under mpiexec if needed, then time each size on every rank."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", type=int, default=RANKS)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=0.05)
+    parser.add_argument("--quick", action="store_true", help="two small sizes")
+    parser.add_argument("--json", help="rank 0 writes its results here (the suite's measure())")
+    args = parser.parse_args(argv)
+    if not under_mpiexec():
+        return relaunch(__file__, args.ranks, sys.argv[1:] if argv is None else argv)
+    raw = run_ranks(QUICK_SIZES if args.quick else SIZES, args.repeat, args.warmup, args.min_time)
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        write_json(args.json, raw)
+        if not args.json:
+            _print(raw, args.repeat)
     return 0
 
 

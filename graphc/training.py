@@ -87,20 +87,11 @@ def _build_plan(
     backend: str | None,
     passes: Any,
     disable: Sequence[str],
-    distributed: bool = False,
 ):
     from graphc.compiler import compile_graph
 
-    if not distributed:
-        return compile_graph(graph, device=device, passes_=passes, disable=disable, backend=backend)
-    # compile_graph's steps, with each bucket's allreduce started early and waited for late.
-    from graphc import passes as graph_passes
-    from graphc.passes.collectives import place_collectives
-    from graphc.runtime import Plan
-
-    optimized = graph_passes.optimize(graph, passes=passes, disable=disable)
-    scheduled = place_collectives(graph_passes.schedule(optimized))
-    return Plan(scheduled, graph_passes.plan_memory(scheduled), backend or "cpu")
+    # The scheduling pass starts each bucket's allreduce early and waits for it late.
+    return compile_graph(graph, device=device, passes_=passes, disable=disable, backend=backend)
 
 
 def _collective_order(graph: Graph) -> str:
@@ -316,7 +307,7 @@ def compile_train(
     optimizer.append_update(joint, grads)
     # The loss and the new param/state values stay outputs; gradients are consumed by the update.
     _keep_outputs(joint, [0])
-    plan = _build_plan(joint, device, backend, passes, disable, distributed)
+    plan = _build_plan(joint, device, backend, passes, disable)
     if distributed:
         from .distributed import check_same_text
 

@@ -12,6 +12,12 @@ step (``memory_plan.written_over``), which also takes it out of the arena. Greed
 lose to the order the graph already has, so the result is whichever order has the lowest
 simulated peak (``memory_plan.peak_bytes``, the same liveness rules as the memory planner); on
 a tie, the one with more updates written over their inputs.
+
+Collectives: in every candidate order, each ``allreduce_start`` is moved to just after its
+bucket's last gradient and each ``allreduce_wait`` to just before the first node that reads its
+results (``collectives.collective_order``), before the peaks are compared, so the sum overlaps
+the rest of the backward pass in whatever order wins; the memory planner then keeps the bucket's
+buffer (the start's output, the wait's operand) live from start to wait.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import networkx as nx
 
 from graphc.ir import Graph, GraphcError, Node, Value
 
+from .collectives import collective_order
 from .manager import gc_paused
 from .memory_plan import align, peak_bytes, written_over
 from .util import graph_pass
@@ -164,7 +171,8 @@ def _schedule(graph: Graph) -> Graph:
     orders = [graph.nodes, _greedy(graph, False, users)]
     if graph.updates:
         orders.append(_greedy(graph, True, users))
-    best = min(orders, key=cost)  # the first of equals: the graph's own order wins ties
+    placed = [collective_order(graph, order) for order in orders]
+    best = min(placed, key=cost)  # the first of equals: the graph's own order wins ties
     if best is not graph.nodes:
         graph.set_nodes(best)
     return graph

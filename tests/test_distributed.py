@@ -115,6 +115,10 @@ class FakeComm:
     def Get_size(self) -> int:  # noqa: N802
         return 2
 
+    def Iprobe(self, source=None, tag=None) -> bool:  # noqa: N802
+        self.probes = getattr(self, "probes", 0) + 1
+        return False
+
     def Iallreduce(self, send, recv, op=None):  # noqa: N802
         from mpi4py import MPI
 
@@ -288,6 +292,62 @@ def test_starts_run_right_after_their_last_gradient_and_waits_right_before_their
     passes.check_memory_plan(graph, step.plan.memory_plan)
 
 
+def _overlaps(a, b) -> bool:
+    return a.offset < b.offset + b.size and b.offset < a.offset + a.size
+
+
+@pytest.mark.parametrize("bucket_bytes", [1, 200])  # unpacked single-gradient buckets, packed pairs
+def test_the_scheduling_pass_alone_places_collectives_and_the_plan_keeps_buckets_live(bucket_bytes):
+    from graphc.passes.schedule import is_topological
+    from graphc.training import _keep_outputs
+
+    joint, grads = _joint_graph()
+    averaged = dist.add_gradient_allreduce(joint, grads, bucket_bytes)
+    optim.SGD(lr=0.1, momentum=0.9).append_update(joint, averaged)
+    _keep_outputs(joint, [0])
+    # add_gradient_allreduce leaves each wait right after its start, after the whole backward pass.
+    ops = [n.op for n in joint.nodes]
+    assert ops.index("allreduce_wait") == ops.index("allreduce_start") + 1
+    graph = passes.PassManager([passes.schedule]).run(joint)
+    nodes = graph.nodes
+    assert is_topological(graph, nodes)
+    at = {n: k for k, n in enumerate(nodes)}
+    prod, users = graph.producers(), graph.users()
+    starts = [n for n in nodes if n.op == "allreduce_start"]
+    waits = [n for n in nodes if n.op == "allreduce_wait"]
+    assert len(starts) == len(waits) == (4 if bucket_bytes == 1 else 2)
+    for s in starts:  # right after its bucket's last gradient (only other starts in between)
+        last = max(at[prod[v]] for v in s.inputs if v in prod)
+        assert all(n.op == "allreduce_start" for n in nodes[last + 1 : at[s]]), s
+    for w in waits:  # right before the first update that reads it (only other waits in between)
+        first = min(at[u] for v in w.outputs for u in users.get(v, []))
+        assert all(n.op == "allreduce_wait" for n in nodes[at[w] + 1 : first]), w
+    first_start = min(at[s] for s in starts)
+    assert any(n.op not in ("allreduce_start", "allreduce_wait") for n in nodes[first_start : at[waits[0]]])
+    # Only waits and what reads sums (the updates) run after the first wait: the rest of the
+    # backward pass overlaps the sums.
+    reads_a_sum: set = set()
+    for n in nodes:
+        if n.op == "allreduce_wait" or any(prod.get(v) in reads_a_sum for v in n.inputs):
+            reads_a_sum.add(n)
+    assert all(n in reads_a_sum for n in nodes[at[waits[0]] :])
+    # The memory plan keeps each bucket's buffer (and an unpacked bucket's gradient, which MPI
+    # reads in place) live from its start to its wait, in bytes no other value live then uses.
+    memory = passes.plan_memory(graph)
+    passes.check_memory_plan(graph, memory)
+    by_wait = {w.inputs[0]: w for w in waits}
+    for s in starts:
+        wait = by_wait[s.output]
+        held = [s.output] + (list(s.inputs) if not s.attrs["packed"] else [])
+        for v in held:
+            buf = memory.buffers[v.name]
+            root = memory.buffers[buf.alias_of] if buf.alias_of else buf
+            assert buf.start <= at[s] and root.end >= at[wait], v
+            for other in memory.buffers.values():
+                if other.alias_of is None and other is not root and other.start <= at[wait]:
+                    assert other.end < at[s] or not _overlaps(root, other), (v.name, other.value)
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_one_rank_distributed_training_equals_plain_training(one_rank, backend):
     model, x, y, step = _distributed_step(bucket_bytes=300, backend=backend)
@@ -375,3 +435,134 @@ def test_sampler_arguments_are_checked():
     with pytest.raises(GraphcError, match="sampler must be a DistributedSampler"):
         DataLoader(np.arange(4), sampler=object())
     assert DistributedSampler().num_replicas == dist.world_size()
+
+
+# ---------------------------------------------------------------- the MPI benchmarks' arithmetic
+def _benchmark(name: str):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_allreduce_workload_reports_bus_bandwidth_and_marks_disagreement():
+    bench = _benchmark("allreduce")
+    raw = {
+        "ranks": 2,
+        "cases": [
+            {
+                "bytes": 4 << 20,
+                "times": {"graphc": [2e-3, 4e-3, 3e-3], "mpi4py": [1e-3] * 3},
+                "oracle_diff": 0.0,
+                "peer_diff": 0.0,
+            },
+            {
+                "bytes": 4096,
+                "times": {"graphc": [1e-5], "mpi4py": [1e-5]},
+                "oracle_diff": 1e-2,
+                "peer_diff": 0.0,
+            },
+        ],
+    }
+    big, small = bench.to_cases(raw)
+    assert big["case"] == "4 MiB" and small["case"] == "4 KiB"
+    assert big["engines"]["graphc"]["median_ms"] == pytest.approx(3.0)
+    # 2 (n-1)/n * bytes / time on 2 ranks: bytes / time.
+    assert big["extra"]["graphc_bus_gbs"] == pytest.approx((4 << 20) / 3e-3 / 1e9)
+    assert big["ratios"]["graphc / mpi4py"] == pytest.approx(1 / 3)
+    assert "agrees" not in big["engines"]["graphc"]
+    assert small["engines"]["graphc"]["agrees"] is False
+    assert bench.bus_bandwidth_gbs(3 << 20, 1.0, 4) == pytest.approx(1.5 * (3 << 20) / 1e9)
+
+
+def test_ddp_workload_hidden_share_and_agreement():
+    bench = _benchmark("ddp_mlp_train")
+    raw = {
+        "ranks": 2,
+        "sizes": [8, 4, 2],
+        "buckets": 2,
+        "compile_s": 1.0,
+        "graphc_loss": 2.0,
+        "torch_loss": 2.0 + 1e-6,
+        "param_diff": 1e-6,
+        "times": {"graphc": [0.010, 0.012], "torch DDP gloo": [0.020, 0.022]},
+        "exposed_s": 0.001,
+        "whole_s": 0.004,
+        "serialized_step_s": 0.014,
+    }
+    case = bench.to_case(raw)
+    assert case["ratios"]["graphc / torch DDP gloo"] == pytest.approx(11 / 21)
+    assert case["extra"]["allreduce_hidden_share"] == pytest.approx(0.75)
+    best = bench.to_case({**raw, "exposed_min_s": 0.0005, "whole_min_s": 0.001})
+    assert best["extra"]["allreduce_hidden_share_best"] == pytest.approx(0.5)
+    assert bench.to_case({**raw, "exposed_s": 0.005})["extra"]["allreduce_hidden_share"] == 0.0
+    assert "agrees" not in case["engines"]["graphc"]
+    assert bench.to_case({**raw, "torch_loss": 2.1})["engines"]["graphc"]["agrees"] is False
+
+
+def test_collective_profile_counts_blocked_time_and_serializes(no_communicator):
+    pytest.importorskip("mpi4py")
+    fake = FakeComm(peer=1.0)
+    collectives.set_communicator(fake, timeout=5)
+    start, wait = (cpu.compile_node(n) for n in _bucket_graph().nodes)
+    a, b = np.ones((2, 3), np.float32), np.ones(4, np.float32)
+    buf, outs = np.zeros(10, np.float32), [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    try:
+        collectives.set_profile(True)
+        start(a, b, buf)
+        np.testing.assert_array_equal(buf, 1)  # started, not summed yet
+        wait(buf, *outs)
+        assert collectives.profile()["sums"] == 1 and collectives.profile()["blocked_s"] > 0
+        collectives.set_profile(True, serialize=True)
+        start(a, b, buf)
+        np.testing.assert_array_equal(buf, 2)  # summed inside the start: nothing left to overlap
+        wait(buf, *outs)
+        assert collectives.profile()["sums"] == 1
+        np.testing.assert_array_equal(outs[1], 1)
+    finally:
+        collectives.set_profile(False)
+    assert collectives.profile() == {"blocked_s": 0.0, "sums": 0}
+
+
+def test_the_progress_thread_drives_mpi_only_while_a_sum_is_pending(no_communicator):
+    pytest.importorskip("mpi4py")
+    fake = FakeComm(peer=1.0)
+    collectives.set_communicator(fake, timeout=5)
+    collectives.set_progress(True, interval=1e-3)
+    thread = collectives.progress_thread()
+    assert thread is not None
+    start, wait = (cpu.compile_node(n) for n in _bucket_graph().nodes)
+    a, b = np.ones((2, 3), np.float32), np.ones(4, np.float32)
+    buf, outs = np.zeros(10, np.float32), [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    time.sleep(0.03)
+    assert getattr(fake, "probes", 0) == 0  # nothing pending: the thread sleeps
+    start(a, b, buf)
+    deadline = time.monotonic() + 5
+    while getattr(fake, "probes", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert fake.probes >= 3  # the sum is pending: the thread calls MPI
+    wait(buf, *outs)
+    np.testing.assert_array_equal(outs[1], 1)
+    time.sleep(0.01)
+    after = fake.probes
+    time.sleep(0.03)
+    assert fake.probes == after  # the sum is done: the thread sleeps again
+    with pytest.raises(GraphcError, match="progress interval must be positive"):
+        collectives.set_progress(True, interval=0)
+    collectives.set_communicator(None)  # a new communicator stops the thread
+    assert collectives.progress_thread() is None and not thread._thread.is_alive()
+
+
+def test_progress_setting_comes_from_the_argument_or_the_environment(monkeypatch):
+    monkeypatch.delenv("GRAPHC_DIST_PROGRESS", raising=False)
+    assert dist_comm._progress_wanted(None) is True
+    monkeypatch.setenv("GRAPHC_DIST_PROGRESS", "0")
+    assert dist_comm._progress_wanted(None) is False
+    assert dist_comm._progress_wanted(True) is True
+    monkeypatch.setenv("GRAPHC_DIST_PROGRESS", "yes")
+    with pytest.raises(GraphcError, match="GRAPHC_DIST_PROGRESS must be 0 or 1, got 'yes'"):
+        dist_comm._progress_wanted(None)

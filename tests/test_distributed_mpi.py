@@ -158,3 +158,43 @@ def test_broadcast_parameters_makes_differing_initial_values_rank_0s():
     rc, out, _ = _run("faults.py", "broadcast", timeout=60)
     assert rc == 0, out
     assert "rank 0 finished" in out and "rank 1 finished" in out, out
+
+
+# ---------------------------------------------------------------- the suite's MPI workloads
+BENCHMARKS = SCRIPTS.parents[1] / "benchmarks"
+
+
+def _workload(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+QUICK = {"compare": [], "threads": 1, "repeat": 2, "warmup": 1, "min_time": 0.0, "settle": 0.0, "quick": True}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, peer", [("allreduce", "mpi4py"), ("ddp_mlp_train", "torch DDP gloo")])
+def test_mpi_workloads_measure_quickly_and_agree(name, peer):
+    module = _workload(name)
+    assert module.WHAT and peer in module.PEERS
+    lines: list[str] = []
+    result = module.measure({**QUICK, "log": lines.append})
+    assert lines and result["notes"] and result["cases"]
+    (ratio, _), *_ = module.TARGETS
+    for case in result["cases"]:
+        engines = case["engines"]
+        for engine in ("graphc", peer):
+            assert engines[engine]["status"] == "ok", case
+            assert 0 < engines[engine]["min_ms"] <= engines[engine]["median_ms"] <= engines[engine]["max_ms"]
+        assert engines["graphc"].get("agrees", True), engines["graphc"]["agreement"]
+        assert peer in engines["graphc"]["agreement"]
+        assert case["ratios"][ratio] > 0
+    if name == "ddp_mlp_train":
+        extra = result["cases"][0]["extra"]
+        assert 0 <= extra["allreduce_hidden_share"] <= 1 and extra["allreduce_ms_per_step"] > 0
+    else:
+        assert [c["case"] for c in result["cases"]] == ["4 KiB", "64 KiB"]

@@ -5,8 +5,9 @@ the reverse of the parameters' order, as in PyTorch DDP) into buckets of about `
 (25 MiB by default) of one dtype. Each bucket gets an ``allreduce_start`` reading its gradients
 and an ``allreduce_wait`` giving their averages over the ranks; the optimizer update then reads
 the averages. A bucket of one gradient is not packed: MPI reads the gradient in place and its
-wait holds it live (``packed=False``). The scheduler pass ``passes.collectives.place_collectives``
-moves each start to just after its last gradient and each wait to just before its updates.
+wait holds it live (``packed=False``). The scheduling pass (``passes.schedule``, through
+``passes.collectives.collective_order``) puts each start just after its last gradient and each
+wait just before its updates.
 """
 
 from __future__ import annotations

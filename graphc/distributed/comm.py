@@ -8,6 +8,7 @@ and call ``MPI_Abort``, which stops every rank of the job.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -35,16 +36,21 @@ def _mpi() -> Any:
     return MPI
 
 
-def init(timeout: float | None = None, abort_on_error: bool = True) -> tuple[int, int]:
+def init(
+    timeout: float | None = None, abort_on_error: bool = True, progress: bool | None = None
+) -> tuple[int, int]:
     """Join the MPI job (mpi4py's COMM_WORLD); return ``(rank, world_size)``. Calling again is harmless.
 
     ``timeout`` (seconds; default ``$GRAPHC_DIST_TIMEOUT`` or 300) bounds every wait on other
     ranks. ``abort_on_error`` installs an exception hook that aborts the whole job when this rank
-    dies of an uncaught exception, so the other ranks never wait for it.
+    dies of an uncaught exception, so the other ranks never wait for it. ``progress`` runs a
+    thread that moves pending gradient sums forward while the step computes
+    (``graphc.kernels.mpi_progress``); default ``$GRAPHC_DIST_PROGRESS`` ("1" on, "0" off) or on.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     collectives.set_communicator(comm, timeout)
+    collectives.set_progress(_progress_wanted(progress))
     _state["comm"] = comm
     if abort_on_error and _state["hook"] is None:
         previous = sys.excepthook
@@ -61,6 +67,15 @@ def init(timeout: float | None = None, abort_on_error: bool = True) -> tuple[int
         sys.excepthook = abort_all
         _state["hook"] = abort_all
     return comm.Get_rank(), comm.Get_size()
+
+
+def _progress_wanted(progress: bool | None) -> bool:
+    if progress is not None:
+        return bool(progress)
+    text = os.environ.get("GRAPHC_DIST_PROGRESS", "1").strip()
+    if text not in ("0", "1"):
+        raise GraphcError(f"GRAPHC_DIST_PROGRESS must be 0 or 1, got {text!r}")
+    return text == "1"
 
 
 def is_initialized() -> bool:
