@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from graphc.autograph import converted
 from graphc.ir import Graph, GraphcError, Value
 from graphc.optim import LR_INPUT, Optimizer
 
@@ -275,16 +276,23 @@ def compile_train(
         target += "_"
     names.append(target)
 
-    def body(*args: Any) -> Any:
-        return loss_fn(model(*args[:-1]), args[-1])
-
     was_training = getattr(model, "training", None)
     if hasattr(model, "train"):
         model.train()
     try:
-        graph = trace(
-            body, *examples, name=_train_graph_name(model), module=_module_or_none(model), input_names=names
-        )
+        # if/while/for on traced Tensors in forward -> cond/while_loop/scan, as graphc.compile does
+        with converted(model) as converted_model:
+
+            def body(*args: Any) -> Any:
+                return loss_fn(converted_model(*args[:-1]), args[-1])
+
+            graph = trace(
+                body,
+                *examples,
+                name=_train_graph_name(model),
+                module=_module_or_none(model),
+                input_names=names,
+            )
     finally:
         if was_training is False and hasattr(model, "eval"):
             model.eval()

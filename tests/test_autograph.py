@@ -407,3 +407,38 @@ def test_appending_inside_a_traced_if_in_a_for_loop_says_what_to_write():
 
     with pytest.raises(GraphcError, match="append it after the statement"):
         graphc.compile(f, np.ones((3, 2), np.float32))
+
+
+def test_compile_train_converts_a_tensor_while_loop_as_compile_does():
+    """The halving loop (issue 17's model) inside a trained module: compile_train converts it too,
+    and the step's loss and gradient step equal torch autograd's."""
+    torch = pytest.importorskip("torch")
+    import graphc.functional as F
+
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((4, 3)).astype(np.float32) * 3
+
+    class Halving(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(w0.copy())
+
+        def forward(self, x):
+            h = x @ self.w
+            while h.abs().sum() > 1:
+                h = h / 2
+            return h
+
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    y = np.zeros((2, 3), np.float32)
+    m = Halving()
+    step = graphc.compile_train(m, F.mse_loss, graphc.optim.SGD(lr=0.1), x, y)
+    loss = float(step(x, y))
+    tw = torch.tensor(w0, requires_grad=True)
+    h = torch.tensor(x) @ tw
+    while h.abs().sum() > 1:
+        h = h / 2
+    want = torch.nn.functional.mse_loss(h, torch.tensor(y))
+    want.backward()
+    assert loss == pytest.approx(float(want), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(m.w), w0 - 0.1 * tw.grad.numpy(), rtol=1e-5, atol=1e-6)
