@@ -3,7 +3,7 @@
 import sys
 import types
 
-from graphc import eager, functional, nn, optim, pruning, quantization  # noqa: F401  (+ eager mode, compression)
+from graphc import calibration, eager, functional, nn, optim, pruning, qat, quantization  # noqa: F401  (+ eager, compression)
 from graphc.checkpoint import load_checkpoint, save_checkpoint
 from graphc.compiler import compile, compile_graph, load_plan
 from graphc.control_flow import cond, scan, while_loop  # noqa: F401  (control flow: graphc.cond, ...)
@@ -16,6 +16,7 @@ from graphc.data import DataLoader
 from graphc.functional import cat, einsum, log_softmax, matmul, relu, sigmoid, softmax, stack, tanh, where  # noqa: E402  # noqa: E402
 from graphc.ir import Graph, GraphcError
 from graphc.nn.init import manual_seed
+from graphc.qat import convert_qat, prepare_qat  # quantization-aware training
 from graphc.runtime import Plan
 from graphc.tensor import Tensor
 from graphc.tensor_functions import *  # noqa: E402, F403
@@ -39,6 +40,7 @@ __all__ = [
     "compile",
     "compile_graph",
     "compile_train",
+    "convert_qat",
     "evaluate",
     "fit",
     "functional",
@@ -47,6 +49,7 @@ __all__ = [
     "manual_seed",
     "nn",
     "optim",
+    "prepare_qat",
     "save_checkpoint",
     "trace",
     "load_weights",

@@ -1,20 +1,23 @@
 """Post-training int8 quantization: ``quantize_static`` and ``quantize_dynamic`` return plans.
 
 Both quantize the weights of every linear layer (a matmul of an activation by a 2-D parameter or
-its transpose: ``nn.Linear``, ``F.linear``) to int8, symmetrically (zero point 0), per output
-channel or per tensor, and store them as int8 arrays in the plan (the float weights are gone).
-Activations entering those matmuls are quantized per tensor to uint8 with a zero point (ONNX's
-QDQ convention), with ranges
+its transpose: ``nn.Linear``, ``F.linear``) and every convolution (``conv2d`` with groups 1: a
+4-D parameter reshaped, times ``im2col`` of an activation) to int8, symmetrically (zero point
+0), per output channel or per tensor, and store them as int8 arrays in the plan (the float
+weights are gone). Activations entering those layers are quantized per tensor to uint8 with a
+zero point (ONNX's QDQ convention), with ranges
 
 - ``quantize_static``: fixed, from calibration batches run through the float model: ``minmax``
   (the extremes seen) or ``percentile`` (the ``percentile``-th and ``100 - percentile``-th
   percentiles of all values, clipping outliers); the range always includes 0;
 - ``quantize_dynamic``: computed in the graph from each call's own minimum and maximum.
 
-The graph then holds ``dequantize(quantize(x)) @ dequantize(w_int8)`` (QDQ form), which the
-``quantize_matmuls`` pass (graphc.passes.quantize) turns into the int8 GEMM ``qmatmul`` with a
-dequantizing epilogue, fused with the bias add and activation that follow. Other layers (conv2d,
-attention) stay in float. Quantization semantics are ONNX's QuantizeLinear/DequantizeLinear.
+The graph then holds ``dequantize(quantize(x)) @ dequantize(w_int8)`` (QDQ form; for a
+convolution ``reshape(dequantize(w_int8)) @ im2col(dequantize(quantize(x)))``), which the
+``quantize_matmuls`` pass (graphc.passes.quantize) turns into the int8 kernels ``qlinear`` and
+``qconv2d``, each with its dequantizing epilogue and the bias add, ReLU and next quantize that
+follow folded in. Other layers (grouped convolutions, attention) stay in float. Quantization
+semantics are ONNX's QuantizeLinear/DequantizeLinear.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphc import passes
+from graphc.calibration import entropy_range
 from graphc.compiler import compile_graph
 from graphc.ir import Graph, GraphcError, Node, Value
 from graphc.kernels.reference import KERNELS as _REFERENCE
@@ -33,41 +37,66 @@ from graphc.tracing import trace
 
 __all__ = ["LinearSite", "find_linear_sites", "quantize_dynamic", "quantize_static", "quantize_weights"]
 
-METHODS = ("minmax", "percentile")
+METHODS = ("minmax", "percentile", "entropy")  # entropy: graphc.calibration (KL divergence)
 _TINY_SCALE = 1e-12  # the scale of an all-zero range (any positive value quantizes 0 exactly)
 
 
 @dataclass
 class LinearSite:
-    """One matmul of an activation by a 2-D float parameter: ``x @ w`` or ``x @ w.T``."""
+    """One matmul of an activation by a float parameter: ``x @ w`` or ``x @ w.T`` (w 2-D), or a
+    convolution ``reshape(w) @ im2col(x)`` (w [O, C, kh, kw]; ``reader`` is the im2col)."""
 
     node: Node
     weight: Value
     transposed: bool
+    reader: Node | None = None  # the node reading the activation (its first operand); None: node
 
     @property
     def activation(self) -> Value:
-        """The float activation the matmul reads on its left."""
-        return self.node.inputs[0]
+        """The float activation: the matmul's left operand, or the image under im2col."""
+        return (self.reader or self.node).inputs[0]
+
+    @property
+    def is_conv(self) -> bool:
+        """Whether the site is a convolution (an im2col matmul)."""
+        return self.reader is not None
+
+
+def _is_param(graph: Graph, v: Value, rank: int) -> bool:
+    return graph.kinds.get(v.name) == "param" and v.type.rank == rank and v.name in graph.initializers
+
+
+def _conv_site(graph: Graph, node: Node, prod: dict) -> LinearSite | None:
+    """``matmul(reshape(w), im2col(x))`` with w a 4-D param (conv2d with groups 1), or None."""
+    wr, cols = (prod.get(v) for v in node.inputs)
+    if wr is None or cols is None or wr.op != "reshape" or cols.op != "im2col":
+        return None
+    w, x = wr.inputs[0], cols.inputs[0]
+    if not _is_param(graph, w, 4) or x.dtype not in ("f32", "f64") or node.output.type.rank != 3:
+        return None
+    return LinearSite(node, w, False, cols)
 
 
 def find_linear_sites(graph: Graph) -> list[LinearSite]:
-    """Every quantizable matmul of ``graph`` (float activation on the left, a 2-D param weight)."""
+    """Every quantizable matmul of ``graph``: a float activation on the left and a 2-D param
+    weight, or a convolution (a 4-D param weight reshaped, times im2col of a float activation)."""
     prod = {v: n for n in graph.nodes for v in n.outputs}
     sites = []
     for node in graph.nodes:
-        if node.op != "matmul" or node.inputs[0].dtype not in ("f32", "f64"):
+        if node.op != "matmul":
+            continue
+        conv = _conv_site(graph, node, prod)
+        if conv is not None:
+            sites.append(conv)
+            continue
+        if node.inputs[0].dtype not in ("f32", "f64"):
             continue
         right = node.inputs[1]
         transposed = False
         src = prod.get(right)
         if src is not None and src.op == "transpose" and tuple(src.attrs["perm"]) == (1, 0):
             right, transposed = src.inputs[0], True
-        if (
-            graph.kinds.get(right.name) == "param"
-            and right.type.rank == 2
-            and right.name in graph.initializers
-        ):
+        if _is_param(graph, right, 2):
             sites.append(LinearSite(node, right, transposed))
     return sites
 
@@ -75,7 +104,8 @@ def find_linear_sites(graph: Graph) -> list[LinearSite]:
 def _weight_params(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 scale (per channel along ``axis``, else per tensor) and the int8 weight."""
     w = np.asarray(w)
-    amax = np.abs(w).max() if axis is None else np.abs(w).max(axis=1 - axis, keepdims=True)
+    others = tuple(a for a in range(w.ndim) if a != axis)
+    amax = np.abs(w).max() if axis is None else np.abs(w).max(axis=others, keepdims=True)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(w.dtype)
     zero = np.zeros(scale.shape, np.int8)
     (q,) = _REFERENCE["quantize"]([w, scale, zero], {})
@@ -93,7 +123,7 @@ def quantize_weights(graph: Graph, per_channel: bool = True) -> list[LinearSite]
         w = site.weight
         if w.name in done:
             continue
-        axis = (0 if site.transposed else 1) if per_channel else None
+        axis = (0 if site.transposed or site.is_conv else 1) if per_channel else None
         scale, q = _weight_params(graph.initializers[w.name], axis)
         qv = graph.add_input(graph.fresh_name(f"{w.name}.int8"), _type(q), "const", q)
         sv = graph.add_input(graph.fresh_name(f"{w.name}.scale"), _type(scale), "const", scale)
@@ -136,8 +166,9 @@ def _insert_qdq(
     scale, zero, _ = make_params(graph, x)
     q = graph.op("quantize", x, scale, zero, source=site.node.source)
     deq = graph.op("dequantize", q, scale, zero, source=site.node.source)
-    _move_before(graph, deq, site.node, len(graph.nodes) - start)
-    site.node.inputs = [deq, *site.node.inputs[1:]]
+    reader = site.reader or site.node
+    _move_before(graph, deq, reader, len(graph.nodes) - start)
+    reader.inputs = [deq, *reader.inputs[1:]]
     graph.invalidate_uses()
 
 
@@ -205,7 +236,8 @@ def quantize_static(
 
     ``calibration_batches``: a list of inputs (one array per batch, or a tuple of arrays for a
     model of several inputs), of any batch size. ``method``: ``minmax`` or
-    ``percentile`` (with ``percentile`` in (50, 100]).
+    ``percentile`` (with ``percentile`` in (50, 100]) or ``entropy`` (TensorRT's KL-divergence
+    threshold, ``graphc.calibration``).
     """
     if method not in METHODS:
         raise GraphcError(f"quantize_static: method must be one of {list(METHODS)}, got {method!r}")
@@ -222,6 +254,8 @@ def quantize_static(
             lo = hi = 0.0
         elif method == "minmax":
             lo, hi = finite.min(), finite.max()
+        elif method == "entropy":
+            lo, hi = entropy_range(finite)
         else:
             lo, hi = np.percentile(finite, 100.0 - percentile), np.percentile(finite, percentile)
         scale, zero = _range_params(lo, hi, site.activation.type.np_dtype)

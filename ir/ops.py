@@ -713,6 +713,71 @@ def _allreduce_start(inputs, attrs):
 def _allreduce_wait(inputs, attrs):
     _check(len(inputs) >= 1, "needs the bucket buffer as its first operand")
     buf = inputs[0]
+# qlinear(a, b, shift, scale, bias[, out_scale, out_zero]) {relu}: qmatmul with its epilogue, per
+# output element (i, j), in scale's float dtype F (what graphc.passes.quantize fuses into it):
+#   y = F(qmatmul(a, b)[i, j] - shift[j]) * scale[j] + bias[j]    (i32 subtract, then F ops)
+#   y = where(y <= 0, 0, y)                                         when relu (NaN stays NaN)
+#   out = quantize(y, out_scale, out_zero)                          when out_scale/out_zero given
+# shift (i32), scale and bias (F) are per column [n] or per tensor (); out_scale (F) and
+# out_zero (i8/u8) per tensor. The result is [m, n], of F, or of out_zero's dtype.
+def _qlinear(inputs, attrs):
+    _check(len(inputs) in (5, 7), f"takes 5 or 7 operands after the GEMM's, got {len(inputs)}")
+    a, b, shift, scale, bias = inputs[:5]
+    (acc,) = _qmatmul([a, b], {})
+    n = acc.shape[1]
+    _check(shift.dtype == "i32", f"shift must be i32, got {shift.dtype}")
+    _check(scale.dtype in FLOAT_DTYPES, f"scale must be a float tensor, got {scale.dtype}")
+    _check(bias.dtype == scale.dtype, f"bias ({bias.dtype}) and scale ({scale.dtype}) dtypes differ")
+    for what, t in (("shift", shift), ("scale", scale), ("bias", bias)):
+        _check(t.shape in ((), (n,)), f"{what} must have shape () or ({n},), got {t.shape}")
+    if len(inputs) == 5:
+        return [TensorType(acc.shape, scale.dtype)]
+    out_scale, out_zero = inputs[5:]
+    _check(out_scale.dtype == scale.dtype, f"out_scale must be {scale.dtype}, got {out_scale.dtype}")
+    _check(out_zero.dtype in QUANT_DTYPES, f"out_zero must be i8 or u8, got {out_zero.dtype}")
+    _check(out_scale.shape == () and out_zero.shape == (), "out_scale and out_zero must be scalars")
+    return [TensorType(acc.shape, out_zero.dtype)]
+
+
+_register("qlinear", None, "opaque", _qlinear, {"relu": Attr(BoolSpec(), False)})
+
+
+# qconv2d(x, w, x_zero, shift, scale, bias[, out_scale, out_zero]) {stride, padding, dilation,
+# relu}: the int8 convolution as the GEMM of w ([O, kh, kw, C], i8/u8) with x's windows (x NCHW
+# i8/u8, padded with x_zero), with qlinear's epilogue per output channel o:
+#   acc[n, o, l] = sum_(i, j, c) w[o, i, j, c] * x_padded[n, c, oy*sh + i*dh, ox*sw + j*dw]  (exact)
+# (l = oy * OW + ox), then y = F(acc - shift[o]) * scale[o] + bias[o], relu, requantize as in
+# qlinear. The result is [N, O, OH * OW] (the layout of the matmul of a weight by im2col columns).
+def _qconv2d(inputs, attrs):
+    _check(len(inputs) in (6, 8), f"qconv2d takes 6 or 8 operands, got {len(inputs)}")
+    x, w, x_zero = inputs[:3]
+    _check(
+        x.dtype in QUANT_DTYPES and w.dtype in QUANT_DTYPES,
+        f"qconv2d needs i8/u8 operands, got {x.dtype}, {w.dtype}",
+    )
+    _check(
+        x.rank == 4 and w.rank == 4,
+        f"qconv2d needs x [N, C, H, W] and w [O, kh, kw, C], got {x.shape}, {w.shape}",
+    )
+    n, c, h, wd = x.shape
+    o, kh, kw, wc = w.shape
+    _check(wc == c, f"weight [O, kh, kw, C] has {wc} channels, the input {c}")
+    _check(x_zero.shape == () and x_zero.dtype == x.dtype, f"x_zero must be a {x.dtype} scalar, got {x_zero}")
+    _, _, oh, ow = _window({**attrs, "kernel": (kh, kw)}, h, wd)
+    m = TensorType((n * oh * ow, kh * kw * c), x.dtype)  # the windows as rows: qlinear's checks
+    (y,) = _qlinear([m, TensorType((o, kh * kw * c), w.dtype), *inputs[3:]], {})
+    return [TensorType((n, o, oh * ow), y.dtype)]
+
+
+_register(
+    "qconv2d",
+    None,
+    "opaque",
+    _qconv2d,
+    {**{k: v for k, v in _WINDOW.items() if k != "kernel"}, "relu": Attr(BoolSpec(), False)},
+)
+
+
     _check(buf.rank == 1 and buf.dtype in ("f32", "f64"), f"needs a flat f32/f64 buffer, got {buf}")
     shapes = attrs["shapes"]
     _check(len(shapes) >= 1, "shapes must name at least one result")

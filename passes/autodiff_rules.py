@@ -516,6 +516,15 @@ def rule_for(node: Node) -> Rule | None:
 # through it is refused rather than given a silent zero.
 @_rule("allreduce_start", "allreduce_wait")
 def _collective(e, node, g, needs):
+# qlinear/qconv2d (quantize_matmuls' int8 GEMMs with epilogues) exist only in inference plans: refused.
+@_rule("qlinear", "qconv2d")
+def _qlinear(e, node, g, needs):
+    raise GraphcError(
+        f"autodiff: {node.op} ({node.source or 'no source'}) is an inference-only int8 kernel; "
+        "differentiate the float model (or its fake_quantize form) instead"
+    )
+
+
     raise GraphcError(
         f"autodiff: {node.op} (the gradient allreduce of compile_train(distributed=True)) has no "
         "gradient; it belongs after the backward graph, not inside the differentiated function"

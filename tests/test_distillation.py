@@ -105,3 +105,26 @@ def test_bad_arguments_are_graphc_errors():
         F.distillation_loss(s, s, y, alpha=1.5)
     with pytest.raises(GraphcError, match="must both be"):
         F.distillation_loss(s, np.zeros((2, 4), np.float32), y)
+
+
+def test_compress_digits_example_quick():
+    """examples/compress_digits.py --quick: 3 seeds of both students, every compression row."""
+    pytest.importorskip("sklearn")
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "compress_digits.py"
+    spec = importlib.util.spec_from_file_location("example_compress_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.run(quick=True)
+    assert [len(v) for v in out["students"].values()] == [3, 3]
+    assert out["means"]["alone"] == pytest.approx(np.mean(out["students"]["alone"]))
+    rows = out["rows"]
+    assert len(rows) == 7 and {"float", "QAT int8", "static int8 (entropy)"} <= set(rows)
+    float_acc, float_bytes, _ = rows["float"]
+    for name, (acc, size, seconds) in rows.items():
+        assert acc > 0.75 and seconds > 0, (name, acc)
+        if "int8" in name:
+            assert size < 0.4 * float_bytes, (name, size, float_bytes)
+    assert rows["QAT int8"][0] > float_acc - 0.05

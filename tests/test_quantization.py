@@ -67,7 +67,9 @@ def test_quantize_static_matches_the_oracle_and_uses_the_int8_gemm(per_channel, 
     cal = [rng.standard_normal((8, 12)).astype(np.float32) for _ in range(3)]
     plan = quantize_static(m, cal, x, per_channel=per_channel, method=method, percentile=99.0)
     counts = plan.graph.op_counts()
-    assert counts.get("qmatmul") == 2 and "matmul" not in counts
+    # Each layer is one qlinear (GEMM + epilogue); the hidden one also folds bias, ReLU and the
+    # next layer's quantize, so the only other kernel is the input's quantize.
+    assert {op: k for op, k in counts.items() if op != "const"} == {"quantize": 1, "qlinear": 2}
 
     cal_x = np.concatenate(cal)
     cal_h = _float_hidden(m, cal_x).astype(np.float32)
@@ -89,7 +91,7 @@ def test_quantize_dynamic_measures_each_call():
     m = MLP()
     x = rng.standard_normal((8, 12)).astype(np.float32)
     plan = quantize_dynamic(m, x)
-    assert plan.graph.op_counts().get("qmatmul") == 2
+    assert plan.graph.op_counts().get("qlinear") == 2
     for scale in (1.0, 30.0):
         xs = (x * scale).astype(np.float32)
 
@@ -115,7 +117,7 @@ def test_quantized_plan_file_stores_int8_weights(tmp_path):
 
 
 def test_the_pass_lowers_qdq_matmuls_exactly():
-    """matmul(dequantize(qa), dequantize(qw).T) -> qmatmul + epilogue, on a 3-D activation with a
+    """matmul(dequantize(qa), dequantize(qw).T) -> qlinear, on a 3-D activation with a
     nonzero activation zero point; equal to the float64 product of the dequantized operands."""
     rng = np.random.default_rng(4)
     qa = rng.integers(0, 256, (2, 3, 16)).astype(np.uint8)
@@ -131,7 +133,7 @@ def test_the_pass_lowers_qdq_matmuls_exactly():
     g.add_output(g.op("matmul", x, w))
     (before,) = execute(g, {"qa": qa})
     lowered = quantize_matmuls(g.copy())
-    assert "matmul" not in lowered.op_counts() and lowered.op_counts()["qmatmul"] == 1
+    assert "matmul" not in lowered.op_counts() and lowered.op_counts()["qlinear"] == 1
     (after,) = execute(lowered, {"qa": qa})
     want = (qa.astype(np.float64) - 131) * 0.05 @ (qw.astype(np.float64) * sw).T
     np.testing.assert_allclose(after, want, rtol=1e-6)
@@ -147,15 +149,109 @@ def test_the_pass_leaves_nonsymmetric_weights_alone():
     z = g.add_input("z", TensorType((), "i8"), "const", np.int8(3))
     qw = g.add_input("qw", TensorType((8, 2), "i8"), "const", np.ones((8, 2), np.int8))
     g.add_output(g.op("matmul", g.op("dequantize", a, s, z), g.op("dequantize", qw, s, z)))
-    assert "qmatmul" not in quantize_matmuls(g).op_counts()
+    assert "qlinear" not in quantize_matmuls(g).op_counts()
 
 
 def test_bad_arguments_are_graphc_errors():
     m = MLP()
     x = np.zeros((2, 12), np.float32)
     with pytest.raises(GraphcError, match="method must be one of"):
-        quantize_static(m, [x], x, method="entropy")
+        quantize_static(m, [x], x, method="kl")
     with pytest.raises(GraphcError, match="calibration_batches is empty"):
         quantize_static(m, [], x)
     with pytest.raises(GraphcError, match="calibration batch 0 has 2 arrays"):
         quantize_static(m, [(x, x)], x)
+
+
+def _qdq_layer(rng: np.random.Generator, m: int = 8, k: int = 96, n: int = 20):
+    """A graph input qa (u8) through matmul(dequantize(qa), dequantize(qw).T) + bias, and its feeds."""
+    qa = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    consts = {
+        "sa": np.float32(0.02),
+        "za": np.uint8(100),
+        "qw": rng.integers(-128, 128, (n, k)).astype(np.int8),
+        "sw": rng.uniform(0.001, 0.01, (n, 1)).astype(np.float32),
+        "zw": np.int8(0),
+        "bias": rng.uniform(-1, 1, n).astype(np.float32),
+        "s2": np.float32(0.05),
+        "z2": np.uint8(3),
+    }
+    g = Graph("layer")
+    a = g.add_input("qa", TensorType.of(qa))
+    c = {
+        k_: g.add_input(k_, TensorType.of(np.asarray(v)), "const", np.asarray(v)) for k_, v in consts.items()
+    }
+    w = g.op("transpose", g.op("dequantize", c["qw"], c["sw"], c["zw"]), perm=(1, 0))
+    y = g.op("add", g.op("matmul", g.op("dequantize", a, c["sa"], c["za"]), w), c["bias"])
+    return g, y, c, qa
+
+
+def test_the_pass_folds_bias_relu_and_the_next_quantize_into_one_qlinear():
+    g, y, c, qa = _qdq_layer(np.random.default_rng(5))
+    zero = g.op("const", value=0.0, dtype="f32")
+    g.add_output(g.op("quantize", g.op("where", g.op("le", y, zero), zero, y), c["s2"], c["z2"]))
+    (want,) = execute(g, {"qa": qa})
+    lowered = quantize_matmuls(g.copy())
+    ops = [n for n in lowered.nodes if n.op not in ("const", "cast", "sum", "mul", "reshape")]
+    assert [(n.op, n.attrs["relu"], n.output.dtype) for n in ops] == [("qlinear", True, "u8")]
+    (got,) = execute(lowered, {"qa": qa})
+    plan = graphc.compile_graph(g, passes_=[quantize_matmuls, *graphc.passes.default_pipeline()])
+    assert plan.graph.op_counts() == {"qlinear": 1}
+    np.testing.assert_array_equal(plan(qa), got)  # the CPU kernel, bit for bit
+    assert 5 < len(np.unique(want)) and np.abs(got.astype(int) - want).max() <= 1  # float rounding
+    # Against a float64 oracle of the layer: within one quantization step.
+    qw, sw, bias = (g.initializers[k] for k in ("qw", "sw", "bias"))
+    h = (qa.astype(np.float64) - 100) * np.float64(np.float32(0.02)) @ (qw * sw.astype(np.float64)).T + bias
+    oracle = np.clip(np.rint(np.maximum(h, 0) / np.float64(np.float32(0.05))) + 3, 0, 255)
+    assert np.abs(got.astype(np.float64) - oracle).max() <= 1
+
+
+def test_the_pass_does_not_fold_an_epilogue_another_op_reads():
+    """The pre-activation is also an output: the bias folds in only once nothing else reads the
+    GEMM's result, and the ReLU stays outside; one qlinear still, so the GEMM is not duplicated."""
+    g, y, c, qa = _qdq_layer(np.random.default_rng(6))
+    zero = g.op("const", value=0.0, dtype="f32")
+    g.add_output(y)
+    g.add_output(g.op("where", g.op("le", y, zero), zero, y))
+    (pre, post) = execute(g, {"qa": qa})
+    plan = graphc.compile_graph(g, passes_=[quantize_matmuls, *graphc.passes.default_pipeline()])
+    assert plan.graph.op_counts().get("qlinear") == 1
+    got_pre, got_post = plan(qa)
+    np.testing.assert_allclose(got_pre, pre, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got_post, np.where(got_pre <= 0, 0, got_pre))
+
+
+class CNN(nn.Module):
+    """Two convolutions (K = 27 and K = 36 < 64, a stride and no padding on the second) and a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, kernel_size=3, padding=1)
+        self.c2 = nn.Conv2d(4, 8, kernel_size=3, stride=2)
+        self.fc = nn.Linear(8 * 3 * 3, 5)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.c1(x)), 2)
+        return self.fc(F.relu(self.c2(h)).reshape(x.shape[0], -1))
+
+
+def test_quantize_static_runs_convolutions_in_int8(tmp_path):
+    rng = np.random.default_rng(7)
+    m = CNN()
+    x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    cal = [rng.standard_normal((6, 3, 16, 16)).astype(np.float32) for _ in range(2)]
+    plan = quantize_static(m, cal, x)
+    counts = plan.graph.op_counts()
+    assert counts.get("qconv2d") == 2 and counts.get("qlinear") == 1
+    assert not {"im2col", "matmul", "fused"} & set(counts)  # no float convolution left
+    conv_weights = [
+        v.dtype for v in plan.graph.inputs if v.type.rank == 4 and plan.graph.kinds[v.name] != "data"
+    ]
+    assert conv_weights == ["i8", "i8"]
+    got, exact = plan(x), graphc.compile(m, x)(x)
+    assert np.abs(got - exact).max() < 0.05 * np.abs(exact).max()
+    # The plan's int8 kernels against the reference kernels on the same graph, bit for bit.
+    ref = execute(plan.graph, {"x": x, **{k: np.asarray(v) for k, v in plan.graph.initializers.items()}})
+    np.testing.assert_array_equal(got, ref[0])
+    plan.save(str(tmp_path / "cnn.gcp"))
+    np.testing.assert_array_equal(graphc.load_plan(str(tmp_path / "cnn.gcp"))(x), got)

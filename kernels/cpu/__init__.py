@@ -57,7 +57,7 @@ from .codegen import (  # noqa: E402
 )
 from .collectives import collective_kernel  # noqa: E402
 from .control_flow import control_builder  # noqa: E402
-from .int8 import qmatmul_source  # noqa: E402
+from .int8 import qconv2d_source, qlinear_source, qmatmul_source  # noqa: E402
 from .views import operand_array  # noqa: E402
 
 Kernel = Callable[..., None]
@@ -467,6 +467,8 @@ CPU_KERNELS.update(
         "max_pool2d_grad": lambda node: _generated(max_pool_grad_source(node)),
         "fused": _fused,
         "qmatmul": lambda node: _generated(qmatmul_source(node)),
+        "qlinear": lambda node: _generated(qlinear_source(node)),
+        "qconv2d": lambda node: _generated(qconv2d_source(node)),
         "allreduce_start": lambda node: Built(*collective_kernel(node)),
         "allreduce_wait": lambda node: Built(*collective_kernel(node)),
     }

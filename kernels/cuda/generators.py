@@ -20,7 +20,7 @@ from .attention import gen_attention
 from .collectives import COLLECTIVE_GENERATORS
 from .control_flow import CONTROL_FLOW_GENERATORS
 from .indexing import gen_gather, gen_scatter_add
-from .int8 import gen_qmatmul
+from .int8 import gen_qconv2d, gen_qlinear, gen_qmatmul
 from .loops import describe, single_body
 from .matmul import gen_matmul
 from .movement import gen_concat, gen_pad, gen_reshape, gen_slice, gen_transpose
@@ -75,6 +75,8 @@ GENERATORS.update(
         "max_pool2d_grad": gen_max_pool2d_grad,
         "fused": gen_fused,
         "qmatmul": gen_qmatmul,
+        "qlinear": gen_qlinear,
+        "qconv2d": gen_qconv2d,
     }
 )
 GENERATORS.update(COLLECTIVE_GENERATORS)  # refusals: collectives run on the CPU backend

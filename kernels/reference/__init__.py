@@ -296,6 +296,33 @@ def _allreduce_start(xs, attrs):
 @_register("allreduce_wait")
 def _allreduce_wait(xs, attrs):
     outs = [np.empty(s, xs[0].dtype) for s in attrs["shapes"]]
+def _int8_epilogue(acc: np.ndarray, params: list[np.ndarray], relu: bool, trailing: int) -> list[np.ndarray]:
+    """qlinear's epilogue (ir/ops.py) over an i32 product, ``trailing`` axes after its channel axis."""
+    shift, scale, bias = (p.reshape(p.shape + (1,) * trailing) for p in params[:3])
+    y = (acc - shift).astype(scale.dtype) * scale + bias  # i32 subtract, then float ops
+    if relu:
+        y = np.where(y <= 0, np.zeros((), y.dtype), y)
+    return _quantize([y, *params[3:]], {}) if len(params) == 5 else [y]
+
+
+@_register("qlinear")
+def _qlinear(xs, attrs):
+    (acc,) = _qmatmul(xs[:2], attrs)
+    return _int8_epilogue(acc, xs[2:], attrs["relu"], 0)
+
+
+@_register("qconv2d")
+def _qconv2d(xs, attrs):
+    x, w, x_zero = xs[:3]
+    z = x_zero.astype(np.int64)
+    o, kh, kw, c = w.shape
+    # im2col of x - z pads with 0, i.e. x with its zero point; the weight to im2col's (c, i, j) order.
+    (cols,) = _im2col([x.astype(np.int64) - z], {**attrs, "kernel": (kh, kw)})
+    w2 = w.astype(np.int64).transpose(0, 3, 1, 2).reshape(o, c * kh * kw)
+    acc = np.einsum("ok,nkl->nol", w2, cols + z).astype(np.int32)
+    return _int8_epilogue(acc, xs[3:], attrs["relu"], 1)
+
+
     collectives.unpack_average(xs[0], outs, collectives.world_size())
     return outs
 

@@ -253,6 +253,23 @@ def primitive_cases() -> list[Case]:
     start = prim("allreduce_start", [ga, gb])
     out.append(Case("allreduce_start", start, [ga, gb], raises=cpu_only))
     flat = np.concatenate([ga.reshape(-1), gb])
+    sh, sc, bi = np.array([3, -40], np.int32), np.array([0.25, 0.5], np.float32), np.array(-1.5, np.float32)
+    ql = [qa, qb, sh, sc, bi]
+    out.append(Case("qlinear_relu", prim("qlinear", ql, relu=True), ql, exact=True))
+    ql_q = [*ql, np.array(0.75, np.float32), np.array(5, np.uint8)]
+    out.append(Case("qlinear_requantize", prim("qlinear", ql_q), ql_q, exact=True))
+    cx = np.arange(2 * 3 * 5 * 4).reshape(2, 3, 5, 4).astype(np.uint8)
+    cw = (np.arange(4 * 3 * 2 * 3) % 23 - 11).reshape(4, 3, 2, 3).astype(np.int8)  # [O, kh, kw, C]
+    qc = [
+        cx,
+        cw,
+        np.array(9, np.uint8),
+        np.arange(4, dtype=np.int32),
+        np.array([0.5, 0.25, 1.0, 2.0], np.float32),
+    ]
+    qc = [*qc, np.array(0.5, np.float32)]
+    conv = prim("qconv2d", qc, stride=(2, 1), padding=(1, 1), relu=True)
+    out.append(Case("qconv2d", conv, qc, exact=True))
     wait = prim("allreduce_wait", [flat], shapes=[(2, 3), (4,)])
     out.append(Case("allreduce_wait", wait, [flat], raises=cpu_only))
     out.append(Case("stop_gradient", prim("stop_gradient", [x]), [x], exact=True))
