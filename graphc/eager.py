@@ -39,7 +39,7 @@ import numpy as np
 
 from graphc.ir import Graph, GraphcError, Node, TensorType, Value
 from graphc.ir.ops import infer_types, normalize_attrs
-from graphc.tensor import _STACK, Tensor, TraceContext, _at, user_source
+from graphc.tensor import _STACK, Tensor, TraceContext, _at, _short, user_source
 
 __all__ = [
     "EAGER",
@@ -73,22 +73,58 @@ class EagerValue(Value):
     module array (buffer) this value is the current contents of, written through on assignment.
     """
 
-    __slots__ = ("data", "requires_grad", "op", "attrs", "inputs", "source", "seq", "kind", "owner", "param")
+    __slots__ = ("data", "requires_grad", "op", "attrs", "inputs", "_source", "seq", "kind", "owner", "param")
     __slots__ += ("__weakref__",)
 
     def __init__(self, type_: TensorType, data: np.ndarray, requires_grad: bool = False) -> None:
-        self.name = f"e{next(_NAMES)}"  # Value.__init__'s two fields, set here (a call less per op)
-        self.type = type_
+        self.type = type_  # Value.__init__'s fields, set here (a call less per op); the name is lazy
         self.data = data
         self.requires_grad = requires_grad
         self.op: str | None = None
         self.attrs: dict | None = None
         self.inputs: tuple[EagerValue, ...] | None = None
-        self.source: str | None = None
+        self._source: str | tuple | None = None  # a tuple: (file name, line), formatted when read
         self.seq = 0
         self.kind: str | None = None
         self.owner: np.ndarray | None = None
         self.param: np.ndarray | None = None
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        """A unique name, made the first time it is read (most eager values are never named)."""
+        try:
+            return _VALUE_NAME.__get__(self, EagerValue)
+        except AttributeError:
+            name = f"e{next(_NAMES)}"
+            _VALUE_NAME.__set__(self, name)
+            return name
+
+    @name.setter
+    def name(self, name: str) -> None:
+        _VALUE_NAME.__set__(self, name)
+
+    @property
+    def source(self) -> str | None:
+        """The user's ``file:line`` that computed this value (on the tape), else None."""
+        src = self._source
+        if type(src) is tuple:
+            src = self._source = f"{_short(src[0])}:{src[1]}"
+        return src
+
+    @source.setter
+    def source(self, source: str | tuple | None) -> None:
+        self._source = source
+
+
+_VALUE_NAME = Value.__dict__["name"]  # the slot Value keeps its name in
+
+
+def _named(v: EagerValue) -> str:
+    """A new value's name, made now (``EagerValue.name`` makes it on the first read too, but
+    through an AttributeError, which costs more)."""
+    name = f"e{next(_NAMES)}"
+    _VALUE_NAME.__set__(v, name)
+    return name
 
 
 class _Registry:
@@ -168,7 +204,21 @@ class EagerContext(TraceContext):
             attrs_n, types, dtypes, differentiable = _signature(op, attrs, values)
         except GraphcError as err:
             raise GraphcError(f"{_at(source or user_source())}{err}") from None
-        results = _run_kernel(op, attrs_n, [v.data for v in values], types, source, dtypes, values)
+        kernel = _KERNELS.get(op) if _KERNELS is not None and _BACKEND[0] == "reference" else None
+        if kernel is not None and len(types) == 1:  # the common case of _run_kernel, inline
+            token = _fast._quiet_on()
+            try:
+                o = kernel([v.data for v in values], attrs_n)[0]
+            except GraphcError as err:
+                raise GraphcError(f"{_at(source or user_source())}{err}") from None
+            finally:
+                _fast._quiet_off(token)
+            t, dt = types[0], dtypes[0]
+            if type(o) is not np.ndarray or o.dtype != dt or o.shape != t.shape or not o.flags.c_contiguous:
+                o = np.ascontiguousarray(o, dtype=dt).reshape(t.shape)
+            results = [o]
+        else:
+            results = _run_kernel(op, attrs_n, [v.data for v in values], types, source, dtypes, values)
         grad = False
         if differentiable and self.grad_enabled:  # one float output, an op with a gradient rule
             for v in values:
@@ -182,7 +232,7 @@ class EagerContext(TraceContext):
             v = EagerValue(t, arr, grad)
             if grad:
                 v.op, v.attrs, v.inputs, v.seq = op, attrs_n, tuple(values), next(_SEQ)
-                v.source = source or _fast.source()
+                v._source = source or _fast.source_ref()
             out.append(Tensor(v, self))
         return out
 
@@ -219,7 +269,7 @@ class EagerContext(TraceContext):
         arr = np.asarray(array)
         if arr.dtype == np.float64 and not isinstance(array, np.ndarray):
             arr = arr.astype(np.float32)
-        type_ = TensorType.of(arr)
+        type_ = _type_of(arr)
         is_param = isinstance(array, Parameter)
         requires = is_param and bool(getattr(array, "requires_grad", True)) and type_.dtype in _FLOATS
         data = arr.view(np.ndarray) if isinstance(arr, np.ndarray) and type(arr) is not np.ndarray else arr
@@ -233,7 +283,7 @@ class EagerContext(TraceContext):
         else:
             v.kind = "const"
             v.owner = array if isinstance(array, np.ndarray) and array.flags.writeable else None
-        self._registry.values[v.name] = v
+        self._registry.values[_named(v)] = v
         if type(array) is Parameter:
             array.__dict__[_LEAF] = (v, id(array))
         return Tensor(v, self)
@@ -242,7 +292,7 @@ class EagerContext(TraceContext):
         """The same values as a leaf that needs no gradient (backward() stops here)."""
         v = EagerValue(tensor.value.type, tensor.value.data)  # type: ignore[attr-defined]
         v.kind = "const"
-        self._registry.values[v.name] = v
+        self._registry.values[_named(v)] = v
         return Tensor(v, self)
 
     def input(self, name: str) -> Tensor:
@@ -317,6 +367,21 @@ class EagerContext(TraceContext):
 
 
 _LEAF = "_graphc_eager_leaf"
+# (shape, NumPy dtype) -> the TensorType of a leaf: one object per type, so the per-signature caches
+# keyed by the types' identities (graphc/eager_fast.py, _signature) keep hitting across steps.
+_LEAF_TYPES: dict[tuple, TensorType] = {}
+
+
+def _type_of(arr: np.ndarray) -> TensorType:
+    """``TensorType.of(arr)``, the same object for every array of one shape and dtype."""
+    key = (arr.shape, arr.dtype)
+    t = _LEAF_TYPES.get(key)
+    if t is None:
+        t = TensorType.of(arr)
+        if len(_LEAF_TYPES) >= _MAX_SIGNATURES:
+            _LEAF_TYPES.clear()
+        _LEAF_TYPES[key] = t
+    return t
 
 
 def _param_leaf(param: np.ndarray) -> EagerValue | None:
@@ -359,8 +424,16 @@ def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, li
     with its type and sign too (``0.0 == -0.0 == 0 == False`` as dict keys, not as values)."""
     try:
         items = tuple(attrs.items())
+        # First by the operand types' identities (a dict key of ints hashes in C, a TensorType in
+        # Python); the entry keeps the types, so no id in a stored key can be another object's.
+        fast_key = (op, items, tuple([id(v.type) for v in values]))
+        hit = _SIGNATURE_IDS.get(fast_key)
+        if hit is not None:
+            return hit[0]
         real = _REAL_ATTRS.get(op)
-        if real or real is None and _has_real_attr(op):
+        if real is None:
+            real = _has_real_attr(op)
+        if real:
             items = tuple(
                 [(k, v, type(v), math.copysign(1.0, v) if type(v) is float else 0) for k, v in items]
             )
@@ -369,6 +442,8 @@ def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, li
     except TypeError:  # an unhashable attribute (a list): check it every time
         key, hit = None, None
     if hit is not None:
+        if not real:  # real-valued attributes: 0.0 and -0.0 are one dict key, so only by value
+            _remember_ids(fast_key, hit, values)
         return hit
     attrs_n = normalize_attrs(op, attrs)
     types = infer_types(op, [v.type for v in values], attrs_n)
@@ -378,7 +453,19 @@ def _signature(op: str, attrs: dict, values: list[EagerValue]) -> tuple[dict, li
         if len(_SIGNATURES) >= _MAX_SIGNATURES:
             _SIGNATURES.clear()
         _SIGNATURES[key] = entry
+        if not real:
+            _remember_ids(fast_key, entry, values)
     return entry
+
+
+# (op, attrs, ids of the operand types) -> (the _SIGNATURES entry, the operand types); bounded.
+_SIGNATURE_IDS: dict[tuple, tuple] = {}
+
+
+def _remember_ids(key: tuple, entry: tuple, values: list[EagerValue]) -> None:
+    if len(_SIGNATURE_IDS) >= _MAX_SIGNATURES:
+        _SIGNATURE_IDS.clear()
+    _SIGNATURE_IDS[key] = (entry, [v.type for v in values])
 
 
 _REAL_ATTRS: dict[str, bool] = {}

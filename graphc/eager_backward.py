@@ -83,6 +83,7 @@ class _Program:
             self.steps.append((node.op, node.attrs, ins, outs, types, dtypes, node.source, list(node.inputs)))
         self.grads = [slot[name] for name in grad_names]
         self.n_values = len(slot)
+        self.kernels: list | None = None  # each step's reference kernel, looked up at its first run
 
 
 _PROGRAMS: dict[tuple, _Program] = {}
@@ -93,12 +94,15 @@ def _structure(leaves: list[EagerValue], computed: list[EagerValue], loss: Eager
     """What the backward graph depends on: ops, attributes, types and wiring (None: unhashable)."""
     pos: dict[int, int] = {}
     parts: list[tuple] = []
+    # Types as (shape, dtype): tuples of ints and strings hash in C, a TensorType in Python.
     for x in leaves:
         pos[id(x)] = len(pos)
-        parts.append((x.type, x.param is not None))
+        t = x.type
+        parts.append((t.shape, t.dtype, x.param is not None))
     for x in computed:
         pos[id(x)] = len(pos)
-        parts.append((x.op, tuple(x.attrs.items()), tuple([pos[id(i)] for i in x.inputs]), x.type))
+        t = x.type
+        parts.append((x.op, tuple(x.attrs.items()), tuple([pos[id(i)] for i in x.inputs]), t.shape, t.dtype))
     key = (tuple(parts), pos[id(loss)])
     try:
         hash(key)
@@ -130,12 +134,15 @@ def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
     """Run the program's backward steps with the NumPy reference kernels, as ``_run_kernel`` does
     (C-contiguous results of exactly the node's types), under one NumPy error state for them all."""
     from graphc.eager import _kernels
-    from graphc.eager_fast import quiet
+    from graphc.eager_fast import _quiet_off, _quiet_on
 
-    kernels = _kernels()
-    with quiet():
-        for op, attrs, ins, outs, types, dtypes, source, _ in program.steps:
-            kernel = kernels.get(op)
+    kernels = program.kernels
+    if kernels is None:
+        table = _kernels()
+        kernels = program.kernels = [table.get(step[0]) for step in program.steps]
+    token = _quiet_on()
+    try:
+        for kernel, (op, attrs, ins, outs, types, dtypes, source, _) in zip(kernels, program.steps):
             if kernel is None:
                 raise GraphcError(f"{_at(source or user_source())}{op}: no eager kernel for this op")
             try:
@@ -151,6 +158,8 @@ def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
                 ):
                     arr = np.ascontiguousarray(arr, dtype=dt).reshape(t.shape)
                 env[o] = arr
+    finally:
+        _quiet_off(token)
 
 
 def backward(ctx: EagerContext, loss: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:

@@ -3,10 +3,13 @@
 ``Tensor._binary``/``_unary``/``relu`` and ``matmul`` ask :class:`~graphc.eager.EagerContext`
 first; it answers here. Each op signature (op, operand types, or a Python scalar's type) is
 resolved once into an entry: the normalized attributes and output type the op registry's type
-rule gives (``graphc.eager._signature``, the same cache the general path uses), the NumPy
-reference kernel, and whether the op is differentiable. A later call with that signature runs
-the kernel under NumPy's "ignore" error state and wraps the result, with no ``const`` node for a
-Python scalar (its 0-d array is cached per value), no casts and no graph node. A signature whose
+rule gives (``graphc.eager._signature``, the same cache the general path uses), what runs it (the
+NumPy function the reference kernel applies, called directly, or the kernel itself), and whether
+the op is differentiable. Entries are keyed by the operand types' identities (leaves of one shape
+and dtype share one type object, ``graphc.eager._type_of``) and keep those types alive. A later
+call with that signature runs the op under NumPy's "ignore" error state and wraps the result, with
+no ``const`` node for a Python scalar (its 0-d array is cached per value), no casts and no graph
+node; a result that needs no gradient records nothing on the tape. A signature whose
 meaning needs more (a promotion cast, a bool operand of add, the "cpu" backend, an operand
 of another trace, a type error to report) is remembered as such and the general path
 (``EagerContext.multi_op``) runs it, so the results, the recorded tape and the errors are the
@@ -79,6 +82,13 @@ def run_quiet(kernel: Callable, args: list[np.ndarray], attrs: dict) -> list[np.
 
 def source() -> str | None:
     """``graphc.tensor.user_source()`` (the user's ``file:line``), with each file's verdict cached."""
+    ref = source_ref()
+    return None if ref is None else f"{_short(ref[0])}:{ref[1]}"
+
+
+def source_ref() -> tuple[str, int] | None:
+    """What :func:`source` names, unformatted: (file name, line) of the user's frame, for
+    ``EagerValue.source`` to format only if it is ever read."""
     frame = sys._getframe(1)
     internal = _INTERNAL
     while frame is not None:
@@ -87,7 +97,7 @@ def source() -> str | None:
         if inside is None:
             inside = internal[filename] = filename.startswith(_internal_dirs())
         if not inside:
-            return f"{_short(filename)}:{frame.f_lineno}"
+            return filename, frame.f_lineno
         frame = frame.f_back
     return None
 
@@ -98,26 +108,24 @@ def _fix(o: object, out_dt: np.dtype, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(o, dtype=out_dt).reshape(shape)
 
 
-def _run(kernel: Callable, args: list[np.ndarray], attrs: dict, out_dt: np.dtype, shape: tuple) -> np.ndarray:
-    token = _quiet_on()
-    try:
-        o = kernel(args, attrs)[0]
-    finally:
-        _quiet_off(token)
-    if type(o) is not np.ndarray or o.dtype != out_dt or o.shape != shape or not o.flags.c_contiguous:
-        o = _fix(o, out_dt, shape)
-    return o
+def _remember(key: tuple, entry: tuple | None, keep: tuple) -> tuple:
+    """Store ``entry`` (None: the general path) under ``key``.
 
-
-def _remember(key: tuple, entry: tuple | None) -> tuple | None:
+    Keys hold the operand types by ``id()`` (a dataclass hashes in Python, a dict key of ints in
+    C); each stored entry ends with the types themselves (``keep``), so none of them can be freed
+    and its id taken by another object while the key is in the table.
+    """
     if len(_ENTRIES) >= _MAX_ENTRIES:
         _ENTRIES.clear()
-    _ENTRIES[key] = entry
-    return entry
+    stored = (None, keep) if entry is None else (*entry, keep)
+    _ENTRIES[key] = stored
+    return stored
 
 
-def _entry(op: str, types: list[TensorType]) -> tuple | None:
-    """(attrs, output type, its NumPy dtype, kernel, differentiable) or None (general path)."""
+def _entry(op: str, types: list[TensorType], fn: Callable | None = None) -> tuple | None:
+    """(call, output type, its NumPy dtype, attrs, differentiable, output shape) or None (general
+    path). ``call(*arrays)`` runs the op: ``fn`` (the NumPy function the reference kernel applies,
+    called directly), else the reference kernel."""
     kernel = _kernels().get(op)
     if kernel is None:
         return None
@@ -127,7 +135,12 @@ def _entry(op: str, types: list[TensorType]) -> tuple | None:
         return None  # the general path reports it, naming the user's line
     if len(out_types) != 1:
         return None
-    return attrs, out_types[0], dtypes[0], kernel, differentiable
+    if fn is None:
+
+        def fn(*arrays: np.ndarray, _kernel: Callable = kernel, _attrs: dict = attrs) -> Any:
+            return _kernel(list(arrays), _attrs)[0]
+
+    return fn, out_types[0], dtypes[0], attrs, differentiable, out_types[0].shape
 
 
 def _scalar(ctx: EagerContext, value: float, dtype: str) -> EagerValue:
@@ -142,17 +155,14 @@ def _scalar(ctx: EagerContext, value: float, dtype: str) -> EagerValue:
     return v
 
 
-def _wrap(ctx: EagerContext, entry: tuple, op: str, arr: np.ndarray, inputs: tuple) -> Tensor:
-    """The result as a Tensor; recorded on the tape (op, attributes, operands, user's line) when an
-    operand requires grad, the op is differentiable and ``no_grad`` is not on: as ``multi_op``."""
-    if entry[4] and ctx.grad_enabled:
-        for x in inputs:
-            if x.requires_grad:
-                v = EagerValue(entry[1], arr, True)
-                v.op, v.attrs, v.inputs, v.seq = op, entry[0], inputs, next(_SEQ)
-                v.source = source()
-                return Tensor(v, ctx)
-    return Tensor(EagerValue(entry[1], arr, False), ctx)
+def _record(ctx: EagerContext, entry: tuple, op: str, arr: np.ndarray, inputs: tuple) -> Tensor:
+    """The result as a Tensor recorded on the tape (op, attributes, operands, user's line), as
+    ``multi_op`` records it; the callers check that an operand requires grad, the op is
+    differentiable and ``no_grad`` is not on."""
+    v = EagerValue(entry[1], arr, True)
+    v.op, v.attrs, v.inputs, v.seq = op, entry[3], inputs, next(_SEQ)
+    v._source = source_ref()
+    return Tensor(v, ctx)
 
 
 def binary(
@@ -164,38 +174,38 @@ def binary(
     tensor's), a float dtype where ``need_float``, no bool operand of add/sub/mul/maximum/minimum.
     """
     av = a.value
-    kind = type(other)
     if type(av) is not EagerValue or _BACKEND[0] != "reference":
         return None
+    kind = type(other)
     if kind is Tensor:
         bv = other.value  # type: ignore[attr-defined]
         if type(bv) is not EagerValue:
             return None
-        key = (op, av.type, bv.type, reflected, need_float)
+        key = (op, id(av.type), id(bv.type), reflected, need_float)
     elif kind is float or kind is int:
         bv = None
-        key = (op, av.type, kind, reflected, need_float)
+        key = (op, id(av.type), kind, reflected, need_float)
     else:
         return None
-    entry = _ENTRIES.get(key, False)
-    if entry is False:
-        entry = _remember(
-            key, _binary_entry(op, av.type, bv.type if bv is not None else kind, reflected, need_float)
-        )
+    entry = _ENTRIES.get(key)
     if entry is None:
+        tb = bv.type if bv is not None else kind
+        entry = _remember(key, _binary_entry(op, av.type, tb, reflected, need_float), (av.type, tb))
+    fn = entry[0]
+    if fn is None:
         return None
     if bv is None:
         bv = _scalar(ctx, other, av.type.dtype)  # type: ignore[arg-type]
-    inputs = (bv, av) if reflected else (av, bv)
-    attrs, out, out_dt, kernel, _ = entry
     token = _quiet_on()
     try:
-        o = kernel([inputs[0].data, inputs[1].data], attrs)[0]
+        o = fn(bv.data, av.data) if reflected else fn(av.data, bv.data)
     finally:
         _quiet_off(token)
-    if type(o) is not np.ndarray or o.dtype != out_dt or o.shape != out.shape or not o.flags.c_contiguous:
-        o = _fix(o, out_dt, out.shape)
-    return _wrap(ctx, entry, op, o, inputs)
+    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
+        o = _fix(o, entry[2], entry[5])
+    if entry[4] and ctx.grad_enabled and (av.requires_grad or bv.requires_grad):
+        return _record(ctx, entry, op, o, (bv, av) if reflected else (av, bv))
+    return Tensor(EagerValue(entry[1], o, False), ctx)
 
 
 def _binary_entry(
@@ -211,7 +221,16 @@ def _binary_entry(
         tb = TensorType((), dtype)
     if need_float and dtype not in _FLOATS or op in _BOOL_PROMOTED and dtype == "bool":
         return None
-    return _entry(op, [tb, ta] if reflected else [ta, tb])
+    return _entry(op, [tb, ta] if reflected else [ta, tb], _reference_fns()[0].get(op))
+
+
+def _reference_fns() -> tuple[dict, dict]:
+    """The NumPy functions the reference kernels of the binary and unary pointwise ops apply (the
+    kernel is ``np.asarray(fn(...))``, cast to the operand's dtype for a unary op): the fast path
+    calls them directly and gives their results the output type, as ``_run_kernel`` does."""
+    from graphc.kernels import reference
+
+    return reference._BINARY, reference._UNARY
 
 
 def unary(ctx: EagerContext, op: str, x: Tensor) -> Tensor | None:
@@ -219,22 +238,29 @@ def unary(ctx: EagerContext, op: str, x: Tensor) -> Tensor | None:
     xv = x.value
     if type(xv) is not EagerValue or _BACKEND[0] != "reference":
         return None
-    key = (op, xv.type)
-    entry = _ENTRIES.get(key, False)
-    if entry is False:  # a float op on an integer or bool x: the general path casts it to f32 first
-        cast = op in UNARY_FLOAT and xv.type.dtype not in _FLOATS
-        entry = _remember(key, None if cast else _entry(op, [xv.type]))
-    if entry is None:
+    key = (op, id(xv.type))
+    entry = _ENTRIES.get(key)
+    if entry is None:  # a float op on an integer or bool x: the general path casts it to f32 first
+        t = xv.type
+        cast = op in UNARY_FLOAT and t.dtype not in _FLOATS
+        fn = _reference_fns()[1].get(op)
+        made = None if cast else _entry(op, [t], fn)
+        if made is not None and fn is not None and made[2] != t.np_dtype:
+            made = _entry(op, [t])  # the kernel's cast to x's dtype is not the output type's
+        entry = _remember(key, made, (t,))
+    fn = entry[0]
+    if fn is None:
         return None
-    attrs, out, out_dt, kernel, _ = entry
     token = _quiet_on()
     try:
-        o = kernel([xv.data], attrs)[0]
+        o = fn(xv.data)
     finally:
         _quiet_off(token)
-    if type(o) is not np.ndarray or o.dtype != out_dt or o.shape != out.shape or not o.flags.c_contiguous:
-        o = _fix(o, out_dt, out.shape)
-    return _wrap(ctx, entry, op, o, (xv,))
+    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
+        o = _fix(o, entry[2], entry[5])
+    if entry[4] and xv.requires_grad and ctx.grad_enabled:
+        return _record(ctx, entry, op, o, (xv,))
+    return Tensor(EagerValue(entry[1], o, False), ctx)
 
 
 def matmul(ctx: EagerContext, a: Tensor, b: Tensor) -> Tensor | None:
@@ -242,61 +268,74 @@ def matmul(ctx: EagerContext, a: Tensor, b: Tensor) -> Tensor | None:
     av, bv = a.value, b.value
     if type(av) is not EagerValue or type(bv) is not EagerValue or _BACKEND[0] != "reference":
         return None
-    key = ("matmul", av.type, bv.type)
-    entry = _ENTRIES.get(key, False)
-    if entry is False:
-        ok = av.type.dtype == bv.type.dtype and len(av.type.shape) >= 2 and len(bv.type.shape) >= 2
-        entry = _remember(key, _entry("matmul", [av.type, bv.type]) if ok else None)
+    key = ("matmul", id(av.type), id(bv.type))
+    entry = _ENTRIES.get(key)
     if entry is None:
+        ta, tb = av.type, bv.type
+        ok = ta.dtype == tb.dtype and len(ta.shape) >= 2 and len(tb.shape) >= 2
+        entry = _remember(key, _entry("matmul", [ta, tb], _matmul_fn()) if ok else None, (ta, tb))
+    fn = entry[0]
+    if fn is None:
         return None
-    arr = _run(entry[3], [av.data, bv.data], entry[0], entry[2], entry[1].shape)
-    return _wrap(ctx, entry, "matmul", arr, (av, bv))
+    token = _quiet_on()
+    try:
+        o = fn(av.data, bv.data)
+    finally:
+        _quiet_off(token)
+    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
+        o = _fix(o, entry[2], entry[5])
+    if entry[4] and ctx.grad_enabled and (av.requires_grad or bv.requires_grad):
+        return _record(ctx, entry, "matmul", o, (av, bv))
+    return Tensor(EagerValue(entry[1], o, False), ctx)
+
+
+def _matmul_fn() -> Callable | None:
+    """``np.matmul`` where the reference matmul kernel is ``[np.matmul(a, b)]`` (checked once)."""
+    probe = np.arange(6.0).reshape(2, 3)
+    kernel = _kernels().get("matmul")
+    if kernel is None or not np.array_equal(kernel([probe, probe.T], {})[0], np.matmul(probe, probe.T)):
+        return None
+    return np.matmul
 
 
 def relu(ctx: EagerContext, x: Tensor) -> Tensor | None:
     """``where(x <= 0, 0, x)`` now (the traced relu's two ops: NaN stays NaN, -0.0 becomes 0.0).
 
-    Both reference kernels run under one switch of NumPy's error state; with a gradient to record,
-    the tape gets the ``le`` mask and the ``where`` exactly as the general path records them, so
-    backward() differentiates the same ops.
+    It is computed as ``maximum(x, 0) + 0`` (the same values: NaN propagates through maximum, and
+    adding +0 turns a -0.0 into 0.0), faster than NumPy's ``where`` with a 0-d operand. With a
+    gradient to record, the tape gets the ``le`` mask and the ``where`` exactly as the general
+    path records them, so backward() differentiates the same ops.
     """
     xv = x.value
     if type(xv) is not EagerValue or _BACKEND[0] != "reference":
         return None
-    key = ("relu", xv.type)
-    entry = _ENTRIES.get(key, False)
-    if entry is False:
+    key = ("relu", id(xv.type))
+    entry = _ENTRIES.get(key)
+    if entry is None:
         t = xv.type
         le = _entry("le", [t, TensorType((), t.dtype)]) if t.dtype in _NUMERIC else None
         where = _entry("where", [le[1], TensorType((), t.dtype), t]) if le is not None else None
-        ok = where is not None and where[1] == t
-        entry = _remember(key, (le, where, _scalar(ctx, 0, t.dtype)) if ok else None)
-    if entry is None:
+        ok = where is not None and where[1] == t and le[1].shape == t.shape and t.shape != ()
+        entry = _remember(key, (le, where, _scalar(ctx, 0, t.dtype)) if ok else None, (t,))
+    le = entry[0]
+    if le is None:
         return None
-    le, where, zero = entry  # zero: the const 0 of x's dtype (its value; as_tensor(0, like=x))
+    where, zero = entry[1], entry[2]  # zero: the const 0 of x's dtype (its value; as_tensor(0, like=x))
+    data, z = xv.data, zero.data
+    record = where[4] and xv.requires_grad and ctx.grad_enabled
     token = _quiet_on()
     try:
-        mask = le[3]([xv.data, zero.data], le[0])[0]
-        mshape = le[1].shape
-        if (
-            type(mask) is not np.ndarray
-            or mask.dtype != le[2]
-            or mask.shape != mshape
-            or not mask.flags.c_contiguous
-        ):
-            mask = _fix(mask, le[2], mshape)
-        arr = where[3]([mask, zero.data, xv.data], where[0])[0]
+        arr = np.maximum(data, z)
+        np.add(arr, z, out=arr)
+        if record:
+            mask = np.less_equal(data, z)
     finally:
         _quiet_off(token)
-    shape = where[1].shape
-    if (
-        type(arr) is not np.ndarray
-        or arr.dtype != where[2]
-        or arr.shape != shape
-        or not arr.flags.c_contiguous
-    ):
-        arr = _fix(arr, where[2], shape)
-    if not (where[4] and ctx.grad_enabled and xv.requires_grad):
+    if arr.dtype != where[2] or not arr.flags.c_contiguous:
+        arr = _fix(arr, where[2], where[5])
+    if not record:
         return Tensor(EagerValue(where[1], arr, False), ctx)
+    if mask.dtype != le[2] or not mask.flags.c_contiguous:
+        mask = _fix(mask, le[2], le[5])
     m = EagerValue(le[1], mask, False)  # a bool value: no gradient, so a leaf of the tape
-    return _wrap(ctx, where, "where", arr, (m, zero, xv))
+    return _record(ctx, where, "where", arr, (m, zero, xv))

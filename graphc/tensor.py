@@ -418,18 +418,30 @@ class Tensor(InPlaceOps, MovementOps):
 
     def __radd__(self, other: object) -> Tensor:
         return self._binary("add", other, reflected=True)
+        if self.ctx.eager:  # the hottest operators ask the eager fast path themselves (a call less)
+            out = self.ctx.binary("add", self, other, False, False)
+            if out is not None:
+                return out
 
     def __sub__(self, other: object) -> Tensor:
         return self._binary("sub", other)
 
     def __rsub__(self, other: object) -> Tensor:
         return self._binary("sub", other, reflected=True)
+        if self.ctx.eager:
+            out = self.ctx.binary("sub", self, other, False, False)
+            if out is not None:
+                return out
 
     def __mul__(self, other: object) -> Tensor:
         return self._binary("mul", other)
 
     def __rmul__(self, other: object) -> Tensor:
         return self._binary("mul", other, reflected=True)
+        if self.ctx.eager:
+            out = self.ctx.binary("mul", self, other, False, False)
+            if out is not None:
+                return out
 
     def __truediv__(self, other: object) -> Tensor:
         return self._binary("div", other, need_float=True)
@@ -453,6 +465,10 @@ class Tensor(InPlaceOps, MovementOps):
 
     def __rmatmul__(self, other: object) -> Tensor:
         return matmul(as_tensor(other, like=self), self)
+        if self.ctx.eager and type(other) is Tensor:
+            out = self.ctx.matmul(self, other)
+            if out is not None:
+                return out
 
     def __neg__(self) -> Tensor:
         return self.ctx.op("neg", self.to("i64") if self.value.dtype == "bool" else self)

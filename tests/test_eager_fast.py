@@ -7,6 +7,7 @@ switching the fast path off), and values and gradients match NumPy in float64 an
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -317,3 +318,74 @@ def test_signed_zero_constants_stay_apart():
     relu = np.asarray(x.relu())
     assert np.signbit(minus[0]) and not np.signbit(plus[0]) and not np.signbit(relu[0])
     assert not np.signbit(np.asarray(eager.EAGER.const(0.0, "f32"))).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+def test_relu_is_the_general_path_at_every_vector_width(dtype, general):
+    """relu runs as maximum(x, 0) + 0: NaN, -0.0 and the infinities at every length (NumPy's SIMD
+    loops and their scalar tails), with and without a gradient to record."""
+    special = np.array([np.nan, -0.0, 0.0, -1.5, 2.0, np.inf, -np.inf, -np.nan])
+    for n in (1, 3, 8, 17, 64, 131):
+        x = np.resize(special, n) if np.issubdtype(dtype, np.floating) else np.arange(-n, n, 2)
+        x = x.astype(dtype)
+        _check(lambda x=x: eager.EAGER.array(x).relu(), general)
+        if np.issubdtype(dtype, np.floating):
+            w = nn.Parameter(x.copy())
+            _check(lambda w=w: eager.call(lambda p: p.relu(), (w,)), general)
+
+
+def test_leaves_of_one_shape_and_dtype_share_their_type():
+    """The per-signature caches are keyed by the types' identities: a new batch array each step
+    must not miss them (nor fill them with dead entries)."""
+    a = eager.EAGER.array(np.ones((3, 2), np.float32))
+    b = eager.EAGER.array(np.zeros((3, 2), np.float32))
+    assert a.value.type is b.value.type
+    assert eager.EAGER.array(np.ones((3, 2), np.float64)).value.type is not a.value.type
+    before = len(eager_fast._ENTRIES)
+    for _ in range(5):
+        eager.EAGER.array(np.ones((3, 2), np.float32)) + eager.EAGER.array(np.ones((3, 2), np.float32))
+    assert len(eager_fast._ENTRIES) <= before + 1
+
+
+def test_cache_entries_keep_the_types_their_keys_name():
+    """An entry keyed by ``id(type)`` holds that type, so no other object can take the id while the
+    key is stored (a freed type's id reused by another shape would run the wrong entry)."""
+    import gc
+
+    eager_fast._ENTRIES.clear()
+    eager._SIGNATURE_IDS.clear()
+    for n in range(1, 6):  # types that are made, used and dropped
+        x = eager.EAGER.array(np.ones(n, np.float32)).reshape(1, n)
+        (x + x, x * 2.0, x.exp(), x.relu(), x @ x.T)
+    gc.collect()
+    for key, entry in eager_fast._ENTRIES.items():
+        ids = [k for k in key[1:3] if type(k) is int]
+        assert ids and [id(t) for t in entry[-1] if not isinstance(t, type)] == ids
+    for key, (_, types) in eager._SIGNATURE_IDS.items():
+        assert [id(t) for t in types] == list(key[2])
+    y = eager.EAGER.array(np.arange(4, dtype=np.float32)).reshape(2, 2)  # still right afterwards
+    np.testing.assert_array_equal(
+        np.asarray(y @ y), np.arange(4.0).reshape(2, 2) @ np.arange(4.0).reshape(2, 2)
+    )
+
+
+def test_recorded_values_name_the_users_line_and_get_unique_names():
+    w = nn.Parameter(np.ones((2, 2), np.float32))
+    out = eager.call(lambda p: (p * 2.0) @ p, (w,))  # recorded: the fast path's and multi_op's
+    line = f"test_eager_fast.py:{sys._getframe().f_lineno - 1}"
+    assert out.value.source.endswith(line) and out.value.inputs[0].source.endswith(line)
+    s = eager.call(lambda p: p.sum(), (w,))  # the general path
+    assert "test_eager_fast.py:" in s.value.source
+    names = {v.name for v in (out.value, *out.value.inputs, s.value)}
+    assert len(names) == 4 and out.value.name == out.value.name
+
+
+def test_signed_zero_constants_stay_apart_from_a_cold_start():
+    """const's value is real-valued (0.0 == -0.0 as a dict key): never cached by the types' ids
+    alone, even when const is the first op whose attributes are looked at."""
+    for cache in (eager._SIGNATURES, eager._SIGNATURE_IDS, eager._REAL_ATTRS, eager.EAGER._const_values):
+        cache.clear()
+    eager_fast._SCALARS.clear()
+    x = eager.EAGER.array(np.array([-0.0], np.float32))
+    minus, plus = np.asarray(x + -0.0), np.asarray(x + 0.0)
+    assert np.signbit(minus[0]) and not np.signbit(plus[0])
