@@ -39,6 +39,7 @@ _lock = threading.Lock()
 _state: dict[str, Any] = {"comm": None, "timeout": None, "progress": None}
 _pending: dict[int, tuple[Any, int]] = {}  # buffer address -> (MPI request or None, bucket)
 _profile: dict[str, Any] = {"on": False, "serialize": False, "blocked_s": 0.0, "sums": 0}
+_packed = [0]  # bytes pack() copied (packed_bytes())
 
 
 def set_communicator(comm: Any, timeout: float | None = None) -> None:
@@ -186,9 +187,31 @@ def contiguous_span(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
     return raw[start : start + (address - first.ctypes.data)].view(first.dtype)
 
 
-def pack(arrays: Sequence[np.ndarray], out: np.ndarray) -> None:
-    """Copy ``arrays`` one after another into the flat ``out``."""
-    np.concatenate([a.reshape(-1) for a in arrays], out=out)  # one call: Python overhead counts at 4 KiB
+def pack(arrays: Sequence[np.ndarray], out: np.ndarray) -> int:
+    """Copy ``arrays`` one after another into the flat ``out``; return the bytes copied.
+
+    An array that already lies at its place in ``out`` (the memory planner wrote it there:
+    ``passes.bucket_layout``, concat in place) is not copied; a bucket whose gradients all lie
+    there costs no pass over its bytes. ``packed_bytes()`` counts the bytes copied.
+    """
+    base, offset, moves = out.ctypes.data, 0, []
+    for a in arrays:
+        if a.ctypes.data != base + offset or a.dtype != out.dtype or not a.flags.c_contiguous:
+            moves.append((offset // out.itemsize, a))
+        offset += a.nbytes
+    if len(moves) == len(arrays):
+        np.concatenate([a.reshape(-1) for a in arrays], out=out)  # one call: Python overhead counts at 4 KiB
+    else:
+        for at, a in moves:
+            out[at : at + a.size] = a.reshape(-1)
+    copied = sum(a.nbytes for _, a in moves)
+    _packed[0] += copied
+    return copied
+
+
+def packed_bytes() -> int:
+    """Bytes ``pack`` has copied into bucket buffers in this process (to check concat in place)."""
+    return _packed[0]
 
 
 def unpack_average(buf: np.ndarray, outs: Sequence[np.ndarray], world: int) -> None:

@@ -15,12 +15,22 @@ graph output). A plan is accepted when
      so it must be a true view: its operand is an arena value on the same root, and it sits at
      the operand's offset (reshape) or at the operand's offset plus the start of the one
      contiguous block the slice takes (a slice that is not one block cannot be a view);
+   - a gradient of a packed gradient bucket may be an alias of the bucket's buffer (concat in
+     place): it is an operand of the ``allreduce_start`` (``packed``) whose output is that
+     root, made by a node that is not a view op, and sits exactly at its place in the buffer
+     (the root's offset plus the bytes of the operands before it);
+   - an average of such a bucket (an ``allreduce_wait`` output) may be an alias of the bucket
+     buffer the wait reads, at its place in it (as above: the bytes of the results before it);
    - any other alias is an in-place output: an elementwise op or a pointwise fused node whose
      output sits exactly on an operand of the same type on the same root (rule 5 then checks
      that operand dies there);
 5. two values live at the same step share bytes only if one is a view of the other (through
    checked views), or the later one is written in place over the other at the step where the
-   other (and every view of those bytes read there) is last read.
+   other (and every view of those bytes read there) is last read, or one is a bucket buffer
+   and the other a gradient placed in it (or a view of one) that nothing reads after the
+   bucket's ``allreduce_start`` (MPI writes those bytes from then until the wait), or one is a
+   bucket buffer and the other an average placed in it (or a view of one) by the wait that
+   reads that buffer last.
 """
 
 from __future__ import annotations
@@ -85,8 +95,8 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
         )
     _check_buffers(plan, intervals)
     step_of = {v: k for k, n in enumerate(graph.nodes) for v in n.outputs}
-    view = _check_aliases(graph, plan, intervals, names, step_of)
-    _check_overlaps(graph, plan, intervals, view, step_of)
+    view, in_bucket = _check_aliases(graph, plan, intervals, names, step_of)
+    _check_overlaps(graph, plan, intervals, view, in_bucket, step_of)
 
 
 def _check_buffers(plan: MemoryPlan, intervals: dict[Value, tuple[int, int]]) -> None:
@@ -112,10 +122,16 @@ def _check_buffers(plan: MemoryPlan, intervals: dict[Value, tuple[int, int]]) ->
 
 def _check_aliases(
     graph: Graph, plan: MemoryPlan, intervals, names: dict[str, Value], step_of: dict[Value, int]
-) -> dict[Value, Value]:
-    """Check rule 4; return the checked views (result -> operand)."""
+) -> tuple[dict[Value, Value], dict[Value, Value]]:
+    """Check rule 4; return the checked views (result -> operand) and the gradients placed in
+    their bucket buffers (gradient -> the buffer's value)."""
     buffers = plan.buffers
     view: dict[Value, Value] = {}
+    in_bucket: dict[Value, Value] = {}
+    places = _bucket_places(graph)
+    bucket_roots = {b.name for spots in places.values() for b, _ in spots}
+    averages = _average_places(graph)
+    deferred: list[Value] = []
     for v in intervals:
         buf = buffers[v.name]
         if buf.alias_of is None:
@@ -150,12 +166,77 @@ def _check_aliases(
             and buffers[c.name].offset == buf.offset
             for c in node.inputs
         )
-        if not ok:
-            raise GraphcError(f"{bad}, but {node.op} neither views nor writes in place over those bytes")
-    return view
+        if not ok and root.value in bucket_roots:  # checked below, once every view is known
+            deferred.append(v)
+        elif not ok:
+            raise GraphcError(
+                f"{bad}, but {node.op} neither views nor writes in place over those bytes, nor is it "
+                "a gradient at its place in that bucket buffer"
+            )
+    under: dict[Value, list[tuple[Value, int]]] = {}  # bytes a gradient views -> its places
+    for g, spots in places.items():
+        if g not in intervals:
+            continue
+        w = g
+        while w in view:
+            w = view[w]
+        if g is w or buffers[g.name].offset == buffers[w.name].offset:  # it starts where they do
+            under.setdefault(w, []).extend(spots)
+    for v in deferred:  # a gradient, or the bytes a gradient views, at the gradient's place
+        buf = buffers[v.name]
+        root = buffers[buf.alias_of]
+        spot = averages.get(v)
+        if spot is not None and spot[0].name == root.value and buf.offset == root.offset + spot[1]:
+            in_bucket[v] = spot[0]
+            continue
+        bucket = next(
+            (b for b, at in under.get(v, ()) if b.name == root.value and buf.offset == root.offset + at), None
+        )
+        if bucket is None:
+            node = graph.nodes[step_of[v]]
+            raise GraphcError(
+                f"memory plan: %{v.name} is planned as an alias of %{buf.alias_of}, but {node.op} neither "
+                "views nor writes in place over those bytes, nor is it a gradient at its place in that "
+                "bucket buffer"
+            )
+        in_bucket[v] = bucket
+    return view, in_bucket
 
 
-def _check_overlaps(graph: Graph, plan: MemoryPlan, intervals, view: dict[Value, Value], step_of) -> None:
+def _bucket_places(graph: Graph) -> dict[Value, list[tuple[Value, int]]]:
+    """Each operand of a packed ``allreduce_start`` -> (the bucket buffer, its byte place in it)."""
+    places: dict[Value, list[tuple[Value, int]]] = {}
+    for node in graph.nodes:
+        if node.op == "allreduce_start" and node.attrs.get("packed"):
+            at = 0
+            for v in node.inputs:
+                places.setdefault(v, []).append((node.outputs[0], at))
+                at += v.type.nbytes
+    return places
+
+
+def _average_places(graph: Graph) -> dict[Value, tuple[Value, int]]:
+    """Each result of an ``allreduce_wait`` on a packed bucket -> (its buffer, its byte place in it)."""
+    made_by = {v: n for n in graph.nodes for v in n.outputs}
+    places: dict[Value, tuple[Value, int]] = {}
+    for node in graph.nodes:
+        start = made_by.get(node.inputs[0]) if node.op == "allreduce_wait" and node.inputs else None
+        if start is not None and start.op == "allreduce_start" and start.attrs.get("packed"):
+            at = 0
+            for v in node.outputs:
+                places[v] = (node.inputs[0], at)
+                at += v.type.nbytes
+    return places
+
+
+def _check_overlaps(
+    graph: Graph,
+    plan: MemoryPlan,
+    intervals,
+    view: dict[Value, Value],
+    in_bucket: dict[Value, Value],
+    step_of,
+) -> None:
     """Check rule 5 over every pair of values live at one step whose bytes meet."""
 
     def root(v: Value) -> Value:
@@ -175,6 +256,10 @@ def _check_overlaps(graph: Graph, plan: MemoryPlan, intervals, view: dict[Value,
     for i, j in zip(*np.nonzero(np.triu(clash, k=1))):
         a, b = values[i], values[j]
         if root(a) is root(b):
+            continue
+        if _in_its_bucket(a, b, intervals, step_of, in_bucket, root) or _in_its_bucket(
+            b, a, intervals, step_of, in_bucket, root
+        ):
             continue
         if _handoff(a, b, intervals, step_of, graph.nodes, plan, root) or _handoff(
             b, a, intervals, step_of, graph.nodes, plan, root
@@ -199,3 +284,15 @@ def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan
             if plan.buffers[c.name].offset == plan.buffers[new.name].offset:
                 return True
     return False
+
+
+def _in_its_bucket(grad: Value, buf: Value, intervals, step_of, in_bucket: dict[Value, Value], root) -> bool:
+    """``grad`` (or a view of it) is placed in the bucket buffer ``buf`` and is either a gradient not
+    read after the ``allreduce_start`` that makes ``buf`` (MPI owns those bytes from then on) or an
+    average the wait writes there, at the buffer's last read."""
+    placed = root(grad)
+    if in_bucket.get(placed) is not buf:
+        return False
+    if step_of[placed] < step_of[buf]:  # a gradient: the start is its last reader
+        return intervals[grad][1] <= step_of[buf]
+    return intervals[buf][1] == step_of[placed]  # an average: written by the wait, the buffer's last reader

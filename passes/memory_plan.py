@@ -5,13 +5,18 @@ copied in before step 0) to the last step that reads it (``len(nodes)`` for a gr
 Buffers cover data inputs and every node output; param/const/state inputs live outside the arena,
 and so do the update results written straight over them (``written_over``).
 
-Sharing bytes, two ways (``Buffer.alias_of`` names the root buffer that owns them):
+Sharing bytes, three ways (``Buffer.alias_of`` names the root buffer that owns them):
 - a reshape of an arena value is a view of its input, and so is a slice that takes one
   contiguous, aligned block of it (a split of the leading axis: attention's q, k, v out of one
   projection); the runtime skips those nodes;
 - a pointwise op (or pointwise fused node) writes its output over an operand of the same shape
-  and dtype whose bytes (with all their views) die at that op; the kernel still runs.
-The root's live range is extended to cover every alias, so the placement only sees roots.
+  and dtype whose bytes (with all their views) die at that op; the kernel still runs;
+- a packed gradient bucket's gradients sit back to back in its buffer (the ``allreduce_start``
+  output), each at its place in the bucket, when ``bucket_layout.bucket_places`` allows: their
+  producers write the buffer itself, so the start kernel copies nothing (concat in place); and
+  the wait's averages over their own parts of it (``bucket_layout.average_places``).
+The root's live range is extended to cover every alias (for a bucket buffer, from the first
+gradient's producer to the last reader of an average), so the placement only sees roots.
 
 Placement: roots are placed one by one at the lowest-waste 64-byte-aligned gap among the roots
 already placed that are live at the same time (best fit), in a few orders (largest first,
@@ -34,6 +39,7 @@ from graphc.ir import Buffer, Graph, MemoryPlan, Node, Value
 from graphc.ir.fused import matmul_parts
 from graphc.ir.views import block_offset
 
+from .bucket_layout import average_places, bucket_places
 from .manager import gc_paused
 from .util import is_elementwise
 
@@ -168,6 +174,7 @@ class _Classes:
 
     parent: dict[Value, Value]
     end: dict[Value, int]
+    begin: dict[Value, int]
     delta: dict[Value, int] = field(default_factory=dict)  # bytes past its parent's start
 
     def find(self, v: Value) -> Value:
@@ -187,10 +194,15 @@ class _Classes:
         self.parent[child_root] = root
         self.delta[child_root] = offset
         self.end[root] = max(self.end[root], self.end[child_root])
+        self.begin[root] = min(self.begin[root], self.begin[child_root])
 
 
 def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -> _Classes:
-    classes = _Classes({v: v for v in intervals}, {v: e for v, (_, e) in intervals.items()})
+    classes = _Classes(
+        {v: v for v in intervals},
+        {v: e for v, (_, e) in intervals.items()},
+        {v: a for v, (a, _) in intervals.items()},
+    )
     for n in nodes:
         in_arena = n.inputs and n.inputs[0] in intervals and n.outputs[0] in intervals
         offset = view_offset(n) if in_arena else None
@@ -199,6 +211,20 @@ def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -
             classes.union_into(n.output, classes.find(x), classes.offset(x) + offset)
     if not in_place:
         return classes
+    # Concat in place (passes.bucket_layout): a packed bucket's gradients are written straight
+    # into its buffer, whose bytes are then held from the first gradient's producer to the wait.
+    members: dict[Value, list[Value]] = {}
+    for v in intervals:
+        members.setdefault(classes.find(v), []).append(v)
+    places = bucket_places(
+        nodes, intervals, lambda v: (classes.find(v), classes.offset(v)), members, ALIGNMENT
+    )
+    for root, (buf, at) in places.items():
+        classes.union_into(root, buf, at)
+    for average, (buf, at) in average_places(
+        nodes, intervals, lambda v: (classes.find(v), classes.offset(v)), ALIGNMENT
+    ).items():
+        classes.union_into(average, buf, at)  # with its views: the updates read it there
     for k, n in enumerate(nodes):
         if not in_place_capable(n):
             continue
@@ -306,7 +332,7 @@ def _plan_memory(graph: Graph, in_place: bool) -> MemoryPlan:
     intervals = _in_arena(live_intervals(graph), over)
     classes = _alias_classes(graph, nodes, intervals, in_place)
     roots = [v for v in intervals if classes.find(v) is v]
-    start = {r: intervals[r][0] for r in roots}
+    start = {r: classes.begin[r] for r in roots}
     end = {r: classes.end[r] for r in roots}
     size = {r: align(r.type.nbytes) for r in roots}
     keys = [
@@ -335,7 +361,7 @@ def _plan_memory(graph: Graph, in_place: bool) -> MemoryPlan:
     for v, (a, b) in intervals.items():
         r = classes.find(v)
         if r is v:
-            buffers[v.name] = Buffer(v.name, offsets[v], v.type.nbytes, a, end[v])
+            buffers[v.name] = Buffer(v.name, offsets[v], v.type.nbytes, start[v], end[v])
         else:
             at = offsets[r] + classes.offset(v)
             buffers[v.name] = Buffer(v.name, at, v.type.nbytes, a, b, alias_of=r.name)
@@ -364,6 +390,6 @@ def peak_bytes(
     intervals = _in_arena(live_intervals(graph, nodes), over)
     classes = _alias_classes(graph, nodes, intervals, in_place)
     roots = [v for v in intervals if classes.find(v) is v]
-    start = {r: intervals[r][0] for r in roots}
+    start = {r: classes.begin[r] for r in roots}
     size = {r: align(r.type.nbytes) for r in roots}
     return _lower_bound(roots, start, classes.end, size, len(nodes))

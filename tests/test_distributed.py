@@ -348,6 +348,59 @@ def test_the_scheduling_pass_alone_places_collectives_and_the_plan_keeps_buckets
                     assert other.end < at[s] or not _overlaps(root, other), (v.name, other.value)
 
 
+@pytest.mark.parametrize("bucket_bytes", [200, 1 << 20])  # packed pairs, one bucket of all four
+def test_the_planner_places_bucket_gradients_so_the_start_copies_nothing(one_rank, bucket_bytes):
+    model, x, y, step = _distributed_step(bucket_bytes=bucket_bytes, backend="cpu")
+    plan, memory = step.plan, step.plan.memory_plan
+    passes.check_memory_plan(plan.graph, memory)
+    starts = [(k, n) for k, n in enumerate(plan.step_nodes) if n.op == "allreduce_start"]
+    assert starts and all(n.attrs["packed"] for _, n in starts)
+    for k, node in starts:
+        # Aligned gradients first (the bias gradients' 12 and 64 bytes: one of them last).
+        assert [v.type.nbytes % 64 != 0 for v in node.inputs] == sorted(
+            v.type.nbytes % 64 != 0 for v in node.inputs
+        )
+        grads, buf = plan.steps[k][1][:-1], plan.steps[k][1][-1]
+        span = collectives.contiguous_span(grads)
+        assert span is not None and span.ctypes.data == buf.ctypes.data and span.nbytes == buf.nbytes
+        for v in node.inputs:  # each gradient (a weight's matmul, a bias's sum under a reshape)
+            assert memory.buffers[v.name].alias_of == node.output.name, v
+        # The wait averages in place: its results are the bucket buffer's parts, in order.
+        wait = next(n for n in plan.step_nodes if n.op == "allreduce_wait" and n.inputs[0] is node.output)
+        places = [
+            memory.buffers[v.name].offset - memory.buffers[node.output.name].offset for v in wait.outputs
+        ]
+        assert places == [
+            memory.buffers[v.name].offset - memory.buffers[node.output.name].offset for v in node.inputs
+        ]
+        assert all(memory.buffers[v.name].alias_of == node.output.name for v in wait.outputs)
+    # The start kernels copy no byte, and training still equals the reference backend's.
+    nn.init.manual_seed(0)
+    twin = MLP()
+    ref = compile_train(twin, F.cross_entropy, optim.SGD(lr=0.1, momentum=0.9), x, y, backend="reference")
+    before = collectives.packed_bytes()
+    for _ in range(3):
+        np.testing.assert_allclose(step(x, y), ref(x, y), rtol=1e-5)
+    assert collectives.packed_bytes() == before
+    for name, arr in twin.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name], arr, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_start_kernel_copies_only_gradients_not_in_place(no_communicator):
+    g = _bucket_graph(packed=True)
+    start, wait = g.nodes
+    buf = np.zeros(10, np.float32)
+    a, b = buf[:6].reshape(2, 3), np.arange(4, dtype=np.float32)
+    a[...] = np.arange(6).reshape(2, 3)
+    before = collectives.packed_bytes()
+    cpu.compile_node(start)(a, b, buf)  # a lies at its place already: only b is copied
+    assert collectives.packed_bytes() - before == b.nbytes
+    np.testing.assert_array_equal(buf, np.concatenate([np.arange(6), np.arange(4)]))
+    outs = [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    cpu.compile_node(wait)(buf, *outs)
+    np.testing.assert_array_equal(outs[0], np.arange(6).reshape(2, 3))
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_one_rank_distributed_training_equals_plain_training(one_rank, backend):
     model, x, y, step = _distributed_step(bucket_bytes=300, backend=backend)

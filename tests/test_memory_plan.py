@@ -339,3 +339,109 @@ def test_plan_round_trips_through_json():
     again = MemoryPlan.from_json(plan.to_json())
     check_memory_plan(g, again)
     assert again == plan
+
+
+# ---------------------------------------------------------------- concat in place (gradient buckets)
+def _bucket_graph(read_after: bool = False):
+    """exp(x) [4x16 f32: 256 B], reshape(sum(y)) [4 f32], x + 1 (a graph input's neighbour): one
+    packed bucket; ``read_after``: the first gradient is also read after the start."""
+    from graphc.ir import Graph, TensorType
+
+    g = Graph("bucket")
+    x = g.add_input("x", TensorType((4, 16), "f32"))
+    y = g.add_input("y", TensorType((3, 4), "f32"))
+    a = g.op("exp", x)
+    s = g.op("sum", y, axes=(0,))
+    b = g.op("reshape", s, shape=(2, 2))
+    grads = [a, b, x]
+    start = g.add_node("allreduce_start", grads, {"bucket": 0, "packed": True})
+    wait = g.add_node("allreduce_wait", [start.output], {"shapes": [v.shape for v in grads], "bucket": 0})
+    for v in wait.outputs:
+        g.add_output(v)
+    if read_after:
+        g.add_output(g.op("sum", a, axes=(0,)))
+    return g, start
+
+
+def test_bucket_gradients_are_placed_in_the_bucket_buffer():
+    g, start = _bucket_graph()
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    bufs = plan.buffers
+    a, b, x = start.inputs
+    s = g.producers()[b].inputs[0]
+    root = bufs[start.output.name]
+    assert root.alias_of is None
+    # exp's output and the sum under the reshape are written straight into their places.
+    assert bufs[a.name].alias_of == start.output.name and bufs[a.name].offset == root.offset
+    assert bufs[s.name].alias_of == start.output.name and bufs[s.name].offset == root.offset + 256
+    assert bufs[b.name].offset == root.offset + 256 and plan.is_view(g.producers()[b])
+    # A graph input is not placed (the caller's bytes); the buffer is held from exp on.
+    assert bufs[x.name].alias_of is None
+    # The wait averages over the gradients' places (aligned ones): the buffer holds the results.
+    wait = g.nodes[-1]
+    assert [bufs[v.name].alias_of for v in wait.outputs] == [start.output.name] * 2 + [None]
+    assert [bufs[v.name].offset - root.offset for v in wait.outputs[:2]] == [0, 256]
+    assert root.start == 0 and root.end == len(g.nodes)
+    assert_runs_in_arena(g, plan)
+    # The planner without sharing leaves the packing copy.
+    unshared = plan_memory(g, in_place=False).buffers
+    assert unshared[a.name].alias_of is None and unshared[s.name].alias_of is None
+
+
+def test_a_gradient_read_after_its_start_stays_out_of_the_bucket():
+    g, start = _bucket_graph(read_after=True)
+    plan = plan_memory(g)
+    check_memory_plan(g, plan)
+    a = start.inputs[0]
+    assert plan.buffers[a.name].alias_of is None  # MPI writes the buffer while the sum reads a
+    assert_runs_in_arena(g, plan)
+
+
+def test_checker_accepts_bucket_places_and_rejects_corrupted_ones():
+    g, start = _bucket_graph()
+    plan = plan_memory(g)
+    buffers, name = plan.buffers, start.output.name
+    a, b, _ = start.inputs
+    s = g.producers()[b].inputs[0]
+
+    def edited(**changes):
+        out = dict(buffers)
+        for key, fields in changes.items():
+            out[key] = dataclasses.replace(out[key], **fields)
+        return dataclasses.replace(plan, buffers=out)
+
+    check_memory_plan(g, plan)
+    # The first gradient at the second one's place (and the sum with its view at the first's).
+    root = buffers[name].offset
+    with pytest.raises(GraphcError, match="gradient at its place"):
+        check_memory_plan(g, edited(**{a.name: {"offset": root + 256}}))
+    with pytest.raises(GraphcError, match="gradient at its place"):
+        check_memory_plan(g, edited(**{s.name: {"offset": root}}, **{b.name: {"offset": root}}))
+    # The reshape left at the old place of its operand: not a view of it.
+    with pytest.raises(GraphcError, match="must sit at offset"):
+        check_memory_plan(g, edited(**{b.name: {"offset": root}}))
+    # An average at another average's place.
+    out0, out1 = g.nodes[-1].outputs[:2]
+    with pytest.raises(GraphcError, match="gradient at its place"):
+        check_memory_plan(g, edited(**{out1.name: {"offset": root}}))
+    # The bucket buffer read after its wait: the averages may not be written over it.
+    g3, start3 = _bucket_graph()
+    g3.add_output(g3.op("sum", start3.output, axes=(0,)))
+    plan3 = plan_memory(g3)
+    check_memory_plan(g3, plan3)
+    first = g3.nodes[-2].outputs[0] if g3.nodes[-2].op == "allreduce_wait" else g3.nodes[-1].outputs[0]
+    assert plan3.buffers[first.name].alias_of is None
+    moved3 = dict(plan3.buffers)
+    root3 = moved3[start3.output.name]
+    moved3[first.name] = dataclasses.replace(moved3[first.name], offset=root3.offset, alias_of=root3.value)
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g3, dataclasses.replace(plan3, buffers=moved3))
+    # A gradient read after the start, put in the bucket: MPI would write it while it is read.
+    g2, start2 = _bucket_graph(read_after=True)
+    plan2 = plan_memory(g2)
+    a2, name2 = start2.inputs[0], start2.output.name
+    moved = dict(plan2.buffers)
+    moved[a2.name] = dataclasses.replace(moved[a2.name], offset=moved[name2].offset, alias_of=name2)
+    with pytest.raises(GraphcError, match="overlap"):
+        check_memory_plan(g2, dataclasses.replace(plan2, buffers=moved))

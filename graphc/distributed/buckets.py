@@ -4,8 +4,10 @@ Gradients are grouped in the order the backward graph computes them (the last la
 the reverse of the parameters' order, as in PyTorch DDP) into buckets of about ``bucket_bytes``
 (25 MiB by default) of one dtype. Each bucket gets an ``allreduce_start`` reading its gradients
 and an ``allreduce_wait`` giving their averages over the ranks; the optimizer update then reads
-the averages. A bucket of one gradient is not packed: MPI reads the gradient in place and its
-wait holds it live (``packed=False``). The scheduling pass (``passes.schedule``, through
+the averages. Inside a bucket, the gradients whose size is a multiple of the arena alignment
+come first, so that the memory planner can place them in the bucket buffer (concat in place:
+``passes.bucket_layout``). A bucket of one gradient is not packed: MPI reads the gradient in
+place and its wait holds it live (``packed=False``). The scheduling pass (``passes.schedule``, through
 ``passes.collectives.collective_order``) puts each start just after its last gradient and each
 wait just before its updates.
 """
@@ -47,8 +49,14 @@ def add_gradient_allreduce(
     graph: Graph, grads: Mapping[str, Value], bucket_bytes: int = DEFAULT_BUCKET_BYTES
 ) -> dict[str, Value]:
     """Append a start/wait pair per bucket; return each parameter's averaged gradient."""
+    from graphc.passes.memory_plan import ALIGNMENT
+
     averaged: dict[str, Value] = {}
     for index, names in enumerate(plan_buckets(graph, grads, bucket_bytes)):
+        # Gradients of whole aligned blocks first (stable): then each of them, and the first
+        # other one, starts on an aligned byte of the bucket buffer, where the memory planner
+        # can have its producer write it (passes.bucket_layout: no packing copy).
+        names = sorted(names, key=lambda n: grads[n].type.nbytes % ALIGNMENT != 0)
         values = [grads[n] for n in names]
         packed = len(values) > 1
         start = graph.add_node("allreduce_start", values, {"bucket": index, "packed": packed})

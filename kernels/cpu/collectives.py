@@ -1,11 +1,14 @@
 """CPU kernels of the collective ops: a nonblocking MPI sum per gradient bucket, waited with a deadline.
 
 ``allreduce_start(g1, ..., gk) -> buf``: packs the gradients into the flat bucket buffer (one
-copy; none for an unpacked bucket of one gradient, which MPI reads where it lies) and starts
+copy of each gradient not already at its place there: the memory planner makes their producers
+write the buffer itself where it can, ``passes.bucket_layout``; none for an unpacked bucket of
+one gradient, which MPI reads where it lies) and starts
 ``MPI_Iallreduce`` on it, in place, returning at once. ``allreduce_wait(buf, held...) -> g1', ...``
 polls that request until it completes or the deadline passes (``graphc.kernels.collectives``),
 then writes each gradient's average (sum / ranks) into its output: the one pass over the bucket
-the averaging needs. No numba: both are memory copies and MPI calls.
+the averaging needs (in place where the memory plan put the outputs on the buffer's parts).
+No numba: both are memory copies and MPI calls.
 """
 
 from __future__ import annotations
