@@ -110,7 +110,7 @@ def cond_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) 
 
 # ---------------------------------------------------------------------------- scan
 # Ops whose results the forward scan saves rather than the backward recomputing them: GEMMs and
-# transcendentals (a scalar libm call each: tanh keeps a whole fused loop from vectorizing).
+# transcendentals (each a polynomial or a libm call per element, dearer than reading it back).
 SAVED_OPS = frozenset({"matmul", "exp", "log", "tanh", "erf", "sin", "cos"})
 
 

@@ -374,6 +374,46 @@ def test_loop_carries_ping_pong_without_copies():
     assert sub.in_slots[1] is not None  # the x slice is bound to xs[i]
 
 
+def _scan_loop(c, x, w, reverse):
+    """The scan below as a NumPy loop: carry c = tanh(c * w + x_t), ys each step's c."""
+    ys = [None] * len(x)
+    for t in reversed(range(len(x))) if reverse else range(len(x)):
+        c = np.tanh(c * w + x[t])
+        ys[t] = c
+    return c, np.stack(ys)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_schedule_is_reused_for_new_data_and_rebuilt_for_new_arrays(rng, reverse):
+    # The CPU scan precomputes each step's bindings for the arrays it is called with: a plan's
+    # next call (new data, same arena) reuses them, a call on other arrays rebuilds them; odd and
+    # even lengths end in either carry buffer.
+    from graphc.kernels import cpu
+
+    def fn(c, x, w):
+        return cf.scan(lambda c, xt: ((c * w + xt).tanh(),) * 2, c, x, reverse=reverse)
+
+    def fresh(length):
+        return [rng.standard_normal(s).astype(np.float32) for s in ((3,), (length, 3), (3,))]
+
+    for length in (5, 4):
+        g = graphc.trace(fn, *fresh(length))
+        plan = _plan(g)
+        node = next(n for n in passes.optimize(g).nodes if n.op == "scan")
+        assert [v.name for v in node.inputs] == ["c", "x", "w"]
+        kernel = cpu.compile_node(node)
+        for _ in range(2):
+            c, x, w = fresh(length)
+            want_c, want_ys = _scan_loop(c, x, w, reverse)
+            got_c, got_ys = plan(c, x, w)
+            np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got_ys, want_ys, rtol=1e-5, atol=1e-6)
+            outs = [np.full(v.shape, 7, v.type.np_dtype) for v in node.outputs]  # new arrays each call
+            kernel(c, x, w, *outs)
+            np.testing.assert_allclose(outs[0], want_c, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(outs[1], want_ys, rtol=1e-5, atol=1e-6)
+
+
 def _is_denormal(x: np.ndarray) -> np.ndarray:
     return (x != 0) & (np.abs(x) < np.finfo(x.dtype).tiny)
 

@@ -28,16 +28,6 @@ __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
-def _tanh(x: Any) -> Any:
-    """tanh(x) as ``2 * sigmoid(2x) - 1`` (within ~1.2e-7 of tanh: float32's rounding at 1).
-
-    graphc's CPU pointwise kernels compute exp with a polynomial LLVM vectorizes, but tanh with a
-    libm call per element, which keeps the whole fused gate loop scalar: with ``F.tanh`` the
-    benchmark's LSTM training step (T=64) took 61 ms instead of 47. (Back to ``F.tanh`` once the
-    CPU kernels vectorize tanh too.)"""
-    return F.sigmoid(x * 2.0) * 2.0 - 1.0
-
-
 def _step(mode: str, hidden: int, xw: Any, h: Any, c: Any, w_hh_t: Any, b_hh: Any) -> tuple[Any, Any]:
     """One recurrent step given the projected input ``xw`` (x @ W_ih^T + b_ih); returns (h, c)."""
     hw = h @ w_hh_t
@@ -47,17 +37,17 @@ def _step(mode: str, hidden: int, xw: Any, h: Any, c: Any, w_hh_t: Any, b_hh: An
         gates = xw + hw
         i = F.sigmoid(gates[..., 0:hidden])
         f = F.sigmoid(gates[..., hidden : 2 * hidden])
-        g = _tanh(gates[..., 2 * hidden : 3 * hidden])
+        g = F.tanh(gates[..., 2 * hidden : 3 * hidden])
         o = F.sigmoid(gates[..., 3 * hidden : 4 * hidden])
         c = f * c + i * g
-        return o * _tanh(c), c
+        return o * F.tanh(c), c
     if mode == "GRU":
         r = F.sigmoid(xw[..., 0:hidden] + hw[..., 0:hidden])
         z = F.sigmoid(xw[..., hidden : 2 * hidden] + hw[..., hidden : 2 * hidden])
-        n = _tanh(xw[..., 2 * hidden :] + r * hw[..., 2 * hidden :])
+        n = F.tanh(xw[..., 2 * hidden :] + r * hw[..., 2 * hidden :])
         return (1 - z) * n + z * h, None
     pre = xw + hw
-    return (_tanh(pre) if mode == "RNN_TANH" else F.relu(pre)), None
+    return (F.tanh(pre) if mode == "RNN_TANH" else F.relu(pre)), None
 
 
 def _scan_step(mode: str, hidden: int, w_hh_t: Any, b_hh: Any, carry: Any, xw_t: Any) -> tuple[Any, Any]:

@@ -387,6 +387,18 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
                 epi_fn(tgt, *ins, *(outs_[k] for k in epi_outs))
 
         return fused_matmul
+        def warm_up(*arrays: np.ndarray) -> None:
+            # The plan's warm-up: compile the epilogue for these arrays, run no GEMM (its cost
+            # would grow with the arrays: a T=512 LSTM's plan build).
+            if epi_fn is not None:
+                from numba import typeof
+
+                outs_ = arrays[n_in:]
+                tgt = outs_[target] if target is not None else np.empty(shape, dtype)
+                args = (tgt, *arrays[:n_in], *consts, *(outs_[k] for k in epi_outs))
+                epi_fn.compile(tuple(typeof(a) for a in args))
+
+        fused_matmul.warm_up = warm_up  # type: ignore[attr-defined]
 
     return Built(source, make)
 

@@ -124,8 +124,9 @@ def batch_offset(index: int, shape: np.ndarray, strides: np.ndarray) -> int:
 def gemm_source(int_bytes: int) -> str:
     """Numba source of the parallel GEMM driver for a BLAS with ``int_bytes``-byte integers.
 
-    Task t is part ``t % nsplit`` (a block of rows) of batch matrix ``t // nsplit``; a batch
-    index becomes element offsets through the batch shape and each operand's batch strides.
+    Task t is part ``t % nsplit`` (a block of rows, or with ``cols`` of columns, 16 at a time) of
+    batch matrix ``t // nsplit``; a batch index becomes element offsets through the batch shape
+    and each operand's batch strides.
     """
     bi = BLAS_INT[int_bytes]
     return f"""# graphc CPU kernel: parallel GEMM driver (single-threaded BLAS calls on numba's threads)
@@ -136,7 +137,7 @@ from graphc.kernels.cpu.blas import batch_offset, call_gemm
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def kernel(fn, ta, tb, m, n, k, one, zero, pa, lda, pb, ldb, pc, ldc, shape, sa, sb, sc, nsplit, item):
+def kernel(fn, ta, tb, m, n, k, one, zero, pa, lda, pb, ldb, pc, ldc, shape, sa, sb, sc, nsplit, item, cols):
     nbatch = 1
     for d in range(shape.shape[0]):
         nbatch *= shape[d]
@@ -146,12 +147,22 @@ def kernel(fn, ta, tb, m, n, k, one, zero, pa, lda, pb, ldb, pc, ldc, shape, sa,
         oa = batch_offset(matrix, shape, sa)
         ob = batch_offset(matrix, shape, sb)
         oc = batch_offset(matrix, shape, sc)
-        lo = part * m // nsplit
-        hi = (part + 1) * m // nsplit
-        oa += lo * lda if ta == {NO_TRANS} else lo
-        oc += lo * ldc
+        rows, width = m, n
+        if cols:
+            blocks = (n + 15) // 16
+            lo = part * blocks // nsplit * 16
+            hi = n if part == nsplit - 1 else (part + 1) * blocks // nsplit * 16
+            ob += lo if tb == {NO_TRANS} else lo * ldb
+            oc += lo
+            width = hi - lo
+        else:
+            lo = part * m // nsplit
+            hi = (part + 1) * m // nsplit
+            oa += lo * lda if ta == {NO_TRANS} else lo
+            oc += lo * ldc
+            rows = hi - lo
         call_gemm(
-            fn, np.int32({ROW_MAJOR}), np.int32(ta), np.int32(tb), {bi}(hi - lo), {bi}(n), {bi}(k), one,
+            fn, np.int32({ROW_MAJOR}), np.int32(ta), np.int32(tb), {bi}(rows), {bi}(width), {bi}(k), one,
             pa + oa * item, {bi}(lda), pb + ob * item, {bi}(ldb), zero, pc + oc * item, {bi}(ldc),
         )
 """
@@ -268,12 +279,15 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         return False
     # Whole matrices per thread where the batch shares out evenly; otherwise row blocks too.
     nsplit = 1 if nbatch % threads == 0 or nbatch >= 4 * threads else threads
-    nsplit = min(nsplit, m)
+    # A short, wide product (an RNN step's h @ W_hh^T: 32 x 1024) splits its columns: each thread
+    # then packs its share of B instead of all of it (2.2x faster per thread there).
+    cols = int(nsplit > 1 and m < n and m < 256)
+    nsplit = min(nsplit, (n + 15) // 16 if cols else m)
     with one_thread_per_call(lib):
         _driver(lib.int_bytes)(
             lib.gemm[out.dtype], la[0], lb[0], m, n, k, out.dtype.type(1), out.dtype.type(0),
             a.ctypes.data, la[1], b.ctypes.data, lb[1], out.ctypes.data, lc[1],
-            np.array(batch, np.int64), sa, sb, sc, nsplit, out.itemsize,
+            np.array(batch, np.int64), sa, sb, sc, nsplit, out.itemsize, cols,
         )  # fmt: skip
     return True
 

@@ -9,7 +9,11 @@ those kernels. Per iteration nothing is allocated:
   the body's memory plan aliases it (an in-place op or a view), when it is copied;
 - a scan's x slice is bound straight to ``xs[i]`` and each y is written straight into
   ``ys[i]`` (rebinding again; a copy only where the plan aliases the value);
-- loop-invariant operands (captured weights) are bound once per call.
+- loop-invariant operands (captured weights) are bound once per call;
+- a scan precomputes every step's bindings (``_scan_schedule``: each step's kernels with their
+  arguments, and its few copies) once for the arrays it is called with, and reuses them while a
+  call brings the same arrays (a plan's arena views always do): a step is then only its kernel
+  calls, with no Python rebinding between them.
 
 Loops run with flush-to-zero (``denormals.flush_denormals``): a long recurrent backward's
 cotangents decay through the denormal range, where its steps ran ~75x slower on x86.
@@ -20,7 +24,7 @@ on a zeroed arena (the runtime's warm-up) need not terminate.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -122,12 +126,23 @@ class SubPlan:
 
     def set_input(self, i: int, arr: np.ndarray) -> None:
         """Make body input ``i`` read ``arr`` (rebound where possible, else copied in)."""
+        copy = self.bind_input(i, arr)
+        if copy is not None:
+            np.copyto(*copy)
+
+    def bind_input(self, i: int, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Rebind body input ``i`` to ``arr``; where it cannot be rebound, the copy to make before
+        running instead, as ``(destination, arr)``."""
         v, slots = self.inputs[i], self.in_slots[i]
         if slots is None:
-            np.copyto(self.views[v.name], arr)
-        else:
-            self._rebind(slots, arr)
-            self.bound[v.name] = arr
+            return self.views[v.name], arr
+        self._rebind(slots, arr)
+        self.bound[v.name] = arr
+        return None
+
+    def snapshot(self) -> tuple[tuple[Callable, tuple[np.ndarray, ...]], ...]:
+        """The kernels with their arguments as now bound (a scan's precomputed step)."""
+        return tuple((fn, tuple(args)) for fn, args in self.steps)
 
     def bind_output(self, j: int, arr: np.ndarray) -> bool:
         """Have the body write output ``j`` straight into ``arr``; False if it cannot (copy then)."""
@@ -143,11 +158,11 @@ class SubPlan:
         name = self.outputs[j].name
         return self.bound.get(name, self.views.get(name))
 
-    def run(self) -> None:
-        """Run the body's kernels once."""
+    def run(self, steps: Sequence[tuple[Callable, Sequence[np.ndarray]]] | None = None) -> None:
+        """Run the body's kernels once (``steps``: a ``snapshot`` of them instead)."""
         done = 0
         try:
-            for fn, args in self.steps:
+            for fn, args in self.steps if steps is None else steps:
                 fn(*args)
                 done += 1
         except GraphcError as err:
@@ -231,41 +246,65 @@ def _while_kernel(node: Node, compile_node: Callable) -> Callable:
     return while_loop
 
 
+Copies = tuple[tuple[np.ndarray, np.ndarray], ...]  # (destination, source) pairs
+Step = tuple[Copies, tuple, Copies]  # copies in, the body's kernels with their arguments, copies out
+
+
+def _scan_schedule(node: Node, body: SubPlan, pairs: list[list[np.ndarray]], arrays: tuple) -> list[Step]:
+    """Every step of a scan over ``arrays`` as plain data: the copies into the body, its kernels
+    with their arguments bound (the carry's ping-pong buffer, ``xs[t]``, ``ys[t]``), the copies
+    out. Building it costs what one call's rebinding used to; calls over the same arrays (a plan
+    binds them once) reuse it, and each step then only calls its kernels."""
+    k, n_xs, length = node.attrs["n_carry"], node.attrs["n_xs"], node.attrs["length"]
+    n_in = len(node.inputs)
+    pre_all = [body.bind_input(i, arrays[i]) for i in range(k + n_xs, n_in)]  # loop invariants
+    invariant_copies = tuple(c for c in pre_all if c is not None)
+    xs, ys = arrays[k : k + n_xs], arrays[n_in + k :]
+    schedule = []
+    for step in range(length):
+        t = length - 1 - step if node.attrs["reverse"] else step
+        cur, nxt = [p[step % 2] for p in pairs], [p[1 - step % 2] for p in pairs]
+        pre = [body.bind_input(i, cur[i]) for i in range(k)]
+        for i in range(k):
+            body.bind_output(i, nxt[i])
+        pre += [body.bind_input(k + i, x[t, ...]) for i, x in enumerate(xs)]
+        y_views = [y[t, ...] for y in ys]
+        bound = [body.bind_output(k + j, y) for j, y in enumerate(y_views)]
+        post = [(nxt[i], body.output(i)) for i in range(k) if body.output(i) is not nxt[i]]
+        post += [(y, body.output(k + j)) for j, y in enumerate(y_views) if not bound[j]]
+        # Invariants are copied in before the first step only: the body may not write over them.
+        copies_in = (invariant_copies if step == 0 else ()) + tuple(c for c in pre if c is not None)
+        schedule.append((copies_in, body.snapshot(), tuple(post)))
+    return schedule
+
+
 def _scan_kernel(node: Node, compile_node: Callable) -> Callable:
     k, n_xs, length = node.attrs["n_carry"], node.attrs["n_xs"], node.attrs["length"]
     (body,) = (SubPlan(b, compile_node, invariant=k + n_xs) for b in node.bodies)
-    reverse = node.attrs["reverse"]
     n_in = len(node.inputs)
     pairs = _carry_buffers(node, k)
+    cached: list = [None, None]  # (key of the arrays, their schedule)
 
     def scan(*arrays: np.ndarray) -> None:
+        key = tuple((a.ctypes.data, a.shape, a.strides, a.dtype) for a in arrays)
+        if cached[0] != key:
+            # The schedule holds views of these arrays, which keeps their memory (and so the
+            # addresses in the key) from going to another array while it is cached.
+            cached[:] = key, _scan_schedule(node, body, pairs, arrays)
         with flush_denormals():
-            _run_scan(arrays)
+            _run_scan(arrays, cached[1])
 
-    def _run_scan(arrays: tuple[np.ndarray, ...]) -> None:
-        for i in range(k + n_xs, n_in):  # loop invariants: bound once
-            body.set_input(i, arrays[i])
-        cur = [np.copyto(p[0], a) or p[0] for p, a in zip(pairs, arrays[:k])]
-        nxt = [p[1] for p in pairs]
-        xs, ys = arrays[k : k + n_xs], arrays[n_in + k :]
-        for step in range(length):
-            t = length - 1 - step if reverse else step
-            for i in range(k):
-                body.set_input(i, cur[i])
-                body.bind_output(i, nxt[i])
-            for i, x in enumerate(xs):
-                body.set_input(k + i, x[t, ...])
-            bound = [body.bind_output(k + j, y[t, ...]) for j, y in enumerate(ys)]
-            body.run()
-            for i in range(k):
-                if body.output(i) is not nxt[i]:
-                    np.copyto(nxt[i], body.output(i))
-            for j, y in enumerate(ys):
-                if not bound[j]:
-                    np.copyto(y[t, ...], body.output(k + j))
-            cur, nxt = nxt, cur
-        for out, c in zip(arrays[n_in : n_in + k], cur):
-            np.copyto(out, c)
+    def _run_scan(arrays: tuple[np.ndarray, ...], schedule: list[Step]) -> None:
+        for p, a in zip(pairs, arrays[:k]):
+            np.copyto(p[0], a)
+        for copies_in, steps, copies_out in schedule:
+            for dst, src in copies_in:
+                np.copyto(dst, src)
+            body.run(steps)
+            for dst, src in copies_out:
+                np.copyto(dst, src)
+        for out, p in zip(arrays[n_in : n_in + k], pairs):
+            np.copyto(out, p[length % 2])
 
     scan.skip_warm_up = True  # type: ignore[attr-defined]
     return scan
