@@ -2,8 +2,9 @@
 convolution, 1-D forms, transposed convolution and adaptive pooling, as composites.
 
 A grouped convolution is one ``im2col`` and ONE batched matmul with the groups as a batch
-dimension (``[g, O/g, C/g*k] @ [N, g, C/g*k, L]``); a depthwise one (one filter per channel) is a
-broadcast multiply and a sum over the window, which fuses into one reduction kernel. A transposed
+dimension (``[g, O/g, C/g*k] @ [N, g, C/g*k, L]``); a depthwise one (one filter per channel, float)
+is one ``depthwise_conv2d`` op, a direct kernel that reads the input through the window instead of
+materializing its ``kh*kw`` columns (integer ones take im2col, a broadcast multiply and a sum). A transposed
 convolution is a matmul followed by ``col2im`` (the adjoint of ``im2col``). Adaptive average
 pooling multiplies by PyTorch's averaging matrices (exact for any output size); adaptive max
 pooling is separable, so it takes row maxima, then column maxima, of PyTorch's windows.
@@ -18,6 +19,7 @@ import numpy as np
 from graphc.functional import _eager
 from graphc.ir import GraphcError
 from graphc.ir.ops import conv_output_size
+from graphc.ir.types import FLOAT_DTYPES
 from graphc.tensor import Tensor, _at, as_tensor, matmul, user_source
 
 __all__ = [
@@ -41,6 +43,22 @@ def _pair(v: Any, name: str) -> tuple[int, int]:
     if len(v) != 2:
         raise GraphcError(f"{_at(user_source())}{name} needs one or two ints, got {v}")
     return v  # type: ignore[return-value]
+
+
+def is_depthwise(x: Tensor, w: Tensor, groups: int) -> bool:
+    """Whether conv2d of ``x`` [N, C, H, W] by ``w`` is depthwise: one filter per channel (groups ==
+    C == O), float operands of one dtype."""
+    c, o = x.shape[1], w.shape[0]
+    same_float = x.value.dtype in FLOAT_DTYPES and w.value.dtype == x.value.dtype
+    return groups > 1 and groups == c == o and same_float
+
+
+def depthwise_conv2d(
+    x: Tensor, w: Tensor, stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
+    """Depthwise convolution of [N, C, H, W] with weight [C, 1, kh, kw] (symmetric padding): one
+    ``depthwise_conv2d`` op, a direct kernel that reads the input through the window (no im2col)."""
+    return x.ctx.op("depthwise_conv2d", x, w, stride=stride, padding=padding, dilation=dilation)
 
 
 def grouped_conv2d(cols: Tensor, w: Tensor, n: int, groups: int, oh: int, ow: int) -> Tensor:

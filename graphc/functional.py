@@ -411,13 +411,16 @@ def conv2d(
     h, wd = x.shape[2:]
     oh = conv_output_size(h, kh, stride[0], im_pad[0], dilation[0])
     ow = conv_output_size(wd, kw, stride[1], im_pad[1], dilation[1])
-    cols = x.ctx.op("im2col", x, kernel=(kh, kw), stride=stride, padding=im_pad, dilation=dilation)
-    if groups == 1:
-        out = _matmul(w.reshape(o, c * kh * kw), cols).reshape(n, o, oh, ow)
-    else:
-        from graphc.convolution import grouped_conv2d
+    from graphc.convolution import depthwise_conv2d, grouped_conv2d, is_depthwise
 
-        out = grouped_conv2d(cols, w, n, groups, oh, ow)
+    if is_depthwise(x, w, groups):
+        out = depthwise_conv2d(x, w, stride, im_pad, dilation)  # a direct kernel, no im2col
+    else:
+        cols = x.ctx.op("im2col", x, kernel=(kh, kw), stride=stride, padding=im_pad, dilation=dilation)
+        if groups == 1:
+            out = _matmul(w.reshape(o, c * kh * kw), cols).reshape(n, o, oh, ow)
+        else:
+            out = grouped_conv2d(cols, w, n, groups, oh, ow)
     if bias is not None:
         out = out + _t(bias, like=out).reshape(1, o, 1, 1)
     return out.reshape(out.shape[1:]) if unbatched else out
@@ -716,29 +719,26 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
 
 @_eager
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
-    """Constant padding; ``pad`` lists (low, high) pairs from the last dim backwards."""
-    x = _t(input)
-    if mode != "constant":
-        raise GraphcError(f"{_at(user_source())}pad: only mode='constant' is supported, got {mode!r}")
-    if len(pad) % 2 or len(pad) // 2 > x.ndim:
-        raise GraphcError(f"{_at(user_source())}pad: bad pad {tuple(pad)} for a tensor of rank {x.ndim}")
-    pads = [(0, 0)] * x.ndim
-    for i in range(len(pad) // 2):
-        pads[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
-    if any(lo < 0 or hi < 0 for lo, hi in pads):
-        raise GraphcError(f"{_at(user_source())}pad: negative padding (cropping) is not supported")
-    return x.ctx.op("pad", x, pads=tuple(pads), value=float(value or 0.0))
+    """PyTorch's F.pad; ``pad`` lists (low, high) pairs from the last dim backwards; modes "constant",
+    "reflect", "replicate" and "circular" (graphc/padding.py)."""
+    from graphc.padding import pad as _pad
+
+    return _pad(input, pad, mode, value)
 
 
 # ---------------------------------------------------------------------------- more of torch's API
 from graphc import activations as _activations  # noqa: E402
 from graphc import convolution as _convolution  # noqa: E402
 from graphc import creation as _creation  # noqa: E402
+from graphc import functional_extras as _functional_extras  # noqa: E402
 from graphc import tensor_functions as _tensor_functions  # noqa: E402
 from graphc.activations import *  # noqa: E402, F403
 from graphc.control_flow import cond, scan, while_loop  # noqa: E402, F401  (graphc.functional.cond, ...)
 from graphc.convolution import *  # noqa: E402, F403
+from graphc.convolution_transpose import conv_transpose1d  # noqa: E402
 from graphc.creation import tril, triu  # noqa: E402
+from graphc.functional_extras import *  # noqa: E402, F403
+from graphc.resize import interpolate, pixel_shuffle, pixel_unshuffle, upsample  # noqa: E402
 from graphc.tensor_functions import *  # noqa: E402, F403
 
 __all__ += [
@@ -746,7 +746,8 @@ __all__ += [
     for n in (*_activations.__all__, *_convolution.__all__, *_tensor_functions.__all__)
     if n != "grouped_conv2d"
 ]
-__all__ += ["tril", "triu", "hardtanh_", "unsupported"]
+__all__ += ["tril", "triu", "hardtanh_", "unsupported", "conv_transpose1d"]
+__all__ += ["interpolate", "pixel_shuffle", "pixel_unshuffle", "upsample", *_functional_extras.__all__]
 del _creation
 
 

@@ -3,7 +3,8 @@
 ``getitem(x, key)``: ints, slices (step > 0), ``None``, ``...``, integer index lists/arrays (negative
 entries count from the end; out-of-range entries are a GraphcError at the user's line, not a
 kernel error later), NumPy bool masks (their static positions), several index arrays (NumPy's
-rules give the flat positions, one gather reads them) and one traced integer index Tensor. A
+rules give the flat positions, one gather reads them) and traced integer index Tensors
+(graphc/indexing_traced.py; also in item assignment). A
 view made by basic indexing of a root tensor remembers its key, so an in-place op on it writes
 through into the root (``x[:, i] += t``).
 
@@ -17,10 +18,21 @@ import weakref
 
 import numpy as np
 
+from graphc.indexing_traced import traced_get, traced_set
 from graphc.ir import GraphcError
 from graphc.tensor import Tensor, _at, as_tensor, user_source, where
 
-__all__ = ["getitem", "index_update", "same_key", "static_positions"]
+__all__ = ["Reshaped", "getitem", "index_update", "same_key", "static_positions"]
+
+
+class Reshaped:
+    """The key of a reshape/view of a root tensor: a write into the view goes back into the root
+    through the inverse reshape (``X.reshape(-1, n)[mask] = v`` changes X, as in PyTorch)."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
 
 
 def _key_items(key: object) -> list:
@@ -28,6 +40,8 @@ def _key_items(key: object) -> list:
     # A NumPy bool mask stands for the integer positions of its True elements (a static shape).
     out: list = []
     for k in items:
+        if isinstance(k, range):  # x[range(n), y] (d2l's cross-entropy)
+            k = list(k)
         if isinstance(k, list) and k and all(isinstance(i, (bool, np.bool_)) for i in k):
             k = np.asarray(k, dtype=bool)
         if isinstance(k, np.ndarray) and k.dtype == np.bool_ and k.ndim:
@@ -84,8 +98,8 @@ def getitem(x: Tensor, key: object) -> Tensor:
     if len(arrays) > 1:
         # Several index arrays: NumPy's rules give the flat positions, one gather reads them.
         pos = static_positions(x, key)
-        if pos is None:
-            raise GraphcError(f"{_at(user_source())}only one traced integer index Tensor is supported")
+        if pos is None:  # a traced index among them (graphc/indexing_traced.py)
+            return traced_get(x, _expanded(x, items))
         flat = x.reshape(-1)
         return x.ctx.op("gather", flat, x.ctx.array(pos, name="index"), axis=0)
     n_real = sum(1 for k in items if k is not None and k is not Ellipsis)
@@ -166,6 +180,18 @@ def getitem(x: Tensor, key: object) -> Tensor:
     return view
 
 
+def _expanded(x: Tensor, items: list) -> list:
+    """``items`` with ``...`` and the missing trailing dims as full slices (one item per dim)."""
+    n_real = sum(1 for k in items if k is not None and k is not Ellipsis)
+    if n_real > x.ndim:
+        raise GraphcError(f"{_at(user_source())}too many indices ({n_real}) for a tensor of rank {x.ndim}")
+    items = list(items)
+    if any(k is Ellipsis for k in items):
+        i = next(j for j, k in enumerate(items) if k is Ellipsis)
+        items[i : i + 1] = [slice(None)] * (x.ndim - n_real)
+    return items + [slice(None)] * (x.ndim - len(items))
+
+
 def same_key(a: object, b: object) -> bool:
     try:
         return bool(np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
@@ -175,6 +201,8 @@ def same_key(a: object, b: object) -> bool:
 
 def index_update(x: Tensor, key: object, value: object) -> Tensor:
     """``x`` with ``x[key]`` replaced by ``value`` (broadcast), as a new Tensor (a functional update)."""
+    if isinstance(key, Reshaped):  # the whole of a reshape view of x, written back
+        return as_tensor(value, like=x).broadcast_to(key.shape).reshape(x.shape).to(x.value.dtype)
     items = _key_items(key)
     v = as_tensor(value, like=x)
     if v.ctx is not x.ctx:
@@ -190,10 +218,12 @@ def index_update(x: Tensor, key: object, value: object) -> Tensor:
         return where(m, v.reshape(()) if v.numel() == 1 and v.shape != x.shape else v, x).to(x.value.dtype)
     pos = static_positions(x, key)
     if pos is None:
-        raise GraphcError(
-            f"{_at(user_source())}item assignment with a traced index Tensor is not supported; use a static "
-            "index (ints, slices, lists, NumPy arrays), a traced bool mask, or scatter/where"
-        )
+        if any(isinstance(k, Tensor) and k.value.dtype == "bool" for k in items):
+            raise GraphcError(
+                f"{_at(user_source())}item assignment: a traced bool mask must be the whole index "
+                "(t[mask] = v)"
+            )
+        return traced_set(x, _expanded(x, items), value)
     try:
         vb = v.broadcast_to(pos.shape) if v.shape != pos.shape else v
     except GraphcError:

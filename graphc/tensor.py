@@ -395,7 +395,11 @@ class Tensor(InPlaceOps, MovementOps):
         return self if self._live_base() is None else Tensor(self.value, self.ctx)
 
     def clone(self) -> Tensor:
-        """A copy: a new Tensor object, so in-place ops on either leave the other alone."""
+        """A copy: a new Tensor object, so in-place ops on either leave the other alone (a copy of a
+        graph input or parameter is a new value, which item assignment may then update)."""
+        graph = None if getattr(self.ctx, "eager", False) else getattr(self.ctx, "graph", None)
+        if graph is not None and self.value.name in graph.kinds:
+            return self.ctx.op("reshape", self, shape=self.shape)
         return Tensor(self.value, self.ctx)
 
     # ------------------------------------------------------------ arithmetic
@@ -414,34 +418,34 @@ class Tensor(InPlaceOps, MovementOps):
         return self.ctx.op(op, a, b)
 
     def __add__(self, other: object) -> Tensor:
-        return self._binary("add", other)
-
-    def __radd__(self, other: object) -> Tensor:
-        return self._binary("add", other, reflected=True)
         if self.ctx.eager:  # the hottest operators ask the eager fast path themselves (a call less)
             out = self.ctx.binary("add", self, other, False, False)
             if out is not None:
                 return out
+        return self._binary("add", other)
+
+    def __radd__(self, other: object) -> Tensor:
+        return self._binary("add", other, reflected=True)
 
     def __sub__(self, other: object) -> Tensor:
-        return self._binary("sub", other)
-
-    def __rsub__(self, other: object) -> Tensor:
-        return self._binary("sub", other, reflected=True)
         if self.ctx.eager:
             out = self.ctx.binary("sub", self, other, False, False)
             if out is not None:
                 return out
+        return self._binary("sub", other)
+
+    def __rsub__(self, other: object) -> Tensor:
+        return self._binary("sub", other, reflected=True)
 
     def __mul__(self, other: object) -> Tensor:
-        return self._binary("mul", other)
-
-    def __rmul__(self, other: object) -> Tensor:
-        return self._binary("mul", other, reflected=True)
         if self.ctx.eager:
             out = self.ctx.binary("mul", self, other, False, False)
             if out is not None:
                 return out
+        return self._binary("mul", other)
+
+    def __rmul__(self, other: object) -> Tensor:
+        return self._binary("mul", other, reflected=True)
 
     def __truediv__(self, other: object) -> Tensor:
         return self._binary("div", other, need_float=True)
@@ -461,14 +465,14 @@ class Tensor(InPlaceOps, MovementOps):
         return self._binary("pow", other, reflected=True, need_float=True)
 
     def __matmul__(self, other: object) -> Tensor:
-        return matmul(self, as_tensor(other, like=self))
-
-    def __rmatmul__(self, other: object) -> Tensor:
-        return matmul(as_tensor(other, like=self), self)
         if self.ctx.eager and type(other) is Tensor:
             out = self.ctx.matmul(self, other)
             if out is not None:
                 return out
+        return matmul(self, as_tensor(other, like=self))
+
+    def __rmatmul__(self, other: object) -> Tensor:
+        return matmul(as_tensor(other, like=self), self)
 
     def __neg__(self) -> Tensor:
         return self.ctx.op("neg", self.to("i64") if self.value.dtype == "bool" else self)
@@ -657,17 +661,31 @@ class Tensor(InPlaceOps, MovementOps):
         return self.ctx.op(op, x, axes=axes, keepdims=keep)
 
     def sum(
-        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
+        self,
+        dim: object = None,
+        keepdim: bool = False,
+        *,
+        axis: object = None,
+        keepdims: object = None,
+        dtype: object = None,
     ) -> Tensor:
-        """Sum over ``dim`` (all axes when None)."""
-        return self._reduce("sum", dim, keepdim, axis, keepdims)
+        """Sum over ``dim`` (all axes when None), first cast to ``dtype`` if given."""
+        x = self if dtype is None else self.to(dtype)
+        return x._reduce("sum", dim, keepdim, axis, keepdims)
 
     def mean(
-        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
+        self,
+        dim: object = None,
+        keepdim: bool = False,
+        *,
+        axis: object = None,
+        keepdims: object = None,
+        dtype: object = None,
     ) -> Tensor:
-        """Mean over ``dim`` (all axes when None)."""
+        """Mean over ``dim`` (all axes when None), first cast to ``dtype`` if given."""
         axes = _axes(axis if dim is None else dim, self.ndim)
-        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
+        x = self if dtype is None else self.to(dtype)
+        x = x if x.value.dtype in ("f32", "f64") else x.to("f32")
         count = math.prod(self.shape[a] for a in axes)
         return x._reduce("sum", axes, keepdim, None, keepdims) * (1.0 / count if count else math.nan)
 
@@ -792,6 +810,12 @@ class _MaxMinResult(Tensor):
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter((self.values, self.indices))
+
+    def __getitem__(self, key: object) -> Tensor:
+        """``[0]``/``[1]`` are values/indices, as on PyTorch's (values, indices) tuple."""
+        if isinstance(key, int) and not isinstance(key, bool) and -2 <= key < 2:
+            return (self.values, self.indices)[key]
+        return self.values[key]
 
 
 # ---------------------------------------------------------------------------- helpers

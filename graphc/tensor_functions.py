@@ -4,7 +4,7 @@
 index times a stride) and use the ``gather``/``scatter_add`` primitives on the flattened tensor;
 ``sort``/``argsort``/``topk`` rank each element by counting comparisons (O(n^2) along the sorted
 dim: meant for the short dims models sort over), ``cumsum`` is a product with a triangular
-constant, and ``einsum`` reduces its subscripts to sums, transposes, broadcasts and matmuls.
+constant; ``einsum`` (graphc/einsum.py) reduces its subscripts to diagonals, sums and matmuls.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from graphc import torch_extras
+from graphc.einsum import einsum
 from graphc.functional import _eager
 from graphc.ir import GraphcError
 from graphc.tensor import Tensor, _at, _axis, as_tensor, current_context, matmul, user_source, where
@@ -259,108 +261,11 @@ def baddbmm(input: Any, batch1: Any, batch2: Any, *, beta: float = 1, alpha: flo
     return prod + (inp if beta == 1 else inp * beta)
 
 
-# ---------------------------------------------------------------------------- einsum
-_ELLIPSIS_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def _parse_einsum(equation: str, ranks: list[int]) -> tuple[list[str], str]:
-    eq = equation.replace(" ", "")
-    lhs, arrow, out = eq.partition("->")
-    terms = lhs.split(",")
-    if len(terms) != len(ranks):
-        raise GraphcError(
-            f"{_at(user_source())}einsum: {equation!r} names {len(terms)} operands, got {len(ranks)}"
-        )
-    n_ell = 0
-    for t, r in zip(terms, ranks):
-        if "..." in t:
-            n_ell = max(n_ell, r - len(t.replace("...", "")))
-    ell = _ELLIPSIS_LABELS[:n_ell]
-    labels = []
-    for t, r in zip(terms, ranks):
-        if "..." in t:
-            k = r - len(t.replace("...", ""))
-            t = t.replace("...", ell[n_ell - k :] if k else "")
-        if len(t) != r or not t.isalpha() or any(c.isupper() for c in t.replace(ell, "")):
-            raise GraphcError(
-                f"{_at(user_source())}einsum: subscripts {t!r} do not fit an operand of rank {r} "
-                "(use lowercase letters and at most one '...')"
-            )
-        labels.append(t)
-    if arrow:
-        out = out.replace("...", ell)
-    else:
-        counts: dict[str, int] = {}
-        for t in labels:
-            for c in t:
-                counts[c] = counts.get(c, 0) + 1
-        out = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
-    return labels, out
-
-
-def _sum_labels(x: Tensor, labels: str, drop: set[str]) -> tuple[Tensor, str]:
-    axes = tuple(i for i, c in enumerate(labels) if c in drop)
-    if not axes:
-        return x, labels
-    return x.sum(axes), "".join(c for c in labels if c not in drop)
-
-
-def _pair_product(a: Tensor, la: str, b: Tensor, lb: str, keep: set[str]) -> tuple[Tensor, str]:
-    a, la = _sum_labels(a, la, {c for c in la if c not in lb and c not in keep})
-    b, lb = _sum_labels(b, lb, {c for c in lb if c not in la and c not in keep})
-    batch = [c for c in la if c in lb and c in keep]
-    contract = [c for c in la if c in lb and c not in keep]
-    left = [c for c in la if c not in lb]
-    right = [c for c in lb if c not in la]
-    sizes = {}
-    for t, lt in ((a, la), (b, lb)):
-        for c, n in zip(lt, t.shape):
-            sizes[c] = max(sizes.get(c, 1), n)
-    a = a.permute([la.index(c) for c in batch + left + contract])
-    b = b.permute([lb.index(c) for c in batch + contract + right])
-    nb = len(batch)
-    bshape = [sizes[c] for c in batch]
-    size_of = lambda cs: math.prod(sizes[c] for c in cs)  # noqa: E731
-    a = a.broadcast_to(bshape + list(a.shape[nb:])) if list(a.shape[:nb]) != bshape else a
-    b = b.broadcast_to(bshape + list(b.shape[nb:])) if list(b.shape[:nb]) != bshape else b
-    # a contracted label of size 1 on one side broadcasts: sum it away there first
-    a = a.reshape(bshape + [size_of(left), math.prod(a.shape[nb + len(left) :])])
-    b = b.reshape(bshape + [math.prod(b.shape[nb : nb + len(contract)]), size_of(right)])
-    if a.shape[-1] != b.shape[-2]:
-        if a.shape[-1] == 1:
-            a, b = a, b.sum(-2, keepdim=True)
-        else:
-            a = a.sum(-1, keepdim=True)
-    out = matmul(a, b).reshape(bshape + [sizes[c] for c in left] + [sizes[c] for c in right])
-    return out, "".join(batch + left + right)
-
-
-def einsum(equation: str, *operands: Any) -> Tensor:
-    """Einstein summation over subscripts that reduce to sums, transposes, broadcasts and matmuls
-    (no repeated subscript within one operand)."""
-    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
-        operands = tuple(operands[0])
-    if not operands:
-        raise GraphcError(f"{_at(user_source())}einsum needs at least one operand")
-    like = next((o for o in operands if isinstance(o, Tensor)), None)
-    ts = [_tensor(o, like=like) for o in operands]
-    labels, out = _parse_einsum(equation, [t.ndim for t in ts])
-    for lt in labels:
-        if len(set(lt)) != len(lt):
-            raise GraphcError(
-                f"{_at(user_source())}einsum: a subscript repeated within one operand ({lt!r}, a diagonal) "
-                "is not supported"
-            )
-    acc, lacc = ts[0], labels[0]
-    for i in range(1, len(ts)):
-        keep = set(out).union(*labels[i + 1 :])
-        acc, lacc = _pair_product(acc, lacc, ts[i], labels[i], keep)
-    acc, lacc = _sum_labels(acc, lacc, {c for c in lacc if c not in out})
-    missing = [c for c in out if c not in lacc]
-    if missing:
-        raise GraphcError(f"{_at(user_source())}einsum: output subscripts {missing} appear in no operand")
-    return acc.permute([lacc.index(c) for c in out])
-
+# graphc/torch_extras.py's functions too (any/all only at the top level: graphc/torch_functions.py)
+for _name in torch_extras.__all__:
+    if _name not in ("any", "all"):
+        globals()[_name] = getattr(torch_extras, _name)
+        __all__.append(_name)
 
 # Outside a trace, NumPy arguments run the function in eager mode (graphc/eager.py).
 for _name in __all__:

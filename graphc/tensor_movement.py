@@ -5,7 +5,10 @@ in one sitting."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from graphc.ir import GraphcError
 from graphc.tracing import _at, user_source
@@ -25,7 +28,10 @@ class MovementOps:
         target = _t._infer_shape(_t._shape_args(shape), self.numel(), self.shape)
         if target == self.shape:
             return self
-        return self.ctx.op("reshape", self, shape=target)._view_of(self)
+        view = self.ctx.op("reshape", self, shape=target)._view_of(self)
+        if self._live_base() is None:  # writes into the view go back into self (graphc/indexing.py)
+            view._index = (weakref.ref(self), _t.indexing.Reshaped(target), self.value)
+        return view
 
     view = reshape
 
@@ -286,6 +292,126 @@ class MovementOps:
     def repeat_interleave(self, repeats: int, dim: int | None = None) -> Tensor:
         """Each entry ``repeats`` times along ``dim`` (of the flattened tensor when None)."""
         return self._fn("repeat_interleave", repeats, dim)
+
+    def _extra(self, name: str, *args: object, **kwargs: object) -> Tensor:
+        from graphc import torch_extras
+
+        return getattr(torch_extras, name)(self, *args, **kwargs)
+
+    def flip(self, *dims: object, **kwargs: object) -> Tensor:
+        """The entries in reverse order along ``dims`` (``x.flip(0, 1)``, ``x.flip([0, 1])``, ``dims=``)."""
+        return self._extra("flip", kwargs.get("dims", dims[0] if len(dims) == 1 else dims))
+
+    def roll(self, shifts: object, dims: object = None) -> Tensor:
+        """The entries shifted circularly along ``dims``."""
+        return self._extra("roll", shifts, dims)
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+        """The diagonal of the (dim1, dim2) planes as the last dim."""
+        return self._extra("diagonal", offset, dim1, dim2)
+
+    def diag(self, diagonal: int = 0) -> Tensor:
+        """torch.diag of this tensor."""
+        return self._extra("diag", diagonal)
+
+    def trace(self) -> Tensor:
+        """The sum of the diagonal (2-D)."""
+        return self._extra("trace")
+
+    def logsumexp(self, dim: object, keepdim: bool = False) -> Tensor:
+        """log(sum(exp(self))) over ``dim``."""
+        return self._extra("logsumexp", dim, keepdim)
+
+    def clamp_min(self, min: object) -> Tensor:  # noqa: A002
+        """max(self, min)."""
+        return self._extra("clamp_min", min)
+
+    def clamp_max(self, max: object) -> Tensor:  # noqa: A002
+        """min(self, max)."""
+        return self._extra("clamp_max", max)
+
+    def any(self, dim: object = None, keepdim: bool = False) -> Tensor:
+        """Whether any entry (along ``dim``) is nonzero."""
+        return self._extra("any", dim, keepdim)
+
+    def all(self, dim: object = None, keepdim: bool = False) -> Tensor:
+        """Whether every entry (along ``dim``) is nonzero."""
+        return self._extra("all", dim, keepdim)
+
+    def norm(
+        self, p: object = "fro", dim: object = None, keepdim: bool = False, dtype: object = None
+    ) -> Tensor:
+        """The p-norm over ``dim``."""
+        return self._extra("norm", p, dim, keepdim, dtype)
+
+    def outer(self, vec2: object) -> Tensor:
+        """The outer product with ``vec2``."""
+        return self._extra("outer", vec2)
+
+    def lerp(self, end: object, weight: object) -> Tensor:
+        """self + weight * (end - self)."""
+        return self._extra("lerp", end, weight)
+
+    def index_fill(self, dim: int, index: object, value: object) -> Tensor:
+        """A copy with the entries at ``index`` along ``dim`` set to ``value``."""
+        return self._extra("index_fill", dim, index, value)
+
+    def index_add(self, dim: int, index: object, source: object, *, alpha: object = 1) -> Tensor:
+        """A copy with ``source`` added at ``index`` along ``dim``."""
+        return self._extra("index_add", dim, index, source, alpha=alpha)
+
+    def take_along_dim(self, indices: object, dim: int | None = None) -> Tensor:
+        """gather with the other dims broadcast."""
+        return self._extra("take_along_dim", indices, dim)
+
+    def scatter_(self, dim: int, index: object, src: object = None, *, value: object = None) -> Tensor:
+        """In place: scatter (``src`` may be a number, as ``value``)."""
+        new = self._fn("scatter", dim, index, src if src is not None else value)
+        return self._assign_inplace(new, "scatter_")
+
+    def scatter_add_(self, dim: int, index: object, src: object) -> Tensor:
+        """In place: scatter_add."""
+        return self._assign_inplace(self._fn("scatter_add", dim, index, src), "scatter_add_")
+
+    def index_fill_(self, dim: int, index: object, value: object) -> Tensor:
+        """In place: index_fill."""
+        return self._assign_inplace(self.index_fill(dim, index, value), "index_fill_")
+
+    def index_add_(self, dim: int, index: object, source: object, *, alpha: object = 1) -> Tensor:
+        """In place: index_add."""
+        return self._assign_inplace(self.index_add(dim, index, source, alpha=alpha), "index_add_")
+
+    def log1p(self) -> Tensor:
+        """log(1 + self)."""
+        return self._extra("log1p")
+
+    def expm1(self) -> Tensor:
+        """exp(self) - 1."""
+        return self._extra("expm1")
+
+    def isnan(self) -> Tensor:
+        """Where the entries are NaN."""
+        return self._extra("isnan")
+
+    def isinf(self) -> Tensor:
+        """Where the entries are +-inf."""
+        return self._extra("isinf")
+
+    def isfinite(self) -> Tensor:
+        """Where the entries are finite."""
+        return self._extra("isfinite")
+
+    def new_tensor(
+        self, data: object, dtype: object = None, device: object = None, requires_grad: bool = False
+    ) -> Tensor:
+        """A constant tensor of ``data`` with this tensor's dtype (or ``dtype``)."""
+        if isinstance(data, _t.Tensor):
+            return data.detach().to(dtype if dtype is not None else data.value.dtype)
+        from graphc.ir import to_numpy_dtype
+
+        target = self.value.dtype if dtype is None else _t._dtype_name(dtype)
+        array = np.asarray(data, dtype=to_numpy_dtype(target))
+        return self.ctx.array(array, name="new_tensor")
 
     def tril(self, diagonal: int = 0) -> Tensor:
         """The lower triangle of the last two dims."""

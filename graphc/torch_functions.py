@@ -22,6 +22,7 @@ _METHODS = (
     "clamp",
     "clip",
     "cos",
+    "erf",
     "exp",
     "flatten",
     "floor",
@@ -55,7 +56,7 @@ _METHODS = (
     "var",
 )
 
-__all__ = [*_METHODS, "numel", "max", "min"]
+__all__ = [*_METHODS, "numel", "max", "min", "any", "all"]
 
 
 def _forward(name: str):
@@ -94,6 +95,20 @@ def min(input: Any, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A00
     if isinstance(dim, Tensor):
         return input.minimum(dim)
     return input.min() if dim is None else input.min(dim, keepdim)
+
+
+def any(input: Any, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
+    """Whether any entry (along ``dim``) is nonzero."""
+    from graphc.torch_extras import any as any_
+
+    return any_(input, dim, keepdim)
+
+
+def all(input: Any, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
+    """Whether every entry (along ``dim``) is nonzero."""
+    from graphc.torch_extras import all as all_
+
+    return all_(input, dim, keepdim)
 
 
 # Outside a trace, NumPy arguments run the function in eager mode (graphc/eager.py).

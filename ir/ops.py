@@ -570,6 +570,32 @@ _WINDOW = {
 }
 _register("im2col", 1, "opaque", _im2col, dict(_WINDOW))
 _register("col2im", 1, "opaque", _col2im, {**_WINDOW, "image_shape": Attr(ShapeSpec(rank=4))})
+
+
+def _depthwise_conv2d(inputs, attrs):
+    x, w = inputs
+    _check(x.rank == 4, f"depthwise_conv2d needs NCHW input, got rank {x.rank}")
+    n, c, h, wd = x.shape
+    _check(
+        w.rank == 4 and w.shape[0] == c and w.shape[1] == 1,
+        f"depthwise_conv2d needs weight [{c}, 1, kh, kw] for {c} channels, got {w.shape}",
+    )
+    _check(
+        x.dtype in FLOAT_DTYPES and w.dtype == x.dtype,
+        f"depthwise_conv2d needs float operands of one dtype, got {x.dtype} and {w.dtype}",
+    )
+    _, _, oh, ow = _window({**attrs, "kernel": w.shape[2:]}, h, wd)
+    return [TensorType((n, c, oh, ow), x.dtype)]
+
+
+# Depthwise convolution (one [kh, kw] filter per channel, PyTorch's groups == channels, no
+# bias): y[n, c, oy, ox] = sum over (i, j) of w[c, 0, i, j] * x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw],
+# zero outside the image. The kernel size is the weight's.
+_register(
+    "depthwise_conv2d", 2, "opaque", _depthwise_conv2d, {k: v for k, v in _WINDOW.items() if k != "kernel"}
+)
+
+
 # Max pooling over an unpadded NCHW input (the front end pads with the dtype's lowest value).
 # Each window's value is its first maximal element in row-major window order, NaN counting as
 # the maximum (PyTorch's rule); max_pool2d_grad(x, dy) routes dy[window] to that element.
@@ -687,32 +713,6 @@ _register("fake_quantize", 3, "broadcast", _fake_quantize)
 _register("qmatmul", 2, "opaque", _qmatmul)
 
 
-# --- distributed
-# Data-parallel gradient averaging over MPI (graphc.distributed; docs/CONTRACTS.md, "Collectives").
-# ``allreduce_start(g1, ..., gk)`` packs a bucket of gradients (one float dtype) into one flat
-# buffer ``[sum of numels]`` and starts a nonblocking sum of it across ranks (MPI Iallreduce); the
-# buffer is the token of the pending sum, written by MPI until its wait, so it stays live until
-# then. ``allreduce_wait(buffer)`` waits for the sum (with a deadline) and returns each gradient's
-# average over the ranks, in the start's operand order and with the shapes of ``shapes``.
-# ``bucket`` numbers the bucket (messages name it; distinct buckets never merge in CSE).
-# ``packed=False`` (a bucket of one gradient): MPI reads the gradient itself, no packing copy;
-# that wait then takes the gradient as a second operand, which keeps its bytes live until the sum
-# is done (any operand after the buffer is only held, never read).
-MAX_BUCKET_VALUES = 1 << 16
-_BUCKET = Attr(IntSpec(0, MAX_NUMEL), 0)
-
-
-def _allreduce_start(inputs, attrs):
-    _check(len(inputs) >= 1, "needs at least one operand")
-    dtype = _same_dtype(inputs)
-    _check(dtype in ("f32", "f64"), f"sums f32 or f64 gradients, got {dtype}")
-    _check(len(inputs) <= MAX_BUCKET_VALUES, f"at most {MAX_BUCKET_VALUES} operands, got {len(inputs)}")
-    return [TensorType((sum(t.numel for t in inputs),), dtype)]
-
-
-def _allreduce_wait(inputs, attrs):
-    _check(len(inputs) >= 1, "needs the bucket buffer as its first operand")
-    buf = inputs[0]
 # qlinear(a, b, shift, scale, bias[, out_scale, out_zero]) {relu}: qmatmul with its epilogue, per
 # output element (i, j), in scale's float dtype F (what graphc.passes.quantize fuses into it):
 #   y = F(qmatmul(a, b)[i, j] - shift[j]) * scale[j] + bias[j]    (i32 subtract, then F ops)
@@ -778,6 +778,32 @@ _register(
 )
 
 
+# --- distributed
+# Data-parallel gradient averaging over MPI (graphc.distributed; docs/CONTRACTS.md, "Collectives").
+# ``allreduce_start(g1, ..., gk)`` packs a bucket of gradients (one float dtype) into one flat
+# buffer ``[sum of numels]`` and starts a nonblocking sum of it across ranks (MPI Iallreduce); the
+# buffer is the token of the pending sum, written by MPI until its wait, so it stays live until
+# then. ``allreduce_wait(buffer)`` waits for the sum (with a deadline) and returns each gradient's
+# average over the ranks, in the start's operand order and with the shapes of ``shapes``.
+# ``bucket`` numbers the bucket (messages name it; distinct buckets never merge in CSE).
+# ``packed=False`` (a bucket of one gradient): MPI reads the gradient itself, no packing copy;
+# that wait then takes the gradient as a second operand, which keeps its bytes live until the sum
+# is done (any operand after the buffer is only held, never read).
+MAX_BUCKET_VALUES = 1 << 16
+_BUCKET = Attr(IntSpec(0, MAX_NUMEL), 0)
+
+
+def _allreduce_start(inputs, attrs):
+    _check(len(inputs) >= 1, "needs at least one operand")
+    dtype = _same_dtype(inputs)
+    _check(dtype in ("f32", "f64"), f"sums f32 or f64 gradients, got {dtype}")
+    _check(len(inputs) <= MAX_BUCKET_VALUES, f"at most {MAX_BUCKET_VALUES} operands, got {len(inputs)}")
+    return [TensorType((sum(t.numel for t in inputs),), dtype)]
+
+
+def _allreduce_wait(inputs, attrs):
+    _check(len(inputs) >= 1, "needs the bucket buffer as its first operand")
+    buf = inputs[0]
     _check(buf.rank == 1 and buf.dtype in ("f32", "f64"), f"needs a flat f32/f64 buffer, got {buf}")
     shapes = attrs["shapes"]
     _check(len(shapes) >= 1, "shapes must name at least one result")

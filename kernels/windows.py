@@ -32,3 +32,8 @@ def conv_window(attrs: dict, h: int, w: int) -> Window:
     oh = conv_output_size(h, kh, sh, ph, dh)
     ow = conv_output_size(w, kw, sw, pw, dw)
     return Window(kh, kw, sh, sw, ph, pw, dh, dw, oh, ow)
+
+
+def depthwise_window(attrs: dict, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> Window:
+    """The window of a depthwise_conv2d node: input [N, C, H, W], weight [C, 1, kh, kw]."""
+    return conv_window({**attrs, "kernel": tuple(w_shape[2:])}, x_shape[2], x_shape[3])

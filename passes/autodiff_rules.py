@@ -435,6 +435,26 @@ def _col2im(e, node, g, needs):
     return [e.op("im2col", g, **window)]
 
 
+@_rule("depthwise_conv2d")
+def _depthwise_conv2d(e, node, g, needs):
+    # Through the im2col form y[n, c, l] = sum_k cols[n, c, k, l] * w[c, k]: dx is col2im of
+    # g * w spread over the window, dw sums cols * g over the batch and the output positions.
+    x, w = node.inputs
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    k, size = kh * kw, g.shape[2] * g.shape[3]
+    window = {"kernel": (kh, kw), **{a: node.attrs[a] for a in ("stride", "padding", "dilation")}}
+    g4 = e.reshape(g, (n, c, 1, size))
+    dx = dw = None
+    if needs[0]:
+        spread = e.mul(g4, e.reshape(w, (1, c, k, 1)))
+        dx = e.op("col2im", e.reshape(spread, (n, c * k, size)), image_shape=x.shape, **window)
+    if needs[1]:
+        cols = e.reshape(e.op("im2col", x, **window), (n, c, k, size))
+        dw = e.reshape(e.op("sum", e.mul(cols, g4), axes=(0, 3), keepdims=False), w.shape)
+    return [dx, dw]
+
+
 _POOL_ATTRS = ("kernel", "stride", "dilation")
 
 
@@ -496,6 +516,15 @@ def _fake_quantize(e, node, g, needs):
     return [e.sum_to(inside, x.shape), None, None]
 
 
+# qlinear/qconv2d (quantize_matmuls' int8 GEMMs with epilogues) exist only in inference plans: refused.
+@_rule("qlinear", "qconv2d")
+def _qlinear(e, node, g, needs):
+    raise GraphcError(
+        f"autodiff: {node.op} ({node.source or 'no source'}) is an inference-only int8 kernel; "
+        "differentiate the float model (or its fake_quantize form) instead"
+    )
+
+
 def rule_for(node: Node) -> Rule | None:
     """The VJP rule of a node's op; None for a non-differentiable op; an error for fused/unknown."""
     if node.op in NON_DIFFERENTIABLE:
@@ -516,15 +545,6 @@ def rule_for(node: Node) -> Rule | None:
 # through it is refused rather than given a silent zero.
 @_rule("allreduce_start", "allreduce_wait")
 def _collective(e, node, g, needs):
-# qlinear/qconv2d (quantize_matmuls' int8 GEMMs with epilogues) exist only in inference plans: refused.
-@_rule("qlinear", "qconv2d")
-def _qlinear(e, node, g, needs):
-    raise GraphcError(
-        f"autodiff: {node.op} ({node.source or 'no source'}) is an inference-only int8 kernel; "
-        "differentiate the float model (or its fake_quantize form) instead"
-    )
-
-
     raise GraphcError(
         f"autodiff: {node.op} (the gradient allreduce of compile_train(distributed=True)) has no "
         "gradient; it belongs after the backward graph, not inside the differentiated function"

@@ -297,6 +297,13 @@ def _emit(op: str):
     return lambda rw, node, **v: rw.emit(op, [v[k] for k in ("x", "y") if k in v])
 
 
+def _pointwise_window(rw: Rewriter, node: Node, x: Value) -> Value | None:
+    a = node.attrs
+    if (a["kernel"], a["stride"], a["padding"]) != ((1, 1), (1, 1), (0, 0)):
+        return None
+    return rw.emit("reshape", [x], shape=node.output.shape)
+
+
 ELEMENTWISE = ("pointwise", "broadcast")
 
 # Per op, tried in this order; the last rule (reshape sinking) applies to any elementwise op.
@@ -351,6 +358,8 @@ RULES = PatternMatcher(
         # full slice -> x; slice(transpose y) -> transpose(slice y) for matmul operands
         (Pat.op("slice", x), _node_is(_is_full_slice)),
         (Pat.op("slice", Pat.op("transpose", y, name="t")), _slice_before_transpose),
+        # im2col/col2im of a 1x1 window, stride 1, no padding (a 1x1 convolution) -> reshape
+        (Pat.op(("im2col", "col2im"), x), _pointwise_window),
         # zero pad -> x; one-operand concat -> x
         (Pat.op("pad", x), _node_is(lambda node: all(lo == 0 and hi == 0 for lo, hi in node.attrs["pads"]))),
         (Pat.op("concat", x), lambda rw, node, x: x),

@@ -389,6 +389,63 @@ LAYER_CASES: dict[str, Callable[[], Case]] = {
     "TransformerDecoderLayer": lambda: Case(
         lambda x, m: _DECODER(x, m), {"x": normal(230, 2, 3, 4), "m": normal(231, 3, 3, 4)}, module=_DECODER
     ),
+    # issue 16's second sweep: transposed 1-D conv, padding, resizing, losses and distances
+    "ConvTranspose1d": lambda: module_case(
+        nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, groups=2, dtype=F64), normal(700, 2, 2, 4)
+    ),
+    "Conv2d/padding_mode_reflect": lambda: module_case(
+        nn.Conv2d(2, 2, 3, padding=(1, 2), padding_mode="reflect", dtype=F64), normal(701, 1, 2, 4, 5)
+    ),
+    "Upsample/bilinear": lambda: module_case(
+        nn.Upsample(scale_factor=1.5, mode="bilinear"), normal(702, 1, 2, 3, 4)
+    ),
+    "UpsamplingNearest2d": lambda: module_case(nn.UpsamplingNearest2d(size=(5, 3)), normal(703, 1, 2, 3, 4)),
+    "UpsamplingBilinear2d": lambda: module_case(
+        nn.UpsamplingBilinear2d(scale_factor=2), normal(704, 1, 1, 3, 3)
+    ),
+    "PixelShuffle": lambda: module_case(nn.PixelShuffle(2), normal(705, 1, 8, 2, 3)),
+    "PixelUnshuffle": lambda: module_case(nn.PixelUnshuffle(2), normal(706, 1, 2, 4, 2)),
+    "Unfold": lambda: module_case(nn.Unfold(2, padding=1, stride=2), normal(707, 1, 2, 3, 4)),
+    "Fold": lambda: module_case(nn.Fold((3, 4), 2), normal(708, 1, 8, 6)),
+    "GLU": lambda: module_case(nn.GLU(), normal(709, 3, 4)),
+    "Softmin": lambda: module_case(nn.Softmin(dim=1), normal(710, 3, 4)),
+    "SmoothL1Loss": lambda: _loss_module(nn.SmoothL1Loss(beta=0.5), normal(711, 3, 4), normal(712, 3, 4)),
+    "HuberLoss": lambda: _loss_module(nn.HuberLoss(delta=0.7), normal(713, 3, 4), normal(714, 3, 4)),
+    "BCELoss": lambda: _loss_module(nn.BCELoss(), probabilities(715, 3, 4), probabilities(716, 3, 4)),
+    "BCEWithLogitsLoss": lambda: _loss_module(
+        nn.BCEWithLogitsLoss(pos_weight=np.full(4, 2.0)), normal(717, 3, 4), probabilities(718, 3, 4)
+    ),
+    "KLDivLoss": lambda: _loss_module(
+        nn.KLDivLoss(reduction="batchmean"), np.log(probabilities(719, 3, 4)), probabilities(720, 3, 4)
+    ),
+    "CosineSimilarity": lambda: _loss_module(
+        nn.CosineSimilarity(dim=1), normal(721, 3, 4), normal(722, 3, 4)
+    ),
+    "PairwiseDistance": lambda: _loss_module(nn.PairwiseDistance(), normal(723, 3, 4), normal(724, 3, 4)),
+    **{
+        f"{name}": (
+            lambda name=name, args=args, shape=shape: module_case(
+                getattr(nn, name)(*args), normal(725, *shape)
+            )
+        )
+        for name, args, shape in [
+            ("ZeroPad1d", ((1, 2),), (2, 3)),
+            ("ZeroPad2d", (1,), (1, 2, 3)),
+            ("ZeroPad3d", (1,), (1, 2, 2, 2)),
+            ("ConstantPad1d", (2, 0.5), (2, 3)),
+            ("ConstantPad2d", ((1, 0, 0, 2), -1.0), (1, 2, 3)),
+            ("ConstantPad3d", (1, 2.0), (1, 2, 2, 2)),
+            ("ReflectionPad1d", ((2, 1),), (2, 4)),
+            ("ReflectionPad2d", (1,), (1, 3, 3)),
+            ("ReflectionPad3d", (1,), (1, 2, 2, 3)),
+            ("ReplicationPad1d", ((2, 3),), (2, 3)),
+            ("ReplicationPad2d", ((1, 0, 2, 1),), (1, 2, 3)),
+            ("ReplicationPad3d", (1,), (1, 2, 2, 2)),
+            ("CircularPad1d", ((2, 1),), (2, 3)),
+            ("CircularPad2d", (1,), (1, 3, 3)),
+            ("CircularPad3d", (1,), (1, 2, 2, 2)),
+        ]
+    },
 }
 
 FUNCTIONAL_CASES: dict[str, Callable[[], Case]] = {

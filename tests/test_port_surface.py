@@ -551,3 +551,145 @@ def test_detach_stops_the_gradient_as_in_torch():
         np.testing.assert_allclose(loss, tloss.item(), rtol=1e-5)
     for key, value in theirs.state_dict().items():
         np.testing.assert_allclose(ours.state_dict()[key], value.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- the second sweep (issue 16)
+EXTRA_CASES = {
+    "outer": lambda L, a, b: L.outer(a[0, 0], b[0, 1]) + a[0, 0].outer(b[0, 0]),
+    "addmm": lambda L, a, b: (
+        L.addmm(b[0, 0, :3], a[0], b[0].T) + L.addmm(b[0, 0, :3], a[0], b[0].T, beta=0.5, alpha=2)
+    ),
+    "lerp": lambda L, a, b: L.lerp(a, b, 0.3) + a.lerp(b, 0.5),
+    "logsumexp": lambda L, a, b: (
+        L.logsumexp(a, dim=-1) + a.logsumexp((0, 2)).sum() + L.logsumexp(a, 2, True).sum(2)
+    ),
+    "logsumexp_all_inf": lambda L, a, b: L.logsumexp(a.masked_fill(b > -10, float("-inf")), -1),
+    "flip": lambda L, a, b: L.flip(a, dims=[0, 2]) + a.flip(1).flip(-1, 0),
+    "roll": lambda L, a, b: L.roll(a, 1, 2) + a.roll((1, -2), (0, 1)) + L.roll(a, 5),
+    "diagonal": lambda L, a, b: (
+        L.diagonal(a, dim1=1, dim2=2).sum() + a.diagonal(1, 1, 2).sum() + a.diagonal(-1, -1, 1).sum()
+    ),
+    "diag": lambda L, a, b: (
+        L.diag(a[0, 0]).sum(0)
+        + L.diag(a[0, 0], 1)[:4, :4].sum(1)
+        + L.diag(a[0, 0], -2).sum(0)[:4]
+        + L.diag(a[0]).sum()
+    ),
+    "tensordot": lambda L, a, b: (
+        L.tensordot(a, b, dims=([1, 2], [1, 2])) + L.tensordot(a, b.transpose(0, 2), 1).sum((0, 1, 2, 3))
+    ),
+    "hstack_vstack": lambda L, a, b: (
+        L.hstack([a[0], b[0]]).sum() + L.vstack([a[0, 0], b[0, 0]]).sum() + L.hstack([a[0, 0], b[0, 0]]).sum()
+    ),
+    "clamp_min_max": lambda L, a, b: a.clamp_min(0.1) + L.clamp_max(a, 0.2) + L.clamp_min(a, b),
+    "any_all": lambda L, a, b: (
+        L.any(a > 1, dim=1).long() + (a > -1).all(1).long() + (a > 0).any().long() + L.all(a > -5).long()
+    ),
+    "norm": lambda L, a, b: (
+        a.norm(dim=-1)
+        + L.norm(a, p=1, dim=2)
+        + a.norm()
+        + a.norm(p=float("inf"), dim=-1)
+        + a.norm(3, -1, True).sum(-1)
+    ),
+    "new_tensor": lambda L, a, b: a + a.new_tensor([1.0, 2.0, 3.0, 4.0]),
+    "erf": lambda L, a, b: L.erf(a),
+    "max_dim_is_a_tuple": lambda L, a, b: (
+        L.max(a, dim=1)[0]
+        + a.max(1, keepdim=True)[1].float()
+        + a.min(-2)[1].float()
+        + a.max(-1)[-2].sum(-1, True)
+    ),
+    "range_and_tensor_index": lambda L, a, b: (
+        a[range(2), (b[:, 0, 0] > 0).long()] + a[:, (b[0, 0] > 0).long(), 1]
+    ),
+    "tensor_index_pair": lambda L, a, b: a[(b[:, 0, 0] > 0).long(), :, (b[:, 1, 0] > 0).long() + 1],
+    "index_fill_add_take": lambda L, a, b: (
+        a.index_fill(1, L.tensor([0, 2]), -1.0)
+        + a.index_fill(2, (b[0, 0, :2] > 0).long(), 2.0)
+        + a.index_add(2, L.tensor([3, 0, 3, 1]), b * 2)
+        + L.take_along_dim(a, b.argsort(-1)[:, :1], dim=2)
+    ),
+    "scatter_inplace": lambda L, a, b: (
+        L.zeros(2, 3, 4).scatter_(2, b.argmax(-1, keepdim=True), 1.0)
+        + (a * 1).scatter_add_(1, (b > 0).long(), b)
+    ),
+    "sum_mean_dtype": lambda L, a, b: (
+        a.sum(1, dtype=L.float64) + a.mean(dtype=L.float64) + L.sum(a, 1, dtype=L.float64)
+    ),
+    "int_then_tensor_index": lambda L, a, b: a[1, :, (b[0, :2, 0] > 0).long()],
+}
+
+
+@pytest.mark.parametrize("name", list(EXTRA_CASES))
+def test_more_functions_as_torch(name):
+    """Values of a compiled plan, and (for float results) eager float64 gradients, as PyTorch's."""
+    fn = EXTRA_CASES[name]
+    a, b = normal(2, 3, 4), normal(2, 3, 4)
+    close(run(lambda x, y: fn(graphc, x, y), a, b), fn(torch, t(a), t(b)), rtol=1e-5, atol=1e-5)
+    ta, tb = (torch.tensor(v.astype(np.float64), requires_grad=True) for v in (a, b))
+    expect = fn(torch, ta, tb)
+    if not expect.dtype.is_floating_point or not expect.requires_grad:
+        return
+    w = RNG.standard_normal(expect.shape)
+    (expect * torch.tensor(w)).sum().backward()
+
+    class Net(gnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = gnn.Parameter(a.astype(np.float64), dtype=np.float64)
+            self.b = gnn.Parameter(b.astype(np.float64), dtype=np.float64)
+
+        def forward(self, weights):
+            return (fn(graphc, self.a, self.b) * weights).sum()
+
+    net = Net()
+    net(w).backward()
+    np.testing.assert_allclose(net.a.grad, ta.grad.numpy(), rtol=1e-9, atol=1e-12)
+    if tb.grad is not None and tb.grad.any():
+        np.testing.assert_allclose(net.b.grad, tb.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_item_assignment_with_traced_indices_and_into_a_clone():
+    """``x.clone()[...] = v`` on an input (was: 'in-place operation on graph input'), ``x[idx] = v`` with a
+    traced index (was: not supported), and ``logits[logits < kth] = -inf`` (nanoGPT's top-k)."""
+
+    def fn(L, x, y):
+        out = x.clone()
+        out[:, 1:] = x[:, :-1] * 2
+        out[(y > 0).long().sum(-1)] = 0.5  # repeated rows: the same value either way
+        out[range(4), (y[:, 0] > 0).long() + 1] = y[:, 1]
+        kth, _ = L.topk(x, 2)
+        top = x.clone()
+        top[top < kth[:, [-1]]] = -float("Inf")
+        return out, top
+
+    x, y = normal(4, 3), normal(4, 3)
+    before = x.copy()
+    for ours, theirs in zip(run(lambda a, b: fn(graphc, a, b), x, y), fn(torch, t(x), t(y))):
+        close(ours, theirs)
+    np.testing.assert_array_equal(x, before)  # the caller's input is unchanged
+
+
+def test_writing_into_a_reshape_view_changes_its_base():
+    """d2l's masked_softmax: ``X.reshape(-1, n)[~mask] = v`` (was: 'in-place operation on a view');
+    as in PyTorch the base sees the write too."""
+
+    def fn(L, scores, valid_lens):
+        shape = scores.shape
+        flat = scores.reshape(-1, shape[-1])
+        mask = L.arange(shape[-1], dtype=L.float32)[None, :] < valid_lens.repeat_interleave(shape[1])[:, None]
+        flat[~mask] = -1e6
+        return L.softmax(flat.reshape(shape), dim=-1), scores.sum(-1)
+
+    scores, lens = normal(2, 3, 4), np.array([2, 3], dtype=np.float32)
+    for ours, theirs in zip(
+        run(lambda s, v: fn(graphc, s * 1, v), scores, lens), fn(torch, t(scores) * 1, t(lens))
+    ):
+        close(ours, theirs)
+
+
+def test_trunc_normal_init_stays_in_bounds():
+    w = gnn.Parameter(np.zeros((64, 64), dtype=np.float32))
+    gnn.init.trunc_normal_(w, std=0.02, a=-0.03, b=0.03)
+    assert np.abs(np.asarray(w)).max() <= 0.03 and 0.01 < np.asarray(w).std() < 0.02

@@ -21,7 +21,7 @@ from .attention import (
     TransformerEncoderLayer,
 )
 from .container import ModuleDict, ParameterDict, ParameterList, Unflatten
-from .conv import Conv1d, ConvTranspose2d
+from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d
 from .init import manual_seed
 from .layers import (
     GELU,
@@ -49,10 +49,28 @@ from .layers import (
     Tanh,
 )
 from .lazy import LazyConv2d, LazyLinear, LazyModuleMixin
+from .losses import (
+    GLU,
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineSimilarity,
+    Fold,
+    HuberLoss,
+    KLDivLoss,
+    PairwiseDistance,
+    SmoothL1Loss,
+    Softmin,
+    Unfold,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
 from .module import Module, ModuleList, Parameter, Sequential, UninitializedParameter
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm
+from .padding import *  # noqa: F403  (ZeroPad2d, ReflectionPad2d, ...)
+from .padding import __all__ as _padding_names
 from .pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, MaxPool1d
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401  (recurrent layers)
+from .resize import PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
     "GELU",
@@ -105,6 +123,23 @@ __all__ = [
     "ParameterList",
     "Unflatten",
     "Conv1d",
+    "ConvTranspose1d",
+    "GLU",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CosineSimilarity",
+    "Fold",
+    "HuberLoss",
+    "KLDivLoss",
+    "PairwiseDistance",
+    "SmoothL1Loss",
+    "Softmin",
+    "Unfold",
+    "UpsamplingBilinear2d",
+    "UpsamplingNearest2d",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "Upsample",
     "ConvTranspose2d",
     "LazyConv2d",
     "LazyLinear",
@@ -120,6 +155,7 @@ __all__ = [
     "MaxPool1d",
     "UninitializedParameter",
 ]
+__all__ += _padding_names
 
 
 def __getattr__(name: str) -> object:

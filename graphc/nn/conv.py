@@ -1,4 +1,4 @@
-"""Convolution layers beyond Conv2d: Conv1d and ConvTranspose2d (PyTorch's names and init)."""
+"""Convolution layers beyond Conv2d: Conv1d, ConvTranspose1d, ConvTranspose2d (PyTorch's names and init)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from graphc import functional as F
+from graphc.convolution_transpose import conv_transpose1d, output_padding
 from graphc.ir import GraphcError
+from graphc.padding import apply_padding_mode, check_padding_mode
 
 from . import init
 from .layers import _check_dtype, _pair
@@ -33,8 +35,9 @@ def _check_groups(name: str, cin: int, cout: int, groups: int, padding_mode: str
         raise GraphcError(
             f"{name}: in_channels {cin} and out_channels {cout} must be divisible by groups={groups}"
         )
-    if padding_mode != "zeros":
-        raise GraphcError(f"{name}: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+    if name.startswith("ConvTranspose") and padding_mode != "zeros":  # as PyTorch
+        raise GraphcError(f'{name}: only "zeros" padding mode is supported, got {padding_mode!r}')
+    check_padding_mode(name, padding_mode)
 
 
 class Conv1d(Module):
@@ -76,8 +79,11 @@ class Conv1d(Module):
 
     def forward(self, input: Any) -> Any:
         """Convolve."""
-        pad = self.padding if isinstance(self.padding, str) else self.padding[0]
-        return F.conv1d(input, self.weight, self.bias, self.stride[0], pad, self.dilation[0], self.groups)
+        x, pad = apply_padding_mode(
+            input, self.padding_mode, self.padding, self.kernel_size, self.dilation, "Conv1d"
+        )
+        pad = pad if isinstance(pad, (str, int)) else pad[0]
+        return F.conv1d(x, self.weight, self.bias, self.stride[0], pad, self.dilation[0], self.groups)
 
     def extra_repr(self) -> str:
         return (
@@ -123,18 +129,82 @@ class ConvTranspose2d(Module):
         _reset(self)
 
     def forward(self, input: Any, output_size: Any = None) -> Any:
-        """Transposed convolution."""
+        """Transposed convolution; ``output_size`` (spatial sizes or the full shape) picks the
+        output_padding as PyTorch does."""
+        extra = self.output_padding
         if output_size is not None:
-            raise GraphcError("ConvTranspose2d: output_size is not supported (use output_padding)")
+            extra = output_padding(
+                "ConvTranspose2d",
+                input.shape,
+                output_size,
+                self.stride,
+                self.padding,
+                self.kernel_size,
+                self.dilation,
+            )
         return F.conv_transpose2d(
-            input,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.output_padding,
-            self.groups,
-            self.dilation,
+            input, self.weight, self.bias, self.stride, self.padding, extra, self.groups, self.dilation
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        )
+
+
+class ConvTranspose1d(Module):
+    """Transposed 1-D convolution; weight [in_channels, out_channels / groups, kernel_size]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: Any = 1,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        _check_groups("ConvTranspose1d", in_channels, out_channels, groups, padding_mode)
+        dt = _check_dtype(dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = (_single(kernel_size),), (_single(stride),)
+        self.padding, self.output_padding = (_single(padding),), (_single(output_padding),)
+        self.dilation, self.padding_mode = (_single(dilation),), padding_mode
+        self.weight = Parameter(
+            np.empty((in_channels, out_channels // groups, self.kernel_size[0]), dtype=dt), dtype=dt
+        )
+        if bias:
+            self.bias = Parameter(np.empty(out_channels, dtype=dt), dtype=dt)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialization."""
+        _reset(self)
+
+    def forward(self, input: Any, output_size: Any = None) -> Any:
+        """Transposed convolution; ``output_size`` picks the output_padding as PyTorch does."""
+        extra = self.output_padding
+        if output_size is not None:
+            extra = output_padding(
+                "ConvTranspose1d",
+                input.shape,
+                output_size,
+                self.stride,
+                self.padding,
+                self.kernel_size,
+                self.dilation,
+            )
+        return conv_transpose1d(
+            input, self.weight, self.bias, self.stride, self.padding, extra, self.groups, self.dilation
         )
 
     def extra_repr(self) -> str:

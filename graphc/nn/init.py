@@ -118,3 +118,16 @@ def xavier_normal_(array: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """Glorot normal init."""
     fan_in, fan_out = calculate_fan_in_and_fan_out(array)
     return normal_(array, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def trunc_normal_(
+    array: np.ndarray, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0
+) -> np.ndarray:
+    """Fill with N(mean, std^2) truncated to [a, b] (values outside are drawn again)."""
+    values = _generator.normal(mean, std, size=array.shape)
+    for _ in range(100):
+        bad = (values < a) | (values > b)
+        if not bad.any():
+            break
+        values[bad] = _generator.normal(mean, std, size=int(bad.sum()))
+    return _fill(array, np.clip(values, a, b))

@@ -10,6 +10,7 @@ import numpy as np
 from graphc import functional as F
 from graphc.creation import get_default_dtype
 from graphc.ir import GraphcError
+from graphc.padding import apply_padding_mode, check_padding_mode
 
 from . import init
 from .module import Module, Parameter
@@ -86,8 +87,7 @@ class Conv2d(Module):
                 f"Conv2d: in_channels {in_channels} and out_channels {out_channels} must be divisible by "
                 f"groups={groups}"
             )
-        if padding_mode != "zeros":
-            raise GraphcError(f"Conv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        check_padding_mode("Conv2d", padding_mode)
         dt = _check_dtype(dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
@@ -112,7 +112,10 @@ class Conv2d(Module):
 
     def forward(self, input: Any) -> Any:
         """Convolve."""
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        x, pad = apply_padding_mode(
+            input, self.padding_mode, self.padding, self.kernel_size, self.dilation, "Conv2d"
+        )
+        return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -57,6 +57,7 @@ from .codegen import (  # noqa: E402
 )
 from .collectives import collective_kernel  # noqa: E402
 from .control_flow import control_builder  # noqa: E402
+from .depthwise import depthwise_conv2d_source  # noqa: E402
 from .int8 import qconv2d_source, qlinear_source, qmatmul_source  # noqa: E402
 from .views import operand_array  # noqa: E402
 
@@ -386,7 +387,6 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
             if epi_fn is not None:
                 epi_fn(tgt, *ins, *(outs_[k] for k in epi_outs))
 
-        return fused_matmul
         def warm_up(*arrays: np.ndarray) -> None:
             # The plan's warm-up: compile the epilogue for these arrays, run no GEMM (its cost
             # would grow with the arrays: a T=512 LSTM's plan build).
@@ -399,6 +399,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
                 epi_fn.compile(tuple(typeof(a) for a in args))
 
         fused_matmul.warm_up = warm_up  # type: ignore[attr-defined]
+        return fused_matmul
 
     return Built(source, make)
 
@@ -475,6 +476,7 @@ CPU_KERNELS.update(
         "scatter_add": _scatter_add,
         "im2col": _im2col,
         "col2im": _col2im,
+        "depthwise_conv2d": lambda node: _generated(depthwise_conv2d_source(node)),
         "max_pool2d": lambda node: _generated(max_pool_source(node)),
         "max_pool2d_grad": lambda node: _generated(max_pool_grad_source(node)),
         "fused": _fused,

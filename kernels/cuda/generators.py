@@ -19,6 +19,7 @@ from graphc.kernels.scalar_ops import Unsupported, elementwise_ops
 from .attention import gen_attention
 from .collectives import COLLECTIVE_GENERATORS
 from .control_flow import CONTROL_FLOW_GENERATORS
+from .depthwise import gen_depthwise_conv2d
 from .indexing import gen_gather, gen_scatter_add
 from .int8 import gen_qconv2d, gen_qlinear, gen_qmatmul
 from .loops import describe, single_body
@@ -71,6 +72,7 @@ GENERATORS.update(
         "scatter_add": gen_scatter_add,
         "im2col": gen_im2col,
         "col2im": gen_col2im,
+        "depthwise_conv2d": gen_depthwise_conv2d,
         "max_pool2d": gen_max_pool2d,
         "max_pool2d_grad": gen_max_pool2d_grad,
         "fused": gen_fused,

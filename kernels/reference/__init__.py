@@ -13,7 +13,7 @@ import scipy.special
 from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
 from graphc.kernels import collectives
 from graphc.kernels.scalar_ops import MASK32, UNIFORM_BITS, UNIFORM_SCALE, hash32_numpy
-from graphc.kernels.windows import conv_window
+from graphc.kernels.windows import conv_window, depthwise_window
 
 from .control_flow import CONTROL_KERNELS
 
@@ -188,6 +188,17 @@ def _col2im(xs, attrs):
     return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])]
 
 
+@_register("depthwise_conv2d")
+def _depthwise_conv2d(xs, attrs):
+    x, w = xs
+    n, c = x.shape[:2]
+    win = depthwise_window(attrs, x.shape, w.shape)
+    (cols,) = _im2col([x], {**attrs, "kernel": (win.kh, win.kw)})
+    k = win.kh * win.kw
+    y = np.einsum("nckl,ck->ncl", cols.reshape(n, c, k, -1), w.reshape(c, k))
+    return [y.astype(x.dtype, copy=False).reshape(n, c, win.oh, win.ow)]
+
+
 def _pool_windows(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, int, int]:
     """[N, C, kh*kw, oh, ow] windows of an unpadded NCHW input (row-major window order)."""
     n, c, h, w = x.shape
@@ -285,17 +296,6 @@ def _qmatmul(xs, attrs):
     return [np.matmul(xs[0].astype(np.int64), xs[1].astype(np.int64).T).astype(np.int32)]  # a @ b.T
 
 
-@_register("allreduce_start")
-def _allreduce_start(xs, attrs):
-    # Blocking: the whole sum happens here (with the deadline); the wait only averages.
-    buf = np.concatenate([x.reshape(-1) for x in xs])
-    collectives.sum_blocking(buf, attrs["bucket"])
-    return [buf]
-
-
-@_register("allreduce_wait")
-def _allreduce_wait(xs, attrs):
-    outs = [np.empty(s, xs[0].dtype) for s in attrs["shapes"]]
 def _int8_epilogue(acc: np.ndarray, params: list[np.ndarray], relu: bool, trailing: int) -> list[np.ndarray]:
     """qlinear's epilogue (ir/ops.py) over an i32 product, ``trailing`` axes after its channel axis."""
     shift, scale, bias = (p.reshape(p.shape + (1,) * trailing) for p in params[:3])
@@ -323,6 +323,17 @@ def _qconv2d(xs, attrs):
     return _int8_epilogue(acc, xs[3:], attrs["relu"], 1)
 
 
+@_register("allreduce_start")
+def _allreduce_start(xs, attrs):
+    # Blocking: the whole sum happens here (with the deadline); the wait only averages.
+    buf = np.concatenate([x.reshape(-1) for x in xs])
+    collectives.sum_blocking(buf, attrs["bucket"])
+    return [buf]
+
+
+@_register("allreduce_wait")
+def _allreduce_wait(xs, attrs):
+    outs = [np.empty(s, xs[0].dtype) for s in attrs["shapes"]]
     collectives.unpack_average(xs[0], outs, collectives.world_size())
     return outs
 

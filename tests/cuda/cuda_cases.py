@@ -187,6 +187,12 @@ def primitive_cases() -> list[Case]:
     out.append(Case("col2im", prim("col2im", [cols], image_shape=(1, 2, 5, 5), **win), [cols]))
     cols2 = _f32(*prim("im2col", [img], **win2).outputs[0].shape, seed=24)
     out.append(Case("col2im_strided", prim("col2im", [cols2], image_shape=(1, 2, 5, 5), **win2), [cols2]))
+    dw3, dw23 = _f32(2, 1, 3, 3, seed=25), _f32(2, 1, 2, 3, seed=26)
+    out.append(Case("depthwise_conv2d", prim("depthwise_conv2d", [img, dw3], stride=(1, 1), padding=(1, 1)),
+                    [img, dw3], rtol=1e-5, atol=1e-6))  # fmt: skip
+    dwin = dict(stride=(2, 1), padding=(1, 0), dilation=(2, 1))
+    out.append(Case("depthwise_conv2d_strided", prim("depthwise_conv2d", [img, dw23], **dwin), [img, dw23],
+                    rtol=1e-5, atol=1e-6))  # fmt: skip
 
     pimg = _f32(2, 2, 7, 8, seed=50)
     pool2 = dict(kernel=(2, 2), stride=(2, 2))
@@ -247,12 +253,6 @@ def primitive_cases() -> list[Case]:
         np.arange(0, 255, 13, dtype=np.uint8)[:10].reshape(2, 5),
     )
     out.append(Case("qmatmul", prim("qmatmul", [qa, qb]), [qa, qb], exact=True))
-    # Collectives (graphc.distributed) run on the CPU backend only: the CUDA backend says so.
-    cpu_only = "runs on the CPU backend only"
-    ga, gb = _f32(2, 3, seed=70), _f32(4, seed=71)
-    start = prim("allreduce_start", [ga, gb])
-    out.append(Case("allreduce_start", start, [ga, gb], raises=cpu_only))
-    flat = np.concatenate([ga.reshape(-1), gb])
     sh, sc, bi = np.array([3, -40], np.int32), np.array([0.25, 0.5], np.float32), np.array(-1.5, np.float32)
     ql = [qa, qb, sh, sc, bi]
     out.append(Case("qlinear_relu", prim("qlinear", ql, relu=True), ql, exact=True))
@@ -270,6 +270,12 @@ def primitive_cases() -> list[Case]:
     qc = [*qc, np.array(0.5, np.float32)]
     conv = prim("qconv2d", qc, stride=(2, 1), padding=(1, 1), relu=True)
     out.append(Case("qconv2d", conv, qc, exact=True))
+    # Collectives (graphc.distributed) run on the CPU backend only: the CUDA backend says so.
+    cpu_only = "runs on the CPU backend only"
+    ga, gb = _f32(2, 3, seed=70), _f32(4, seed=71)
+    start = prim("allreduce_start", [ga, gb])
+    out.append(Case("allreduce_start", start, [ga, gb], raises=cpu_only))
+    flat = np.concatenate([ga.reshape(-1), gb])
     wait = prim("allreduce_wait", [flat], shapes=[(2, 3), (4,)])
     out.append(Case("allreduce_wait", wait, [flat], raises=cpu_only))
     out.append(Case("stop_gradient", prim("stop_gradient", [x]), [x], exact=True))

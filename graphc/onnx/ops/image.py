@@ -79,6 +79,12 @@ def conv2d(nc: NodeContext, x: Tensor, w: Tensor, strides, dilations, pads, grou
     ow = conv_output_size(wd, kw, strides[1], im_pad[1], dilations[1])
     if oh <= 0 or ow <= 0:
         raise nc.fail(f"kernel {kh}x{kw} does not fit input {list(x.shape)}")
+    from graphc.convolution import is_depthwise
+
+    if is_depthwise(x, w, group):  # one filter per channel: the direct kernel, no im2col
+        return nc.op(
+            "depthwise_conv2d", x, w, stride=tuple(strides), padding=im_pad, dilation=tuple(dilations)
+        )
     cols = nc.op(
         "im2col", x, kernel=(kh, kw), stride=tuple(strides), padding=im_pad, dilation=tuple(dilations)
     )
