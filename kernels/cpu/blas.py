@@ -280,8 +280,10 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     # Whole matrices per thread where the batch shares out evenly; otherwise row blocks too.
     nsplit = 1 if nbatch % threads == 0 or nbatch >= 4 * threads else threads
     # A short, wide product (an RNN step's h @ W_hh^T: 32 x 1024) splits its columns: each thread
-    # then packs its share of B instead of all of it (2.2x faster per thread there).
-    cols = int(nsplit > 1 and m < n and m < 256)
+    # then packs its share of B instead of all of it (2.2x faster per thread there). Not a few rows
+    # (a classifier's 1 x 1024 @ 1024 x 1000): one call keeps every column's rounding the same
+    # (OpenBLAS's kernel for a ragged column block sums in another order), as before.
+    cols = int(nsplit > 1 and 8 <= m < n and m < 256)
     nsplit = min(nsplit, (n + 15) // 16 if cols else m)
     with one_thread_per_call(lib):
         _driver(lib.int_bytes)(
