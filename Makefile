@@ -21,9 +21,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Tests run in parallel processes (pytest-xdist), one per core by default (TEST_JOBS=1: serially);
+# a test file stays on one process, so its module fixtures and in-memory kernels are built once.
+TEST_JOBS ?= auto
 test: $(STAMP) lint
-	$(VENV)/bin/pytest -q tests --ignore=tests/cuda
-	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q tests/cuda
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/cuda
+	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadfile tests/cuda
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[compare]'
