@@ -248,8 +248,8 @@ def measure(opts: dict) -> dict:
         opts["log"](f"  int8_infer: {name} ...")
         cases.append(_case(name, batch, opts))
     notes = [
-        "graphc int8 quantizes the matmuls of linear layers (int8_layers in extra); its convolutions stay "
-        "float32 (float32_convs), while ONNX Runtime's QDQ model quantizes them too",
+        "graphc int8 quantizes the linear layers and the convolutions (int8_layers: qlinear/qconv2d "
+        "kernels; float32_convs: convolutions left in float32), as ONNX Runtime's QDQ model does",
         f"agreement: int8 output within {INT8_TOL} x the reference's largest |value|; same class = argmax "
         "agreement",
     ]

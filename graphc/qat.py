@@ -31,6 +31,8 @@ import graphc.functional as F
 from graphc import nn
 from graphc.ir import Graph, GraphcError, Value
 from graphc.quantization import (
+    _batches,
+    _calibrate,
     _compile,
     _insert_qdq,
     _range_params,
@@ -140,10 +142,17 @@ def _qat_layers(model: nn.Module) -> dict[str, QATLinear]:
     }
 
 
-def convert_qat(model: nn.Module, *examples: np.ndarray, per_channel: bool = True) -> Any:
+def convert_qat(
+    model: nn.Module,
+    *examples: np.ndarray,
+    per_channel: bool = True,
+    calibration_batches: Any = None,
+) -> Any:
     """The int8 plan of a QAT model (``prepare_qat``, then trained): ``quantize_static``'s plan of
     the float model with the observed activation ranges. ``per_channel=False`` quantizes the
-    weights per tensor (not what training simulated)."""
+    weights per tensor (not what training simulated). Layers QAT does not cover (convolutions)
+    are quantized too when ``calibration_batches`` are given, their activation ranges by min-max
+    over them as ``quantize_static`` does."""
     layers = _qat_layers(model)
     if not layers:
         raise GraphcError("convert_qat: the model has no QATLinear layer; call graphc.prepare_qat first")
@@ -166,14 +175,24 @@ def convert_qat(model: nn.Module, *examples: np.ndarray, per_channel: bool = Tru
         float_model.train(was_training)
     sites = find_linear_sites(graph)
     owners = [_owner(graph, site.weight, float_model, by_weight) for site in sites]
-    quantize_weights(graph, per_channel)
-    for site, layer in zip(sites, owners):
-        if layer is None:
+    calibrated: list[np.ndarray] = []
+    if any(layer is None for layer in owners):
+        if calibration_batches is None:
+            name = next(site.weight.name for site, layer in zip(sites, owners) if layer is None)
             raise GraphcError(
-                f"convert_qat: the linear layer reading %{site.weight.name} is not a QATLinear; "
-                "prepare_qat turns every nn.Linear into one"
+                f"convert_qat: the layer reading %{name} is not a QATLinear (prepare_qat covers nn.Linear); "
+                "give calibration_batches= to quantize it with ranges calibrated as quantize_static does"
             )
-        scale, zero = layer.activation_params()
+        batches = _batches(calibration_batches, len(graph.data_inputs))
+        calibrated = _calibrate(float_model, len(sites), batches)
+    quantize_weights(graph, per_channel)
+    for i, (site, layer) in enumerate(zip(sites, owners)):
+        if layer is None:
+            finite = calibrated[i][np.isfinite(calibrated[i])]
+            lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+            scale, zero = _range_params(lo, hi, site.activation.type.np_dtype)
+        else:
+            scale, zero = layer.activation_params()
 
         def fixed(g: Graph, x: Value, scale=scale, zero=zero) -> tuple[Value, Value, int]:
             sv = g.add_input(g.fresh_name(f"{x.name}.scale"), _type(scale), "const", scale)

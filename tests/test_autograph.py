@@ -440,5 +440,5 @@ def test_compile_train_converts_a_tensor_while_loop_as_compile_does():
         h = h / 2
     want = torch.nn.functional.mse_loss(h, torch.tensor(y))
     want.backward()
-    assert loss == pytest.approx(float(want), rel=1e-5)
+    assert loss == pytest.approx(want.item(), rel=1e-5)
     np.testing.assert_allclose(np.asarray(m.w), w0 - 0.1 * tw.grad.numpy(), rtol=1e-5, atol=1e-6)

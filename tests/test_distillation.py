@@ -121,10 +121,10 @@ def test_compress_digits_example_quick():
     assert [len(v) for v in out["students"].values()] == [3, 3]
     assert out["means"]["alone"] == pytest.approx(np.mean(out["students"]["alone"]))
     rows = out["rows"]
-    assert len(rows) == 7 and {"float", "QAT int8", "static int8 (entropy)"} <= set(rows)
+    assert len(rows) == 7 and {"float", "QAT int8 (+ calibrated convs)", "static int8 (entropy)"} <= set(rows)
     float_acc, float_bytes, _ = rows["float"]
     for name, (acc, size, seconds) in rows.items():
         assert acc > 0.75 and seconds > 0, (name, acc)
         if "int8" in name:
             assert size < 0.4 * float_bytes, (name, size, float_bytes)
-    assert rows["QAT int8"][0] > float_acc - 0.05
+    assert rows["QAT int8 (+ calibrated convs)"][0] > float_acc - 0.05

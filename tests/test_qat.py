@@ -177,3 +177,37 @@ def test_errors():
         convert_qat(MLP(), np.zeros((2, 16), np.float32))
     with pytest.raises(GraphcError, match="seen no batch"):
         convert_qat(prepare_qat(MLP()), np.zeros((2, 16), np.float32))
+
+
+def test_convs_quantize_from_calibration_when_qat_covers_only_linear():
+    """A CNN: prepare_qat wraps its Linear layers; convert_qat refuses the convs without
+    calibration batches, and with them gives one int8 plan (no float conv left) close to the
+    float model."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 4 * 4, 5)
+
+        def forward(self, x):
+            return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+    graphc.manual_seed(3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 5, 16)
+    model = prepare_qat(Net())
+    step = graphc.compile_train(model, F.cross_entropy, optim.SGD(lr=0.01), x, y)
+    for _ in range(3):
+        step(x, y)
+    with pytest.raises(GraphcError, match="calibration_batches"):
+        convert_qat(model, x)
+    plan = convert_qat(model, x, calibration_batches=[x[:8], x[8:]])
+    counts = plan.graph.op_counts()
+    assert counts.get("qconv2d", 0) == 1 and counts.get("qlinear", 0) == 1 and "matmul" not in counts
+    float_model = Net()
+    names = float_model.state_dict()
+    float_model.load_state_dict({k: v for k, v in model.state_dict().items() if k in names})
+    want = graphc.compile(float_model, x)(x)
+    assert np.abs(plan(x) - want).max() < 0.05 * np.abs(want).max()
