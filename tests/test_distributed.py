@@ -612,10 +612,10 @@ def test_the_progress_thread_drives_mpi_only_while_a_sum_is_pending(no_communica
 
 def test_progress_setting_comes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.delenv("GRAPHC_DIST_PROGRESS", raising=False)
-    assert dist_comm._progress_wanted(None) is True
-    monkeypatch.setenv("GRAPHC_DIST_PROGRESS", "0")
     assert dist_comm._progress_wanted(None) is False
-    assert dist_comm._progress_wanted(True) is True
+    monkeypatch.setenv("GRAPHC_DIST_PROGRESS", "1")
+    assert dist_comm._progress_wanted(None) is True
+    assert dist_comm._progress_wanted(False) is False
     monkeypatch.setenv("GRAPHC_DIST_PROGRESS", "yes")
     with pytest.raises(GraphcError, match="GRAPHC_DIST_PROGRESS must be 0 or 1, got 'yes'"):
         dist_comm._progress_wanted(None)

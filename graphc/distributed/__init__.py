@@ -8,8 +8,8 @@
 
 ``compile_train(..., distributed=True)`` adds gradient allreduce-average nodes to the train graph
 (``buckets``), checks that every rank has the same model (``consistency``), and schedules each
-bucket's nonblocking sum to overlap the rest of the backward pass (a progress thread moves the
-pending sums forward meanwhile: ``init(progress=)``, ``$GRAPHC_DIST_PROGRESS``). Waits have a
+bucket's nonblocking sum to overlap the rest of the backward pass (an optional progress thread
+moves pending sums forward: ``init(progress=True)``, ``$GRAPHC_DIST_PROGRESS=1``). Waits have a
 deadline (``init(timeout=)``, ``$GRAPHC_DIST_TIMEOUT``); an uncaught error on one rank aborts the job.
 Checkpoints: ``save_checkpoint`` writes on rank 0, ``load_checkpoint`` reads on every rank.
 """

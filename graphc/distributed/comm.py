@@ -45,7 +45,9 @@ def init(
     ranks. ``abort_on_error`` installs an exception hook that aborts the whole job when this rank
     dies of an uncaught exception, so the other ranks never wait for it. ``progress`` runs a
     thread that moves pending gradient sums forward while the step computes
-    (``graphc.kernels.mpi_progress``); default ``$GRAPHC_DIST_PROGRESS`` ("1" on, "0" off) or on.
+    (``graphc.kernels.mpi_progress``); default ``$GRAPHC_DIST_PROGRESS`` ("1" on, "0" off) or off:
+    on 2 ranks of a 2-core machine it doubled a small bucket's allreduce time (32 -> 69 µs at
+    4 KiB) and hid no more of the mlp_train step's allreduce.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD
@@ -72,7 +74,7 @@ def init(
 def _progress_wanted(progress: bool | None) -> bool:
     if progress is not None:
         return bool(progress)
-    text = os.environ.get("GRAPHC_DIST_PROGRESS", "1").strip()
+    text = os.environ.get("GRAPHC_DIST_PROGRESS", "0").strip()
     if text not in ("0", "1"):
         raise GraphcError(f"GRAPHC_DIST_PROGRESS must be 0 or 1, got {text!r}")
     return text == "1"
