@@ -18,7 +18,6 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_training_dropout_zero_ratio",
         "test_training_dropout_zero_ratio_mask",
     ),
-    "(Einsum): equation '...ii->...i' unsupported": ("test_einsum_batch_diagonal",),
     "(MaxPool): the Indices output unsupported": (
         "test_maxpool_with_argmax_2d_precomputed_pads",
         "test_maxpool_with_argmax_2d_precomputed_strides",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -78,57 +77,18 @@ def _take(nc: NodeContext, x, idx, pos, axis: int):
 
 _INT = {"i32": np.int32, "i64": np.int64}
 MAX_K = 256
-_TERM = re.compile(r"^[A-Za-z]*$")
 
 
 @converter("Einsum", since=12)
 def einsum(nc: NodeContext) -> list:
-    """Einstein summation by broadcasting products over one shared axis order, then sums."""
+    """Einstein summation with graphc.einsum (torch's semantics, which ONNX's follow: diagonals,
+    ``...`` broadcasting, the implicit output of the letters used once, sorted)."""
+    from graphc.einsum import einsum as graphc_einsum
+
     eq = nc.attrs.raw_string("equation")
     if eq is None:
         raise nc.fail("missing attribute 'equation'")
-    eq = eq.replace(" ", "")
-    lhs, arrow, rhs = eq.partition("->")
-    terms = lhs.split(",")
     ts = nc.ts()
-    if len(terms) != len(ts) or not all(_TERM.match(t) for t in terms) or not _TERM.match(rhs):
-        raise nc.fail(f"equation {eq[:60]!r} is not supported (letters only, no '...')")
-    if not arrow:
-        counts = {c: lhs.count(c) for c in lhs if c != ","}
-        rhs = "".join(sorted(c for c, n in counts.items() if n == 1))
-    letters = list(dict.fromkeys(c for t in terms for c in t))
-    sizes: dict[str, int] = {}
-    aligned = None
-    for term, t in zip(terms, ts):
-        if len(term) != t.ndim or len(set(term)) != len(term):
-            raise nc.fail(
-                f"term {term!r} does not fit an input of shape {list(t.shape)} (or repeats a letter)"
-            )
-        for c, d in zip(term, t.shape):
-            if sizes.setdefault(c, d) != d:
-                raise nc.fail(f"letter {c!r} has sizes {sizes[c]} and {d}")
-        order = sorted(range(len(term)), key=lambda i: letters.index(term[i]))
-        if order != list(range(len(term))):
-            t = nc.op("transpose", t, perm=tuple(order))
-        present = {term[i] for i in order}
-        shape = tuple(sizes[c] if c in present else 1 for c in letters)
-        t = nc.op("reshape", t, shape=shape)
-        if aligned is None:
-            aligned = t
-        else:
-            if t.value.dtype != aligned.value.dtype:
-                raise nc.fail("inputs differ in dtype")
-            aligned = nc.op("mul", aligned, t)
-    if any(c not in letters for c in rhs) or len(set(rhs)) != len(rhs):
-        raise nc.fail(f"output {rhs!r} names letters no input has, or repeats one")
-    full = tuple(sizes[c] for c in letters)
-    if tuple(aligned.shape) != full:
-        aligned = nc.op("broadcast_to", aligned, shape=full)
-    drop = tuple(i for i, c in enumerate(letters) if c not in rhs)
-    if drop:
-        aligned = nc.op("sum", aligned, axes=drop)
-    kept = [c for c in letters if c in rhs]
-    perm = tuple(kept.index(c) for c in rhs)
-    if perm != tuple(range(len(perm))):
-        aligned = nc.op("transpose", aligned, perm=perm)
-    return [aligned]
+    if len({t.value.dtype for t in ts}) > 1:
+        raise nc.fail("inputs differ in dtype")
+    return [graphc_einsum(eq.replace(" ", ""), *ts)]
