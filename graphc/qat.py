@@ -36,8 +36,8 @@ from graphc.quantization import (
     _compile,
     _insert_qdq,
     _range_params,
-    _type,
     find_linear_sites,
+    fixed_params,
     quantize_weights,
 )
 from graphc.tracing import trace
@@ -193,13 +193,7 @@ def convert_qat(
             scale, zero = _range_params(lo, hi, site.activation.type.np_dtype)
         else:
             scale, zero = layer.activation_params()
-
-        def fixed(g: Graph, x: Value, scale=scale, zero=zero) -> tuple[Value, Value, int]:
-            sv = g.add_input(g.fresh_name(f"{x.name}.scale"), _type(scale), "const", scale)
-            zv = g.add_input(g.fresh_name(f"{x.name}.zero"), _type(zero), "const", zero)
-            return sv, zv, 0
-
-        _insert_qdq(graph, site, fixed)
+        _insert_qdq(graph, site, fixed_params(scale, zero))
     return _compile(graph)
 
 

@@ -258,15 +258,20 @@ def quantize_static(
             lo, hi = entropy_range(finite)
         else:
             lo, hi = np.percentile(finite, 100.0 - percentile), np.percentile(finite, percentile)
-        scale, zero = _range_params(lo, hi, site.activation.type.np_dtype)
-
-        def fixed(g: Graph, x: Value, scale=scale, zero=zero) -> tuple[Value, Value, int]:
-            sv = g.add_input(g.fresh_name(f"{x.name}.scale"), _type(scale), "const", scale)
-            zv = g.add_input(g.fresh_name(f"{x.name}.zero"), _type(zero), "const", zero)
-            return sv, zv, 0
-
-        _insert_qdq(graph, site, fixed)
+        _insert_qdq(graph, site, fixed_params(*_range_params(lo, hi, site.activation.type.np_dtype)))
     return _compile(graph)
+
+
+def fixed_params(scale: np.ndarray, zero: np.ndarray) -> Callable[[Graph, Value], tuple[Value, Value, int]]:
+    """The parameter maker ``_insert_qdq`` takes for an activation of a known range: ``scale`` and
+    ``zero`` as constants of the graph."""
+
+    def make(g: Graph, x: Value) -> tuple[Value, Value, int]:
+        sv = g.add_input(g.fresh_name(f"{x.name}.scale"), _type(scale), "const", scale)
+        zv = g.add_input(g.fresh_name(f"{x.name}.zero"), _type(zero), "const", zero)
+        return sv, zv, 0
+
+    return make
 
 
 def _dynamic_params(graph: Graph, x: Value) -> tuple[Value, Value, int]:
