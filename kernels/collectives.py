@@ -33,6 +33,7 @@ from .mpi_progress import DEFAULT_INTERVAL, ProgressThread
 
 DEFAULT_TIMEOUT = 300.0  # seconds; GRAPHC_DIST_TIMEOUT or graphc.distributed.init(timeout=) override
 SPIN_SECONDS = 1.0  # a wait polls back to back this long, then sleeps between polls
+QUICK_POLLS = 64  # polls before a wait reads the clock and its deadline (tens of microseconds)
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 _lock = threading.Lock()
@@ -140,6 +141,10 @@ def wait_for(request: Any, what: str) -> None:
     try:
         if request.Test():  # done already: no deadline to compute
             return
+        for _ in range(QUICK_POLLS):  # a small bucket's sum is microseconds away: no clock yet
+            _yield()
+            if request.Test():
+                return
     except Exception as err:  # mpi4py.MPI.Exception: the MPI library reported an error
         raise GraphcError(f"{what}: MPI error: {err}") from None
     limit = timeout()
@@ -223,8 +228,10 @@ def unpack_average(buf: np.ndarray, outs: Sequence[np.ndarray], world: int) -> N
         offset += out.size
 
 
-def start_sum(buf: np.ndarray, send: np.ndarray | None, bucket: int) -> None:
-    """Start summing ``buf`` across ranks (from ``send`` when given, else in place); nonblocking."""
+def start_sum(buf: np.ndarray, send: np.ndarray | None, bucket: int, address: int | None = None) -> None:
+    """Start summing ``buf`` across ranks (from ``send`` when given, else in place); nonblocking.
+
+    ``address``: ``buf``'s data address if the caller knows it (it keys the pending sum)."""
     comm = _state["comm"]
     request = None
     if comm is not None and comm.Get_size() > 1:
@@ -240,16 +247,16 @@ def start_sum(buf: np.ndarray, send: np.ndarray | None, bucket: int) -> None:
         _wait_counted(request, f"allreduce of gradient bucket {bucket}")
         request = None
     with _lock:
-        _pending[buf.ctypes.data] = (request, bucket)
+        _pending[buf.ctypes.data if address is None else address] = (request, bucket)
     progress = _state["progress"]
     if request is not None and progress is not None:
         progress.busy(+1)
 
 
-def finish_sum(buf: np.ndarray, bucket: int) -> None:
-    """Wait (with the deadline) for the sum ``start_sum`` began on ``buf``."""
+def finish_sum(buf: np.ndarray, bucket: int, address: int | None = None) -> None:
+    """Wait (with the deadline) for the sum ``start_sum`` began on ``buf`` (at ``address``, if known)."""
     with _lock:
-        entry = _pending.pop(buf.ctypes.data, None)
+        entry = _pending.pop(buf.ctypes.data if address is None else address, None)
     if entry is None:
         raise GraphcError(f"allreduce_wait of bucket {bucket}: no allreduce_start is pending on its buffer")
     request, started = entry

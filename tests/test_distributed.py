@@ -401,6 +401,30 @@ def test_the_start_kernel_copies_only_gradients_not_in_place(no_communicator):
     np.testing.assert_array_equal(outs[0], np.arange(6).reshape(2, 3))
 
 
+def test_collective_kernels_reuse_their_layout_checks_for_the_same_arrays(no_communicator):
+    """A plan calls a kernel with the same arena arrays each step: the second call reuses what the
+    first found (b must still be copied every call; averages written in place over the whole
+    buffer take one pass) and still gives the right numbers when the values change."""
+    g = _bucket_graph(packed=True)
+    start_node, wait_node = g.nodes
+    start, wait = cpu.compile_node(start_node), cpu.compile_node(wait_node)
+    buf = np.zeros(10, np.float32)
+    a, b = buf[:6].reshape(2, 3), np.zeros(4, np.float32)
+    outs = [buf[:6].reshape(2, 3), buf[6:]]  # the averages in place over the buffer
+    for step in range(3):
+        a[...] = step
+        b[...] = 10 + step
+        before = collectives.packed_bytes()
+        start(a, b, buf)
+        assert collectives.packed_bytes() - before == b.nbytes  # b is not in place: copied each call
+        wait(buf, *outs)
+        np.testing.assert_array_equal(buf, np.concatenate([np.full(6, step), np.full(4, 10 + step)]))
+    separate = [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    start(a, b, buf)
+    wait(buf, *separate)  # other output arrays: checked anew, averaged part by part
+    np.testing.assert_array_equal(separate[1], np.full(4, 12.0))
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_one_rank_distributed_training_equals_plain_training(one_rank, backend):
     model, x, y, step = _distributed_step(bucket_bytes=300, backend=backend)
