@@ -34,6 +34,7 @@ from .mpi_progress import DEFAULT_INTERVAL, ProgressThread
 DEFAULT_TIMEOUT = 300.0  # seconds; GRAPHC_DIST_TIMEOUT or graphc.distributed.init(timeout=) override
 SPIN_SECONDS = 1.0  # a wait polls back to back this long, then sleeps between polls
 QUICK_POLLS = 64  # polls before a wait reads the clock and its deadline (tens of microseconds)
+BARE_POLLS = 16  # of those, polls back to back before each yields the core (a few microseconds)
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 _lock = threading.Lock()
@@ -141,8 +142,9 @@ def wait_for(request: Any, what: str) -> None:
     try:
         if request.Test():  # done already: no deadline to compute
             return
-        for _ in range(QUICK_POLLS):  # a small bucket's sum is microseconds away: no clock yet
-            _yield()
+        for k in range(QUICK_POLLS):  # a small bucket's sum is microseconds away: no clock yet
+            if k >= BARE_POLLS:  # then let a peer rank that shares this core run
+                _yield()
             if request.Test():
                 return
     except Exception as err:  # mpi4py.MPI.Exception: the MPI library reported an error
