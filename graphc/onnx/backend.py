@@ -19,7 +19,7 @@ from graphc.ir import GraphcError
 from .importer import load
 from .registry import STATIC_SLOTS
 
-_SUPPORTED = (np.float32, np.float64, np.int32, np.int64, np.bool_)
+_SUPPORTED = (np.float32, np.float64, np.uint8, np.int8, np.int32, np.int64, np.bool_)
 
 
 def static_inputs(model: ModelProto) -> set[str]:
