@@ -10,9 +10,13 @@ Reductions follow PyTorch (``dim``, ``keepdim``) and accept NumPy's ``axis``/``k
 ``t.max(dim=1)`` returns the values as a Tensor that also has ``.values`` and ``.indices`` and
 unpacks as ``values, indices = t.max(dim=1)``, as in PyTorch; with ``axis=`` it is NumPy's max.
 
-The class is split along its seams: the in-place methods live in graphc/tensor_inplace.py and the
-movement methods (reshape, transpose, expand, indexing, ...) in graphc/tensor_movement.py, mixed
-into Tensor. In-place ops (``y += 1``, ``y.add_(1)``, ``y.relu_()``, ``F.relu(y, inplace=True)``, ...) follow
+The class is split along its seams, mixed into Tensor: the in-place methods live in
+graphc/tensor_inplace.py, the movement methods (reshape, transpose, expand, indexing, ...) in
+graphc/tensor_movement.py, the pointwise methods (math functions, activations, clamp) in
+graphc/tensor_pointwise.py and the reductions in graphc/tensor_reductions.py; this file keeps
+metadata, values, casting, the arithmetic operators and the max(dim) result.
+
+In-place ops (``y += 1``, ``y.add_(1)``, ``y.relu_()``, ``F.relu(y, inplace=True)``, ...) follow
 PyTorch's aliasing: the Tensor object is rebound to the new value, so every Python name bound to
 it sees the update, and a buffer gets it as its next value. Where graphc cannot give PyTorch's
 meaning (a view of a tensor that is still alive, a tensor whose views are alive, a parameter, a
@@ -35,6 +39,8 @@ _DTYPE_ORDER = {"bool": 0, "i32": 1, "i64": 2, "f32": 3, "f64": 4}
 
 from graphc.tensor_inplace import InPlaceOps  # noqa: E402
 from graphc.tensor_movement import MovementOps  # noqa: E402
+from graphc.tensor_pointwise import PointwiseOps  # noqa: E402
+from graphc.tensor_reductions import ReductionOps  # noqa: E402
 
 # Source locations and the tracing state (TraceContext, the stack of active contexts) live in
 # graphc.tracing; the names are re-exported here for the modules that import them from this one.
@@ -125,7 +131,7 @@ class _MissingAttributeError(GraphcError, AttributeError):
 
 
 # ---------------------------------------------------------------------------- Tensor
-class Tensor(InPlaceOps, MovementOps):
+class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
     """A symbolic tensor: an ir.Value in the graph of a TraceContext."""
 
     # ``_base``: weak reference to the tensor this one is a view of (reshape, transpose, indexing,
@@ -517,254 +523,6 @@ class Tensor(InPlaceOps, MovementOps):
         if self.value.dtype != "bool" or b.value.dtype != "bool":
             raise GraphcError(f"{_at(user_source())}& and | need bool tensors")
         return self.ctx.op(op, self.to("i32"), b.to("i32")).to("bool")
-
-    # ------------------------------------------------------------ pointwise
-    def _unary(self, op: str) -> Tensor:
-        x = self
-        if self.ctx.eager:
-            out = self.ctx.unary(op, x)
-            if out is not None:
-                return out
-        if op in ir.ops.UNARY_FLOAT and x.value.dtype not in ("f32", "f64"):
-            x = x.to("f32")
-        return self.ctx.op(op, x)
-
-    def exp(self) -> Tensor:
-        """e ** x."""
-        return self._unary("exp")
-
-    def log(self) -> Tensor:
-        """Natural logarithm."""
-        return self._unary("log")
-
-    def sqrt(self) -> Tensor:
-        """Square root."""
-        return self._unary("sqrt")
-
-    def rsqrt(self) -> Tensor:
-        """1 / sqrt(x)."""
-        return self._unary("rsqrt")
-
-    def abs(self) -> Tensor:
-        """Absolute value."""
-        return self._unary("abs")
-
-    def sign(self) -> Tensor:
-        """Sign (-1, 0, 1)."""
-        return self._unary("sign")
-
-    def tanh(self) -> Tensor:
-        """Hyperbolic tangent."""
-        return self._unary("tanh")
-
-    def erf(self) -> Tensor:
-        """The error function."""
-        return self._unary("erf")
-
-    def sin(self) -> Tensor:
-        """Sine."""
-        return self._unary("sin")
-
-    def cos(self) -> Tensor:
-        """Cosine."""
-        return self._unary("cos")
-
-    def reciprocal(self) -> Tensor:
-        """1 / x."""
-        return self._unary("reciprocal")
-
-    def neg(self) -> Tensor:
-        """-x."""
-        return -self
-
-    def square(self) -> Tensor:
-        """x * x."""
-        return self * self
-
-    def sigmoid(self) -> Tensor:
-        """1 / (1 + exp(-x))."""
-        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
-        return (1.0 + (-x).exp()).reciprocal()
-
-    def relu(self) -> Tensor:
-        """0 where x <= 0, else x: NaN stays NaN, and the gradient is 0 at 0 and passes at NaN (torch)."""
-        if self.ctx.eager:
-            out = self.ctx.relu(self)
-            if out is not None:
-                return out
-        zero = as_tensor(0, like=self)
-        return self.ctx.op("where", self.ctx.op("le", self, zero), zero, self)
-
-    def maximum(self, other: object) -> Tensor:
-        """Elementwise maximum."""
-        return self._binary("maximum", other)
-
-    def minimum(self, other: object) -> Tensor:
-        """Elementwise minimum."""
-        return self._binary("minimum", other)
-
-    def clamp(self, min: object = None, max: object = None) -> Tensor:
-        """Limit values to [min, max] (either may be None), with PyTorch's NaN and gradient rules.
-
-        ``min(max(x, min), max)`` where a NaN anywhere gives NaN; the gradient reaches x where
-        ``min <= x <= max`` (so at the bounds too) and not at NaN, and a tensor bound where it is
-        the result.
-        """
-        if min is None and max is None:
-            raise GraphcError(f"{_at(user_source())}clamp: at least one of min and max must be given")
-        out, guarded = self, False
-        for bound, cmp in ((min, "lt"), (max, "gt")):
-            if bound is None:
-                continue
-            b = as_tensor(bound, like=out)
-            out, b = _promote(out, b)
-            if not guarded and out.value.dtype in ("f32", "f64"):
-                guarded = True
-                # x itself where it is a number, a NaN constant (no gradient) where it is NaN
-                nan = self.ctx.const(math.nan, out.value.dtype)
-                out = self.ctx.op("where", self.ctx.op("ne", out, out), nan, out)
-            take = self.ctx.op(cmp, out, b)
-            number = isinstance(bound, (int, float)) and not math.isnan(bound)
-            if not number and b.value.dtype in ("f32", "f64"):  # a NaN bound gives NaN
-                take = self.ctx.op("where", self.ctx.op("ne", b, b), b.ctx.const(True, "bool"), take)
-            out = self.ctx.op("where", take, b, out)
-        return out
-
-    clip = clamp
-
-    def masked_fill(self, mask: Tensor, value: object) -> Tensor:
-        """``value`` where ``mask`` is true, else ``self`` (the result keeps self's dtype)."""
-        v = as_tensor(value, like=self)
-        if v.value.dtype != self.value.dtype and not (isinstance(value, Tensor) and v.ndim):
-            v = v.to(self.value.dtype)
-        return where(mask, v, self)
-
-    def softmax(self, dim: int = -1) -> Tensor:
-        """Softmax over ``dim``."""
-        from graphc import functional
-
-        return functional.softmax(self, dim)
-
-    def log_softmax(self, dim: int = -1) -> Tensor:
-        """Log-softmax over ``dim``."""
-        from graphc import functional
-
-        return functional.log_softmax(self, dim)
-
-    # ------------------------------------------------------------ reductions
-    def _reduce(self, op: str, dim: object, keepdim: bool, axis: object, keepdims: object) -> Tensor:
-        axes = _axes(axis if dim is None else dim, self.ndim)
-        keep = bool(keepdims) if keepdims is not None else bool(keepdim)
-        if not axes:
-            return self
-        x = self.to("i64") if op == "sum" and self.value.dtype == "bool" else self
-        return self.ctx.op(op, x, axes=axes, keepdims=keep)
-
-    def sum(
-        self,
-        dim: object = None,
-        keepdim: bool = False,
-        *,
-        axis: object = None,
-        keepdims: object = None,
-        dtype: object = None,
-    ) -> Tensor:
-        """Sum over ``dim`` (all axes when None), first cast to ``dtype`` if given."""
-        x = self if dtype is None else self.to(dtype)
-        return x._reduce("sum", dim, keepdim, axis, keepdims)
-
-    def mean(
-        self,
-        dim: object = None,
-        keepdim: bool = False,
-        *,
-        axis: object = None,
-        keepdims: object = None,
-        dtype: object = None,
-    ) -> Tensor:
-        """Mean over ``dim`` (all axes when None), first cast to ``dtype`` if given."""
-        axes = _axes(axis if dim is None else dim, self.ndim)
-        x = self if dtype is None else self.to(dtype)
-        x = x if x.value.dtype in ("f32", "f64") else x.to("f32")
-        count = math.prod(self.shape[a] for a in axes)
-        return x._reduce("sum", axes, keepdim, None, keepdims) * (1.0 / count if count else math.nan)
-
-    def var(
-        self,
-        dim: object = None,
-        unbiased: bool | None = None,
-        keepdim: bool = False,
-        *,
-        correction: int | None = None,
-        axis: object = None,
-        keepdims: object = None,
-        ddof: int | None = None,
-    ) -> Tensor:
-        """Variance over ``dim``; PyTorch's default correction 1 (NumPy's ``ddof=`` accepted)."""
-        axes = _axes(axis if dim is None else dim, self.ndim)
-        if ddof is not None:
-            corr = ddof
-        elif correction is not None:
-            corr = correction
-        else:
-            corr = 0 if unbiased is False else 1
-        keep = bool(keepdims) if keepdims is not None else bool(keepdim)
-        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
-        centered = x - x.mean(axes, keepdim=True)
-        count = math.prod(self.shape[a] for a in axes)
-        return (centered * centered).sum(axes, keep) * (
-            1.0 / max(count - corr, 0) if count > corr else math.nan
-        )
-
-    def std(self, *args: object, **kwargs: object) -> Tensor:
-        """Standard deviation (same arguments as ``var``)."""
-        return self.var(*args, **kwargs).sqrt()
-
-    def _max_min(self, op: str, dim: object, keepdim: bool, axis: object, keepdims: object) -> Tensor:
-        if axis is None and isinstance(dim, int) and not isinstance(dim, bool):
-            keep = bool(keepdims) if keepdims is not None else bool(keepdim)
-            return _MaxMinResult(self, op, dim, keep)
-        return self._reduce(op, dim, keepdim, axis, keepdims)
-
-    def max(
-        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
-    ) -> Tensor:
-        """Maximum over ``dim`` (all axes when None); with an int ``dim`` also ``.indices``."""
-        return self._max_min("max", dim, keepdim, axis, keepdims)
-
-    def min(
-        self, dim: object = None, keepdim: bool = False, *, axis: object = None, keepdims: object = None
-    ) -> Tensor:
-        """Minimum over ``dim`` (all axes when None); with an int ``dim`` also ``.indices``."""
-        return self._max_min("min", dim, keepdim, axis, keepdims)
-
-    def amax(self, dim: object = None, keepdim: bool = False) -> Tensor:
-        """Maximum over ``dim`` (values only)."""
-        return self._reduce("max", dim, keepdim, None, None)
-
-    def amin(self, dim: object = None, keepdim: bool = False) -> Tensor:
-        """Minimum over ``dim`` (values only)."""
-        return self._reduce("min", dim, keepdim, None, None)
-
-    def argmax(
-        self,
-        dim: int | None = None,
-        keepdim: bool = False,
-        *,
-        axis: int | None = None,
-        keepdims: object = None,
-    ) -> Tensor:
-        """Index of the maximum along ``dim`` (of the flattened tensor when None)."""
-        d = axis if dim is None else dim
-        keep = bool(keepdims) if keepdims is not None else bool(keepdim)
-        if d is None:
-            out = self.ctx.op("argmax", self.reshape(-1), axis=0, keepdims=False)
-            return out.reshape([1] * self.ndim) if keep else out
-        return self.ctx.op("argmax", self, axis=_axis(d, self.ndim), keepdims=keep)
-
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        """Index of the minimum along ``dim``."""
-        return (-self).argmax(dim, keepdim)
 
 
 class _MaxMinResult(Tensor):
