@@ -91,14 +91,18 @@ def _pair(v: Any, name: str = "argument") -> tuple[int, int]:
     return v  # type: ignore[return-value]
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
+def _reduce(loss: Tensor, reduction: str, name: str = "") -> Tensor:
+    """A loss's ``reduction`` (PyTorch's "mean", "sum" or "none"); ``name`` labels the error."""
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
         return loss.sum()
     if reduction == "none":
         return loss
-    raise GraphcError(f"{_at(user_source())}reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    label = f"{name}: " if name else ""
+    raise GraphcError(
+        f"{_at(user_source())}{label}reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+    )
 
 
 # ---------------------------------------------------------------------------- activations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphc.functional import _eager
+from graphc.functional import _eager, _reduce
 from graphc.ir import GraphcError
 from graphc.tensor import Tensor, _at, as_tensor, user_source, where
 
@@ -23,18 +23,6 @@ __all__ = [
     "softmin",
     "unfold",
 ]
-
-
-def _reduce(loss: Tensor, reduction: str, name: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise GraphcError(
-        f"{_at(user_source())}{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
-    )
 
 
 def smooth_l1_loss(

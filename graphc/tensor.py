@@ -90,6 +90,16 @@ def as_tensor(x: object, like: Tensor | None = None, ctx: TraceContext | None = 
     raise GraphcError(f"{_at(user_source())}cannot use a {type(x).__name__} as a tensor")
 
 
+def traced_operand(x: object, like: Tensor | None = None) -> Tensor:
+    """``x`` as a Tensor for a torch-style function: a Tensor as it is, anything else as a constant
+    of the active trace (or of ``like``'s); a GraphcError at the user's line outside any trace."""
+    if isinstance(x, Tensor):
+        return x
+    if current_context() is None and like is None:
+        raise GraphcError(f"{_at(user_source())}expected a traced Tensor, got {type(x).__name__}")
+    return as_tensor(x, like=like)
+
+
 def _nested(a: TraceContext, b: TraceContext) -> bool:
     """Whether the innermost trace (a control-flow body) can use Tensors of both ``a`` and ``b``."""
     inner = current_context()

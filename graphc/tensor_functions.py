@@ -18,7 +18,8 @@ from graphc import torch_extras
 from graphc.einsum import einsum
 from graphc.functional import _eager
 from graphc.ir import GraphcError
-from graphc.tensor import Tensor, _at, _axis, as_tensor, current_context, matmul, user_source, where
+from graphc.tensor import Tensor, _at, _axis, as_tensor, matmul, user_source, where
+from graphc.tensor import traced_operand as _tensor
 
 __all__ = [
     "argsort",
@@ -37,14 +38,6 @@ __all__ = [
     "topk",
     "unbind",
 ]
-
-
-def _tensor(x: Any, like: Tensor | None = None) -> Tensor:
-    if isinstance(x, Tensor):
-        return x
-    if current_context() is None and like is None:
-        raise GraphcError(f"{_at(user_source())}expected a traced Tensor, got {type(x).__name__}")
-    return as_tensor(x, like=like)
 
 
 def _flat_positions(shape: tuple[int, ...], index: Tensor, dim: int) -> Tensor:

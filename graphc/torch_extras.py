@@ -15,7 +15,8 @@ import numpy as np
 
 from graphc.einsum import einsum
 from graphc.ir import GraphcError
-from graphc.tensor import Tensor, _at, _axis, as_tensor, current_context, user_source, where
+from graphc.tensor import Tensor, _at, _axis, as_tensor, user_source, where
+from graphc.tensor import traced_operand as _tensor
 
 __all__ = [
     "addmm",
@@ -44,14 +45,6 @@ __all__ = [
     "trace",
     "vstack",
 ]
-
-
-def _tensor(x: Any, like: Tensor | None = None) -> Tensor:
-    if isinstance(x, Tensor):
-        return x
-    if current_context() is None and like is None:
-        raise GraphcError(f"{_at(user_source())}expected a traced Tensor, got {type(x).__name__}")
-    return as_tensor(x, like=like)
 
 
 def _dims(dim: Any, ndim: int) -> list[int]:

@@ -11,6 +11,7 @@ from types import ModuleType
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, MemoryPlan, Node, Value
+from graphc.kernels.in_place import in_place_outputs
 
 from .errors import at_node
 
@@ -36,20 +37,6 @@ def _aligned_arena(nbytes: int, alignment: int) -> np.ndarray:
     raw = np.zeros(nbytes + alignment, dtype=np.uint8)
     start = (-raw.ctypes.data) % alignment
     return raw[start : start + nbytes]
-
-
-def _in_place(arrays: list[np.ndarray], n_in: int) -> dict[int, int]:
-    """Output index -> input index for outputs the memory plan put exactly on an input's bytes."""
-
-    def same(a: np.ndarray, b: np.ndarray) -> bool:
-        return a.shape == b.shape and a.dtype == b.dtype and a.ctypes.data == b.ctypes.data and a.size > 0
-
-    found = {}
-    for k, out in enumerate(arrays[n_in:]):
-        j = next((j for j, x in enumerate(arrays[:n_in]) if same(out, x)), None)
-        if j is not None:
-            found[k] = j
-    return found
 
 
 def _extent(arr: np.ndarray) -> tuple[int, int]:
@@ -166,7 +153,7 @@ class Plan:
             n_in = len(node.inputs)
             in_place = {
                 k: j
-                for k, j in _in_place(arrays, n_in).items()
+                for k, j in in_place_outputs(arrays, n_in).items()
                 if (id(arrays), j) not in rebound and (id(arrays), n_in + k) not in rebound
             }
             if in_place:

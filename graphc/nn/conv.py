@@ -91,8 +91,11 @@ class Conv1d(Module):
         )
 
 
-class ConvTranspose2d(Module):
-    """Transposed 2-D convolution; weight [in_channels, out_channels / groups, kh, kw]."""
+class _ConvTranspose(Module):
+    """Transposed convolution over ``_dims`` spatial dims; weight [in_channels, out_channels /
+    groups, *kernel_size]. ConvTranspose1d and ConvTranspose2d differ only in those dims."""
+
+    _dims = 2
 
     def __init__(
         self,
@@ -110,11 +113,17 @@ class ConvTranspose2d(Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        _check_groups("ConvTranspose2d", in_channels, out_channels, groups, padding_mode)
+        name = type(self).__name__
+        _check_groups(name, in_channels, out_channels, groups, padding_mode)
         dt = _check_dtype(dtype)
+
+        def dims(v: Any) -> tuple[int, ...]:
+            return _pair(v) if self._dims == 2 else (_single(v),)
+
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
-        self.output_padding, self.dilation = _pair(output_padding), _pair(dilation)
+        self.kernel_size, self.stride, self.padding = dims(kernel_size), dims(stride), dims(padding)
+        self.output_padding, self.dilation = dims(output_padding), dims(dilation)
+        self.padding_mode = padding_mode
         self.weight = Parameter(
             np.empty((in_channels, out_channels // groups, *self.kernel_size), dtype=dt), dtype=dt
         )
@@ -134,7 +143,7 @@ class ConvTranspose2d(Module):
         extra = self.output_padding
         if output_size is not None:
             extra = output_padding(
-                "ConvTranspose2d",
+                type(self).__name__,
                 input.shape,
                 output_size,
                 self.stride,
@@ -142,7 +151,8 @@ class ConvTranspose2d(Module):
                 self.kernel_size,
                 self.dilation,
             )
-        return F.conv_transpose2d(
+        convolve = F.conv_transpose2d if self._dims == 2 else conv_transpose1d
+        return convolve(
             input, self.weight, self.bias, self.stride, self.padding, extra, self.groups, self.dilation
         )
 
@@ -152,62 +162,13 @@ class ConvTranspose2d(Module):
         )
 
 
-class ConvTranspose1d(Module):
+class ConvTranspose2d(_ConvTranspose):
+    """Transposed 2-D convolution; weight [in_channels, out_channels / groups, kh, kw]."""
+
+    _dims = 2
+
+
+class ConvTranspose1d(_ConvTranspose):
     """Transposed 1-D convolution; weight [in_channels, out_channels / groups, kernel_size]."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        output_padding: Any = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: Any = 1,
-        padding_mode: str = "zeros",
-        device: Any = None,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        _check_groups("ConvTranspose1d", in_channels, out_channels, groups, padding_mode)
-        dt = _check_dtype(dtype)
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride = (_single(kernel_size),), (_single(stride),)
-        self.padding, self.output_padding = (_single(padding),), (_single(output_padding),)
-        self.dilation, self.padding_mode = (_single(dilation),), padding_mode
-        self.weight = Parameter(
-            np.empty((in_channels, out_channels // groups, self.kernel_size[0]), dtype=dt), dtype=dt
-        )
-        if bias:
-            self.bias = Parameter(np.empty(out_channels, dtype=dt), dtype=dt)
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """PyTorch's default initialization."""
-        _reset(self)
-
-    def forward(self, input: Any, output_size: Any = None) -> Any:
-        """Transposed convolution; ``output_size`` picks the output_padding as PyTorch does."""
-        extra = self.output_padding
-        if output_size is not None:
-            extra = output_padding(
-                "ConvTranspose1d",
-                input.shape,
-                output_size,
-                self.stride,
-                self.padding,
-                self.kernel_size,
-                self.dilation,
-            )
-        return conv_transpose1d(
-            input, self.weight, self.bias, self.stride, self.padding, extra, self.groups, self.dilation
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        )
+    _dims = 1

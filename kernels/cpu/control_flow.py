@@ -30,6 +30,7 @@ import numpy as np
 
 from graphc.ir import Graph, GraphcError, Node, Value
 from graphc.kernels.body_planner import plan_body
+from graphc.kernels.in_place import in_place_outputs
 from graphc.kernels.quoting import comment
 
 from .denormals import flush_denormals
@@ -38,20 +39,6 @@ from .denormals import flush_denormals
 MAX_TRIPS = 10_000_000
 
 Slots = list[tuple[list, int]]
-
-
-def _in_place(arrays: list[np.ndarray], n_in: int) -> dict[int, int]:
-    """Output index -> input index for outputs on exactly an input's bytes (the runtime's rule)."""
-
-    def same(a: np.ndarray, b: np.ndarray) -> bool:
-        return a.shape == b.shape and a.dtype == b.dtype and a.ctypes.data == b.ctypes.data and a.size > 0
-
-    found = {}
-    for k, out in enumerate(arrays[n_in:]):
-        j = next((j for j, x in enumerate(arrays[:n_in]) if same(out, x)), None)
-        if j is not None:
-            found[k] = j
-    return found
 
 
 class SubPlan:
@@ -97,7 +84,7 @@ class SubPlan:
             # An output on exactly an input's bytes (both aliased, so never rebound: the promise
             # holds on every call) is computed in place: without the hint the kernel's loop cannot
             # rule out overlap and stays scalar (an LSTM gate loop ran ~5x slower).
-            in_place = _in_place(args, len(n.inputs))
+            in_place = in_place_outputs(args, len(n.inputs))
             self.steps.append((compile_node(n, in_place) if in_place else compile_node(n), args))
             self.step_nodes.append(n)
         self.inputs: list[Value] = g.data_inputs

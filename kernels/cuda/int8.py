@@ -15,6 +15,18 @@ from .loops import IndexCtx, map_kernel
 from .source import NUMBA_TYPES, KernelSource
 
 
+def _dot(n: int, k: int) -> list[str]:
+    """Thread ``i``'s output element (r, c) of an [m, n] int8 GEMM: ``acc``, the i32 dot product of
+    row r of ``in0`` (m x k) and row c of ``in1`` (n x k)."""
+    return [
+        f"r = i // {n}",
+        f"c = i % {n}",
+        "acc = int32(0)",
+        f"for t in range({k}):",
+        f"    acc += int32(in0[r * {k} + t]) * int32(in1[c * {k} + t])",
+    ]
+
+
 def gen_qmatmul(node: Node) -> KernelSource:
     """The kernel of a ``qmatmul`` node over flat device arrays ``in0`` (m x k), ``in1`` (n x k)."""
     m, k = node.inputs[0].shape
@@ -22,11 +34,7 @@ def gen_qmatmul(node: Node) -> KernelSource:
 
     def make(ctx: IndexCtx) -> list[str]:
         return [
-            f"r = i // {n}",
-            f"c = i % {n}",
-            "acc = int32(0)",
-            f"for t in range({k}):",
-            f"    acc += int32(in0[r * {k} + t]) * int32(in1[c * {k} + t])",
+            *_dot(n, k),
             "out0[i] = acc",
         ]
 
@@ -75,11 +83,7 @@ def gen_qlinear(node: Node) -> KernelSource:
 
     def make(ctx: IndexCtx) -> list[str]:
         return [
-            f"r = i // {n}",
-            f"c = i % {n}",
-            "acc = int32(0)",
-            f"for t in range({k}):",
-            f"    acc += int32(in0[r * {k} + t]) * int32(in1[c * {k} + t])",
+            *_dot(n, k),
             *_epilogue(node, 2, "c"),
         ]
 
