@@ -40,6 +40,7 @@ import numpy as np
 from graphc.ir import Graph, GraphcError, Node, TensorType, Value
 from graphc.ir.ops import infer_types, normalize_attrs
 from graphc.tensor import _STACK, Tensor, TraceContext, _at, _short, user_source
+from graphc.tracing import const_key
 
 __all__ = [
     "EAGER",
@@ -238,13 +239,7 @@ class EagerContext(TraceContext):
 
     def const(self, value: bool | int | float, dtype: str = "f32") -> Tensor:
         """A scalar constant (its value made once per (value, dtype) and shared)."""
-        if dtype == "bool":
-            value = bool(value)
-        elif dtype in ("i32", "i64"):
-            value = int(value)
-        else:
-            value = float(value)
-        key = (value, dtype, math.copysign(1.0, value) if isinstance(value, float) else 0)
+        value, key = const_key(value, dtype)
         v = self._const_values.get(key)
         if v is None:
             v = self.op("const", value=value, dtype=dtype).value

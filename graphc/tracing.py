@@ -12,6 +12,7 @@ dropout adds the shared ``rng.offset`` state. Initializers share memory with the
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import re
 import sys
@@ -86,6 +87,18 @@ def current_context() -> TraceContext | None:
     return _STACK[-1] if _STACK else None
 
 
+def const_key(value: bool | int | float, dtype: str) -> tuple[bool | int | float, tuple]:
+    """``value`` as the Python number of graphc dtype ``dtype``, and the key that shares one
+    constant per value: 0.0 and -0.0 compare equal but are different constants (``x * -0.0``)."""
+    if dtype == "bool":
+        value = bool(value)
+    elif dtype in ("i32", "i64"):
+        value = int(value)
+    else:
+        value = float(value)
+    return value, (value, dtype, math.copysign(1.0, value) if isinstance(value, float) else 0)
+
+
 class TraceContext:
     """Records Tensor operations into ``graph``; a context manager that makes itself current.
 
@@ -153,14 +166,8 @@ class TraceContext:
         return [_tensor_mod.Tensor(v, self) for v in node.outputs]
 
     def const(self, value: bool | int | float, dtype: str = "f32") -> Tensor:
-        """A scalar ``const`` node of the given graphc dtype."""
-        if dtype == "bool":
-            value = bool(value)
-        elif dtype in ("i32", "i64"):
-            value = int(value)
-        else:
-            value = float(value)
-        key = (value, dtype)
+        """A scalar ``const`` node of the given graphc dtype (one node per value and dtype)."""
+        value, key = const_key(value, dtype)
         hit = self._consts.get(key)
         if hit is None:
             hit = self._consts[key] = self.op("const", value=value, dtype=dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import graphc
 from graphc import functional as F
 from graphc.compiler import compile_graph
 from graphc.kernels.reference import execute
@@ -197,3 +198,12 @@ def test_plans_with_nan_constants_and_minus_inf_padding_save_and_load(tmp_path):
     expected = (TF.max_pool2d(tx, 3, 2, 1).clamp(-0.5, 0.5).numpy(), tx.max(1).values.numpy())
     for got, want in zip(loaded(x), expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_signed_zero_constants_stay_apart_while_tracing():
+    """0.0 and -0.0 compare equal, but ``x * -0.0`` is -0.0 for positive x (NumPy, torch): the
+    trace's constant cache must not hand back the 0.0 made first."""
+    x = np.array([1.0, 2.0], np.float32)
+    a, b = graphc.compile(lambda t: (t * 0.0, t * -0.0), x, backend="reference")(x)
+    assert not np.signbit(a).any() and np.signbit(b).all()
+    np.testing.assert_array_equal(np.signbit(b), np.signbit(x * np.float32(-0.0)))
