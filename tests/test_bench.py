@@ -550,6 +550,22 @@ def test_set_threads_leaves_numbas_own_setting_alone():
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
+def test_run_bench_restores_the_callers_threads(tiny_infer):
+    # run_bench limits every pool to its thread count; called from a user's process (or another
+    # test), it must leave that process's settings as it found them, whatever they were.
+    import numba
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    before_env = os.environ.get("OPENBLAS_NUM_THREADS")
+    before = (numba.get_num_threads(), blas_threads())
+    _quick([tiny_infer], [])  # threads=1: differs from the default of this 2-core machine
+    assert (numba.get_num_threads(), blas_threads()) == before
+    assert os.environ.get("OPENBLAS_NUM_THREADS") == before_env
+
+
 # ------------------------------------------------------------------------------------------ custom workloads
 CUSTOM_TINY = '''
 """A tiny custom workload: a NumPy sum timed against a second label of its own."""

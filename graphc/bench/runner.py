@@ -21,7 +21,7 @@ from .engines import BASELINE, PEERS, Runner, Skip, build_engine, first_line
 from .probe import compile_times
 from .profile import profile_plan
 from .targets import agreement, check_goals, evaluate_targets
-from .threads import default_threads, set_threads
+from .threads import default_threads, restore_threads, set_threads
 from .timing import MiB, machine_limits, measure
 from .weights import seeded_graphc_model, state_of
 from .workloads import load_workload, other_scripts, resolve, suite_dir, workload_kind
@@ -212,58 +212,61 @@ def run_bench(
     threads = threads or default_threads()
     engines = ["graphc", *[e for e in PEERS if e in compare]]
     how = set_threads(threads)
-    load_start = environment.loadavg()
-    log(f"graphc bench: {', '.join(p.stem for p in paths)} on {', '.join(engines)}; {threads} thread(s)")
-    limits = machine_limits(repeat=3 if quick else 10)
-    results = [
-        run_workload(
-            p,
-            engines,
-            device=device,
-            threads=threads,
-            repeat=repeat,
-            warmup=warmup,
-            min_time=min_time,
-            settle=settle,
-            compile_time=compile_time,
-            profile=profile,
-            quick=quick,
-            log=log,
-        )
-        for p in paths
-    ]
-    return {
-        "schema": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "threads": threads,
-            "threads_set_by": how,
-            "device": device,
-            "versions": environment.versions(),
-            "blas": environment.blas_info(),
-            "threading": environment.threading_info(),
-            "loadavg_start": load_start,
-            "loadavg_end": environment.loadavg(),
-        },
-        "settings": {
-            "repeat": repeat,
-            "warmup": warmup,
-            "min_time_s": min_time,
-            "settle_s": settle,
-            "quick": quick,
-            "compile_time": compile_time,
-            "engines": engines,
-            "baseline": BASELINE,
-            "suite": str(folder) if folder else None,
-            "other_scripts": [p.name for p in other_scripts(folder)] if folder and not items else [],
-        },
-        "limits": limits,
-        "workloads": results,
-        "targets": evaluate_targets(results),
-    }
+    try:
+        load_start = environment.loadavg()
+        log(f"graphc bench: {', '.join(p.stem for p in paths)} on {', '.join(engines)}; {threads} thread(s)")
+        limits = machine_limits(repeat=3 if quick else 10)
+        results = [
+            run_workload(
+                p,
+                engines,
+                device=device,
+                threads=threads,
+                repeat=repeat,
+                warmup=warmup,
+                min_time=min_time,
+                settle=settle,
+                compile_time=compile_time,
+                profile=profile,
+                quick=quick,
+                log=log,
+            )
+            for p in paths
+        ]
+        return {
+            "schema": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "threads": threads,
+                "threads_set_by": how,
+                "device": device,
+                "versions": environment.versions(),
+                "blas": environment.blas_info(),
+                "threading": environment.threading_info(),
+                "loadavg_start": load_start,
+                "loadavg_end": environment.loadavg(),
+            },
+            "settings": {
+                "repeat": repeat,
+                "warmup": warmup,
+                "min_time_s": min_time,
+                "settle_s": settle,
+                "quick": quick,
+                "compile_time": compile_time,
+                "engines": engines,
+                "baseline": BASELINE,
+                "suite": str(folder) if folder else None,
+                "other_scripts": [p.name for p in other_scripts(folder)] if folder and not items else [],
+            },
+            "limits": limits,
+            "workloads": results,
+            "targets": evaluate_targets(results),
+        }
+    finally:
+        restore_threads()  # a caller's process keeps its own thread settings
 
 
 def graphc_failures(data: dict) -> list[str]:
