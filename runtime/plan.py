@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import sys
 import threading
@@ -43,7 +44,32 @@ def _extent(arr: np.ndarray) -> tuple[int, int]:
     return arr.ctypes.data, arr.ctypes.data + arr.nbytes
 
 
-def _warm(fn: Callable, args: list[np.ndarray], n_in: int, dirty: list[tuple[int, int]]) -> None:
+class ByteRanges:
+    """A set of byte address ranges [lo, hi): disjoint, sorted, merged as they are added, so asking
+    whether a range overlaps any of them is one binary search (the warm-up asks for every output
+    of every numba kernel; a scan over a list grew with the number of kernels run before)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        """Add [lo, hi), merging it with the ranges it overlaps or touches."""
+        if hi <= lo:
+            return
+        i = bisect.bisect_left(self.ends, lo)  # the first range ending at or after lo
+        j = bisect.bisect_right(self.starts, hi)  # ranges from i to j - 1 touch [lo, hi)
+        if i < j:
+            lo, hi = min(lo, self.starts[i]), max(hi, self.ends[j - 1])
+        self.starts[i:j], self.ends[i:j] = [lo], [hi]
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        """Whether [lo, hi) shares a byte with a range of the set."""
+        i = bisect.bisect_right(self.ends, lo)  # the first range ending after lo
+        return hi > lo and i < len(self.starts) and self.starts[i] < hi
+
+
+def _warm(fn: Callable, args: list[np.ndarray], n_in: int, dirty: ByteRanges) -> None:
     """Compile a kernel for its arguments. A numba dispatcher compiles (or loads from its cache)
     without running, so its warm-up costs the same whatever the size of its arrays (a T=512
     sequence's kernels compile as fast as T=64's: compile is not run); so does a kernel with a
@@ -61,11 +87,11 @@ def _warm(fn: Callable, args: list[np.ndarray], n_in: int, dirty: list[tuple[int
         fn.warm_up(*args)
     else:
         fn(*args)
-        dirty.extend(_extent(out) for out in outs)
+        for out in outs:
+            dirty.add(*_extent(out))
         return
     for out in outs:
-        lo, hi = _extent(out)
-        if any(a < hi and lo < b for a, b in dirty):
+        if dirty.overlaps(*_extent(out)):
             out.fill(0)
 
 
@@ -183,7 +209,7 @@ class Plan:
         user's source line (``errors.at_node``). The warm-up (``_warm``) skips kernels marked
         ``skip_warm_up`` (control-flow loops: they warm up their bodies when built)."""
         done = 0
-        dirty: list[tuple[int, int]] = []
+        dirty = ByteRanges()
         try:
             for fn, args in self.steps:
                 if not warm_up:

@@ -4,12 +4,14 @@ costs the same whatever the size of its arrays (an LSTM's plan at T=512 as at T=
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import graphc
 from graphc import functional as F
 from graphc import nn
 from graphc.kernels.cpu import blas
-from graphc.runtime.plan import _warm
+from graphc.runtime.plan import ByteRanges, _warm
 
 
 def test_fused_matmul_warm_up_runs_no_gemm_and_the_first_call_is_right(monkeypatch):
@@ -48,7 +50,7 @@ def test_a_kernel_that_does_not_run_zeroes_only_outputs_on_bytes_written_during_
         raise AssertionError("the warm-up must not run a kernel that has warm_up")
 
     compiled_only.warm_up = lambda a, out: None
-    dirty: list[tuple[int, int]] = []
+    dirty = ByteRanges()
     _warm(runs, [arena[48:], ran_out], 1, dirty)
     assert np.all(ran_out == 5.0)
     fresh_out[:] = 3.0  # stands for bytes nothing wrote during the warm-up: left alone
@@ -56,3 +58,17 @@ def test_a_kernel_that_does_not_run_zeroes_only_outputs_on_bytes_written_during_
     assert np.all(fresh_out == 3.0)
     _warm(compiled_only, [arena[48:], reused_out], 1, dirty)  # overlaps what `runs` wrote
     assert np.all(reused_out == 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 12)), max_size=25), st.integers(0, 70))
+def test_byte_ranges_answer_as_a_scan_of_every_range_added(added, probe_lo):
+    # The warm-up's dirty set: merged and binary-searched, it must answer as the set of its bytes does.
+    ranges, written = ByteRanges(), set()
+    for lo, size in added:
+        ranges.add(lo, lo + size)
+        written.update(range(lo, lo + size))
+    assert all(a < b for a, b in zip(ranges.ends[:-1], ranges.starts[1:]))  # disjoint, sorted, merged
+    for size in range(0, 8):
+        lo, hi = probe_lo, probe_lo + size
+        assert ranges.overlaps(lo, hi) == bool(written.intersection(range(lo, hi))), (lo, hi, added)
