@@ -1,23 +1,25 @@
 """Quantization-aware training: ``prepare_qat`` inserts fake-quant, ``convert_qat`` makes the int8 plan.
 
-PyTorch's prepare_qat/convert flow for ``nn.Linear`` layers:
+PyTorch's prepare_qat/convert flow for ``nn.Linear`` and ``nn.Conv2d`` layers:
 
-- ``prepare_qat(model)`` returns a copy of the model whose ``nn.Linear`` layers are
-  ``QATLinear``: the layer computes ``linear(fake_quantize(x), fake_quantize(weight), bias)``.
-  The weight is fake-quantized as ``quantize_static`` quantizes it (int8, symmetric, per output
-  channel: scale ``max|w| / 127`` of each row, recomputed from the current weight at every step).
-  The activation is fake-quantized to uint8 with a zero point over the range an observer keeps
-  in the layer's buffers ``act_min``/``act_max``: in training, the first batch's minimum and
-  maximum, then a moving average (``averaging_constant`` 0.01, PyTorch's
+- ``prepare_qat(model)`` returns a copy of the model whose ``nn.Linear`` layers are ``QATLinear``
+  and whose ``nn.Conv2d`` layers (groups 1) are ``QATConv2d``: the layer computes its float
+  function of ``fake_quantize(x)`` and ``fake_quantize(weight)`` (and the float bias). The weight
+  is fake-quantized as ``quantize_static`` quantizes it (int8, symmetric, per output channel:
+  scale ``max|w| / 127`` of each output row or filter, recomputed from the current weight at every
+  step). The activation is fake-quantized to uint8 with a zero point over the range an observer
+  keeps in the layer's buffers ``act_min``/``act_max``: in training, the first batch's minimum
+  and maximum, then a moving average (``averaging_constant`` 0.01, PyTorch's
   MovingAverageMinMaxObserver), updated inside the compiled train step like BatchNorm's running
   statistics; ``freeze_observers`` stops the updates (from the next ``compile_train``). In
   evaluation the stored range is used. Gradients pass through ``fake_quantize`` straight-through.
+  Grouped and depthwise convolutions stay float (the int8 convolution kernel takes groups 1).
 - ``convert_qat(model, *examples)`` returns the plan ``quantization.quantize_static`` makes for
   the same float model, with its activation ranges replaced by the observed ones: int8 weights
-  in the plan and the ``qlinear`` kernels. It computes what the QAT model computes in
+  in the plan and the ``qlinear``/``qconv2d`` kernels. It computes what the QAT model computes in
   evaluation up to float rounding (the int8 GEMM sums exactly; the float path rounds).
 
-Other layers (convolutions, attention) train and convert in float.
+Other layers (grouped convolutions, attention) train and convert in float.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import graphc.functional as F
 from graphc import nn
 from graphc.ir import Graph, GraphcError, Value
+from graphc.padding import apply_padding_mode
 from graphc.quantization import (
     _batches,
     _calibrate,
@@ -42,14 +45,16 @@ from graphc.quantization import (
 )
 from graphc.tracing import trace
 
-__all__ = ["QATLinear", "convert_qat", "freeze_observers", "prepare_qat"]
+__all__ = ["QATConv2d", "QATLinear", "convert_qat", "freeze_observers", "prepare_qat"]
 
 AVERAGING_CONSTANT = 0.01
 _TINY_SCALE = 1e-12
 
 
-class QATLinear(nn.Linear):
-    """``nn.Linear`` with fake-quantized weight (int8 per row) and input (uint8, observed range)."""
+class FakeQuantizer:
+    """What a QAT layer adds to its float layer (a mixin of ``nn.Module``s with a ``weight``): the
+    input's observer (buffers ``act_min``, ``act_max``, ``observed``) and the fake-quantization of
+    the input (uint8, observed range) and of the weight (int8, symmetric, per output channel)."""
 
     averaging_constant: float = AVERAGING_CONSTANT
     observe: bool = True
@@ -92,36 +97,80 @@ class QATLinear(nn.Linear):
         zero = F.quantize_linear(-lo, scale, np.zeros((), np.uint8))
         return scale, zero
 
-    def forward(self, input: Any) -> Any:
-        """``linear(fake_quantize(input), fake_quantize(weight), bias)``."""
+    def fake_quant_input(self, input: Any) -> Any:
+        """The input fake-quantized over the observed range (updated first in training while
+        observing); unchanged in evaluation before any batch was observed."""
         x = F._t(input)
         if self.training and self.observe:
             scale, zero = self._observe(x)
-            x = F.fake_quantize(x, scale, zero)
-        elif self.has_observed:
+            return F.fake_quantize(x, scale, zero)
+        if self.has_observed:
             scale, zero = self.activation_params()
-            x = F.fake_quantize(x, scale, zero)
-        w = F._t(self.weight, like=x)
-        amax = w.abs().amax(dim=1)
+            return F.fake_quantize(x, scale, zero)
+        return x
+
+    def fake_quant_weight(self, like: Any) -> Any:
+        """The weight fake-quantized to int8, symmetric, per output channel (axis 0):
+        scale ``max|w| / 127`` over each channel's other axes (1 for an all-zero channel)."""
+        w = F._t(self.weight, like=like)
+        channels = w.shape[0]
+        amax = w.abs().reshape(channels, -1).amax(dim=1)
         w_scale = F.where(amax > 0, amax / 127.0, amax * 0.0 + 1.0)
-        zeros = np.zeros(self.out_features, np.int8)
-        return F.linear(x, F.fake_quantize(w, w_scale, zeros, axis=0), self.bias)
+        return F.fake_quantize(w, w_scale, np.zeros(channels, np.int8), axis=0)
+
+
+class QATLinear(FakeQuantizer, nn.Linear):
+    """``nn.Linear`` with fake-quantized weight (int8 per row) and input (uint8, observed range)."""
+
+    def forward(self, input: Any) -> Any:
+        """``linear(fake_quantize(input), fake_quantize(weight), bias)``."""
+        x = self.fake_quant_input(input)
+        return F.linear(x, self.fake_quant_weight(x), self.bias)
+
+
+class QATConv2d(FakeQuantizer, nn.Conv2d):
+    """``nn.Conv2d`` (groups 1) with fake-quantized weight (int8 per output channel) and input
+    (uint8, observed range, quantized before any padding: padding copies values or adds zeros,
+    which the range holds exactly)."""
+
+    def forward(self, input: Any) -> Any:
+        """``conv2d(fake_quantize(input), fake_quantize(weight), bias)``."""
+        x = self.fake_quant_input(input)
+        w = self.fake_quant_weight(x)
+        x, pad = apply_padding_mode(
+            x, self.padding_mode, self.padding, self.kernel_size, self.dilation, "QATConv2d"
+        )
+        return F.conv2d(x, w, self.bias, self.stride, pad, self.dilation, self.groups)
+
+
+# float layer -> its QAT layer (prepare_qat), and back (convert_qat)
+_QAT_OF: dict[type, type] = {nn.Linear: QATLinear, nn.Conv2d: QATConv2d}
+_FLOAT_OF: dict[type, type] = {q: f for f, q in _QAT_OF.items()}
+
+
+def _coverable(m: nn.Module) -> bool:
+    """Whether ``m`` is a float layer prepare_qat turns into a QAT layer (convs: groups 1 only)."""
+    return type(m) in _QAT_OF and getattr(m, "groups", 1) == 1
 
 
 def prepare_qat(model: nn.Module, inplace: bool = False) -> nn.Module:
     """The model (a copy unless ``inplace``) with every ``nn.Linear`` turned into a ``QATLinear``
-    (same weights, an unobserved activation range), ready for ``compile_train``."""
+    and every ``nn.Conv2d`` of groups 1 into a ``QATConv2d`` (same weights, an unobserved
+    activation range), ready for ``compile_train``. Grouped and depthwise convolutions stay float."""
     if not isinstance(model, nn.Module):
         raise GraphcError(f"prepare_qat: model must be a graphc.nn.Module, got {type(model).__name__}")
     out = model if inplace else copy.deepcopy(model)
     count = 0
     for _, m in out.named_modules():
-        if type(m) is nn.Linear:
-            m.__class__ = QATLinear
+        if _coverable(m):
+            m.__class__ = _QAT_OF[type(m)]
             m._init_observer()
             count += 1
-    if count == 0 and not any(isinstance(m, QATLinear) for m in out.modules()):
-        raise GraphcError("prepare_qat: the model has no nn.Linear layer to train quantization-aware")
+    if count == 0 and not any(isinstance(m, FakeQuantizer) for m in out.modules()):
+        raise GraphcError(
+            "prepare_qat: the model has no nn.Linear or nn.Conv2d (groups 1) layer to train "
+            "quantization-aware"
+        )
     return out
 
 
@@ -129,16 +178,16 @@ def freeze_observers(model: nn.Module, frozen: bool = True) -> None:
     """Stop (or restart) the activation observers' updates; a train step compiled afterwards
     fake-quantizes with the ranges observed so far."""
     for m in model.modules():
-        if isinstance(m, QATLinear):
+        if isinstance(m, FakeQuantizer):
             m.observe = not frozen
 
 
-def _qat_layers(model: nn.Module) -> dict[str, QATLinear]:
+def _qat_layers(model: nn.Module) -> dict[str, FakeQuantizer]:
     """{weight parameter name: layer} of the QAT layers."""
     return {
         f"{name}.weight" if name else "weight": m
         for name, m in model.named_modules()
-        if isinstance(m, QATLinear)
+        if isinstance(m, FakeQuantizer)
     }
 
 
@@ -150,12 +199,15 @@ def convert_qat(
 ) -> Any:
     """The int8 plan of a QAT model (``prepare_qat``, then trained): ``quantize_static``'s plan of
     the float model with the observed activation ranges. ``per_channel=False`` quantizes the
-    weights per tensor (not what training simulated). Layers QAT does not cover (convolutions)
-    are quantized too when ``calibration_batches`` are given, their activation ranges by min-max
-    over them as ``quantize_static`` does."""
+    weights per tensor (not what training simulated). Linear layers and convolutions QAT does not
+    cover (``F.linear``/``F.conv2d`` of a bare parameter, layers added after ``prepare_qat``) are
+    quantized too when ``calibration_batches`` are given, their activation ranges by min-max over
+    them as ``quantize_static`` does."""
     layers = _qat_layers(model)
     if not layers:
-        raise GraphcError("convert_qat: the model has no QATLinear layer; call graphc.prepare_qat first")
+        raise GraphcError(
+            "convert_qat: the model has no QATLinear or QATConv2d layer; call graphc.prepare_qat first"
+        )
     unseen = [name for name, m in layers.items() if not m.has_observed]
     if unseen:
         raise GraphcError(
@@ -166,7 +218,7 @@ def convert_qat(
     by_weight = {}
     for name, m in _qat_layers(float_model).items():
         by_weight[id(m.weight)] = layers[name]
-        m.__class__ = nn.Linear
+        m.__class__ = _FLOAT_OF[type(m)]
     was_training = float_model.training
     float_model.eval()
     try:
@@ -180,8 +232,9 @@ def convert_qat(
         if calibration_batches is None:
             name = next(site.weight.name for site, layer in zip(sites, owners) if layer is None)
             raise GraphcError(
-                f"convert_qat: the layer reading %{name} is not a QATLinear (prepare_qat covers nn.Linear); "
-                "give calibration_batches= to quantize it with ranges calibrated as quantize_static does"
+                f"convert_qat: the layer reading %{name} is not a QAT layer (prepare_qat covers nn.Linear "
+                "and nn.Conv2d); give calibration_batches= to quantize it with ranges calibrated as "
+                "quantize_static does"
             )
         batches = _batches(calibration_batches, len(graph.data_inputs))
         calibrated = _calibrate(float_model, len(sites), batches)
@@ -197,7 +250,7 @@ def convert_qat(
     return _compile(graph)
 
 
-def _owner(graph: Graph, weight: Value, model: nn.Module, by_weight: dict) -> QATLinear | None:
+def _owner(graph: Graph, weight: Value, model: nn.Module, by_weight: dict) -> FakeQuantizer | None:
     """The QAT layer whose weight the traced param ``weight`` is (matched by its array)."""
     arr = graph.initializers.get(weight.name)
     for p in model.parameters():

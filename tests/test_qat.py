@@ -179,19 +179,21 @@ def test_errors():
         convert_qat(prepare_qat(MLP()), np.zeros((2, 16), np.float32))
 
 
-def test_convs_quantize_from_calibration_when_qat_covers_only_linear():
-    """A CNN: prepare_qat wraps its Linear layers; convert_qat refuses the convs without
-    calibration batches, and with them gives one int8 plan (no float conv left) close to the
-    float model."""
+def test_uncovered_layers_quantize_from_calibration():
+    """A conv of a bare parameter (``F.conv2d``, no nn.Conv2d for prepare_qat to wrap): convert_qat
+    refuses it without calibration batches, and with them gives one int8 plan (no float conv left)
+    close to the float model."""
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.kernel = nn.Parameter(
+                np.random.default_rng(3).standard_normal((8, 1, 3, 3)).astype(np.float32)
+            )
             self.fc = nn.Linear(8 * 4 * 4, 5)
 
         def forward(self, x):
-            return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+            return self.fc(F.max_pool2d(F.relu(F.conv2d(x, self.kernel, padding=1)), 2).flatten(1))
 
     graphc.manual_seed(3)
     rng = np.random.default_rng(3)
@@ -201,7 +203,7 @@ def test_convs_quantize_from_calibration_when_qat_covers_only_linear():
     step = graphc.compile_train(model, F.cross_entropy, optim.SGD(lr=0.01), x, y)
     for _ in range(3):
         step(x, y)
-    with pytest.raises(GraphcError, match="calibration_batches"):
+    with pytest.raises(GraphcError, match="kernel.*calibration_batches"):
         convert_qat(model, x)
     plan = convert_qat(model, x, calibration_batches=[x[:8], x[8:]])
     counts = plan.graph.op_counts()
