@@ -1,8 +1,9 @@
-"""``F.interpolate`` (nearest, nearest-exact, linear/bilinear/trilinear, area) and ``F.pixel_shuffle``
-/ ``F.pixel_unshuffle`` with PyTorch's index arithmetic.
+"""``F.interpolate`` (nearest, nearest-exact, linear/bilinear/trilinear, bicubic, area) and
+``F.pixel_shuffle`` / ``F.pixel_unshuffle`` with PyTorch's index arithmetic.
 
 Interpolation is separable: each spatial dim is resampled on its own by a ``gather`` of constant
-source indices (nearest), or by two gathers blended with constant weights (linear), so gradients
+source indices (nearest), by two gathers blended with constant weights (linear), or by one
+gather of the four cubic taps and a weighted sum (bicubic, graphc/resize_taps.py), so gradients
 are the gathers' VJPs. "area" is adaptive average pooling.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from graphc.functional import _eager
 from graphc.ir import GraphcError
+from graphc.resize_taps import taps
 from graphc.tensor import Tensor, _at, as_tensor, user_source
 
 __all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle", "upsample"]
@@ -56,6 +58,24 @@ def _source(n_in: int, n_out: int, scale: float | None, align_corners: bool) -> 
     return np.maximum((dst + 0.5) * s - 0.5, 0.0)
 
 
+def _bicubic_axis(x: Tensor, axis: int, n_out: int, scale: float | None, align_corners: bool) -> Tensor:
+    """PyTorch's bicubic along one axis: Keys' cubic (a = -0.75) on 4 taps, edges repeated."""
+    n_in = x.shape[axis]
+    dst = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = dst * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:  # unlike linear, cubic does not clamp negative source coordinates to 0
+        src = (dst + 0.5) * (n_in / n_out if scale is None else scale) - 0.5
+    idx, w = taps("cubic", src, n_in, cubic_a=-0.75)
+    g = _take(x, axis, idx.reshape(-1))
+    g = g.reshape(*x.shape[:axis], n_out, idx.shape[1], *x.shape[axis + 1 :])
+    view = [1] * g.ndim
+    view[axis], view[axis + 1] = idx.shape
+    return (g * x.ctx.array(w.reshape(view).astype(np.dtype(x.value.type.np_dtype)), name="weight")).sum(
+        axis + 1
+    )
+
+
 def interpolate(
     input: Any,
     size: Any = None,
@@ -68,16 +88,18 @@ def interpolate(
     """Resize the spatial dims of [N, C, *spatial] (PyTorch's F.interpolate)."""
     x = as_tensor(input)
     where = f"{_at(user_source())}interpolate"
-    if mode not in _MODES or mode == "bicubic" or antialias:
+    if mode not in _MODES or antialias:
         raise GraphcError(
             f"{where}: mode={mode!r}{' with antialias' if antialias else ''} is not supported "
-            "(nearest, nearest-exact, linear, bilinear, trilinear, area)"
+            "(nearest, nearest-exact, linear, bilinear, trilinear, bicubic, area)"
         )
     if x.ndim < 3:
         raise GraphcError(f"{where}: needs input [N, C, *spatial], got shape {x.shape}")
     if mode in _LINEAR_RANK and _LINEAR_RANK[mode] != x.ndim - 2:
         raise GraphcError(f"{where}: mode={mode!r} needs {_LINEAR_RANK[mode] + 2}-D input, got {x.shape}")
-    if align_corners is not None and mode not in _LINEAR_RANK:
+    if mode == "bicubic" and x.ndim != 4:
+        raise GraphcError(f"{where}: mode='bicubic' needs 4-D input, got {x.shape}")
+    if align_corners is not None and mode not in _LINEAR_RANK and mode != "bicubic":
         raise GraphcError(f"{where}: align_corners only goes with the linear modes, not {mode!r}")
     sizes, scales = _sizes(x, size, scale_factor, recompute_scale_factor)
     if mode == "area":
@@ -88,7 +110,7 @@ def interpolate(
         if x.ndim == 4:
             return adaptive_avg_pool2d(x, tuple(sizes))
         raise GraphcError(f"{where}: mode='area' supports 3-D and 4-D input, got {x.shape}")
-    if not x.value.dtype.startswith(("f", "bf")) and mode in _LINEAR_RANK:
+    if not x.value.dtype.startswith(("f", "bf")) and mode not in ("nearest", "nearest-exact"):
         raise GraphcError(f"{where}: mode={mode!r} needs a float input, got {x.value.dtype}")
     for d, (n_out, scale) in enumerate(zip(sizes, scales)):
         axis, n_in = d + 2, x.shape[d + 2]
@@ -97,6 +119,9 @@ def interpolate(
             dst = np.arange(n_out, dtype=np.float64)
             src = np.floor((dst + 0.5) * s if mode == "nearest-exact" else dst * s)
             x = _take(x, axis, np.minimum(src, n_in - 1))
+            continue
+        if mode == "bicubic":
+            x = _bicubic_axis(x, axis, n_out, scale, bool(align_corners))
             continue
         src = _source(n_in, n_out, scale, bool(align_corners))
         lo = np.minimum(np.floor(src), n_in - 1)

@@ -511,6 +511,32 @@ def _scatter_add(inputs, attrs):
 
 _register("gather", 2, "opaque", _gather, {"axis": Attr(AXIS)})
 _register("scatter_add", 2, "opaque", _scatter_add, {"axis": Attr(AXIS), "shape": Attr(SHAPE)})
+# scatter_add with another combine: the output starts at the reduction's identity (mul 1, max the
+# lowest value, min the highest) and each update is multiplied / max-ed / min-ed in.
+SCATTER_REDUCTIONS = ("mul", "max", "min")
+
+
+def scatter_identity(reduction: str, dtype: np.dtype) -> object:
+    """scatter_reduce's starting value: 1 (mul), the lowest (max) or highest (min) value of ``dtype``."""
+    dtype = np.dtype(dtype)
+    if reduction == "mul":
+        return dtype.type(1)
+    high = reduction == "min"
+    if dtype == np.bool_:
+        return np.bool_(high)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return dtype.type(info.max if high else info.min)
+    return dtype.type(np.inf if high else -np.inf)
+
+
+_register(
+    "scatter_reduce",
+    2,
+    "opaque",
+    _scatter_add,
+    {"axis": Attr(AXIS), "shape": Attr(SHAPE), "reduction": Attr(ChoiceSpec(SCATTER_REDUCTIONS))},
+)
 
 
 # ---------------------------------------------------------------- image

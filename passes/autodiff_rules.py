@@ -418,6 +418,22 @@ def _scatter_add(e, node, g, needs):
     return [None, e.op("gather", g, idx, axis=node.attrs["axis"])]
 
 
+@_rule("scatter_reduce")
+def _scatter_reduce(e, node, g, needs):
+    idx, upd = node.inputs
+    axis = node.attrs["axis"]
+    if node.attrs["reduction"] == "mul":
+        raise GraphcError(
+            f"autodiff: scatter_reduce with reduction='mul' ({node.source or 'no source'}) has no "
+            "gradient rule (max and min have one)"
+        )
+    # max/min: an output's gradient goes to the updates that attain it, split evenly over ties.
+    hit = e.op("cast", e.op("eq", upd, e.op("gather", node.output, idx, axis=axis)), dtype=upd.dtype)
+    count = e.op("scatter_add", idx, hit, axis=axis, shape=node.output.shape)
+    count = e.op("maximum", count, e.const(1.0, count.dtype))  # 0 only where no update landed
+    return [None, e.mul(hit, e.op("gather", e.div(g, count), idx, axis=axis))]
+
+
 # ---------------------------------------------------------------- image
 _WINDOW_ATTRS = ("kernel", "stride", "padding", "dilation")
 

@@ -63,7 +63,7 @@ def in_place_capable(node: Node) -> bool:
 
 # Kernels that can raise on bad data (an index out of range): no update is written over its
 # parameter before one of them has run, so a step that fails changes no parameter.
-RAISING_OPS = ("gather", "scatter_add")
+RAISING_OPS = ("gather", "scatter_add", "scatter_reduce")
 
 
 def _overwrites_in_step(node: Node, old: Value, new: Value) -> bool:

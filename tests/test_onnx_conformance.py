@@ -26,6 +26,8 @@ CPU_SELECTION = (
     "test_softmax_axis_1",
     "test_layer_normalization_4d_axis1",
     "test_resize_upsample_scales_linear",
+    "test_resize_downsample_sizes_cubic_antialias",
+    "test_resize_tf_crop_and_resize_extrapolation_value",
     "test_convtranspose_pads",
     "test_top_k",
     "test_einsum_batch_matmul",

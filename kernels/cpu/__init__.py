@@ -23,6 +23,7 @@ import numpy as np
 from graphc.ir import GraphcError, Node, to_numpy_dtype
 from graphc.ir.control import CONTROL_OPS
 from graphc.ir.fused import matmul_parts
+from graphc.ir.ops import scatter_identity
 from graphc.kernels.quoting import comment
 from graphc.kernels.scalar_ops import elementwise_ops
 
@@ -283,6 +284,35 @@ def _scatter_add(node: Node) -> Built:
     return _handwritten([prim.scatter_add3], make, f"scatter_add axis {axis}")
 
 
+_SCATTER_MODES = {"mul": 0, "max": 1, "min": 2}
+
+
+def _scatter_reduce(node: Node) -> Built:
+    idx, upd = node.inputs
+    axis, shape, reduction = node.attrs["axis"], tuple(node.attrs["shape"]), node.attrs["reduction"]
+    a, n, b = _three(shape, axis)
+    k = idx.type.numel
+    np_dtype = upd.type.np_dtype
+    # bool * bool is an int in numba; "mul" of bools is "and", the minimum.
+    mode = 2 if np_dtype == np.bool_ and reduction == "mul" else _SCATTER_MODES[reduction]
+    init = scatter_identity(reduction, np_dtype)
+
+    def make() -> Kernel:
+        fn = prim.scatter_reduce3
+
+        def scatter_reduce(idx: np.ndarray, updates: np.ndarray, out: np.ndarray) -> None:
+            flat = idx.reshape(-1)
+            bad = fn(flat, updates.reshape(a, k, b), out.reshape(a, n, b), init, mode)
+            if bad >= 0:
+                raise GraphcError(
+                    f"scatter_reduce: index {int(flat[bad])} out of range for size {n} on axis {axis}"
+                )
+
+        return scatter_reduce
+
+    return _handwritten([prim.scatter_reduce3], make, f"scatter_reduce {reduction} axis {axis}")
+
+
 # ---------------------------------------------------------------- image
 def _im2col(node: Node) -> Built:
     return _generated(im2col_source(node))
@@ -474,6 +504,7 @@ CPU_KERNELS.update(
         "concat": _concat,
         "gather": _gather,
         "scatter_add": _scatter_add,
+        "scatter_reduce": _scatter_reduce,
         "im2col": _im2col,
         "col2im": _col2im,
         "depthwise_conv2d": lambda node: _generated(depthwise_conv2d_source(node)),

@@ -101,3 +101,36 @@ def scatter_add3(idx, updates, out):
             for b in range(nb):
                 out[a, i, b] += updates[a, k, b]
     return -1
+
+
+@njit(**_OPTS)
+def scatter_reduce3(idx, updates, out, init, mode):
+    """out = init; out[a, idx[k], b] = combine(out[a, idx[k], b], updates[a, k, b]) in order of k.
+
+    ``mode`` 0 multiplies, 1 keeps the maximum, 2 the minimum (a NaN update wins, a NaN stays);
+    negative indices wrap. Returns the position of an out-of-range index, or -1.
+    """
+    na, n, nb = out.shape
+    for k in range(idx.shape[0]):
+        if idx[k] < -n or idx[k] >= n:
+            return k
+    for a in range(na):
+        for i in range(n):
+            for b in range(nb):
+                out[a, i, b] = init
+    for a in range(na):
+        for k in range(idx.shape[0]):
+            i = idx[k]
+            if i < 0:
+                i += n
+            for b in range(nb):
+                u = updates[a, k, b]
+                o = out[a, i, b]
+                if mode == 0:
+                    out[a, i, b] = o * u
+                elif mode == 1:
+                    if u > o or u != u:
+                        out[a, i, b] = u
+                elif u < o or u != u:
+                    out[a, i, b] = u
+    return -1

@@ -20,7 +20,7 @@ from .attention import gen_attention
 from .collectives import COLLECTIVE_GENERATORS
 from .control_flow import CONTROL_FLOW_GENERATORS
 from .depthwise import gen_depthwise_conv2d
-from .indexing import gen_gather, gen_scatter_add
+from .indexing import gen_gather, gen_scatter_add, gen_scatter_reduce
 from .int8 import gen_qconv2d, gen_qlinear, gen_qmatmul
 from .loops import describe, single_body
 from .matmul import gen_matmul
@@ -70,6 +70,7 @@ GENERATORS.update(
         "concat": gen_concat,
         "gather": gen_gather,
         "scatter_add": gen_scatter_add,
+        "scatter_reduce": gen_scatter_reduce,
         "im2col": gen_im2col,
         "col2im": gen_col2im,
         "depthwise_conv2d": gen_depthwise_conv2d,

@@ -1,10 +1,11 @@
-"""CUDA generators of the indexing ops: gather and scatter_add (error flag on a bad index)."""
+"""CUDA generators of the indexing ops: gather, scatter_add and scatter_reduce (error flag on a bad index)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from graphc.ir import Node
+from graphc.ir.ops import scatter_identity
 
 from .loops import (
     IndexCtx,
@@ -93,4 +94,63 @@ def gen_scatter_add(node: Node) -> KernelSource:
     if n_upd:
         launch.append(f"scatter[{grid_1d(n_upd, cfg)}, {cfg.threads}]({args})")
     flag = f"scatter_add: index out of range [0, {size}) on axis {axis}"
+    return finish(node, params, kernels, launch, flag)
+
+
+def _combine(reduction: str, dtype: str) -> list[str]:
+    """Lines folding update ``u`` into ``out0[p]`` (which holds ``o``); a NaN update wins, a NaN stays."""
+    if reduction == "mul":
+        return [f"out0[p] = {'o and u' if dtype == 'bool' else 'o * u'}"]
+    cmp = ">" if reduction == "max" else "<"
+    return [f"if u {cmp} o or u != u:", "    out0[p] = u"]
+
+
+def gen_scatter_reduce(node: Node) -> KernelSource:
+    """Fill the output with the reduction's identity, then fold the updates in.
+
+    CUDA has no atomic multiply, so one thread owns each (before-axis, after-axis) column of the
+    output and folds that column's updates in index order (as the CPU kernel does): no two
+    threads touch one element, the result is deterministic, and a scatter into a flat tensor
+    (ONNX ScatterND) runs on one thread.
+    """
+    cfg = launch_config()
+    idx, upd = node.inputs
+    axis, shape, reduction = node.attrs["axis"], tuple(node.attrs["shape"]), node.attrs["reduction"]
+    size = shape[axis]
+    na, nb, k_n = numel(shape[:axis]), numel(shape[axis + 1 :]), idx.type.numel
+    params = Params(node)
+    params.add_flag()
+    n_out, n_cols = numel(shape), na * nb
+    init = literal(scatter_identity(reduction, upd.type.np_dtype).item(), upd.dtype)
+    fill = [
+        f"for i in range(cuda.grid(1), {n_out}, cuda.gridsize(1)):",
+        f"    out0[i] = {init}",
+    ]
+    body = [
+        f"a = t // {nb}",
+        f"b = t % {nb}",
+        f"for k in range({k_n}):",
+        "    j = int64(in0[k])",
+        "    if j < 0:",
+        f"        j += {size}",
+        f"    if 0 <= j < {size}:",
+        f"        p = (a * {size} + j) * {nb} + b",
+        f"        u = in1[(a * {k_n} + k) * {nb} + b]",
+        "        o = out0[p]",
+        *indent(_combine(reduction, upd.dtype), 2),
+        "    else:",
+        "        flag[0] = 1",
+    ]
+    fold = [f"for t in range(cuda.grid(1), {n_cols}, cuda.gridsize(1)):"] + indent(body, 1)
+    kernels = [
+        ("fill", kernel_def("fill", params.names, fill)),
+        ("fold", kernel_def("fold", params.names, fold)),
+    ]
+    args = ", ".join(params.names)
+    launch = []
+    if n_out:
+        launch.append(f"fill[{grid_1d(n_out, cfg)}, {cfg.threads}]({args})")
+    if n_cols and k_n:
+        launch.append(f"fold[{grid_1d(n_cols, cfg)}, {cfg.threads}]({args})")
+    flag = f"scatter_reduce: index out of range [{-size}, {size}) on axis {axis}"
     return finish(node, params, kernels, launch, flag)

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.special
 
 from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
+from graphc.ir.ops import scatter_identity
 from graphc.kernels import collectives
 from graphc.kernels.scalar_ops import MASK32, UNIFORM_BITS, UNIFORM_SCALE, hash32_numpy
 from graphc.kernels.windows import conv_window, depthwise_window
@@ -160,6 +161,26 @@ def _scatter_add(xs, attrs):
     idx, updates = xs
     out = np.zeros(attrs["shape"], dtype=updates.dtype)
     np.add.at(out, (slice(None),) * attrs["axis"] + (idx,), updates)
+    return [out]
+
+
+_SCATTER_UFUNCS = {"mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+@_register("scatter_reduce")
+def _scatter_reduce(xs, attrs):
+    idx, updates = xs
+    axis, shape, reduction = attrs["axis"], attrs["shape"], attrs["reduction"]
+    size = shape[axis]
+    bad = (idx < -size) | (idx >= size)
+    if bad.any():
+        value = int(idx[bad].reshape(-1)[0])
+        raise GraphcError(f"scatter_reduce: index {value} out of range for size {size} on axis {axis}")
+    out = np.full(shape, scatter_identity(reduction, updates.dtype), dtype=updates.dtype)
+    ufunc = _SCATTER_UFUNCS[reduction]
+    if updates.dtype == np.bool_ and reduction == "mul":
+        ufunc = np.logical_and
+    ufunc.at(out, (slice(None),) * axis + (idx,), updates)
     return [out]
 
 

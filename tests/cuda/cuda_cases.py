@@ -177,6 +177,17 @@ def primitive_cases() -> list[Case]:
     updi = _i32(4, 2, 2, seed=21)
     out.append(Case("scatter_add_i32", prim("scatter_add", [idx2, updi], axis=1, shape=(4, 5)), [idx2, updi],
                     exact=True))  # fmt: skip
+    neg = np.array([[4, -1], [0, 4]], np.int64)  # repeats fold in order; -1 is 4 on axis 1
+    updb = _i32(3, 5, seed=23) > 0
+    for red in ("mul", "max", "min"):
+        node = prim("scatter_reduce", [idx, upd], axis=0, shape=(4, 5), reduction=red)
+        out.append(Case(f"scatter_reduce_{red}", node, [idx, upd], exact=True))
+        node = prim("scatter_reduce", [neg, updi], axis=1, shape=(4, 5), reduction=red)
+        out.append(Case(f"scatter_reduce_{red}_i32", node, [neg, updi], exact=True))
+        node = prim("scatter_reduce", [idx, updb], axis=0, shape=(4, 5), reduction=red)
+        out.append(Case(f"scatter_reduce_{red}_bool", node, [idx, updb], exact=True))
+    node = prim("scatter_reduce", [bad, upd[:2]], axis=0, shape=(4, 5), reduction="max")
+    out.append(Case("scatter_reduce_out_of_range", node, [bad, upd[:2]], raises="out of range"))
 
     img = _f32(1, 2, 5, 5, seed=22)
     win = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1))

@@ -11,6 +11,7 @@ from graphc.tensor import Tensor
 from ..context import NodeContext
 from ..registry import converter
 from .elementwise import const_like
+from .empty_reduce import empty_reduction
 from .nn import _normalize, float_t, like
 from .shape import check_static_size, shape_of
 
@@ -104,8 +105,9 @@ def reduce_log(nc: NodeContext) -> list:
     axes = _reduce_axes_attr_or_input(nc, x.ndim)
     if axes is None:
         return [x]
-    if any(x.shape[a] == 0 for a in axes):
-        raise nc.fail("reduction over an empty axis")
+    empty = empty_reduction(nc, x, axes, keep)  # -inf, the log of an empty sum
+    if empty is not None:
+        return [empty]
     if nc.op_type == "ReduceLogSum":
         return [nc.op("log", nc.op("sum", x, axes=axes, keepdims=keep))]
     top = nc.op("max", x, axes=axes, keepdims=True)

@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 from graphc.ir.ops import conv_output_size
+from graphc.resize_taps import taps, tf_crop_coords
 from graphc.tensor import Tensor
+from graphc.tensor_functions import where
 
 from ..context import NodeContext
 from ..proto import MAX_ELEMENTS
@@ -326,43 +328,80 @@ def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
     return np.where(frac == 0.5, np.floor(x), np.round(x))
 
 
-def _resize_axis(nc: NodeContext, x: Tensor, axis: int, out: int, scale: float, how: tuple) -> Tensor:
-    mode, coord, nearest = how
+def _resize_axis(nc: NodeContext, x: Tensor, axis: int, out: int, scale: float, how: dict) -> Tensor:
+    """Resample one axis of ``x`` to ``out`` positions: one gather, then (linear, cubic) a weighted sum."""
     size = x.shape[axis]
-    src = source_coords(coord, size, out, scale)
-    if mode == "nearest":
-        idx = np.clip(_nearest(src, nearest), 0, size - 1).astype(np.int64)
-        return nc.op("gather", x, nc.tensor(idx, "resize_index"), axis=axis)
-    src = np.clip(src, 0, size - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, size - 1)
-    frac = src - lo
-    shape = [1] * x.ndim
-    shape[axis] = out
-    np_dtype = np.float32 if x.value.dtype == "f32" else np.float64
-    a = nc.op("gather", x, nc.tensor(lo, "resize_lo"), axis=axis)
-    b = nc.op("gather", x, nc.tensor(hi, "resize_hi"), axis=axis)
-    wa = nc.tensor((1.0 - frac).astype(np_dtype).reshape(shape), "resize_wlo")
-    wb = nc.tensor(frac.astype(np_dtype).reshape(shape), "resize_whi")
-    return nc.op("add", nc.op("mul", a, wa), nc.op("mul", b, wb))
+    outside = None
+    if how["coord"] == "tf_crop_and_resize":
+        src, outside = tf_crop_coords(*how["roi"][axis], size, out, scale)
+    else:
+        src = source_coords(how["coord"], size, out, scale)
+    if how["mode"] == "nearest":
+        idx = np.clip(_nearest(src, how["nearest"]), 0, size - 1).astype(np.int64)
+        y = nc.op("gather", x, nc.tensor(idx, "resize_index"), axis=axis)
+    else:
+        idx, w = taps(
+            how["mode"],
+            src,
+            size,
+            scale,
+            cubic_a=how["cubic_a"],
+            antialias=how["antialias"],
+            exclude_outside=how["exclude_outside"],
+        )
+        n = idx.shape[1]
+        y = nc.op("gather", x, nc.tensor(idx.reshape(-1), "resize_index"), axis=axis)
+        shape = [*x.shape[:axis], out, n, *x.shape[axis + 1 :]]
+        y = nc.op("reshape", y, shape=tuple(shape))
+        view = [1] * len(shape)
+        view[axis], view[axis + 1] = out, n
+        np_dtype = np.float32 if x.value.dtype == "f32" else np.float64
+        weights = nc.tensor(w.astype(np_dtype).reshape(view), "resize_weight")
+        y = nc.op("sum", nc.op("mul", y, weights), axes=(axis + 1,))
+    if outside is not None and outside.any():
+        view = [1] * x.ndim
+        view[axis] = out
+        fill = const_like(nc, how["extrapolation"], y)
+        y = where(nc.tensor(outside.reshape(view), "resize_outside"), fill, y)
+    return y
+
+
+def _roi(nc: NodeContext, axes: list[int]) -> dict[int, tuple[float, float]]:
+    """tf_crop_and_resize's crop box per resized axis, from the roi input ([starts..., ends...])."""
+    roi = nc.static(1, "roi").reshape(-1)
+    if roi.size != 2 * len(axes):
+        raise nc.fail(f"roi needs {2 * len(axes)} entries (starts, then ends), got {roi.size}")
+    k = len(axes)
+    return {a: (float(roi[i]), float(roi[k + i])) for i, a in enumerate(axes)}
 
 
 @converter("Resize", "Upsample")
 def resize(nc: NodeContext) -> list:
-    """Nearest and (multi-)linear resizing with ONNX's coordinate transforms."""
+    """Nearest, (multi-)linear and cubic resizing with ONNX's coordinate transforms.
+
+    Also antialiased (linear, cubic) downsampling, ``exclude_outside``, ``cubic_coeff_a`` and
+    'tf_crop_and_resize' with its ``roi`` and ``extrapolation_value``; each axis is resampled
+    on its own (graphc/resize_taps.py has the weight tables).
+    """
     x = float_t(nc, 0)
     rank = x.ndim
     mode = nc.attrs.string("mode", "nearest", ("nearest", "linear", "bilinear", "cubic"))
     mode = "linear" if mode == "bilinear" else mode
-    if mode == "cubic":
-        raise nc.fail("mode 'cubic' is not supported (nearest and linear are)")
     old = nc.op_type == "Upsample" or nc.opset < 11
     coord = "asymmetric" if old else nc.attrs.string("coordinate_transformation_mode", "half_pixel", _COORD)
     nearest = "floor" if old else nc.attrs.string("nearest_mode", "round_prefer_floor", _NEAREST)
-    if coord == "tf_crop_and_resize":
-        raise nc.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
-    if nc.attrs.int("antialias", 0, 0, 1):
-        raise nc.fail("antialias=1 is not supported")
+    antialias = bool(nc.attrs.int("antialias", 0, 0, 1))
+    if antialias and mode == "nearest":
+        raise nc.fail("antialias=1 needs mode 'linear' or 'cubic', not 'nearest'")
+    how = {
+        "mode": mode,
+        "coord": coord,
+        "nearest": nearest,
+        "antialias": antialias,
+        "cubic_a": nc.attrs.float("cubic_coeff_a", -0.75),
+        "exclude_outside": bool(nc.attrs.int("exclude_outside", 0, 0, 1)),
+        "extrapolation": nc.attrs.float("extrapolation_value", 0.0),
+    }
     policy = nc.attrs.string("keep_aspect_ratio_policy", "stretch", ("stretch", "not_larger", "not_smaller"))
     axes = nc.attrs.ints("axes")
     axes = list(range(rank)) if axes is None else [nc.axis(a, rank) for a in axes]
@@ -392,8 +431,11 @@ def resize(nc: NodeContext) -> list:
         sizes = [int(math.floor(x.shape[a] * s)) for a, s in zip(axes, scales)]
         if any(s < 1 or s > MAX_ELEMENTS for s in sizes):
             raise nc.fail("scales give an empty or too large output")
+    if coord == "tf_crop_and_resize":
+        how["roi"] = _roi(nc, axes)
     for a, out, scale in zip(axes, sizes, scales):
         check_static_size(nc, (out,))
-        if out != x.shape[a] or scale != 1.0:
-            x = _resize_axis(nc, x, a, out, scale, (mode, coord, nearest))
+        crop = how.get("roi", {}).get(a, (0.0, 1.0)) != (0.0, 1.0)
+        if out != x.shape[a] or scale != 1.0 or crop:
+            x = _resize_axis(nc, x, a, out, scale, how)
     return [x]

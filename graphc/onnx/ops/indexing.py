@@ -4,7 +4,8 @@ Every form addresses the flattened input: the index tensors (constants or comput
 become flat positions with static strides, negative indices counting from the end. Scatters
 write into a zero tensor with ``scatter_add`` and keep the input where nothing lands
 (``reduction="none"``; ONNX leaves repeated indices undefined, graphc sums them) or add it
-(``reduction="add"``); the max/min/mul reductions are refused by name.
+(``reduction="add"``); ``reduction="mul"/"max"/"min"`` fold the updates into a tensor of the
+reduction's identity with ``scatter_reduce`` and combine that with the input (mul, maximum, minimum).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import numpy as np
 
 from graphc.tensor import Tensor
-from graphc.tensor_functions import gather, scatter, scatter_add, where
+from graphc.tensor_functions import _flat_positions, gather, scatter, scatter_add, where
 
 from ..context import NodeContext
 from ..registry import converter
@@ -31,9 +32,18 @@ def _reduction(nc: NodeContext) -> str:
     return nc.attrs.string("reduction", "none", ("none", "add", "mul", "max", "min"))
 
 
-def _unsupported_reduction(nc: NodeContext, reduction: str) -> None:
-    if reduction not in ("none", "add"):
-        raise nc.fail(f"reduction={reduction!r} is not supported (graphc scatters with none and add)")
+_COMBINE = {"mul": "mul", "max": "maximum", "min": "minimum"}
+
+
+def _fold_in(nc: NodeContext, x: Tensor, pos: Tensor, updates: Tensor, reduction: str) -> Tensor:
+    """``x`` with each update multiplied / max-ed / min-ed in at its flat position in ``pos``."""
+    if updates.value.dtype != x.value.dtype:
+        raise nc.fail(f"updates must have the input's type {x.value.dtype}, got {updates.value.dtype}")
+    shape = (x.numel(),)
+    flat = nc.op(
+        "scatter_reduce", pos.reshape(-1), updates.reshape(-1), axis=0, shape=shape, reduction=reduction
+    )
+    return nc.op(_COMBINE[reduction], x, flat.reshape(x.shape))
 
 
 @converter("GatherElements", since=11)
@@ -52,7 +62,14 @@ def scatter_elements(nc: NodeContext) -> list:
     x, index, updates = nc.t(0), _index(nc, 1), nc.t(2)
     axis = nc.axis(nc.attrs.int("axis", 0), x.ndim)
     reduction = _reduction(nc) if nc.op_type == "ScatterElements" else "none"
-    _unsupported_reduction(nc, reduction)
+    if reduction in _COMBINE:
+        if tuple(updates.shape) != tuple(index.shape):
+            raise nc.fail(f"updates {list(updates.shape)} must have the shape of indices {list(index.shape)}")
+        if index.ndim != x.ndim or any(
+            i > n for a, (i, n) in enumerate(zip(index.shape, x.shape)) if a != axis
+        ):
+            raise nc.fail(f"indices {list(index.shape)} do not fit input {list(x.shape)} along axis {axis}")
+        return [_fold_in(nc, x, _flat_positions(x.shape, index, axis), updates, reduction)]
     if reduction == "add":
         return [scatter_add(x, axis, index, updates)]
     return [scatter(x, axis, index, updates)]
@@ -99,10 +116,11 @@ def scatter_nd(nc: NodeContext) -> list:
     """A copy of x with ``updates`` written (or added) at each index tuple of ``indices``."""
     x, index, updates = nc.t(0), _index(nc, 1), nc.t(2)
     reduction = _reduction(nc) if nc.opset >= 16 else "none"
-    _unsupported_reduction(nc, reduction)
     pos, shape = _nd_positions(nc, x, index)
     if tuple(updates.shape) != shape:
         raise nc.fail(f"updates must have shape {list(shape)}, got {list(updates.shape)}")
+    if reduction in _COMBINE:
+        return [_fold_in(nc, x, pos, updates, reduction)]
     pos = pos.reshape(-1)
     n = x.numel()
     placed = nc.op("scatter_add", pos, updates.reshape(-1), axis=0, shape=(n,)).reshape(x.shape)

@@ -12,6 +12,7 @@ from graphc.tensor import Tensor
 from ..context import NodeContext
 from ..registry import converter
 from .elementwise import const_like
+from .empty_reduce import empty_reduction
 from .shape import shape_of
 
 _FLOATS = ("f32", "f64")
@@ -201,6 +202,8 @@ def reduce(nc: NodeContext) -> list:
     keep = bool(nc.attrs.int("keepdims", 1, 0, 1))
     dims = shape_of(nc.inputs[0])
     axes = _reduce_axes(nc, len(dims))
+    if axes is not None and nc.op_type in ("ReduceMax", "ReduceMin") and 0 in (dims[a] for a in axes):
+        return [empty_reduction(nc, nc.t(0), axes, keep)]  # the identity: -inf / +inf (ints: the ends)
     if nc.is_static(0) and nc.op_type in ("ReduceSum", "ReduceMax", "ReduceMin"):
         arr = nc.static(0)
         if axes is None:
@@ -211,8 +214,6 @@ def reduce(nc: NodeContext) -> list:
     if axes is None:
         return [x]
     if nc.op_type in ("ReduceMax", "ReduceMin"):
-        if any(dims[a] == 0 for a in axes):
-            raise nc.fail("max/min over an empty axis")
         return [nc.op("max" if nc.op_type == "ReduceMax" else "min", x, axes=axes, keepdims=keep)]
     if nc.op_type == "ReduceSumSquare" or nc.op_type == "ReduceL2":
         x = nc.op("mul", x, x)
