@@ -6,11 +6,13 @@ A suite workload (custom: it times itself). For each bucket size, graphc compile
 does what a training step does with a bucket of four gradients: kernels compute them
 (``g_i = x_i * 1``), then ``allreduce_start`` + ``allreduce_wait``. The memory planner puts the
 gradients back to back in the bucket buffer (``passes.bucket_layout``, concat in place), so
-the start copies nothing (checked: ``packed_bytes`` stays 0) and MPI_Iallreduce runs in place on
-the arena bytes the kernels wrote. graphc's figure is the plan's start + wait steps (the
-nonblocking sum, the wait's polling, ``graphc.kernels.collectives.wait_for``, and the averaging
-pass into the four results). The peer is the hand-written form of the same job on the same
-arena bytes: mpi4py's blocking ``comm.Allreduce(IN_PLACE, buf)``, then ``buf /= ranks``.
+the start copies nothing (checked: ``packed_bytes`` stays 0) and the sum runs in place on the
+arena bytes the kernels wrote. graphc's figure is the plan's start + wait steps (the nonblocking
+sum: a persistent MPI_Allreduce_init request the start kernel built on its first call and starts
+on each, with MPI_Iallreduce where the library lacks them; the wait's polling,
+``graphc.kernels.collectives.wait_for``; and the averaging pass into the four results). The
+peer is the hand-written form of the same job on the same arena bytes: mpi4py's blocking
+``comm.Allreduce(IN_PLACE, buf)``, then ``buf /= ranks``.
 Both use the same MPI library (the MPICH wheel). Timing: every rank runs blocks of calls between
 barriers, round-robin between the engines; a block's time is the slowest rank's, and each size
 reports the median over ``repeat`` blocks and the bus bandwidth ``2 (n-1)/n * bytes / time``

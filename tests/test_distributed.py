@@ -643,3 +643,132 @@ def test_progress_setting_comes_from_the_argument_or_the_environment(monkeypatch
     monkeypatch.setenv("GRAPHC_DIST_PROGRESS", "yes")
     with pytest.raises(GraphcError, match="GRAPHC_DIST_PROGRESS must be 0 or 1, got 'yes'"):
         dist_comm._progress_wanted(None)
+
+
+# ---------------------------------------------------------------- persistent requests (MPI-4)
+class FakePersistent(FakeRequest):
+    """A persistent request: inactive until ``Start``; each start lands the sum after 3 polls."""
+
+    def __init__(self, comm: PersistentComm, send, recv) -> None:
+        super().__init__(polls_left=0)
+        self.comm, self.send, self.recv = comm, send, recv
+        self.active, self.starts, self.freed = False, 0, False
+
+    def Start(self) -> None:  # noqa: N802
+        from mpi4py import MPI
+
+        if self.active:
+            raise RuntimeError("MPI_Start: the request is still active")
+        self.active, self.starts = True, self.starts + 1
+        source = self.recv if self.send is MPI.IN_PLACE else self.send
+        expected = np.array(source).reshape(-1) * (1 + self.comm.peer)
+
+        def land():
+            self.recv[...] = expected
+            self.active = False
+
+        self.polls_left, self.finish = (None, None) if self.comm.never else (3, land)
+
+    def Test(self) -> bool:  # noqa: N802
+        return True if not self.active else super().Test()
+
+    def Free(self) -> None:  # noqa: N802
+        assert not self.active, "freed an active persistent request"
+        self.freed = True
+
+
+class PersistentComm(FakeComm):
+    """FakeComm with MPI_Allreduce_init (``refuse``: as an MPI-3 library, NotImplementedError)."""
+
+    def __init__(self, peer: float = 3.0, never: bool = False, refuse: bool = False) -> None:
+        super().__init__(peer, never)
+        self.refuse, self.inits = refuse, []
+
+    def Allreduce_init(self, send, recv, op=None):  # noqa: N802
+        if self.refuse:
+            raise NotImplementedError("MPI_Allreduce_init")
+        self.inits.append(FakePersistent(self, send, recv))
+        return self.inits[-1]
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_the_cpu_kernels_build_one_persistent_request_and_start_it_each_call(packed, no_communicator):
+    pytest.importorskip("mpi4py")
+    from mpi4py import MPI
+
+    fake = PersistentComm(peer=3.0)
+    collectives.set_communicator(fake, timeout=5)
+    g = _bucket_graph(packed)
+    start, wait = (cpu.compile_node(n) for n in g.nodes)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.array([1.5, -2, 3, 4], np.float32)
+    grads = [a, b] if packed else [a]
+    buf = np.zeros(g.nodes[0].output.shape, np.float32)
+    outs = [np.empty(v.shape, np.float32) for v in g.nodes[1].outputs]
+    for step in range(3):
+        a[...] = np.arange(6).reshape(2, 3) + step
+        start(*grads, buf)
+        wait(buf, *([] if packed else grads), *outs)
+        for out, grad in zip(outs, grads):
+            np.testing.assert_array_equal(out, grad * 4 / 2)  # (ours + 3 x ours) / 2 ranks
+    (request,) = fake.inits  # built once, on the first call
+    assert request.starts == 3 and fake.calls == []  # no Iallreduce posted
+    if packed:
+        assert request.send is MPI.IN_PLACE and request.recv is buf
+    else:
+        assert request.send.ctypes.data == a.ctypes.data  # MPI reads the gradient where it lies
+    # A new communicator: the kernel builds a request on it and frees the old one.
+    fake2 = PersistentComm(peer=1.0)
+    collectives.set_communicator(fake2, timeout=5)
+    start(*grads, buf)
+    wait(buf, *([] if packed else grads), *outs)
+    np.testing.assert_array_equal(outs[0], a)  # (ours + ours) / 2
+    assert len(fake2.inits) == 1 and fake.inits[0].freed and len(fake.inits) == 1
+
+
+def test_without_persistent_collectives_the_kernels_post_iallreduce(no_communicator):
+    pytest.importorskip("mpi4py")
+    fake = PersistentComm(peer=1.0, refuse=True)
+    collectives.set_communicator(fake, timeout=5)
+    start, wait = (cpu.compile_node(n) for n in _bucket_graph().nodes)
+    a, b = np.ones((2, 3), np.float32), np.full(4, 2.0, np.float32)
+    buf, outs = np.zeros(10, np.float32), [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    for _ in range(2):
+        start(a, b, buf)
+        wait(buf, *outs)
+        np.testing.assert_array_equal(outs[1], b)
+    assert len(fake.calls) == 2 and fake.inits == []
+
+
+def test_a_persistent_sum_with_no_answer_fails_at_its_deadline_and_cannot_restart(no_communicator):
+    pytest.importorskip("mpi4py")
+    collectives.set_communicator(PersistentComm(never=True), timeout=0.3)
+    start, wait = (cpu.compile_node(n) for n in _bucket_graph().nodes)
+    a, b = np.ones((2, 3), np.float32), np.ones(4, np.float32)
+    buf, outs = np.zeros(10, np.float32), [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    start(a, b, buf)
+    began = time.monotonic()
+    with pytest.raises(GraphcError, match="allreduce of gradient bucket 7: no answer from the other ranks"):
+        wait(buf, *outs)
+    assert time.monotonic() - began < 3
+    with pytest.raises(GraphcError, match="allreduce_start of bucket 7: MPI error: .*still active"):
+        start(a, b, buf)
+
+
+def test_persistent_requests_are_freed_with_their_kernels(no_communicator):
+    pytest.importorskip("mpi4py")
+    import gc
+
+    fake = PersistentComm(peer=1.0)
+    collectives.set_communicator(fake, timeout=5)
+    start, wait = (cpu.compile_node(n) for n in _bucket_graph().nodes)
+    buf, outs = np.zeros(10, np.float32), [np.empty((2, 3), np.float32), np.empty(4, np.float32)]
+    start(np.ones((2, 3), np.float32), np.ones(4, np.float32), buf)
+    wait(buf, *outs)
+    other = np.zeros(10, np.float32)  # other arrays: a new request, the first one freed
+    start(np.ones((2, 3), np.float32), np.ones(4, np.float32), other)
+    wait(other, *outs)
+    assert [r.freed for r in fake.inits] == [True, False]
+    del start, wait
+    gc.collect()
+    assert fake.inits[1].freed  # the kernel is gone: so is its request (none left for MPI_Finalize)

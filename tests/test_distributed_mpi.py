@@ -154,6 +154,13 @@ def test_digits_example_trains_and_resumes_on_two_ranks(tmp_path):
     assert out.count("epoch 3: loss") == 1 and "after 3 epochs on 2 ranks" in out, out
 
 
+def test_buckets_sum_through_persistent_requests_beside_other_collectives():
+    rc, out, _ = _run("persistent_sums.py", timeout=60)
+    assert rc == 0, out
+    assert "rank 0 ok 2" in out and "rank 1 ok 2" in out, out
+    assert "freeing inactive persistent request" not in out, out  # freed before MPI_Finalize
+
+
 def test_broadcast_parameters_makes_differing_initial_values_rank_0s():
     rc, out, _ = _run("faults.py", "broadcast", timeout=60)
     assert rc == 0, out
