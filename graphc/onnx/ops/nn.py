@@ -151,28 +151,59 @@ def layer_norm(nc: NodeContext) -> list:
     return [y, mean, inv]
 
 
+def _lrn_window_sum(nc: NodeContext, sq: Tensor, size: int) -> Tensor:
+    """Each element's sum of squares over its window along axis 1 of ``sq`` [N, C, ...].
+
+    An odd window is centred: ``sq`` is then [N, 1, C, spatial] (``lrn`` views it so), summed
+    along its rows by a ``depthwise_conv2d`` of a [size, 1] filter of ones (one pass, nothing
+    materialized per offset). An even one (ONNX Runtime refuses those) adds ``size`` shifted
+    slices of the padded squares.
+    """
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    if lo == hi:
+        ones = nc.tensor(np.ones((1, 1, size, 1), sq.value.type.np_dtype), "lrn_window")
+        return nc.op("depthwise_conv2d", sq, ones, stride=(1, 1), padding=(lo, 0), dilation=(1, 1))
+    c = sq.shape[1]
+    pads = ((0, 0), (lo, hi)) + ((0, 0),) * (sq.ndim - 2)
+    padded = nc.op("pad", sq, pads=pads, value=0.0)
+    total = None
+    for k in range(size):
+        starts = (0, k) + (0,) * (sq.ndim - 2)
+        stops = (sq.shape[0], k + c) + tuple(sq.shape[2:])
+        part = nc.op("slice", padded, starts=starts, stops=stops, steps=(1,) * sq.ndim)
+        total = part if total is None else nc.op("add", total, part)
+    return total
+
+
 @converter("LRN")
 def lrn(nc: NodeContext) -> list:
-    """Local response normalization across channels."""
+    """Local response normalization across channels: x / (bias + alpha/size * window sum of x^2)^beta."""
     x = float_t(nc, 0)
     if x.ndim < 3:
         raise nc.fail(f"needs input [N, C, ...], got {list(x.shape)}")
     size = nc.attrs.int("size", None, 1, 1024)
     alpha, beta = nc.attrs.float("alpha", 1e-4), nc.attrs.float("beta", 0.75)
     bias = nc.attrs.float("bias", 1.0)
-    c = x.shape[1]
-    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-    sq = nc.op("mul", x, x)
-    pads = ((0, 0), (lo, hi)) + ((0, 0),) * (x.ndim - 2)
-    padded = nc.op("pad", sq, pads=pads, value=0.0)
-    total = None
-    for k in range(size):
-        starts = (0, k) + (0,) * (x.ndim - 2)
-        stops = (x.shape[0], k + c) + tuple(x.shape[2:])
-        part = nc.op("slice", padded, starts=starts, stops=stops, steps=(1,) * x.ndim)
-        total = part if total is None else nc.op("add", total, part)
+    shape, xs = x.shape, x
+    if size % 2:  # the depthwise form: every op below in its [N, 1, C, spatial] layout, so they fuse
+        xs = nc.op("reshape", x, shape=(shape[0], 1, shape[1], math.prod(shape[2:])))
+    total = _lrn_window_sum(nc, nc.op("mul", xs, xs), size)
     base = nc.op("add", const_like(nc, bias, x), nc.op("mul", total, const_like(nc, alpha / size, x)))
-    return [nc.op("div", x, nc.op("pow", base, const_like(nc, beta, x)))]
+    y = nc.op("div", xs, _power(nc, base, beta))
+    return [y if xs is x else nc.op("reshape", y, shape=shape)]
+
+
+def _power(nc: NodeContext, base: Tensor, beta: float) -> Tensor:
+    """``base ** beta``; the usual LRN exponents by square roots (a few ulps, half pow's time)."""
+    if beta == 1.0:
+        return base
+    if beta in (0.5, 0.25, 0.75):
+        root = nc.op("sqrt", base)
+        if beta == 0.5:
+            return root
+        fourth = nc.op("sqrt", root)
+        return fourth if beta == 0.25 else nc.op("mul", root, fourth)
+    return nc.op("pow", base, const_like(nc, beta, base))
 
 
 _REDUCE_AXES_INPUT = {"ReduceSum": 13}  # the others take axes as an input from opset 18
