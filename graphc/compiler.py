@@ -19,7 +19,9 @@ from .tracing import trace
 
 def _plan_body(body: Graph):
     scheduled = passes.schedule(body)
-    return scheduled, passes.plan_memory(scheduled)
+    # No in-place outputs: a loop body's inputs and outputs are rebound to each step's arrays
+    # (xs[t], ys[t], the carry buffers), and one written over in place would be copied instead.
+    return scheduled, passes.plan_memory(scheduled, in_place=False)
 
 
 set_body_planner(

@@ -7,18 +7,22 @@
   reverse scan whose body is the VJP of the step (its cheap intermediates recomputed from the
   saved values), carrying the carry cotangents and the summed cotangents of loop-invariant
   operands. A loop-invariant's cotangent that is a skinny ``a_t @ b_t`` per step (a weight's
-  ``h_t^T @ dgates_t``) is instead one GEMM over the stacked operands after the loop.
+  ``h_t^T @ dgates_t``) is instead one GEMM over the stacked operands after the loop, and one
+  that is a sum of a per-step value (a bias's, over the batch) one sum of the stacked values.
+  Residuals the step's VJP does not read are not stacked.
 - ``while_loop`` (reverse mode, beyond JAX): the forward loop also counts its trips; the backward
   pass is a while_loop over the trips in reverse that recomputes the carry entering each trip from
   the initial carry (an inner while_loop) and applies the body's VJP: memory O(1) in the trip
   count, body evaluations O(trips^2).
 
 A body's VJP is a graph of its own (``vjp_body``): its inputs are the body's inputs followed by
-one cotangent per float output, its outputs one gradient per requested input.
+one cotangent per float output, its outputs one gradient per requested input. Slicing a value
+into pieces (an LSTM's gates) gives a sum of zero pads in the VJP: it becomes one concat.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from graphc.ir import Graph, Node, TensorType, Value
@@ -56,7 +60,60 @@ def vjp_body(body: Graph, wrt: Sequence[int], seeded: Sequence[int], name: str) 
     for v in targets:
         g.add_output(adjoint[v] if v in adjoint else e.zeros(v.type))
     remove_dead_nodes(g)
+    while _pads_to_concat(g):
+        remove_dead_nodes(g)
     return g
+
+
+def _tiling_pads(g: Graph, root: Node) -> tuple[int, list[Node]] | None:
+    """``(axis, pads in order)`` when ``root`` is a tree of adds (inner ones read only there) over
+    zero pads of equal shape that tile ``axis`` exactly, each padding that axis alone: the sum is
+    then the concat of the padded values (the VJP of slicing a value into pieces: an LSTM's gates)."""
+    users, producers = g.users(), g.producers()
+    leaves: list[Node] = []
+    stack = list(root.inputs)
+    while stack:
+        v = stack.pop()
+        n = producers.get(v)
+        if n is None or v.shape != root.output.shape or len(users.get(v, ())) != 1 or v in g.outputs:
+            return None
+        if n.op == "add":
+            stack.extend(n.inputs)
+        elif n.op == "pad" and n.attrs["value"] == 0:
+            leaves.append(n)
+        else:
+            return None
+    axes = {a for n in leaves for a, (lo, hi) in enumerate(n.attrs["pads"]) if lo or hi}
+    if len(axes) != 1 or len(leaves) < 2:
+        return None
+    (axis,) = axes
+    leaves.sort(key=lambda n: n.attrs["pads"][axis][0])
+    at = 0
+    for n in leaves:
+        lo, hi = n.attrs["pads"][axis]
+        if lo != at:
+            return None
+        at += n.inputs[0].shape[axis]
+        if hi != root.output.shape[axis] - at:
+            return None
+    return (axis, leaves) if at == root.output.shape[axis] else None
+
+
+def _pads_to_concat(g: Graph) -> bool:
+    """Rewrite one sum of zero pads tiling an axis (``_tiling_pads``) as a concat: one copy of each
+    piece instead of a padded array per piece and the adds over them. True if it rewrote one."""
+    for root in reversed(g.nodes):
+        found = _tiling_pads(g, root) if root.op == "add" else None
+        if found is None:
+            continue
+        axis, leaves = found
+        made = g.add_node("concat", [n.inputs[0] for n in leaves], {"axis": axis}, root.source)
+        g.replace_uses(root.output, made.output)
+        nodes = [n for n in g.nodes if n is not made]
+        i = nodes.index(root)
+        g.set_nodes([*nodes[:i], made, *nodes[i:]])
+        return True
+    return False
 
 
 def _place_before(graph: Graph, anchor: Node, made: list[Node], replace: bool = False) -> None:
@@ -133,7 +190,7 @@ def _read_saved(vf: Graph, names: list[str]) -> list[str]:
     """Make ``vf`` read the values named ``names`` from new data inputs (after its others) instead
     of computing them; returns the names of the ones it still needed (one new input each)."""
     producers = {v.name: (n, v) for n in vf.nodes for v in n.outputs}
-    taken = []
+    taken: list[tuple[str, Value]] = []
     for name in names:
         if name not in producers:  # not needed by the VJP (dead there)
             continue
@@ -141,9 +198,12 @@ def _read_saved(vf: Graph, names: list[str]) -> list[str]:
         new = vf.add_input(vf.fresh_name(f"saved_{name}"), old.type, "data")
         vf.replace_uses(old, new)
         vf.set_nodes([n for n in vf.nodes if n is not node])
-        taken.append(name)
-    remove_dead_nodes(vf)
-    return taken
+        taken.append((name, new))
+    live = remove_dead_nodes(vf)
+    for _, v in taken:  # dead once the other saved values replaced what read it (an LSTM's h @ W_hh^T)
+        if v not in live:
+            vf.remove_input(v)
+    return [name for name, v in taken if v in live]
 
 
 def _skinny_matmul(vf: Graph, out: Value) -> tuple[Value, Value, bool] | None:
@@ -183,6 +243,30 @@ def _hoist_invariant_matmuls(
     return hoist
 
 
+def _hoist_invariant_sums(
+    vf: Graph, first_k: int, per_step_inputs: dict[int, Value], taken: dict[int, object]
+) -> dict[int, tuple[Value, tuple[int, ...]]]:
+    """Which loop-invariant gradients of ``vf`` (outputs from ``first_k`` on, not in ``taken``) are a
+    sum over axes of a per-step value ``u_t``, perhaps reshaped (a bias's gradient, summed over the
+    batch): ``{output: (u, axes)}``. Their sum over the steps is one reduction of the stacked ``u``
+    after the loop instead of a reduction and an add per step."""
+    index = {v: i for i, v in enumerate(vf.data_inputs)}
+    producers = vf.producers()
+    found = {}
+    for q, v in enumerate(vf.outputs[first_k:]):
+        node = producers.get(v)
+        if q in taken or node is None or vf.outputs.count(v) != 1:
+            continue
+        if node.op == "reshape":
+            node = producers.get(node.inputs[0])
+        if node is None or node.op != "sum":
+            continue
+        u = node.inputs[0]
+        if u not in index or index[u] in per_step_inputs:
+            found[q] = (u, tuple(sorted(a % u.type.rank for a in node.attrs["axes"])))
+    return found
+
+
 def scan_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) -> list[Value | None]:
     """A reverse scan over the carries the forward scan saves (see the module docstring)."""
     graph = e.graph
@@ -219,13 +303,15 @@ def scan_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) 
     first_product = n_in + n_c + len(gys)
     per_step.update({first_product + p: v for p, v in enumerate(saved_products)})
     hoist = _hoist_invariant_matmuls(vf, n_c + n_x, per_step) if length > 0 else {}
-    k_acc = [i for q, i in enumerate(k_wrt) if q not in hoist]
+    sums = _hoist_invariant_sums(vf, n_c + n_x, per_step, hoist) if length > 0 else {}
+    k_acc = [i for q, i in enumerate(k_wrt) if q not in hoist and q not in sums]
     x_grads = vf.outputs[n_c : n_c + n_x]  # stacked already (the xs' gradients)
-    extra: list[Value] = []  # other per-step operands of hoisted GEMMs, stacked as more ys
-    for a, b, _ in hoist.values():
-        extra += [u for u in (a, b) if u not in vf.data_inputs and u not in x_grads and u not in extra]
-    if hoist:
-        kept = [v for q, v in enumerate(vf.outputs[n_c + n_x :]) if q not in hoist]
+    extra: list[Value] = []  # other per-step operands of hoisted GEMMs and sums, stacked as more ys
+    for u in [*(w for a, b, _ in hoist.values() for w in (a, b)), *(u for u, _ in sums.values())]:
+        if u not in vf.data_inputs and u not in x_grads and u not in extra:
+            extra.append(u)
+    if hoist or sums:
+        kept = [v for q, v in enumerate(vf.outputs[n_c + n_x :]) if q not in hoist and q not in sums]
         vf.outputs = [*vf.outputs[: n_c + n_x], *kept, *extra]
         remove_dead_nodes(vf)
 
@@ -269,6 +355,14 @@ def scan_vjp(e: Emitter, node: Node, gs: list[Value | None], needs: list[bool]) 
         else:  # a_t [m, r]: [m, T, r] -> [m, T*r]
             lhs = e.reshape(e.op("transpose", a_all, perm=(1, 0, 2)), (a.shape[0], length * r))
         out[k_wrt[q]] = e.op("matmul", lhs, e.reshape(b_all, (length * r, n)))
+    for q, (u, axes) in sums.items():
+        u_all = per_step[index[u]] if u in index else stacked[u]
+        axes = (0, *(a + 1 for a in axes))
+        if axes == tuple(range(len(axes))):  # leading axes: one 2-D column sum, as a Linear's bias has
+            u_all = e.reshape(u_all, (math.prod(u_all.shape[: len(axes)]), *u_all.shape[len(axes) :]))
+            axes = (0,)
+        total = e.op("sum", u_all, axes=axes, keepdims=True)
+        out[k_wrt[q]] = e.reshape(total, ins[k_wrt[q]].shape)
     return out
 
 

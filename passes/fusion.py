@@ -526,10 +526,31 @@ class _Fuser:
         return Node("fused", list(ins), {"kind": kind}, list(outs), nodes[0].source, body)
 
 
+def _unshare_transposes(graph: Graph) -> None:
+    """Give each matmul its own copy of a last-axes transpose that only matmuls read (cse merges
+    the ``dy^T`` of two weight gradients: an LSTM's dW_ih and dW_hh), so each copy joins its
+    matmul's prologue as a strided view instead of one materialized transpose for all."""
+    users = graph.users()
+    order = list(graph.nodes)
+    changed = False
+    for n in list(graph.nodes):
+        readers = list(dict.fromkeys(users.get(n.output, ()))) if is_last_axes_swap(n) else []
+        if len(readers) < 2 or n.output in graph.outputs or any(r.op != "matmul" for r in readers):
+            continue
+        for r in readers[1:]:
+            copy = graph.add_node("transpose", n.inputs, dict(n.attrs), n.source)
+            r.inputs = [copy.output if v is n.output else v for v in r.inputs]
+            order.insert(order.index(n) + 1, copy)
+            changed = True
+    if changed:
+        graph.set_nodes(order)
+
+
 @graph_pass("fusion")
 def fusion(graph: Graph) -> Graph:
     """Replace fusible groups with ``fused`` nodes (see the module docstring); rewrites ``graph``."""
     in_bodies(graph, fusion)
+    _unshare_transposes(graph)
     fuser = _Fuser(graph)
     fuser.group()
     fuser.recompute()

@@ -330,9 +330,13 @@ def test_cpu_compiles_each_body_node_once_whatever_the_trip_count(monkeypatch):
     assert counts[0] == counts[1] > 0
 
 
-def test_body_kernels_get_the_in_place_hint_of_their_memory_plan(rng):
-    # An output the body's memory plan puts on an input's bytes is compiled in place (as the
-    # runtime does for top-level nodes): otherwise the loop cannot rule out overlap, stays scalar.
+def test_body_plans_bind_every_input_and_output_so_steps_copy_nothing(rng):
+    # A body's memory plan has no in-place outputs: each step's kernels read the carry buffer and
+    # xs[t] and write the next carry and ys[t] themselves (an output over an input's bytes made
+    # the input unbindable: copied in and out every step). Numba kernels are called through their
+    # compiled entry points (no per-call type dispatch).
+    from numba.core.dispatcher import Dispatcher
+
     from graphc.kernels import cpu
     from graphc.kernels.cpu import control_flow as cpu_cf
 
@@ -341,16 +345,21 @@ def test_body_kernels_get_the_in_place_hint_of_their_memory_plan(rng):
         graphc.trace(lambda x: cf.scan(lambda c, xt: ((c * xt + 1).tanh() * 2, c.sum()), x[0], x), x)
     )
     node = next(n for n in g.nodes if n.op == "scan")
-    hints = []
-
-    def recording(n, in_place=None):
-        hints.append(in_place)
-        return cpu.compile_node(n, in_place)
-
-    kernel = cpu_cf._scan_kernel(node, recording)
+    body = cpu_cf.SubPlan(node.bodies[0], cpu.compile_node, invariant=2)
+    assert body.in_slots[0] is not None and body.out_slots[0] is not None  # the carry
+    kernel = cpu_cf._scan_kernel(node, cpu.compile_node)
     outs = [np.empty(v.shape, v.type.np_dtype) for v in node.outputs]
-    kernel(*[x if v.shape == x.shape else x[0] for v in node.inputs], *outs)
-    assert any(hints)
+    args = [x if v.shape == x.shape else x[0] for v in node.inputs]
+    made = []
+    real = cpu_cf._scan_schedule
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu_cf, "_scan_schedule", lambda *a: made.append(real(*a)) or made[-1])
+        kernel(*args, *outs)
+    ((calls, nodes),) = made
+    steps = calls[1:-1]  # between the carry's copy in and its copy out: only the body's kernels
+    assert calls[0][0] is calls[-1][0] is np.copyto and len(steps) == 3 * len(node.bodies[0].nodes)
+    assert all(n is not None for n in nodes[1:-1]) and np.copyto not in [fn for fn, _ in steps]
+    assert not any(isinstance(fn, Dispatcher) for fn, _ in steps)
     c, ys = x[0], []
     for t in range(3):
         ys.append(c.sum())
@@ -412,6 +421,42 @@ def test_scan_schedule_is_reused_for_new_data_and_rebuilt_for_new_arrays(rng, re
             kernel(c, x, w, *outs)
             np.testing.assert_allclose(outs[0], want_c, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(outs[1], want_ys, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [4, 5])
+def test_carries_stacked_as_ys_live_in_their_slots(rng, reverse, length):
+    # A carry that a y stacks as it enters each step (what a forward scan saves for its backward)
+    # or as it leaves it (an RNN's h) is written straight into that y's slots: no copy per step.
+    from graphc.kernels import cpu
+    from graphc.kernels.cpu import control_flow as cpu_cf
+
+    def fn(a, b, x):
+        def body(carry, xt):
+            a, b = carry
+            new_b = b + a
+            return ((a * xt).tanh(), new_b), (a, new_b)
+
+        return cf.scan(body, (a, b), x, reverse=reverse)
+
+    a, b, x = (rng.standard_normal(s).astype(np.float32) for s in ((3,), (3,), (length, 3)))
+    node = next(n for n in passes.optimize(graphc.trace(fn, a, b, x)).nodes if n.op == "scan")
+    made = []
+    real = cpu_cf._scan_schedule
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu_cf, "_scan_schedule", lambda *args: made.append(real(*args)) or made[-1])
+        kernel = cpu_cf._scan_kernel(node, cpu.compile_node)
+        outs = [np.empty(v.shape, v.type.np_dtype) for v in node.outputs]
+        kernel(a, b, x, *outs)
+    ((calls, _),) = made
+    assert np.copyto not in [fn for fn, _ in calls[2:-2]]  # only the carries' copies in and out
+    want_a, want_b, ys_a, ys_b = a, b, [None] * length, [None] * length
+    for t in reversed(range(length)) if reverse else range(length):
+        ys_a[t] = want_a
+        want_a, want_b = np.tanh(want_a * x[t]), want_b + want_a
+        ys_b[t] = want_b
+    for got, want in zip(outs, (want_a, want_b, np.stack(ys_a), np.stack(ys_b))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def _is_denormal(x: np.ndarray) -> np.ndarray:
@@ -585,3 +630,33 @@ def test_gradients_match_torch_autograd(rng):
     np.testing.assert_allclose(got[0], loss.item(), rtol=1e-10)
     for name, t in (("x", tx), ("w", tw), ("v", tv)):
         np.testing.assert_allclose(got[index[name]], t.grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_sliced_gates_backward_is_one_concat_and_bias_gradient_one_sum_after_the_loop(rng):
+    # An LSTM-like step slices one GEMM's result into gates: the VJP's zero pads of each gate and
+    # their sum become one concat; the bias's per-step gradient (a sum over the batch) is one sum
+    # over the stacked gate gradients after the loop, not an accumulator carried through it; and
+    # the forward stacks only residuals the backward reads (not the GEMM's product here).
+    def fn(x, w, b):
+        def body(c, xt):
+            z = c @ w + b + xt
+            i, g = z[:, :3].sigmoid(), z[:, 3:].tanh()
+            return i * g + c * 0.5, (i * g).sum()
+
+        c, ys = cf.scan(body, x[0, :, :3] * 0, x)
+        return (c * c).sum() + (ys * ys).sum()
+
+    x, w, b = rng.standard_normal((4, 2, 6)), rng.standard_normal((3, 6)) / 2, rng.standard_normal(6)
+    _fd_check(fn, x, w, b)
+    joint, _ = grad(graphc.trace(fn, x, w, b), 0, wrt=["x", "w", "b"])
+    forward = next(n for n in joint.nodes if n.op == "scan" and not n.attrs["reverse"])
+    (backward,) = [n for n in joint.nodes if n.op == "scan" and n.attrs["reverse"]]
+    step = backward.bodies[0]
+    ops = step.op_counts()
+    assert "pad" not in ops and ops.get("concat") == 1
+    carries = backward.outputs[: backward.attrs["n_carry"]]
+    assert (6,) not in [v.shape for v in carries]  # no per-step accumulator of b's gradient
+    read = {v for n in step.nodes for v in n.inputs} | set(step.outputs)
+    saved = [v for v in step.data_inputs if v.name.startswith("p")]  # the stacked residuals
+    assert saved and all(v in read for v in saved)  # none stacked for nothing
+    assert (4, 2, 6) not in [v.shape for v in forward.outputs]  # the GEMM's product is not stacked

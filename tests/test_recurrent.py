@@ -114,3 +114,35 @@ def test_eager_mode_runs_the_loop(rng):
     want_out, want_h = ref(torch.tensor(x))
     np.testing.assert_allclose(np.asarray(out), want_out.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(np.asarray(h), want_h.detach().numpy(), atol=1e-5)
+
+
+def test_lstm_training_graph_keeps_the_loops_lean(rng):
+    # The input projection and its weight gradient are each one 2-D GEMM over all T * B rows (no
+    # batched GEMM of T products summed after); the backward step builds the gate gradient with
+    # one concat (no zero pad per gate) and accumulates no bias gradient: three kernels (gates,
+    # concat, GEMM); the two biases' gradients share one sum; the gradients are still torch's.
+    mine, ref = _twin(nn.LSTM, torch.nn.LSTM, 5, 4, batch_first=True)
+    x = rng.standard_normal((3, 6, 5)).astype(np.float32)
+
+    def loss(x):
+        out, _ = mine(x)
+        return (out * out).sum()
+
+    joint, index = grad(graphc.trace(loss, x), 0)
+    opt = graphc.passes.optimize(joint)
+    top = [n for n in opt.nodes if n.op != "scan"]
+    matmuls = [n for n in top if n.op == "matmul" or (n.op == "fused" and n.attrs["kind"] == "matmul")]
+    assert matmuls and all(n.outputs[0].type.rank == 2 for n in matmuls)
+    _, backward = sorted((n for n in opt.nodes if n.op == "scan"), key=lambda n: n.attrs["reverse"])
+    assert backward.attrs["n_carry"] == 2  # dh, dc: no bias-gradient accumulator
+    ops = backward.bodies[0].op_counts()
+    assert "pad" not in ops and ops.get("concat") == 1 and ops.get("sum", 0) == 0
+    assert sum(ops.values()) == 3  # the gates' pointwise kernel, the concat, the GEMM
+    assert sum(n.op == "sum" and n.inputs[0].type.rank >= 2 for n in top) == 1  # b_ih and b_hh share it
+
+    got = graphc.compile_graph(joint)(x)
+    out, _ = ref(torch.tensor(x))
+    (out * out).sum().backward()
+    params = dict(ref.named_parameters())
+    for name, i in index.items():
+        np.testing.assert_allclose(got[i], params[name].grad.numpy(), atol=1e-4, rtol=1e-4)

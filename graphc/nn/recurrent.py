@@ -3,8 +3,9 @@
 ``RNN``, ``LSTM`` and ``GRU`` (num_layers, bias, batch_first, dropout between layers,
 bidirectional) and ``RNNCell``, ``LSTMCell``, ``GRUCell``. A PyTorch ``state_dict`` loads
 unchanged. Each layer and direction is one ``graphc.scan`` whose body is a single step: the input
-projection of every step is one matmul before the scan, the body does ``h @ W_hh^T`` and the
-gates (PyTorch's order: LSTM i, f, g, o; GRU r, z, n).
+projection of every step is one 2-D matmul over all T * B rows before the scan (so is its weight
+gradient after the backward scan), the body does ``h @ W_hh^T`` and the gates (PyTorch's order:
+LSTM i, f, g, o; GRU r, z, n).
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def _scan_step(mode: str, hidden: int, w_hh_t: Any, b_hh: Any, carry: Any, xw_t:
     h, c = carry if lstm else (carry, None)
     h, c = _step(mode, hidden, xw_t, h, c, w_hh_t, b_hh)
     return ((h, c) if lstm else h), h
+
+
+def _input_projection(x: Any, w_ih: Any, b_ih: Any) -> Any:
+    """Every step's input projection ``x @ W_ih^T + b_ih`` of ``x`` [T, B, features] as one 2-D
+    matmul over the T * B rows (then viewed as [T, B, gates]): its gradient ``W_ih`` is then one
+    GEMM over all the rows too, not a batched GEMM of T products and a sum over them."""
+    steps, batch = x.shape[0], x.shape[1]
+    xw = F.linear(x.reshape(steps * batch, x.shape[2]), w_ih, b_ih)
+    return xw.reshape(steps, batch, xw.shape[1])
 
 
 def _init_uniform(module: Module, hidden_size: int) -> None:
@@ -141,7 +151,7 @@ class _RNNBase(Module):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
                 h = h0[k] if h0 is not None else zeros
                 c = (c0[k] if c0 is not None else zeros) if lstm else None
-                xw = F.linear(x, w_ih, b_ih)  # every step's input projection: one matmul
+                xw = _input_projection(x, w_ih, b_ih)
                 w_hh_t = w_hh.T
                 body = functools.partial(_scan_step, self.mode, self.hidden_size, w_hh_t, b_hh)
 
