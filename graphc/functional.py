@@ -20,6 +20,7 @@ import numpy as np
 
 from graphc.ir import GraphcError
 from graphc.ir.ops import conv_output_size
+from graphc.ir.types import promote_dtypes
 from graphc.tensor import Tensor, _at, as_tensor, current_context, user_source
 from graphc.tensor import matmul as _matmul
 from graphc.tensor import where as _where
@@ -683,8 +684,7 @@ def _tensors(tensors: Sequence[Any]) -> list[Tensor]:
     out = [_t(t, like=like) for t in tensors]
     dtypes = {t.value.dtype for t in out}
     if len(dtypes) > 1:
-        order = ["bool", "i32", "i64", "f32", "f64"]
-        target = max(dtypes, key=order.index)
+        target = functools.reduce(promote_dtypes, sorted(dtypes))
         out = [t.to(target) for t in out]
     return out
 

@@ -34,8 +34,11 @@ import numpy as np
 
 from graphc import ir
 from graphc.ir import GraphcError, Value
+from graphc.ir.types import INT_DTYPES, promote_dtypes
 
-_DTYPE_ORDER = {"bool": 0, "i32": 1, "i64": 2, "f32": 3, "f64": 4}
+# bool < integers (by width) < floats: an in-place result may not move up this order.
+_DTYPE_ORDER = {"bool": 0, "i8": 1, "u8": 1, "i16": 2, "u16": 2, "i32": 3, "u32": 3, "i64": 4, "u64": 4}
+_DTYPE_ORDER.update({"f32": 5, "f64": 6})
 
 from graphc.tensor_inplace import InPlaceOps  # noqa: E402
 from graphc.tensor_movement import MovementOps  # noqa: E402
@@ -68,7 +71,7 @@ def as_tensor(x: object, like: Tensor | None = None, ctx: TraceContext | None = 
         scalar = x.item() if hasattr(x, "item") else x
         if like is not None:
             dtype = like.value.dtype
-            if isinstance(scalar, float) and dtype in ("bool", "i32", "i64"):
+            if isinstance(scalar, float) and (dtype == "bool" or dtype in INT_DTYPES):
                 dtype = "f32"
             elif isinstance(scalar, int) and not isinstance(scalar, bool) and dtype == "bool":
                 dtype = "i64"
@@ -112,7 +115,10 @@ def _all_floats(x: Sequence) -> bool:
 
 def _promote(a: Tensor, b: Tensor, need_float: bool = False) -> tuple[Tensor, Tensor]:
     da, db = a.value.dtype, b.value.dtype
-    target = da if _DTYPE_ORDER[da] >= _DTYPE_ORDER[db] else db
+    try:
+        target = promote_dtypes(da, db)
+    except GraphcError as err:
+        raise GraphcError(f"{_at(user_source())}{err}") from None
     if need_float and target not in ("f32", "f64"):
         target = "f32"
     return a.to(target), b.to(target)

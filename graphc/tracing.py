@@ -23,6 +23,7 @@ import numpy as np
 
 from graphc import ir
 from graphc.ir import Graph, GraphcError, TensorType
+from graphc.ir.types import INT_DTYPES
 from graphc.structure import describe
 
 if TYPE_CHECKING:  # at run time graphc.tensor is imported last (it imports this module)
@@ -92,7 +93,7 @@ def const_key(value: bool | int | float, dtype: str) -> tuple[bool | int | float
     constant per value: 0.0 and -0.0 compare equal but are different constants (``x * -0.0``)."""
     if dtype == "bool":
         value = bool(value)
-    elif dtype in ("i32", "i64"):
+    elif dtype in INT_DTYPES:
         value = int(value)
     else:
         value = float(value)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import GraphcError
-from .types import DTYPES, FLOAT_DTYPES, INT_DTYPES, QUANT_DTYPES, TensorType
+from .types import DTYPES, FLOAT_DTYPES, INT8_DTYPES, INT_DTYPES, QUANT_DTYPES, TensorType
 
 if TYPE_CHECKING:
     from .graph import Node
@@ -675,7 +675,7 @@ _register("fused", None, "opaque", _fused, {"kind": Attr(ChoiceSpec(FUSED_KINDS)
 # ONNX's QuantizeLinear/DequantizeLinear as broadcast ops: ``scale`` and ``zero_point`` broadcast
 # to x's shape (per tensor: shape (); per channel along axis a: the channel count at a and 1 on
 # every later axis; the front end reshapes ONNX's 1-D per-axis vectors). Elementwise:
-#   quantize(x, s, z)   = saturate(round_half_even(x / s) + z)  in z's dtype (i8 or u8);
+#   quantize(x, s, z)   = saturate(round_half_even(x / s) + z)  in z's dtype (i8, u8, i16 or u16);
 #                         x / s is computed in x's dtype, NaN saturates to the lowest value
 #   dequantize(q, s, z) = (q - z) * s                           in s's dtype (q - z exact)
 #   fake_quantize(x, s, z) = dequantize(quantize(x, s, z), s, z) in x's dtype; its VJP is the
@@ -683,12 +683,15 @@ _register("fused", None, "opaque", _fused, {"kind": Attr(ChoiceSpec(FUSED_KINDS)
 #                         in the dtype's range, PyTorch's fake_quantize rule).
 # qmatmul(a, b): the integer GEMM a @ b.T of 2-D i8/u8 operands a [m, k] and b [n, k] (b in the
 # layout of a Linear weight, [out, in]), exact, with an i32 [m, n] result.
+_QUANT_NAMES = ", ".join(QUANT_DTYPES)
+
+
 def _quant_operands(inputs, kind: str) -> None:
     x, scale, zero = inputs
     _check(scale.dtype in FLOAT_DTYPES, f"scale must be a float tensor, got {scale.dtype}")
     _check(
         zero.dtype in QUANT_DTYPES or zero.dtype == "i32",
-        f"zero point must be i8 or u8, got {zero.dtype}",
+        f"zero point must be one of {_QUANT_NAMES}, got {zero.dtype}",
     )
     for what, t in (("scale", scale), ("zero point", zero)):
         try:
@@ -701,7 +704,7 @@ def _quant_operands(inputs, kind: str) -> None:
 def _quantize(inputs, attrs):
     x, scale, zero = inputs
     _quant_operands(inputs, "quantize")
-    _check(zero.dtype in QUANT_DTYPES, f"zero point must be i8 or u8, got {zero.dtype}")
+    _check(zero.dtype in QUANT_DTYPES, f"zero point must be one of {_QUANT_NAMES}, got {zero.dtype}")
     _check(x.dtype == scale.dtype, f"x ({x.dtype}) and scale ({scale.dtype}) dtypes differ")
     return [TensorType(x.shape, zero.dtype)]
 
@@ -709,7 +712,7 @@ def _quantize(inputs, attrs):
 def _dequantize(inputs, attrs):
     q, scale, zero = inputs
     _quant_operands(inputs, "dequantize")
-    _check(q.dtype in (*QUANT_DTYPES, "i32"), f"operand must be i8, u8 or i32, got {q.dtype}")
+    _check(q.dtype in (*QUANT_DTYPES, "i32"), f"operand must be one of {_QUANT_NAMES}, i32, got {q.dtype}")
     _check(q.dtype == zero.dtype, f"operand ({q.dtype}) and zero point ({zero.dtype}) dtypes differ")
     return [TensorType(q.shape, scale.dtype)]
 
@@ -722,7 +725,7 @@ def _fake_quantize(inputs, attrs):
 def _qmatmul(inputs, attrs):
     a, b = inputs
     _check(
-        a.dtype in QUANT_DTYPES and b.dtype in QUANT_DTYPES,
+        a.dtype in INT8_DTYPES and b.dtype in INT8_DTYPES,
         f"qmatmul needs i8/u8 operands, got {a.dtype}, {b.dtype}",
     )
     _check(a.rank == 2 and b.rank == 2, f"qmatmul operands must be 2-D, got ranks {a.rank} and {b.rank}")
@@ -760,7 +763,7 @@ def _qlinear(inputs, attrs):
         return [TensorType(acc.shape, scale.dtype)]
     out_scale, out_zero = inputs[5:]
     _check(out_scale.dtype == scale.dtype, f"out_scale must be {scale.dtype}, got {out_scale.dtype}")
-    _check(out_zero.dtype in QUANT_DTYPES, f"out_zero must be i8 or u8, got {out_zero.dtype}")
+    _check(out_zero.dtype in INT8_DTYPES, f"out_zero must be i8 or u8, got {out_zero.dtype}")
     _check(out_scale.shape == () and out_zero.shape == (), "out_scale and out_zero must be scalars")
     return [TensorType(acc.shape, out_zero.dtype)]
 
@@ -778,7 +781,7 @@ def _qconv2d(inputs, attrs):
     _check(len(inputs) in (6, 8), f"qconv2d takes 6 or 8 operands, got {len(inputs)}")
     x, w, x_zero = inputs[:3]
     _check(
-        x.dtype in QUANT_DTYPES and w.dtype in QUANT_DTYPES,
+        x.dtype in INT8_DTYPES and w.dtype in INT8_DTYPES,
         f"qconv2d needs i8/u8 operands, got {x.dtype}, {w.dtype}",
     )
     _check(

@@ -20,11 +20,18 @@ DTYPES: dict[str, np.dtype] = {
     # 8-bit integers: quantized tensors (quantize/dequantize, the int8 matmul).
     "i8": np.dtype(np.int8),
     "u8": np.dtype(np.uint8),
+    # The other widths of ONNX's integer types: NumPy's wrap-around arithmetic of that width.
+    "i16": np.dtype(np.int16),
+    "u16": np.dtype(np.uint16),
+    "u32": np.dtype(np.uint32),
+    "u64": np.dtype(np.uint64),
 }
 _FROM_NUMPY = {v: k for k, v in DTYPES.items()}
 FLOAT_DTYPES = ("f32", "f64")
-INT_DTYPES = ("i8", "u8", "i32", "i64")
-QUANT_DTYPES = ("i8", "u8")  # the dtypes a quantized tensor (and its zero point) may have
+INT_DTYPES = ("i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64")
+UNSIGNED_DTYPES = ("u8", "u16", "u32", "u64")
+QUANT_DTYPES = ("i8", "u8", "i16", "u16")  # the dtypes a quantized tensor (and its zero point) may have
+INT8_DTYPES = ("i8", "u8")  # the operand dtypes of the int8 GEMMs (qmatmul, qlinear, qconv2d)
 
 
 def to_numpy_dtype(dtype: str) -> np.dtype:
@@ -44,6 +51,31 @@ def from_numpy_dtype(dtype: np.dtype | type) -> str:
         raise GraphcError(
             f"NumPy dtype {key} is not supported; use one of {', '.join(str(d) for d in DTYPES.values())}"
         ) from None
+
+
+def promote_dtypes(a: str, b: str) -> str:
+    """The dtype two operands of dtypes ``a`` and ``b`` are computed in (PyTorch's categories).
+
+    bool < integers < floats; the wider float wins; two integers take NumPy's result type. NumPy
+    computes u64 mixed with a signed integer in float64 (losing integers above 2**53), so graphc
+    refuses that pair: the caller casts one operand explicitly.
+    """
+    for name in (a, b):
+        to_numpy_dtype(name)  # an unknown name is an error naming it
+    if a == b or b == "bool":
+        return a
+    if a == "bool":
+        return b
+    if a in FLOAT_DTYPES or b in FLOAT_DTYPES:
+        floats = [d for d in (a, b) if d in FLOAT_DTYPES]
+        return "f64" if "f64" in floats else "f32"
+    result = np.result_type(DTYPES[a], DTYPES[b])
+    if result.kind != "i" and result.kind != "u":
+        raise GraphcError(
+            f"dtypes {a} and {b} have no common integer dtype (NumPy would compute in {result}); "
+            "cast one operand explicitly"
+        )
+    return _FROM_NUMPY[result]
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,11 @@ import numpy as np
 
 from graphc.ir import GraphcError, Node, to_numpy_dtype
 from graphc.ir.ops import REGISTRY
+from graphc.ir.types import UNSIGNED_DTYPES
 
 FLOATS = ("f32", "f64")
-INTS = ("i8", "u8", "i32", "i64")
+INTS = ("i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64")
+UNSIGNED = UNSIGNED_DTYPES
 
 
 class Unsupported(Exception):
@@ -116,7 +118,13 @@ def _fmod(d: Dialect, node: Node, a: list[str]) -> str:
     if out in FLOATS:
         return d.wrap(out, f"{d.fmod}({x}, {y})")
     T = d.type_name(out)
-    return f"({T}(0) if {y} == 0 else {T}((abs({x}) % abs({y})) * (-1 if {x} < 0 else 1)))"
+    if out in UNSIGNED:
+        return f"({T}(0) if {y} == 0 else {T}({x} % {y}))"
+    # The floored remainder moved by one divisor where its sign differs from the dividend's (no
+    # abs(): abs of the lowest value wraps); y == -1 gives 0 (and keeps INT_MIN % -1 away).
+    r = f"({x} % {y})"
+    moved = f"(({r} - {y}) if ({r} != 0 and ({r} < 0) != ({x} < 0)) else {r})"
+    return f"({T}(0) if ({y} == 0 or {y} == -1) else {T}({moved}))"
 
 
 def _remainder(d: Dialect, node: Node, a: list[str]) -> str:
@@ -139,8 +147,10 @@ def _floordiv(d: Dialect, node: Node, a: list[str]) -> str:
     out = node.outputs[0].dtype
     x, y = a
     T = d.type_name(out)
-    if out not in FLOATS:
+    if out in UNSIGNED:
         return f"({T}(0) if {y} == 0 else {T}({x} // {y}))"
+    if out not in FLOATS:  # x // -1 is -x, wrapping at the lowest value as NumPy does
+        return f"({T}(0) if {y} == 0 else ({d.wrap(out, f'-{x}')} if {y} == -1 else {T}({x} // {y})))"
     # NumPy's npy_divmod: (x - fmod(x, y)) / y is integral up to rounding; one less where the
     # remainder's sign differs from y's; rounded to the nearest integer (ties down); x / y for y == 0.
     m = f"{d.fmod}({x}, {y})"

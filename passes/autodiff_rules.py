@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from graphc.ir import Graph, GraphcError, Node, TensorType, Value
 from graphc.ir.types import FLOAT_DTYPES
 
@@ -522,7 +524,8 @@ def _fake_quantize(e, node, g, needs):
     x, scale, zero = node.inputs
     if not needs[0]:
         return [None, None, None]
-    info_lo, info_hi = (-128, 127) if zero.dtype == "i8" else (0, 255)
+    info = np.iinfo(zero.type.np_dtype)  # the quantized dtype's range (i8, u8, i16, u16)
+    info_lo, info_hi = int(info.min), int(info.max)
     t = e.div(x, scale)
     z = e.op("cast", zero, dtype=x.dtype)
     low = e.sub(e.const(info_lo - 0.5, x.dtype), z)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.ir import Graph, Node, Value
-from graphc.ir.types import QUANT_DTYPES
+from graphc.ir.types import INT8_DTYPES
 
 from .rewrite import Pat, PatternMatcher, Rewriter, graph_rewrite
 from .util import graph_pass
@@ -61,7 +61,7 @@ def _lower(
     transposed: bool,
 ) -> Value | None:
     out = node.output
-    if qa.dtype not in QUANT_DTYPES or qw.dtype not in QUANT_DTYPES or qa.type.rank < 2 or qw.type.rank != 2:
+    if qa.dtype not in INT8_DTYPES or qw.dtype not in INT8_DTYPES or qa.type.rank < 2 or qw.type.rank != 2:
         return None
     if sa.shape != () or za.shape != () or not _is_zero(rw, zw):
         return None
@@ -96,7 +96,7 @@ def _lower_conv(
     out = node.output
     cols = rw.producer(node.inputs[1])
     o = qw.shape[0] if qw.type.rank == 4 else -1
-    if qa.dtype not in QUANT_DTYPES or qw.dtype not in QUANT_DTYPES or qa.type.rank != 4 or o < 0:
+    if qa.dtype not in INT8_DTYPES or qw.dtype not in INT8_DTYPES or qa.type.rank != 4 or o < 0:
         return None
     if sa.shape != () or za.shape != () or not _is_zero(rw, zw) or sw.shape not in ((), (o, 1, 1, 1)):
         return None
@@ -174,7 +174,7 @@ def _fold_relu(rw: Rewriter, node: Node, q: Value, mask: Value) -> Value | None:
 
 def _fold_quantize(rw: Rewriter, node: Node, q: Value, os: Value, oz: Value) -> Value | None:
     """quantize(gemm, s, z) per tensor -> the GEMM requantizing its output (to i8/u8)."""
-    if os.shape != () or oz.shape != () or os.dtype != q.dtype:
+    if os.shape != () or oz.shape != () or os.dtype != q.dtype or oz.dtype not in INT8_DTYPES:
         return None
     gemm = rw.producer(q)
     shape = None

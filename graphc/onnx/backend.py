@@ -19,7 +19,19 @@ from graphc.ir import GraphcError
 from .importer import load
 from .registry import STATIC_SLOTS
 
-_SUPPORTED = (np.float32, np.float64, np.uint8, np.int8, np.int32, np.int64, np.bool_)
+_SUPPORTED = (
+    np.float32,
+    np.float64,
+    np.uint8,
+    np.int8,
+    np.uint16,
+    np.int16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+    np.bool_,
+)
 
 
 def static_inputs(model: ModelProto) -> set[str]:

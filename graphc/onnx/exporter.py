@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir import Graph, GraphcError, Node
+from graphc.ir import DTYPES, Graph, GraphcError, Node
 
 from .proto import GRAPHC_TO_ONNX, sanitize
 
 DEFAULT_OPSET = 17
 TRAINING_ONLY = ("rng_uniform", "scatter_add", "max_pool2d_grad")
 MIN_OPSET, MAX_OPSET = 13, 21
-_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+_NP = {name: dtype.type for name, dtype in DTYPES.items()}  # graphc dtype -> NumPy scalar type
 
 
 class _Builder:

@@ -15,10 +15,22 @@ import numpy as np
 from graphc.ir import GraphcError
 
 # ONNX TensorProto element types graphc computes in (others are converted where lossless).
-ONNX_TO_GRAPHC = {1: "f32", 2: "u8", 3: "i8", 6: "i32", 7: "i64", 9: "bool", 11: "f64"}
+ONNX_TO_GRAPHC = {
+    1: "f32",
+    2: "u8",
+    3: "i8",
+    4: "u16",
+    5: "i16",
+    6: "i32",
+    7: "i64",
+    9: "bool",
+    11: "f64",
+    12: "u32",
+    13: "u64",
+}
 GRAPHC_TO_ONNX = {v: k for k, v in ONNX_TO_GRAPHC.items()}
 # Element types whose values graphc reads by widening to one of its own (int8 -> i32, ...).
-_WIDEN = {4: np.int32, 5: np.int32, 12: np.int64, 13: np.int64, 10: np.float32}
+_WIDEN = {10: np.float32}
 ONNX_TYPE_NAMES = {
     1: "float",
     2: "uint8",
@@ -69,7 +81,8 @@ def graphc_dtype(elem_type: int, where: str) -> str:
         return ONNX_TO_GRAPHC[elem_type]
     name = ONNX_TYPE_NAMES.get(elem_type, f"type {elem_type}")
     raise GraphcError(
-        f"{where}: element type {name} is not supported (graphc has float32/64, uint8, int8, int32/64, bool)"
+        f"{where}: element type {name} is not supported "
+        "(graphc has float32/64, int8/16/32/64, uint8/16/32/64, bool)"
     )
 
 

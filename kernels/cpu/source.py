@@ -20,6 +20,10 @@ NP_TYPE = {
     "bool": "np.bool_",
     "i8": "np.int8",
     "u8": "np.uint8",
+    "i16": "np.int16",
+    "u16": "np.uint16",
+    "u32": "np.uint32",
+    "u64": "np.uint64",
 }
 
 _HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n"

@@ -511,6 +511,27 @@ def packed_attention_node(qkv: np.ndarray) -> Node:
     return node
 
 
+def int_dtype_cases() -> list[Case]:
+    """i16/u16/u32/u64 elementwise ops, reductions and casts at the types' edge values (wrap-around)."""
+    out: list[Case] = []
+    for dtype in (np.int16, np.uint16, np.uint32, np.uint64):
+        info = np.iinfo(dtype)
+        vals = np.array([info.min, info.min + 1, 0, 1, 3, 7, info.max - 1, info.max], dtype)
+        a, b = np.repeat(vals, len(vals)).reshape(8, 8), np.tile(vals, len(vals)).reshape(8, 8)
+        name = np.dtype(dtype).name
+        for op in ("add", "sub", "mul", "maximum", "minimum", "fmod", "remainder", "floordiv", "lt", "eq"):
+            out.append(Case(f"{op}_{name}", prim(op, [a, b]), [a, b], exact=True))
+        for op in ("neg", "abs", "sign"):
+            out.append(Case(f"{op}_{name}", prim(op, [a]), [a], exact=True))
+        out.append(Case(f"sum_{name}", prim("sum", [a], axes=(1,)), [a], exact=True))
+        out.append(Case(f"cast_{name}_f64", prim("cast", [a], dtype="f64"), [a], exact=True))
+        f = np.array([0.0, 1.5, 2.5, 100.7, 65535.0, 4294967295.0], np.float64)
+        f = f[f <= info.max]
+        dst = {np.int16: "i16", np.uint16: "u16", np.uint32: "u32", np.uint64: "u64"}[dtype]
+        out.append(Case(f"cast_f64_{name}", prim("cast", [f], dtype=dst), [f], exact=True))
+    return out
+
+
 def all_cases() -> list[Case]:
     """Every case, primitives first."""
-    return primitive_cases() + fused_cases()
+    return primitive_cases() + int_dtype_cases() + fused_cases()

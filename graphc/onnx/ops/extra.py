@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from graphc.ir import to_numpy_dtype
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
@@ -297,9 +298,7 @@ def eye_like(nc: NodeContext) -> list:
         name = {np.dtype(np.float64): "f64", np.dtype(np.int32): "i32"}.get(
             np.asarray(nc.static(0)).dtype, name
         )
-    np_dtype = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}[
-        name
-    ]
+    np_dtype = to_numpy_dtype(name)
     check_static_size(nc, dims)
     return [np.eye(dims[0], dims[1], k=k, dtype=np_dtype)]
 
@@ -330,9 +329,7 @@ def cumsum(nc: NodeContext) -> list:
     mask_shape = [1] * (x.ndim + 1)
     mask_shape[axis], mask_shape[axis + 1] = n, n
     mask = nc.tensor(
-        m.T.astype(
-            np.dtype({"f32": "float32", "f64": "float64", "i32": "int32", "i64": "int64"}[x.value.dtype])
-        ).reshape(mask_shape),
+        m.T.astype(to_numpy_dtype(x.value.dtype)).reshape(mask_shape),
         "cumsum_mask",
     )
     return [nc.op("sum", nc.op("mul", xs, mask), axes=(axis,))]

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from graphc.ir import to_numpy_dtype
+
 from ..context import NodeContext
 from ..registry import converter
 from .shape import shape_of
@@ -49,12 +51,13 @@ def topk(nc: NodeContext) -> list:
     dtype = x.value.dtype
     if dtype == "bool":
         raise nc.fail("needs a numeric input, got bool")
-    work = x if largest else nc.op("neg", x)
+    work = x if largest else _reversed_order(nc, x)
     positions = np.arange(x.shape[axis], dtype=np.int64).reshape(
         [x.shape[axis] if a == axis else 1 for a in range(x.ndim)]
     )
     pos = nc.tensor(positions, "topk_positions")
-    low = nc.ctx.const(-math.inf if dtype in ("f32", "f64") else int(np.iinfo(_INT[dtype]).min), dtype)
+    lowest = -math.inf if dtype in ("f32", "f64") else int(np.iinfo(to_numpy_dtype(dtype)).min)
+    low = nc.ctx.const(lowest, dtype)
     values, indices = [], []
     for _ in range(k):
         idx = nc.op("argmax", work, axis=axis, keepdims=True)
@@ -68,6 +71,17 @@ def topk(nc: NodeContext) -> list:
     return [vals, inds]
 
 
+def _reversed_order(nc: NodeContext, x):
+    """Values whose order is x's reversed: -x for floats, the bitwise complement for integers
+    (-1 - x or max - x: exact where -x wraps, at INT_MIN and for every unsigned x > 0)."""
+    dtype = x.value.dtype
+    if dtype in ("f32", "f64"):
+        return nc.op("neg", x)
+    info = np.iinfo(to_numpy_dtype(dtype))
+    top = -1 if info.min < 0 else int(info.max)
+    return nc.op("sub", nc.ctx.const(top, dtype), x)
+
+
 def _take(nc: NodeContext, x, idx, pos, axis: int):
     """x at ``idx`` (keepdims arg-max indices) along ``axis``: a masked sum."""
     hit = nc.op("eq", pos, idx)
@@ -75,7 +89,6 @@ def _take(nc: NodeContext, x, idx, pos, axis: int):
     return nc.op("sum", nc.op("where", hit, x, zero), axes=(axis,), keepdims=True)
 
 
-_INT = {"i32": np.int32, "i64": np.int64}
 MAX_K = 256
 
 

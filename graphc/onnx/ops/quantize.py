@@ -1,14 +1,22 @@
 """ONNX QuantizeLinear / DequantizeLinear as graphc's quantize / dequantize (the same semantics:
-round half to even, saturation to int8/uint8, per-tensor or per-axis scale and zero point)."""
+round half to even, saturation to int8/uint8/int16/uint16, per-tensor or per-axis scale and zero
+point)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from graphc.ir import to_numpy_dtype
+from graphc.ir.types import QUANT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
+from ..proto import ONNX_TO_GRAPHC, ONNX_TYPE_NAMES
 from ..registry import converter
+
+# The element types a quantized tensor may have (uint8, int8, uint16, int16), by ONNX code.
+_QUANT_CODES = {code: name for code, name in ONNX_TO_GRAPHC.items() if name in QUANT_DTYPES}
+_QUANT_NAMES = ", ".join(ONNX_TYPE_NAMES[code] for code in _QUANT_CODES)
 
 
 def _along(nc: NodeContext, t: Tensor, rank: int, what: str) -> Tensor:
@@ -30,7 +38,7 @@ def _check_block(nc: NodeContext) -> None:
 
 @converter("QuantizeLinear", since=10)
 def quantize_linear(nc: NodeContext) -> list:
-    """round_half_even(x / scale) + zero point, saturated to the zero point's int8/uint8 range."""
+    """round_half_even(x / scale) + zero point, saturated to the zero point's integer range."""
     _check_block(nc)
     if nc.attrs.int("saturate", 1, lo=0, hi=1) != 1:
         raise nc.fail("saturate=0 is not supported (it applies to float8 outputs)")
@@ -44,11 +52,12 @@ def quantize_linear(nc: NodeContext) -> list:
         zero = _along(nc, nc.t(2), x.ndim, "y_zero_point")
     else:
         want = nc.attrs.int("output_dtype", 2)
-        if want not in (2, 3):
-            raise nc.fail(f"output_dtype {want} is not supported (uint8 or int8)")
-        zero = nc.tensor(np.zeros((), np.uint8 if want == 2 else np.int8), "zero")
-    if zero.value.dtype not in ("u8", "i8"):
-        raise nc.fail(f"the zero point must be uint8 or int8, got {zero.value.dtype}")
+        if want not in _QUANT_CODES:
+            name = ONNX_TYPE_NAMES.get(want, f"type {want}")
+            raise nc.fail(f"output_dtype {name} is not supported ({_QUANT_NAMES})")
+        zero = nc.tensor(np.zeros((), to_numpy_dtype(_QUANT_CODES[want])), "zero")
+    if zero.value.dtype not in QUANT_DTYPES:
+        raise nc.fail(f"the zero point must be one of {_QUANT_NAMES}, got {zero.value.dtype}")
     return [nc.op("quantize", x, scale, zero)]
 
 
@@ -57,8 +66,8 @@ def dequantize_linear(nc: NodeContext) -> list:
     """(x - zero point) * scale, in the scale's float dtype."""
     _check_block(nc)
     q = nc.t(0)
-    if q.value.dtype not in ("u8", "i8", "i32"):
-        raise nc.fail(f"x must be uint8, int8 or int32, got {q.value.dtype}")
+    if q.value.dtype not in (*QUANT_DTYPES, "i32"):
+        raise nc.fail(f"x must be one of {_QUANT_NAMES}, int32, got {q.value.dtype}")
     scale = _along(nc, nc.t(1), q.ndim, "x_scale")
     if nc.has(2):
         zero = _along(nc, nc.t(2), q.ndim, "x_zero_point")

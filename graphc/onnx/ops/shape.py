@@ -6,13 +6,15 @@ import math
 
 import numpy as np
 
+from graphc.ir import DTYPES
+from graphc.ir.types import INT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
 from ..proto import GRAPHC_TO_ONNX, MAX_ELEMENTS, MAX_RANK, graphc_dtype, to_array
 from ..registry import converter
 
-_NP = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
+_NP = {name: dtype.type for name, dtype in DTYPES.items()}  # graphc dtype -> NumPy scalar type
 # The most elements a value computed while converting may have (VGG-19's largest weight is ~1e8).
 MAX_STATIC = 2**28
 
@@ -468,7 +470,7 @@ def pad(nc: NodeContext) -> list:
                 x = nc.op("gather", x, nc.tensor(idx, "pad_index"), axis=a)
         return [x]
     if any(lo or hi for lo, hi in grow):
-        if x.value.dtype in ("i32", "i64", "bool"):
+        if x.value.dtype == "bool" or x.value.dtype in INT_DTYPES:
             value = int(value)
         x = nc.op("pad", x, pads=grow, value=value)
     return [x]
