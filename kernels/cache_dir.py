@@ -37,7 +37,12 @@ from graphc.ir import GraphcError
 
 # Every graphc module that generated kernel source imports (``from graphc... import``): their
 # text is part of the salt. tests/test_kernel_cache.py checks the generators import no others.
-HELPER_MODULES = ("graphc.kernels.cpu.intrinsics", "graphc.kernels.cpu.blas", "graphc.kernels.cpu.int8_vnni")
+HELPER_MODULES = (
+    "graphc.kernels.cpu.intrinsics",
+    "graphc.kernels.cpu.blas",
+    "graphc.kernels.cpu.int8_vnni",
+    "graphc.kernels.cpu.sgemm_avx512",
+)
 
 PRIVATE_MODE = 0o700
 

@@ -11,6 +11,10 @@ Python threads never see the count change under them).
 
 The BLAS is found in NumPy's bundled OpenBLAS by symbol name. Where it is not there (a NumPy
 built against another BLAS), ``parallel_matmul`` declines and the caller uses ``np.matmul``.
+
+A float32 product with few rows (8 to 64: an RNN step's 32 x 256 @ 256 x 1024) runs on graphc's
+own AVX-512 kernel instead (``sgemm``; ``small_rows_matmul``), where OpenBLAS is weak: 2x faster
+than the driver here on one thread. Without AVX-512 it stays on the driver.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from llvmlite import ir
 from numba import types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
+
+from . import sgemm
 
 # From this much work (multiply-adds over the whole batch) up, a GEMM runs here. OpenBLAS
 # threads a GEMM from the same size on (its threshold), so below it np.matmul stays on the
@@ -236,14 +242,24 @@ def one_thread_serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> N
         serial_matmul(a, b, out)
 
 
+def small_rows_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` on the AVX-512 small-m kernel (``sgemm``: an RNN step's 32 x 256 @ 256 x 1024,
+    where OpenBLAS is weak), or ``matmul`` where it declines (another dtype or layout)."""
+    if not sgemm.small_m_matmul(a, b, out):
+        matmul(a, b, out)
+
+
 def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
     """The matmul function for a product of shape ``out_shape`` over ``k``: ``serial_matmul``
     where the work is below the thread pool's threshold (decided once, saving its checks on
     every call of a small GEMM: training steps of small models make many), or
     ``one_thread_serial_matmul`` where that is a matrix-vector product OpenBLAS may split;
-    else ``matmul``."""
+    ``small_rows_matmul`` for a 2-D product with few rows (``sgemm.applies``); else ``matmul``."""
     work = math.prod(out_shape) * k
     if work >= PARALLEL_GEMM_WORK:
+        if len(out_shape) == 2 and sgemm.applies(out_shape[0], k, out_shape[1]):
+            sgemm.driver()  # loaded (or compiled) with the plan, not in its first step
+            return small_rows_matmul
         return matmul
     rows = out_shape[-2] if len(out_shape) >= 2 else 1
     cols = out_shape[-1] if out_shape else 1

@@ -1,0 +1,142 @@
+"""A float32 GEMM for products with few rows (an RNN step's ``h @ W_hh^T``: 32 x 256 @ 256 x 1024).
+
+OpenBLAS is weak on these short, wide shapes (its 2-thread split of 32 x 1024 ran little faster
+than one thread), and ``blas.parallel_matmul``'s column split, one single-threaded BLAS call per
+thread, slower still. Here numba's threads share the columns of the product, each computing
+whole tiles with the AVX-512 micro-kernels of ``sgemm_avx512`` (8 x 32 tiles, 16 zmm
+accumulators), in one of two ways (``sgemm_source``):
+
+- ``packed_b``: each thread packs a panel of B (32 columns, ``KC`` rows at a time) into a buffer
+  that stays in L1 and runs ``sgemm_tile`` down the rows of A over it;
+- ``packed_a``, where B is a transposed view of a row-major weight W (the backward's
+  ``dgates @ W``): ``c.T = W @ a.T``, with the small A transposed into panels once and W's rows
+  broadcast as they lie (no 16 x 16 transposes of the large operand), each tile stored
+  transposed (``sgemm_tile_t``).
+
+Every output is one chain of FMAs in k order (per ``KC`` block, then added), so its bits do not
+depend on the thread count or on how the columns are shared. ``small_m_matmul`` declines
+(returns False, nothing written) where this does not apply: no AVX-512, another dtype, a batch,
+a layout without a unit stride, an output over an operand, or a shape outside ``applies``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from types import ModuleType
+
+import numba
+import numpy as np
+
+from .sgemm_avx512 import COLS, HAVE_AVX512, ROWS
+
+KC = 256  # rows of B per packed panel: 256 x COLS floats = 32 KiB, within L1 beside A's rows
+MIN_ROWS = ROWS  # fewer rows leave most of a tile's FMAs idle: OpenBLAS's gemm-with-few-rows then
+MAX_ROWS = 64  # from here on up OpenBLAS's own blocking does as well (see ``applies``)
+
+__all__ = ["HAVE_AVX512", "KC", "MAX_ROWS", "MIN_ROWS", "applies", "driver", "small_m_matmul", "sgemm_source"]
+
+
+def sgemm_source() -> str:
+    """Numba source of the small-m GEMM drivers, ``c = a @ b`` with the columns of ``c`` shared over
+    ``parts`` tasks of numba's pool: ``packed_b`` packs panels of B (``sgemm_pack``) and runs
+    ``sgemm_tile`` down the rows of A over each; ``packed_a``, for B a transposed view of a
+    weight W (``b.T`` row-major), computes ``c.T = W @ a.T`` instead: A's transpose is packed
+    once (it is small) and W's rows are read as they lie, each tile stored transposed."""
+    return f"""# graphc CPU kernel: small-m float32 GEMM (AVX-512 {ROWS} x {COLS} tiles, one operand packed)
+import numpy as np
+from numba import njit, prange, types
+
+from graphc.kernels.cpu.sgemm_avx512 import sgemm_pack, sgemm_tile, sgemm_tile_t
+
+# Any strides (the kernels read them): one compiled version whatever the operands' layouts; the
+# operands read-only (a plan's constant weights are), which writable arrays convert to.
+OPERAND = types.Array(types.float32, 2, "A", readonly=True)
+SIGNATURE = types.void(OPERAND, OPERAND, types.Array(types.float32, 2, "A"), types.intp)
+
+
+@njit(SIGNATURE, cache=True, nogil=True, parallel=True)
+def packed_b(a, b, c, parts):
+    m, k = a.shape
+    n = b.shape[1]
+    panels = (n + {COLS - 1}) // {COLS}
+    for part in prange(parts):
+        buf = np.empty(min({KC}, k) * {COLS}, np.float32)
+        for panel in range(part * panels // parts, (part + 1) * panels // parts):
+            j0 = panel * {COLS}
+            width = min({COLS}, n - j0)
+            for p0 in range(0, k, {KC}):
+                kc = min({KC}, k - p0)
+                sgemm_pack(b, p0, kc, j0, width, buf)
+                for i0 in range(0, m, {ROWS}):
+                    sgemm_tile(a, i0, min({ROWS}, m - i0), p0, kc, buf, 0, {COLS}, c, i0, j0, width, p0)
+
+
+@njit(SIGNATURE, cache=True, nogil=True, parallel=True)
+def packed_a(a, b, c, parts):
+    m, k = a.shape
+    n = b.shape[1]
+    w = b.T
+    panels = (m + {COLS - 1}) // {COLS}
+    buf = np.empty(k * panels * {COLS}, np.float32)
+    sgemm_pack(a.T, 0, k, 0, m, buf)
+    blocks = (n + {ROWS - 1}) // {ROWS}
+    for part in prange(parts):
+        lo = part * blocks // parts * {ROWS}
+        hi = min(n, (part + 1) * blocks // parts * {ROWS})
+        for p0 in range(0, k, {KC}):
+            kc = min({KC}, k - p0)
+            for j0 in range(lo, hi, {ROWS}):
+                for q in range(panels):
+                    sgemm_tile_t(
+                        w, j0, min({ROWS}, n - j0), p0, kc, buf, q * k * {COLS} + p0 * {COLS}, {COLS},
+                        c, q * {COLS}, j0, min({COLS}, m - q * {COLS}), p0,
+                    )
+"""
+
+
+@cache
+def driver() -> ModuleType:
+    """The loaded module of ``sgemm_source`` (compiled, or from the kernel cache, on first use)."""
+    from .cache import load_module
+
+    return load_module(sgemm_source())
+
+
+def applies(m: int, k: int, n: int) -> bool:
+    """Whether a float32 GEMM of these sizes runs here (on a host with AVX-512): few rows, and
+    enough columns and depth that the packing and the thread hand-off pay."""
+    return HAVE_AVX512 and MIN_ROWS <= m <= MAX_ROWS and n >= 2 * COLS and k >= 16
+
+
+def _unit_stride(x: np.ndarray) -> bool:
+    """Whether the matrix ``x`` has one unit stride and the other a positive whole number of floats."""
+    sr, sc = x.strides
+    return (sc == 4 and sr > 0 and sr % 4 == 0) or (sr == 4 and sc > 0 and sc % 4 == 0)
+
+
+def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """``out = a @ b`` for 2-D float32 operands on the AVX-512 kernel, split over numba's threads;
+    False, with nothing written, where it does not apply (see the module docstring)."""
+    if not (a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype == np.float32):
+        return False
+    (m, k), n = a.shape, b.shape[1]
+    if b.shape[0] != k or out.shape != (m, n) or not applies(m, k, n):
+        return False
+    if not (
+        _unit_stride(a)
+        and _unit_stride(b)
+        and out.strides[1] == 4
+        and out.strides[0] >= 4 * n
+        and out.strides[0] % 4 == 0
+    ):
+        return False
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return False
+    threads = numba.get_num_threads()
+    module = driver()
+    if b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2:
+        # B a transposed view of a row-major weight, and A's rows fill most of their panels
+        module.packed_a(a, b, out, max(1, min(threads, (n + ROWS - 1) // ROWS)))
+    else:
+        module.packed_b(a, b, out, max(1, min(threads, (n + COLS - 1) // COLS)))
+    return True

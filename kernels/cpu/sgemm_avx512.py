@@ -1,0 +1,347 @@
+"""The AVX-512 micro-kernel of the small-m float32 GEMM (``sgemm``), written with numba's ``intrinsic`` API.
+
+``sgemm_tile(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add)`` computes a ``ROWS`` x ``COLS``
+block ``c[ic + r, jc + j] (+)= sum_p a[ia + r, p0 + p] * bp[b0 + p * ldb + j]`` for ``r < rows``,
+``j < cols``, ``p < kc``: ``ROWS * COLS / 16`` = 16 zmm accumulators, each step broadcasting
+``ROWS`` values of ``a`` (any strides: a transposed view costs nothing) and loading ``COLS / 16``
+vectors of the panel ``bp`` (B's ``kc`` rows of ``COLS`` columns, packed by ``sgemm_pack``), one
+``llvm.fma.v16f32`` per accumulator. Each output is one chain of FMAs in ``p`` order, so its bits
+depend only on the ``kc`` blocking, never on how tiles are shared among threads. Rows past
+``rows`` read row ``rows - 1`` again and are not stored; columns past ``cols`` are masked off the
+stores (the panel holds zeros there). ``add`` (nonzero): the block is added to what ``c`` holds.
+``sgemm_tile_t`` stores the block transposed, ``c[ic + j, jc + r]``: for ``c.T = W @ a.T`` with W
+the broadcast operand, read as it lies.
+``HAVE_AVX512`` says whether numba compiles for a host with AVX-512F; callers fall back otherwise.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+ROWS = 8  # rows of a per tile
+COLS = 32  # columns of B per tile (a multiple of the 16 lanes)
+_LANES = 16  # float32 lanes of a zmm register
+
+
+def _host_has_avx512() -> bool:
+    """Whether numba compiles for this host (no NUMBA_CPU_NAME/NUMBA_CPU_FEATURES override) and
+    the host has AVX-512F."""
+    if numba.config.CPU_NAME or numba.config.CPU_FEATURES:
+        return False
+    return bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+HAVE_AVX512 = _host_has_avx512()
+
+
+def _declare(builder: ir.IRBuilder, name: str, fnty: ir.FunctionType) -> ir.Function:
+    """The declaration of the LLVM intrinsic ``name`` (type suffixes spelled out) in the builder's
+    module (llvmlite's ``declare_intrinsic`` cannot name vector overloads)."""
+    module = builder.module
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, fnty, name)
+
+
+def _vf() -> ir.VectorType:
+    """<16 x float>: a zmm register of float32."""
+    return ir.VectorType(ir.FloatType(), _LANES)
+
+
+def _masked_store(builder: ir.IRBuilder) -> ir.Function:
+    """``llvm.masked.store`` of <16 x float> (one vmovups with a k-mask)."""
+    vf = _vf()
+    fnty = ir.FunctionType(
+        ir.VoidType(), [vf, vf.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), _LANES)]
+    )
+    return _declare(builder, "llvm.masked.store.v16f32.p0", fnty)
+
+
+def _masked_load(builder: ir.IRBuilder) -> ir.Function:
+    """``llvm.masked.load`` of <16 x float>: masked-off lanes are not read (no fault past an end)."""
+    vf = _vf()
+    fnty = ir.FunctionType(vf, [vf.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), _LANES), vf])
+    return _declare(builder, "llvm.masked.load.v16f32.p0", fnty)
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """A vector of 16 copies of the scalar ``value``."""
+    vty = ir.VectorType(value.type, _LANES)
+    one = builder.insert_element(ir.Constant(vty, None), value, ir.IntType(32)(0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES)
+    return builder.shuffle_vector(one, ir.Constant(vty, None), zeros)
+
+
+def _lane_mask(builder: ir.IRBuilder, count: ir.Value, first: int = 0) -> ir.Value:
+    """The <16 x i1> mask of lanes ``l`` with ``first + l < count`` (``count`` an i64)."""
+    lanes = ir.Constant(ir.VectorType(ir.IntType(64), _LANES), [first + lane for lane in range(_LANES)])
+    return builder.icmp_signed("<", lanes, _splat(builder, count))
+
+
+def _vptr(builder: ir.IRBuilder, base: ir.Value, at: ir.Value) -> ir.Value:
+    """``base`` (an i8*) advanced ``at`` bytes, as a <16 x float>*."""
+    return builder.bitcast(builder.gep(base, [at]), _vf().as_pointer())
+
+
+def _transpose16(builder: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The 16 columns of the 16 x 16 matrix whose rows are ``rows`` (16 <16 x float> vectors):
+    four stages, each swapping one bit of the row index with the same bit of the column index
+    through two-source shuffles (64 in all)."""
+    idx = ir.VectorType(ir.IntType(32), _LANES)
+    rows = list(rows)
+    for t in range(4):
+        bit = 1 << t
+        lo = [j if not j & bit else _LANES + j - bit for j in range(_LANES)]
+        hi = [j + bit if not j & bit else _LANES + j for j in range(_LANES)]
+        for i in range(_LANES):
+            if not i & bit:
+                x, y = rows[i], rows[i | bit]
+                rows[i] = builder.shuffle_vector(x, y, ir.Constant(idx, lo))
+                rows[i | bit] = builder.shuffle_vector(x, y, ir.Constant(idx, hi))
+    return rows
+
+
+def _put(builder: ir.IRBuilder, val: ir.Value, ptr: ir.Value, mask: ir.Value, adding: ir.Value) -> None:
+    """Store the lanes of ``val`` in ``mask`` at ``ptr``, plus what is there when ``adding``."""
+    store, load = _masked_store(builder), _masked_load(builder)
+    i32 = ir.IntType(32)
+    with builder.if_else(adding) as (add, overwrite):
+        with add:
+            old = builder.call(load, [ptr, i32(4), mask, ir.Constant(_vf(), None)])
+            builder.call(store, [builder.fadd(val, old), ptr, i32(4), mask])
+        with overwrite:
+            builder.call(store, [val, ptr, i32(4), mask])
+
+
+def _store_rows(
+    builder: ir.IRBuilder,
+    accs: list[ir.Value],
+    c_base: ir.Value,
+    sc_r: ir.Value,
+    ic: ir.Value,
+    jc: ir.Value,
+    rows: ir.Value,
+    cols: ir.Value,
+    adding: ir.Value,
+) -> None:
+    """Store (or add) ``accs[r * nvec + v]`` at ``c[ic + r, jc + 16 v:]`` for ``r < rows``, lanes
+    ``< cols`` (``c_base`` an i8*, ``sc_r`` c's row stride in bytes)."""
+    i64 = ir.IntType(64)
+    nvec = COLS // _LANES
+    masks = [_lane_mask(builder, cols, v * _LANES) for v in range(nvec)]
+    for r in range(ROWS):
+        with builder.if_then(builder.icmp_signed("<", i64(r), rows)):
+            at = builder.add(builder.mul(builder.add(ic, i64(r)), sc_r), builder.mul(jc, i64(4)))
+            for v in range(nvec):
+                ptr = _vptr(builder, c_base, builder.add(at, i64(v * _LANES * 4)))
+                _put(builder, accs[r * nvec + v], ptr, masks[v], adding)
+
+
+def _store_transposed(
+    builder: ir.IRBuilder,
+    accs: list[ir.Value],
+    c_base: ir.Value,
+    sc_r: ir.Value,
+    ic: ir.Value,
+    jc: ir.Value,
+    rows: ir.Value,
+    cols: ir.Value,
+    adding: ir.Value,
+) -> None:
+    """Store (or add) the block transposed: ``c[ic + j, jc + r] = block[r, j]`` for ``r < rows``,
+    ``j < cols``. The 16 accumulators (ROWS = 8 of 2 vectors) as rows ``q = v * 8 + r`` of a 16 x 16
+    matrix, transposed: its column ``l`` holds ``block[0..7, l]`` then ``block[0..7, 16 + l]``, the
+    first 8 floats of two rows of ``c``."""
+    assert ROWS * (COLS // _LANES) == _LANES, "the transposed store takes 16 accumulators"
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    nvec = COLS // _LANES
+    matrix = [accs[r * nvec + v] for v in range(nvec) for r in range(ROWS)]
+    high = ir.Constant(ir.VectorType(i32, _LANES), [ROWS + lane % ROWS for lane in range(_LANES)])
+    keep = _lane_mask(builder, builder.select(builder.icmp_signed("<", rows, i64(ROWS)), rows, i64(ROWS)))
+    for lane, column in enumerate(_transpose16(builder, matrix)):
+        for half in range(nvec):
+            j = half * _LANES + lane
+            val = column if half == 0 else builder.shuffle_vector(column, column, high)
+            with builder.if_then(builder.icmp_signed("<", i64(j), cols)):
+                at = builder.add(builder.mul(builder.add(ic, i64(j)), sc_r), builder.mul(jc, i64(4)))
+                _put(builder, val, _vptr(builder, c_base, at), keep, adding)
+
+
+def _tile(rows_: int, cols_: int, transposed: bool):
+    """The typer of a ``rows_`` x ``cols_`` ``sgemm_tile`` (``transposed``: ``sgemm_tile_t``); see the
+    module docstring."""
+    nvec = cols_ // _LANES
+
+    def typer(typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add):
+        f32 = types.float32
+        if not (
+            isinstance(a, types.Array)
+            and a.dtype == f32
+            and a.ndim == 2
+            and isinstance(bp, types.Array)
+            and bp.dtype == f32
+            and bp.ndim == 1
+            and isinstance(c, types.Array)
+            and c.dtype == f32
+            and c.ndim == 2
+        ):
+            raise TypingError(f"sgemm_tile takes f32 arrays a [m, k], bp [*], c [m, n]; got {a}, {bp}, {c}")
+        ints = (ia, rows, p0, kc, b0, ldb, ic, jc, cols, add)
+        if not all(isinstance(t, types.Integer) for t in ints):
+            raise TypingError(f"sgemm_tile takes integer offsets and counts, got {ints}")
+        ip = types.intp
+        sig = types.void(a, ip, ip, ip, ip, bp, ip, ip, c, ip, ip, ip, ip)
+
+        def codegen(context, builder, signature, args):
+            a_arr = context.make_array(signature.args[0])(context, builder, value=args[0])
+            b_arr = context.make_array(signature.args[5])(context, builder, value=args[5])
+            c_arr = context.make_array(signature.args[8])(context, builder, value=args[8])
+            ia_v, rows_v, p0_v, kc_v, _, b0_v, ldb_v, _, ic_v, jc_v, cols_v, add_v = (
+                context.cast(builder, args[i], signature.args[i], ip) if i not in (5, 8) else None
+                for i in range(1, 13)
+            )
+            i64 = ir.IntType(64)
+            f32t = ir.FloatType()
+            vf = ir.VectorType(f32t, _LANES)
+            byte_ptr = ir.IntType(8).as_pointer()
+            fma = _declare(builder, "llvm.fma.v16f32", ir.FunctionType(vf, [vf, vf, vf]))
+            sa_r, sa_p = cgutils.unpack_tuple(builder, a_arr.strides, 2)  # bytes
+            sc_r = cgutils.unpack_tuple(builder, c_arr.strides, 2)[0]
+            a_base = builder.bitcast(a_arr.data, byte_ptr)
+            last = builder.sub(rows_v, i64(1))
+            a_rows = []
+            for r in range(rows_):
+                row = builder.add(
+                    ia_v, builder.select(builder.icmp_signed("<", i64(r), rows_v), i64(r), last)
+                )
+                start = builder.add(builder.mul(row, sa_r), builder.mul(p0_v, sa_p))
+                a_rows.append(builder.gep(a_base, [start]))
+            b_base = builder.gep(b_arr.data, [b0_v])
+            slots = [cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(rows_ * nvec)]
+            with cgutils.for_range(builder, kc_v) as loop:
+                p = loop.index
+                at = builder.mul(p, sa_p)
+                bv = [
+                    builder.load(
+                        builder.bitcast(
+                            builder.gep(b_base, [builder.add(builder.mul(p, ldb_v), i64(v * _LANES))]),
+                            vf.as_pointer(),
+                        ),
+                        align=4,
+                    )
+                    for v in range(nvec)
+                ]
+                for r in range(rows_):
+                    s = builder.load(
+                        builder.bitcast(builder.gep(a_rows[r], [at]), f32t.as_pointer()), align=4
+                    )
+                    sv = _splat(builder, s)
+                    for v in range(nvec):
+                        slot = slots[r * nvec + v]
+                        builder.store(builder.call(fma, [sv, bv[v], builder.load(slot)]), slot)
+            c_base = builder.bitcast(c_arr.data, byte_ptr)
+            adding = builder.icmp_signed("!=", add_v, i64(0))
+            accs = [builder.load(slot) for slot in slots]  # r-major: accs[r * nvec + v]
+            if transposed:
+                _store_transposed(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
+            else:
+                _store_rows(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = "sgemm_tile_t" if transposed else "sgemm_tile"
+    return typer
+
+
+# c[ic + r, jc + j] (+)= sum_p a[ia + r, p0 + p] * panel[p, j]  (r < rows, j < cols)
+sgemm_tile = intrinsic(_tile(ROWS, COLS, False))
+# c[ic + j, jc + r] (+)= sum_p a[ia + r, p0 + p] * panel[p, j]: the block stored transposed
+sgemm_tile_t = intrinsic(_tile(ROWS, COLS, True))
+
+
+@intrinsic
+def sgemm_pack(typingctx, b, p0, kc, j0, cols, buf):
+    """Panels of B for ``sgemm_tile``: ``buf[q * kc * COLS + p * COLS + j] = b[p0 + p, j0 + q * COLS
+    + j]`` for ``p < kc`` and columns below ``cols``, zeros past them to the last panel's end.
+    ``b`` has one unit stride: its rows are copied 16 floats at a time, row after row across
+    all panels, or (a transposed view: columns contiguous) its 16 x 16 blocks transposed in
+    registers."""
+    f32 = types.float32
+    if not (
+        isinstance(b, types.Array)
+        and b.dtype == f32
+        and b.ndim == 2
+        and isinstance(buf, types.Array)
+        and buf.dtype == f32
+        and buf.ndim == 1
+    ):
+        raise TypingError(f"sgemm_pack takes an f32 matrix and an f32 vector, got {b}, {buf}")
+    if not all(isinstance(t, types.Integer) for t in (p0, kc, j0, cols)):
+        raise TypingError(f"sgemm_pack takes integer offsets and counts, got {p0}, {kc}, {j0}, {cols}")
+    ip = types.intp
+    sig = types.void(b, ip, ip, ip, ip, buf)
+
+    def codegen(context, builder, signature, args):
+        b_arr = context.make_array(signature.args[0])(context, builder, value=args[0])
+        o_arr = context.make_array(signature.args[5])(context, builder, value=args[5])
+        p0_v, kc_v, j0_v, cols_v = (
+            context.cast(builder, args[i], signature.args[i], ip) for i in (1, 2, 3, 4)
+        )
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        mstore, mload = _masked_store(builder), _masked_load(builder)
+        zero = ir.Constant(_vf(), None)
+        byte_ptr = ir.IntType(8).as_pointer()
+        s_p, s_j = cgutils.unpack_tuple(builder, b_arr.strides, 2)  # bytes
+        start = builder.add(builder.mul(p0_v, s_p), builder.mul(j0_v, s_j))
+        base = builder.gep(builder.bitcast(b_arr.data, byte_ptr), [start])
+        out = builder.bitcast(o_arr.data, byte_ptr)
+        groups = builder.udiv(builder.add(cols_v, i64(COLS - 1)), i64(COLS))  # panels
+        groups = builder.mul(groups, i64(COLS // _LANES))  # 16-column groups, padding included
+        panel_bytes = builder.mul(kc_v, i64(COLS * 4))
+
+        def dest(p: ir.Value, g: ir.Value) -> ir.Value:
+            """Byte offset in ``buf`` of row ``p`` of 16-column group ``g``."""
+            panel = builder.udiv(g, i64(COLS // _LANES))
+            within = builder.urem(g, i64(COLS // _LANES))
+            return builder.add(
+                builder.add(builder.mul(panel, panel_bytes), builder.mul(p, i64(COLS * 4))),
+                builder.mul(within, i64(_LANES * 4)),
+            )
+
+        with builder.if_else(builder.icmp_signed("==", s_j, i64(4))) as (rows_case, cols_case):
+            with rows_case:
+                with cgutils.for_range(builder, kc_v) as row:
+                    src = builder.mul(row.index, s_p)
+                    with cgutils.for_range(builder, groups) as group:
+                        first = builder.mul(group.index, i64(_LANES))
+                        mask = _lane_mask(builder, builder.sub(cols_v, first))
+                        at = builder.add(src, builder.mul(first, i64(4)))
+                        val = builder.call(mload, [_vptr(builder, base, at), i32(4), mask, zero])
+                        builder.store(val, _vptr(builder, out, dest(row.index, group.index)), align=4)
+            with cols_case:  # b[p, j] at j * s_j + p * 4: the rows of b.T are contiguous
+                blocks = builder.udiv(builder.add(kc_v, i64(_LANES - 1)), i64(_LANES))
+                with cgutils.for_range(builder, groups) as group:
+                    first = builder.mul(group.index, i64(_LANES))
+                    with cgutils.for_range(builder, blocks) as block:
+                        pb = builder.mul(block.index, i64(_LANES))
+                        rem = builder.sub(kc_v, pb)
+                        p_mask = _lane_mask(builder, rem)
+                        loaded = []
+                        for r in range(_LANES):
+                            j = builder.add(first, i64(r))
+                            keep = builder.and_(_splat(builder, builder.icmp_signed("<", j, cols_v)), p_mask)
+                            at = builder.add(builder.mul(j, s_j), builder.mul(pb, i64(4)))
+                            loaded.append(builder.call(mload, [_vptr(builder, base, at), i32(4), keep, zero]))
+                        for t, col in enumerate(_transpose16(builder, loaded)):
+                            live = _splat(builder, builder.icmp_signed("<", i64(t), rem))
+                            at = dest(builder.add(pb, i64(t)), group.index)
+                            builder.call(mstore, [col, _vptr(builder, out, at), i32(4), live])
+        return context.get_dummy_value()
+
+    return sig, codegen

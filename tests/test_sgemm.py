@@ -1,0 +1,145 @@
+"""The small-m float32 GEMM (kernels/cpu/sgemm.py, AVX-512 micro-kernel in sgemm_avx512.py) against
+NumPy in float64: both drivers (B packed; A packed with the tiles stored transposed), every layout
+of the operands, ragged edges of m, n and k, and the same bits on 1 and 2 numba threads."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphc.kernels.cpu import blas, sgemm
+from graphc.kernels.cpu.sgemm_avx512 import COLS, ROWS
+
+pytestmark = pytest.mark.skipif(not sgemm.HAVE_AVX512, reason="this CPU (or numba's target) has no AVX-512")
+
+DRIVERS = ("packed_a", "packed_b")
+
+
+@pytest.fixture(autouse=True)
+def restore_numba_threads():
+    before = numba.get_num_threads()
+    yield
+    numba.set_num_threads(before)
+
+
+def _operand(rng, rows: int, cols: int, layout: str) -> np.ndarray:
+    """A float32 [rows, cols] matrix: row-major, a transposed view, or rows strided in a wider one."""
+    if layout == "T":
+        return rng.standard_normal((cols, rows), dtype=np.float32).T
+    if layout == "strided":
+        return rng.standard_normal((rows, cols + 5), dtype=np.float32)[:, 3 : 3 + cols]
+    return rng.standard_normal((rows, cols), dtype=np.float32)
+
+
+def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out`` is ``a @ b`` within float32 rounding of each output's sum of |products|."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    bound = np.abs(a64) @ np.abs(b64)
+    err = np.abs(out.astype(np.float64) - a64 @ b64)
+    assert np.all(err <= 1e-5 * bound + 1e-30), f"max error {np.max(err / (bound + 1e-30)):.3g} of sum |a||b|"
+
+
+def _run(driver: str, a: np.ndarray, b: np.ndarray, parts: int) -> np.ndarray:
+    out = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
+    getattr(sgemm.driver(), driver)(a, b, out, parts)
+    return out
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("a_layout", ["C", "T", "strided"])
+@pytest.mark.parametrize("b_layout", ["C", "T", "strided"])
+def test_every_layout_matches_numpy(driver, a_layout, b_layout):
+    rng = np.random.default_rng(0)
+    m, k, n = 2 * ROWS + 3, 300, 2 * COLS + 7  # ragged everywhere; k > KC: two blocks of k
+    assert k > sgemm.KC
+    a, b = _operand(rng, m, k, a_layout), _operand(rng, k, n, b_layout)
+    _check(a, b, _run(driver, a, b, 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    m=st.integers(1, 70),
+    k=st.integers(1, 2 * sgemm.KC + 20),
+    n=st.integers(1, 3 * COLS + 5),
+    transposed=st.booleans(),
+    driver=st.sampled_from(DRIVERS),
+    parts=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_ragged_shapes_and_any_split(m, k, n, transposed, driver, parts, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _operand(rng, m, k, "C"), _operand(rng, k, n, "T" if transposed else "C")
+    _check(a, b, _run(driver, a, b, parts))
+
+
+@pytest.mark.parametrize("b_layout", ["C", "T"])
+def test_same_bits_on_one_and_two_threads(b_layout):
+    # Columns are shared out whole: every output is summed in one order, whatever the split.
+    rng = np.random.default_rng(3)
+    a, b = _operand(rng, 32, 520, "C"), _operand(rng, 520, 1000, b_layout)
+    outs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(threads)
+        out = np.full((32, 1000), np.nan, np.float32)
+        assert sgemm.small_m_matmul(a, b, out)
+        outs.append(out)
+    _check(a, b, outs[0])
+    assert outs[0].tobytes() == outs[1].tobytes()
+    for parts in (3, 7):  # any split of the panels gives the same bits as well
+        for driver in DRIVERS:
+            assert _run(driver, a, b, parts).tobytes() == _run(driver, a, b, 1).tobytes()
+
+
+def test_read_only_operands_and_a_strided_output():
+    # A plan's constant weights are read-only arrays; its outputs may be views into a wider arena.
+    rng = np.random.default_rng(6)
+    a, b = _operand(rng, 24, 200, "C"), _operand(rng, 200, 300, "T")
+    a.flags.writeable = False
+    b.base.flags.writeable = False
+    arena = np.full((24, 310), np.nan, np.float32)
+    assert sgemm.small_m_matmul(a, b, arena[:, 5:305])
+    _check(a, b, arena[:, 5:305])
+    assert np.isnan(arena[:, :5]).all() and np.isnan(arena[:, 305:]).all()
+
+
+def test_declines_leave_the_output_alone():
+    rng = np.random.default_rng(4)
+    a, b = _operand(rng, 32, 256, "C"), _operand(rng, 256, 512, "C")
+    for x, y in [
+        (a.astype(np.float64), b.astype(np.float64)),  # another dtype
+        (a[:, ::2], b[::2]),  # no unit stride
+        (a[:4], b),  # too few rows: most of a tile idle
+        (np.stack([a, a]), b),  # a batch
+    ]:
+        out = np.full((*x.shape[:-1], y.shape[-1]), np.nan, x.dtype)
+        assert not sgemm.small_m_matmul(x, y, out)
+        assert np.isnan(out).all()
+    out = np.full((32, 512), np.nan, np.float32)
+    assert not sgemm.small_m_matmul(a, b, out[:, ::-1])  # output columns not contiguous
+    square = _operand(rng, 64, 64, "C")
+    assert not sgemm.small_m_matmul(square, square, square)  # the output over an operand
+
+
+def test_the_cpu_matmul_routes_short_wide_products_here(monkeypatch):
+    # An LSTM step's h @ W_hh^T and its backward dgates @ W_hh; tall products stay on BLAS.
+    assert blas.matmul_for(256, (32, 1024)) is blas.small_rows_matmul
+    assert blas.matmul_for(1024, (32, 256)) is blas.small_rows_matmul
+    assert blas.matmul_for(256, (2048, 1024)) is blas.matmul
+    assert blas.matmul_for(256, (4, 32, 1024)) is blas.matmul  # batched
+    monkeypatch.setattr(sgemm, "HAVE_AVX512", False)  # another CPU: OpenBLAS on numba's threads
+    assert blas.matmul_for(256, (32, 1024)) is blas.matmul
+    monkeypatch.undo()
+    calls = []
+    real = sgemm.small_m_matmul
+    monkeypatch.setattr(sgemm, "small_m_matmul", lambda *args: calls.append(1) or real(*args))
+    rng = np.random.default_rng(5)
+    w = _operand(rng, 1024, 256, "C")
+    h = _operand(rng, 32, 256, "C")
+    out = np.full((32, 1024), np.nan, np.float32)
+    blas.small_rows_matmul(h, w.T, out)
+    _check(h, w.T, out)
+    out64 = np.full((32, 1024), np.nan)
+    blas.small_rows_matmul(h.astype(np.float64), w.T.astype(np.float64), out64)  # declined: BLAS
+    np.testing.assert_allclose(out64, h.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-12)
+    assert len(calls) == 2
