@@ -6,21 +6,11 @@ passing makes the test ask for its removal here.
 """
 
 _BY_REASON: dict[str, tuple[str, ...]] = {
-    "(BatchNormalization): training_mode=1 unsupported": (
-        "test_batchnorm_example_training_mode",
-        "test_batchnorm_epsilon_training_mode",
-    ),
-    "(Dropout): training_mode=True unsupported": (
+    "(Dropout): training_mode=True, ratio > 0: random mask, values depend on the reference RNG": (
         "test_training_dropout_default",
         "test_training_dropout_default_mask",
         "test_training_dropout",
         "test_training_dropout_mask",
-        "test_training_dropout_zero_ratio",
-        "test_training_dropout_zero_ratio_mask",
-    ),
-    "(MaxPool): the Indices output unsupported": (
-        "test_maxpool_with_argmax_2d_precomputed_pads",
-        "test_maxpool_with_argmax_2d_precomputed_strides",
     ),
     "(Expand, ConstantOfShape in an If branch): shape computed at run time": (
         "test_affine_grid_2d_expanded",
@@ -37,21 +27,7 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_quantizelinear_blocked_asymmetric",
         "test_quantizelinear_blocked_symmetric",
     ),
-    "AveragePool: 3-D spatial (graphc has 1-D and 2-D)": (
-        "test_averagepool_3d_default",
-        "test_averagepool_3d_dilations_small",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
-    ),
     "ConvTranspose: 3-D spatial (graphc has 1-D and 2-D)": ("test_convtranspose_3d",),
-    "MaxPool: 3-D spatial (graphc has 1-D and 2-D)": (
-        "test_maxpool_3d_default",
-        "test_maxpool_3d_dilations",
-        "test_maxpool_3d_dilations_use_ref_impl",
-        "test_maxpool_3d_dilations_use_ref_impl_large",
-    ),
     "bfloat16 tensors": (
         "test_attention_4d_causal_bf16_expanded",
         "test_attention_4d_padded_kv_bf16_expanded",
@@ -317,6 +293,5 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_castlike_UINT4_to_UINT8",
         "test_castlike_UINT4_to_UINT8_expanded",
     ),
-    "(MaxPool): integer input (graphc pools floats)": ("test_maxpool_2d_uint8",),
 }
 KNOWN_FAILURES: dict[str, str] = {name: why for why, names in _BY_REASON.items() for name in names}

@@ -1,4 +1,4 @@
-"""Convolution, pooling and resizing ONNX ops (1-D and 2-D), built from im2col, matmul, gather."""
+"""Convolution (1-D, 2-D), pooling (1-D to 3-D) and resizing ONNX ops, built from im2col, matmul, gather."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from graphc.ir.ops import conv_output_size
+from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES, to_numpy_dtype
 from graphc.resize_taps import taps, tf_crop_coords
 from graphc.tensor import Tensor
 from graphc.tensor_functions import where
@@ -200,19 +201,32 @@ def pool_geometry(size: int, k: int, s: int, d: int, lo: int, hi: int, ceil: boo
     return out, extra
 
 
-def _pool_setup(nc: NodeContext):
-    x, was_1d = as_2d(nc, float_t(nc, 0))
-    kernel = _kernel(nc, "kernel_shape", 1 if was_1d else 2, None)
-    kernel = [1, *kernel] if was_1d else kernel
-    strides, dilations, pads = window_attrs(nc, x.shape[2:], kernel[-(1 if was_1d else 2) :], was_1d)
-    ceil = bool(nc.attrs.int("ceil_mode", 0, 0, 1))
-    geo = [
-        pool_geometry(size, k, s, d, lo, hi, ceil)
-        for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, pads)
-    ]
-    if any(o <= 0 for o, _ in geo):
-        raise nc.fail(f"kernel {kernel} does not fit input {list(x.shape)}")
-    return x, was_1d, kernel, strides, dilations, pads, geo
+class _Window:
+    """A pooling node's per-axis window (1 to 3 spatial axes): kernel, strides, dilations, pads."""
+
+    def __init__(self, nc: NodeContext, x: Tensor) -> None:
+        n = x.ndim - 2
+        if n not in (1, 2, 3):
+            raise nc.fail(f"input must be [N, C, L], [N, C, H, W] or [N, C, D, H, W], got {list(x.shape)}")
+        self.kernel = _kernel(nc, "kernel_shape", n, None)
+        self.strides = nc.attrs.ints("strides", [1] * n, n, 1, _BIG)
+        self.dilations = nc.attrs.ints("dilations", [1] * n, n, 1, _BIG)
+        auto = nc.attrs.string("auto_pad", "NOTSET", _AUTO_PAD)
+        pads = nc.attrs.ints("pads", [0] * (2 * n), 2 * n, 0, _BIG)
+        self.pads = [(pads[i], pads[i + n]) for i in range(n)]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            self.pads = []
+            for size, k, s, d in zip(x.shape[2:], self.kernel, self.strides, self.dilations):
+                total = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+                lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+                self.pads.append((lo, total - lo))
+        elif auto == "VALID":
+            self.pads = [(0, 0)] * n
+        self.ceil = bool(nc.attrs.int("ceil_mode", 0, 0, 1))
+
+    def axes(self, first: int, stop: int) -> tuple[list, list, list, list]:
+        """(kernel, strides, dilations, pads) of spatial axes ``first:stop``."""
+        return tuple(list(v[first:stop]) for v in (self.kernel, self.strides, self.dilations, self.pads))
 
 
 def _crop(nc: NodeContext, y: Tensor, oh: int, ow: int) -> Tensor:
@@ -221,40 +235,31 @@ def _crop(nc: NodeContext, y: Tensor, oh: int, ow: int) -> Tensor:
     return nc.op("slice", y, starts=(0, 0, 0, 0), stops=(*y.shape[:2], oh, ow), steps=(1, 1, 1, 1))
 
 
-@converter("MaxPool")
-def max_pool(nc: NodeContext) -> list:
-    """Max pooling (pads with -inf; ceil_mode, dilations, auto_pad)."""
-    if nc.n_outputs > 1 and nc.node.output[1]:
-        raise nc.fail("the Indices output is not supported")
-    if nc.attrs.int("storage_order", 0, 0, 1):
-        raise nc.fail("storage_order=1 is not supported")
-    x, was_1d, kernel, strides, dilations, pads, geo = _pool_setup(nc)
-    grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
-    if any(lo or hi for lo, hi in grow):
-        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=-math.inf)
-    y = nc.op("max_pool2d", x, kernel=tuple(kernel), stride=tuple(strides), dilation=tuple(dilations))
-    return [from_2d(nc, _crop(nc, y, geo[0][0], geo[1][0]), was_1d)]
+def _lowest(x: Tensor) -> float | int:
+    """The max-pool padding value: -inf, or the integer dtype's minimum."""
+    if x.value.dtype in FLOAT_DTYPES:
+        return -math.inf
+    return int(np.iinfo(to_numpy_dtype(x.value.dtype)).min)
 
 
-def _counts(size: int, k: int, s: int, d: int, lo: int, hi: int, out: int, include_pad: bool) -> np.ndarray:
-    counts = []
-    for i in range(out):
-        pos = [i * s - lo + j * d for j in range(k)]
-        low, high = (-lo, size + hi) if include_pad else (0, size)
-        counts.append(sum(1 for p in pos if low <= p < high))
-    return np.maximum(np.array(counts, dtype=np.float64), 1.0)
-
-
-@converter("AveragePool")
-def average_pool(nc: NodeContext) -> list:
-    """Average pooling (count_include_pad, ceil_mode, dilations, auto_pad)."""
-    x, was_1d, kernel, strides, dilations, pads, geo = _pool_setup(nc)
-    include = bool(nc.attrs.int("count_include_pad", 0, 0, 1))
+def _pool2d(nc: NodeContext, x: Tensor, window: tuple, ceil: bool, include: bool | None) -> Tensor:
+    """Max (``include`` None) or average pool of [N, C, H, W] ``x`` over a 2-D window."""
+    kernel, strides, dilations, pads = window
     n, c, h, w = x.shape
-    grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
-    if any(lo or hi for lo, hi in grow):
-        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=0.0)
+    geo = [
+        pool_geometry(size, k, s, d, lo, hi, ceil)
+        for size, k, s, d, (lo, hi) in zip((h, w), kernel, strides, dilations, pads)
+    ]
+    if any(o <= 0 for o, _ in geo):
+        raise nc.fail(f"kernel {kernel} does not fit input {list(x.shape)}")
     (oh, _), (ow, _) = geo
+    grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
+    fill = 0.0 if include is not None else _lowest(x)
+    if any(lo or hi for lo, hi in grow):
+        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=fill)
+    if include is None:
+        y = nc.op("max_pool2d", x, kernel=tuple(kernel), stride=tuple(strides), dilation=tuple(dilations))
+        return _crop(nc, y, oh, ow)
     cols = nc.op(
         "im2col", x, kernel=tuple(kernel), stride=tuple(strides), padding=(0, 0), dilation=tuple(dilations)
     )
@@ -269,11 +274,116 @@ def average_pool(nc: NodeContext) -> list:
         )
     )
     if np.all(divisor == divisor.flat[0]):
-        y = nc.op("mul", total, const_like(nc, 1.0 / float(divisor.flat[0]), total))
-    else:
-        scale = (1.0 / divisor).astype(np.float32 if total.value.dtype == "f32" else np.float64)
-        y = nc.op("mul", total, nc.tensor(scale, "pool_scale"))
-    return [from_2d(nc, y, was_1d)]
+        return nc.op("mul", total, const_like(nc, 1.0 / float(divisor.flat[0]), total))
+    scale = (1.0 / divisor).astype(np.float32 if total.value.dtype == "f32" else np.float64)
+    return nc.op("mul", total, nc.tensor(scale, "pool_scale"))
+
+
+def _pool(nc: NodeContext, x: Tensor, include: bool | None) -> Tensor:
+    """Pool ``x`` over 1 to 3 spatial axes with the node's window (see ``_pool2d``).
+
+    A 3-D pool is separable: a 2-D pool over (H, W) of [N, C*D, H, W], then a (kd, 1) pool over
+    D of the [N, C, D, OH*OW] view. Exact for max; for average too, as the divisor of a box is the
+    product of its per-axis counts (valid positions, or kernel positions inside the padded input).
+    """
+    win = _Window(nc, x)
+    if x.ndim == 3:
+        n, c, length = x.shape
+        k, s, d, p = win.axes(0, 1)
+        x4 = nc.op("reshape", x, shape=(n, c, 1, length))
+        y = _pool2d(nc, x4, ([1, *k], [1, *s], [1, *d], [(0, 0), *p]), win.ceil, include)
+        return nc.op("reshape", y, shape=(n, c, y.shape[3]))
+    if x.ndim == 4:
+        return _pool2d(nc, x, win.axes(0, 2), win.ceil, include)
+    n, c, depth, h, w = x.shape
+    y = _pool2d(nc, nc.op("reshape", x, shape=(n, c * depth, h, w)), win.axes(1, 3), win.ceil, include)
+    oh, ow = y.shape[2:]
+    y = nc.op("reshape", y, shape=(n, c, depth, oh * ow))
+    k, s, d, p = win.axes(0, 1)
+    y = _pool2d(nc, y, ([*k, 1], [*s, 1], [*d, 1], [*p, (0, 0)]), win.ceil, include)
+    return nc.op("reshape", y, shape=(n, c, y.shape[2], oh, ow))
+
+
+def _max_indices(nc: NodeContext, x: Tensor, window: tuple, ceil: bool, column_major: bool) -> Tensor:
+    """MaxPool's Indices of [N, C, H, W] ``x``: each window's first maximal element (row-major scan,
+    as ``max_pool2d``) as a flat NCHW index into ``x`` (H and W column-major for storage_order=1).
+
+    The windows' columns (``im2col``) are reduced by ``argmax``, whose tap index becomes (h, w).
+    """
+    kernel, strides, dilations, pads = window
+    n, c, h, w = x.shape
+    geo = [
+        pool_geometry(size, k, s, d, lo, hi, ceil)
+        for size, k, s, d, (lo, hi) in zip((h, w), kernel, strides, dilations, pads)
+    ]
+    (oh, _), (ow, _) = geo
+    grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
+    if any(lo or hi for lo, hi in grow):
+        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=_lowest(x))
+    cols = nc.op(
+        "im2col", x, kernel=tuple(kernel), stride=tuple(strides), padding=(0, 0), dilation=tuple(dilations)
+    )
+    h2 = conv_output_size(x.shape[2], kernel[0], strides[0], 0, dilations[0])
+    w2 = conv_output_size(x.shape[3], kernel[1], strides[1], 0, dilations[1])
+    cols = nc.op("reshape", cols, shape=(n, c, kernel[0] * kernel[1], h2, w2))
+    if (h2, w2) != (oh, ow):
+        cols = nc.op("slice", cols, starts=(0,) * 5, stops=(n, c, cols.shape[2], oh, ow), steps=(1,) * 5)
+    tap = nc.op("argmax", cols, axis=2)
+
+    def i64(v: np.ndarray | int) -> Tensor:
+        return nc.tensor(np.asarray(v, dtype=np.int64), "pool_index")
+
+    (sh, sw), (dh, dw), ((top, _), (left, _)) = strides, dilations, pads
+    rows = nc.op("mul", nc.op("floordiv", tap, i64(kernel[1])), i64(dh))
+    rows = nc.op("add", rows, i64((np.arange(oh) * sh - top).reshape(1, 1, oh, 1)))
+    cols_ = nc.op("mul", nc.op("remainder", tap, i64(kernel[1])), i64(dw))
+    cols_ = nc.op("add", cols_, i64((np.arange(ow) * sw - left).reshape(1, 1, 1, ow)))
+    flat = (
+        nc.op("add", rows, nc.op("mul", cols_, i64(h)))
+        if column_major
+        else nc.op("add", nc.op("mul", rows, i64(w)), cols_)
+    )
+    return nc.op("add", flat, i64((np.arange(n * c) * (h * w)).reshape(n, c, 1, 1)))
+
+
+@converter("MaxPool")
+def max_pool(nc: NodeContext) -> list:
+    """Max pooling over 1 to 3 spatial axes (pads with -inf, or an integer dtype's minimum).
+
+    The Indices output (1-D and 2-D) is each window's first maximal element's flat index.
+    """
+    column_major = bool(nc.attrs.int("storage_order", 0, 0, 1))
+    x = nc.t(0)
+    if x.value.dtype not in FLOAT_DTYPES + INT_DTYPES:
+        raise nc.fail(f"input 0 must be float or integer, got {x.value.dtype}")
+    y = _pool(nc, x, None)
+    if not (nc.n_outputs > 1 and nc.node.output[1]):
+        return [y]
+    if x.ndim == 5:
+        raise nc.fail("the Indices output is supported for 1-D and 2-D pools, not 3-D")
+    win = _Window(nc, x)
+    if x.ndim == 4:
+        return [y, _max_indices(nc, x, win.axes(0, 2), win.ceil, column_major)]
+    k, s, d, p = win.axes(0, 1)
+    x4 = nc.op("reshape", x, shape=(x.shape[0], x.shape[1], 1, x.shape[2]))
+    idx = _max_indices(nc, x4, ([1, *k], [1, *s], [1, *d], [(0, 0), *p]), win.ceil, column_major)
+    return [y, nc.op("reshape", idx, shape=y.shape)]
+
+
+def _counts(size: int, k: int, s: int, d: int, lo: int, hi: int, out: int, include_pad: bool) -> np.ndarray:
+    counts = []
+    for i in range(out):
+        pos = [i * s - lo + j * d for j in range(k)]
+        low, high = (-lo, size + hi) if include_pad else (0, size)
+        counts.append(sum(1 for p in pos if low <= p < high))
+    return np.maximum(np.array(counts, dtype=np.float64), 1.0)
+
+
+@converter("AveragePool")
+def average_pool(nc: NodeContext) -> list:
+    """Average pooling over 1 to 3 spatial axes (count_include_pad, ceil_mode, dilations, auto_pad)."""
+    include = bool(nc.attrs.int("count_include_pad", 0, 0, 1))
+    return [_pool(nc, float_t(nc, 0), include)]
 
 
 @converter("GlobalAveragePool", "GlobalMaxPool")

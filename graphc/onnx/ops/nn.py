@@ -102,17 +102,40 @@ def _channel(nc: NodeContext, i: int, x: Tensor) -> Tensor:
 
 @converter("BatchNormalization")
 def batch_norm(nc: NodeContext) -> list:
-    """Inference batch norm with the given mean and variance."""
-    if nc.attrs.int("training_mode", 0, 0, 1):
-        raise nc.fail("training_mode=1 is not supported (graphc imports inference graphs)")
+    """Batch norm with the given mean and variance, or (training_mode=1) with the batch's own.
+
+    In training mode Y is normalized with the batch's mean and biased variance over every axis
+    but 1, and the running_mean / running_var outputs are ``input * momentum + batch * (1 -
+    momentum)``, as onnx's reference (opset 14+).
+    """
+    training = nc.attrs.int("training_mode", 0, 0, 1)
     x = float_t(nc, 0)
     if x.ndim < 2:
         raise nc.fail(f"needs input [N, C, ...], got {list(x.shape)}")
     eps = nc.attrs.float("epsilon", 1e-5)
     scale, bias, mean, var = (_channel(nc, i, x) for i in (1, 2, 3, 4))
-    inv = nc.op("rsqrt", nc.op("add", var, const_like(nc, eps, x)))
-    y = nc.op("mul", nc.op("sub", x, mean), nc.op("mul", inv, scale))
-    return [nc.op("add", y, bias)]
+    if not training:
+        inv = nc.op("rsqrt", nc.op("add", var, const_like(nc, eps, x)))
+        y = nc.op("mul", nc.op("sub", x, mean), nc.op("mul", inv, scale))
+        return [nc.op("add", y, bias)]
+    momentum = nc.attrs.float("momentum", 0.9)
+    axes = (0, *range(2, x.ndim))
+    count = const_like(nc, 1.0 / max(1, math.prod(x.shape[a] for a in axes)), x)
+    batch_mean = nc.op("mul", nc.op("sum", x, axes=axes, keepdims=True), count)
+    centered = nc.op("sub", x, batch_mean)
+    batch_var = nc.op("mul", nc.op("sum", nc.op("mul", centered, centered), axes=axes, keepdims=True), count)
+    inv = nc.op("rsqrt", nc.op("add", batch_var, const_like(nc, eps, x)))
+    y = nc.op("add", nc.op("mul", centered, nc.op("mul", inv, scale)), bias)
+
+    def running(old: Tensor, batch: Tensor) -> Tensor:
+        mixed = nc.op(
+            "add",
+            nc.op("mul", old, const_like(nc, momentum, x)),
+            nc.op("mul", batch, const_like(nc, 1.0 - momentum, x)),
+        )
+        return nc.op("reshape", mixed, shape=(x.shape[1],))
+
+    return [y, running(mean, batch_mean), running(var, batch_var)]
 
 
 def _normalize(

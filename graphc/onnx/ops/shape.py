@@ -493,9 +493,17 @@ def pad_index(nc: NodeContext, mode: str, n: int, lo: int, hi: int) -> np.ndarra
 
 @converter("Dropout")
 def dropout(nc: NodeContext) -> list:
-    """Inference dropout: the input (and an all-true mask)."""
+    """The input and an all-true mask: inference, or training with ratio 0 (no element dropped).
+
+    Training with a ratio above 0 draws a random mask, which graphc does not do: a GraphcError.
+    """
     if nc.has(2) and bool(nc.static(2, "training_mode").reshape(-1)[0]):
-        raise nc.fail("training_mode=True is not supported (graphc imports inference graphs)")
+        ratio = float(nc.static(1, "ratio").reshape(-1)[0]) if nc.has(1) else 0.5
+        if ratio != 0.0:
+            raise nc.fail(
+                f"training_mode=True with ratio {ratio} draws a random mask; graphc supports training "
+                "dropout only with ratio 0 (the identity)"
+            )
     out = [nc.inputs[0]]
     if nc.n_outputs > 1:
         out.append(np.ones(shape_of(nc.inputs[0]), dtype=np.bool_))
