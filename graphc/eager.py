@@ -233,7 +233,7 @@ class EagerContext(TraceContext):
             v = EagerValue(t, arr, grad)
             if grad:
                 v.op, v.attrs, v.inputs, v.seq = op, attrs_n, tuple(values), next(_SEQ)
-                v._source = source or _fast.source_ref()
+                v._source = source or _fast.source_ref(1)  # above multi_op's caller's frame
             out.append(Tensor(v, self))
         return out
 
@@ -255,8 +255,7 @@ class EagerContext(TraceContext):
         or constant: in-place ops write through into it) or "data" (an argument of an eager call,
         which in-place ops must not write, as while tracing).
         """
-        from graphc.nn.module import Parameter
-
+        Parameter = _PARAMETER[0] or _parameter_class()
         if type(array) is Parameter:  # its leaf is made once and kept on it (see _param_leaf)
             leaf = _param_leaf(array)
             if leaf is not None:
@@ -362,6 +361,16 @@ class EagerContext(TraceContext):
 
 
 _LEAF = "_graphc_eager_leaf"
+_PARAMETER: list[Any] = [None]  # graphc.nn.module.Parameter, imported at the first leaf (a cycle)
+
+
+def _parameter_class() -> type:
+    from graphc.nn.module import Parameter
+
+    _PARAMETER[0] = Parameter
+    return Parameter
+
+
 # (shape, NumPy dtype) -> the TensorType of a leaf: one object per type, so the per-signature caches
 # keyed by the types' identities (graphc/eager_fast.py, _signature) keep hitting across steps.
 _LEAF_TYPES: dict[tuple, TensorType] = {}
@@ -596,7 +605,10 @@ def is_eager(x: object) -> bool:
 
 def wants_eager(args: Iterable[object]) -> bool:
     """Whether a call outside any trace on ``args`` runs eagerly (a NumPy array or eager Tensor)."""
-    return any(isinstance(a, np.ndarray) or is_eager(a) for a in args)
+    for a in args:  # a loop, not any() over a generator: this runs on every functional call
+        if isinstance(a, np.ndarray) or isinstance(a, Tensor) and isinstance(a.value, EagerValue):
+            return True
+    return False
 
 
 def to_numpy(x: Any) -> Any:
@@ -612,8 +624,7 @@ def to_numpy(x: Any) -> Any:
 
 def _leaf(a: object) -> object:
     if isinstance(a, np.ndarray):
-        from graphc.nn.module import Parameter
-
+        Parameter = _PARAMETER[0] or _parameter_class()
         return EAGER.array(a, kind="param" if isinstance(a, Parameter) else "data")
     return a
 
@@ -636,3 +647,5 @@ EagerContext.binary = _fast.binary  # type: ignore[attr-defined]
 EagerContext.unary = _fast.unary  # type: ignore[attr-defined]
 EagerContext.matmul = _fast.matmul  # type: ignore[attr-defined]
 EagerContext.relu = _fast.relu  # type: ignore[attr-defined]
+EagerContext.permute = _fast.permute  # type: ignore[attr-defined]
+EagerContext.fast_op = _fast.op  # type: ignore[attr-defined]

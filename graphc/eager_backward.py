@@ -83,7 +83,8 @@ class _Program:
             self.steps.append((node.op, node.attrs, ins, outs, types, dtypes, node.source, list(node.inputs)))
         self.grads = [slot[name] for name in grad_names]
         self.n_values = len(slot)
-        self.kernels: list | None = None  # each step's reference kernel, looked up at its first run
+        self.plan: list[tuple] | None = None  # the steps for _run_reference, flattened at its first run
+        self.consts: list[tuple[int, np.ndarray]] = []  # (slot, array) of each operand-less step
 
 
 _PROGRAMS: dict[tuple, _Program] = {}
@@ -132,34 +133,126 @@ def _program(
 
 def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
     """Run the program's backward steps with the NumPy reference kernels, as ``_run_kernel`` does
-    (C-contiguous results of exactly the node's types), under one NumPy error state for them all."""
-    from graphc.eager import _kernels
+    (C-contiguous results of exactly the node's types), under one NumPy error state for them all.
+
+    The steps are flattened at the first run into ``program.plan`` (one tuple a step, its inputs'
+    slots unpacked); a ``const`` step (no operands) runs then only and its array is reused.
+    """
     from graphc.eager_fast import _quiet_off, _quiet_on
 
-    kernels = program.kernels
-    if kernels is None:
-        table = _kernels()
-        kernels = program.kernels = [table.get(step[0]) for step in program.steps]
+    plan = program.plan
+    if plan is None:
+        plan = _plan(program)
+    for slot, arr in program.consts:
+        env[slot] = arr
     token = _quiet_on()
     try:
-        for kernel, (op, attrs, ins, outs, types, dtypes, source, _) in zip(kernels, program.steps):
-            if kernel is None:
-                raise GraphcError(f"{_at(source or user_source())}{op}: no eager kernel for this op")
+        for kernel, attrs, ins, mode, out, dt, shape, step in plan:
             try:
-                results = kernel([env[i] for i in ins], attrs)
+                if mode == _UFUNC2:  # the NumPy function a binary kernel applies, called directly
+                    arr = kernel(env[ins[0]], env[ins[1]])
+                elif mode == _UFUNC1:
+                    arr = kernel(env[ins])
+                else:
+                    if mode == 1:
+                        results = kernel([env[ins]], attrs)
+                    elif mode == 2:
+                        results = kernel([env[ins[0]], env[ins[1]]], attrs)
+                    else:
+                        results = kernel([env[i] for i in ins], attrs)
+                    arr = results[0]
             except GraphcError as err:
-                raise GraphcError(f"{_at(source or user_source())}{err}") from None
-            for o, arr, t, dt in zip(outs, results, types, dtypes):
+                raise GraphcError(f"{_at(step[6] or user_source())}{err}") from None
+            if out >= 0:  # one output
                 if (
                     type(arr) is not np.ndarray
                     or arr.dtype != dt
-                    or arr.shape != t.shape
+                    or arr.shape != shape
                     or not arr.flags.c_contiguous
                 ):
-                    arr = np.ascontiguousarray(arr, dtype=dt).reshape(t.shape)
-                env[o] = arr
+                    arr = np.ascontiguousarray(arr, dtype=dt).reshape(shape)
+                env[out] = arr
+            else:
+                for o, arr, t, dt in zip(step[3], results, step[4], step[5]):
+                    if (
+                        type(arr) is not np.ndarray
+                        or arr.dtype != dt
+                        or arr.shape != t.shape
+                        or not arr.flags.c_contiguous
+                    ):
+                        arr = np.ascontiguousarray(arr, dtype=dt).reshape(t.shape)
+                    env[o] = arr
     finally:
         _quiet_off(token)
+
+
+def _plan(program: _Program) -> list[tuple]:
+    """``program.plan`` and ``program.consts`` (see :func:`_run_reference`), made once."""
+    from graphc.eager import _kernels
+    from graphc.eager_fast import _reference_fns, direct_reduce
+    from graphc.kernels import reference
+
+    table = _kernels()
+    binary_fns, unary_fns = _reference_fns()
+    # The ops whose kernel is still the wrapper of one NumPy function (graphc/kernels/reference).
+    table_binary = {
+        op: table[op] for op in binary_fns if _wraps(table.get(op), binary_fns[op], reference._binary)
+    }
+    table_unary = {
+        op: table[op] for op in unary_fns if _wraps(table.get(op), unary_fns[op], reference._unary)
+    }
+    plan, consts = [], []
+    for step in program.steps:
+        op, attrs, ins, outs, types, dtypes, source, _ = step
+        kernel = table.get(op)
+        if kernel is None:
+            raise GraphcError(f"{_at(source or user_source())}{op}: no eager kernel for this op")
+        single = len(outs) == 1
+        if op == "const" and not ins and single:
+            arr = _run_reference_step(kernel, attrs, types[0], dtypes[0], source)
+            arr.flags.writeable = False  # shared by every run of the program
+            consts.append((outs[0], arr))
+            continue
+        n_in = len(ins)
+        packed = ins[0] if n_in == 1 else tuple(ins)
+        mode = n_in if n_in < 3 else 3
+        fn = None
+        if single and n_in == 2 and kernel is table_binary.get(op):
+            fn, mode = binary_fns[op], _UFUNC2  # the kernel is np.asarray(fn(a, b))
+        elif single and n_in == 1 and kernel is table_unary.get(op) and step[7][0].type.np_dtype == dtypes[0]:
+            fn, mode = unary_fns[op], _UFUNC1  # the kernel casts fn(x) to x's dtype: the output's here
+        elif single and n_in == 1:
+            fn = direct_reduce(op, kernel, attrs, step[7][0].type.np_dtype, dtypes[0])
+            mode = mode if fn is None else _UFUNC1
+        if single:
+            plan.append((fn or kernel, attrs, packed, mode, outs[0], dtypes[0], types[0].shape, step))
+        else:
+            plan.append((kernel, attrs, packed, mode, -1, None, None, step))
+    program.consts = consts
+    program.plan = plan
+    return plan
+
+
+_UFUNC1, _UFUNC2 = 4, 5  # plan modes: a unary / binary NumPy function called directly (else: n operands)
+
+
+def _wraps(kernel: Any, fn: Any, maker: Any) -> bool:
+    """Whether ``kernel`` is the reference kernels' ``maker(fn)`` (``_unary``/``_binary``: the
+    wrapper of one NumPy function), so that calling ``fn`` directly gives its values."""
+    code = getattr(kernel, "__code__", None)
+    cells = getattr(kernel, "__closure__", None) or ()
+    return code is maker(fn).__code__ and len(cells) == 1 and cells[0].cell_contents is fn
+
+
+def _run_reference_step(kernel: Any, attrs: dict, t: Any, dt: Any, source: str | None) -> np.ndarray:
+    """One operand-less step's array (a constant), as :func:`_run_reference` makes it."""
+    from graphc.eager_fast import run_quiet
+
+    try:
+        arr = run_quiet(kernel, [], attrs)[0]
+    except GraphcError as err:
+        raise GraphcError(f"{_at(source or user_source())}{err}") from None
+    return np.array(arr, dtype=dt, order="C").reshape(t.shape)
 
 
 def backward(ctx: EagerContext, loss: Tensor, gradient: Any = None, retain_graph: bool = False) -> None:

@@ -32,7 +32,18 @@ from graphc.ir import GraphcError, TensorType
 from graphc.ir.ops import UNARY_FLOAT
 from graphc.tensor import Tensor, _internal_dirs, _short
 
-__all__ = ["binary", "matmul", "quiet", "relu", "run_quiet", "source", "unary"]
+__all__ = [
+    "binary",
+    "direct_reduce",
+    "matmul",
+    "op",
+    "permute",
+    "quiet",
+    "relu",
+    "run_quiet",
+    "source",
+    "unary",
+]
 
 _FLOATS = ("f32", "f64")
 _NUMERIC = ("i32", "i64", "f32", "f64")
@@ -86,10 +97,14 @@ def source() -> str | None:
     return None if ref is None else f"{_short(ref[0])}:{ref[1]}"
 
 
-def source_ref() -> tuple[str, int] | None:
+def source_ref(skip: int = 0) -> tuple[str, int] | None:
     """What :func:`source` names, unformatted: (file name, line) of the user's frame, for
-    ``EagerValue.source`` to format only if it is ever read."""
-    frame = sys._getframe(1)
+    ``EagerValue.source`` to format only if it is ever read.
+
+    ``skip``: how many frames above the caller are graphc's own for certain (the walk starts
+    above them: ``sys._getframe(n)`` reaches a frame without making frame objects for the ones
+    between, and making them is most of the walk's cost)."""
+    frame: Any = sys._getframe(1 + skip)
     internal = _INTERNAL
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -122,25 +137,52 @@ def _remember(key: tuple, entry: tuple | None, keep: tuple) -> tuple:
     return stored
 
 
-def _entry(op: str, types: list[TensorType], fn: Callable | None = None) -> tuple | None:
+def _entry(
+    op: str, types: list[TensorType], fn: Callable | None = None, given: dict | None = None
+) -> tuple | None:
     """(call, output type, its NumPy dtype, attrs, differentiable, output shape) or None (general
     path). ``call(*arrays)`` runs the op: ``fn`` (the NumPy function the reference kernel applies,
-    called directly), else the reference kernel."""
+    called directly), else the reference kernel. ``given``: the op's attributes (none if None)."""
     kernel = _kernels().get(op)
     if kernel is None:
         return None
     try:
-        attrs, out_types, dtypes, differentiable = _signature(op, {}, [EagerValue(t, None) for t in types])
+        values = [EagerValue(t, None) for t in types]
+        attrs, out_types, dtypes, differentiable = _signature(op, given or {}, values)
     except GraphcError:
         return None  # the general path reports it, naming the user's line
     if len(out_types) != 1:
         return None
+    if fn is None and len(types) == 1:
+        fn = direct_reduce(op, kernel, attrs, types[0].np_dtype, dtypes[0])
     if fn is None:
 
         def fn(*arrays: np.ndarray, _kernel: Callable = kernel, _attrs: dict = attrs) -> Any:
             return _kernel(list(arrays), _attrs)[0]
 
     return fn, out_types[0], dtypes[0], attrs, differentiable, out_types[0].shape
+
+
+def direct_reduce(op: str, kernel: Callable, attrs: dict, in_dtype: Any, out_dtype: Any) -> Callable | None:
+    """``x -> ufunc.reduce(x, axes, keepdims)`` where ``kernel`` is the reference ``sum``/``max``/
+    ``min`` (``np.sum(x, axis=axes, keepdims=...)`` cast to x's dtype) and x's dtype is the
+    output's: ``np.sum`` on an ndarray is ``np.add.reduce`` after a few Python-level steps, so the
+    values are the kernel's. None where that does not hold."""
+    fns = _REDUCTIONS.get(op)
+    if fns is None or in_dtype != out_dtype:
+        return None
+    from graphc.kernels import reference
+
+    cells = getattr(kernel, "__closure__", None) or ()
+    if getattr(kernel, "__code__", None) is not reference._reduction(fns[0]).__code__:
+        return None
+    if len(cells) != 1 or cells[0].cell_contents is not fns[0]:
+        return None
+    return functools.partial(fns[1].reduce, axis=tuple(attrs["axes"]), keepdims=bool(attrs["keepdims"]))
+
+
+# op -> (the NumPy function its reference kernel applies, the ufunc whose reduce that is)
+_REDUCTIONS = {"sum": (np.sum, np.add), "max": (np.max, np.maximum), "min": (np.min, np.minimum)}
 
 
 def _scalar(ctx: EagerContext, value: float, dtype: str) -> EagerValue:
@@ -161,7 +203,19 @@ def _record(ctx: EagerContext, entry: tuple, op: str, arr: np.ndarray, inputs: t
     differentiable and ``no_grad`` is not on."""
     v = EagerValue(entry[1], arr, True)
     v.op, v.attrs, v.inputs, v.seq = op, entry[3], inputs, next(_SEQ)
-    v._source = source_ref()
+    # The walk for the user's line starts above this function's caller (binary, unary, matmul
+    # or relu here): both are graphc's own. Inline, as source_ref(1) (a call less per op).
+    frame: Any = sys._getframe(2)
+    internal = _INTERNAL
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        inside = internal.get(filename)
+        if inside is None:
+            inside = internal[filename] = filename.startswith(_internal_dirs())
+        if not inside:
+            v._source = (filename, frame.f_lineno)
+            break
+        frame = frame.f_back
     return Tensor(v, ctx)
 
 
@@ -339,3 +393,73 @@ def relu(ctx: EagerContext, x: Tensor) -> Tensor | None:
         mask = _fix(mask, le[2], le[5])
     m = EagerValue(le[1], mask, False)  # a bool value: no gradient, so a leaf of the tape
     return _record(ctx, where, "where", arr, (m, zero, xv))
+
+
+def permute(ctx: EagerContext, x: Tensor, perm: tuple[int, ...]) -> Tensor | None:
+    """``x.permute(perm)`` now (the ``transpose`` op; ``perm`` checked by the caller, not the
+    identity), or None where the general path must run. The result is a C-contiguous copy, as
+    the reference kernel gives (``np.ascontiguousarray(np.transpose(x, perm))``)."""
+    xv = x.value
+    if type(xv) is not EagerValue or _BACKEND[0] != "reference":
+        return None
+    key = ("transpose", id(xv.type), perm)
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        t = xv.type
+        made = _entry("transpose", [t], None, {"perm": perm})
+        if made is not None:
+            made = (functools.partial(_transposed, perm=made[3]["perm"]), *made[1:])
+        entry = _remember(key, made, (t,))
+    fn = entry[0]
+    if fn is None:
+        return None
+    o = fn(xv.data)
+    if o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
+        o = _fix(o, entry[2], entry[5])
+    if entry[4] and xv.requires_grad and ctx.grad_enabled:
+        return _record(ctx, entry, "transpose", o, (xv,))
+    return Tensor(EagerValue(entry[1], o, False), ctx)
+
+
+def _transposed(data: np.ndarray, perm: Any) -> np.ndarray:
+    """The reference ``transpose`` kernel's result."""
+    return np.ascontiguousarray(np.transpose(data, perm))
+
+
+def op(
+    ctx: EagerContext, name: str, inputs: tuple[Tensor, ...], attrs: dict, attrs_key: tuple
+) -> Tensor | None:
+    """``ctx.op(name, *inputs, **attrs)`` now for any one-output op with a reference kernel (the
+    reductions, ``where``), or None where the general path must run. ``attrs_key``: a hashable
+    form of ``attrs`` that tells apart every attribute value the caller passes (no real-valued
+    attribute whose 0.0 and -0.0 would be one key)."""
+    if _BACKEND[0] != "reference":
+        return None
+    values = []
+    for t in inputs:
+        v = t.value
+        if type(v) is not EagerValue:
+            return None
+        values.append(v)
+    key = (name, attrs_key, *[id(v.type) for v in values])
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        types = tuple([v.type for v in values])
+        entry = _remember(key, _entry(name, list(types), None, attrs), types)
+    fn = entry[0]
+    if fn is None:
+        return None
+    token = _quiet_on()
+    try:
+        o = fn(*[v.data for v in values])
+    except GraphcError:
+        return None  # the general path runs it again and reports it, naming the user's line
+    finally:
+        _quiet_off(token)
+    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
+        o = _fix(o, entry[2], entry[5])
+    if entry[4] and ctx.grad_enabled:
+        for v in values:
+            if v.requires_grad:
+                return _record(ctx, entry, name, o, tuple(values))
+    return Tensor(EagerValue(entry[1], o, False), ctx)

@@ -221,6 +221,12 @@ def _nll(
             f"{expect}, got {target.shape}"
         )
     n_classes = logp.shape[1]
+    if weight is None and getattr(logp.ctx, "eager", False):
+        pre = _eager_targets(logp, target, ignore_index)
+        if pre is not None:  # the target side's values at once (they need no gradient)
+            onehot, valid, w_target, denom = pre
+            picked = _where(onehot, logp, 0.0).sum(1)
+            return _nll_tail(logp, picked, valid, w_target, denom, None, reduction, smoothing)
     onehot = _class_mask(target, n_classes, logp.ndim)
     picked = _where(onehot, logp, 0.0).sum(1)
     ignored = target == ignore_index
@@ -243,17 +249,78 @@ def _nll(
     in_range = 0 <= ignore_index < n_classes  # then ignore_index is itself a safe index
     safe = target if in_range else _where(ignored, _t(0, like=target), target)
     w_target = logp.ctx.op("gather", w_vec, safe, axis=0) * valid
+    denom = w_target.sum() if reduction == "mean" else None
+    return _nll_tail(logp, picked, valid, w_target, denom, w, reduction, smoothing)
+
+
+def _nll_tail(
+    logp: Tensor,
+    picked: Tensor,
+    valid: Tensor,
+    w_target: Tensor,
+    denom: Tensor | None,
+    w: Tensor | None,
+    reduction: str,
+    smoothing: float,
+) -> Tensor:
+    """The weighted loss from the picked log-probabilities (``denom``: the weights' sum for "mean")."""
+    n_classes = logp.shape[1]
     loss = -(picked * w_target)
     if smoothing:
         smooth = -((logp * w) if w is not None else logp).sum(1) * valid
         if reduction == "mean":
-            denom = w_target.sum()
             return loss.sum() / denom * (1.0 - smoothing) + smooth.sum() / denom * (smoothing / n_classes)
         loss = loss * (1.0 - smoothing) + smooth * (smoothing / n_classes)
         return _reduce(loss, reduction)
     if reduction == "mean":
-        return loss.sum() / w_target.sum()
+        return loss.sum() / denom
     return _reduce(loss, reduction)
+
+
+# (classes, label dtype, logits' ndim) -> the class indices _class_mask compares targets with.
+_CLASSES: dict[tuple, np.ndarray] = {}
+
+
+def _eager_targets(
+    logp: Tensor, target: Tensor, ignore_index: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """Eager mode, no class weights: the target side of ``_nll`` (class mask, ``valid``, each
+    target's weight, their sum) computed directly with NumPy, the same values the ops give
+    (comparisons, a cast of bools, ones gathered times ``valid``, the reference ``sum``). They
+    need no gradient, so the tape holds them as leaves either way. None (the ops run) where a
+    label is out of range, so the gather reports it as usual."""
+    from graphc.eager import EagerValue, _type_of
+
+    tv = target.value
+    if type(tv) is not EagerValue or type(logp.value) is not EagerValue:
+        return None
+    labels = tv.data
+    n_classes = logp.shape[1]
+    if type(ignore_index) is not int or not -(2**31) <= ignore_index < 2**31:
+        return None  # the ops path handles (and reports) any other ignore_index
+    ignored = labels == ignore_index
+    safe = labels if 0 <= ignore_index < n_classes else np.where(ignored, 0, labels)
+    if safe.size and (safe.min() < 0 or safe.max() >= n_classes):
+        return None
+    key = (n_classes, labels.dtype, logp.ndim)
+    classes = _CLASSES.get(key)
+    if classes is None:
+        shape = (1, n_classes) + (1,) * (logp.ndim - 2)
+        classes = np.arange(n_classes, dtype=labels.dtype).reshape(shape)
+        classes.flags.writeable = False
+        if len(_CLASSES) >= 64:
+            _CLASSES.clear()
+        _CLASSES[key] = classes
+    onehot = np.ascontiguousarray(labels.reshape(labels.shape[:1] + (1,) + labels.shape[1:]) == classes)
+    valid = np.ascontiguousarray(~ignored, dtype=logp.value.type.np_dtype)
+    w_target = valid * valid.dtype.type(1)  # the ones gathered, times valid
+    # Tensor.sum() over all axes: the reference kernel's own call.
+    denom = np.asarray(np.sum(w_target, axis=tuple(range(w_target.ndim)), keepdims=False))
+    ctx = logp.ctx
+    out = []
+    for arr in (onehot, valid, w_target, denom.astype(w_target.dtype, copy=False)):
+        out.append(Tensor(EagerValue(_type_of(arr), arr, False), ctx))
+    return tuple(out)  # type: ignore[return-value]
 
 
 @_eager

@@ -497,7 +497,12 @@ class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
         return matmul(as_tensor(other, like=self), self)
 
     def __neg__(self) -> Tensor:
-        return self.ctx.op("neg", self.to("i64") if self.value.dtype == "bool" else self)
+        x = self.to("i64") if self.value.dtype == "bool" else self
+        if x.ctx.eager:  # eager mode's fast path (graphc/eager_fast.py); None: the general path
+            out = x.ctx.unary("neg", x)
+            if out is not None:
+                return out
+        return x.ctx.op("neg", x)
 
     def __pos__(self) -> Tensor:
         return self
@@ -702,6 +707,10 @@ def where(cond: object, a: object, b: object) -> Tensor:
     c = as_tensor(cond, ctx=like.ctx)
     if c.value.dtype != "bool":
         c = c.ctx.op("ne", c, c.ctx.const(0, c.value.dtype))
+    if like.ctx.eager:  # eager mode's fast path (graphc/eager_fast.py); None: the general path
+        out = like.ctx.fast_op("where", (c, ta, tb), {}, ())
+        if out is not None:
+            return out
     return like.ctx.op("where", c, ta, tb)
 
 

@@ -57,6 +57,10 @@ class MovementOps:
             raise GraphcError(f"{_at(user_source())}permute: {perm} is not a permutation of {self.ndim} dims")
         if perm == tuple(range(self.ndim)):
             return self
+        if self.ctx.eager:  # eager mode's fast path (graphc/eager_fast.py); None: the general path
+            out = self.ctx.permute(self, perm)
+            if out is not None:
+                return out._view_of(self)
         return self.ctx.op("transpose", self, perm=perm)._view_of(self)
 
     @property

@@ -23,6 +23,10 @@ class ReductionOps:
         if not axes:
             return self
         x = self.to("i64") if op == "sum" and self.value.dtype == "bool" else self
+        if x.ctx.eager:  # eager mode's fast path (graphc/eager_fast.py); None: the general path
+            out = x.ctx.fast_op(op, (x,), {"axes": axes, "keepdims": keep}, (axes, keep))
+            if out is not None:
+                return out
         return self.ctx.op(op, x, axes=axes, keepdims=keep)
 
     def sum(

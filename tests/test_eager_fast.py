@@ -43,7 +43,7 @@ def general(monkeypatch):
 
     def run(fn):
         with monkeypatch.context() as m:
-            for name in ("binary", "unary", "matmul", "relu"):
+            for name in ("binary", "unary", "matmul", "relu", "permute", "fast_op"):
                 m.setattr(eager.EagerContext, name, lambda self, *a: None)
             return fn()
 
@@ -149,7 +149,33 @@ def test_unary_fast_path_is_the_general_path(op, general):
 def test_relu_and_matmul_fast_paths_are_the_general_path(dtype, general):
     x = eager.EAGER.array(_data(dtype, (4, 4)))
     y = eager.EAGER.array(_data(dtype, (3, 4, 2), seed=2))
-    for fn in (lambda: x.relu(), lambda: x @ x, lambda: x @ y, lambda: x[0] @ x):
+    for fn in (
+        lambda: x.relu(),
+        lambda: x @ x,
+        lambda: x @ y,
+        lambda: x[0] @ x,
+        lambda: x.T,
+        lambda: y.permute(2, 0, 1),
+    ):
+        _check(fn, general)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reduction_and_where_fast_paths_are_the_general_path(dtype, general):
+    x = eager.EAGER.array(_data(dtype, (3, 4)))
+    c = eager.EAGER.array(_data(np.bool_, (3, 4), seed=3))
+    y = eager.EAGER.array(_data(dtype, (4,), seed=2))
+    for fn in (
+        lambda: x.sum(),
+        lambda: x.sum(1),
+        lambda: x.sum(0, keepdim=True),
+        lambda: x.amax(1, keepdim=True),
+        lambda: x.amin(0),
+        lambda: x.mean(1),
+        lambda: graphc.where(c, x, y),
+        lambda: graphc.where(c, x, 0.0),
+        lambda: graphc.where(c, -0.0, x),
+    ):
         _check(fn, general)
 
 
@@ -189,8 +215,8 @@ def _grads(general, use_general):
     def step():
         def fn(x, w, b):
             h = (x @ w + b).relu()
-            h = 2.0 - h * 3.0 + h / 4.0
-            return (h.tanh().exp() * h.maximum(0.1) + 1.0).sum()
+            h = 2.0 - h * 3.0 + h / 4.0 + graphc.where(h > 1.0, h.amax(1, keepdim=True), 0.5)
+            return (h.tanh().exp() * h.maximum(0.1) + 1.0).sum() + (h @ w.T).sum()
 
         loss = eager.call(fn, (x, w, b))
         loss.backward()
@@ -209,8 +235,8 @@ def test_fast_path_records_the_same_gradients(general):
     b = torch.tensor([0.0, -0.5, 0.5, 1.0], requires_grad=True)
     x = torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.25, -1.0]])
     h = (x @ w + b).relu()
-    h = 2.0 - h * 3.0 + h / 4.0
-    loss = (h.tanh().exp() * torch.maximum(h, torch.tensor(0.1)) + 1.0).sum()
+    h = 2.0 - h * 3.0 + h / 4.0 + torch.where(h > 1.0, h.amax(1, keepdim=True), 0.5)
+    loss = (h.tanh().exp() * torch.maximum(h, torch.tensor(0.1)) + 1.0).sum() + (h @ w.T).sum()
     loss.backward()
     np.testing.assert_allclose(fast[0], loss.detach().numpy(), rtol=1e-5)
     np.testing.assert_allclose(fast[1], w.grad.numpy(), rtol=1e-5, atol=1e-6)
@@ -389,3 +415,35 @@ def test_signed_zero_constants_stay_apart_from_a_cold_start():
     x = eager.EAGER.array(np.array([-0.0], np.float32))
     minus, plus = np.asarray(x + -0.0), np.asarray(x + 0.0)
     assert np.signbit(minus[0]) and not np.signbit(plus[0])
+
+
+def test_reductions_call_the_ufuncs_reduce_directly(general):
+    """sum/amax/amin run ``ufunc.reduce`` (what the reference kernel's np.sum/np.max/np.min do for
+    an ndarray) where the input's dtype is the output's; the values are the kernel's."""
+    kernel = eager._kernels()["sum"]
+    fn = eager_fast.direct_reduce("sum", kernel, {"axes": (1,), "keepdims": True}, np.float32, np.float32)
+    assert fn is not None and fn.func == np.add.reduce
+    assert (
+        eager_fast.direct_reduce("sum", kernel, {"axes": (1,), "keepdims": True}, np.int32, np.int64) is None
+    )
+    assert (
+        eager_fast.direct_reduce(
+            "sum", lambda xs, a: xs, {"axes": (1,), "keepdims": True}, np.float32, np.float32
+        )
+        is None
+    )
+    x = eager.EAGER.array(_data(np.float32, (3, 5)))
+    for fn in (lambda: x.sum(), lambda: x.amax(0), lambda: x.amin(1, keepdim=True)):
+        _check(fn, general)
+
+
+def test_the_newer_fast_paths_record_the_users_line():
+    """permute, the reductions, where and unary minus record the user's file:line on the tape
+    (what backward()'s errors name), as the general path does."""
+    w = nn.Parameter(np.ones((2, 3), np.float32))
+    outs = eager.call(lambda p: (p.T, p.sum(1), graphc.where(p > 0, p, 0.0), -p, p.amax()), (w,))  # here
+    line = f"test_eager_fast.py:{sys._getframe().f_lineno - 1}"
+    ops = [t.value.op for t in outs]
+    assert ops == ["transpose", "sum", "where", "neg", "max"]
+    for t in outs:
+        assert t.value.source.endswith(line), (t.value.op, t.value.source)

@@ -10,6 +10,7 @@ when the set of parameters with gradients or a hyper-parameter other than the ra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -74,16 +75,98 @@ class EagerUpdate:
 
     def run(self, lr: np.ndarray) -> None:
         """One step: read each ``param.grad``, write the new parameters and state in place."""
-        from graphc.kernels.reference import execute
-
         from .optimizer import LR_INPUT
 
         feeds: dict[str, np.ndarray] = {LR_INPUT: lr}
-        for i, p in self.live:
-            g = np.asarray(p.grad)
+        names = self._grad_names
+        if names is None:
+            names = self._grad_names = [f"grad{i}" for i, _ in self.live]
+        for name, (i, p) in zip(names, self.live):
+            g = p.grad
+            if type(g) is not np.ndarray:
+                g = np.asarray(g)
             if g.shape != p.shape:
                 raise GraphcError(f"optimizer step: parameter {i} has shape {p.shape}, its .grad {g.shape}")
-            feeds[f"grad{i}"] = np.ascontiguousarray(g, dtype=p.dtype)
-        results = execute(self.graph, feeds)
+            feeds[name] = np.ascontiguousarray(g, dtype=p.dtype)
+        if self._steps is None:
+            self._steps = _compile(self.graph)
+        if not self._steps:  # a node the step list cannot run (a fused or control-flow node)
+            from graphc.kernels.reference import execute
+
+            results = execute(self.graph, feeds)
+        else:
+            results = _run_steps(self.graph, self._steps, feeds)
+        initializers = self.graph.initializers
         for name, index in self.graph.updates.items():
-            np.copyto(self.graph.initializers[name], results[index])
+            np.copyto(initializers[name], results[index])
+
+    _steps: list | None = None
+    _grad_names: list[str] | None = None
+
+
+def _compile(graph: Graph) -> list:
+    """The graph's nodes as (kernel, attrs, input slots, [(output slot, dtype, shape)]) over slots
+    (the inputs, then each node's outputs), with the reference kernels ``execute`` runs them with,
+    then three entries for ``_run_steps`` (see the end); empty where a node needs ``execute``
+    itself (a fused or control-flow node, no kernel)."""
+    from graphc.eager_backward import _wraps
+    from graphc.kernels import reference
+    from graphc.kernels.reference import CONTROL_KERNELS, KERNELS
+
+    slot = {v.name: i for i, v in enumerate(graph.inputs)}
+    steps = []
+    for node in graph.nodes:
+        kernel = KERNELS.get(node.op)
+        if node.op == "fused" or node.op in CONTROL_KERNELS or kernel is None:
+            return []
+        ins = [slot[v.name] for v in node.inputs]
+        outs = []
+        for v in node.outputs:
+            slot[v.name] = len(slot)
+            outs.append((slot[v.name], v.type.np_dtype, v.shape))
+        fn = reference._BINARY.get(node.op)
+        if len(ins) == 2 and len(outs) == 1 and _wraps(kernel, fn, reference._binary):
+            kernel = functools.partial(_direct_binary, fn)  # np.asarray(fn(a, b)), one call less
+        steps.append((kernel, node.attrs, ins, outs))
+    # Then: each input's (name, shape, NumPy dtype, type), the number of node outputs, the output slots.
+    steps.append([(v.name, v.shape, v.type.np_dtype, v.type) for v in graph.inputs])
+    steps.append(sum(len(step[3]) for step in steps[:-1]))
+    steps.append([slot[v.name] for v in graph.outputs])
+    return steps
+
+
+def _direct_binary(fn: Any, xs: list[np.ndarray], attrs: dict) -> list[Any]:
+    """A binary reference kernel's call of ``fn`` (its result converted after, as by ``run_node``)."""
+    return [fn(xs[0], xs[1])]
+
+
+def _run_steps(graph: Graph, steps: list, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``kernels.reference.execute(graph, feeds)`` over the compiled steps: the same kernels, the
+    same input checks and results (C-contiguous, of each output's type), one NumPy error state."""
+    from graphc.eager_fast import _quiet_off, _quiet_on
+
+    env: list[Any] = []
+    initializers = graph.initializers
+    for name, shape, dtype, type_ in steps[-3]:
+        arr = feeds.get(name)
+        if arr is None:
+            arr = initializers.get(name)
+            if arr is None:
+                raise GraphcError(f"graph {graph.name}: no value for input %{name}")
+        else:
+            arr = np.asarray(arr)
+        if arr.shape != shape or arr.dtype != dtype:
+            raise GraphcError(
+                f"graph {graph.name}: input %{name} expects {type_}, got {arr.dtype}{list(arr.shape)}"
+            )
+        env.append(arr)
+    env.extend([None] * steps[-2])
+    token = _quiet_on()
+    try:
+        for kernel, attrs, ins, outs in steps[:-3]:
+            results = kernel([env[i] for i in ins], attrs)
+            for (o, dt, shape), arr in zip(outs, results):
+                env[o] = np.ascontiguousarray(arr, dtype=dt).reshape(shape)
+    finally:
+        _quiet_off(token)
+    return [env[i] for i in steps[-1]]
