@@ -1,32 +1,57 @@
 """Compress a CNN trained on scikit-learn's digits: distillation, pruning and int8 quantization.
 
-    python examples/compress_digits.py [--quick]
+    python examples/compress_digits.py [--quick] [--validate]
 
 1. trains a teacher CNN (two 3x3 convs, a max-pool, two linear layers) with compile_train;
 2. distillation: for each of 3 seeds, a small student (64-24-10) from the same initial weights
    and the same batches, Adam and number of steps, trained on labels alone and distilled from the
    frozen teacher (``F.distillation_loss``; the teacher runs inside the student's compiled train
-   step); prints both means;
+   step); every epoch both students see fresh noisy views of the images (``student_batches``),
+   and the teacher scores the same views the student sees; prints both means;
 3. compresses the teacher and prints one row per variant (test accuracy, plan file size, time of
    one inference call on the test set): the float plan, static int8 (``quantize_static``,
-   min-max and entropy calibration), QAT int8 (``prepare_qat`` on the linear layers, a short
-   fine-tune, then
-   ``convert_qat``), dynamic int8, unstructured pruning (``pruning.magnitude``, 70% of weights,
+   min-max and entropy calibration), QAT int8 (``prepare_qat`` on the conv and linear layers, a
+   short fine-tune, then ``convert_qat`` with the ranges observed in training), dynamic int8,
+   unstructured pruning (``pruning.magnitude``, 70% of weights,
    global, masks kept through a short fine-tune) and structured pruning (``pruning.structured``,
    half of each conv's channels and of the hidden units, then a short fine-tune).
 
 Test accuracies use a held-out fifth of the 1797 images. ``--quick`` trains for a few epochs
-only (for the tests). Needs scikit-learn.
+only (for the tests). ``--validate`` trains the teacher and the students on four fifths of the
+training split and scores the students on its last fifth (288 images), the split every setting
+below was chosen on; it neither compresses nor touches the test split. Needs scikit-learn.
 
-On the distillation setting: the teacher is a small CNN (99.4% on the test set); the student an
-MLP with one hidden layer of 24 units. Temperature, alpha and the student's epochs were chosen on
-a validation split (the last fifth of the training set, never the test set), mean of 3 seeds,
-against the student trained alone for as many epochs: at 30 epochs every setting tried was below
-the student alone (alone 95.0%; (T, alpha) = (2, .5) 93.8%, (4, .5) 92.9%, (4, .9) 92.9%, (8, .5)
-93.1%, (8, .9) 92.7%, (16, .9) 92.4%: soft targets train more slowly), at 100 epochs alone 96.4%,
-(2, .5) 95.7%, (4, .7) 97.0%, (4, .9) 96.8%. So T=4, alpha=0.7, 100 epochs. With alpha=0 the
-distilled student's weights equal the student's alone bit for bit (same start, batches and steps),
-so the comparison is fair.
+On the distillation setting. The student is an MLP with one hidden layer of 24 units (1810
+parameters, 84x fewer than the teacher). Temperature, alpha, epochs, student size and the
+augmentation were chosen on the validation split only; figures are validation accuracy, mean of
+3 seeds, "labels only / distilled", T=4, alpha=0.7, 100 epochs, 24 units unless said. An earlier
+round (T, alpha, 30 and 100 epochs, no augmentation) had chosen T=4, alpha=0.7: 96.4 / 97.0.
+Augmentation, following Beyer et al. 2022 (the teacher and the student see the same view, drawn
+fresh each epoch, and the student trains long):
+
+- shifts of up to one pixel (zero fill) of every image: 88.2 / 95.9 (an MLP this small cannot
+  learn the shifted views from labels; the teacher, 53% on shifted views, still guides it), alpha
+  0.9: 88.9 / 95.5; a teacher also trained on shifted views (96.5% on them): 88.2 / 86.9;
+  shifting 30% of the images: 96.1 / 96.9; 64 units, 50% shifted, noise 0.1: 97.8 / 97.2;
+- Gaussian noise (std 0.1) on every pixel: 96.5 / 97.3; std 0.2: 97.0 / 97.1; with noise 0.1:
+  alpha 0.9 96.5 / 97.1, T=2 96.5 / 96.3, 150 epochs 97.2 / 97.6;
+- no augmentation, 200 epochs: 97.1 / 97.2;
+- student size (noise 0.1): 12 units 96.2 / 95.4, 16 units 96.3 / 96.1 (16 units without noise
+  96.0 / 95.7), 32 units 97.1 / 96.8 (alpha 0.9: 97.1 / 96.9; without noise 96.5 / 97.1), 64
+  units 97.9 / 97.8.
+
+The teacher's own validation accuracy moved from 98.6% to 98.3% between rounds (the code under it
+changed); noise 0.1 with the second teacher gives 96.5 / 97.0, the figures from 16 units on and
+150 epochs are with the second teacher, the rest with the first. Distillation helped only at 24
+units (a smaller student did not benefit more here), most with noise; the best distilled student
+was noise 0.1, T=4, alpha=0.7, 150 epochs (97.2 / 97.6 on validation: 96.5 / 97.6, 97.2 / 97.6,
+97.9 / 97.6 per seed), the setting used here. Its test result, measured once: labels only 98.9%,
+distilled 98.5% (seeds 0, 1, 2: 98.9 / 98.3, 98.6 / 98.9, 99.2 / 98.3), so on the test split
+distillation does not beat the student alone: the test split is easier than the validation split
+(the student alone makes 4 mistakes in 360), one image is 0.28 points, and the validation gains
+(0.3 to 0.8 points, 1 to 2 images of 288) are within that noise. With alpha=0 the distilled
+student's weights equal the student's alone bit for bit (same start, batches and steps), so the
+comparison is fair.
 """
 
 from __future__ import annotations
@@ -37,6 +62,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -49,7 +75,10 @@ from graphc.training import fit
 
 BATCH = 64
 SEEDS = (0, 1, 2)
-TEMPERATURE, ALPHA = 4.0, 0.7  # the best on a validation split, see the module docstring
+HIDDEN = 24
+TEMPERATURE, ALPHA = 4.0, 0.7  # chosen on a validation split, see the module docstring
+NOISE, SHIFT_P = 0.1, 0.0  # the students' augmentation (noise std, share of shifted images), likewise
+STUDENT_EPOCHS = 150
 
 
 class MLP(nn.Module):
@@ -93,6 +122,38 @@ class Distill(nn.Module):
 
     def forward(self, x):
         return self.student(x), self.teacher(x)
+
+
+def augment(
+    x: np.ndarray, rng: np.random.Generator, noise: float = NOISE, shift_p: float = SHIFT_P
+) -> np.ndarray:
+    """A fresh view of each (N, 64) image: with probability ``shift_p`` shifted by up to one pixel
+    along each axis (zero fill), then Gaussian noise of standard deviation ``noise`` on every pixel."""
+    n = len(x)
+    padded = np.zeros((n, 10, 10), np.float32)
+    padded[:, 1:9, 1:9] = x.reshape(n, 8, 8)
+    dy, dx = rng.integers(0, 3, n), rng.integers(0, 3, n)  # the 8x8 window's corner in the padded image
+    still = rng.random(n) >= shift_p
+    dy[still], dx[still] = 1, 1
+    rows = (dy[:, None] + np.arange(8))[:, :, None]
+    cols = (dx[:, None] + np.arange(8))[:, None, :]
+    views = padded[np.arange(n)[:, None, None], rows, cols].reshape(n, 64)
+    return views + rng.normal(0.0, noise, views.shape).astype(np.float32)
+
+
+def student_batches(
+    x: np.ndarray, y: np.ndarray, seed: int, epochs: int, **views: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The students' batches, ``epochs`` epochs of them: each epoch draws fresh views of every image
+    (``augment(x, rng, **views)``) and a fresh order from the generator seeded by ``(seed, epoch)``;
+    ``BATCH`` images per batch, the last short one dropped. The same arguments give the same batches."""
+    for epoch in range(epochs):
+        rng = np.random.default_rng([seed, epoch])
+        views_e = augment(x, rng, **views)
+        order = rng.permutation(len(y))
+        for start in range(0, len(y) - BATCH + 1, BATCH):
+            index = order[start : start + BATCH]
+            yield views_e[index], y[index]
 
 
 def load_digits(seed: int = 0):
@@ -150,37 +211,54 @@ def plan_bytes(plan, tmp: str, name: str) -> int:
     return os.path.getsize(path)
 
 
-def distill(teacher: CNN, data, epochs: int) -> dict[str, list[float]]:
-    """Test accuracies of the student trained alone and distilled, one per seed: same initial
-    weights, same batches, same optimizer and steps."""
-    (x_train, y_train), (x_test, y_test) = data
-    out: dict[str, list[float]] = {"alone": [], "distilled": []}
-    teacher.requires_grad_(False)
+def train_pair(
+    teacher: CNN,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    epochs: int,
+    hidden: int = HIDDEN,
+    temperature: float = TEMPERATURE,
+    alpha: float = ALPHA,
+    **views: float,
+) -> tuple[MLP, MLP]:
+    """The student trained alone (cross-entropy on the labels) and the student distilled from the
+    frozen ``teacher`` (``F.distillation_loss``, the teacher inside the compiled train step): same
+    initial weights (seed ``100 + seed``), the same batches (``student_batches``), Adam and number of
+    steps; only the loss differs."""
+    nn.init.manual_seed(100 + seed)
+    alone, student = MLP(hidden), MLP(hidden)
+    student.load_state_dict(alone.state_dict())
 
     def kd_loss(logits, target):
-        return F.distillation_loss(logits[0], logits[1], target, temperature=TEMPERATURE, alpha=ALPHA)
+        return F.distillation_loss(logits[0], logits[1], target, temperature=temperature, alpha=alpha)
 
+    example = (x[:BATCH], y[:BATCH])
+    teacher.requires_grad_(False)
     try:
-        for seed in SEEDS:
-            nn.init.manual_seed(100 + seed)
-            alone, student = MLP(24), MLP(24)
-            student.load_state_dict(alone.state_dict())
-
-            def batches(seed=seed):
-                return DataLoader(
-                    (x_train, y_train), batch_size=BATCH, shuffle=True, seed=seed, drop_last=True
-                )
-
-            train(alone, batches(), epochs)
-            train(Distill(student, teacher), batches(), epochs, loss=kd_loss)
-            out["alone"].append(accuracy(alone, x_test, y_test))
-            out["distilled"].append(accuracy(student, x_test, y_test))
-            print(
-                f"  seed {seed}: labels only {out['alone'][-1]:.2%}, distilled {out['distilled'][-1]:.2%}",
-                flush=True,
-            )
+        alone_step = graphc.compile_train(alone, F.cross_entropy, optim.Adam(lr=2e-3), *example)
+        kd_step = graphc.compile_train(Distill(student, teacher), kd_loss, optim.Adam(lr=2e-3), *example)
+        for xb, yb in student_batches(x, y, seed, epochs, **views):
+            alone_step(xb, yb)
+            kd_step(xb, yb)
     finally:
         teacher.requires_grad_(True)
+    return alone, student
+
+
+def distill(teacher: CNN, data, epochs: int) -> dict[str, list[float]]:
+    """Accuracies on ``data``'s second split of the student trained alone and distilled
+    (``train_pair`` on its first split), one per seed."""
+    (x_train, y_train), (x_eval, y_eval) = data
+    out: dict[str, list[float]] = {"alone": [], "distilled": []}
+    for seed in SEEDS:
+        alone, student = train_pair(teacher, x_train, y_train, seed, epochs)
+        out["alone"].append(accuracy(alone, x_eval, y_eval))
+        out["distilled"].append(accuracy(student, x_eval, y_eval))
+        print(
+            f"  seed {seed}: labels only {out['alone'][-1]:.2%}, distilled {out['distilled'][-1]:.2%}",
+            flush=True,
+        )
     return out
 
 
@@ -195,8 +273,7 @@ def compress(teacher: CNN, data, loader, epochs: int) -> dict[str, tuple[float, 
         )
     qat = graphc.prepare_qat(teacher)
     train(qat, loader, epochs, lr=2e-4)
-    # QAT covers the Linear layers; the convolutions' activation ranges come from calibration
-    plans["QAT int8 (+ calibrated convs)"] = graphc.convert_qat(qat, x_test, calibration_batches=calibration)
+    plans["QAT int8"] = graphc.convert_qat(qat, x_test)  # every conv and linear layer trained with fake-quant
     plans["dynamic int8"] = quantization.quantize_dynamic(teacher, x_test)
 
     sparse = copy.deepcopy(teacher)
@@ -219,25 +296,38 @@ def compress(teacher: CNN, data, loader, epochs: int) -> dict[str, tuple[float, 
     return rows
 
 
-def run(quick: bool = False) -> dict:
-    """Train, distill and compress; print and return what each stage gives."""
+def validation_split(train: tuple[np.ndarray, np.ndarray]) -> tuple[tuple, tuple]:
+    """The first four fifths of the training split (to train on) and its last fifth (to validate on)."""
+    x, y = train
+    cut = int(0.8 * len(y))
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def run(quick: bool = False, validate: bool = False) -> dict:
+    """Train, distill and compress; print and return what each stage gives. ``validate``: the teacher
+    and the students train on four fifths of the training split and are scored on its last fifth
+    (how the settings were chosen); no compression, the test split is not used."""
     epochs = 3 if quick else 30
-    student_epochs = 3 if quick else 100
+    student_epochs = 3 if quick else STUDENT_EPOCHS
     tune = 1 if quick else 5
     nn.init.manual_seed(0)
     data = load_digits()
+    if validate:
+        data = validation_split(data[0])
     (x_train, y_train), (x_test, y_test) = data
+    split = "validation" if validate else "test"
     loader = DataLoader((x_train, y_train), batch_size=BATCH, shuffle=True, seed=0, drop_last=True)
 
     teacher = CNN()
     train(teacher, loader, epochs=epochs)
     print(
         f"teacher CNN conv32-conv64-pool-128-10 ({n_params(teacher)} params): "
-        f"accuracy {accuracy(teacher, x_test, y_test):.2%}"
+        f"{split} accuracy {accuracy(teacher, x_test, y_test):.2%}"
     )
     print(
-        f"student MLP 64-24-10 ({n_params(MLP(24))} params), {student_epochs} epochs, Adam, "
-        f"distillation T={TEMPERATURE}, alpha={ALPHA}:"
+        f"student MLP 64-{HIDDEN}-10 ({n_params(MLP(HIDDEN))} params), {student_epochs} epochs, Adam, "
+        f"inputs with noise {NOISE} (teacher and student see the same views), "
+        f"distillation T={TEMPERATURE}, alpha={ALPHA}, {split} accuracy:"
     )
     students = distill(teacher, data, student_epochs)
     means = {k: float(np.mean(v)) for k, v in students.items()}
@@ -245,6 +335,8 @@ def run(quick: bool = False) -> dict:
         f"  mean of {len(SEEDS)} seeds: labels only {means['alone']:.2%}, distilled {means['distilled']:.2%} "
         f"({'distillation helps' if means['distilled'] > means['alone'] else 'distillation does not help'})"
     )
+    if validate:
+        return {"students": students, "means": means}
 
     rows = compress(teacher, data, loader, tune)
     print(f"{'teacher variant':>34} {'accuracy':>9} {'plan file':>10} {'call':>9}")
@@ -254,11 +346,16 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``--quick`` for a few epochs only."""
+    """Command line: ``--quick`` for a few epochs only, ``--validate`` for the validation split."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few epochs only (for the tests)")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="train on 4/5 of the training split, score the students on its last fifth (no test set)",
+    )
     args = parser.parse_args(argv)
-    run(args.quick)
+    run(args.quick, args.validate)
     return 0
 
 
