@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from graphc.eager_composite import COMPOSITE
 from graphc.ir import Graph, GraphcError, Node
 from graphc.tensor import Tensor, _at, user_source
 
@@ -47,14 +48,29 @@ def _collect(loss: EagerValue) -> tuple[list[EagerValue], list[EagerValue]]:
     return list(leaves.values()), sorted(computed.values(), key=lambda v: v.seq)
 
 
-def _graph(leaves: list[EagerValue], computed: list[EagerValue], loss: EagerValue) -> Graph:
+def _records(leaves: list[EagerValue], computed: list[EagerValue]) -> list[tuple]:
+    """The recorded ops as ``(op, attrs, operands, output)``, in execution order, with each
+    composite tape entry (graphc/eager_composite.py) replaced by its small graph's ops over its
+    residuals (whose leaves are appended to ``leaves``)."""
+    from graphc.eager_composite import expand
+
+    records = []
+    for v in computed:
+        if v.op == COMPOSITE:
+            expand(v, leaves, records)
+        else:
+            records.append((v.op, v.attrs, v.inputs, v))
+    return records
+
+
+def _graph(leaves: list[EagerValue], records: list[tuple], loss: EagerValue) -> Graph:
     g = Graph("eager_backward")
     for v in leaves:
         g.inputs.append(v)
         g.kinds[v.name] = "param" if v.param is not None else "const"
         g._names.add(v.name)
-    for v in computed:
-        g.nodes.append(Node(v.op, list(v.inputs), dict(v.attrs), [v], v.source))
+    for op, attrs, inputs, v in records:
+        g.nodes.append(Node(op, list(inputs), dict(attrs), [v], v.source))
         g._names.add(v.name)
     g.invalidate_uses()
     g.outputs = [loss]
@@ -103,7 +119,10 @@ def _structure(leaves: list[EagerValue], computed: list[EagerValue], loss: Eager
     for x in computed:
         pos[id(x)] = len(pos)
         t = x.type
-        parts.append((x.op, tuple(x.attrs.items()), tuple([pos[id(i)] for i in x.inputs]), t.shape, t.dtype))
+        op = x.op
+        # a composite entry stands for its small graph: its signature says all of it
+        what = x.attrs["composite"].key if op == COMPOSITE else tuple(x.attrs.items())
+        parts.append((op, what, tuple([pos[id(i)] for i in x.inputs]), t.shape, t.dtype))
     key = (tuple(parts), pos[id(loss)])
     try:
         hash(key)
@@ -120,10 +139,12 @@ def _program(
     key = _structure(leaves, computed, loss)
     program = _PROGRAMS.get(key) if key is not None else None
     if program is None:
-        graph = _graph(leaves, computed, loss)
+        leaves = list(leaves)
+        records = _records(leaves, computed)
+        graph = _graph(leaves, records, loss)
         joint, grad_index = autodiff.grad(graph, loss_index=0, wrt=[p.name for p in params])
         grad_names = [joint.outputs[grad_index[p.name]].name for p in params]
-        program = _Program(joint, len(computed), grad_names)
+        program = _Program(joint, len(records), grad_names)
         if key is not None:
             if len(_PROGRAMS) >= _MAX_PROGRAMS:
                 _PROGRAMS.clear()
@@ -289,7 +310,16 @@ def backward(ctx: EagerContext, loss: Tensor, gradient: Any = None, retain_graph
     params = [leaf for leaf in leaves if leaf.param is not None]
     program = _program(leaves, computed, v, params)
     env: list[np.ndarray | None] = [x.data for x in leaves]
-    env.extend(x.data for x in computed)
+    composites = [x for x in computed if x.op == COMPOSITE]
+    if composites:  # the slots _records laid out: residual leaves after the leaves, then the ops
+        for x in composites:
+            env.extend(x.attrs["leaves"])
+        for x in computed:
+            if x.op == COMPOSITE:
+                env.extend(x.attrs["values"])
+            env.append(x.data)
+    else:
+        env.extend(x.data for x in computed)
     env.extend([None] * (program.n_values - len(env)))
     if get_backend() == "reference":
         _run_reference(program, env)

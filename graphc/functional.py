@@ -177,6 +177,17 @@ def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: 
 def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
     """x - max - log(sum(exp(x - max))) along ``dim`` (numerically stable)."""
     x = _float(_t(input) if dtype is None else _t(input).to(dtype))
+    if x.ctx.eager:  # eager mode: one composite step (graphc/eager_composite.py)
+        from graphc import eager_composite
+
+        out = eager_composite.run(_log_softmax, (x,), {"dim": dim})
+        if out is not None:
+            return out
+    return _log_softmax(x, dim)
+
+
+def _log_softmax(x: Tensor, dim: int | None) -> Tensor:
+    """``log_softmax``'s definition on a float tensor (traced as is)."""
     d = _softmax_dim(x.ndim, dim)
     shifted = x - x.amax(d, keepdim=True)
     return shifted - shifted.exp().sum(d, keepdim=True).log()
@@ -202,7 +213,20 @@ def nll_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """Negative log-likelihood of log-probabilities [N, C, ...] at integer targets [N, ...]."""
-    return _nll(_t(input), _t(target), weight, ignore_index, reduction, 0.0)
+    logp, target = _t(input), _t(target)
+    if (
+        logp.ctx.eager
+        and logp.value.dtype in ("f32", "f64")
+        and (weight is None or isinstance(weight, (Tensor, np.ndarray)))
+    ):
+        from graphc import eager_composite  # eager mode: one composite step
+
+        w = None if weight is None else _t(weight, like=logp)
+        static = {"ignore_index": ignore_index, "reduction": reduction, "smoothing": 0.0}
+        out = eager_composite.run(_nll, (logp, target, w), static)
+        if out is not None:
+            return out
+    return _nll(logp, target, weight, ignore_index, reduction, 0.0)
 
 
 def _nll(
@@ -336,6 +360,26 @@ def cross_entropy(
 ) -> Tensor:
     """Cross-entropy of logits [N, C, ...] with int class targets [N, ...] or class probabilities."""
     x, target = _t(input), _t(target)
+    if (
+        x.ctx.eager
+        and x.value.dtype in ("f32", "f64")
+        and (weight is None or isinstance(weight, (Tensor, np.ndarray)))
+    ):
+        # Eager mode: the definition below traced once per signature, run as one tape entry.
+        from graphc import eager_composite
+
+        w = None if weight is None else _t(weight, like=x)
+        static = {"ignore_index": ignore_index, "reduction": reduction, "label_smoothing": label_smoothing}
+        out = eager_composite.run(_cross_entropy, (x, target, w), static)
+        if out is not None:
+            return out
+    return _cross_entropy(x, target, weight, ignore_index, reduction, label_smoothing)
+
+
+def _cross_entropy(
+    x: Tensor, target: Tensor, weight: Any, ignore_index: int, reduction: str, label_smoothing: float
+) -> Tensor:
+    """``cross_entropy``'s definition (traced as is; eager mode runs it as one composite step)."""
     class_dim = 0 if x.ndim == 1 else 1
     logp = log_softmax(x, class_dim)
     if target.value.dtype in ("f32", "f64"):
