@@ -143,3 +143,127 @@ def test_the_cpu_matmul_routes_short_wide_products_here(monkeypatch):
     blas.small_rows_matmul(h.astype(np.float64), w.T.astype(np.float64), out64)  # declined: BLAS
     np.testing.assert_allclose(out64, h.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-12)
     assert len(calls) == 2
+
+
+# ---------------------------------------------------------------- few columns: c.T = b.T @ a.T
+
+
+def _run_few_columns(a: np.ndarray, b: np.ndarray, parts: int) -> np.ndarray:
+    out = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
+    sgemm.driver().few_columns(a, b, out, parts)
+    return out
+
+
+@pytest.mark.parametrize("a_layout", ["C", "T", "strided"])
+@pytest.mark.parametrize("b_layout", ["C", "T", "strided"])
+def test_few_columns_every_layout_matches_numpy(a_layout, b_layout):
+    rng = np.random.default_rng(10)
+    m, k, n = 2 * COLS + 5, 2 * sgemm.KC_T + 37, 3 * ROWS + 1  # ragged everywhere; three blocks of k
+    a, b = _operand(rng, m, k, a_layout), _operand(rng, k, n, b_layout)
+    _check(a, b, _run_few_columns(a, b, 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    m=st.integers(1, 3 * COLS + 5),
+    k=st.integers(1, 2 * sgemm.KC_T + 20),
+    n=st.integers(1, 70),
+    transposed=st.booleans(),
+    parts=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_few_columns_ragged_shapes_and_any_split(m, k, n, transposed, parts, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _operand(rng, m, k, "T" if transposed else "C"), _operand(rng, k, n, "C")
+    _check(a, b, _run_few_columns(a, b, parts))
+
+
+def test_few_columns_same_bits_on_one_and_two_threads():
+    # A late ResNet convolution's [O, K] @ [K, 7 * 7]: rows of the output shared out whole.
+    rng = np.random.default_rng(11)
+    a, b = _operand(rng, 200, 700, "C"), _operand(rng, 700, 49, "C")
+    outs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(threads)
+        out = np.full((200, 49), np.nan, np.float32)
+        assert sgemm.few_columns_matmul(a, b, out)
+        outs.append(out)
+    _check(a, b, outs[0])
+    assert outs[0].tobytes() == outs[1].tobytes()
+    for parts in (3, 7):
+        assert _run_few_columns(a, b, parts).tobytes() == _run_few_columns(a, b, 1).tobytes()
+
+
+def test_few_columns_into_a_strided_output_and_declines():
+    rng = np.random.default_rng(12)
+    a, b = _operand(rng, 300, 200, "C"), _operand(rng, 200, 24, "strided")
+    a.flags.writeable = False
+    arena = np.full((300, 40), np.nan, np.float32)
+    assert sgemm.few_columns_matmul(a, b, arena[:, 5:29])
+    _check(a, b, arena[:, 5:29])
+    assert np.isnan(arena[:, :5]).all() and np.isnan(arena[:, 29:]).all()
+    for x, y in [
+        (a.astype(np.float64), b.astype(np.float64)),  # another dtype
+        (a, _operand(rng, 200, 10, "C")),  # too few columns: most of two 8-row tiles idle
+        (a, _operand(rng, 200, 100, "C")),  # too many: OpenBLAS does as well
+        (a[:40], b),  # too few rows to share out
+        (np.stack([a, a]), b),  # a batch
+    ]:
+        out = np.full((*x.shape[:-1], y.shape[-1]), np.nan, x.dtype)
+        assert not sgemm.few_columns_matmul(x, y, out)
+        assert np.isnan(out).all()
+    out = np.full((300, 24), np.nan, np.float32)
+    assert not sgemm.few_columns_matmul(a, b, out[:, ::-1])  # output columns not contiguous
+    big = np.zeros((300, 300), np.float32)
+    assert not sgemm.few_columns_matmul(big, big[:, :24], big[:, 100:124])  # the output over an operand
+
+
+def test_the_cpu_matmul_routes_few_column_and_batch_one_products_here(monkeypatch):
+    # Batch-1 convolutions: [O, K] @ [1, K, HW] into [1, O, HW]; few columns (7 x 7) or few rows.
+    assert blas.matmul_for(4608, (1, 512, 49)) is blas.few_columns_matmul
+    assert blas.matmul_for(1024, (2048, 49)) is blas.few_columns_matmul
+    assert blas.matmul_for(576, (1, 64, 3136)) is blas.small_rows_matmul
+    assert blas.matmul_for(1024, (1, 1, 256, 196)) is blas.matmul  # 196 columns: OpenBLAS
+    assert blas.matmul_for(4608, (2, 512, 49)) is blas.matmul  # a batch
+    assert blas.matmul_for(2048, (4, 1000)) is blas.matmul  # batch-1 inference's few rows: OpenBLAS
+    assert blas.matmul_for(512, (128, 10)) is blas.matmul  # an MLP's logits: too few columns
+    monkeypatch.setattr(sgemm, "HAVE_AVX512", False)
+    assert blas.matmul_for(4608, (1, 512, 49)) is blas.matmul
+    monkeypatch.undo()
+    calls = []
+    real = sgemm.few_columns_matmul
+    monkeypatch.setattr(sgemm, "few_columns_matmul", lambda *args: calls.append(1) or real(*args))
+    rng = np.random.default_rng(13)
+    w, cols = _operand(rng, 256, 300, "C"), rng.standard_normal((1, 300, 49), dtype=np.float32)
+    out = np.full((1, 256, 49), np.nan, np.float32)
+    blas.few_columns_matmul(w, cols, out)
+    _check(w, cols[0], out[0])
+    out64 = np.full((1, 256, 49), np.nan)
+    blas.few_columns_matmul(w.astype(np.float64), cols.astype(np.float64), out64)  # declined: BLAS
+    np.testing.assert_allclose(out64, w.astype(np.float64) @ cols.astype(np.float64), rtol=1e-12)
+    assert len(calls) == 2
+
+
+def test_a_fused_conv_bias_relu_on_a_7x7_image_matches_torch(monkeypatch):
+    # The convolution's GEMM [128, 576] @ [576, 49] takes the few-columns kernel and the fused
+    # epilogue (bias, ReLU) still applies to its product.
+    import torch
+
+    import graphc
+    from graphc import functional as F
+
+    calls = []
+    real = sgemm.few_columns_matmul
+    monkeypatch.setattr(sgemm, "few_columns_matmul", lambda *args: calls.append(1) or real(*args))
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 64, 7, 7), dtype=np.float32)
+    w = rng.standard_normal((128, 64, 3, 3), dtype=np.float32) * 0.1
+    bias = rng.standard_normal(128, dtype=np.float32)
+    plan = graphc.compile(lambda x, w, bias: F.relu(F.conv2d(x, w, bias, 1, 1)), x, w, bias)
+    got = plan(x, w, bias)
+    tx, tw, tb = (torch.from_numpy(v.astype(np.float64)) for v in (x, w, bias))
+    want = torch.relu(torch.nn.functional.conv2d(tx, tw, tb, 1, 1)).numpy()
+    bound = torch.nn.functional.conv2d(tx.abs(), tw.abs(), tb.abs(), 1, 1).numpy()
+    assert got.shape == want.shape and calls
+    assert np.all(np.abs(got - want) <= 1e-5 * bound + 1e-30)
+    assert (got == 0).any() and (got > 0).any()  # the ReLU ran

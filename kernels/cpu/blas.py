@@ -14,7 +14,9 @@ built against another BLAS), ``parallel_matmul`` declines and the caller uses ``
 
 A float32 product with few rows (8 to 64: an RNN step's 32 x 256 @ 256 x 1024) runs on graphc's
 own AVX-512 kernel instead (``sgemm``; ``small_rows_matmul``), where OpenBLAS is weak: 2x faster
-than the driver here on one thread. Without AVX-512 it stays on the driver.
+than the driver here on one thread; so does one with few columns (a batch-1 convolution's
+``[O, K] @ [K, 7 * 7]``: ``few_columns_matmul``), as the transposed product. Without AVX-512 they
+stay on the driver.
 """
 
 from __future__ import annotations
@@ -242,10 +244,25 @@ def one_thread_serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> N
         serial_matmul(a, b, out)
 
 
+def _matrices(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The operands of a product whose batch axes are all 1 (batch-1 inference's ``[1, O, HW]``
+    convolution output) as 2-D views; arrays already 2-D as they are."""
+    return tuple(x[(0,) * (x.ndim - 2)] if x.ndim > 2 else x for x in (a, b, out))
+
+
 def small_rows_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a @ b`` on the AVX-512 small-m kernel (``sgemm``: an RNN step's 32 x 256 @ 256 x 1024,
-    where OpenBLAS is weak), or ``matmul`` where it declines (another dtype or layout)."""
-    if not sgemm.small_m_matmul(a, b, out):
+    where OpenBLAS is weak), or ``matmul`` where it declines (another dtype or layout). Batch axes
+    of size 1 (a batch-1 convolution's) are dropped first."""
+    if not sgemm.small_m_matmul(*_matrices(a, b, out)):
+        matmul(a, b, out)
+
+
+def few_columns_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` with few columns (a batch-1 convolution's ``[O, K] @ [K, 7 * 7]``) on the
+    AVX-512 kernel as the transposed few-rows product (``sgemm.few_columns_matmul``), or
+    ``matmul`` where it declines. Batch axes of size 1 are dropped first."""
+    if not sgemm.few_columns_matmul(*_matrices(a, b, out)):
         matmul(a, b, out)
 
 
@@ -254,12 +271,19 @@ def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
     where the work is below the thread pool's threshold (decided once, saving its checks on
     every call of a small GEMM: training steps of small models make many), or
     ``one_thread_serial_matmul`` where that is a matrix-vector product OpenBLAS may split;
-    ``small_rows_matmul`` for a 2-D product with few rows (``sgemm.applies``); else ``matmul``."""
+    for one matrix (2-D, or batch axes all 1) ``small_rows_matmul`` where it has few
+    rows (``sgemm.applies``) and ``few_columns_matmul`` where it has few columns
+    (``sgemm.applies_few_columns``; float32 only, others go on to ``matmul``); else ``matmul``."""
     work = math.prod(out_shape) * k
     if work >= PARALLEL_GEMM_WORK:
-        if len(out_shape) == 2 and sgemm.applies(out_shape[0], k, out_shape[1]):
-            sgemm.driver()  # loaded (or compiled) with the plan, not in its first step
-            return small_rows_matmul
+        if len(out_shape) >= 2 and math.prod(out_shape[:-2]) == 1:
+            m, n = out_shape[-2:]
+            if sgemm.applies(m, k, n):
+                sgemm.driver()  # loaded (or compiled) with the plan, not in its first step
+                return small_rows_matmul
+            if sgemm.applies_few_columns(m, k, n):
+                sgemm.driver()
+                return few_columns_matmul
         return matmul
     rows = out_shape[-2] if len(out_shape) >= 2 else 1
     cols = out_shape[-1] if out_shape else 1

@@ -4,19 +4,25 @@ OpenBLAS is weak on these short, wide shapes (its 2-thread split of 32 x 1024 ra
 than one thread), and ``blas.parallel_matmul``'s column split, one single-threaded BLAS call per
 thread, slower still. Here numba's threads share the columns of the product, each computing
 whole tiles with the AVX-512 micro-kernels of ``sgemm_avx512`` (8 x 32 tiles, 16 zmm
-accumulators), in one of two ways (``sgemm_source``):
+accumulators), in one of three ways (``sgemm_source``):
 
 - ``packed_b``: each thread packs a panel of B (32 columns, ``KC`` rows at a time) into a buffer
   that stays in L1 and runs ``sgemm_tile`` down the rows of A over it;
 - ``packed_a``, where B is a transposed view of a row-major weight W (the backward's
   ``dgates @ W``): ``c.T = W @ a.T``, with the small A transposed into panels once and W's rows
   broadcast as they lie (no 16 x 16 transposes of the large operand), each tile stored
-  transposed (``sgemm_tile_t``).
+  transposed (``sgemm_tile_t``);
+- ``few_columns``, for a product with few COLUMNS instead (batch-1 inference's convolution
+  ``[O, K] @ [K, 7 * 7]``): its transpose ``c.T = b.T @ a.T`` is a few-rows product, run as
+  ``packed_b`` runs one, each thread packing panels of ``a.T`` (32 rows of ``a``, ``KC_T`` deep)
+  and broadcasting ``b``'s columns over them, each tile stored transposed into ``c`` (the
+  transpose of the transposed product: rows of ``c``, 8 floats per row).
 
-Every output is one chain of FMAs in k order (per ``KC`` block, then added), so its bits do not
-depend on the thread count or on how the columns are shared. ``small_m_matmul`` declines
+Every output is one chain of FMAs in k order (per ``KC`` or ``KC_T`` block, then added): its bits do not
+depend on the thread count or on how the work is shared. ``small_m_matmul`` declines
 (returns False, nothing written) where this does not apply: no AVX-512, another dtype, a batch,
-a layout without a unit stride, an output over an operand, or a shape outside ``applies``.
+a layout without a unit stride, an output over an operand, or a shape outside ``applies``;
+``few_columns_matmul`` likewise (``applies_few_columns``).
 """
 
 from __future__ import annotations
@@ -30,10 +36,24 @@ import numpy as np
 from .sgemm_avx512 import COLS, HAVE_AVX512, ROWS
 
 KC = 256  # rows of B per packed panel: 256 x COLS floats = 32 KiB, within L1 beside A's rows
+KC_T = 128  # depth of few_columns's panels: a.T's (16 KiB) and b's rows (49: 25 KiB) both stay in L1
 MIN_ROWS = ROWS  # fewer rows leave most of a tile's FMAs idle: OpenBLAS's gemm-with-few-rows then
+MIN_COLUMNS = 2 * ROWS  # of a few-columns product (see ``applies_few_columns``)
 MAX_ROWS = 64  # from here on up OpenBLAS's own blocking does as well (see ``applies``)
 
-__all__ = ["HAVE_AVX512", "KC", "MAX_ROWS", "MIN_ROWS", "applies", "driver", "small_m_matmul", "sgemm_source"]
+__all__ = [
+    "HAVE_AVX512",
+    "KC",
+    "MAX_ROWS",
+    "MIN_COLUMNS",
+    "MIN_ROWS",
+    "applies",
+    "applies_few_columns",
+    "driver",
+    "few_columns_matmul",
+    "sgemm_source",
+    "small_m_matmul",
+]
 
 
 def sgemm_source() -> str:
@@ -41,7 +61,9 @@ def sgemm_source() -> str:
     ``parts`` tasks of numba's pool: ``packed_b`` packs panels of B (``sgemm_pack``) and runs
     ``sgemm_tile`` down the rows of A over each; ``packed_a``, for B a transposed view of a
     weight W (``b.T`` row-major), computes ``c.T = W @ a.T`` instead: A's transpose is packed
-    once (it is small) and W's rows are read as they lie, each tile stored transposed."""
+    once (it is small) and W's rows are read as they lie, each tile stored transposed;
+    ``few_columns`` computes ``c = a @ b`` with few columns as ``c.T = b.T @ a.T``, sharing the
+    rows of ``c`` (panels of ``a.T``), each tile stored transposed."""
     return f"""# graphc CPU kernel: small-m float32 GEMM (AVX-512 {ROWS} x {COLS} tiles, one operand packed)
 import numpy as np
 from numba import njit, prange, types
@@ -91,6 +113,25 @@ def packed_a(a, b, c, parts):
                         w, j0, min({ROWS}, n - j0), p0, kc, buf, q * k * {COLS} + p0 * {COLS}, {COLS},
                         c, q * {COLS}, j0, min({COLS}, m - q * {COLS}), p0,
                     )
+
+
+@njit(SIGNATURE, cache=True, nogil=True, parallel=True)
+def few_columns(a, b, c, parts):
+    m, k = a.shape
+    n = b.shape[1]
+    bt = b.T
+    at = a.T
+    panels = (m + {COLS - 1}) // {COLS}
+    for part in prange(parts):
+        buf = np.empty(min({KC_T}, k) * {COLS}, np.float32)
+        for panel in range(part * panels // parts, (part + 1) * panels // parts):
+            j0 = panel * {COLS}
+            width = min({COLS}, m - j0)
+            for p0 in range(0, k, {KC_T}):
+                kc = min({KC_T}, k - p0)
+                sgemm_pack(at, p0, kc, j0, width, buf)
+                for i0 in range(0, n, {ROWS}):
+                    sgemm_tile_t(bt, i0, min({ROWS}, n - i0), p0, kc, buf, 0, {COLS}, c, j0, i0, width, p0)
 """
 
 
@@ -114,13 +155,21 @@ def _unit_stride(x: np.ndarray) -> bool:
     return (sc == 4 and sr > 0 and sr % 4 == 0) or (sr == 4 and sc > 0 and sc % 4 == 0)
 
 
-def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
-    """``out = a @ b`` for 2-D float32 operands on the AVX-512 kernel, split over numba's threads;
-    False, with nothing written, where it does not apply (see the module docstring)."""
+def applies_few_columns(m: int, k: int, n: int) -> bool:
+    """Whether a float32 GEMM with few COLUMNS runs here (``few_columns_matmul``: a convolution's
+    ``[O, K] @ [K, 7 * 7]``): its transpose ``c.T = b.T @ a.T`` is a product ``applies`` takes,
+    with at least ``MIN_COLUMNS`` columns (an MLP's 128 x 512 @ 512 x 10 logits ran slower here
+    than on OpenBLAS: most of two 8-row tiles idle, and all of ``a`` transposed into panels)."""
+    return n >= MIN_COLUMNS and applies(n, k, m)
+
+
+def _accepts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``out = a @ b`` has operands the kernels take: 2-D float32 of matching shapes, each
+    operand with a unit stride, the output's columns contiguous, and the output over neither."""
     if not (a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype == np.float32):
         return False
     (m, k), n = a.shape, b.shape[1]
-    if b.shape[0] != k or out.shape != (m, n) or not applies(m, k, n):
+    if b.shape[0] != k or out.shape != (m, n):
         return False
     if not (
         _unit_stride(a)
@@ -130,8 +179,17 @@ def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         and out.strides[0] % 4 == 0
     ):
         return False
-    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+    return not (np.may_share_memory(out, a) or np.may_share_memory(out, b))
+
+
+def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """``out = a @ b`` for 2-D float32 operands on the AVX-512 kernel, split over numba's threads;
+    False, with nothing written, where it does not apply (see the module docstring)."""
+    if a.ndim != 2 or b.ndim != 2 or not applies(a.shape[0], a.shape[1], b.shape[1]):
         return False
+    if not _accepts(a, b, out):
+        return False
+    (m, _), n = a.shape, b.shape[1]
     threads = numba.get_num_threads()
     module = driver()
     if b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2:
@@ -139,4 +197,20 @@ def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         module.packed_a(a, b, out, max(1, min(threads, (n + ROWS - 1) // ROWS)))
     else:
         module.packed_b(a, b, out, max(1, min(threads, (n + COLS - 1) // COLS)))
+    return True
+
+
+def few_columns_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """``out = a @ b`` for 2-D float32 operands with few columns (8 to 64: a late convolution's
+    ``[O, K] @ [K, 49]``) on the AVX-512 kernel: the transposed product ``out.T = b.T @ a.T``, a
+    few-rows product (49 rows: 7 tiles of 8, where 49 columns would fill 2 panels of 32 to 77%),
+    each tile stored transposed into ``out``. The rows of ``out`` are shared over numba's threads
+    in blocks of ``COLS``: the same bits on any thread count.
+    False, with nothing written, where it does not apply (as ``small_m_matmul``)."""
+    if a.ndim != 2 or b.ndim != 2 or not applies_few_columns(a.shape[0], a.shape[1], b.shape[1]):
+        return False
+    if not _accepts(a, b, out):
+        return False
+    threads = numba.get_num_threads()
+    driver().few_columns(a, b, out, max(1, min(threads, (a.shape[0] + COLS - 1) // COLS)))
     return True
