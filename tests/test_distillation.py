@@ -203,6 +203,9 @@ def test_compress_digits_example_quick(example):
     out = example.run(quick=True)
     assert [len(v) for v in out["students"].values()] == [3, 3]
     assert out["means"]["alone"] == pytest.approx(np.mean(out["students"]["alone"]))
+    transfer = out["transfer"]  # protocol B: scarce labels, the rest a transfer set
+    assert [len(transfer[k]) for k in ("alone", "distilled")] == [3, 3]
+    assert transfer["steps"]["distilled"] > transfer["steps"]["alone"] > 0
     rows = out["rows"]
     assert len(rows) == 7 and {"float", "QAT int8", "static int8 (entropy)"} <= set(rows)
     float_acc, float_bytes, _ = rows["float"]
@@ -211,3 +214,131 @@ def test_compress_digits_example_quick(example):
         if "int8" in name:
             assert size < 0.4 * float_bytes, (name, size, float_bytes)
     assert rows["QAT int8"][0] > float_acc - 0.05
+
+
+def _toy_split(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 64)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def test_transfer_batches_flag_unlabeled_batches_and_keep_labeled_ones_independent_of_u(example):
+    """Protocol B's batches: L's batches (and their order among themselves) are the same with or
+    without U; U's batches are flagged and carry a zero placeholder instead of labels."""
+    b = example.B_BATCH
+    x, y = _toy_split(2 * b + 3)
+    x_u = _toy_split(3 * b + 1, seed=1)[0] + 10.0  # U's pixels are >= 10: a view tells where it came from
+    both = list(example.transfer_batches(x, y, x_u, 5, 2))
+    only_l = list(example.transfer_batches(x, y, x_u[:0], 5, 2))
+    assert len(both) == 2 * (2 + 3) and len(only_l) == 2 * 2
+    assert all(flag == (xb.min() > 5.0) for xb, _, flag in both)  # U's views are the flagged ones
+    assert all(not yb.any() for _, yb, flag in both if flag)
+    labeled = [(xb, yb) for xb, yb, flag in both if not flag]
+    assert len(labeled) == len(only_l)
+    for (xb, yb), (xl, yl, flag) in zip(labeled, only_l):
+        assert not flag
+        np.testing.assert_array_equal(xb, xl)
+        np.testing.assert_array_equal(yb, yl)
+    orders = [[flag for _, _, flag in both[:5]], [flag for _, _, flag in both[5:]]]
+    assert orders[0] != [False, False, True, True, True] or orders[1] != orders[0]  # interleaved
+
+
+def _weights(model) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in model.state_dict().items()}
+
+
+def test_transfer_students_start_equal_and_the_teacher_stays_frozen(example):
+    graphc.manual_seed(0)
+    teacher = example.CNN()
+    frozen = _weights(teacher)
+    labeled = _toy_split(2 * example.B_BATCH)
+    x_u = _toy_split(2 * example.B_BATCH, seed=1)[0]
+    alone, student = example.train_transfer(teacher, labeled, x_u, seed=2, epochs=0, hidden=8)
+    nn.init.manual_seed(102)  # train_transfer's initial weights for seed 2
+    start = _weights(example.MLP(8))
+    for name, value in start.items():
+        np.testing.assert_array_equal(_weights(alone)[name], value)
+        np.testing.assert_array_equal(_weights(student)[name], value)
+    alone, student = example.train_transfer(teacher, labeled, x_u, seed=2, epochs=1, hidden=8)
+    assert all(not np.array_equal(v, start[k]) for k, v in _weights(student).items())  # it trained
+    for name, value in _weights(teacher).items():
+        np.testing.assert_array_equal(value, frozen[name])  # the teacher stays frozen
+    assert all(p.requires_grad for p in teacher.parameters())  # and is given back trainable
+
+
+def test_transfer_with_alpha_zero_and_no_unlabeled_images_is_the_student_alone(example):
+    """alpha=0 on L-only batches: the distilled student's loss is the cross-entropy, so it ends bit for
+    bit equal to the student alone; U's batches (soft targets only) or alpha > 0 make them differ."""
+    graphc.manual_seed(0)
+    teacher = example.CNN()
+    labeled = _toy_split(2 * example.B_BATCH)
+    x_u = _toy_split(2 * example.B_BATCH, seed=1)[0]
+    alone, student = example.train_transfer(teacher, labeled, x_u[:0], seed=0, epochs=2, hidden=8, alpha=0.0)
+    for name, value in _weights(alone).items():
+        np.testing.assert_array_equal(_weights(student)[name], value)
+    for x_u_, alpha in ((x_u, 0.0), (x_u[:0], 0.5)):
+        alone2, student = example.train_transfer(teacher, labeled, x_u_, 0, epochs=2, hidden=8, alpha=alpha)
+        for name, value in _weights(alone).items():
+            np.testing.assert_array_equal(_weights(alone2)[name], value)  # U does not touch the alone one
+        assert any(not np.array_equal(v, _weights(alone)[k]) for k, v in _weights(student).items())
+
+
+def test_semi_supervised_never_reads_the_labels_of_u(example):
+    """Poisoning U's labels (-1, out of range) leaves every weight unchanged; changing one of L's
+    labels does not."""
+    x, y = _toy_split(4 * example.B_BATCH)
+    evaluation = _toy_split(20, seed=3)
+    n_l = example.B_BATCH * 2
+
+    def weights(labels):
+        out = example.semi_supervised(
+            (x, labels), evaluation, fraction=0.5, epochs=1, teacher_epochs=1, seeds=(0,), hidden=8
+        )
+        assert out["sizes"] == (n_l, len(y) - n_l) and len(out["alone"]) == 1
+        return [w for pair in out["weights"] for w in pair]
+
+    clean = weights(y)
+    for poison in (-1, 10**6):
+        poisoned = y.copy()
+        poisoned[n_l:] = poison
+        for a, b in zip(clean, weights(poisoned)):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+    changed = y.copy()
+    changed[0] = (y[0] + 1) % 10
+    assert any(not np.array_equal(a[k], b[k]) for a, b in zip(clean, weights(changed)) for k in a)
+
+
+def test_labeled_split_needs_labeled_images(example):
+    x, y = _toy_split(10)
+    (x_l, y_l), x_u = example.labeled_split(x, y, 0.3)
+    assert len(y_l) == 3 and len(x_u) == 7 and np.array_equal(x_u, x[3:])
+    with pytest.raises(GraphcError, match="labeled fraction 0.01 leaves no labeled images"):
+        example.labeled_split(x, y, 0.01)
+
+
+def test_transfer_unlabeled_batches_read_no_target(example, monkeypatch):
+    """U's batches train on the teacher's soft targets only: whatever stands in their label slot,
+    the distilled student ends the same (and a changed label in an L batch does change it)."""
+    graphc.manual_seed(0)
+    teacher = example.CNN()
+    labeled = _toy_split(example.B_BATCH)
+    x_u = _toy_split(2 * example.B_BATCH, seed=1)[0]
+    original = example.transfer_batches
+
+    def relabeled(which):
+        def batches(*args, **kwargs):
+            rng = np.random.default_rng(9)
+            for xb, yb, unlabeled in original(*args, **kwargs):
+                yield xb, (rng.integers(0, 10, len(yb)) if unlabeled == which else yb), unlabeled
+
+        return batches
+
+    def distilled():
+        return _weights(example.train_transfer(teacher, labeled, x_u, seed=0, epochs=2, hidden=8)[1])
+
+    clean = distilled()
+    monkeypatch.setattr(example, "transfer_batches", relabeled(True))
+    for name, value in distilled().items():
+        np.testing.assert_array_equal(value, clean[name])
+    monkeypatch.setattr(example, "transfer_batches", relabeled(False))
+    assert any(not np.array_equal(v, clean[k]) for k, v in distilled().items())
