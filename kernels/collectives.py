@@ -408,12 +408,17 @@ def finish_sum(buf: np.ndarray, bucket: int, address: int | None = None) -> int:
         return _state["world"]
     progress = _state["progress"]
     if progress is None:
-        try:  # done already (small buckets often are): no deadline, no profile, no more calls
-            done = not _profile["on"] and request.Test()
-        except Exception as err:  # mpi4py.MPI.Exception: the MPI library reported an error
-            raise GraphcError(f"allreduce of gradient bucket {bucket}: MPI error: {err}") from None
-        if not done:
-            _wait_counted(request, f"allreduce of gradient bucket {bucket}")
+        if not _profile["on"]:
+            # A small bucket's sum is done now or within a few polls: poll back to back first,
+            # with no clock, no deadline and no message built (a 4 KiB sum is ~5 us in all).
+            test = request.Test
+            try:
+                for _ in range(BARE_POLLS):
+                    if test():
+                        return _state["world"]
+            except Exception as err:  # mpi4py.MPI.Exception: the MPI library reported an error
+                raise GraphcError(f"allreduce of gradient bucket {bucket}: MPI error: {err}") from None
+        _wait_counted(request, f"allreduce of gradient bucket {bucket}")
         return _state["world"]
     progress.waiting(+1)
     try:
