@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mpi_launch import relaunch, run_json, under_mpiexec, write_json  # noqa: E402
 
 WHAT = (
-    "allreduce-average of a float32 gradient bucket, 2 ranks: graphc kernels (persistent MPI allreduce) vs mpi4py Allreduce"
+    "allreduce-average of a float32 gradient bucket, 2 ranks: graphc kernels (persistent MPI allreduce) "
+    "vs mpi4py Allreduce"
 )
 PEERS = ("mpi4py",)
 TARGETS = [("graphc / mpi4py", ">= 0.9")]  # bus bandwidth ratio
