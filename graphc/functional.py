@@ -77,6 +77,14 @@ def _t(x: Any, like: Tensor | None = None) -> Tensor:
     return as_tensor(x, like=like)
 
 
+def _composite(fn: Callable[..., Tensor], operands: tuple, static: dict) -> Tensor | None:
+    """Eager mode: ``fn(*operands, **static)`` as one tape entry (graphc/eager_composite.py), or
+    None where that signature runs op by op."""
+    from graphc import eager_composite
+
+    return eager_composite.run(fn, operands, static)
+
+
 def _float(x: Tensor) -> Tensor:
     return x if x.value.dtype in ("f32", "f64") else x.to("f32")
 
@@ -130,6 +138,15 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit: exact (erf) or ``approximate='tanh'``."""
     x = _float(_t(input))
+    if x.ctx.eager and approximate in ("none", "tanh"):  # eager mode: one composite step
+        out = _composite(_gelu, (x,), {"approximate": approximate})
+        if out is not None:
+            return out
+    return _gelu(x, approximate)
+
+
+def _gelu(x: Tensor, approximate: str) -> Tensor:
+    """``gelu``'s definition on a float tensor (traced as is)."""
     if approximate == "none":
         return x * 0.5 * (1.0 + (x * (1.0 / math.sqrt(2.0))).erf())
     if approximate == "tanh":
@@ -168,6 +185,15 @@ def _softmax_dim(ndim: int, dim: int | None) -> int:
 def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
     """exp(x - max) / sum(exp(x - max)) along ``dim``."""
     x = _float(_t(input) if dtype is None else _t(input).to(dtype))
+    if x.ctx.eager:  # eager mode: one composite step (graphc/eager_composite.py)
+        out = _composite(_softmax, (x,), {"dim": dim})
+        if out is not None:
+            return out
+    return _softmax(x, dim)
+
+
+def _softmax(x: Tensor, dim: int | None) -> Tensor:
+    """``softmax``'s definition on a float tensor (traced as is)."""
     d = _softmax_dim(x.ndim, dim)
     e = (x - x.amax(d, keepdim=True)).exp()
     return e / e.sum(d, keepdim=True)
@@ -178,9 +204,7 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dty
     """x - max - log(sum(exp(x - max))) along ``dim`` (numerically stable)."""
     x = _float(_t(input) if dtype is None else _t(input).to(dtype))
     if x.ctx.eager:  # eager mode: one composite step (graphc/eager_composite.py)
-        from graphc import eager_composite
-
-        out = eager_composite.run(_log_softmax, (x,), {"dim": dim})
+        out = _composite(_log_softmax, (x,), {"dim": dim})
         if out is not None:
             return out
     return _log_softmax(x, dim)
@@ -673,16 +697,27 @@ def layer_norm(
         raise GraphcError(
             f"{_at(user_source())}layer_norm: input {x.shape} does not end in normalized_shape {shape}"
         )
-    axes = tuple(range(x.ndim - len(shape), x.ndim))
-    inv_n = 1.0 / math.prod(shape)
+    w = None if weight is None else _t(weight, like=x)
+    b = None if bias is None else _t(bias, like=x)
+    if x.ctx.eager and isinstance(eps, (int, float)):  # eager mode: one composite step
+        out = _composite(_layer_norm, (x, w, b), {"n_axes": len(shape), "eps": float(eps)})
+        if out is not None:
+            return out
+    return _layer_norm(x, w, b, len(shape), eps)
+
+
+def _layer_norm(x: Tensor, w: Tensor | None, b: Tensor | None, n_axes: int, eps: float) -> Tensor:
+    """``layer_norm``'s definition over the trailing ``n_axes`` dims (traced as is)."""
+    axes = tuple(range(x.ndim - n_axes, x.ndim))
+    inv_n = 1.0 / math.prod(x.shape[x.ndim - n_axes :])
     mean = x.sum(axes, keepdim=True) * inv_n
     centered = x - mean
     var = (centered * centered).sum(axes, keepdim=True) * inv_n
     y = centered * (var + eps).rsqrt()
-    if weight is not None:
-        y = y * _t(weight, like=y)
-    if bias is not None:
-        y = y + _t(bias, like=y)
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
     return y
 
 

@@ -233,3 +233,74 @@ def test_backward_program_is_cached_per_structure(monkeypatch):
     for y in ([0, 2], [1, 1], [2, 0]):  # other labels, the same structure
         F.cross_entropy(lin(x), np.array(y)).backward()
     assert len(built) == 1 and len(eager_backward._PROGRAMS) == 1
+
+
+def _layer_norm_step(shape, affine):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[0] = -0.0
+    lin = nn.Linear(shape[-1], shape[-1])
+    lin.weight[...] = np.eye(shape[-1], dtype=np.float32) * 0.9 + 0.05
+    lin.bias[...] = 0.1
+    ln = nn.LayerNorm(shape[-1], elementwise_affine=affine)
+    if affine:
+        ln.weight[...] = np.linspace(0.5, 1.5, shape[-1]).astype(np.float32)
+        ln.bias[...] = np.linspace(-0.2, 0.3, shape[-1]).astype(np.float32)
+    y = ln(lin(x))
+    out, op = np.asarray(y).copy(), y.value.op  # before backward() frees the tape
+    (y * y).sum().backward()
+    grads = [lin.weight.grad.copy(), lin.bias.grad.copy()]
+    if affine:
+        grads += [ln.weight.grad.copy(), ln.bias.grad.copy()]
+    return (out, *grads), op, x, lin
+
+
+def _softmax_gelu_step(shape, which, approximate="none"):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[1] = np.nan
+    lin = nn.Linear(shape[-1], shape[-1])
+    lin.weight[...] = np.eye(shape[-1], dtype=np.float32) - 0.1
+    lin.bias[...] = -0.05
+    h = lin(x)
+    y = F.softmax(h, dim=-1) if which == "softmax" else F.gelu(h, approximate=approximate)
+    out, op = np.asarray(y).copy(), y.value.op
+    (y * np.linspace(-1, 1, shape[-1]).astype(np.float32)).sum().backward()
+    return (out, lin.weight.grad.copy(), lin.bias.grad.copy()), op
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 5)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_composite_is_the_ops_bit_for_bit_and_matches_torch(shape, affine, monkeypatch):
+    fused, op, x, lin = _layer_norm_step(shape, affine)
+    assert op == eager_composite.COMPOSITE
+    _ops_path(monkeypatch)
+    ops, op, _, _ = _layer_norm_step(shape, affine)
+    assert op != eager_composite.COMPOSITE
+    for a, b in zip(fused, ops):
+        _same(a, b)
+    xt = torch.tensor(x, dtype=torch.float64)
+    wt = torch.tensor(np.asarray(lin.weight), dtype=torch.float64, requires_grad=True)
+    h = xt @ wt.T + torch.tensor(np.asarray(lin.bias), dtype=torch.float64)
+    ln = torch.nn.LayerNorm(shape[-1], elementwise_affine=affine).double()
+    if affine:
+        with torch.no_grad():
+            ln.weight.copy_(torch.linspace(0.5, 1.5, shape[-1]))
+            ln.bias.copy_(torch.linspace(-0.2, 0.3, shape[-1]))
+    yt = ln(h)
+    (yt * yt).sum().backward()
+    np.testing.assert_allclose(fused[0], yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fused[1], wt.grad.numpy(), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["softmax", "gelu", "gelu_tanh"])
+def test_softmax_and_gelu_composites_are_the_ops_bit_for_bit(which, monkeypatch):
+    name, approx = ("gelu", "tanh") if which == "gelu_tanh" else (which, "none")
+    fused, op = _softmax_gelu_step((3, 5), name, approx)
+    assert op == eager_composite.COMPOSITE
+    _ops_path(monkeypatch)
+    ops, op = _softmax_gelu_step((3, 5), name, approx)
+    assert op != eager_composite.COMPOSITE
+    for a, b in zip(fused, ops):
+        _same(a, b)
+    assert np.isnan(fused[0][0]).all() and not np.isnan(fused[0][1:]).any()
