@@ -15,7 +15,9 @@ and binds every kernel to its device views once. A call copies the data inputs i
 host-to-device copy each), launches the kernels in order over those views (intermediates never
 leave the GPU), reads the error flags of indexing kernels (one tiny copy each), applies
 ``graph.updates`` on the device (device-to-device copies into the param/state buffers) and copies
-the results out.
+the results out. A cond / while_loop / scan node is a ``ControlKernel`` (kernels/cuda/control_flow.py):
+its launcher drives its bodies' kernels from the host (device sub-plans, compiled here with the
+rest); a while_loop's condition and a cond's predicate come to the host each evaluation.
 
 Host/device consistency of param/state arrays: by default (``resident=False``) the plan behaves
 like runtime.Plan: it uploads every param/state array before each call, so changes made on the

@@ -7,6 +7,8 @@
 - ``require_device()`` raises a one-line GraphcError when no GPU/driver is usable. numba's CUDA
   simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported) counts as a device.
 - ``GENERATORS`` maps every op name in ``ir.ops.REGISTRY`` to its source generator.
+- cond / while_loop / scan compile to a ``ControlKernel`` (control_flow.py): their bodies run as
+  device sub-plans driven from the host.
 - runtime.DevicePlan (``graphc.runtime.build_device_plan``) runs a whole scheduled graph with
   these kernels, its data kept on the device.
 
@@ -17,15 +19,18 @@ Generated modules live in ``~/.cache/graphc/cuda/`` (``GRAPHC_CACHE_DIR`` overri
 from __future__ import annotations
 
 from graphc.ir import GraphcError, Node
+from graphc.ir.control import CONTROL_OPS
 
 from .codegen import Unsupported, launch_config, simulator
 from .compiled import BodyRunner, CudaKernel, cache_dir, device_problem, require_device
+from .control_flow import ControlKernel, control_kernel, control_source
 from .generators import GENERATORS, describe, missing_ops
 
 __all__ = [
     "CUDA_KERNELS",
     "GENERATORS",
     "BodyRunner",
+    "ControlKernel",
     "CudaKernel",
     "cache_dir",
     "compile_node",
@@ -48,9 +53,11 @@ def generate(node: Node):
     return gen(node)
 
 
-def compile_node(node: Node) -> CudaKernel | BodyRunner:
+def compile_node(node: Node) -> CudaKernel | BodyRunner | ControlKernel:
     """Compile a node for the GPU: ``fn(*inputs, *outputs)`` over device arrays fills the outputs."""
     require_device()
+    if node.op in CONTROL_OPS:  # cond / while_loop / scan: device sub-plans (control_flow.py)
+        return control_kernel(node, compile_node, kernel_sources)
     try:
         ks = generate(node)
     except Unsupported as err:
@@ -62,6 +69,8 @@ def compile_node(node: Node) -> CudaKernel | BodyRunner:
 
 def kernel_sources(node: Node) -> str:
     """The generated CUDA source of a node (a fused node that falls back lists its body's)."""
+    if node.op in CONTROL_OPS:
+        return control_source(node, kernel_sources)
     try:
         return generate(node).source
     except Unsupported as err:

@@ -374,7 +374,11 @@ def run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
         return execute(node.subgraph, feeds)
     if node.op in CONTROL_KERNELS:  # cond / while_loop / scan run their bodies (control_flow.py)
         outs = CONTROL_KERNELS[node.op](node, args)
-        return [np.ascontiguousarray(o, dtype=v.type.np_dtype) for o, v in zip(outs, node.outputs)]
+        # reshape: ascontiguousarray makes a 0-d carry (a scan's scalar slice) 1-d
+        return [
+            np.ascontiguousarray(o, dtype=v.type.np_dtype).reshape(v.shape)
+            for o, v in zip(outs, node.outputs)
+        ]
     try:
         kernel = KERNELS[node.op]
     except KeyError:

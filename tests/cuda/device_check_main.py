@@ -43,13 +43,13 @@ def main() -> None:
 
 def _sources(node) -> list:
     """The kernel sources a node runs: its own, or its body's where it falls back (an attention
-    body's stages may fall back in turn)."""
+    body's stages may fall back in turn); a control-flow node's bodies' (device sub-plans)."""
     try:
         return [kc.generate(node)]
     except Unsupported:
-        if node.subgraph is None:
+        if not node.bodies:
             raise
-        return [ks for n in node.subgraph.nodes for ks in _sources(n)]
+        return [ks for body in node.bodies for n in body.nodes for ks in _sources(n)]
 
 
 def _compile_error() -> str | None:
