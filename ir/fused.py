@@ -3,7 +3,10 @@
 Fusion builds bodies to this contract; the verifier checks it (``check_fused``); the memory planner
 and every backend read the parts from here instead of re-parsing the body each its own way.
 
-- ``pointwise``: pointwise, broadcast and source ops only.
+- ``pointwise``: pointwise, broadcast and source ops, plus a prologue of static ``slice`` nodes
+  of body inputs (read only by those ops: a backend indexes the input at the slice's offset and
+  steps, no copy) and an epilogue of ``concat`` nodes of computed values into body outputs (a
+  backend writes each part at its offset of the output) (``PointwiseParts``).
 - ``reduction``: those and reductions that all reduce the same trailing axes of one domain.
 - ``matmul``: a prologue (chains of transpose/slice/reshape from a body input to a matmul operand,
   each one strided view of that input: ``ir.views``), one matmul, then an epilogue of elementwise
@@ -187,6 +190,59 @@ def attention_parts(node: Node) -> AttentionParts:
     return AttentionParts(scores, rows, values, perm)
 
 
+@dataclass(frozen=True)
+class PointwiseParts:
+    """A ``pointwise`` body taken apart: its slice prologue, elementwise ops and concat epilogue."""
+
+    slices: tuple[Node, ...]
+    ops: tuple[Node, ...]
+    concats: tuple[Node, ...]
+
+
+def split_pointwise(inputs: list[Value], nodes: list[Node], outputs: list[Value]) -> PointwiseParts | str:
+    """The parts of a pointwise body given as its inputs, nodes and outputs, or why it breaks the
+    contract: each slice reads a body input and only elementwise ops read it; each concat joins
+    values elementwise ops computed, of one shape, into a body output no node reads."""
+    slices, ops, concats = [], [], []
+    made_by = {v: n for n in nodes for v in n.outputs}
+    readers: dict[Value, list[Node]] = {}
+    for n in nodes:
+        for v in n.inputs:
+            readers.setdefault(v, []).append(n)
+    ins, outs = set(inputs), set(outputs)
+    for n in nodes:
+        if n.op == "slice":
+            if n.inputs[0] not in ins:
+                return f"slice %{n.outputs[0].name} does not read a body input"
+            if n.outputs[0] in outs or any(not is_elementwise(r) for r in readers.get(n.outputs[0], ())):
+                return f"slice %{n.outputs[0].name} is read by other than elementwise ops"
+            slices.append(n)
+        elif n.op == "concat":
+            parts = n.inputs
+            if any(v not in made_by or not is_elementwise(made_by[v]) for v in parts):
+                return f"concat %{n.outputs[0].name} joins values no elementwise op of the body computed"
+            if len({v.shape for v in parts}) != 1:
+                return f"concat %{n.outputs[0].name} joins values of different shapes"
+            if n.outputs[0] not in outs or readers.get(n.outputs[0]):
+                return f"concat %{n.outputs[0].name} is not a body output read by no body node"
+            concats.append(n)
+        elif is_elementwise(n):
+            ops.append(n)
+        else:
+            return f"holds an op a pointwise kernel cannot loop over: {n.op}"
+    return PointwiseParts(tuple(slices), tuple(ops), tuple(concats))
+
+
+def pointwise_parts(node: Node) -> PointwiseParts:
+    """The slice prologue, elementwise ops and concat epilogue of a ``pointwise`` fused node (or
+    GraphcError naming the broken rule)."""
+    body = _body(node)
+    parts = split_pointwise(list(body.inputs), list(body.nodes), list(body.outputs))
+    if isinstance(parts, str):
+        raise _fail(node, parts)
+    return parts
+
+
 def _body(node: Node) -> Graph:
     if node.op != "fused" or node.subgraph is None:
         raise GraphcError(f"%{node.outputs[0].name} is not a fused node with a body")
@@ -213,6 +269,8 @@ def check_fused(node: Node) -> None:
         matmul_parts(node)
     elif kind == "attention":
         attention_parts(node)
+    elif kind == "pointwise" and not any(n.op in REDUCTION_OPS for n in body.nodes):
+        pointwise_parts(node)
     else:
         others = [n.op for n in body.nodes if not is_elementwise(n) and n.op not in REDUCTION_OPS]
         if others:

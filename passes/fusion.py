@@ -11,14 +11,27 @@ Roles (from the op registry's fusion class)
                copying (weight transposes of Linear, and the transposes autodiff makes); so do
                longer chains of transposes, slices and reshapes into a matmul operand that NumPy
                can express as one strided view (attention's q, k, v out of the QKV projection)
+  slice        a static slice (any starts and steps; no graph output) whose readers all sit in one
+               pointwise group joins it as its prologue: the body reads the slice's input, which
+               the generators index at the slice's offset and strides (no copy; several slices
+               of one value, an LSTM's four gates, are one body input). Not in reduction or
+               matmul groups.
+  concat       a concat of values one pointwise group computes (read by nothing outside it, no
+               graph output) joins it as its epilogue: the kernel writes each part at its offset
+               (an LSTM's gate gradients). Not where the group slices a value of the concat's
+               type at other places than the parts' blocks: the memory planner may write a
+               pointwise output over a dying operand of its type, and such a read would see
+               elements already written (``_in_place_safe``).
   source       ``const`` nodes: never a group of their own, copied into every body that reads them
-  (none)       injective ops (reshape, transpose, slice, pad, concat), opaque ops (gather,
-               im2col, argmax, rng_uniform, ...) and existing fused nodes stay as they are
+  (none)       other injective ops (reshape, transpose, pad, slices and concats that do not join
+               a group), opaque ops (gather, im2col, argmax, rng_uniform, ...) and existing fused
+               nodes stay as they are
 
 Legal groups (``docs/CONTRACTS.md``'s first three kinds; every body value has one of a few shapes,
 which is what lets a backend emit one loop nest per group)
   pointwise  elementwise ops whose outputs all have one shape (the domain); operands from
-             outside may broadcast to it
+             outside may broadcast to it, slices of outside values too; concats join values of
+             the domain's shape (``ir.fused.PointwiseParts``)
   reduction  elementwise ops and reductions where every reduction reads an operand of the same
              shape (the domain) over the same trailing axes; every value is domain-shaped or
              row-shaped (the domain with those axes set to 1, or dropped). A domain-shaped op may
@@ -39,6 +52,9 @@ Algorithm
      back into the consumer group through another node (checked on the contracted DAG, by a
      forward and a backward search bounded by a topological order of its units that each merge
      keeps valid: the cost is the smaller side between the two groups, not the graph).
+     Then slices join the pointwise group of their readers, and concats the pointwise group
+     computing their operands (``absorb_slices``, ``absorb_concats``: neither can make a cycle,
+     as every reader of a slice, or every operand of a concat, is in that group).
   2. A value read both inside its group and outside becomes an extra output of the group (a
      multi-output fused node), unless it is cheap to recompute: a chain of at most
      ``MAX_RECOMPUTE_OPS`` elementwise ops inside its group reading at most
@@ -93,13 +109,16 @@ def is_trailing_reduction(node: Node) -> bool:
 
 
 def role(node: Node) -> str | None:
-    """The node's fusion role: elementwise, reduction, matmul, source, or None (stays alone)."""
+    """The node's fusion role: elementwise, reduction, matmul, prologue, slice, concat, source, or
+    None (stays alone)."""
     if node.op == "const":
         return "source"
     if node.op == "matmul":
         return "matmul"
     if is_last_axes_swap(node):
         return "prologue"
+    if node.op in ("slice", "concat"):
+        return node.op
     if is_trailing_reduction(node):
         return "reduction"
     if node.op != "fused" and fusion_class(node) in ("pointwise", "broadcast"):
@@ -122,6 +141,8 @@ def classify(
     reds = [n for n in nodes if roles[n] == "reduction"]
     prologue = [n for n in nodes if roles[n] == "prologue"]
     if len(mms) > 1 or (mms and reds) or (prologue and not mms):
+        return None
+    if (mms or reds) and any(roles[n] in ("slice", "concat") for n in nodes):
         return None
     if mms:
         (mm,) = mms
@@ -164,8 +185,32 @@ def classify(
             if any(v in members and v.shape not in allowed[shape] for v in n.inputs):
                 return None
         return "reduction"
-    domain = nodes[0].output.shape
-    return "pointwise" if all(n.output.shape == domain for n in nodes) else None
+    return _classify_pointwise(nodes, roles, members)
+
+
+def _classify_pointwise(nodes: list[Node], roles: dict[Node, str | None], members: set[Value]) -> str | None:
+    """The pointwise kind when the elementwise ops share one output shape (the domain), each slice
+    reads a value from outside and each concat joins values those ops compute, all of the domain's
+    shape; else None."""
+    ops = [n for n in nodes if roles[n] == "elementwise"]
+    if not ops:
+        return None
+    domain = ops[0].output.shape
+    made = {n.output: n for n in ops}
+    for n in nodes:
+        r = roles[n]
+        if r == "elementwise":
+            if n.output.shape != domain:
+                return None
+        elif r == "slice":
+            if n.inputs[0] in members or len(n.output.shape) > len(domain):
+                return None
+        elif r == "concat":
+            if any(v not in made for v in n.inputs) or n.inputs[0].shape != domain:
+                return None
+        else:
+            return None
+    return "pointwise"
 
 
 @dataclass
@@ -192,7 +237,7 @@ class _Fuser:
                 continue
             self.uid[n] = i
             r = self.roles[n]
-            if r is not None:
+            if r is not None and r not in ("slice", "concat"):  # these join a group afterwards
                 self.groups[i] = _Group(i, [n], "pointwise" if r == "elementwise" else r)
         # The contracted DAG over units (groups and lone nodes); const nodes are left out since
         # nothing feeds them, so no cycle can pass through one.
@@ -384,6 +429,53 @@ class _Fuser:
                 self._merge(a, b, kind, nodes)
                 grew = True
 
+    def absorb_slices(self) -> None:
+        """Static slices whose readers all sit in one pointwise group join it (its prologue)."""
+        for n in self.graph.nodes:
+            if self.roles[n] != "slice" or n.output in self.outputs:
+                continue
+            targets = {self.uid.get(u) for u in self.users.get(n.output, ())}
+            if len(targets) != 1:
+                continue
+            (b,) = targets
+            if b not in self.groups or self.groups[b].kind != "pointwise":
+                continue
+            self._join(self.uid[n], n, b, into_producer=False)
+
+    def absorb_concats(self) -> None:
+        """A concat of values that one pointwise group computes, read only by the concat and that
+        group, joins the group (its epilogue), unless the group also slices a value the concat
+        could be written over (an in-place output) at other places than it writes there
+        (``_in_place_safe``)."""
+        for n in self.graph.nodes:
+            if self.roles[n] != "concat":
+                continue
+            sources = {self.uid.get(self.prod[v]) if v in self.prod else None for v in n.inputs}
+            if len(sources) != 1:
+                continue
+            (a,) = sources
+            if a not in self.groups or self.groups[a].kind != "pointwise":
+                continue
+            members = set(self.groups[a].nodes) | {n}
+            if any(v in self.outputs or not set(self.users.get(v, ())) <= members for v in n.inputs):
+                continue  # a part read outside would need storing too
+            if not _in_place_safe(n, self.groups[a].nodes):
+                continue
+            self._join(self.uid[n], n, a, into_producer=True)
+
+    def _join(self, u: int, node: Node, gid: int, into_producer: bool) -> None:
+        """Merge lone node ``node`` (unit ``u``) with pointwise group ``gid`` if legal; ``into_producer``:
+        the group feeds the node (else the node feeds the group)."""
+        nodes = sorted([*self.groups[gid].nodes, node], key=self.index.__getitem__)
+        if classify(nodes, self.views, self.roles) != "pointwise":
+            return
+        self.groups[u] = _Group(u, [node], "pointwise")
+        a, b = (gid, u) if into_producer else (u, gid)
+        if not self._can_merge(a, b):
+            del self.groups[u]
+            return
+        self._merge(a, b, "pointwise", nodes)
+
     # ------------------------------------------------------------ step 2: recomputation
     def _cone(self, node: Node, group: _Group) -> tuple[set[Node], set[Value]] | None:
         """The elementwise ops of ``group`` that ``node`` needs, and the values they read from outside."""
@@ -526,6 +618,25 @@ class _Fuser:
         return Node("fused", list(ins), {"kind": kind}, list(outs), nodes[0].source, body)
 
 
+def _in_place_safe(concat: Node, group: list[Node]) -> bool:
+    """Whether ``concat``'s output may share memory with every value of its type that ``group``
+    slices: each such slice reads exactly one part's block (steps 1, the part's extent), so an
+    element is read only where the same loop point writes it. The memory planner lets a pointwise
+    output overwrite a dying operand of its type; other reads could see elements already written."""
+    out = concat.output
+    axis = concat.attrs["axis"]
+    part = concat.inputs[0].shape
+    for n in group:
+        if n.op != "slice" or n.inputs[0].type != out.type:
+            continue
+        starts, steps = n.attrs["starts"], n.attrs["steps"]
+        if n.output.shape != part or any(s != 1 for s in steps):
+            return False
+        if any(starts[d] != 0 for d in range(len(part)) if d != axis) or starts[axis] % max(part[axis], 1):
+            return False
+    return True
+
+
 def _unshare_transposes(graph: Graph) -> None:
     """Give each matmul its own copy of a last-axes transpose that only matmuls read (cse merges
     the ``dy^T`` of two weight gradients: an LSTM's dW_ih and dW_hh), so each copy joins its
@@ -553,6 +664,8 @@ def fusion(graph: Graph) -> Graph:
     _unshare_transposes(graph)
     fuser = _Fuser(graph)
     fuser.group()
+    fuser.absorb_slices()
+    fuser.absorb_concats()
     fuser.recompute()
     fuser.build()
     return graph

@@ -119,8 +119,9 @@ def test_eager_mode_runs_the_loop(rng):
 def test_lstm_training_graph_keeps_the_loops_lean(rng):
     # The input projection and its weight gradient are each one 2-D GEMM over all T * B rows (no
     # batched GEMM of T products summed after); the backward step builds the gate gradient with
-    # one concat (no zero pad per gate) and accumulates no bias gradient: three kernels (gates,
-    # concat, GEMM); the two biases' gradients share one sum; the gradients are still torch's.
+    # one concat (no zero pad per gate), written by the gates' pointwise kernel as its epilogue,
+    # and accumulates no bias gradient: two kernels (gates, GEMM); the forward step's gate slices
+    # are that kernel's prologue; the two biases' gradients share one sum; the gradients are still torch's.
     mine, ref = _twin(nn.LSTM, torch.nn.LSTM, 5, 4, batch_first=True)
     x = rng.standard_normal((3, 6, 5)).astype(np.float32)
 
@@ -136,8 +137,12 @@ def test_lstm_training_graph_keeps_the_loops_lean(rng):
     _, backward = sorted((n for n in opt.nodes if n.op == "scan"), key=lambda n: n.attrs["reverse"])
     assert backward.attrs["n_carry"] == 2  # dh, dc: no bias-gradient accumulator
     ops = backward.bodies[0].op_counts()
-    assert "pad" not in ops and ops.get("concat") == 1 and ops.get("sum", 0) == 0
-    assert sum(ops.values()) == 3  # the gates' pointwise kernel, the concat, the GEMM
+    assert "pad" not in ops and "concat" not in ops and ops.get("sum", 0) == 0
+    assert sum(ops.values()) == 2  # the gates' pointwise kernel (the concat its epilogue), the GEMM
+    gates = next(n for n in backward.bodies[0].nodes if n.attrs.get("kind") == "pointwise")
+    assert gates.subgraph.op_counts().get("concat") == 1
+    forward, _ = sorted((n for n in opt.nodes if n.op == "scan"), key=lambda n: n.attrs["reverse"])
+    assert "slice" not in forward.bodies[0].op_counts()  # read in place by the gates' kernel
     assert sum(n.op == "sum" and n.inputs[0].type.rank >= 2 for n in top) == 1  # b_ih and b_hh share it
 
     got = graphc.compile_graph(joint)(x)

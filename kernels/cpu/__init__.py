@@ -107,7 +107,9 @@ def build(node: Node, in_place: dict[int, int] | None = None) -> Built:
 
 def _is_pointwise(node: Node) -> bool:
     if node.op == "fused":
-        return node.subgraph is not None and all(is_elementwise(n) for n in node.subgraph.nodes)
+        # slices and concats of a pointwise body: its prologue and epilogue (ir.fused)
+        body = node.subgraph
+        return body is not None and all(is_elementwise(n) or n.op in ("slice", "concat") for n in body.nodes)
     return is_elementwise(node)
 
 

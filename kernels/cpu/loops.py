@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from graphc.ir import Node, Value
+from graphc.ir.views import c_strides
 from graphc.kernels.scalar_ops import Unsupported
 
 from .source import NP_TYPE, Names, Source
@@ -23,6 +24,24 @@ from .source import NP_TYPE, Names, Source
 PARALLEL_THRESHOLD = 1 << 16
 # prange over fewer trips than this leaves threads idle (and a 1-trip prange cost 8 ms here).
 MIN_PARALLEL_TRIPS = 4
+# A loop whose ops cost at least this much work (elements times ``op_cost`` per element, about
+# one unit per simple op) goes prange below PARALLEL_THRESHOLD elements. Measured here (2 cores,
+# TBB layer, other jobs running) on an LSTM's cell loops, alone and interleaved (minimum of 9
+# rounds): the gate loop (3 exp, 2 tanh, 3 divisions: 102 units) at 32x256 ran 32.7 us on one
+# thread, 34.4 us in prange, at 128x256 125 vs 92 us; its gradient (44 units) at 32x256 6.1 vs
+# 7.1 us, at 128x256 34 vs 24 us. Inside the training step, whose GEMMs keep the pool's threads
+# awake, the gate loop in prange made the lstm_train step (T=64) 2-7% faster in three of four
+# interleaved runs: so the gate loop (835k units) goes parallel, the gradient (360k) does not.
+PARALLEL_WORK = 1 << 19
+# ... but never over fewer elements than this (the hand-off would dominate).
+MIN_PARALLEL_ELEMENTS = 1 << 12
+# Work per element of an op in a generated loop (``op_cost``): transcendentals are polynomials
+# of a dozen or more operations (exp, tanh, erf: kernels/cpu/scalar.py) or libm calls; divisions
+# and square roots take several cycles each; everything else about one.
+TRANSCENDENTAL_OPS = ("exp", "log", "tanh", "erf", "sin", "cos", "pow")
+SLOW_OPS = ("div", "reciprocal", "sqrt", "rsqrt", "fmod", "remainder", "floordiv")
+TRANSCENDENTAL_COST = 16
+SLOW_COST = 4
 # Parallel row reductions split the rows into this many chunks (each with its own scratch rows);
 # prange's static schedule hands each thread an equal share.
 ROW_CHUNKS = 64
@@ -45,13 +64,28 @@ def numel(shape: Sequence[int]) -> int:
     return n
 
 
-def use_parallel(elements: int, outer: int | None = None) -> bool:
-    """Whether a kernel over ``elements`` elements (``outer`` trips of its prange loop) should use prange."""
+def use_parallel(elements: int, outer: int | None = None, cost: int = 1) -> bool:
+    """Whether a kernel over ``elements`` elements (``outer`` trips of its prange loop) should use
+    prange; ``cost``: work per element (``op_cost`` summed over the loop's ops), which lets heavy
+    loops go parallel over fewer elements than PARALLEL_THRESHOLD."""
     import numba
 
     if outer is not None and outer < MIN_PARALLEL_TRIPS:
         return False
-    return elements > PARALLEL_THRESHOLD and numba.config.NUMBA_NUM_THREADS > 1
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        return False
+    if elements > PARALLEL_THRESHOLD:
+        return True
+    return elements >= MIN_PARALLEL_ELEMENTS and elements * cost >= PARALLEL_WORK
+
+
+def op_cost(node: Node) -> int:
+    """The work per element of an elementwise op in a generated loop (see TRANSCENDENTAL_OPS)."""
+    if node.op in TRANSCENDENTAL_OPS:
+        return TRANSCENDENTAL_COST
+    if node.op in SLOW_OPS:
+        return SLOW_COST
+    return 0 if node.op in ("const", "broadcast_to", "stop_gradient", "slice", "concat") else 1
 
 
 # ---------------------------------------------------------------- loop layout
@@ -81,10 +115,17 @@ class Layout:
     """
 
     def __init__(
-        self, full: Sequence[int], split: int, leaves: dict[object, Dims], names: Names, inner: bool = False
+        self,
+        full: Sequence[int],
+        split: int,
+        leaves: dict[object, Dims],
+        names: Names,
+        inner: bool = False,
+        strided: dict[object, Strided] | None = None,
     ) -> None:
         self.full = tuple(full)
         self.leaves = leaves
+        self.strided = strided or {}
         self.vary = {}
         for key, dims in leaves.items():
             axes = [ax for ax, s in dims if s != 1]
@@ -98,7 +139,12 @@ class Layout:
             if size == 1:
                 continue
             side = a >= split
-            same = groups and sides[-1] == side and all((a in v) == (last in v) for v in self.vary.values())
+            same = (
+                groups
+                and sides[-1] == side
+                and all((a in v) == (last in v) for v in self.vary.values())
+                and all(st.merges(last, a, size) for st in self.strided.values())
+            )
             if same:
                 groups[-1].append(a)
             else:
@@ -145,6 +191,19 @@ class Layout:
         """The index of leaf ``key`` at loop indices ``ivars`` (one per group)."""
         return ", ".join(ivars[g] if self.full_on(key, g) else "0" for g in range(len(self.groups)))
 
+    def strided_index(self, key: object, ivars: Sequence[str]) -> str:
+        """The flat index of strided leaf ``key`` (``Strided``) at loop indices ``ivars``: its
+        offset plus each group's index times the element stride of the group's innermost axis."""
+        st = self.strided[key]
+        terms = [str(st.offset)] if st.offset else []
+        for g, axes in enumerate(self.groups):
+            if self.full_on(key, g):
+                stride = st.strides[axes[-1]]
+                terms.append(ivars[g] if stride == 1 else f"{ivars[g]} * {stride}")
+        # Unsigned: numba then adds no negative-index wrap-around, which in a prange body (whose
+        # row index LLVM cannot prove non-negative) would keep the inner loop scalar (2x slower).
+        return f"np.uint64({' + '.join(terms) or '0'})"
+
     def flat_index(self, key: object, ivars: Sequence[str]) -> str:
         """The C-order flat index into leaf ``key`` at loop indices ``ivars`` (for rng)."""
         expr = ""
@@ -152,6 +211,47 @@ class Layout:
             if self.full_on(key, g):
                 expr = ivars[g] if not expr else f"({expr} * {self.size_names[g]} + {ivars[g]})"
         return expr or "0"
+
+
+@dataclass(frozen=True)
+class Strided:
+    """A leaf read or written through a flat view of a larger array (a slice of a body input, a
+    part of a concat output): the element offset of its first element and, per loop axis it
+    varies along, the element stride there."""
+
+    offset: int
+    strides: dict[int, int]
+
+    def merges(self, outer: int, inner: int, inner_size: int) -> bool:
+        """Whether loop axes ``outer`` and ``inner`` (of ``inner_size``) coalesce for this leaf: it
+        varies along neither, or one step of ``outer`` spans exactly the whole ``inner`` axis."""
+        if outer not in self.strides and inner not in self.strides:
+            return True
+        if outer not in self.strides or inner not in self.strides:
+            return True  # the broadcast pattern differs: Layout splits the axes anyway
+        return self.strides[outer] == self.strides[inner] * inner_size
+
+
+def slice_leaf(node: Node, full: Sequence[int]) -> tuple[Dims, Strided]:
+    """The dims (``aligned`` to loop space ``full``) and flat access of the output of static
+    ``slice`` node ``node`` read through its C-contiguous input."""
+    shape, dims = node.inputs[0].shape, aligned(node.outputs[0].shape, full)
+    starts, steps = node.attrs["starts"], node.attrs["steps"]
+    element = c_strides(shape)
+    offset = sum(start * e for start, e in zip(starts, element))
+    strides = {ax: step * e for (ax, _), step, e in zip(dims, steps, element) if ax is not None}
+    return dims, Strided(offset, strides)
+
+
+def part_leaf(node: Node, part: int, full: Sequence[int]) -> tuple[Dims, Strided]:
+    """The dims and flat access of operand ``part`` of ``concat`` node ``node`` written at its place
+    of the concat's C-contiguous output."""
+    axis, out = node.attrs["axis"], node.outputs[0].shape
+    element = c_strides(out)
+    dims = aligned(node.inputs[part].shape, full)
+    at = sum(v.shape[axis] for v in node.inputs[:part])
+    strides = {ax: e for (ax, _), e in zip(dims, element) if ax is not None}
+    return dims, Strided(at * element[axis], strides)
 
 
 def producers(body: Body) -> dict[Value, Node]:

@@ -189,7 +189,12 @@ class BodyEmitter:
             if node is None:
                 raise Unsupported(f"body value %{v.name} has no producer")
             var = f"{scope.prefix}_v{self.index[node]}"
-            if node.op == "const":
+            if node.op == "slice":  # a pointwise body's prologue: read the input at its place
+                if node.inputs[0] not in self.args:
+                    raise Unsupported(f"slice %{v.name} of a value computed in the body")
+                array = self.args[node.inputs[0]]
+                scope.lines.append(f"{var} = {array}[{slice_offset(scope.ctx, node)}]")
+            elif node.op == "const":
                 scope.lines.append(f"{var} = {literal(node.attrs['value'], v.dtype)}")
             elif node.op == "rng_uniform":
                 self._emit_rng(node, var, scope)
@@ -211,21 +216,53 @@ class BodyEmitter:
         index = scope.ctx.offset(node.outputs[0].shape)
         scope.lines += rng_value_lines(var, key, index, node.outputs[0].dtype)
 
-    def store(self, pairs: Sequence[tuple[Value, str]], scope: Scope) -> None:
+    def store(
+        self, pairs: Sequence[tuple[Value, str]], scope: Scope, offsets: Sequence[str | None] | None = None
+    ) -> None:
         """Write each value to its flat output array; a smaller output is written by one point.
 
+        ``offsets``: per pair, the flat offset to write at instead of the value's own (a part of a
+        concat output, ``part_offset``), or None.
         Every value is computed (every input loaded) before the first store, so an output that
         shares memory with an input (in-place) cannot clobber an element still to be read.
         """
         for v, _ in pairs:
             self.emit(v, scope)
-        for v, array in pairs:
-            line = f"{array}[{scope.ctx.offset(v.shape)}] = {scope.vars[v]}"
+        for k, (v, array) in enumerate(pairs):
+            at = offsets[k] if offsets is not None and offsets[k] is not None else scope.ctx.offset(v.shape)
+            line = f"{array}[{at}] = {scope.vars[v]}"
             cond = scope.ctx.canonical(v.shape)
             if cond:
                 scope.lines += [f"if {cond}:", f"    {line}"]
             else:
                 scope.lines.append(line)
+
+
+def slice_offset(ctx: IndexCtx, node: Node) -> str:
+    """Flat offset into a static ``slice`` node's C-contiguous input of the slice element that
+    the domain point reads (the slice's output broadcast over the domain)."""
+    out, shape = node.outputs[0].shape, node.inputs[0].shape
+    if not broadcasts_into(out, ctx.domain):
+        raise Unsupported(f"slice result {out} does not broadcast into {ctx.domain}")
+    starts, steps = node.attrs["starts"], node.attrs["steps"]
+    element = contiguous_strides(shape)
+    pad = len(ctx.domain) - len(out)
+    coeffs = [0] * len(ctx.domain)
+    for d, size in enumerate(out):
+        if size != 1:
+            coeffs[pad + d] = steps[d] * element[d]
+    return affine(ctx, coeffs, sum(s * e for s, e in zip(starts, element)))
+
+
+def part_offset(ctx: IndexCtx, node: Node, part: int) -> str:
+    """Flat offset into ``concat`` node's C-contiguous output where the domain point (over the
+    part's shape) writes operand ``part``."""
+    axis, out = node.attrs["axis"], node.outputs[0].shape
+    element = contiguous_strides(out)
+    at = sum(v.shape[axis] for v in node.inputs[:part])
+    if tuple(node.inputs[part].shape) != ctx.domain:
+        raise Unsupported(f"concat part {node.inputs[part].shape} is not the domain {ctx.domain}")
+    return affine(ctx, element, at * element[axis])
 
 
 def grid_1d(n: int, cfg: LaunchConfig) -> int:
