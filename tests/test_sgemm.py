@@ -42,7 +42,7 @@ def _check(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 def _run(driver: str, a: np.ndarray, b: np.ndarray, parts: int) -> np.ndarray:
     out = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
-    getattr(sgemm.driver(), driver)(a, b, out, parts)
+    assert sgemm.run(driver, a, b, out, parts)
     return out
 
 
@@ -150,7 +150,7 @@ def test_the_cpu_matmul_routes_short_wide_products_here(monkeypatch):
 
 def _run_few_columns(a: np.ndarray, b: np.ndarray, parts: int) -> np.ndarray:
     out = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
-    sgemm.driver().few_columns(a, b, out, parts)
+    assert sgemm.run("few_columns", a, b, out, parts)
     return out
 
 
@@ -267,3 +267,54 @@ def test_a_fused_conv_bias_relu_on_a_7x7_image_matches_torch(monkeypatch):
     assert got.shape == want.shape and calls
     assert np.all(np.abs(got - want) <= 1e-5 * bound + 1e-30)
     assert (got == 0).any() and (got > 0).any()  # the ReLU ran
+
+
+# ---------------------------------------------------------------- the first row tile packs B's panel
+
+
+@pytest.mark.parametrize("width", [COLS, COLS - 7, 5])
+def test_the_copying_tile_stores_the_panel_sgemm_pack_stores(width):
+    # packed_b's first row tile reads B's rows as they lie and leaves the packed panel for the
+    # others: the same panel (zeros past the width) and the same product bits as pack-then-tile.
+    from numba import njit
+
+    from graphc.kernels.cpu.sgemm_avx512 import sgemm_pack, sgemm_tile, sgemm_tile_copy
+
+    @njit
+    def copying(a, b, j0, width, buf, c):
+        sgemm_tile_copy(a, 0, a.shape[0], 3, 40, b, j0, buf, c, 0, 0, width, 0)
+
+    @njit
+    def packing(a, b, j0, width, buf, c):
+        sgemm_pack(b, 3, 40, j0, width, buf)
+        sgemm_tile(a, 0, a.shape[0], 3, 40, buf, 0, COLS, c, 0, 0, width, 0)
+
+    rng = np.random.default_rng(20)
+    a = rng.standard_normal((ROWS - 2, 50), dtype=np.float32)
+    b = rng.standard_normal((50, 3 * COLS), dtype=np.float32)[:, 2:]  # rows contiguous, strided
+    j0 = b.shape[1] - width
+    got = [np.full(40 * COLS, np.nan, np.float32), np.full((ROWS - 2, COLS), np.nan, np.float32)]
+    want = [np.full(40 * COLS, np.nan, np.float32), np.full((ROWS - 2, COLS), np.nan, np.float32)]
+    copying(a, b, j0, width, *got)
+    packing(a, b, j0, width, *want)
+    assert got[0].tobytes() == want[0].tobytes()
+    assert (got[0].reshape(40, COLS)[:, width:] == 0).all()
+    assert got[1].tobytes() == want[1].tobytes()
+    _check(a[:, 3:43], b[3:43, j0:], got[1][:, :width])
+
+
+def test_few_columns_leaves_a_large_transposed_a_to_blas():
+    # An LSTM's dW_ih = dgates.T @ x: a transposed view of 2M elements runs on OpenBLAS.
+    rng = np.random.default_rng(21)
+    g = rng.standard_normal((2048, 1024), dtype=np.float32)
+    x = rng.standard_normal((2048, 64), dtype=np.float32)
+    out = np.full((1024, 64), np.nan, np.float32)
+    assert g.size >= sgemm.TRANSPOSED_A_LIMIT
+    assert not sgemm.few_columns_matmul(g.T, x, out)
+    assert np.isnan(out).all()
+    blas.few_columns_matmul(g.T, x, out)  # the driver instead
+    _check(g.T, x, out)
+    small = g[:256].T[:, :]  # 1024 x 256: a transposed view below the limit stays here
+    out = np.full((1024, 64), np.nan, np.float32)
+    assert sgemm.few_columns_matmul(small, x[:256], out)
+    _check(small, x[:256], out)

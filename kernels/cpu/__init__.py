@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.ir import GraphcError, Node, to_numpy_dtype
+from graphc.ir import GraphcError, Node, Value, to_numpy_dtype
 from graphc.ir.control import CONTROL_OPS
 from graphc.ir.fused import matmul_parts
 from graphc.ir.ops import scatter_identity
@@ -34,7 +34,7 @@ from .threads import choose_threading_layer
 
 choose_threading_layer()
 
-from . import blas  # noqa: E402
+from . import blas, sgemm  # noqa: E402
 from . import primitives as prim  # noqa: E402
 from .attention import build_attention  # noqa: E402
 from .cache import load_kernel  # noqa: E402
@@ -368,7 +368,9 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
     The parts come from the contract (``ir.fused.matmul_parts``); each operand is its
     ``OperandView`` as a NumPy view (``views.operand_array``). ``in_place`` (output index -> input
     index): epilogue outputs the caller passes the input's array for (a parameter's update written
-    over it); the product never goes there.
+    over it); the product never goes there. An epilogue that is only a chain of adds of body
+    inputs (``_added_leaves``: an LSTM step's ``+ bias + xs[t]``) is made inside the GEMM where an
+    AVX-512 kernel runs it (``blas.folding``), the same bits; elsewhere it runs as its own loop.
     """
     try:
         parts = matmul_parts(node)
@@ -398,15 +400,21 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
         source += epi_source
     n_in = len(node.inputs)
     shape, dtype = m.shape, m.type.np_dtype
+    leaf_at = None if in_place else _added_leaves(m, rest, spec.inputs, outs)
+    if leaf_at:
+        source += "# where the AVX-512 GEMM runs, the epilogue's adds are made in it instead (blas.folding)\n"
 
     def make() -> Kernel:
         epi_fn = load_kernel(epi_source) if epi_source else None
         scratch: list[np.ndarray] = []
         matmul = _matmul_for(mm)
+        fold = blas.folding(matmul) if leaf_at else None
 
         def fused_matmul(*arrays: np.ndarray) -> None:
             ins = [*arrays[:n_in], *consts]
             outs_ = arrays[n_in:]
+            if fold is not None and fold(get_a(ins), get_b(ins), outs_[0], tuple(ins[i] for i in leaf_at)):
+                return
             if target is not None:
                 tgt = outs_[target]
             else:
@@ -434,6 +442,30 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
         return fused_matmul
 
     return Built(source, make)
+
+
+def _added_leaves(m: Value, epilogue: list[Node], inputs: list[Value], outs: list[Value]) -> list[int] | None:
+    """Where a fused matmul's epilogue is only a chain of float32 adds to the 2-D product, ``((m + x)
+    + y) + ...``, each ``x`` a body input that is a row vector (``[n]``, ``[1, n]``) or a matrix of
+    the product's shape, and the chain's end the body's one output: the positions of ``x, y, ...``
+    in ``inputs``, in the chain's order (the AVX-512 GEMM adds them as it finishes each block:
+    ``blas.folding``). None for any other epilogue, which runs as its own loop."""
+    if not epilogue or len(outs) != 1 or len(m.shape) != 2 or m.type.np_dtype != np.float32:
+        return None
+    n = m.shape[1]
+    at, cur = [], m
+    for node in epilogue:
+        if node.op != "add" or node.outputs[0].type != m.type:
+            return None
+        x, y = node.inputs
+        leaf = y if x is cur else x if y is cur else None
+        if leaf is None or leaf is cur or leaf not in inputs:
+            return None
+        if leaf.type.np_dtype != np.float32 or leaf.shape not in ((n,), (1, n), m.shape):
+            return None
+        at.append(inputs.index(leaf))
+        cur = node.outputs[0]
+    return at if outs[0] is cur and len(at) <= sgemm.MAX_LEAVES else None
 
 
 def _fused_attention(node: Node, consts: list[np.ndarray]) -> Built:

@@ -15,8 +15,10 @@ built against another BLAS), ``parallel_matmul`` declines and the caller uses ``
 A float32 product with few rows (8 to 64: an RNN step's 32 x 256 @ 256 x 1024) runs on graphc's
 own AVX-512 kernel instead (``sgemm``; ``small_rows_matmul``), where OpenBLAS is weak: 2x faster
 than the driver here on one thread; so does one with few columns (a batch-1 convolution's
-``[O, K] @ [K, 7 * 7]``: ``few_columns_matmul``), as the transposed product. Without AVX-512 they
-stay on the driver.
+``[O, K] @ [K, 7 * 7]``: ``few_columns_matmul``), as the transposed product, and so does a shallow
+one (``k <= 128``) with many rows and columns (an LSTM's input projection: ``low_depth_matmul``,
+0.8x the driver's time). Without AVX-512 they stay on the driver. Those kernels also make a fused
+matmul's epilogue of adds (``folding``), with the bits of the separate adds.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from numba import types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from . import sgemm
+from . import gemv, sgemm
 
 # From this much work (multiply-adds over the whole batch) up, a GEMM runs here. OpenBLAS
 # threads a GEMM from the same size on (its threshold), so below it np.matmul stays on the
@@ -266,15 +268,54 @@ def few_columns_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         matmul(a, b, out)
 
 
+def low_depth_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` for a shallow product with many rows and columns (an LSTM's input
+    projection ``[T * B, 64] @ W_ih.T``) on the AVX-512 few-columns kernel
+    (``sgemm.low_depth_matmul``: B a transposed view), or ``matmul`` where it declines. Batch
+    axes of size 1 are dropped first."""
+    if not sgemm.low_depth_matmul(*_matrices(a, b, out)):
+        matmul(a, b, out)
+
+
+# Each AVX-512 route's kernel call, which also adds an epilogue's addends (``folding``).
+_FOLDING = {
+    small_rows_matmul: sgemm.small_m_matmul,
+    few_columns_matmul: sgemm.few_columns_matmul,
+    low_depth_matmul: sgemm.low_depth_matmul,
+}
+
+
+def folding(matmul: Callable[..., None]) -> Callable[..., bool] | None:
+    """For a function ``matmul_for`` chose, ``fn(a, b, out, leaves) -> bool`` computing ``out = a
+    @ b + leaves[0] + ...`` in one kernel (the adds of a fused matmul's epilogue, each addend a
+    row vector or a matrix of the output's shape: ``sgemm.small_m_matmul``), False where it
+    declines (nothing written: the caller runs ``matmul`` and its epilogue); None for a function
+    without such a kernel (OpenBLAS's)."""
+    kernel = _FOLDING.get(matmul)
+    if kernel is None:
+        return None
+
+    def folded(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: tuple[np.ndarray, ...]) -> bool:
+        if out.ndim != 2:
+            return False
+        return kernel(a, b, out, leaves)
+
+    return folded
+
+
 def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
     """The matmul function for a product of shape ``out_shape`` over ``k``: ``serial_matmul``
     where the work is below the thread pool's threshold (decided once, saving its checks on
     every call of a small GEMM: training steps of small models make many), or
     ``one_thread_serial_matmul`` where that is a matrix-vector product OpenBLAS may split;
     for one matrix (2-D, or batch axes all 1) ``small_rows_matmul`` where it has few
-    rows (``sgemm.applies``) and ``few_columns_matmul`` where it has few columns
-    (``sgemm.applies_few_columns``; float32 only, others go on to ``matmul``); else ``matmul``."""
+    rows (``sgemm.applies``), ``few_columns_matmul`` where it has few columns
+    (``sgemm.applies_few_columns``) and ``low_depth_matmul`` where it has little depth
+    (``sgemm.applies_low_depth``; float32 only, others go on to ``matmul``); else ``matmul``."""
     work = math.prod(out_shape) * k
+    if gemv.applies(k, out_shape):  # one row (a batch-1 classifier): bandwidth-bound, gemv
+        gemv.driver()
+        return gemv.vector_matmul
     if work >= PARALLEL_GEMM_WORK:
         if len(out_shape) >= 2 and math.prod(out_shape[:-2]) == 1:
             m, n = out_shape[-2:]
@@ -284,6 +325,9 @@ def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
             if sgemm.applies_few_columns(m, k, n):
                 sgemm.driver()
                 return few_columns_matmul
+            if sgemm.applies_low_depth(m, k, n):
+                sgemm.driver()
+                return low_depth_matmul
         return matmul
     rows = out_shape[-2] if len(out_shape) >= 2 else 1
     cols = out_shape[-1] if out_shape else 1

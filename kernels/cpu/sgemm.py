@@ -7,7 +7,10 @@ whole tiles with the AVX-512 micro-kernels of ``sgemm_avx512`` (8 x 32 tiles, 16
 accumulators), in one of three ways (``sgemm_source``):
 
 - ``packed_b``: each thread packs a panel of B (32 columns, ``KC`` rows at a time) into a buffer
-  that stays in L1 and runs ``sgemm_tile`` down the rows of A over it;
+  that stays in L1 and runs ``sgemm_tile`` down the rows of A over it; where B's rows are
+  contiguous the first row tile reads B as it lies and stores the panel as it goes
+  (``sgemm_tile_copy``), saving the separate packing pass's second read of B (an LSTM step's
+  1 MiB ``W_hh^T``, 0.90-0.99x the time per call);
 - ``packed_a``, where B is a transposed view of a row-major weight W (the backward's
   ``dgates @ W``): ``c.T = W @ a.T``, with the small A transposed into panels once and W's rows
   broadcast as they lie (no 16 x 16 transposes of the large operand), each tile stored
@@ -18,6 +21,16 @@ accumulators), in one of three ways (``sgemm_source``):
   and broadcasting ``b``'s columns over them, each tile stored transposed into ``c`` (the
   transpose of the transposed product: rows of ``c``, 8 floats per row).
 
+The few-columns kernel also runs shallow products with many rows and columns (``k <= KC_T``: an
+LSTM's input projection ``[T * B, 64] @ W_ih.T``; ``low_depth_matmul``), where writing the
+output in blocks of whole rows beat OpenBLAS.
+
+A fused matmul's epilogue that is a chain of adds (``((a @ b + x) + y) ...``, each addend a row
+vector or a matrix of the output's shape: an LSTM step's ``+ bias + xs[t]``) is made in the
+kernels too (``leaves``): once a thread has finished its block of ``c`` (all k blocks), one pass
+over the block adds the addends in order (``sgemm_add_leaves``), each addition rounded to
+float32, so the bits are those of the separate elementwise adds.
+
 Every output is one chain of FMAs in k order (per ``KC`` or ``KC_T`` block, then added): its bits do not
 depend on the thread count or on how the work is shared. ``small_m_matmul`` declines
 (returns False, nothing written) where this does not apply: no AVX-512, another dtype, a batch,
@@ -27,6 +40,7 @@ a layout without a unit stride, an output over an operand, or a shape outside ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
 
@@ -40,17 +54,26 @@ KC_T = 128  # depth of few_columns's panels: a.T's (16 KiB) and b's rows (49: 25
 MIN_ROWS = ROWS  # fewer rows leave most of a tile's FMAs idle: OpenBLAS's gemm-with-few-rows then
 MIN_COLUMNS = 2 * ROWS  # of a few-columns product (see ``applies_few_columns``)
 MAX_ROWS = 64  # from here on up OpenBLAS's own blocking does as well (see ``applies``)
+MAX_LEAVES = 4  # addends an epilogue folded into the kernels may add (``small_m_matmul``)
+# From this many elements up, a transposed A (an LSTM's dW_ih = dgates.T @ x: 1024 x 2048) stays on
+# OpenBLAS: few_columns reads it 32 rows (128 bytes of each row of a.T) per panel, and ran
+# 1.1-1.2x the driver's time there (parity at 512 x 4608; 0.9x at 256 x 2304).
+TRANSPOSED_A_LIMIT = 1 << 20
 
 __all__ = [
     "HAVE_AVX512",
     "KC",
+    "MAX_LEAVES",
     "MAX_ROWS",
     "MIN_COLUMNS",
     "MIN_ROWS",
     "applies",
     "applies_few_columns",
+    "applies_low_depth",
     "driver",
     "few_columns_matmul",
+    "low_depth_matmul",
+    "run",
     "sgemm_source",
     "small_m_matmul",
 ]
@@ -68,19 +91,28 @@ def sgemm_source() -> str:
 import numpy as np
 from numba import njit, prange, types
 
-from graphc.kernels.cpu.sgemm_avx512 import sgemm_pack, sgemm_tile, sgemm_tile_t
+from graphc.kernels.cpu.sgemm_avx512 import (
+    sgemm_add_leaves,
+    sgemm_pack,
+    sgemm_tile,
+    sgemm_tile_copy,
+    sgemm_tile_t,
+)
 
 # Any strides (the kernels read them): one compiled version whatever the operands' layouts; the
 # operands read-only (a plan's constant weights are), which writable arrays convert to.
 OPERAND = types.Array(types.float32, 2, "A", readonly=True)
-SIGNATURE = types.void(OPERAND, OPERAND, types.Array(types.float32, 2, "A"), types.intp)
+# leaves: the epilogue's addends ([1, n] rows broadcast down c, or [m, n]), the first ``count`` used
+LEAVES = types.UniTuple(OPERAND, {MAX_LEAVES})
+SIGNATURE = types.void(OPERAND, OPERAND, types.Array(types.float32, 2, "A"), types.intp, LEAVES, types.intp)
 
 
 @njit(SIGNATURE, cache=True, nogil=True, parallel=True)
-def packed_b(a, b, c, parts):
+def packed_b(a, b, c, parts, leaves, count):
     m, k = a.shape
     n = b.shape[1]
     panels = (n + {COLS - 1}) // {COLS}
+    direct = b.strides[1] == 4
     for part in prange(parts):
         buf = np.empty(min({KC}, k) * {COLS}, np.float32)
         for panel in range(part * panels // parts, (part + 1) * panels // parts):
@@ -88,13 +120,19 @@ def packed_b(a, b, c, parts):
             width = min({COLS}, n - j0)
             for p0 in range(0, k, {KC}):
                 kc = min({KC}, k - p0)
-                sgemm_pack(b, p0, kc, j0, width, buf)
-                for i0 in range(0, m, {ROWS}):
+                if direct:  # the first row tile reads B as it lies and packs its panel meanwhile
+                    sgemm_tile_copy(a, 0, min({ROWS}, m), p0, kc, b, j0, buf, c, 0, j0, width, p0)
+                else:
+                    sgemm_pack(b, p0, kc, j0, width, buf)
+                for i0 in range({ROWS} if direct else 0, m, {ROWS}):
                     sgemm_tile(a, i0, min({ROWS}, m - i0), p0, kc, buf, 0, {COLS}, c, i0, j0, width, p0)
+        if count:  # on the part's columns once all are done: whole rows of them, one pass
+            lo = part * panels // parts * {COLS}
+            sgemm_add_leaves(c, 0, m, lo, min(n, (part + 1) * panels // parts * {COLS}) - lo, leaves, count)
 
 
 @njit(SIGNATURE, cache=True, nogil=True, parallel=True)
-def packed_a(a, b, c, parts):
+def packed_a(a, b, c, parts, leaves, count):
     m, k = a.shape
     n = b.shape[1]
     w = b.T
@@ -113,10 +151,12 @@ def packed_a(a, b, c, parts):
                         w, j0, min({ROWS}, n - j0), p0, kc, buf, q * k * {COLS} + p0 * {COLS}, {COLS},
                         c, q * {COLS}, j0, min({COLS}, m - q * {COLS}), p0,
                     )
+        if count and hi > lo:  # on the part's columns once all are done, as packed_b adds them
+            sgemm_add_leaves(c, 0, m, lo, hi - lo, leaves, count)
 
 
 @njit(SIGNATURE, cache=True, nogil=True, parallel=True)
-def few_columns(a, b, c, parts):
+def few_columns(a, b, c, parts, leaves, count):
     m, k = a.shape
     n = b.shape[1]
     bt = b.T
@@ -132,6 +172,8 @@ def few_columns(a, b, c, parts):
                 sgemm_pack(at, p0, kc, j0, width, buf)
                 for i0 in range(0, n, {ROWS}):
                     sgemm_tile_t(bt, i0, min({ROWS}, n - i0), p0, kc, buf, 0, {COLS}, c, j0, i0, width, p0)
+            if count:
+                sgemm_add_leaves(c, j0, width, 0, n, leaves, count)
 """
 
 
@@ -163,6 +205,15 @@ def applies_few_columns(m: int, k: int, n: int) -> bool:
     return n >= MIN_COLUMNS and applies(n, k, m)
 
 
+def applies_low_depth(m: int, k: int, n: int) -> bool:
+    """Whether a float32 GEMM with little depth (``k`` up to ``KC_T``: an LSTM's input projection
+    ``[T * B, 64] @ [64, 4 H]``) and many rows and columns runs here (``low_depth_matmul``): 10-40%
+    faster than OpenBLAS on numba's threads where B is a transposed view of a row-major weight
+    (a Linear layer's ``x @ W.T``): the output is written in blocks of whole rows, where OpenBLAS
+    spends much of a shallow product packing and storing."""
+    return HAVE_AVX512 and 16 <= k <= KC_T and m >= 2 * COLS and n >= 2 * COLS
+
+
 def _accepts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """Whether ``out = a @ b`` has operands the kernels take: 2-D float32 of matching shapes, each
     operand with a unit stride, the output's columns contiguous, and the output over neither."""
@@ -182,35 +233,90 @@ def _accepts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     return not (np.may_share_memory(out, a) or np.may_share_memory(out, b))
 
 
-def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
-    """``out = a @ b`` for 2-D float32 operands on the AVX-512 kernel, split over numba's threads;
-    False, with nothing written, where it does not apply (see the module docstring)."""
+def _leaves(leaves: Sequence[np.ndarray], out: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """The epilogue's addends as the kernels take them (``MAX_LEAVES`` of them, the unused ones
+    ``out`` itself, never read), or None where one does not fit: more than ``MAX_LEAVES``, not
+    float32, not ``[n]``, ``[1, n]`` or ``out``'s shape, no unit stride along a row, or over
+    ``out`` (which the kernels write before they read the addends)."""
+    if len(leaves) > MAX_LEAVES:
+        return None
+    m, n = out.shape
+    got = []
+    for leaf in leaves:
+        if leaf.dtype != np.float32 or leaf.shape not in ((n,), (1, n), (m, n)):
+            return None
+        leaf = leaf.reshape(1, n) if leaf.ndim == 1 else leaf
+        if (leaf.strides[1] != 4 and n > 1) or np.may_share_memory(leaf, out):
+            return None
+        got.append(leaf)
+    return (*got, *(out,) * (MAX_LEAVES - len(got)))
+
+
+def run(
+    kernel: str, a: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int, leaves: Sequence[np.ndarray] = ()
+) -> bool:
+    """Run driver ``kernel`` (``packed_b``, ``packed_a`` or ``few_columns``) over ``parts`` tasks:
+    ``out = a @ b``, then each of ``leaves`` added in turn (``_leaves``); False, with nothing
+    written, where the addends do not fit. No other check: callers have made them."""
+    padded = _leaves(leaves, out) if leaves else (out,) * MAX_LEAVES
+    if padded is None:
+        return False
+    getattr(driver(), kernel)(a, b, out, parts, padded, len(leaves))
+    return True
+
+
+def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()) -> bool:
+    """``out = a @ b`` (``+ leaves[0] + leaves[1] ...``: row vectors ``[n]`` or ``[1, n]`` broadcast
+    down ``out``, or matrices of its shape, added in that order as each block of ``out`` is
+    finished: the bits of the separate additions) for 2-D float32 operands on the AVX-512 kernel,
+    split over numba's threads; False, with nothing written, where it does not apply (see the
+    module docstring; and ``_leaves``)."""
     if a.ndim != 2 or b.ndim != 2 or not applies(a.shape[0], a.shape[1], b.shape[1]):
         return False
     if not _accepts(a, b, out):
         return False
     (m, _), n = a.shape, b.shape[1]
     threads = numba.get_num_threads()
-    module = driver()
     if b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2:
         # B a transposed view of a row-major weight, and A's rows fill most of their panels
-        module.packed_a(a, b, out, max(1, min(threads, (n + ROWS - 1) // ROWS)))
-    else:
-        module.packed_b(a, b, out, max(1, min(threads, (n + COLS - 1) // COLS)))
-    return True
+        return run("packed_a", a, b, out, max(1, min(threads, (n + ROWS - 1) // ROWS)), leaves)
+    return run("packed_b", a, b, out, max(1, min(threads, (n + COLS - 1) // COLS)), leaves)
 
 
-def few_columns_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
-    """``out = a @ b`` for 2-D float32 operands with few columns (8 to 64: a late convolution's
-    ``[O, K] @ [K, 49]``) on the AVX-512 kernel: the transposed product ``out.T = b.T @ a.T``, a
-    few-rows product (49 rows: 7 tiles of 8, where 49 columns would fill 2 panels of 32 to 77%),
-    each tile stored transposed into ``out``. The rows of ``out`` are shared over numba's threads
-    in blocks of ``COLS``: the same bits on any thread count.
-    False, with nothing written, where it does not apply (as ``small_m_matmul``)."""
+def few_columns_matmul(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()
+) -> bool:
+    """``out = a @ b`` (``+ leaves``, as ``small_m_matmul`` adds them) for 2-D float32 operands with
+    few columns (8 to 64: a late convolution's ``[O, K] @ [K, 49]``) on the AVX-512 kernel: the
+    transposed product ``out.T = b.T @ a.T``, a few-rows product (49 rows: 7 tiles of 8, where 49
+    columns would fill 2 panels of 32 to 77%), each tile stored transposed into ``out``. The rows
+    of ``out`` are shared over numba's threads in blocks of ``COLS``: the same bits on any thread
+    count. False, with nothing written, where it does not apply (as ``small_m_matmul``)."""
     if a.ndim != 2 or b.ndim != 2 or not applies_few_columns(a.shape[0], a.shape[1], b.shape[1]):
         return False
+    if a.strides[0] == 4 and a.strides[1] != 4 and a.size >= TRANSPOSED_A_LIMIT:
+        return False  # a large transposed view: its panels read 128 bytes a row (OpenBLAS did better)
     if not _accepts(a, b, out):
         return False
+    return _few_columns(a, b, out, leaves)
+
+
+def _few_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray]) -> bool:
+    """``few_columns`` with the rows of ``out`` shared over numba's threads, ``COLS`` at a time."""
     threads = numba.get_num_threads()
-    driver().few_columns(a, b, out, max(1, min(threads, (a.shape[0] + COLS - 1) // COLS)))
-    return True
+    return run("few_columns", a, b, out, max(1, min(threads, (a.shape[0] + COLS - 1) // COLS)), leaves)
+
+
+def low_depth_matmul(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()
+) -> bool:
+    """``out = a @ b`` (``+ leaves``, as ``small_m_matmul`` adds them) for a shallow product
+    (``applies_low_depth``) whose B is a transposed view of a row-major matrix, on the
+    few-columns kernel (``few_columns``: blocks of ``COLS`` rows of ``out``, written whole, each
+    thread broadcasting the rows of ``b.T`` as they lie); False, with nothing written, elsewhere
+    (B row-major: OpenBLAS did as well there)."""
+    if a.ndim != 2 or b.ndim != 2 or not applies_low_depth(a.shape[0], a.shape[1], b.shape[1]):
+        return False
+    if not (b.strides[0] == 4 and b.strides[1] != 4 and _accepts(a, b, out)):
+        return False
+    return _few_columns(a, b, out, leaves)

@@ -10,7 +10,9 @@ depend only on the ``kc`` blocking, never on how tiles are shared among threads.
 ``rows`` read row ``rows - 1`` again and are not stored; columns past ``cols`` are masked off the
 stores (the panel holds zeros there). ``add`` (nonzero): the block is added to what ``c`` holds.
 ``sgemm_tile_t`` stores the block transposed, ``c[ic + j, jc + r]``: for ``c.T = W @ a.T`` with W
-the broadcast operand, read as it lies.
+the broadcast operand, read as it lies. ``sgemm_tile_copy`` is ``sgemm_tile`` reading B's rows as they
+lie (unit column stride) and storing them into the panel as ``sgemm_pack`` would, for the row tiles
+after it. ``sgemm_add_leaves`` adds a fused epilogue's addends to a finished block of ``c``.
 ``HAVE_AVX512`` says whether numba compiles for a host with AVX-512F; callers fall back otherwise.
 """
 
@@ -172,37 +174,33 @@ def _store_transposed(
                 _put(builder, val, _vptr(builder, c_base, at), keep, adding)
 
 
-def _tile(rows_: int, cols_: int, transposed: bool):
-    """The typer of a ``rows_`` x ``cols_`` ``sgemm_tile`` (``transposed``: ``sgemm_tile_t``); see the
-    module docstring."""
+def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False):
+    """The typer of a ``rows_`` x ``cols_`` ``sgemm_tile`` (``transposed``: ``sgemm_tile_t``; ``copy``:
+    ``sgemm_tile_copy``, B read as it lies and copied into a panel); see the module docstring."""
     nvec = cols_ // _LANES
 
     def typer(typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add):
         f32 = types.float32
-        if not (
-            isinstance(a, types.Array)
-            and a.dtype == f32
-            and a.ndim == 2
-            and isinstance(bp, types.Array)
-            and bp.dtype == f32
-            and bp.ndim == 1
-            and isinstance(c, types.Array)
-            and c.dtype == f32
-            and c.ndim == 2
+        b_ndim, name = (2, "sgemm_tile_copy") if copy else (1, "sgemm_tile")
+        arrays = (a, bp, c) if not copy else (a, bp, ldb, c)
+        ndims = (2, b_ndim, 2) if not copy else (2, 2, 1, 2)
+        if not all(
+            isinstance(x, types.Array) and x.dtype == f32 and x.ndim == d for x, d in zip(arrays, ndims)
         ):
-            raise TypingError(f"sgemm_tile takes f32 arrays a [m, k], bp [*], c [m, n]; got {a}, {bp}, {c}")
-        ints = (ia, rows, p0, kc, b0, ldb, ic, jc, cols, add)
+            raise TypingError(f"{name} takes f32 arrays of {ndims} dimensions; got {arrays}")
+        ints = (ia, rows, p0, kc, b0, ic, jc, cols, add) + (() if copy else (ldb,))
         if not all(isinstance(t, types.Integer) for t in ints):
-            raise TypingError(f"sgemm_tile takes integer offsets and counts, got {ints}")
+            raise TypingError(f"{name} takes integer offsets and counts, got {ints}")
         ip = types.intp
-        sig = types.void(a, ip, ip, ip, ip, bp, ip, ip, c, ip, ip, ip, ip)
+        sig = types.void(a, ip, ip, ip, ip, bp, ip, ldb if copy else ip, c, ip, ip, ip, ip)
 
         def codegen(context, builder, signature, args):
             a_arr = context.make_array(signature.args[0])(context, builder, value=args[0])
             b_arr = context.make_array(signature.args[5])(context, builder, value=args[5])
             c_arr = context.make_array(signature.args[8])(context, builder, value=args[8])
+            arrays_at = (5, 7, 8) if copy else (5, 8)
             ia_v, rows_v, p0_v, kc_v, _, b0_v, ldb_v, _, ic_v, jc_v, cols_v, add_v = (
-                context.cast(builder, args[i], signature.args[i], ip) if i not in (5, 8) else None
+                context.cast(builder, args[i], signature.args[i], ip) if i not in arrays_at else None
                 for i in range(1, 13)
             )
             i64 = ir.IntType(64)
@@ -221,21 +219,43 @@ def _tile(rows_: int, cols_: int, transposed: bool):
                 )
                 start = builder.add(builder.mul(row, sa_r), builder.mul(p0_v, sa_p))
                 a_rows.append(builder.gep(a_base, [start]))
-            b_base = builder.gep(b_arr.data, [b0_v])
+            if copy:  # bp is B itself: rows p0 + p, columns b0 + j (unit stride), masked past cols
+                i32 = ir.IntType(32)
+                sb_p = cgutils.unpack_tuple(builder, b_arr.strides, 2)[0]
+                start = builder.add(builder.mul(p0_v, sb_p), builder.mul(b0_v, i64(4)))
+                b_base = builder.gep(builder.bitcast(b_arr.data, byte_ptr), [start])
+                masks = [_lane_mask(builder, cols_v, v * _LANES) for v in range(nvec)]
+                out_arr = context.make_array(signature.args[7])(context, builder, value=args[7])
+                out_base = builder.bitcast(out_arr.data, byte_ptr)
+                mload = _masked_load(builder)
+            else:
+                b_base = builder.gep(b_arr.data, [b0_v])
             slots = [cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(rows_ * nvec)]
             with cgutils.for_range(builder, kc_v) as loop:
                 p = loop.index
                 at = builder.mul(p, sa_p)
-                bv = [
-                    builder.load(
-                        builder.bitcast(
-                            builder.gep(b_base, [builder.add(builder.mul(p, ldb_v), i64(v * _LANES))]),
-                            vf.as_pointer(),
-                        ),
-                        align=4,
-                    )
-                    for v in range(nvec)
-                ]
+                if copy:  # load B's row (zeros past cols) and store it into the panel, as sgemm_pack
+                    row = builder.gep(b_base, [builder.mul(p, sb_p)])
+                    bv = []
+                    for v in range(nvec):
+                        zero = ir.Constant(vf, None)
+                        val = builder.call(
+                            mload, [_vptr(builder, row, i64(v * _LANES * 4)), i32(4), masks[v], zero]
+                        )
+                        to = builder.add(builder.mul(p, i64(cols_ * 4)), i64(v * _LANES * 4))
+                        builder.store(val, _vptr(builder, out_base, to), align=4)
+                        bv.append(val)
+                else:
+                    bv = [
+                        builder.load(
+                            builder.bitcast(
+                                builder.gep(b_base, [builder.add(builder.mul(p, ldb_v), i64(v * _LANES))]),
+                                vf.as_pointer(),
+                            ),
+                            align=4,
+                        )
+                        for v in range(nvec)
+                    ]
                 for r in range(rows_):
                     s = builder.load(
                         builder.bitcast(builder.gep(a_rows[r], [at]), f32t.as_pointer()), align=4
@@ -255,7 +275,7 @@ def _tile(rows_: int, cols_: int, transposed: bool):
 
         return sig, codegen
 
-    typer.__name__ = "sgemm_tile_t" if transposed else "sgemm_tile"
+    typer.__name__ = "sgemm_tile_copy" if copy else "sgemm_tile_t" if transposed else "sgemm_tile"
     return typer
 
 
@@ -263,6 +283,10 @@ def _tile(rows_: int, cols_: int, transposed: bool):
 sgemm_tile = intrinsic(_tile(ROWS, COLS, False))
 # c[ic + j, jc + r] (+)= sum_p a[ia + r, p0 + p] * panel[p, j]: the block stored transposed
 sgemm_tile_t = intrinsic(_tile(ROWS, COLS, True))
+# sgemm_tile_copy(a, ia, rows, p0, kc, b, j0, panel, c, ic, jc, cols, add): sgemm_tile reading B's
+# rows p0 + p, columns j0 + j as they lie (unit column stride), each stored into the panel as
+# sgemm_pack(b, p0, kc, j0, cols, panel) stores it: a first row tile packs B's panel for the others
+sgemm_tile_copy = intrinsic(_tile(ROWS, COLS, False, copy=True))
 
 
 @intrinsic
@@ -342,6 +366,70 @@ def sgemm_pack(typingctx, b, p0, kc, j0, cols, buf):
                             live = _splat(builder, builder.icmp_signed("<", i64(t), rem))
                             at = dest(builder.add(pb, i64(t)), group.index)
                             builder.call(mstore, [col, _vptr(builder, out, at), i32(4), live])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def sgemm_add_leaves(typingctx, c, i0, rows, j0, width, leaves, count):
+    """``c[i, j] = (c[i, j] + leaves[0][i, j]) + leaves[1][i, j] ...`` over the first ``count``
+    matrices of the tuple ``leaves`` (row ``0`` of one with one row: a row vector broadcast), for
+    ``i0 <= i < i0 + rows``, ``j0 <= j < j0 + width``, 16 lanes at a time (masked at each row's
+    end), in one pass over ``c``: each addition rounded to float32 in that order, as a chain of
+    elementwise adds makes it. All rows have unit strides (the callers check)."""
+    f32 = types.float32
+    if not (isinstance(c, types.Array) and c.dtype == f32 and c.ndim == 2):
+        raise TypingError(f"sgemm_add_leaves takes an f32 matrix, got {c}")
+    if not (
+        isinstance(leaves, types.UniTuple)
+        and isinstance(leaves.dtype, types.Array)
+        and leaves.dtype.dtype == f32
+        and leaves.dtype.ndim == 2
+    ):
+        raise TypingError(f"sgemm_add_leaves takes a tuple of f32 matrices, got {leaves}")
+    if not all(isinstance(t, types.Integer) for t in (i0, rows, j0, width, count)):
+        raise TypingError(f"sgemm_add_leaves takes integer indices, got {i0}, {rows}, {j0}, {width}, {count}")
+    ip = types.intp
+    sig = types.void(c, ip, ip, ip, ip, leaves, ip)
+
+    def codegen(context, builder, signature, args):
+        c_arr = context.make_array(signature.args[0])(context, builder, value=args[0])
+        i0_v, rows_v, j0_v, width_v, count_v = (
+            context.cast(builder, args[at], signature.args[at], ip) for at in (1, 2, 3, 4, 6)
+        )
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        byte_ptr = ir.IntType(8).as_pointer()
+        store, load = _masked_store(builder), _masked_load(builder)
+        zero = ir.Constant(_vf(), None)
+        first = builder.mul(j0_v, i64(4))
+        sc = cgutils.unpack_tuple(builder, c_arr.strides, 2)[0]
+        c_base = builder.gep(
+            builder.bitcast(c_arr.data, byte_ptr), [builder.add(builder.mul(i0_v, sc), first)]
+        )
+        bases, strides = [], []  # each leaf's element [i0, j0] and row stride (0: one row, broadcast)
+        for t in range(leaves.count):
+            arr = context.make_array(leaves.dtype)(context, builder, value=builder.extract_value(args[5], t))
+            one_row = builder.icmp_signed("==", cgutils.unpack_tuple(builder, arr.shape, 2)[0], i64(1))
+            stride = builder.select(one_row, i64(0), cgutils.unpack_tuple(builder, arr.strides, 2)[0])
+            at = builder.add(builder.mul(i0_v, stride), first)
+            bases.append(builder.gep(builder.bitcast(arr.data, byte_ptr), [at]))
+            strides.append(stride)
+        chunks = builder.udiv(builder.add(width_v, i64(_LANES - 1)), i64(_LANES))
+        with cgutils.for_range(builder, rows_v) as row:
+            c_row = builder.gep(c_base, [builder.mul(row.index, sc)])
+            rows_at = [builder.gep(base, [builder.mul(row.index, st)]) for base, st in zip(bases, strides)]
+            with cgutils.for_range(builder, chunks) as chunk:
+                lane0 = builder.mul(chunk.index, i64(_LANES))
+                mask = _lane_mask(builder, builder.sub(width_v, lane0))
+                at = builder.mul(lane0, i64(4))
+                cp = _vptr(builder, c_row, at)
+                total = cgutils.alloca_once_value(builder, builder.call(load, [cp, i32(4), mask, zero]))
+                for t, leaf_row in enumerate(rows_at):
+                    with builder.if_then(builder.icmp_signed("<", i64(t), count_v), likely=True):
+                        addend = builder.call(load, [_vptr(builder, leaf_row, at), i32(4), mask, zero])
+                        builder.store(builder.fadd(builder.load(total), addend), total)
+                builder.call(store, [builder.load(total), cp, i32(4), mask])
         return context.get_dummy_value()
 
     return sig, codegen
