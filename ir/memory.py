@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ class Buffer:
 
     ``start`` is the index of the step that writes it (-1 for a data input copied in before
     step 0); ``end`` the last step that reads it (len(schedule) for a graph output).
-    ``alias_of`` names the value whose bytes it shares (a reshape view, or an in-place op).
+    ``alias_of`` names the value whose bytes it shares (a reshape view, an in-place op, or the
+    result of a concat in place it is an operand of).
     """
 
     value: str
@@ -47,9 +49,29 @@ class MemoryPlan:
     written_over: dict[str, str] = field(default_factory=dict)
 
     def is_view(self, node: Node) -> bool:
-        """Whether ``node``'s result is planned as a view of its operand's bytes (nothing to run)."""
+        """Whether ``node``'s result is planned as a view of its operand's bytes, or (a concat in
+        place, ``concat_in_place``) as its operands' bytes side by side: nothing to run."""
         buf = self.buffers.get(node.outputs[0].name) if node.outputs else None
+        if node.op == "concat":
+            return self.concat_in_place(node)
         return node.op in VIEW_OPS and buf is not None and buf.alias_of is not None
+
+    def concat_in_place(self, node: Node) -> bool:
+        """Whether the concat ``node`` is planned in place: each operand is one contiguous run of
+        the result (``concat_places``) and every non-empty operand's buffer sits at its place in
+        the result's bytes, an alias of the same root, so its producer wrote it there."""
+        places = concat_places(node)
+        out = self.buffers.get(node.outputs[0].name) if places is not None else None
+        if out is None or out.size == 0 or node.outputs[0].type.nbytes == 0:
+            return False
+        root = out.alias_of or out.value
+        for v, at in zip(node.inputs, places):
+            if v.type.nbytes == 0:
+                continue
+            buf = self.buffers.get(v.name)
+            if buf is None or buf.alias_of != root or buf.offset != out.offset + at:
+                return False
+        return True
 
     def summary(self) -> str:
         """Naive bytes, lower bound and arena on one line."""
@@ -123,6 +145,23 @@ class MemoryPlan:
             alignment,
             written_over,
         )
+
+
+def concat_places(node: Node) -> list[int] | None:
+    """Byte offset of each operand of a concat in its result where every operand is one
+    contiguous run of the result (every axis before the concat axis has size 1: a channel
+    concat at batch 1 in NCHW, or axis 0), else None (also for any other op)."""
+    if node.op != "concat" or not node.outputs:
+        return None
+    y = node.outputs[0]
+    axis = node.attrs.get("axis")
+    if not isinstance(axis, int) or not 0 <= axis < len(y.shape) or math.prod(y.shape[:axis]) != 1:
+        return None
+    places, at = [], 0
+    for v in node.inputs:
+        places.append(at)
+        at += v.type.nbytes
+    return places if at == y.type.nbytes else None
 
 
 # Limits a memory plan read from a file keeps to.

@@ -21,6 +21,11 @@ graph output). A plan is accepted when
      (the root's offset plus the bytes of the operands before it);
    - an average of such a bucket (an ``allreduce_wait`` output) may be an alias of the bucket
      buffer the wait reads, at its place in it (as above: the bytes of the results before it);
+   - an operand of a concat the runtime skips (``MemoryPlan.concat_in_place``: each operand one
+     contiguous run of the result, every non-empty one an alias of the result's root at its
+     place) may be an alias of that root (concat in place): it, or the bytes it views from
+     their start, sits exactly at its place in the result (the result's offset plus the bytes
+     of the operands before it), made by a node that is neither a view op nor a collective;
    - any other alias is an in-place output: an elementwise op or a pointwise fused node whose
      output sits exactly on an operand of the same type on the same root (rule 5 then checks
      that operand dies there);
@@ -30,7 +35,8 @@ graph output). A plan is accepted when
    and the other a gradient placed in it (or a view of one) that nothing reads after the
    bucket's ``allreduce_start`` (MPI writes those bytes from then until the wait), or one is a
    bucket buffer and the other an average placed in it (or a view of one) by the wait that
-   reads that buffer last.
+   reads that buffer last, or one is (a view of) the result of a concat in place and the other
+   (a view of) an operand placed in it, or in an inner concat in place placed in it.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, MemoryPlan, Node, Value
-from graphc.ir.memory import VIEW_OPS
+from graphc.ir.memory import VIEW_OPS, concat_places
 from graphc.ir.views import block_offset
 
 from .memory_plan import written_over
@@ -95,8 +101,8 @@ def check_memory_plan(graph: Graph, plan: MemoryPlan) -> None:
         )
     _check_buffers(plan, intervals)
     step_of = {v: k for k, n in enumerate(graph.nodes) for v in n.outputs}
-    view, in_bucket = _check_aliases(graph, plan, intervals, names, step_of)
-    _check_overlaps(graph, plan, intervals, view, in_bucket, step_of)
+    view, in_bucket, in_concat = _check_aliases(graph, plan, intervals, names, step_of)
+    _check_overlaps(graph, plan, intervals, view, in_bucket, in_concat, step_of)
 
 
 def _check_buffers(plan: MemoryPlan, intervals: dict[Value, tuple[int, int]]) -> None:
@@ -122,14 +128,18 @@ def _check_buffers(plan: MemoryPlan, intervals: dict[Value, tuple[int, int]]) ->
 
 def _check_aliases(
     graph: Graph, plan: MemoryPlan, intervals, names: dict[str, Value], step_of: dict[Value, int]
-) -> tuple[dict[Value, Value], dict[Value, Value]]:
-    """Check rule 4; return the checked views (result -> operand) and the gradients placed in
-    their bucket buffers (gradient -> the buffer's value)."""
+) -> tuple[dict[Value, Value], dict[Value, Value], dict[Value, Value]]:
+    """Check rule 4; return the checked views (result -> operand), the gradients placed in
+    their bucket buffers (gradient -> the buffer's value) and the operands placed in the result
+    of a concat in place (operand bytes -> the concat's result)."""
     buffers = plan.buffers
     view: dict[Value, Value] = {}
     in_bucket: dict[Value, Value] = {}
+    in_concat: dict[Value, Value] = {}
     places = _bucket_places(graph)
     bucket_roots = {b.name for spots in places.values() for b, _ in spots}
+    parts = _concat_parts(graph, plan)
+    bucket_roots |= {buffers[y.name].alias_of or y.name for spots in parts.values() for y, _ in spots}
     averages = _average_places(graph)
     deferred: list[Value] = []
     for v in intervals:
@@ -173,7 +183,47 @@ def _check_aliases(
                 f"{bad}, but {node.op} neither views nor writes in place over those bytes, nor is it "
                 "a gradient at its place in that bucket buffer"
             )
-    under: dict[Value, list[tuple[Value, int]]] = {}  # bytes a gradient views -> its places
+    under = _under(places, view, intervals, buffers)  # bytes a gradient views -> its places
+    in_concat_at = _under(parts, view, intervals, buffers)  # bytes a concat operand views -> its places
+    for v in deferred:  # a gradient, or the bytes a gradient views, at the gradient's place
+        buf = buffers[v.name]
+        root = buffers[buf.alias_of]
+        spot = averages.get(v)
+        if spot is not None and spot[0].name == root.value and buf.offset == root.offset + spot[1]:
+            in_bucket[v] = spot[0]
+            continue
+        node = graph.nodes[step_of[v]]
+        holder = next(
+            (
+                y
+                for y, at in in_concat_at.get(v, ())
+                if (buffers[y.name].alias_of or y.name) == root.value
+                and buf.offset == buffers[y.name].offset + at
+            ),
+            None,
+        )
+        if holder is not None and node.op not in _NOT_PLACED:
+            in_concat[v] = holder  # an operand of a concat in place, written at its place in the result
+            continue
+        bucket = next(
+            (b for b, at in under.get(v, ()) if b.name == root.value and buf.offset == root.offset + at), None
+        )
+        if bucket is None:
+            raise GraphcError(
+                f"memory plan: %{v.name} is planned as an alias of %{buf.alias_of}, but {node.op} neither "
+                "views nor writes in place over those bytes, nor is it a gradient at its place in that "
+                "bucket buffer"
+            )
+        in_bucket[v] = bucket
+    return view, in_bucket, in_concat
+
+
+def _under(
+    places: dict[Value, list[tuple[Value, int]]], view: dict[Value, Value], intervals, buffers
+) -> dict[Value, list[tuple[Value, int]]]:
+    """The places of ``places``'s values, keyed by the bytes each one views (following checked
+    views), where it starts where those bytes do."""
+    under: dict[Value, list[tuple[Value, int]]] = {}
     for g, spots in places.items():
         if g not in intervals:
             continue
@@ -182,25 +232,23 @@ def _check_aliases(
             w = view[w]
         if g is w or buffers[g.name].offset == buffers[w.name].offset:  # it starts where they do
             under.setdefault(w, []).extend(spots)
-    for v in deferred:  # a gradient, or the bytes a gradient views, at the gradient's place
-        buf = buffers[v.name]
-        root = buffers[buf.alias_of]
-        spot = averages.get(v)
-        if spot is not None and spot[0].name == root.value and buf.offset == root.offset + spot[1]:
-            in_bucket[v] = spot[0]
-            continue
-        bucket = next(
-            (b for b, at in under.get(v, ()) if b.name == root.value and buf.offset == root.offset + at), None
-        )
-        if bucket is None:
-            node = graph.nodes[step_of[v]]
-            raise GraphcError(
-                f"memory plan: %{v.name} is planned as an alias of %{buf.alias_of}, but {node.op} neither "
-                "views nor writes in place over those bytes, nor is it a gradient at its place in that "
-                "bucket buffer"
-            )
-        in_bucket[v] = bucket
-    return view, in_bucket
+    return under
+
+
+# Producers whose output bytes are not theirs alone to write (MPI's bucket buffers).
+_NOT_PLACED = ("allreduce_start", "allreduce_wait")
+
+
+def _concat_parts(graph: Graph, plan: MemoryPlan) -> dict[Value, list[tuple[Value, int]]]:
+    """Each non-empty operand of a concat the runtime skips (``MemoryPlan.concat_in_place``)
+    -> (the concat's result, the operand's byte place in it: ``ir.memory.concat_places``)."""
+    parts: dict[Value, list[tuple[Value, int]]] = {}
+    for node in graph.nodes:
+        if node.op == "concat" and plan.concat_in_place(node):
+            for v, at in zip(node.inputs, concat_places(node)):
+                if v.type.nbytes:
+                    parts.setdefault(v, []).append((node.outputs[0], at))
+    return parts
 
 
 def _bucket_places(graph: Graph) -> dict[Value, list[tuple[Value, int]]]:
@@ -235,6 +283,7 @@ def _check_overlaps(
     intervals,
     view: dict[Value, Value],
     in_bucket: dict[Value, Value],
+    in_concat: dict[Value, Value],
     step_of,
 ) -> None:
     """Check rule 5 over every pair of values live at one step whose bytes meet."""
@@ -243,6 +292,18 @@ def _check_overlaps(
         while v in view:
             v = view[v]
         return v
+
+    def holders(v: Value) -> list[Value]:
+        """The bytes of the concats in place that hold ``v``'s, innermost first."""
+        out, v = [], root(v)
+        while v in in_concat and len(out) <= len(in_concat):
+            v = root(in_concat[v])
+            out.append(v)
+        return out
+
+    def same_bytes(a: Value, b: Value) -> bool:
+        """One is a view of the other, or holds the other's bytes (concats in place)."""
+        return root(a) is root(b) or root(b) in holders(a) or root(a) in holders(b)
 
     values = [v for v in intervals if v.type.nbytes > 0]
     if len(values) < 2:
@@ -255,14 +316,14 @@ def _check_overlaps(
     clash &= (lo_t[:, None] <= hi_t[None, :]) & (lo_t[None, :] <= hi_t[:, None])
     for i, j in zip(*np.nonzero(np.triu(clash, k=1))):
         a, b = values[i], values[j]
-        if root(a) is root(b):
+        if same_bytes(a, b):
             continue
         if _in_its_bucket(a, b, intervals, step_of, in_bucket, root) or _in_its_bucket(
             b, a, intervals, step_of, in_bucket, root
         ):
             continue
-        if _handoff(a, b, intervals, step_of, graph.nodes, plan, root) or _handoff(
-            b, a, intervals, step_of, graph.nodes, plan, root
+        if _handoff(a, b, intervals, step_of, graph.nodes, plan, same_bytes) or _handoff(
+            b, a, intervals, step_of, graph.nodes, plan, same_bytes
         ):
             continue
         raise GraphcError(
@@ -271,8 +332,9 @@ def _check_overlaps(
         )
 
 
-def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan, root) -> bool:
-    """``new`` is written in place at the step where ``old`` (or a view of the same bytes) dies."""
+def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan, same_bytes) -> bool:
+    """``new`` is written in place at the step where ``old`` (or a view of the same bytes, or
+    bytes holding them or held by them: ``same_bytes``) dies."""
     k = step_of.get(new)
     if k is None or intervals[new][0] != k or intervals[old][1] != k:
         return False
@@ -280,7 +342,7 @@ def _handoff(old: Value, new: Value, intervals, step_of, nodes, plan: MemoryPlan
     if not _in_place_capable(node):
         return False
     for c in node.inputs:
-        if c in intervals and root(c) is root(old) and c.type == new.type:
+        if c in intervals and same_bytes(c, old) and c.type == new.type:
             if plan.buffers[c.name].offset == plan.buffers[new.name].offset:
                 return True
     return False

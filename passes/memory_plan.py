@@ -14,7 +14,10 @@ Sharing bytes, three ways (``Buffer.alias_of`` names the root buffer that owns t
 - a packed gradient bucket's gradients sit back to back in its buffer (the ``allreduce_start``
   output), each at its place in the bucket, when ``bucket_layout.bucket_places`` allows: their
   producers write the buffer itself, so the start kernel copies nothing (concat in place); and
-  the wait's averages over their own parts of it (``bucket_layout.average_places``).
+  the wait's averages over their own parts of it (``bucket_layout.average_places``);
+- a concat whose operands are each one contiguous run of its result (a channel concat at batch
+  1): each operand sits at its place in the result's bytes, written there by its producer, and
+  the runtime skips the concat (``_concat_in_place``).
 The root's live range is extended to cover every alias (for a bucket buffer, from the first
 gradient's producer to the last reader of an average), so the placement only sees roots.
 
@@ -37,6 +40,7 @@ import numpy as np
 
 from graphc.ir import Buffer, Graph, MemoryPlan, Node, Value
 from graphc.ir.fused import matmul_parts
+from graphc.ir.memory import VIEW_OPS, concat_places
 from graphc.ir.views import block_offset
 
 from .bucket_layout import average_places, bucket_places
@@ -225,6 +229,7 @@ def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -
         nodes, intervals, lambda v: (classes.find(v), classes.offset(v)), ALIGNMENT
     ).items():
         classes.union_into(average, buf, at)  # with its views: the updates read it there
+    _concat_in_place(nodes, intervals, classes)
     for k, n in enumerate(nodes):
         if not in_place_capable(n):
             continue
@@ -254,6 +259,49 @@ def _alias_classes(graph: Graph, nodes: list[Node], intervals, in_place: bool) -
                 classes.union_into(o, r, at)
                 break
     return classes
+
+
+# Producers whose output bytes are not theirs alone to write (MPI's bucket buffers).
+_NOT_PLACED = ("allreduce_start", "allreduce_wait")
+
+
+def _concat_in_place(nodes: list[Node], intervals, classes: _Classes) -> None:
+    """Concat in place: where each operand of a concat is one contiguous run of its result
+    (``ir.memory.concat_places``: every axis before the concat axis of size 1), put each
+    operand's bytes at their place in the result's, so their producers write them there and the
+    runtime skips the concat (``MemoryPlan.concat_in_place``). All operands or none: each
+    (but empty ones) must be made by a node of the plan that is not a view op or a collective
+    (never a data input), own its bytes or be a reshape of the whole of them, appear once, and
+    start on an aligned byte. A placed value's class moves with it (its views, the operands of
+    an inner concat placed before), and the result's live range then covers their producers.
+    Concats fused into other kernels are no longer nodes and are not seen here."""
+    made_by = {v: n for n in nodes for v in n.outputs}
+    for node in nodes:
+        places = concat_places(node)
+        y = node.outputs[0] if places is not None else None
+        if y is None or y not in intervals or classes.find(y) is not y or y.type.nbytes == 0:
+            continue
+        moves: dict[Value, int] = {}
+        for v, at in zip(node.inputs, places):
+            if v.type.nbytes == 0:
+                continue
+            r = classes.find(v) if v in intervals else None
+            producer = made_by.get(r)
+            if (
+                producer is None
+                or producer.op in VIEW_OPS
+                or producer.op in _NOT_PLACED
+                or r is y
+                or r in moves
+                or at % ALIGNMENT
+                or classes.offset(v)
+                or r.type.nbytes != v.type.nbytes
+            ):
+                break
+            moves[r] = at
+        else:
+            for r, at in moves.items():
+                classes.union_into(r, y, at)
 
 
 def _lower_bound(roots: list[Value], start: dict, end: dict, size: dict, steps: int) -> int:

@@ -123,7 +123,8 @@ def test_max_pool_matches_reference_bit_for_bit(rng, shape, kernel, stride, dila
     g = Graph()
     x = g.add_input("x", TensorType(shape, "f32"))
     node = g.add_node("max_pool2d", [x], {"kernel": kernel, "stride": stride, "dilation": dilation})
-    assert ("separable" in max_pool_source(node)) == separable
+    src = max_pool_source(node)  # the flat kernel (narrow planes) is separable too: two passes
+    assert ("(separable)" in src or "(flat)" in src) == separable
     a = rng.integers(-2, 3, size=shape).astype(np.float32)  # many ties, zeros among them
     a[rng.random(shape) < 0.3] = -0.0  # -0.0 and 0.0 tie: the first in row-major order wins
     a.flat[rng.integers(0, a.size, 5)] = np.nan

@@ -40,7 +40,8 @@ def max_pool_source(node: Node) -> str:
     """Each window's first maximal element (NaN wins): separable where windows overlap or tile."""
     (kh, _), (sh, _), (dh, _) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
     if sh <= kh * dh:
-        return _separable_max_pool_source(node)
+        narrow = node.outputs[0].shape[3] < NARROW_POOL
+        return _flat_max_pool_source(node) if narrow else _separable_max_pool_source(node)
     x, y = node.inputs[0], node.outputs[0]
     head, offsets, par = _pool_window(node, x)
     lines = [f"OH, OW = {y.shape[2]}, {y.shape[3]}", f"o = a1.reshape(({y.shape[0] * y.shape[1]}, OH, OW))"]
@@ -96,6 +97,61 @@ def _separable_max_pool_source(node: Node) -> str:
         lines += [f"                v = t[oy * {sh} + {i * dh}, ox]", step]
     lines.append("                o[p, oy, ox] = best")
     title = f"max_pool2d {node.attrs['kernel']} stride {node.attrs['stride']} (separable)"
+    return Source(title).render(2, lines, par)
+
+
+# Output rows narrower than this go to the flat kernel: a loop this short along a row gives
+# LLVM's 16-lane float loops no full vector (the zoo's 13 x 13 pools ran entirely scalar).
+NARROW_POOL = 16
+
+
+def _flat_max_pool_source(node: Node) -> str:
+    """Max pool in two passes over each block of planes as one flat run (narrow planes: the
+    loops are long and contiguous whatever the plane's width, so LLVM vectorizes them): ``t[f]``,
+    the maximum over the window's columns starting at element ``f``, then, over ``t`` in place
+    (each entry reads only entries at or after it), the maximum over the window's rows; entries
+    whose window runs past a row's or a plane's end are computed and never read. Then each
+    output is gathered from its window's first element. Exact, as the separable kernel: both
+    passes keep the first maximal element (strict ``>``)."""
+    x, y = node.inputs[0], node.outputs[0]
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    (kh, kw), (sh, sw), (dh, dw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
+    planes, hw = n * c, h * w
+    par = use_parallel(x.type.numel, planes)
+    blocks = min(planes, POOL_BLOCKS) if par else 1
+    per = -(-planes // blocks)
+    reach = (kw - 1) * dw  # the first pass's window past its start, along the run
+    down = (kh - 1) * dh * w  # the second pass's
+    better = _better(x)
+    lines = [
+        f"x = a0.reshape({planes * hw})",
+        f"o = a1.reshape(({planes}, {oh}, {ow}))",
+        f"for blk in {'prange' if par else 'range'}({blocks}):",
+        f"    p0 = blk * {per}",
+        f"    p1 = min(p0 + {per}, {planes})",
+        f"    xs = x[p0 * {hw}:p1 * {hw}]",
+        f"    run = (p1 - p0) * {hw} - {reach}",
+        "    t = np.empty(max(run, 1), a0.dtype)",
+        "    for f in range(run):",
+        "        best = xs[f]",
+    ]
+    for j in range(1, kw):
+        lines += [f"        v = xs[f + {j * dw}]", f"        best = v if {better} else best"]
+    lines += ["        t[f] = best"]
+    if kh > 1:
+        lines += [f"    for f in range(run - {down}):", "        best = t[f]"]
+        for i in range(1, kh):
+            lines += [f"        v = t[f + {i * dh * w}]", f"        best = v if {better} else best"]
+        lines += ["        t[f] = best"]
+    lines += [
+        "    for p in range(p0, p1):",
+        f"        for oy in range({oh}):",
+        f"            row = (p - p0) * {hw} + oy * {sh * w}",
+        f"            for ox in range({ow}):",
+        f"                o[p, oy, ox] = t[row + ox * {sw}]",
+    ]
+    title = f"max_pool2d {node.attrs['kernel']} stride {node.attrs['stride']} (flat)"
     return Source(title).render(2, lines, par)
 
 
@@ -177,16 +233,28 @@ def _window_ranges(p: dict[str, int], oh: int, ow: int) -> list[str]:
 
 
 def im2col_source(node: Node) -> str:
-    """cols[n, (c, i, j), (y, x)] = the window pixel, or 0 in the padding; constants baked in."""
+    """cols[n, (c, i, j), (y, x)] = the window pixel, or 0 in the padding; constants baked in.
+
+    The prange runs over (plane, window row) pairs where there are few planes (a first
+    convolution's 3, RGB, left one of two threads idle a third of the time), else over planes."""
     x, cols = node.inputs[0], node.outputs[0]
     oh, ow, p, par = _window_setup(node, x, cols)
     zero = literal(0, x.dtype)
+    ranges = _window_ranges(p, oh, ow)
+    if p["NC"] < FEW_PLANES and use_parallel(max(x.type.numel, cols.type.numel), p["NC"] * p["KH"]):
+        par = True
+        head = [
+            f"for task in prange({p['NC'] * p['KH']}):",
+            f"    q = task // {p['KH']}",
+            f"    for i in range(task - q * {p['KH']}, task - q * {p['KH']} + 1):",
+        ]
+    else:
+        head = [f"for q in {'prange' if par else 'range'}({p['NC']}):", f"    for i in range({p['KH']}):"]
     lines = [
         f"x = a0.reshape(({p['NC']}, {p['H']}, {p['W']}))",
         f"cols = a1.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
-        f"for q in {'prange' if par else 'range'}({p['NC']}):",
-        f"    for i in range({p['KH']}):",
-        *_window_ranges(p, oh, ow),
+        *head,
+        *ranges,
         f"            for t in range(ylo * {ow}):",
         f"                cols[q, k, t] = {zero}",
         f"            for t in range(yhi * {ow}, {oh * ow}):",
@@ -196,12 +264,37 @@ def im2col_source(node: Node) -> str:
         f"                base = y * {ow}",
         "                for xo in range(xlo):",
         f"                    cols[q, k, base + xo] = {zero}",
-        "                for xo in range(xlo, xhi):",
-        f"                    cols[q, k, base + xo] = x[q, iy, xo * {p['SW']} - {p['PW']} + j * {p['DW']}]",
+        *_im2col_row(p, ow),
         f"                for xo in range(xhi, {ow}):",
         f"                    cols[q, k, base + xo] = {zero}",
     ]
     return Source(f"im2col {_window_title(node)}").render(2, lines, par)
+
+
+# From this output width up, im2col copies a row between zero-based slices: LLVM then drops the
+# negative-index fixes from a strided row's loop (a stride-2 first convolution's 112-wide rows,
+# 1.4x faster); on narrower rows making the two slices costs more than it saves.
+WIDE_ROWS = 64
+
+
+def _im2col_row(p: dict[str, int], ow: int) -> list[str]:
+    """The lines copying output row ``y``'s in-image columns ``xlo <= xo < xhi`` of window tap k."""
+    start = f"xlo * {p['SW']} - {p['PW']} + j * {p['DW']}"
+    if ow >= WIDE_ROWS:
+        return [
+            "                dst = cols[q, k, base + xlo:base + xhi]",
+            f"                src = x[q, iy, {start}:]",
+            "                for xo in range(xhi - xlo):",
+            f"                    dst[xo] = src[xo * {p['SW']}]",
+        ]
+    return [
+        "                for xo in range(xlo, xhi):",
+        f"                    cols[q, k, base + xo] = x[q, iy, xo * {p['SW']} - {p['PW']} + j * {p['DW']}]",
+    ]
+
+
+# Below this many planes im2col's prange runs over (plane, window row) pairs.
+FEW_PLANES = 16
 
 
 def col2im_source(node: Node) -> str:
