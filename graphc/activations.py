@@ -15,6 +15,7 @@ import numpy as np
 
 from graphc.functional import _eager
 from graphc.ir import GraphcError
+from graphc.ir.types import FLOAT_DTYPES
 from graphc.tensor import Tensor, _at, as_tensor, matmul, user_source, where
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 
 def _float(x: Any) -> Tensor:
     t = as_tensor(x)
-    return t if t.value.dtype in ("f32", "f64") else t.to("f32")
+    return t if t.value.dtype in FLOAT_DTYPES else t.to("f32")
 
 
 def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:

@@ -8,7 +8,9 @@ import numpy as np
 
 from graphc import passes
 from graphc.ir import Graph, GraphcError
+from graphc.ir.types import HALF_DTYPES
 from graphc.kernels.body_planner import set_body_planner
+from graphc.passes.legalize_half import has_half, legalize_half
 from graphc.runtime import Plan, build_device_plan
 from graphc.runtime import load_plan as _read_plan
 
@@ -49,6 +51,10 @@ def compile_graph(
 ):
     """Optimize, schedule and memory-plan a traced graph, then build its executable plan."""
     backend = _backend_for(device, backend)
+    if backend == "cuda" and has_half(graph):
+        raise GraphcError("the CUDA backend has no float16 (f16, bf16) kernels yet; compile for device='cpu'")
+    # numba has no float16: f16/bf16 ops compute in f32 between casts (NumPy computes on f16 itself)
+    graph = legalize_half(graph, HALF_DTYPES if backend != "reference" else ("bf16",))
     optimized = passes.optimize(graph, passes=passes_, disable=disable, freeze=freeze)
     scheduled = passes.schedule(optimized)
     memory_plan = passes.plan_memory(scheduled)

@@ -20,7 +20,7 @@ import numpy as np
 
 from graphc.ir import GraphcError
 from graphc.ir.ops import conv_output_size
-from graphc.ir.types import promote_dtypes
+from graphc.ir.types import FLOAT_DTYPES, promote_dtypes
 from graphc.tensor import Tensor, _at, as_tensor, current_context, user_source
 from graphc.tensor import matmul as _matmul
 from graphc.tensor import where as _where
@@ -86,7 +86,7 @@ def _composite(fn: Callable[..., Tensor], operands: tuple, static: dict) -> Tens
 
 
 def _float(x: Tensor) -> Tensor:
-    return x if x.value.dtype in ("f32", "f64") else x.to("f32")
+    return x if x.value.dtype in FLOAT_DTYPES else x.to("f32")
 
 
 def _pair(v: Any, name: str = "argument") -> tuple[int, int]:

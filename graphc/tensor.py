@@ -34,11 +34,11 @@ import numpy as np
 
 from graphc import ir
 from graphc.ir import GraphcError, Value
-from graphc.ir.types import INT_DTYPES, promote_dtypes
+from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES, promote_dtypes
 
 # bool < integers (by width) < floats: an in-place result may not move up this order.
 _DTYPE_ORDER = {"bool": 0, "i8": 1, "u8": 1, "i16": 2, "u16": 2, "i32": 3, "u32": 3, "i64": 4, "u64": 4}
-_DTYPE_ORDER.update({"f32": 5, "f64": 6})
+_DTYPE_ORDER.update({"f16": 5, "f32": 6, "f64": 7})
 
 from graphc.tensor_inplace import InPlaceOps  # noqa: E402
 from graphc.tensor_movement import MovementOps  # noqa: E402
@@ -119,7 +119,7 @@ def _promote(a: Tensor, b: Tensor, need_float: bool = False) -> tuple[Tensor, Te
         target = promote_dtypes(da, db)
     except GraphcError as err:
         raise GraphcError(f"{_at(user_source())}{err}") from None
-    if need_float and target not in ("f32", "f64"):
+    if need_float and target not in FLOAT_DTYPES:
         target = "f32"
     return a.to(target), b.to(target)
 
@@ -325,7 +325,8 @@ class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
     def type(self, dtype: object = None) -> object:
         """Cast to ``dtype``; without one, the type name as PyTorch gives it ("torch.FloatTensor")."""
         if dtype is None:
-            names = {"f32": "Float", "f64": "Double", "i32": "Int", "i64": "Long", "bool": "Bool"}
+            names = {"f16": "Half", "f32": "Float", "f64": "Double", "i32": "Int", "i64": "Long"}
+            names["bool"] = "Bool"
             return f"torch.{names[self.value.dtype]}Tensor"
         return self.to(dtype)
 
@@ -361,7 +362,7 @@ class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
 
     def is_floating_point(self) -> bool:
         """Whether the dtype is float32 or float64."""
-        return self.value.dtype in ("f32", "f64")
+        return self.value.dtype in FLOAT_DTYPES
 
     def element_size(self) -> int:
         """Bytes per element."""
@@ -559,7 +560,7 @@ class _MaxMinResult(Tensor):
     def __init__(self, src: Tensor, op: str, dim: int, keep: bool) -> None:
         d = _axis(dim, src.ndim)
         indices = None
-        if src.value.dtype in ("f32", "f64") and src.ndim:
+        if src.value.dtype in FLOAT_DTYPES and src.ndim:
             indices = (src if op == "max" else -src).argmax(d, keepdim=True)
             shape = [1] * src.ndim
             shape[d] = src.shape[d]
@@ -600,6 +601,7 @@ class _MaxMinResult(Tensor):
 # ---------------------------------------------------------------------------- helpers
 _TORCH_DTYPES = {"float": "f32", "float32": "f32", "double": "f64", "float64": "f64", "long": "i64"}
 _TORCH_DTYPES.update({"int64": "i64", "int": "i32", "int32": "i32", "bool": "bool"})
+_TORCH_DTYPES.update({"half": "f16", "float16": "f16"})
 
 
 def _dtype_name(dtype: object) -> str:

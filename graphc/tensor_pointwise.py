@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from graphc import ir
 from graphc.ir import GraphcError
+from graphc.ir.types import FLOAT_DTYPES
 from graphc.tracing import _at, user_source
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class PointwiseOps:
             out = self.ctx.unary(op, x)
             if out is not None:
                 return out
-        if op in ir.ops.UNARY_FLOAT and x.value.dtype not in ("f32", "f64"):
+        if op in ir.ops.UNARY_FLOAT and x.value.dtype not in FLOAT_DTYPES:
             x = x.to("f32")
         return self.ctx.op(op, x)
 
@@ -85,7 +86,7 @@ class PointwiseOps:
 
     def sigmoid(self) -> Tensor:
         """1 / (1 + exp(-x))."""
-        x = self if self.value.dtype in ("f32", "f64") else self.to("f32")
+        x = self if self.value.dtype in FLOAT_DTYPES else self.to("f32")
         return (1.0 + (-x).exp()).reciprocal()
 
     def relu(self) -> Tensor:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from graphc.ir import DTYPES, GraphcError
+from graphc.ir.types import enable_bf16
 
 __all__ = ["load_weights"]
 
@@ -29,7 +30,9 @@ def _checked(path: str, arrays: dict) -> OrderedDict[str, np.ndarray]:
     out: OrderedDict[str, np.ndarray] = OrderedDict()
     for key, arr in arrays.items():
         arr = np.asarray(arr)
-        if arr.dtype not in _KINDS:
+        if arr.dtype.type.__module__.startswith("ml_dtypes"):
+            enable_bf16()  # safetensors gives BF16 as ml_dtypes' bfloat16
+        if arr.dtype not in _KINDS and arr.dtype not in DTYPES.values():  # bf16: added on first use
             raise GraphcError(f"{path}: array {key!r} has dtype {arr.dtype}, which graphc cannot load")
         out[key] = arr
     return out

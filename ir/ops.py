@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import GraphcError
-from .types import DTYPES, FLOAT_DTYPES, INT8_DTYPES, INT_DTYPES, QUANT_DTYPES, TensorType
+from .types import DTYPES, FLOAT_DTYPES, INT8_DTYPES, INT_DTYPES, QUANT_DTYPES, TensorType, dtype_names
 
 if TYPE_CHECKING:
     from .graph import Node
@@ -149,7 +149,7 @@ class Attr:
 
 
 # Attribute specs shared by several ops.
-DTYPE = ChoiceSpec(tuple(DTYPES))
+DTYPE = ChoiceSpec(dtype_names())  # bf16 too, before ml_dtypes is loaded
 AXIS = IntSpec(0, MAX_RANK - 1)
 AXES = TupleSpec(AXIS)
 SHAPE = ShapeSpec()

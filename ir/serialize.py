@@ -6,7 +6,7 @@ from .control import CONTROL_OPS
 from .errors import GraphcError
 from .graph import INPUT_KINDS, Graph, Value
 from .ops import SHAPE, AttrError, get_op, infer_types, normalize_attrs
-from .types import DTYPES, TensorType
+from .types import TensorType, dtype_names
 
 FORMAT_VERSION = 1
 
@@ -83,8 +83,8 @@ def _type(item: object, path: str) -> TensorType:
         shape = SHAPE.check(tuple(shape))
     except AttrError as err:
         raise GraphcError(f"{_where(path)}.shape {err}") from None
-    if dtype not in DTYPES:
-        raise GraphcError(f"{_where(path)}.dtype must be one of {sorted(DTYPES)}, got {dtype[:40]!r}")
+    if dtype not in dtype_names():  # bf16 before ml_dtypes is loaded too
+        raise GraphcError(f"{_where(path)}.dtype must be one of {sorted(dtype_names())}, got {dtype[:40]!r}")
     return TensorType(shape, dtype)
 
 

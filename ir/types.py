@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,13 +26,40 @@ DTYPES: dict[str, np.dtype] = {
     "u16": np.dtype(np.uint16),
     "u32": np.dtype(np.uint32),
     "u64": np.dtype(np.uint64),
+    # IEEE half precision: stored as float16, computed in float32 by every backend but the NumPy
+    # reference (passes.legalize_half rewrites each op on it to cast -> the op in f32 -> cast).
+    "f16": np.dtype(np.float16),
 }
 _FROM_NUMPY = {v: k for k, v in DTYPES.items()}
-FLOAT_DTYPES = ("f32", "f64")
+# bfloat16 (8 exponent bits, 7 fraction bits; stored only, computed in float32 like f16) is
+# ml_dtypes' NumPy extension type, installed with onnx. Importing ml_dtypes takes about as long as
+# importing graphc, so DTYPES gains "bf16" on first use (enable_bf16): naming the dtype, meeting a
+# bfloat16 array, or importing graphc.onnx. The name is known to the type tables from the start.
+LAZY_DTYPES = ("bf16",)
+FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
+HALF_DTYPES = ("f16", "bf16")  # 16-bit floats: storage types numba cannot compute in (passes.legalize_half)
 INT_DTYPES = ("i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64")
 UNSIGNED_DTYPES = ("u8", "u16", "u32", "u64")
 QUANT_DTYPES = ("i8", "u8", "i16", "u16")  # the dtypes a quantized tensor (and its zero point) may have
 INT8_DTYPES = ("i8", "u8")  # the operand dtypes of the int8 GEMMs (qmatmul, qlinear, qconv2d)
+
+
+def enable_bf16() -> bool:
+    """Add ``bf16`` (ml_dtypes' bfloat16) to ``DTYPES``; False where ml_dtypes is not installed."""
+    if "bf16" in DTYPES:
+        return True
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - onnx brings ml_dtypes
+        return False
+    DTYPES["bf16"] = np.dtype(ml_dtypes.bfloat16)
+    _FROM_NUMPY[DTYPES["bf16"]] = "bf16"
+    return True
+
+
+def dtype_names() -> tuple[str, ...]:
+    """Every dtype name graphc knows, bf16 included before its NumPy type is loaded."""
+    return (*DTYPES, *(n for n in LAZY_DTYPES if n not in DTYPES))
 
 
 def to_numpy_dtype(dtype: str) -> np.dtype:
@@ -39,7 +67,10 @@ def to_numpy_dtype(dtype: str) -> np.dtype:
     try:
         return DTYPES[dtype]
     except KeyError:
-        raise GraphcError(f"unknown dtype {dtype!r}; graphc knows {sorted(DTYPES)}") from None
+        if dtype == "bf16" and enable_bf16():
+            return DTYPES[dtype]
+        extra = " (bf16 needs the ml_dtypes package)" if dtype == "bf16" else ""
+        raise GraphcError(f"unknown dtype {dtype!r}{extra}; graphc knows {sorted(DTYPES)}") from None
 
 
 def from_numpy_dtype(dtype: np.dtype | type) -> str:
@@ -48,6 +79,8 @@ def from_numpy_dtype(dtype: np.dtype | type) -> str:
     try:
         return _FROM_NUMPY[key]
     except KeyError:
+        if key.type.__module__.startswith("ml_dtypes") and enable_bf16() and key in _FROM_NUMPY:
+            return _FROM_NUMPY[key]
         raise GraphcError(
             f"NumPy dtype {key} is not supported; use one of {', '.join(str(d) for d in DTYPES.values())}"
         ) from None
@@ -56,9 +89,12 @@ def from_numpy_dtype(dtype: np.dtype | type) -> str:
 def promote_dtypes(a: str, b: str) -> str:
     """The dtype two operands of dtypes ``a`` and ``b`` are computed in (PyTorch's categories).
 
-    bool < integers < floats; the wider float wins; two integers take NumPy's result type. NumPy
-    computes u64 mixed with a signed integer in float64 (losing integers above 2**53), so graphc
-    refuses that pair: the caller casts one operand explicitly.
+    bool < integers < floats; the wider float wins (f16, bf16 < f32 < f64, so f16 with f32 is f32
+    as in NumPy and PyTorch; f16 with bf16 is f32, as in PyTorch; a float with an integer keeps the
+    float's dtype, so f16 with i32 is f16 as in PyTorch, where NumPy would widen); two integers take
+    NumPy's result type. NumPy computes u64
+    mixed with a signed integer in float64 (losing integers above 2**53), so graphc refuses that
+    pair: the caller casts one operand explicitly.
     """
     for name in (a, b):
         to_numpy_dtype(name)  # an unknown name is an error naming it
@@ -67,8 +103,10 @@ def promote_dtypes(a: str, b: str) -> str:
     if a == "bool":
         return b
     if a in FLOAT_DTYPES or b in FLOAT_DTYPES:
-        floats = [d for d in (a, b) if d in FLOAT_DTYPES]
-        return "f64" if "f64" in floats else "f32"
+        floats = {d for d in (a, b) if d in FLOAT_DTYPES}
+        if floats == {"f16", "bf16"}:  # neither holds the other's values
+            return "f32"
+        return max(floats, key=FLOAT_DTYPES.index)
     result = np.result_type(DTYPES[a], DTYPES[b])
     if result.kind != "i" and result.kind != "u":
         raise GraphcError(
@@ -76,6 +114,10 @@ def promote_dtypes(a: str, b: str) -> str:
             "cast one operand explicitly"
         )
     return _FROM_NUMPY[result]
+
+
+if "ml_dtypes" in sys.modules:  # already paid for (onnx, safetensors' bfloat16 support)
+    enable_bf16()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from graphc.ir import GraphcError
 MAX_RATIO = 200  # a member over RATIO_FLOOR bytes may inflate at most this much
 RATIO_FLOOR = 1 << 20
 READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
-NUMERIC_KINDS = "biuf"
+NUMERIC_KINDS = "biuf"  # and ml_dtypes' bfloat16 (kind "V") where the caller expects it (_is_raw_form)
 # What a damaged zip, zlib stream or .npy header can raise from the standard library and NumPy.
 CORRUPT = (
     zipfile.BadZipFile,
@@ -103,6 +103,22 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: st
     return b"".join(chunks)
 
 
+def _is_raw_form(found: np.dtype, dtype: np.dtype | None) -> bool:
+    """Whether ``found`` is how ``np.save`` stores ``dtype``, an ml_dtypes float (bfloat16): raw
+    void items of its size, with no fields. Only an expected dtype of that kind is read that way."""
+    if dtype is None:
+        return False
+    want = np.dtype(dtype)
+    return (
+        want.kind == "V"
+        and want.type.__module__.startswith("ml_dtypes")
+        and found.kind == "V"
+        and found.names is None
+        and found.subdtype is None
+        and found.itemsize == want.itemsize
+    )
+
+
 def read_npy(
     data: bytes, what: str, dtype: np.dtype | None = None, shape: tuple[int, ...] | None = None
 ) -> np.ndarray:
@@ -119,7 +135,10 @@ def read_npy(
     with warnings.catch_warnings():  # a corrupt header is a literal with odd escapes: no warning
         warnings.simplefilter("ignore")
         found_shape, fortran, found = read_header(f)
-    if found.hasobject or found.kind not in NUMERIC_KINDS or found.subdtype is not None:
+    raw = _is_raw_form(found, dtype)
+    if raw:
+        found = np.dtype(dtype)  # NumPy writes ml_dtypes' bfloat16 as raw 2-byte items ("|V2")
+    if not raw and (found.hasobject or found.kind not in NUMERIC_KINDS or found.subdtype is not None):
         raise GraphcError(f"{what}: dtype {found} is not a numeric dtype")
     if (dtype is not None and found != dtype) or (shape is not None and tuple(found_shape) != tuple(shape)):
         want = f"{np.dtype(dtype) if dtype is not None else found}{list(shape or found_shape)}"

@@ -349,7 +349,7 @@ FIELD_EDITS = [
     (_set(["graph", "nodes"], {"a": 1}), "graph.nodes must be of type list"),
     (_set(["graph", "inputs", 0, "shape"], [3, "6"]), "must be an int"),
     (_set(["graph", "inputs", 0, "shape"], [3, -6]), "must lie in"),
-    (_set(["graph", "inputs", 0, "dtype"], "f16"), "dtype must be one of"),
+    (_set(["graph", "inputs", 0, "dtype"], "c64"), "dtype must be one of"),
     (_set(["graph", "inputs", 0, "kind"], "code"), "kind must be one of"),
     (_set(["graph", "outputs", 0], "nowhere"), "unknown value 'nowhere'"),
     (_set(["graph", "updates"], {"x": 0}), "must name a param/state input"),

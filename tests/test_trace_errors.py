@@ -122,7 +122,7 @@ def test_trace_argument_errors():
     with pytest.raises(GraphcError, match="takes 1 positional input"):
         trace(lambda x: x, ones(1), ones(1))
     with pytest.raises(GraphcError, match="not supported"):
-        trace(lambda x: x, np.ones(2, dtype=np.float16))
+        trace(lambda x: x, np.ones(2, dtype=np.complex64))
     with pytest.raises(GraphcError, match="cannot return"):
         trace(lambda x: "text", ones(1))
 

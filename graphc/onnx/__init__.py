@@ -16,8 +16,12 @@ try:
 except ImportError as _err:  # pragma: no cover - exercised only without the extra
     raise GraphcError("graphc.onnx needs the 'onnx' package: pip install 'graphc[onnx]'") from _err
 
-from .exporter import export, to_onnx
-from .importer import OnnxModule, load
-from .registry import supported_ops
+from graphc.ir.types import enable_bf16
+
+enable_bf16()  # onnx has imported ml_dtypes already: bf16 joins the type tables built below
+
+from .exporter import export, to_onnx  # noqa: E402
+from .importer import OnnxModule, load  # noqa: E402
+from .registry import supported_ops  # noqa: E402
 
 __all__ = ["OnnxModule", "export", "load", "supported_ops", "to_onnx"]

@@ -14,12 +14,13 @@ import numpy as np
 from onnx import ModelProto, TensorProto, numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
-from graphc.ir import GraphcError
+from graphc.ir import DTYPES, GraphcError
 
 from .importer import load
 from .registry import STATIC_SLOTS
 
 _SUPPORTED = (
+    np.float16,
     np.float32,
     np.float64,
     np.uint8,
@@ -31,6 +32,7 @@ _SUPPORTED = (
     np.int64,
     np.uint64,
     np.bool_,
+    *(d.type for name, d in DTYPES.items() if name == "bf16"),  # ml_dtypes' bfloat16
 )
 
 

@@ -111,7 +111,7 @@ class NodeContext:
         if not self.has(i):
             return default
         arr = self.static(i, what)
-        if arr.size != 1 or arr.dtype.kind not in "fiub":
+        if arr.size != 1 or (arr.dtype.kind not in "fiub" and arr.dtype not in DTYPES.values()):  # bf16: "V"
             raise self.fail(f"{what} must be one number, got {arr.dtype}{list(arr.shape)}")
         return float(arr.reshape(-1)[0])
 

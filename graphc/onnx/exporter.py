@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from graphc.ir import DTYPES, Graph, GraphcError, Node
+from graphc.ir.types import FLOAT_DTYPES
 
 from .proto import GRAPHC_TO_ONNX, sanitize
 
@@ -299,7 +300,7 @@ def _value_info(name: str, value) -> Any:
 
 
 def _is_float(value) -> bool:
-    return value.dtype in ("f32", "f64")
+    return value.dtype in FLOAT_DTYPES
 
 
 @_emitter("trunc")

@@ -176,7 +176,7 @@ class OnnxModule(Module):
         out = []
         for _, dtype, dims in self._inputs:
             shape = tuple(1 if d is None else d for d in (dims or ()))
-            if dtype in ("f32", "f64"):
+            if dtype in ("f16", "f32", "f64"):
                 out.append(rng.standard_normal(shape).astype(dtype.replace("f", "float")))
             elif dtype == "bool":
                 out.append(rng.random(shape) < 0.5)

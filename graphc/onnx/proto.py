@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from graphc.ir import GraphcError
+from graphc.ir import DTYPES, GraphcError
 
 # ONNX TensorProto element types graphc computes in (others are converted where lossless).
 ONNX_TO_GRAPHC = {
@@ -24,13 +24,16 @@ ONNX_TO_GRAPHC = {
     6: "i32",
     7: "i64",
     9: "bool",
+    10: "f16",
     11: "f64",
     12: "u32",
     13: "u64",
 }
+if "bf16" in DTYPES:  # ml_dtypes' bfloat16 (installed with onnx)
+    ONNX_TO_GRAPHC[16] = "bf16"
 GRAPHC_TO_ONNX = {v: k for k, v in ONNX_TO_GRAPHC.items()}
-# Element types whose values graphc reads by widening to one of its own (int8 -> i32, ...).
-_WIDEN = {10: np.float32}
+# Element types whose values graphc reads by widening to one of its own (none at present).
+_WIDEN: dict[int, type] = {}
 ONNX_TYPE_NAMES = {
     1: "float",
     2: "uint8",
@@ -82,12 +85,12 @@ def graphc_dtype(elem_type: int, where: str) -> str:
     name = ONNX_TYPE_NAMES.get(elem_type, f"type {elem_type}")
     raise GraphcError(
         f"{where}: element type {name} is not supported "
-        "(graphc has float32/64, int8/16/32/64, uint8/16/32/64, bool)"
+        "(graphc has float16/32/64, bfloat16, int8/16/32/64, uint8/16/32/64, bool)"
     )
 
 
 def to_array(tensor, where: str) -> np.ndarray:
-    """A TensorProto as a NumPy array of a graphc dtype (narrow ints widened, float16 to float32)."""
+    """A TensorProto as a NumPy array of a graphc dtype (its own element type)."""
     from onnx import numpy_helper
 
     if tensor.data_location == 1 or len(tensor.external_data):

@@ -13,6 +13,7 @@ from graphc.ir import GraphcError
 from graphc.tensor import TraceContext
 
 from .context import NodeContext
+from .half_ops import narrow_outputs, widen_inputs
 from .registry import lookup
 
 
@@ -34,6 +35,7 @@ def convert_nodes(nodes: Any, env: dict[str, Any], ctx: TraceContext, opset: int
                     "which no earlier node, input or initializer defines"
                 )
         wanted = list(node.output)
+        half = widen_inputs(node.op_type, values)  # f16/bf16: computed in f32, rounded once
         nc = NodeContext(node, opset, values, ctx, len(wanted), index, env=env)
         try:
             outs = fn(nc)
@@ -43,6 +45,8 @@ def convert_nodes(nodes: Any, env: dict[str, Any], ctx: TraceContext, opset: int
         except (ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError) as err:
             # inconsistent constants in a malformed model (shapes that do not concatenate, ...)
             raise GraphcError(f"{nc.where}: cannot convert: {type(err).__name__}: {str(err)[:200]}") from None
+        if half is not None:
+            outs = narrow_outputs(list(outs), half)
         if len(outs) < len([o for o in wanted if o]):
             raise nc.fail(f"gives {len(outs)} output(s), the model expects {len(wanted)}")
         for name, value in zip(wanted, outs):

@@ -59,6 +59,7 @@ from .codegen import (  # noqa: E402
 from .collectives import collective_kernel  # noqa: E402
 from .control_flow import control_builder  # noqa: E402
 from .depthwise import depthwise_conv2d_source  # noqa: E402
+from .half import half_kernel  # noqa: E402
 from .int8 import qconv2d_source, qlinear_source, qmatmul_source  # noqa: E402
 from .views import operand_array  # noqa: E402
 
@@ -94,6 +95,9 @@ def kernel_source(node: Node, in_place: dict[int, int] | None = None) -> str:
 
 def build(node: Node, in_place: dict[int, int] | None = None) -> Built:
     """The builder's result for a node (source plus loader), without compiling anything."""
+    half = half_kernel(node)  # f16 values: NumPy casts, never numba (passes.legalize_half)
+    if half is not None:
+        return Built(*half)
     try:
         builder = CPU_KERNELS[node.op]
     except KeyError:

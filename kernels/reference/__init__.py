@@ -98,10 +98,20 @@ def _broadcast_to(xs, attrs):
 def _reduction(fn):
     def run(xs, attrs):
         x = xs[0]
-        out = fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"])
+        if fn is np.sum and x.dtype == np.float16:  # accumulated in float32, rounded once
+            out = fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"], dtype=np.float32)
+        else:
+            out = fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"])
         return [np.asarray(out).astype(x.dtype, copy=False)]
 
     return run
+
+
+def accumulator(dtype: np.dtype) -> np.dtype:
+    """The dtype a sum of ``dtype`` values accumulates in: float32 for float16 (rounded once at the
+    end, as ONNX Runtime and the legalized backends do; NumPy would round after every add along a
+    strided axis), else ``dtype`` itself."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
 
 KERNELS["sum"] = _reduction(np.sum)
@@ -159,9 +169,9 @@ def _gather(xs, attrs):
 @_register("scatter_add")
 def _scatter_add(xs, attrs):
     idx, updates = xs
-    out = np.zeros(attrs["shape"], dtype=updates.dtype)
+    out = np.zeros(attrs["shape"], dtype=accumulator(updates.dtype))
     np.add.at(out, (slice(None),) * attrs["axis"] + (idx,), updates)
-    return [out]
+    return [out.astype(updates.dtype, copy=False)]
 
 
 _SCATTER_UFUNCS = {"mul": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -202,11 +212,11 @@ def _col2im(xs, attrs):
     n, c, h, w = attrs["image_shape"]
     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = conv_window(attrs, h, w)
     cols = xs[0].reshape(n, c, kh, kw, oh, ow)
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=xs[0].dtype)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=accumulator(xs[0].dtype))
     for i in range(kh):
         for j in range(kw):
             xp[:, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] += cols[:, :, i, j]
-    return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w])]
+    return [np.ascontiguousarray(xp[:, :, ph : ph + h, pw : pw + w]).astype(xs[0].dtype, copy=False)]
 
 
 @_register("depthwise_conv2d")
@@ -216,7 +226,8 @@ def _depthwise_conv2d(xs, attrs):
     win = depthwise_window(attrs, x.shape, w.shape)
     (cols,) = _im2col([x], {**attrs, "kernel": (win.kh, win.kw)})
     k = win.kh * win.kw
-    y = np.einsum("nckl,ck->ncl", cols.reshape(n, c, k, -1), w.reshape(c, k))
+    acc = accumulator(x.dtype)
+    y = np.einsum("nckl,ck->ncl", cols.reshape(n, c, k, -1).astype(acc), w.reshape(c, k).astype(acc))
     return [y.astype(x.dtype, copy=False).reshape(n, c, win.oh, win.ow)]
 
 

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import numpy as np
 
+from graphc.ir.types import FLOAT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
 from ..registry import converter
 
-_FLOATS = ("f32", "f64")
+_FLOATS = FLOAT_DTYPES
 
 
 def const_like(nc: NodeContext, value: float, like: Tensor) -> Tensor:

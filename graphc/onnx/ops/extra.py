@@ -295,7 +295,7 @@ def eye_like(nc: NodeContext) -> list:
         name = nc.inputs[0].value.dtype
     else:
         name = {"f": "f32", "i": "i64", "b": "bool"}[np.asarray(nc.static(0)).dtype.kind]
-        name = {np.dtype(np.float64): "f64", np.dtype(np.int32): "i32"}.get(
+        name = {np.dtype(np.float64): "f64", np.dtype(np.float16): "f16", np.dtype(np.int32): "i32"}.get(
             np.asarray(nc.static(0)).dtype, name
         )
     np_dtype = to_numpy_dtype(name)

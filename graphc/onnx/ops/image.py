@@ -275,7 +275,7 @@ def _pool2d(nc: NodeContext, x: Tensor, window: tuple, ceil: bool, include: bool
     )
     if np.all(divisor == divisor.flat[0]):
         return nc.op("mul", total, const_like(nc, 1.0 / float(divisor.flat[0]), total))
-    scale = (1.0 / divisor).astype(np.float32 if total.value.dtype == "f32" else np.float64)
+    scale = (1.0 / divisor).astype(to_numpy_dtype(total.value.dtype))
     return nc.op("mul", total, nc.tensor(scale, "pool_scale"))
 
 
@@ -465,7 +465,7 @@ def _resize_axis(nc: NodeContext, x: Tensor, axis: int, out: int, scale: float, 
         y = nc.op("reshape", y, shape=tuple(shape))
         view = [1] * len(shape)
         view[axis], view[axis + 1] = out, n
-        np_dtype = np.float32 if x.value.dtype == "f32" else np.float64
+        np_dtype = to_numpy_dtype(x.value.dtype)
         weights = nc.tensor(w.astype(np_dtype).reshape(view), "resize_weight")
         y = nc.op("sum", nc.op("mul", y, weights), axes=(axis + 1,))
     if outside is not None and outside.any():

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from graphc.ir import to_numpy_dtype
+from graphc.ir.types import FLOAT_DTYPES
 
 from ..context import NodeContext
 from ..registry import converter
@@ -56,7 +57,7 @@ def topk(nc: NodeContext) -> list:
         [x.shape[axis] if a == axis else 1 for a in range(x.ndim)]
     )
     pos = nc.tensor(positions, "topk_positions")
-    lowest = -math.inf if dtype in ("f32", "f64") else int(np.iinfo(to_numpy_dtype(dtype)).min)
+    lowest = -math.inf if dtype in FLOAT_DTYPES else int(np.iinfo(to_numpy_dtype(dtype)).min)
     low = nc.ctx.const(lowest, dtype)
     values, indices = [], []
     for _ in range(k):
@@ -75,7 +76,7 @@ def _reversed_order(nc: NodeContext, x):
     """Values whose order is x's reversed: -x for floats, the bitwise complement for integers
     (-1 - x or max - x: exact where -x wraps, at INT_MIN and for every unsigned x > 0)."""
     dtype = x.value.dtype
-    if dtype in ("f32", "f64"):
+    if dtype in FLOAT_DTYPES:
         return nc.op("neg", x)
     info = np.iinfo(to_numpy_dtype(dtype))
     top = -1 if info.min < 0 else int(info.max)

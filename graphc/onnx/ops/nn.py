@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from graphc import functional as F
+from graphc.ir.types import FLOAT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
@@ -15,7 +16,7 @@ from .elementwise import const_like
 from .empty_reduce import empty_reduction
 from .shape import shape_of
 
-_FLOATS = ("f32", "f64")
+_FLOATS = FLOAT_DTYPES  # float_t: the float dtypes a converter takes
 
 
 def float_t(nc: NodeContext, i: int) -> Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.ir import to_numpy_dtype
-from graphc.ir.types import QUANT_DTYPES
+from graphc.ir.types import FLOAT_DTYPES, QUANT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
@@ -43,8 +43,8 @@ def quantize_linear(nc: NodeContext) -> list:
     if nc.attrs.int("saturate", 1, lo=0, hi=1) != 1:
         raise nc.fail("saturate=0 is not supported (it applies to float8 outputs)")
     x = nc.t(0)
-    if x.value.dtype not in ("f32", "f64"):
-        raise nc.fail(f"x must be float32 or float64, got {x.value.dtype}")
+    if x.value.dtype not in FLOAT_DTYPES:
+        raise nc.fail(f"x must be float16, float32 or float64, got {x.value.dtype}")
     scale = _along(nc, nc.t(1), x.ndim, "y_scale")
     if scale.value.dtype != x.value.dtype:
         scale = nc.op("cast", scale, dtype=x.value.dtype)

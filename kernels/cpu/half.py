@@ -1,0 +1,48 @@
+"""16-bit float values on the CPU backend: numba has no float16, so only NumPy touches them.
+
+``passes.legalize_half`` leaves two kinds of node reading or making f16 values: ``cast`` to or from
+f16 (run here with NumPy's conversion, rounding to nearest even straight from the source dtype)
+and control-flow nodes, whose f16 carries are moved, never computed, by their sub-plans. Any other
+node on f16 values reaching the backend is a GraphcError naming it (a graph compiled without the
+legalization pass).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from graphc.ir import GraphcError, Node
+from graphc.ir.control import CONTROL_OPS
+from graphc.ir.types import HALF_DTYPES
+from graphc.kernels.quoting import comment
+
+
+def half_kernel(node: Node) -> tuple[str, Callable[[], Callable[..., None]]] | None:
+    """The (source, loader) of a CPU kernel for a node on 16-bit float values, or None when the node
+    has none (numba's kernels take it); a GraphcError for an op numba would have to compute in f16."""
+    values = (*node.inputs, *node.outputs)
+    if node.op in CONTROL_OPS or not any(v.dtype in HALF_DTYPES for v in values):
+        return None
+    if node.op == "cast":
+        return _cast(node)
+    where = f" at {node.source}" if node.source else ""
+    raise GraphcError(
+        f"no CPU kernel for {node.op} on 16-bit floats (node %{node.outputs[0].name}{where}): "
+        "numba has no float16; compile the graph with passes.legalize_half first (graphc.compile does)"
+    )
+
+
+def _cast(node: Node) -> tuple[str, Callable[[], Callable[..., None]]]:
+    src, dst = node.inputs[0].dtype, node.output.dtype
+    source = f"# {comment(f'NumPy: out[...] = x converted {src} -> {dst} (round to nearest even)')}\n"
+
+    def load() -> Callable[..., None]:
+        def cast_half(x: np.ndarray, out: np.ndarray) -> None:
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond f16's range: inf, as IEEE says
+                np.copyto(out, x, casting="unsafe")
+
+        return cast_half
+
+    return source, load
