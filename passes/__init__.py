@@ -13,7 +13,9 @@ Default pipeline (``default_pipeline(freeze)``), run by ``optimize``:
     attention                   score matmul, row softmax, value matmul -> one attention node
     dce                         drop consts copied into fused bodies
 
-Scheduling and memory planning come after ``optimize`` and are called separately:
+Before ``optimize``, ``graphc.compiler.compile_graph`` runs ``legalize_half.legalize_half`` for
+backends that cannot compute in 16-bit floats (every f16/bf16 op becomes cast to f32, the op,
+one cast back). Scheduling and memory planning come after ``optimize`` and are called separately:
 ``schedule(graph)`` then ``plan_memory(graph)`` (checked by ``check_memory_plan``).
 """
 
