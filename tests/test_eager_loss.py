@@ -1,5 +1,5 @@
 """Eager mode's losses: ``F.cross_entropy``/``F.nll_loss`` compute their targets' side (class mask,
-valid mask, per-target weights) directly in NumPy (``graphc.functional._eager_targets``). The
+valid mask, per-target weights) directly in NumPy (``graphc.functional_losses._eager_targets``). The
 values, the gradients and the errors must be the ops' own, bit for bit (NaN included), and match
 PyTorch."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import graphc.functional as F
-from graphc import GraphcError, eager_composite, nn
+from graphc import GraphcError, eager_composite, functional_losses, nn
 
 CASES = [
     # (logits shape, reduction, ignore_index, label_smoothing)
@@ -69,11 +69,11 @@ def test_target_shortcut_is_the_ops_bit_for_bit(case, loss_fn, monkeypatch):
     # cross_entropy runs as one composite step (test_eager_composite.py); op by op here
     monkeypatch.setattr(eager_composite, "run", lambda *a, **k: None)
     calls = []
-    real = F._eager_targets
-    monkeypatch.setattr(F, "_eager_targets", lambda *a: calls.append(1) or real(*a))
+    real = functional_losses._eager_targets
+    monkeypatch.setattr(functional_losses, "_eager_targets", lambda *a: calls.append(1) or real(*a))
     fast = _run(*case, loss_fn=loss_fn)
     assert calls, "the shortcut was not taken"
-    monkeypatch.setattr(F, "_eager_targets", lambda *a: None)
+    monkeypatch.setattr(functional_losses, "_eager_targets", lambda *a: None)
     ops = _run(*case, loss_fn=loss_fn)
     for a, b in zip(fast[:3], ops[:3]):
         _same(a, b)
@@ -99,7 +99,7 @@ def test_out_of_range_labels_raise_the_gathers_error_at_the_users_line(ignore_in
     target = np.array([0, 7, 1])
     with pytest.raises(GraphcError) as fast:
         F.cross_entropy(logits, target, ignore_index=ignore_index)  # the line the error names
-    monkeypatch.setattr(F, "_eager_targets", lambda *a: None)
+    monkeypatch.setattr(functional_losses, "_eager_targets", lambda *a: None)
     with pytest.raises(GraphcError) as ops:
         F.cross_entropy(logits, target, ignore_index=ignore_index)
     assert "index 7 out of range [0, 4)" in str(fast.value)
