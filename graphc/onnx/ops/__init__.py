@@ -1,3 +1,3 @@
 """The ONNX op converters, one module per family; importing this package fills the table."""
 
-from . import control, elementwise, extra, image, indexing, loss, misc, nn, quantize, shape  # noqa: F401
+from . import control, elementwise, extra, image, indexing, loss, misc, nn, quantize, recurrent, shape  # noqa: F401
