@@ -52,7 +52,10 @@ def compile_graph(
     """Optimize, schedule and memory-plan a traced graph, then build its executable plan."""
     backend = _backend_for(device, backend)
     if backend == "cuda" and has_half(graph):
-        raise GraphcError("the CUDA backend has no float16 (f16, bf16) kernels yet; compile for device='cpu'")
+        raise GraphcError(
+            "the CUDA backend has no float16 (f16, bf16) or low-bit (f8*, f4e2m1, i4, u4, i2, u2) "
+            "kernels yet; compile for device='cpu'"
+        )
     # numba has no float16: f16/bf16 ops compute in f32 between casts (NumPy computes on f16 itself)
     graph = legalize_half(graph, HALF_DTYPES if backend != "reference" else ("bf16",))
     optimized = passes.optimize(graph, passes=passes_, disable=disable, freeze=freeze)

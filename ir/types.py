@@ -35,30 +35,62 @@ _FROM_NUMPY = {v: k for k, v in DTYPES.items()}
 # ml_dtypes' NumPy extension type, installed with onnx. Importing ml_dtypes takes about as long as
 # importing graphc, so DTYPES gains "bf16" on first use (enable_bf16): naming the dtype, meeting a
 # bfloat16 array, or importing graphc.onnx. The name is known to the type tables from the start.
-LAZY_DTYPES = ("bf16",)
+# The low-bit types (ONNX's float8/float4/int4/int2) are ml_dtypes types loaded with it: storage
+# only, one byte per element in memory (ONNX packs the 4-bit and 2-bit ones in files); casts and
+# movement keep them, every other op computes on their f32 (floats) or i32 (ints) widening
+# (passes.legalize_half), and promote_dtypes refuses to mix them with another dtype.
+LOWBIT_FLOAT_DTYPES = ("f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz", "f4e2m1")
+LOWBIT_INT_DTYPES = ("i4", "u4", "i2", "u2")
+LOWBIT_DTYPES = (*LOWBIT_FLOAT_DTYPES, *LOWBIT_INT_DTYPES)
+# graphc name -> ml_dtypes attribute name
+_ML_DTYPES = {
+    "bf16": "bfloat16",
+    "f8e4m3fn": "float8_e4m3fn",
+    "f8e4m3fnuz": "float8_e4m3fnuz",
+    "f8e5m2": "float8_e5m2",
+    "f8e5m2fnuz": "float8_e5m2fnuz",
+    "f4e2m1": "float4_e2m1fn",
+    "i4": "int4",
+    "u4": "uint4",
+    "i2": "int2",
+    "u2": "uint2",
+}
+LAZY_DTYPES = tuple(_ML_DTYPES)
 FLOAT_DTYPES = ("f16", "bf16", "f32", "f64")
 HALF_DTYPES = ("f16", "bf16")  # 16-bit floats: storage types numba cannot compute in (passes.legalize_half)
+# Every dtype numba cannot compute in: the backends only cast and move them (passes.legalize_half).
+STORAGE_DTYPES = (*HALF_DTYPES, *LOWBIT_DTYPES)
 INT_DTYPES = ("i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64")
 UNSIGNED_DTYPES = ("u8", "u16", "u32", "u64")
 QUANT_DTYPES = ("i8", "u8", "i16", "u16")  # the dtypes a quantized tensor (and its zero point) may have
 INT8_DTYPES = ("i8", "u8")  # the operand dtypes of the int8 GEMMs (qmatmul, qlinear, qconv2d)
 
 
-def enable_bf16() -> bool:
-    """Add ``bf16`` (ml_dtypes' bfloat16) to ``DTYPES``; False where ml_dtypes is not installed."""
-    if "bf16" in DTYPES:
+def enable_ml_dtypes() -> bool:
+    """Add ml_dtypes' types (``bf16`` and ``LOWBIT_DTYPES``) to ``DTYPES``; False where ml_dtypes
+    is not installed (or lacks one of them)."""
+    if all(name in DTYPES for name in _ML_DTYPES):
         return True
     try:
         import ml_dtypes
     except ImportError:  # pragma: no cover - onnx brings ml_dtypes
         return False
-    DTYPES["bf16"] = np.dtype(ml_dtypes.bfloat16)
-    _FROM_NUMPY[DTYPES["bf16"]] = "bf16"
-    return True
+    for name, attr in _ML_DTYPES.items():
+        if name not in DTYPES and hasattr(ml_dtypes, attr):
+            DTYPES[name] = np.dtype(getattr(ml_dtypes, attr))
+            _FROM_NUMPY[DTYPES[name]] = name
+    return all(name in DTYPES for name in _ML_DTYPES)
+
+
+def enable_bf16() -> bool:
+    """Add ``bf16`` (ml_dtypes' bfloat16) and the low-bit types to ``DTYPES`` (enable_ml_dtypes);
+    False where ml_dtypes is not installed."""
+    enable_ml_dtypes()
+    return "bf16" in DTYPES
 
 
 def dtype_names() -> tuple[str, ...]:
-    """Every dtype name graphc knows, bf16 included before its NumPy type is loaded."""
+    """Every dtype name graphc knows, the ml_dtypes ones (bf16, ...) included before they are loaded."""
     return (*DTYPES, *(n for n in LAZY_DTYPES if n not in DTYPES))
 
 
@@ -67,9 +99,9 @@ def to_numpy_dtype(dtype: str) -> np.dtype:
     try:
         return DTYPES[dtype]
     except KeyError:
-        if dtype == "bf16" and enable_bf16():
+        if dtype in _ML_DTYPES and enable_ml_dtypes() and dtype in DTYPES:
             return DTYPES[dtype]
-        extra = " (bf16 needs the ml_dtypes package)" if dtype == "bf16" else ""
+        extra = f" ({dtype} needs the ml_dtypes package)" if dtype in _ML_DTYPES else ""
         raise GraphcError(f"unknown dtype {dtype!r}{extra}; graphc knows {sorted(DTYPES)}") from None
 
 
@@ -79,7 +111,7 @@ def from_numpy_dtype(dtype: np.dtype | type) -> str:
     try:
         return _FROM_NUMPY[key]
     except KeyError:
-        if key.type.__module__.startswith("ml_dtypes") and enable_bf16() and key in _FROM_NUMPY:
+        if key.type.__module__.startswith("ml_dtypes") and enable_ml_dtypes() and key in _FROM_NUMPY:
             return _FROM_NUMPY[key]
         raise GraphcError(
             f"NumPy dtype {key} is not supported; use one of {', '.join(str(d) for d in DTYPES.values())}"
@@ -94,10 +126,17 @@ def promote_dtypes(a: str, b: str) -> str:
     float's dtype, so f16 with i32 is f16 as in PyTorch, where NumPy would widen); two integers take
     NumPy's result type. NumPy computes u64
     mixed with a signed integer in float64 (losing integers above 2**53), so graphc refuses that
-    pair: the caller casts one operand explicitly.
+    pair: the caller casts one operand explicitly. A low-bit storage type (``LOWBIT_DTYPES``: f8*,
+    f4e2m1, i4, u4, i2, u2) pairs only with itself: mixed with another dtype it is refused too.
     """
     for name in (a, b):
         to_numpy_dtype(name)  # an unknown name is an error naming it
+    if a != b and (a in LOWBIT_DTYPES or b in LOWBIT_DTYPES):
+        low = a if a in LOWBIT_DTYPES else b
+        raise GraphcError(
+            f"dtypes {a} and {b}: {low} is a storage type that is never promoted implicitly; "
+            "cast one operand explicitly"
+        )
     if a == b or b == "bool":
         return a
     if a == "bool":
@@ -117,7 +156,7 @@ def promote_dtypes(a: str, b: str) -> str:
 
 
 if "ml_dtypes" in sys.modules:  # already paid for (onnx, safetensors' bfloat16 support)
-    enable_bf16()
+    enable_ml_dtypes()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ bf16 (ml_dtypes' bfloat16, where installed) is legalized the same way. The pass 
 backends; on the NumPy reference for bf16 only, since NumPy computes on f16 natively (each ufunc
 in float32, rounded once) but has no bf16 arithmetic of its own. A graph without those values is
 returned as is.
+
+The low-bit storage types (``LOWBIT_DTYPES``: float8, float4, int4/uint4, int2/uint2, ml_dtypes'
+types) are legalized on every backend, whatever ``dtypes`` says: the floats compute in f32, the
+integers in i32 (``wide_dtype``), and the rounding cast back is ml_dtypes' conversion (round to
+nearest even, NaN or saturation out of range as ml_dtypes does; integers wrap). Casts to and from
+them stay direct (the backends run them with NumPy, ``kernels/cpu/half.py``).
 """
 
 from __future__ import annotations
@@ -28,21 +34,30 @@ import numpy as np
 from graphc.ir import Graph, GraphcError, Node, TensorType, Value, infer_types, to_numpy_dtype
 from graphc.ir.control import CONTROL_OPS
 from graphc.ir.ops import normalize_attrs
-from graphc.ir.types import HALF_DTYPES
+from graphc.ir.types import HALF_DTYPES, LOWBIT_DTYPES, LOWBIT_INT_DTYPES, STORAGE_DTYPES
 
 from .util import graph_pass
 
 COMPUTE_DTYPE = "f32"  # what an f16 op computes in
+INT_COMPUTE_DTYPE = "i32"  # what an op on i4/u4/i2/u2 computes in
 # Ops whose f32 result on f16-exact operands is f16-exact: their readers take the f32 result
 # itself instead of a cast there and back (which would be the identity).
 EXACT_OPS = frozenset(
     {"reshape", "transpose", "slice", "concat", "gather", "broadcast_to", "where", "maximum", "minimum"}
     | {"neg", "abs"}
 )
+# neg and abs of an integer can leave its range (-(-8) is 8, not an int4): exact on floats only.
+_EXACT_INT_OPS = EXACT_OPS - {"neg", "abs"}
 
 
-def has_half(graph: Graph, dtypes: tuple[str, ...] = HALF_DTYPES) -> bool:
-    """Whether any value of ``graph`` (bodies included) has one of ``dtypes`` (the 16-bit floats)."""
+def wide_dtype(dtype: str) -> str:
+    """The dtype an op on ``dtype`` (a storage type) computes in: i32 for the low-bit integers, else f32."""
+    return INT_COMPUTE_DTYPE if dtype in LOWBIT_INT_DTYPES else COMPUTE_DTYPE
+
+
+def has_half(graph: Graph, dtypes: tuple[str, ...] = STORAGE_DTYPES) -> bool:
+    """Whether any value of ``graph`` (bodies included) has one of ``dtypes`` (by default the storage
+    types: the 16-bit floats and the low-bit types)."""
     if any(v.dtype in dtypes for v in graph.inputs):
         return True
     for node in graph.nodes:
@@ -52,8 +67,11 @@ def has_half(graph: Graph, dtypes: tuple[str, ...] = HALF_DTYPES) -> bool:
 
 
 def is_half_cast(node: Node) -> bool:
-    """A ``cast`` from or to a 16-bit float: the one op the backends run on f16 values (in NumPy)."""
-    return node.op == "cast" and (node.inputs[0].dtype in HALF_DTYPES or node.attrs["dtype"] in HALF_DTYPES)
+    """A ``cast`` from or to a storage type (f16, bf16, the low-bit types): the one op the backends
+    run on such values (in NumPy)."""
+    return node.op == "cast" and (
+        node.inputs[0].dtype in STORAGE_DTYPES or node.attrs["dtype"] in STORAGE_DTYPES
+    )
 
 
 class _Legalizer:
@@ -61,8 +79,8 @@ class _Legalizer:
         self.graph = graph
         self.dtypes = dtypes
         self.nodes: list[Node] = []
-        self.wide: dict[Value, Value] = {}  # f16 value -> its f32 cast (made once)
-        self.exact: set[Value] = set()  # f32 values holding f16 values exactly
+        self.wide: dict[Value, Value] = {}  # f16 value -> its f32 cast (made once; i4 -> i32 likewise)
+        self.exact: set[Value] = set()  # f32 (i32) values holding f16 (i4, ...) values exactly
 
     def _cast(self, x: Value, dtype: str, source: str | None, out: Value | None = None) -> Value:
         if out is None:
@@ -73,7 +91,7 @@ class _Legalizer:
 
     def widened(self, x: Value, source: str | None) -> Value:
         if x not in self.wide:
-            self.wide[x] = self._cast(x, COMPUTE_DTYPE, source)
+            self.wide[x] = self._cast(x, wide_dtype(x.dtype), source)
             self.exact.add(self.wide[x])
         return self.wide[x]
 
@@ -87,12 +105,12 @@ class _Legalizer:
             return
         if node.op == "fused":
             raise GraphcError(
-                f"legalize_half: fused node %{node.outputs[0].name} computes on 16-bit floats; "
+                f"legalize_half: fused node %{node.outputs[0].name} computes on a storage type; "
                 "the pass runs before fusion"
             )
         if node.op == "cast":
             src, dst = node.inputs[0].dtype, node.attrs["dtype"]
-            if src in self.dtypes and dst not in HALF_DTYPES and dst != COMPUTE_DTYPE:
+            if src in self.dtypes and dst not in STORAGE_DTYPES and dst != wide_dtype(src):
                 node.inputs = [self.widened(node.inputs[0], node.source)]
             self.nodes.append(node)
             return
@@ -102,23 +120,25 @@ class _Legalizer:
         inputs = [self.widened(v, node.source) if v.dtype in self.dtypes else v for v in node.inputs]
         attrs = dict(node.attrs)
         if attrs.get("dtype") in self.dtypes:  # const, rng_uniform, ...: made in f32, then rounded
+            made = wide_dtype(attrs["dtype"])
             if node.op == "const":  # the f16 value itself (exact in f32: no second rounding)
-                with np.errstate(over="ignore"):  # a value beyond f16's range is inf, as in NumPy
-                    attrs["value"] = float(np.asarray(attrs["value"]).astype(to_numpy_dtype(attrs["dtype"])))
-            attrs["dtype"] = COMPUTE_DTYPE
+                with np.errstate(over="ignore", invalid="ignore"):  # beyond f16's range: inf, as in NumPy
+                    value = np.asarray(attrs["value"]).astype(to_numpy_dtype(attrs["dtype"]))
+                attrs["value"] = int(value.astype(np.int64)) if made == INT_COMPUTE_DTYPE else float(value)
+            attrs["dtype"] = made
         attrs = normalize_attrs(node.op, attrs)
         types = infer_types(node.op, [v.type for v in inputs], attrs)
         outputs: list[Value] = []
         rounded: list[tuple[Value, Value]] = []
         for old, t in zip(node.outputs, types):
-            want = TensorType(old.shape, COMPUTE_DTYPE) if old.dtype in self.dtypes else old.type
+            want = TensorType(old.shape, wide_dtype(old.dtype)) if old.dtype in self.dtypes else old.type
             if t != want:
                 raise GraphcError(
-                    f"legalize_half: {node.op} on f32 operands gives {t}, expected {want} "
+                    f"legalize_half: {node.op} on widened operands gives {t}, expected {want} "
                     f"(node %{old.name}{f' at {node.source}' if node.source else ''})"
                 )
             if old.dtype in self.dtypes:
-                wide = Value(self.graph._claim(self.graph.fresh_name(f"{old.name}_{COMPUTE_DTYPE}")), t)
+                wide = Value(self.graph._claim(self.graph.fresh_name(f"{old.name}_{t.dtype}")), t)
                 outputs.append(wide)
                 rounded.append((wide, old))
             else:
@@ -127,16 +147,19 @@ class _Legalizer:
         for wide, old in rounded:  # the f16 value keeps its name: it is the rounding cast's output
             # cast(cast(w, f16), f32) is not w: a reader widens the rounded value again
             self._cast(wide, old.dtype, node.source, out=old)
-            floats = [v for v in inputs if v.dtype == COMPUTE_DTYPE]
-            if node.op in EXACT_OPS and all(v in self.exact for v in floats):
+            exact_ops = _EXACT_INT_OPS if old.dtype in LOWBIT_INT_DTYPES else EXACT_OPS
+            operands = [v for v in inputs if v.dtype == wide.dtype]
+            if node.op in exact_ops and all(v in self.exact for v in operands):
                 self.wide[old] = wide
                 self.exact.add(wide)
 
 
 @graph_pass("legalize_half")
 def legalize_half(graph: Graph, dtypes: tuple[str, ...] = HALF_DTYPES) -> Graph:
-    """A copy of ``graph`` whose ops compute in f32 instead of the 16-bit floats ``dtypes`` (see the
-    module docstring); ``graph`` itself when it has no value of those dtypes."""
+    """A copy of ``graph`` whose ops compute in f32 instead of the 16-bit floats ``dtypes`` and in
+    f32/i32 instead of the low-bit types (always: see the module docstring); ``graph`` itself when it
+    has no value of those dtypes."""
+    dtypes = (*dtypes, *(d for d in LOWBIT_DTYPES if d not in dtypes))
     if not has_half(graph, dtypes):
         return graph
     graph = graph.copy()

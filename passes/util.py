@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from graphc.ir import Graph, GraphcError, Node, Value, get_op, print_graph
-from graphc.ir.types import HALF_DTYPES
+from graphc.ir.types import STORAGE_DTYPES
 
 GraphPass = Callable[[Graph], Graph]
 
@@ -36,8 +36,11 @@ def configured(fn: Callable[..., Graph], name: str | None = None, **options: obj
 
 def fusion_class(node: Node) -> str:
     """The registry fusion class of a node's op (``opaque`` for fused nodes, and for a cast from or
-    to a 16-bit float: the backends run those in NumPy, never in a numba body; passes.legalize_half)."""
-    if node.op == "cast" and (node.inputs[0].dtype in HALF_DTYPES or node.attrs["dtype"] in HALF_DTYPES):
+    to a 16-bit float or low-bit type: the backends run those in NumPy, never in a numba body;
+    passes.legalize_half)."""
+    if node.op == "cast" and (
+        node.inputs[0].dtype in STORAGE_DTYPES or node.attrs["dtype"] in STORAGE_DTYPES
+    ):
         return "opaque"
     return get_op(node.op).fusion
 

@@ -104,14 +104,14 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: st
 
 
 def _is_raw_form(found: np.dtype, dtype: np.dtype | None) -> bool:
-    """Whether ``found`` is how ``np.save`` stores ``dtype``, an ml_dtypes float (bfloat16): raw
-    void items of its size, with no fields. Only an expected dtype of that kind is read that way."""
+    """Whether ``found`` is how ``np.save`` stores ``dtype``, an ml_dtypes type (bfloat16, float8,
+    int4, ...): raw void items of its size, with no fields. Only an expected dtype of that kind is
+    read that way."""
     if dtype is None:
         return False
     want = np.dtype(dtype)
     return (
-        want.kind == "V"
-        and want.type.__module__.startswith("ml_dtypes")
+        want.type.__module__.startswith("ml_dtypes")
         and found.kind == "V"
         and found.names is None
         and found.subdtype is None

@@ -59,7 +59,14 @@ def save_plan(plan, path: str) -> None:
         "kernel_sources": _kernel_sources(plan),
     }
     arrays = io.BytesIO()
-    np.savez(arrays, **{name: np.asarray(a) for name, a in plan.parameters.items()})
+    # ml_dtypes' types (bf16, float8, int4, ...) as raw bytes: NumPy writes float8_e5m2 as "<f1", which
+    # it cannot read back (archive.read_npy reads the raw form as the dtype the graph declares)
+    params = {name: np.asarray(a) for name, a in plan.parameters.items()}
+    raw = {
+        n: a.view(f"V{a.itemsize}") if a.dtype.type.__module__.startswith("ml_dtypes") else a
+        for n, a in params.items()
+    }
+    np.savez(arrays, **raw)
     tmp = f"{path}.tmp{os.getpid()}"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("plan.json", json.dumps(meta, indent=1))

@@ -32,7 +32,7 @@ _SUPPORTED = (
     np.int64,
     np.uint64,
     np.bool_,
-    *(d.type for name, d in DTYPES.items() if name == "bf16"),  # ml_dtypes' bfloat16
+    *(d.type for d in DTYPES.values() if d.type.__module__.startswith("ml_dtypes")),  # bfloat16, float8...
 )
 
 

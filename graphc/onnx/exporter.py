@@ -18,6 +18,7 @@ import numpy as np
 from graphc.ir import DTYPES, Graph, GraphcError, Node
 from graphc.ir.types import FLOAT_DTYPES
 
+from .lowbit_ops import FLOAT8_DTYPES, check_export
 from .proto import GRAPHC_TO_ONNX, sanitize
 
 DEFAULT_OPSET = 17
@@ -130,7 +131,8 @@ def _ne(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
 
 @_emitter("cast")
 def _cast(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
-    b.node("Cast", ins, outs, to=GRAPHC_TO_ONNX[node.attrs["dtype"]])
+    dtype = node.attrs["dtype"]  # graphc's cast to float8 does not saturate (ONNX's saturate=0)
+    b.node("Cast", ins, outs, to=GRAPHC_TO_ONNX[dtype], **({"saturate": 0} if dtype in FLOAT8_DTYPES else {}))
 
 
 @_emitter("broadcast_to")
@@ -297,6 +299,10 @@ def _value_info(name: str, value) -> Any:
     from onnx import helper
 
     return helper.make_tensor_value_info(name, GRAPHC_TO_ONNX[value.dtype], list(value.shape))
+
+
+def _check_lowbit(b: _Builder, node: Node) -> None:
+    check_export([v.dtype for v in (*node.inputs, *node.outputs)], b.opset, node.op, f" ({node.op})")
 
 
 def _is_float(value) -> bool:
@@ -485,6 +491,7 @@ def _emit_nodes(b: _Builder, nodes: list[Node], names: dict[str, str], prefix: s
             for out_name, v in zip(outs, body.outputs):
                 b.node("Identity", [inner[v.name]], [out_name])
         else:
+            _check_lowbit(b, node)  # float8/int4: casts and movement only, at an opset that has them
             emit = EMITTERS.get(node.op)
             if emit is None:
                 why = "it appears only in training graphs" if node.op in TRAINING_ONLY else "not yet"
@@ -504,6 +511,7 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET) -> Any:
     b = _Builder(opset)
     names: dict[str, str] = {}
     inputs = []
+    check_export([v.dtype for v in (*graph.inputs, *graph.outputs)], opset)
     for v in graph.inputs:
         name = b.fresh(v.name)
         names[v.name] = name

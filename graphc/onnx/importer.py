@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir import GraphcError
+from graphc.ir import GraphcError, to_numpy_dtype
 from graphc.nn import Module, Parameter
 from graphc.tensor import Tensor, current_context
 
@@ -181,7 +181,7 @@ class OnnxModule(Module):
             elif dtype == "bool":
                 out.append(rng.random(shape) < 0.5)
             else:
-                out.append(rng.integers(0, 2, shape).astype(dtype.replace("i", "int")))
+                out.append(rng.integers(0, 2, shape).astype(to_numpy_dtype(dtype)))  # bf16, f8, i4, ... too
         return tuple(out)
 
 

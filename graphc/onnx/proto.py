@@ -29,8 +29,21 @@ ONNX_TO_GRAPHC = {
     12: "u32",
     13: "u64",
 }
-if "bf16" in DTYPES:  # ml_dtypes' bfloat16 (installed with onnx)
-    ONNX_TO_GRAPHC[16] = "bf16"
+# ml_dtypes' types (installed with onnx): bfloat16 and the low-bit storage types. TensorProto packs
+# the 4-bit and 2-bit ones two and four to a byte; onnx.numpy_helper unpacks them (one per byte).
+_ML_TYPES = {
+    16: "bf16",
+    17: "f8e4m3fn",
+    18: "f8e4m3fnuz",
+    19: "f8e5m2",
+    20: "f8e5m2fnuz",
+    21: "u4",
+    22: "i4",
+    23: "f4e2m1",
+    25: "u2",
+    26: "i2",
+}
+ONNX_TO_GRAPHC.update({code: name for code, name in _ML_TYPES.items() if name in DTYPES})
 GRAPHC_TO_ONNX = {v: k for k, v in ONNX_TO_GRAPHC.items()}
 # Element types whose values graphc reads by widening to one of its own (none at present).
 _WIDEN: dict[int, type] = {}
@@ -85,7 +98,8 @@ def graphc_dtype(elem_type: int, where: str) -> str:
     name = ONNX_TYPE_NAMES.get(elem_type, f"type {elem_type}")
     raise GraphcError(
         f"{where}: element type {name} is not supported "
-        "(graphc has float16/32/64, bfloat16, int8/16/32/64, uint8/16/32/64, bool)"
+        "(graphc has float16/32/64, bfloat16, float8e4m3fn/e4m3fnuz/e5m2/e5m2fnuz, float4e2m1, "
+        "int2/4/8/16/32/64, uint2/4/8/16/32/64, bool)"
     )
 
 

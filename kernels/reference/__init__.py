@@ -82,7 +82,9 @@ def _register(name: str):
 
 @_register("cast")
 def _cast(xs, attrs):
-    return [xs[0].astype(to_numpy_dtype(attrs["dtype"]))]
+    # out of range: inf (f16), NaN or saturation (float8/float4) or wrap-around (int4), as NumPy/ml_dtypes do
+    with np.errstate(over="ignore", invalid="ignore"):
+        return [xs[0].astype(to_numpy_dtype(attrs["dtype"]))]
 
 
 @_register("where")

@@ -11,6 +11,7 @@ from graphc.ir.types import INT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
+from ..lowbit_ops import cast_array, onnx_cast
 from ..proto import GRAPHC_TO_ONNX, MAX_ELEMENTS, MAX_RANK, graphc_dtype, to_array
 from ..registry import converter
 
@@ -382,12 +383,16 @@ def _to_dtype(nc: NodeContext, elem: int) -> str:
 def cast(nc: NodeContext) -> list:
     """Convert to the ``to`` element type."""
     dtype = _to_dtype(nc, nc.attrs.int("to", None, 0, 64))
+    return [_cast_to(nc, dtype)]
+
+
+def _cast_to(nc: NodeContext, dtype: str) -> object:
+    """Input 0 converted to ``dtype``, saturating to a float8 type unless ``saturate=0`` (opset 19+)."""
+    saturate = nc.attrs.int("saturate", 1, lo=0, hi=1) == 1
     arr = _static_array(nc, 0)
     if arr is not None:
-        with np.errstate(all="ignore"):
-            return [arr.astype(_NP[dtype])]
-    x = nc.t(0)
-    return [x if x.value.dtype == dtype else nc.op("cast", x, dtype=dtype)]
+        return cast_array(arr, dtype, saturate)
+    return onnx_cast(nc, nc.t(0), dtype, saturate)
 
 
 @converter("CastLike")
@@ -398,11 +403,7 @@ def cast_like(nc: NodeContext) -> list:
     if dtype is None:
         arr = target.array if hasattr(target, "array") else target
         dtype = {v: k for k, v in _NP.items()}[arr.dtype.type]
-    arr = _static_array(nc, 0)
-    if arr is not None:
-        return [arr.astype(_NP[dtype])]
-    x = nc.t(0)
-    return [x if x.value.dtype == dtype else nc.op("cast", x, dtype=dtype)]
+    return [_cast_to(nc, dtype)]
 
 
 @converter("Range")
