@@ -529,22 +529,7 @@ class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
     def __ne__(self, other: object) -> Tensor:  # type: ignore[override]
         return self._binary("ne", other)
 
-    def __invert__(self) -> Tensor:
-        if self.value.dtype != "bool":
-            raise GraphcError(f"{_at(user_source())}~ needs a bool tensor, got {self.value.dtype}")
-        return self._binary("eq", False)
-
-    def __and__(self, other: object) -> Tensor:
-        return self._logical(other, "minimum")
-
-    def __or__(self, other: object) -> Tensor:
-        return self._logical(other, "maximum")
-
-    def _logical(self, other: object, op: str) -> Tensor:
-        b = as_tensor(other, like=self)
-        if self.value.dtype != "bool" or b.value.dtype != "bool":
-            raise GraphcError(f"{_at(user_source())}& and | need bool tensors")
-        return self.ctx.op(op, self.to("i32"), b.to("i32")).to("bool")
+    # ~, &, |, ^, <<, >> (bool and integer tensors): graphc/tensor_pointwise.py
 
 
 class _MaxMinResult(Tensor):

@@ -1,6 +1,7 @@
 """Tensor's pointwise methods: the unary math functions, activations, clamp, maximum/minimum,
-masked_fill and softmax. A mixin of graphc.tensor.Tensor, kept apart so each file reads in one
-sitting (the arithmetic operators stay with the class)."""
+masked_fill, softmax, and the bitwise ops with their operators (``& | ^ ~ << >>``). A mixin of
+graphc.tensor.Tensor, kept apart so each file reads in one sitting (the arithmetic operators stay
+with the class)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,33 @@ class PointwiseOps:
         """1 / x."""
         return self._unary("reciprocal")
 
+    def acos(self) -> Tensor:
+        """Inverse cosine (NaN outside [-1, 1])."""
+        return self._unary("acos")
+
+    def asin(self) -> Tensor:
+        """Inverse sine (NaN outside [-1, 1])."""
+        return self._unary("asin")
+
+    def atan(self) -> Tensor:
+        """Inverse tangent."""
+        return self._unary("atan")
+
+    def acosh(self) -> Tensor:
+        """Inverse hyperbolic cosine (NaN below 1)."""
+        return self._unary("acosh")
+
+    def asinh(self) -> Tensor:
+        """Inverse hyperbolic sine."""
+        return self._unary("asinh")
+
+    def atanh(self) -> Tensor:
+        """Inverse hyperbolic tangent (NaN outside [-1, 1], +-inf at +-1)."""
+        return self._unary("atanh")
+
+    arccos, arcsin, arctan = acos, asin, atan
+    arccosh, arcsinh, arctanh = acosh, asinh, atanh
+
     def neg(self) -> Tensor:
         """-x."""
         return -self
@@ -142,6 +170,81 @@ class PointwiseOps:
             v = v.to(self.value.dtype)
         return _t.where(mask, v, self)
 
+    # ------------------------------------------------------------ bitwise
+    def _bitwise(self, op: str, other: object, reflected: bool = False) -> Tensor:
+        """``self op other`` on integer or bool tensors (promoted to one dtype as PyTorch does)."""
+        b = _t.as_tensor(other, like=self)
+        a, b = (b, self) if reflected else (self, b)
+        a, b = _t._promote(a, b)
+        dtype = a.value.dtype
+        if dtype in FLOAT_DTYPES or (dtype == "bool" and op in ir.ops.SHIFT_BINARY):
+            kinds = "integer" if op in ir.ops.SHIFT_BINARY else "integer or bool"
+            raise GraphcError(f"{_at(user_source())}{_BITWISE_NAMES[op]} needs {kinds} tensors, got {dtype}")
+        return a._binary(op, b)
+
+    def bitwise_and(self, other: object) -> Tensor:
+        """Bitwise and (logical and on bool)."""
+        return self._bitwise("bitwise_and", other)
+
+    def bitwise_or(self, other: object) -> Tensor:
+        """Bitwise or (logical or on bool)."""
+        return self._bitwise("bitwise_or", other)
+
+    def bitwise_xor(self, other: object) -> Tensor:
+        """Bitwise exclusive or (logical xor on bool)."""
+        return self._bitwise("bitwise_xor", other)
+
+    def bitwise_not(self) -> Tensor:
+        """Bitwise not, ``~x`` (logical not on bool)."""
+        dtype = self.value.dtype
+        if dtype in FLOAT_DTYPES:
+            raise GraphcError(
+                f"{_at(user_source())}~ (bitwise_not) needs an integer or bool tensor, got {dtype}"
+            )
+        return self.ctx.op("bitwise_not", self)
+
+    def bitwise_left_shift(self, other: object) -> Tensor:
+        """``x << other``: a shift count outside [0, bits) gives 0."""
+        return self._bitwise("left_shift", other)
+
+    def bitwise_right_shift(self, other: object) -> Tensor:
+        """``x >> other`` (arithmetic on signed integers): a count outside [0, bits) gives 0, or -1
+        for a negative x."""
+        return self._bitwise("right_shift", other)
+
+    def __and__(self, other: object) -> Tensor:
+        return self._bitwise("bitwise_and", other)
+
+    def __rand__(self, other: object) -> Tensor:
+        return self._bitwise("bitwise_and", other, reflected=True)
+
+    def __or__(self, other: object) -> Tensor:
+        return self._bitwise("bitwise_or", other)
+
+    def __ror__(self, other: object) -> Tensor:
+        return self._bitwise("bitwise_or", other, reflected=True)
+
+    def __xor__(self, other: object) -> Tensor:
+        return self._bitwise("bitwise_xor", other)
+
+    def __rxor__(self, other: object) -> Tensor:
+        return self._bitwise("bitwise_xor", other, reflected=True)
+
+    def __invert__(self) -> Tensor:
+        return self.bitwise_not()
+
+    def __lshift__(self, other: object) -> Tensor:
+        return self._bitwise("left_shift", other)
+
+    def __rlshift__(self, other: object) -> Tensor:
+        return self._bitwise("left_shift", other, reflected=True)
+
+    def __rshift__(self, other: object) -> Tensor:
+        return self._bitwise("right_shift", other)
+
+    def __rrshift__(self, other: object) -> Tensor:
+        return self._bitwise("right_shift", other, reflected=True)
+
     def softmax(self, dim: int = -1) -> Tensor:
         """Softmax over ``dim``."""
         from graphc import functional
@@ -154,5 +257,13 @@ class PointwiseOps:
 
         return functional.log_softmax(self, dim)
 
+
+_BITWISE_NAMES = {
+    "bitwise_and": "& (bitwise_and)",
+    "bitwise_or": "| (bitwise_or)",
+    "bitwise_xor": "^ (bitwise_xor)",
+    "left_shift": "<< (bitwise_left_shift)",
+    "right_shift": ">> (bitwise_right_shift)",
+}
 
 from graphc import tensor as _t  # noqa: E402  (graphc.tensor imports this module first)

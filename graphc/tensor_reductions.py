@@ -1,11 +1,15 @@
-"""Tensor's reductions: sum, mean, var/std, max/min (with PyTorch's values-and-indices result for
-an int ``dim``), amax/amin, argmax/argmin. A mixin of graphc.tensor.Tensor, kept apart so each file
-reads in one sitting."""
+"""Tensor's reductions: sum, prod, mean, var/std, max/min (with PyTorch's values-and-indices result
+for an int ``dim``), amax/amin, argmax/argmin, and the running product ``cumprod``. A mixin of
+graphc.tensor.Tensor, kept apart so each file reads in one sitting."""
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
+
+from graphc.ir import GraphcError
+from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES
+from graphc.tracing import _at, user_source
 
 if TYPE_CHECKING:
     from graphc.tensor import Tensor
@@ -41,6 +45,29 @@ class ReductionOps:
         """Sum over ``dim`` (all axes when None), first cast to ``dtype`` if given."""
         x = self if dtype is None else self.to(dtype)
         return x._reduce("sum", dim, keepdim, axis, keepdims)
+
+    def prod(
+        self,
+        dim: object = None,
+        keepdim: bool = False,
+        *,
+        axis: object = None,
+        keepdims: object = None,
+        dtype: object = None,
+    ) -> Tensor:
+        """Product over ``dim`` (all axes when None); integers and bool multiply in int64 as in
+        PyTorch, unless ``dtype`` is given (the tensor is first cast to it)."""
+        return _integers_to_i64(self, dtype)._reduce("prod", dim, keepdim, axis, keepdims)
+
+    def cumprod(self, dim: int, *, dtype: object = None) -> Tensor:
+        """Running product along ``dim`` (integers and bool in int64, as ``prod``).
+
+        Computed as a prefix scan of ``ceil(log2(n))`` steps, each a product with a shifted copy
+        (Hillis-Steele), so it is plain slices, pads and products: their gradient is exact, zeros
+        in the input included (no division by the input).
+        """
+        x = _integers_to_i64(self, dtype)
+        return running_product(x, _t._axis(dim, x.ndim)) if x.ndim else x
 
     def mean(
         self,
@@ -134,6 +161,40 @@ class ReductionOps:
     def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
         """Index of the minimum along ``dim``."""
         return (-self).argmax(dim, keepdim)
+
+
+def _integers_to_i64(x: Tensor, dtype: object) -> Tensor:
+    if dtype is not None:
+        return x.to(dtype)
+    return x.to("i64") if x.value.dtype == "bool" or x.value.dtype in INT_DTYPES else x
+
+
+def running_product(x: Tensor, axis: int, exclusive: bool = False, reverse: bool = False) -> Tensor:
+    """The running product of ``x`` along ``axis`` (ONNX CumProd's ``exclusive``: each product leaves
+    its own element out; ``reverse``: products run from the end), in ``x``'s dtype (integers wrap).
+
+    ``y = x``, then for s = 1, 2, 4, ... < n: ``y = y * (y shifted s places along the axis, 1s
+    shifted in)``; an exclusive product is the inclusive one shifted once more.
+    """
+    if x.value.dtype == "bool":
+        raise GraphcError(f"{_at(user_source())}cumprod of a bool tensor: cast it first")
+    n, rank = x.shape[axis], x.ndim
+    one = 1.0 if x.value.dtype in FLOAT_DTYPES else 1
+
+    def shifted(y: Tensor, s: int) -> Tensor:
+        starts, stops, pads = [0] * rank, list(y.shape), [(0, 0)] * rank
+        if reverse:
+            starts[axis], pads[axis] = s, (0, s)
+        else:
+            stops[axis], pads[axis] = n - s, (s, 0)
+        part = y.ctx.op("slice", y, starts=tuple(starts), stops=tuple(stops), steps=(1,) * rank)
+        return y.ctx.op("pad", part, pads=tuple(pads), value=one)
+
+    y, s = x, 1
+    while s < n:
+        y = y.ctx.op("mul", y, shifted(y, s))
+        s *= 2
+    return shifted(y, 1) if exclusive and n else y
 
 
 from graphc import tensor as _t  # noqa: E402  (graphc.tensor imports this module first)

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 from .errors import GraphcError
 from .graph import Graph, Node, Value
-from .ops import REGISTRY
+from .ops import REDUCTION_OPS, REGISTRY
 from .views import VIEW_OPS, View, chain_view
 
 FUSED_KINDS = ("pointwise", "reduction", "matmul", "attention")
 ELEMENTWISE_CLASSES = ("pointwise", "broadcast", "source")
-REDUCTION_OPS = ("sum", "max", "min")
 FLOAT = ("f32", "f64")
 
 

@@ -304,7 +304,30 @@ def _cast(inputs, attrs):
     return [TensorType(inputs[0].shape, attrs["dtype"])]
 
 
-UNARY_FLOAT = ("exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sin", "cos", "reciprocal")
+def _unary_bitwise(inputs, attrs):
+    (x,) = inputs
+    _check(x.dtype in INT_DTYPES or x.dtype == "bool", f"needs an integer or bool operand, got {x.dtype}")
+    return [x]
+
+
+# acos/asin/atanh: NaN outside [-1, 1] (atanh: +-inf at +-1); acosh: NaN below 1.
+UNARY_FLOAT = (
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "tanh",
+    "erf",
+    "sin",
+    "cos",
+    "reciprocal",
+    "acos",
+    "asin",
+    "atan",
+    "acosh",
+    "asinh",
+    "atanh",
+)
 UNARY_NUMERIC = ("neg", "abs", "sign")
 # floor/ceil/round (half to even)/trunc: integral floats; on integers they return the operand.
 ROUNDING = ("floor", "ceil", "round", "trunc")
@@ -313,6 +336,8 @@ for _name in UNARY_FLOAT:
 for _name in UNARY_NUMERIC + ROUNDING:
     _register(_name, 1, "pointwise", _unary_numeric)
 _register("cast", 1, "pointwise", _cast, {"dtype": Attr(DTYPE)})
+# bitwise_not: ~x on integers (two's complement), logical not on bool.
+_register("bitwise_not", 1, "pointwise", _unary_bitwise)
 
 
 # ---------------------------------------------------------------- broadcast
@@ -325,6 +350,18 @@ def _arith(inputs, attrs):
 def _float_binary(inputs, attrs):
     dtype = _same_dtype(inputs)
     _check(dtype in FLOAT_DTYPES, f"needs float operands, got {dtype}")
+    return [TensorType(_bcast(inputs), dtype)]
+
+
+def _bitwise(inputs, attrs):
+    dtype = _same_dtype(inputs)
+    _check(dtype in INT_DTYPES or dtype == "bool", f"needs integer or bool operands, got {dtype}")
+    return [TensorType(_bcast(inputs), dtype)]
+
+
+def _shift(inputs, attrs):
+    dtype = _same_dtype(inputs)
+    _check(dtype in INT_DTYPES, f"needs integer operands, got {dtype}")
     return [TensorType(_bcast(inputs), dtype)]
 
 
@@ -356,12 +393,22 @@ def _broadcast_to(inputs, attrs):
 ARITH_BINARY = ("add", "sub", "mul", "maximum", "minimum", "fmod", "remainder", "floordiv")
 FLOAT_BINARY = ("div", "pow")
 COMPARE_BINARY = ("lt", "le", "eq", "ne", "gt", "ge")
+# Bitwise and/or/xor on integers and bool (where they are logical and/or/xor).
+BITWISE_BINARY = ("bitwise_and", "bitwise_or", "bitwise_xor")
+# Shifts of integers by a shift count of the same dtype (NumPy's and PyTorch's rule): a count
+# outside [0, bits) shifts everything out (0; -1 for a negative operand shifted right);
+# right shifts of signed integers are arithmetic.
+SHIFT_BINARY = ("left_shift", "right_shift")
 for _name in ARITH_BINARY:
     _register(_name, 2, "broadcast", _arith)
 for _name in FLOAT_BINARY:
     _register(_name, 2, "broadcast", _float_binary)
 for _name in COMPARE_BINARY:
     _register(_name, 2, "broadcast", _compare)
+for _name in BITWISE_BINARY:
+    _register(_name, 2, "broadcast", _bitwise)
+for _name in SHIFT_BINARY:
+    _register(_name, 2, "broadcast", _shift)
 _register("where", 3, "broadcast", _where)
 _register("broadcast_to", 1, "broadcast", _broadcast_to, {"shape": Attr(SHAPE)})
 
@@ -393,8 +440,16 @@ def _argmax(inputs, attrs):
     return [TensorType(tuple(shape), "i64")]
 
 
-for _name in ("sum", "max", "min"):
-    _register(_name, 1, "reduction", _reduce, {"axes": Attr(AXES), "keepdims": Attr(BoolSpec(), False)})
+def _reduce_numeric(inputs, attrs):
+    _check(inputs[0].dtype != "bool", "prod of bool; cast first")
+    return _reduce(inputs, attrs)
+
+
+# prod: the product over the axes (1 over none), in the operand's dtype (integers wrap).
+REDUCTION_OPS = ("sum", "max", "min", "prod")
+_REDUCE_ATTRS = {"axes": Attr(AXES), "keepdims": Attr(BoolSpec(), False)}
+for _name in REDUCTION_OPS:
+    _register(_name, 1, "reduction", _reduce_numeric if _name == "prod" else _reduce, _REDUCE_ATTRS)
 _register("argmax", 1, "opaque", _argmax, {"axis": Attr(AXIS), "keepdims": Attr(BoolSpec(), False)})
 
 

@@ -165,6 +165,38 @@ def _floordiv(d: Dialect, node: Node, a: list[str]) -> str:
     )
 
 
+# ---------------------------------------------------------------- bitwise ops and shifts
+def _bitwise(symbol: str) -> ScalarForm:
+    # On bool operands &, | and ^ are the logical operations (and give bool).
+    return lambda d, node, a: d.wrap(node.outputs[0].dtype, f"({a[0]} {symbol} {a[1]})")
+
+
+def _bitwise_not(d: Dialect, node: Node, a: list[str]) -> str:
+    out = node.outputs[0].dtype
+    return f"(not {a[0]})" if out == "bool" else d.wrap(out, f"(~{a[0]})")
+
+
+def _shift(direction: str) -> ScalarForm:
+    # A count outside [0, bits) shifts every bit out (NumPy's and PyTorch's rule); the shift
+    # itself never sees such a count (LLVM leaves it undefined). Operands narrower than 64 bits
+    # may be widened by the backend: a left shift's extra bits are cut off by the wrap, and a
+    # widened operand keeps its sign (or zeros) for the right shift.
+    def form(d: Dialect, node: Node, a: list[str]) -> str:
+        out = node.outputs[0].dtype
+        x, y = a
+        T = d.type_name(out)
+        bits = d.literal(8 * np.dtype(to_numpy_dtype(out)).itemsize, out)
+        fits = f"{y} < {bits}" if out in UNSIGNED else f"({y} >= {T}(0) and {y} < {bits})"
+        shifted = d.wrap(out, f"({x} {'<<' if direction == 'left' else '>>'} {y})")
+        if direction == "left" or out in UNSIGNED:
+            rest = f"{T}(0)"
+        else:
+            rest = f"({T}(-1) if {x} < {T}(0) else {T}(0))"
+        return f"({shifted} if ({fits}) else {rest})"
+
+    return form
+
+
 def _cast(d: Dialect, node: Node, a: list[str]) -> str:
     out = node.outputs[0].dtype
     return f"({a[0]} != 0)" if out == "bool" else f"{d.type_name(out)}({a[0]})"
@@ -211,6 +243,7 @@ def _fake_quantize(d: Dialect, node: Node, a: list[str]) -> str:
 
 SCALAR_FORMS: dict[str, ScalarForm] = {
     **{fn: _math(fn) for fn in ("exp", "log", "sqrt", "tanh", "erf", "sin", "cos")},
+    **{fn: _math(fn) for fn in ("acos", "asin", "atan", "acosh", "asinh", "atanh")},
     "rsqrt": _one_over("math.sqrt({})"),
     "reciprocal": _one_over("{}"),
     "neg": lambda d, node, a: d.wrap(node.outputs[0].dtype, f"-{a[0]}"),
@@ -226,6 +259,12 @@ SCALAR_FORMS: dict[str, ScalarForm] = {
     "minimum": _extremum("<"),
     **{op: _compare(s) for op, s in (("lt", "<"), ("le", "<="), ("eq", "=="), ("ne", "!="), ("gt", ">"))},
     "ge": _compare(">="),
+    "bitwise_and": _bitwise("&"),
+    "bitwise_or": _bitwise("|"),
+    "bitwise_xor": _bitwise("^"),
+    "bitwise_not": _bitwise_not,
+    "left_shift": _shift("left"),
+    "right_shift": _shift("right"),
     "where": lambda d, node, a: f"({a[1]} if {a[0]} else {a[2]})",
     "broadcast_to": lambda d, node, a: a[0],
     "stop_gradient": lambda d, node, a: a[0],
@@ -336,8 +375,13 @@ def _extremum_step(symbol: str, bool_op: str) -> Callable[[str, str, str], str]:
     return step
 
 
+def _prod_step(dtype: str, acc: str, v: str) -> str:
+    return f"({acc} * {v})"  # NaN propagates by itself; integers wrap when cast back
+
+
 REDUCTIONS: dict[str, Reduction] = {
     "sum": Reduction(lambda dtype: 0, _sum_step),
+    "prod": Reduction(lambda dtype: 1, _prod_step),
     "max": Reduction(_lowest, _extremum_step(">", "or")),
     "min": Reduction(_highest, _extremum_step("<", "and")),
 }

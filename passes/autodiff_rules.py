@@ -13,6 +13,8 @@ Conventions worth knowing (they match PyTorch):
 - ``max``/``min`` reductions: the gradient is split evenly over all positions equal to the
   result (torch's ``amax``/``max()`` rule, "evenly distribute"), not routed to one arbitrary index.
 - ``abs``: gradient ``sign(x)``, so 0 at 0.
+- ``prod``: each element gets the product of the others in its group, exact with zeros (one zero:
+  the zero gets the product of the rest, the others 0; two or more: all 0), torch's rule.
 - ``pow``: d/d(exponent) = y * log(base) where base > 0 and 0 elsewhere (the real derivative does
   not exist for base < 0; at base == 0 the limit for a positive exponent is 0).
 - ``cast``: float -> float casts the adjoint back; a cast to int/bool has no gradient, and int ->
@@ -99,6 +101,8 @@ NON_DIFFERENTIABLE: frozenset[str] = frozenset(
     {"lt", "le", "eq", "ne", "gt", "ge", "argmax", "sign", "rng_uniform", "const", "quantize", "qmatmul"}
     | {"floor", "ceil", "round", "trunc", "floordiv"}
     | {"stop_gradient"}  # Tensor.detach() / .data (graphc's PyTorch surface)
+    # integer (and bool) operands only: no float gradient to pass on
+    | {"bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "left_shift", "right_shift"}
 )
 
 
@@ -176,6 +180,37 @@ def _cos(e, node, g, needs):
 def _reciprocal(e, node, g, needs):
     y = node.output
     return [e.neg(e.mul(g, e.mul(y, y)))]
+
+
+def _one_minus_square(e: Emitter, x: Value) -> Value:
+    return e.sub(e.const(1.0, x.dtype), e.mul(x, x))
+
+
+@_rule("acos", "asin")
+def _acos_asin(e, node, g, needs):
+    # d asin(x) = 1 / sqrt(1 - x^2) = -d acos(x) (torch's rsqrt form: inf at +-1, NaN outside).
+    d = e.mul(g, e.op("rsqrt", _one_minus_square(e, _x(node))))
+    return [e.neg(d) if node.op == "acos" else d]
+
+
+@_rule("atan")
+def _atan(e, node, g, needs):
+    x = _x(node)
+    return [e.div(g, e.add(e.const(1.0, x.dtype), e.mul(x, x)))]
+
+
+@_rule("acosh", "asinh")
+def _acosh_asinh(e, node, g, needs):
+    # d acosh(x) = 1 / sqrt(x^2 - 1), d asinh(x) = 1 / sqrt(x^2 + 1).
+    x = _x(node)
+    one = e.const(1.0, x.dtype)
+    square = e.mul(x, x)
+    return [e.mul(g, e.op("rsqrt", e.sub(square, one) if node.op == "acosh" else e.add(square, one)))]
+
+
+@_rule("atanh")
+def _atanh(e, node, g, needs):
+    return [e.div(g, _one_minus_square(e, _x(node)))]
 
 
 @_rule("cast")
@@ -314,6 +349,25 @@ def _max(e, node, g, needs):
     # Split evenly over ties: divide by how many positions attain the extreme.
     count = e.op("sum", hit, axes=axes, keepdims=True)
     return [e.mul(hit, e.div(e.reshape(g, kshape), count))]
+
+
+@_rule("prod")
+def _prod(e, node, g, needs):
+    # Each element's gradient is the product of the others in its group, found by counting
+    # zeros: none, the group's product over the element (torch's result / x); exactly one, the
+    # product of the nonzeros at the zero and 0 elsewhere; two or more, 0 everywhere.
+    x = _x(node)
+    axes = node.attrs["axes"]
+    kshape = _keepdims_shape(x, axes)
+    zero, one = e.const(0.0, x.dtype), e.const(1.0, x.dtype)
+    is_zero = e.op("eq", x, zero)
+    safe = e.op("where", is_zero, one, x)
+    nonzero_prod = e.op("prod", safe, axes=axes, keepdims=True)
+    zeros = e.op("sum", e.op("cast", is_zero, dtype=x.dtype), axes=axes, keepdims=True)
+    no_zero = e.op("div", nonzero_prod, safe)
+    one_zero = e.op("where", e.op("eq", zeros, one), e.op("where", is_zero, nonzero_prod, zero), zero)
+    others = e.op("where", e.op("eq", zeros, zero), no_zero, one_zero)
+    return [e.mul(others, e.reshape(g, kshape))]
 
 
 # ---------------------------------------------------------------- matmul

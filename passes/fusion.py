@@ -78,7 +78,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from graphc.ir import Graph, Node, Value
-from graphc.ir.ops import is_last_axes_swap, normalize_attrs
+from graphc.ir.ops import REDUCTION_OPS, is_last_axes_swap, normalize_attrs
 from graphc.ir.views import chain_view
 
 from .control_flow import in_bodies
@@ -100,8 +100,8 @@ def _permutes(node: Node) -> bool:
 
 
 def is_trailing_reduction(node: Node) -> bool:
-    """sum/max/min over a non-empty run of trailing axes."""
-    if node.op not in ("sum", "max", "min"):
+    """sum/max/min/prod over a non-empty run of trailing axes."""
+    if node.op not in REDUCTION_OPS:
         return False
     rank = len(node.inputs[0].shape)
     axes = sorted(node.attrs["axes"])

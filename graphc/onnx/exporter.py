@@ -76,6 +76,12 @@ _SIMPLE = {
     "erf": "Erf",
     "sin": "Sin",
     "cos": "Cos",
+    "acos": "Acos",
+    "asin": "Asin",
+    "atan": "Atan",
+    "acosh": "Acosh",
+    "asinh": "Asinh",
+    "atanh": "Atanh",
     "reciprocal": "Reciprocal",
     "neg": "Neg",
     "abs": "Abs",
@@ -156,6 +162,87 @@ def _reduce(op_type: str) -> Emitter:
 EMITTERS["sum"] = _reduce("ReduceSum")
 EMITTERS["max"] = _reduce("ReduceMax")
 EMITTERS["min"] = _reduce("ReduceMin")
+_WIDER = {"i8": "i32", "i16": "i32", "u8": "u32", "u16": "u32"}  # dtypes ONNX's ReduceProd lacks
+
+
+@_emitter("prod")
+def _prod(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+    dtype = node.inputs[0].dtype
+    wide = _WIDER.get(dtype)
+    if wide is None:
+        _reduce("ReduceProd")(b, node, ins, outs)
+        return
+    # the low bits of a product are those of the product of a wider type: cast there and back
+    product = b.fresh("prod_out")
+    _reduce("ReduceProd")(b, node, b.node("Cast", ins, to=GRAPHC_TO_ONNX[wide]), [product])
+    b.node("Cast", [product], outs, to=GRAPHC_TO_ONNX[dtype])
+
+
+def _bitwise(logical: str, bitwise: str) -> Emitter:
+    """Bool operands: the logical op (any opset); integers: ONNX's Bitwise* (opset 18)."""
+
+    def emit(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+        if node.inputs[0].dtype == "bool":
+            b.node(logical, ins, outs)
+        elif b.opset < 18:
+            raise GraphcError(f"ONNX export: {node.op} of integers needs opset 18 or newer, got {b.opset}")
+        else:
+            b.node(bitwise, ins, outs)
+
+    return emit
+
+
+for _op, _logical, _bitwise_op in (
+    ("bitwise_and", "And", "BitwiseAnd"),
+    ("bitwise_or", "Or", "BitwiseOr"),
+    ("bitwise_xor", "Xor", "BitwiseXor"),
+    ("bitwise_not", "Not", "BitwiseNot"),
+):
+    EMITTERS[_op] = _bitwise(_logical, _bitwise_op)
+
+
+def _select(b: _Builder, flag: str, a: str, other: str, dtype: str) -> str:
+    """``a`` where ``flag`` (a 0/1 tensor of ``dtype``) is 1, else ``other``: by products, which
+    ONNX Runtime has for every integer dtype (its Where lacks int16, uint16 and uint64)."""
+    rest = b.node("Sub", [b.const("one", np.ones((), _NP[dtype])), flag])[0]
+    return b.node("Add", [b.node("Mul", [flag, a])[0], b.node("Mul", [rest, other])[0]])[0]
+
+
+def _shift(direction: str) -> Emitter:
+    """ONNX's BitShift (unsigned only), times 0 for counts of the bit width or more (and negative
+    ones, which the cast to unsigned makes large). Signed operands go through their unsigned twin:
+    a left shift wraps the same way; a right shift of a negative x is ``-1 - ((-1 - x) >> y)``
+    (arithmetic, from the logical shift of a non-negative value)."""
+
+    def emit(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> None:
+        dtype = node.inputs[0].dtype
+        np_type = np.dtype(_NP[dtype])
+        unsigned = "u" + dtype[1:] if dtype.startswith("i") else dtype
+        to_unsigned = GRAPHC_TO_ONNX[unsigned]
+        x, y = ins
+        negative = None
+        if dtype != unsigned:
+            minus_one = b.const("minus_one", np.array(-1, np_type))
+            if direction == "RIGHT":
+                below = b.node("Less", [x, b.const("zero", np.zeros((), np_type))])[0]
+                negative = b.node("Cast", [below], to=GRAPHC_TO_ONNX[dtype])[0]
+                x = _select(b, negative, b.node("Sub", [minus_one, x])[0], x, dtype)
+            x = b.node("Cast", [x], to=to_unsigned)[0]
+            y = b.node("Cast", [y], to=to_unsigned)[0]
+        shifted = b.node("BitShift", [x, y], direction=direction)[0]
+        fits = b.node("Less", [y, b.const("bits", np.array(8 * np_type.itemsize, _NP[unsigned]))])[0]
+        guarded = [b.node("Mul", [shifted, b.node("Cast", [fits], to=to_unsigned)[0]])[0]]
+        if dtype != unsigned:
+            guarded = b.node("Cast", guarded, to=GRAPHC_TO_ONNX[dtype])
+            if negative is not None:
+                guarded = [_select(b, negative, b.node("Sub", [minus_one, guarded[0]])[0], guarded[0], dtype)]
+        b.node("Identity", guarded, outs)
+
+    return emit
+
+
+EMITTERS["left_shift"] = _shift("LEFT")
+EMITTERS["right_shift"] = _shift("RIGHT")
 
 
 @_emitter("argmax")

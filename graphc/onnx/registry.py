@@ -109,6 +109,7 @@ STATIC_SLOTS: dict[str, tuple[int, ...]] = {
     "ReduceMean": (1,),
     "ReduceMax": (1,),
     "ReduceMin": (1,),
+    "ReduceProd": (1,),
     "ReduceSumSquare": (1,),
     "ReduceL1": (1,),
     "ReduceL2": (1,),
@@ -116,5 +117,6 @@ STATIC_SLOTS: dict[str, tuple[int, ...]] = {
     "ReduceLogSumExp": (1,),
     "OneHot": (1,),
     "CumSum": (1,),
+    "CumProd": (1,),
     "Loop": (0, 1),  # a constant trip count and start condition make the loop a scan
 }

@@ -530,9 +530,7 @@ CPU_KERNELS: dict[str, Builder] = {name: _elementwise for name in elementwise_op
 CPU_KERNELS.update(
     {
         "const": _const,
-        "sum": _reduce,
-        "max": _reduce,
-        "min": _reduce,
+        **dict.fromkeys(REDUCTIONS, _reduce),  # sum, max, min, prod
         "argmax": _argmax,
         "matmul": _matmul,
         "reshape": _reshape,

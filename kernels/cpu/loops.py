@@ -39,6 +39,7 @@ MIN_PARALLEL_ELEMENTS = 1 << 12
 # of a dozen or more operations (exp, tanh, erf: kernels/cpu/scalar.py) or libm calls; divisions
 # and square roots take several cycles each; everything else about one.
 TRANSCENDENTAL_OPS = ("exp", "log", "tanh", "erf", "sin", "cos", "pow")
+TRANSCENDENTAL_OPS += ("acos", "asin", "atan", "acosh", "asinh", "atanh")  # libm calls
 SLOW_OPS = ("div", "reciprocal", "sqrt", "rsqrt", "fmod", "remainder", "floordiv")
 TRANSCENDENTAL_COST = 16
 SLOW_COST = 4

@@ -55,7 +55,7 @@ def reduce_lines(op: str, dtype: str, result: str, array: str, src: Source, name
         return [f"{result} = {src.need(f'sum_{dtype}')}({array})"]
     b, j = names("b"), names("j")
     lines = [f"{b} = {array}", f"{result} = {identity(op, dtype)}"]
-    if fam == "float":
+    if fam == "float" and op in ("max", "min"):
         extremum = src.need(f"nan_{op}")
         lines += [f"for {j} in range({b}.shape[0]):", f"    {result} = {extremum}({result}, {b}[{j}])"]
         return lines

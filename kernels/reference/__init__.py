@@ -47,6 +47,13 @@ _UNARY = {
     "ceil": np.ceil,
     "round": np.round,  # half to even
     "trunc": np.trunc,
+    "acos": np.arccos,
+    "asin": np.arcsin,
+    "atan": np.arctan,
+    "acosh": np.arccosh,
+    "asinh": np.arcsinh,
+    "atanh": np.arctanh,
+    "bitwise_not": np.invert,
 }
 _BINARY = {
     "add": np.add,
@@ -65,6 +72,12 @@ _BINARY = {
     "ne": np.not_equal,
     "gt": np.greater,
     "ge": np.greater_equal,
+    "bitwise_and": np.bitwise_and,
+    "bitwise_or": np.bitwise_or,
+    "bitwise_xor": np.bitwise_xor,
+    # NumPy's shifts already give 0 (or -1) for counts outside [0, bits), as the op says.
+    "left_shift": np.left_shift,
+    "right_shift": np.right_shift,
 }
 for _name, _fn in _UNARY.items():
     KERNELS[_name] = _unary(_fn)
@@ -100,7 +113,7 @@ def _broadcast_to(xs, attrs):
 def _reduction(fn):
     def run(xs, attrs):
         x = xs[0]
-        if fn is np.sum and x.dtype == np.float16:  # accumulated in float32, rounded once
+        if fn in (np.sum, np.prod) and x.dtype == np.float16:  # accumulated in float32, rounded once
             out = fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"], dtype=np.float32)
         else:
             out = fn(x, axis=tuple(attrs["axes"]), keepdims=attrs["keepdims"])
@@ -119,6 +132,7 @@ def accumulator(dtype: np.dtype) -> np.dtype:
 KERNELS["sum"] = _reduction(np.sum)
 KERNELS["max"] = _reduction(np.max)
 KERNELS["min"] = _reduction(np.min)
+KERNELS["prod"] = _reduction(np.prod)  # integers: int64 products, wrapped back to the dtype
 
 
 @_register("argmax")

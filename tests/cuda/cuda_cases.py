@@ -115,6 +115,16 @@ def primitive_cases() -> list[Case]:
     out.append(Case("where", prim("where", [cond, x, row]), [cond, x, row], exact=True))
     out.append(Case("broadcast_to", prim("broadcast_to", [row], shape=(4, 5)), [row], exact=True))
     out.append(Case("broadcast_to_3d", prim("broadcast_to", [col], shape=(2, 4, 3)), [col], exact=True))
+    unit = _f32(4, 5, seed=6, low=-0.99, high=0.99)
+    for op, a in (("acos", unit), ("asin", unit), ("atan", x), ("acosh", pos + 1)):
+        out.append(Case(op, prim(op, [a]), [a]))
+    out += [Case("asinh", prim("asinh", [x]), [x]), Case("atanh", prim("atanh", [unit]), [unit])]
+    counts = np.array([[0, 1, 31, 32, 40], [-1, 3, 5, 7, 2]] * 2, np.int32)  # out of [0, 32) too
+    for op in ("bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift"):
+        out.append(Case(op, prim(op, [xi * 1000003, counts]), [xi * 1000003, counts], exact=True))
+    out.append(Case("bitwise_and_bool", prim("bitwise_and", [cond, x < 1]), [cond, x < 1], exact=True))
+    out.append(Case("bitwise_not", prim("bitwise_not", [xi]), [xi], exact=True))
+    out.append(Case("bitwise_not_bool", prim("bitwise_not", [cond]), [cond], exact=True))
 
     x3 = _f32(2, 3, 4, seed=5)
     for op in ("sum", "max", "min"):
@@ -123,6 +133,9 @@ def primitive_cases() -> list[Case]:
                 name = f"{op}_{''.join(map(str, axes))}_{'k' if keep else 'n'}"
                 out.append(Case(name, prim(op, [x3], axes=axes, keepdims=keep), [x3]))
     out.append(Case("sum_i32", prim("sum", [xi], axes=(1,)), [xi], exact=True))
+    for axes in ((2,), (1,), (0, 1, 2)):
+        out.append(Case(f"prod_{''.join(map(str, axes))}", prim("prod", [x3], axes=axes), [x3]))
+    out.append(Case("prod_i32", prim("prod", [xi], axes=(1,)), [xi], exact=True))
     out.append(Case("max_bool", prim("max", [cond], axes=(1,)), [cond], exact=True))
     out.append(Case("min_bool", prim("min", [cond], axes=(0,)), [cond], exact=True))
     out.append(Case("max_nan", prim("max", [nan], axes=(1,)), [nan]))

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphc.ir.types import FLOAT_DTYPES
+from graphc.ir.ops import UNARY_FLOAT
+from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
@@ -240,6 +241,12 @@ _UNARY = {
     "Sin": ("sin", np.sin),
     "Cos": ("cos", np.cos),
     "Erf": ("erf", None),
+    "Acos": ("acos", np.arccos),
+    "Asin": ("asin", np.arcsin),
+    "Atan": ("atan", np.arctan),
+    "Acosh": ("acosh", np.arccosh),
+    "Asinh": ("asinh", np.arcsinh),
+    "Atanh": ("atanh", np.arctanh),
 }
 
 
@@ -252,12 +259,55 @@ def unary(nc: NodeContext) -> list:
         if folded is not None:
             return folded
     x = nc.t(0)
-    if (
-        op in ("exp", "log", "sqrt", "reciprocal", "tanh", "sin", "cos", "erf")
-        and x.value.dtype not in _FLOATS
-    ):
+    if (op in UNARY_FLOAT or op == "reciprocal") and x.value.dtype not in _FLOATS:
         raise nc.fail(f"needs a float input, got {x.value.dtype}")
     return [nc.op(op, x)]
+
+
+_BITWISE = {
+    "BitwiseAnd": ("bitwise_and", np.bitwise_and),
+    "BitwiseOr": ("bitwise_or", np.bitwise_or),
+    "BitwiseXor": ("bitwise_xor", np.bitwise_xor),
+}
+
+
+def _integer_operands(nc: NodeContext) -> list[Tensor]:
+    ts = operands(nc)
+    if ts[0].value.dtype not in INT_DTYPES:
+        raise nc.fail(f"needs integer inputs, got {ts[0].value.dtype}")
+    return ts
+
+
+@converter(*_BITWISE, since=18)
+def bitwise(nc: NodeContext) -> list:
+    """Bitwise and/or/xor of integers (broadcasting)."""
+    op, np_fn = _BITWISE[nc.op_type]
+    folded = _fold(nc, np_fn)
+    if folded is not None:
+        return folded
+    return [nc.op(op, *_integer_operands(nc))]
+
+
+@converter("BitwiseNot", since=18)
+def bitwise_not(nc: NodeContext) -> list:
+    """Bitwise not of integers."""
+    folded = _fold(nc, np.invert)
+    if folded is not None:
+        return folded
+    return [nc.op("bitwise_not", *_integer_operands(nc))]
+
+
+@converter("BitShift", since=11)
+def bit_shift(nc: NodeContext) -> list:
+    """x shifted left or right (``direction``) by y bits; a count of the bit width or more gives 0."""
+    direction = nc.attrs.string("direction", "", ("LEFT", "RIGHT"))
+    if not direction:
+        raise nc.fail("needs the direction attribute (LEFT or RIGHT)")
+    op, np_fn = ("left_shift", np.left_shift) if direction == "LEFT" else ("right_shift", np.right_shift)
+    folded = _fold(nc, np_fn)
+    if folded is not None:
+        return folded
+    return [nc.op(op, *_integer_operands(nc))]
 
 
 @converter("Identity")

@@ -8,6 +8,7 @@ import numpy as np
 
 from graphc.ir import to_numpy_dtype
 from graphc.tensor import Tensor
+from graphc.tensor_reductions import running_product
 
 from ..context import NodeContext
 from ..registry import converter
@@ -333,3 +334,18 @@ def cumsum(nc: NodeContext) -> list:
         "cumsum_mask",
     )
     return [nc.op("sum", nc.op("mul", xs, mask), axes=(axis,))]
+
+
+@converter("CumProd", since=26)
+def cumprod(nc: NodeContext) -> list:
+    """Running products along a constant axis (exclusive, reverse): log2(n) products of shifted copies."""
+    x = nc.t(0)
+    arr = nc.static(1, "axis")
+    if arr.size != 1 or arr.dtype.kind not in "iu":
+        raise nc.fail("axis must be one integer")
+    axis = nc.axis(int(arr.reshape(-1)[0]), x.ndim)
+    exclusive = bool(nc.attrs.int("exclusive", 0, 0, 1))
+    reverse = bool(nc.attrs.int("reverse", 0, 0, 1))
+    if x.value.dtype == "bool":
+        raise nc.fail("needs a numeric input")
+    return [running_product(x, axis, exclusive, reverse)]

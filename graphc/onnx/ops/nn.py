@@ -248,7 +248,16 @@ def _reduce_axes(nc: NodeContext, rank: int) -> tuple[int, ...] | None:
     return norm
 
 
-_REDUCE = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL2", "ReduceL1")
+_REDUCE = (
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceL1",
+)
 
 
 @converter(*_REDUCE)
@@ -259,17 +268,22 @@ def reduce(nc: NodeContext) -> list:
     axes = _reduce_axes(nc, len(dims))
     if axes is not None and nc.op_type in ("ReduceMax", "ReduceMin") and 0 in (dims[a] for a in axes):
         return [empty_reduction(nc, nc.t(0), axes, keep)]  # the identity: -inf / +inf (ints: the ends)
-    if nc.is_static(0) and nc.op_type in ("ReduceSum", "ReduceMax", "ReduceMin"):
+    if nc.is_static(0) and nc.op_type in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"):
         arr = nc.static(0)
         if axes is None:
             return [arr]
-        fn = {"ReduceSum": np.sum, "ReduceMax": np.max, "ReduceMin": np.min}[nc.op_type]
+        fns = {"ReduceSum": np.sum, "ReduceMax": np.max, "ReduceMin": np.min, "ReduceProd": np.prod}
+        fn = fns[nc.op_type]
         return [np.asarray(fn(arr, axis=axes, keepdims=keep)).astype(arr.dtype)]
     x = nc.t(0)
     if axes is None:
         return [x]
     if nc.op_type in ("ReduceMax", "ReduceMin"):
         return [nc.op("max" if nc.op_type == "ReduceMax" else "min", x, axes=axes, keepdims=keep)]
+    if nc.op_type == "ReduceProd":  # over an empty axis: 1
+        if x.value.dtype == "bool":
+            raise nc.fail("needs a numeric input")
+        return [nc.op("prod", x, axes=axes, keepdims=keep)]
     if nc.op_type == "ReduceSumSquare" or nc.op_type == "ReduceL2":
         x = nc.op("mul", x, x)
     elif nc.op_type == "ReduceL1":
