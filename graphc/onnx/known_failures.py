@@ -35,6 +35,15 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
     ),
     "float16 MatMul: graphc accumulates in float32; the expected values (and ONNX Runtime) differ by one "
     "float16 ulp in 2 of 192 outputs, past rtol 1e-3": ("test_attention_4d_causal_fp16_expanded",),
+    "bfloat16 Attention: graphc computes in float32 and rounds once; the expected values round every "
+    "step to bfloat16 (7 fraction bits) and are farther from the float64 result; one bfloat16 ulp (0.8%) "
+    "apart, past rtol 1e-3": (
+        "test_attention_4d_causal_bf16",
+        "test_attention_4d_padded_kv_bf16",
+        "test_attention_4d_causal_padded_kv_bf16",
+        "test_attention_4d_attn_mask_causal_bf16",
+        "test_attention_3d_causal_bf16",
+    ),
     "float8e8m0 tensors (a scale-only type, opset 24: graphc has no such dtype)": (
         "test_cast_e8m0_FLOAT_to_FLOAT8E8M0",
         "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0",
