@@ -1,4 +1,17 @@
 """The ONNX op converters, one module per family; importing this package fills the table."""
 
-from . import control, elementwise, extra, image, indexing, loss, misc, nn, quantize, recurrent, shape  # noqa: F401
-from . import attention  # noqa: F401
+from . import (  # noqa: F401
+    attention,
+    control,
+    elementwise,
+    extra,
+    image,
+    indexing,
+    loss,
+    misc,
+    nn,
+    qlinear,
+    quantize,
+    recurrent,
+    shape,
+)
