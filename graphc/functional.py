@@ -193,3 +193,6 @@ def __getattr__(name: str) -> Any:
 
 
 from graphc.compress_functional import dequantize_linear, distillation_loss, fake_quantize, quantize_linear  # noqa: E402, F401, E501
+from graphc.functional_sampling import affine_grid, grid_sample, lp_pool1d, lp_pool2d, max_unpool2d  # noqa: E402, F401
+
+__all__ += ["affine_grid", "grid_sample", "lp_pool1d", "lp_pool2d", "max_unpool2d"]

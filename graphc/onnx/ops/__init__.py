@@ -13,5 +13,7 @@ from . import (  # noqa: F401
     qlinear,
     quantize,
     recurrent,
+    sampling,
     shape,
+    signal,
 )
