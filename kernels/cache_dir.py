@@ -42,6 +42,7 @@ HELPER_MODULES = (
     "graphc.kernels.cpu.blas",
     "graphc.kernels.cpu.int8_vnni",
     "graphc.kernels.cpu.sgemm_avx512",
+    "graphc.kernels.cpu.conv_avx512",
 )
 
 PRIVATE_MODE = 0o700

@@ -34,7 +34,7 @@ from .threads import choose_threading_layer
 
 choose_threading_layer()
 
-from . import blas, sgemm  # noqa: E402
+from . import blas, conv_gemm, sgemm  # noqa: E402
 from . import primitives as prim  # noqa: E402
 from .attention import build_attention  # noqa: E402
 from .cache import load_kernel  # noqa: E402
@@ -374,7 +374,9 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
     index): epilogue outputs the caller passes the input's array for (a parameter's update written
     over it); the product never goes there. An epilogue that is only a chain of adds of body
     inputs (``_added_leaves``: an LSTM step's ``+ bias + xs[t]``) is made inside the GEMM where an
-    AVX-512 kernel runs it (``blas.folding``), the same bits; elsewhere it runs as its own loop.
+    AVX-512 kernel runs it (``blas.folding``), the same bits; elsewhere it runs as its own loop. A
+    batch-1 convolution's product (``conv_gemm.fused_conv``: bias, relu, clip, residual) runs on
+    ``conv_gemm``, its epilogue made in the GEMM's store.
     """
     try:
         parts = matmul_parts(node)
@@ -407,17 +409,23 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
     leaf_at = None if in_place else _added_leaves(m, rest, spec.inputs, outs)
     if leaf_at:
         source += "# where the AVX-512 GEMM runs, the epilogue's adds are made in it instead (blas.folding)\n"
+    conv_at = None if in_place else conv_gemm.fused_conv(mm, rest, spec.inputs, outs)
+    if conv_at is not None:
+        source += "# batch-1 convolution shapes: the epilogue made in the GEMM's store instead (conv_gemm)\n"
 
     def make() -> Kernel:
         epi_fn = load_kernel(epi_source) if epi_source else None
         scratch: list[np.ndarray] = []
         matmul = _matmul_for(mm)
         fold = blas.folding(matmul) if leaf_at else None
+        conv = conv_gemm.ConvGemm(conv_at) if conv_at is not None else None
 
         def fused_matmul(*arrays: np.ndarray) -> None:
             ins = [*arrays[:n_in], *consts]
             outs_ = arrays[n_in:]
             if fold is not None and fold(get_a(ins), get_b(ins), outs_[0], tuple(ins[i] for i in leaf_at)):
+                return
+            if conv is not None and conv(get_a(ins), get_b(ins), outs_[0], ins):
                 return
             if target is not None:
                 tgt = outs_[target]
