@@ -46,6 +46,17 @@ CPU_SELECTION = (
     "test_gather_elements_negative_indices",
     "test_gathernd_example_int32_batch_dim1",
     "test_scatternd_add",
+    "test_lstm_with_peepholes",
+    "test_gru_defaults",
+    "test_attention_4d_gqa_with_past_and_present",
+    "test_rotary_embedding",
+    "test_qlinearconv",
+    "test_qlinearmatmul_2D_uint8_float32",
+    "test_gridsample_bilinear",
+    "test_lppool_2d_default",
+    "test_cast_FLOAT_to_FLOAT8E4M3FN",
+    "test_bitshift_right_uint8",
+    "test_reduce_prod_default_axes_keepdims_example",
 )
 
 
