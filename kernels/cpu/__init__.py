@@ -423,6 +423,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
         def fused_matmul(*arrays: np.ndarray) -> None:
             ins = [*arrays[:n_in], *consts]
             outs_ = arrays[n_in:]
+            # fold first: in a loop body it reads a loop-invariant B packed once (sgemm, loop_invariant)
             if fold is not None and fold(get_a(ins), get_b(ins), outs_[0], tuple(ins[i] for i in leaf_at)):
                 return
             if conv is not None and conv(get_a(ins), get_b(ins), outs_[0], ins):

@@ -249,6 +249,8 @@ def one_thread_serial_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> N
 def _matrices(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The operands of a product whose batch axes are all 1 (batch-1 inference's ``[1, O, HW]``
     convolution output) as 2-D views; arrays already 2-D as they are."""
+    if a.ndim == b.ndim == out.ndim == 2:  # the common case, without the generator
+        return a, b, out
     return tuple(x[(0,) * (x.ndim - 2)] if x.ndim > 2 else x for x in (a, b, out))
 
 

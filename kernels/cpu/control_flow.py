@@ -10,7 +10,9 @@ those kernels. Per iteration nothing is allocated:
   in-place outputs (``graphc.compiler``'s body planner) so that no input is written over;
 - a scan's x slice is bound straight to ``xs[i]`` and each y is written straight into
   ``ys[i]`` (rebinding again; a copy only where the plan aliases the value);
-- loop-invariant operands (captured weights) are bound once per call;
+- loop-invariant operands (captured weights) are bound once per call, and the loop runs inside
+  ``loop_invariant.loop_invariants`` over them: a GEMM reading one (an RNN's ``h @ W_hh^T``)
+  packs it into panels on the first step and reuses them on the others;
 - a scan precomputes every step's bindings (``_scan_schedule``: each step's kernels with their
   arguments, and its few copies) once for the arrays it is called with, and reuses them while a
   call brings the same arrays (a plan's arena views always do): the whole loop is then one flat
@@ -50,6 +52,7 @@ from graphc.kernels.control_common import (
 from graphc.kernels.in_place import in_place_outputs
 
 from .denormals import flush_denormals
+from .loop_invariant import loop_invariants
 
 __all__ = ["MAX_TRIPS", "SubPlan", "control_builder"]
 
@@ -125,7 +128,7 @@ def _while_kernel(node: Node, compile_node: Callable) -> Callable:
         def predicate() -> bool:
             return bool(flag if test_bound else test.output(0))
 
-        with flush_denormals():
+        with flush_denormals(), loop_invariants(arrays[k : len(node.inputs)], arrays[len(node.inputs) :]):
             run_while(test, body, k, arrays, pairs, predicate)
 
     while_loop.skip_warm_up = True  # type: ignore[attr-defined]
@@ -166,7 +169,7 @@ def _scan_schedule(
 
 
 def _scan_kernel(node: Node, compile_node: Callable) -> Callable:
-    k, n_xs = node.attrs["n_carry"], node.attrs["n_xs"]
+    k, n_xs, n_in = node.attrs["n_carry"], node.attrs["n_xs"], len(node.inputs)
     (body,) = (SubPlan(b, compile_node, invariant=k + n_xs) for b in node.bodies)
     pairs = _carry_buffers(node, k)
     cached: list = [None, None]  # (key of the arrays, their schedule)
@@ -177,7 +180,8 @@ def _scan_kernel(node: Node, compile_node: Callable) -> Callable:
             # The schedule holds views of these arrays, which keeps their memory (and so the
             # addresses in the key) from going to another array while it is cached.
             cached[:] = key, _scan_schedule(node, body, pairs, arrays)
-        with flush_denormals():
+        # The invariants keep their bytes for the call: a GEMM packs one once (loop_invariant).
+        with flush_denormals(), loop_invariants(arrays[k + n_xs : n_in], arrays[n_in:]):
             run_calls(*cached[1])  # the carries' copies in and out included
 
     scan.skip_warm_up = True  # type: ignore[attr-defined]

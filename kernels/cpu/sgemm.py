@@ -4,7 +4,7 @@ OpenBLAS is weak on these short, wide shapes (its 2-thread split of 32 x 1024 ra
 than one thread), and ``blas.parallel_matmul``'s column split, one single-threaded BLAS call per
 thread, slower still. Here numba's threads share the columns of the product, each computing
 whole tiles with the AVX-512 micro-kernels of ``sgemm_avx512`` (8 x 32 tiles, 16 zmm
-accumulators), in one of three ways (``sgemm_source``):
+accumulators), in one of four ways (``sgemm_source``):
 
 - ``packed_b``: each thread packs a panel of B (32 columns, ``KC`` rows at a time) into a buffer
   that stays in L1 and runs ``sgemm_tile`` down the rows of A over it; where B's rows are
@@ -15,6 +15,10 @@ accumulators), in one of three ways (``sgemm_source``):
   ``dgates @ W``): ``c.T = W @ a.T``, with the small A transposed into panels once and W's rows
   broadcast as they lie (no 16 x 16 transposes of the large operand), each tile stored
   transposed (``sgemm_tile_t``);
+- ``prepacked_b``, where B is a loop's invariant (an RNN's weight, inside
+  ``loop_invariant.loop_invariants``): ``packed_b``'s tiles over panels of all of B that
+  ``pack_panels`` made on the loop's first step (``loop_invariant.packed``), reused on the
+  others, whatever B's layout (the backward's ``dgates @ W`` too, instead of ``packed_a``);
 - ``few_columns``, for a product with few COLUMNS instead (batch-1 inference's convolution
   ``[O, K] @ [K, 7 * 7]``): its transpose ``c.T = b.T @ a.T`` is a few-rows product, run as
   ``packed_b`` runs one, each thread packing panels of ``a.T`` (32 rows of ``a``, ``KC_T`` deep)
@@ -40,6 +44,7 @@ a layout without a unit stride, an output over an operand, or a shape outside ``
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
@@ -47,6 +52,7 @@ from types import ModuleType
 import numba
 import numpy as np
 
+from . import loop_invariant
 from .sgemm_avx512 import COLS, HAVE_AVX512, ROWS
 
 KC = 256  # rows of B per packed panel: 256 x COLS floats = 32 KiB, within L1 beside A's rows
@@ -86,7 +92,9 @@ def sgemm_source() -> str:
     weight W (``b.T`` row-major), computes ``c.T = W @ a.T`` instead: A's transpose is packed
     once (it is small) and W's rows are read as they lie, each tile stored transposed;
     ``few_columns`` computes ``c = a @ b`` with few columns as ``c.T = b.T @ a.T``, sharing the
-    rows of ``c`` (panels of ``a.T``), each tile stored transposed."""
+    rows of ``c`` (panels of ``a.T``), each tile stored transposed; ``pack_panels`` packs all of
+    B at once (for each block of ``KC`` rows, its panels one after another) and ``prepacked_b``
+    runs ``packed_b``'s tiles over those panels (a loop-invariant B, packed once per loop call)."""
     return f"""# graphc CPU kernel: small-m float32 GEMM (AVX-512 {ROWS} x {COLS} tiles, one operand packed)
 import numpy as np
 from numba import njit, prange, types
@@ -96,6 +104,7 @@ from graphc.kernels.cpu.sgemm_avx512 import (
     sgemm_pack,
     sgemm_tile,
     sgemm_tile_copy,
+    sgemm_tile_leaves,
     sgemm_tile_t,
 )
 
@@ -129,6 +138,52 @@ def packed_b(a, b, c, parts, leaves, count):
         if count:  # on the part's columns once all are done: whole rows of them, one pass
             lo = part * panels // parts * {COLS}
             sgemm_add_leaves(c, 0, m, lo, min(n, (part + 1) * panels // parts * {COLS}) - lo, leaves, count)
+
+
+BUFFER = types.Array(types.float32, 1, "C")
+
+
+@njit(types.void(OPERAND, BUFFER, types.intp), cache=True, nogil=True, parallel=True)
+def pack_panels(b, buf, parts):
+    k, n = b.shape
+    panels = (n + {COLS - 1}) // {COLS}
+    blocks = (k + {KC - 1}) // {KC}
+    for task in prange(blocks * parts):  # a block of KC rows, a share of its panels: rows read whole
+        p0 = task // parts * {KC}
+        part = task % parts
+        kc = min({KC}, k - p0)
+        lo = part * panels // parts
+        hi = (part + 1) * panels // parts
+        if hi > lo:
+            at = p0 * panels * {COLS} + lo * kc * {COLS}
+            width = min(n, hi * {COLS}) - lo * {COLS}
+            sgemm_pack(b, p0, kc, lo * {COLS}, width, buf[at : at + (hi - lo) * kc * {COLS}])
+
+
+PANELS = types.Array(types.float32, 1, "C", readonly=True)
+OUTPUT = types.Array(types.float32, 2, "A")
+PREPACKED = types.void(OPERAND, PANELS, types.intp, OUTPUT, types.intp, LEAVES, types.intp)
+
+
+@njit(PREPACKED, cache=True, nogil=True, parallel=True)
+def prepacked_b(a, bp, n, c, parts, leaves, count):
+    m, k = a.shape
+    panels = (n + {COLS - 1}) // {COLS}
+    for part in prange(parts):
+        for p0 in range(0, k, {KC}):  # outermost: A's block [:, p0:p0 + kc] stays in L1 over the panels
+            kc = min({KC}, k - p0)
+            last = count and p0 + kc >= k  # the epilogue's adds made as the last k block is stored
+            n_ = count
+            for panel in range(part * panels // parts, (part + 1) * panels // parts):
+                j0 = panel * {COLS}
+                width = min({COLS}, n - j0)
+                b0 = (p0 * panels + panel * kc) * {COLS}
+                for i0 in range(0, m, {ROWS}):
+                    r = min({ROWS}, m - i0)
+                    if last:
+                        sgemm_tile_leaves(a, i0, r, p0, kc, bp, b0, {COLS}, c, i0, j0, width, p0, leaves, n_)
+                    else:
+                        sgemm_tile(a, i0, r, p0, kc, bp, b0, {COLS}, c, i0, j0, width, p0)
 
 
 @njit(SIGNATURE, cache=True, nogil=True, parallel=True)
@@ -214,30 +269,30 @@ def applies_low_depth(m: int, k: int, n: int) -> bool:
     return HAVE_AVX512 and 16 <= k <= KC_T and m >= 2 * COLS and n >= 2 * COLS
 
 
-def _accepts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
-    """Whether ``out = a @ b`` has operands the kernels take: 2-D float32 of matching shapes, each
-    operand with a unit stride, the output's columns contiguous, and the output over neither."""
+def _fits(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``out = a @ b`` has operands the kernels take, overlaps aside: 2-D float32 of
+    matching shapes, each operand with a unit stride, the output's columns contiguous."""
     if not (a.ndim == b.ndim == out.ndim == 2 and a.dtype == b.dtype == out.dtype == np.float32):
         return False
     (m, k), n = a.shape, b.shape[1]
     if b.shape[0] != k or out.shape != (m, n):
         return False
-    if not (
+    return (
         _unit_stride(a)
         and _unit_stride(b)
         and out.strides[1] == 4
         and out.strides[0] >= 4 * n
         and out.strides[0] % 4 == 0
-    ):
-        return False
-    return not (np.may_share_memory(out, a) or np.may_share_memory(out, b))
+    )
 
 
-def _leaves(leaves: Sequence[np.ndarray], out: np.ndarray) -> tuple[np.ndarray, ...] | None:
-    """The epilogue's addends as the kernels take them (``MAX_LEAVES`` of them, the unused ones
-    ``out`` itself, never read), or None where one does not fit: more than ``MAX_LEAVES``, not
-    float32, not ``[n]``, ``[1, n]`` or ``out``'s shape, no unit stride along a row, or over
-    ``out`` (which the kernels write before they read the addends)."""
+def _accepts(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``out = a @ b`` has operands the kernels take (``_fits``), the output over neither."""
+    return _fits(a, b, out) and not (np.may_share_memory(out, a) or np.may_share_memory(out, b))
+
+
+def _check_leaves(leaves: Sequence[np.ndarray], out: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """``_leaves`` without its cache."""
     if len(leaves) > MAX_LEAVES:
         return None
     m, n = out.shape
@@ -250,6 +305,35 @@ def _leaves(leaves: Sequence[np.ndarray], out: np.ndarray) -> tuple[np.ndarray, 
             return None
         got.append(leaf)
     return (*got, *(out,) * (MAX_LEAVES - len(got)))
+
+
+# The checked addends of recent calls, by the identities of ``out`` and the addends: a plan (and a
+# loop's schedule, one set per step) passes the same array objects on every call. Weak references
+# keep the entries from holding arrays alive and tell a dead array's reused id from the array.
+_LEAVES: dict[tuple[int, ...], tuple[tuple[weakref.ref, ...], tuple[tuple, ...], object]] = {}
+MAX_CACHED_LEAVES = 4096  # entries (a T=4096 loop's steps); the cache is emptied when it is full
+
+
+def _leaves(leaves: Sequence[np.ndarray], out: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """The epilogue's addends as the kernels take them (``MAX_LEAVES`` of them, the unused ones
+    ``out`` itself, never read), or None where one does not fit: more than ``MAX_LEAVES``, not
+    float32, not ``[n]``, ``[1, n]`` or ``out``'s shape, no unit stride along a row, or over
+    ``out`` (which the kernels write before they read the addends). Checked once per set of
+    array objects (their shapes and strides part of the key: NumPy lets those be set)."""
+    arrays = (out, *leaves)
+    key = tuple(map(id, arrays))
+    layout = tuple((x.shape, x.strides) for x in arrays)
+    hit = _LEAVES.get(key)
+    if hit is not None and hit[1] == layout and all(r() is x for r, x in zip(hit[0], arrays)):
+        return hit[2]  # type: ignore[return-value]
+    padded = _check_leaves(leaves, out)
+    if len(_LEAVES) >= MAX_CACHED_LEAVES:
+        _LEAVES.clear()
+    try:
+        _LEAVES[key] = (tuple(weakref.ref(x) for x in arrays), layout, padded)
+    except TypeError:  # an array type without weak references: not cached
+        pass
+    return padded
 
 
 def run(
@@ -265,6 +349,17 @@ def run(
     return True
 
 
+PANELS_KIND = "sgemm panels"  # loop_invariant.packed's name for ``pack_panels``'s layout
+
+
+def _pack_panels(b: np.ndarray, buf: np.ndarray) -> None:
+    """Fill ``buf`` with all of ``b``'s panels (``pack_panels``: for each block of ``KC`` rows from
+    ``p0``, at ``p0 * panels * COLS``, its panels one after another, each ``kc`` rows of ``COLS``
+    floats, zeros past ``b``'s last column), shared over numba's threads."""
+    panels = (b.shape[1] + COLS - 1) // COLS
+    driver().pack_panels(b, buf, max(1, min(numba.get_num_threads(), panels)))
+
+
 def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()) -> bool:
     """``out = a @ b`` (``+ leaves[0] + leaves[1] ...``: row vectors ``[n]`` or ``[1, n]`` broadcast
     down ``out``, or matrices of its shape, added in that order as each block of ``out`` is
@@ -273,12 +368,31 @@ def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequen
     module docstring; and ``_leaves``)."""
     if a.ndim != 2 or b.ndim != 2 or not applies(a.shape[0], a.shape[1], b.shape[1]):
         return False
-    if not _accepts(a, b, out):
+    if not _fits(a, b, out):
         return False
-    (m, _), n = a.shape, b.shape[1]
+    (m, k), n = a.shape, b.shape[1]
     threads = numba.get_num_threads()
-    if b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2:
-        # B a transposed view of a row-major weight, and A's rows fill most of their panels
+    transposed = b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2  # packed_a's case
+    # B invariant over this loop call: packed once, on its first step. (Not for packed_a on one
+    # thread: it reads B as it lies, and ran 0.97x prepacked_b's time there on an LSTM backward's
+    # 32 x 1024 x 256, against 1.2x on two threads.)
+    panels = (
+        None
+        if transposed and threads == 1
+        else loop_invariant.packed(PANELS_KIND, b, (n + COLS - 1) // COLS * COLS * k, _pack_panels)
+    )
+    if panels is not None:
+        if np.may_share_memory(out, a):  # (B is read from its panels: out may not be over A only)
+            return False
+        padded = _leaves(leaves, out) if leaves else (out,) * MAX_LEAVES
+        if padded is None:
+            return False
+        parts = max(1, min(threads, (n + COLS - 1) // COLS))
+        driver().prepacked_b(a, panels, n, out, parts, padded, len(leaves))
+        return True
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return False
+    if transposed:  # B a transposed view of a row-major weight, and A's rows fill most of their panels
         return run("packed_a", a, b, out, max(1, min(threads, (n + ROWS - 1) // ROWS)), leaves)
     return run("packed_b", a, b, out, max(1, min(threads, (n + COLS - 1) // COLS)), leaves)
 

@@ -174,14 +174,83 @@ def _store_transposed(
                 _put(builder, val, _vptr(builder, c_base, at), keep, adding)
 
 
-def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False):
+def _store_rows_leaves(
+    context,
+    builder: ir.IRBuilder,
+    accs: list[ir.Value],
+    c_base: ir.Value,
+    sc_r: ir.Value,
+    ic: ir.Value,
+    jc: ir.Value,
+    rows: ir.Value,
+    cols: ir.Value,
+    adding: ir.Value,
+    leaves_type: types.UniTuple,
+    leaves: ir.Value,
+    count: ir.Value,
+) -> None:
+    """``_store_rows``, then the first ``count`` matrices of the tuple ``leaves`` added to each
+    value before it is stored (row 0 of one with one row: a row vector), each addition rounded in
+    that order: the bits of ``_store_rows`` followed by ``sgemm_add_leaves`` over the block."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    byte_ptr = ir.IntType(8).as_pointer()
+    nvec = COLS // _LANES
+    store, load = _masked_store(builder), _masked_load(builder)
+    zero = ir.Constant(_vf(), None)
+    masks = [_lane_mask(builder, cols, v * _LANES) for v in range(nvec)]
+    bases, strides = [], []  # each leaf's element [ic, jc] and row stride (0: one row, broadcast)
+    for t in range(leaves_type.count):
+        arr = context.make_array(leaves_type.dtype)(context, builder, value=builder.extract_value(leaves, t))
+        one_row = builder.icmp_signed("==", cgutils.unpack_tuple(builder, arr.shape, 2)[0], i64(1))
+        stride = builder.select(one_row, i64(0), cgutils.unpack_tuple(builder, arr.strides, 2)[0])
+        at = builder.add(builder.mul(ic, stride), builder.mul(jc, i64(4)))
+        bases.append(builder.gep(builder.bitcast(arr.data, byte_ptr), [at]))
+        strides.append(stride)
+    totals = [cgutils.alloca_once(builder, _vf()) for _ in range(nvec)]
+    for r in range(ROWS):
+        with builder.if_then(builder.icmp_signed("<", i64(r), rows)):
+            at = builder.add(builder.mul(builder.add(ic, i64(r)), sc_r), builder.mul(jc, i64(4)))
+            for v in range(nvec):
+                off = i64(v * _LANES * 4)
+                ptr = _vptr(builder, c_base, builder.add(at, off))
+                total = totals[v]
+                builder.store(accs[r * nvec + v], total)
+                with builder.if_then(adding):
+                    old = builder.call(load, [ptr, i32(4), masks[v], zero])
+                    builder.store(builder.fadd(builder.load(total), old), total)
+                for t, (base, stride) in enumerate(zip(bases, strides)):
+                    with builder.if_then(builder.icmp_signed("<", i64(t), count), likely=True):
+                        row = builder.gep(base, [builder.add(builder.mul(i64(r), stride), off)])
+                        addend = builder.call(load, [_vptr(builder, row, i64(0)), i32(4), masks[v], zero])
+                        builder.store(builder.fadd(builder.load(total), addend), total)
+                builder.call(store, [builder.load(total), ptr, i32(4), masks[v]])
+
+
+def _name_of(copy: bool, leaves: bool) -> str:
+    """The name of a row-stored tile intrinsic (in its typing errors)."""
+    return "sgemm_tile_copy" if copy else "sgemm_tile_leaves" if leaves else "sgemm_tile"
+
+
+def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: bool = False):
     """The typer of a ``rows_`` x ``cols_`` ``sgemm_tile`` (``transposed``: ``sgemm_tile_t``; ``copy``:
-    ``sgemm_tile_copy``, B read as it lies and copied into a panel); see the module docstring."""
+    ``sgemm_tile_copy``, B read as it lies and copied into a panel; ``leaves``:
+    ``sgemm_tile_leaves``, two more arguments); see the module docstring."""
     nvec = cols_ // _LANES
 
-    def typer(typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add):
+    def build(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, extra):
         f32 = types.float32
-        b_ndim, name = (2, "sgemm_tile_copy") if copy else (1, "sgemm_tile")
+        name = _name_of(copy, leaves)
+        b_ndim = 2 if copy else 1
+        if len(extra) != (2 if leaves else 0):
+            raise TypingError(f"{name} takes {15 if leaves else 13} arguments")
+        if leaves and not (
+            isinstance(extra[0], types.UniTuple)
+            and isinstance(extra[0].dtype, types.Array)
+            and extra[0].dtype.dtype == f32
+            and extra[0].dtype.ndim == 2
+            and isinstance(extra[1], types.Integer)
+        ):
+            raise TypingError(f"{name} takes a tuple of f32 matrices and a count, got {extra}")
         arrays = (a, bp, c) if not copy else (a, bp, ldb, c)
         ndims = (2, b_ndim, 2) if not copy else (2, 2, 1, 2)
         if not all(
@@ -192,7 +261,9 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False):
         if not all(isinstance(t, types.Integer) for t in ints):
             raise TypingError(f"{name} takes integer offsets and counts, got {ints}")
         ip = types.intp
-        sig = types.void(a, ip, ip, ip, ip, bp, ip, ldb if copy else ip, c, ip, ip, ip, ip)
+        sig = types.void(a, ip, ip, ip, ip, bp, ip, ldb if copy else ip, c, ip, ip, ip, ip, *extra[:1])
+        if leaves:
+            sig = types.void(*sig.args, ip)
 
         def codegen(context, builder, signature, args):
             a_arr = context.make_array(signature.args[0])(context, builder, value=args[0])
@@ -269,13 +340,29 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False):
             accs = [builder.load(slot) for slot in slots]  # r-major: accs[r * nvec + v]
             if transposed:
                 _store_transposed(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
+            elif leaves:
+                count_v = context.cast(builder, args[14], signature.args[14], ip)
+                _store_rows_leaves(
+                    context, builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding,
+                    signature.args[13], args[13], count_v,
+                )  # fmt: skip
             else:
                 _store_rows(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    typer.__name__ = "sgemm_tile_copy" if copy else "sgemm_tile_t" if transposed else "sgemm_tile"
+    if leaves:
+
+        def typer(typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, leaves, count):
+            return build(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, (leaves, count))
+
+    else:
+
+        def typer(typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add):
+            return build(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, ())
+
+    typer.__name__ = "sgemm_tile_t" if transposed else _name_of(copy, leaves)
     return typer
 
 
@@ -287,6 +374,10 @@ sgemm_tile_t = intrinsic(_tile(ROWS, COLS, True))
 # rows p0 + p, columns j0 + j as they lie (unit column stride), each stored into the panel as
 # sgemm_pack(b, p0, kc, j0, cols, panel) stores it: a first row tile packs B's panel for the others
 sgemm_tile_copy = intrinsic(_tile(ROWS, COLS, False, copy=True))
+# sgemm_tile_leaves(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, leaves, count): sgemm_tile
+# whose stored values have the first ``count`` of ``leaves`` added (a fused epilogue's addends, as
+# sgemm_add_leaves adds them, in the same order): for a block's last k block
+sgemm_tile_leaves = intrinsic(_tile(ROWS, COLS, False, leaves=True))
 
 
 @intrinsic
