@@ -161,6 +161,29 @@ def test_strided_weight_and_declines_leave_the_output_alone():
     assert (out == 7.0).all()
 
 
+def test_a_declined_layout_is_remembered_and_a_fitting_one_still_runs(monkeypatch):
+    # A loop body passes new views at every step: a layout declined once is declined again
+    # without the full checks; arrays that fit still run, and an overlap is not remembered.
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((16, 64), dtype=np.float32)
+    b = rng.standard_normal((64, 100), dtype=np.float32)
+    bias = rng.standard_normal((16, 1), dtype=np.float32)
+    kernel = ConvGemm(Epilogue("r", (0,), ()))
+    calls = []
+    prepare = kernel._prepare
+    monkeypatch.setattr(kernel, "_prepare", lambda *args: calls.append(1) or prepare(*args))
+    out = np.full((1, 16, 100), 7.0, np.float32)
+    for _ in range(3):  # B's columns not contiguous: a new view each time, checked once
+        assert not kernel(a, np.asfortranarray(b).reshape(1, 64, 100), out, [bias])
+    assert len(calls) == 1 and (out == 7.0).all()
+    for _ in range(2):  # an output over an operand: declined, and checked again (addresses)
+        assert not kernel(a, b.reshape(1, 64, 100), out, [out[0, :, :1]])
+    assert len(calls) == 3 and (out == 7.0).all()
+    assert kernel(a, b.reshape(1, 64, 100), out, [bias])
+    want = a.astype(np.float64) @ b.astype(np.float64) + bias
+    assert np.all(np.abs(out[0] - want) <= 1e-5 * (np.abs(a) @ np.abs(b) + np.abs(bias)))
+
+
 def _torch_conv(x, w, bias, residual=None, lo=0.0, hi=None):
     import torch
 

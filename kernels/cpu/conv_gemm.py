@@ -248,10 +248,13 @@ def _matrix(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return np.broadcast_to(x.reshape(shape), (rows, cols))
 
 
+_LAYOUT = object()  # ``ConvGemm._prepare``'s answer for arrays laid out so that they do not fit
+
+
 class ConvGemm:
     """The kernel call of one fused matmul: ``__call__(a, b, out, ins) -> bool``, ``out = program(a
     @ b)`` with the epilogue's operands ``ins[i]``; False, with nothing written, where the arrays
-    do not fit (see ``fits``). The operands' views and the overlap checks are made once per array
+    do not fit (see ``_prepare``). The operands' views and the overlap checks are made once per array
     (a plan passes the same arrays at every call)."""
 
     def __init__(self, epilogue: Epilogue) -> None:
@@ -262,29 +265,31 @@ class ConvGemm:
         self._key: tuple = ()
         self._threads = 0
         self._args: tuple | None = None
+        self._declined: set[tuple] = set()  # layouts (shape, strides, dtype of each array) that do not fit
 
-    def _prepare(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, ins: list) -> tuple | None:
-        """The kernel's arguments for these arrays, or None where they do not fit."""
+    def _prepare(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, ins: list) -> object:
+        """The kernel's arguments for these arrays; ``_LAYOUT`` where their shapes, strides or dtypes
+        do not fit (so any arrays laid out alike), None where they overlap."""
         if a.ndim != 2 or math.prod(b.shape[:-2]) != 1 or math.prod(out.shape[:-2]) != 1:
-            return None
+            return _LAYOUT
         b2 = b.reshape(b.shape[-2:])
         c2 = out.reshape(out.shape[-2:])
         (m, k), n = a.shape, b2.shape[1]
         if b2.shape[0] != k or c2.shape != (m, n) or not applies(m, k, n):
-            return None
+            return _LAYOUT
         if not all(x.dtype == np.float32 for x in (a, b2, c2)):
-            return None
+            return _LAYOUT
         if b2.strides[1] != 4 or c2.strides[1] != 4 or min(*a.strides, b2.strides[0]) < 0:
-            return None
+            return _LAYOUT
         ops = []
         letters = [ch for ch in self.epilogue.program if ch in ADDS + MULS]
         for i, letter in zip(self.epilogue.operands, letters):
             x = ins[i]
             if x.dtype != np.float32:
-                return None
+                return _LAYOUT
             view = _matrix(x, m, n)
             if letter in "vV" and view.strides[1] != 4:
-                return None
+                return _LAYOUT
             ops.append(view)
         if any(np.may_share_memory(c2, x) for x in (a, b2, *ops)):
             return None
@@ -295,8 +300,16 @@ class ConvGemm:
         key = (a, b, out, *(ins[i] for i in self.epilogue.operands))
         threads = numba.get_num_threads()
         if threads != self._threads or any(x is not y for x, y in zip(key, self._key)):
-            self._args = self._prepare(a, b, out, ins)
-            self._key, self._threads = key, threads
+            # New arrays (a loop body's views are new at every step): a layout declined before
+            # is declined again at the cost of this key, not of ``_prepare``'s checks.
+            layout = tuple((x.shape, x.strides, x.dtype) for x in key)
+            if layout in self._declined:
+                return False
+            args = self._prepare(a, b, out, ins)
+            if args is _LAYOUT:
+                self._declined.add(layout)
+                return False
+            self._args, self._key, self._threads = args, key, threads
         if self._args is None:
             return False
         self.kernel(*self._args)
