@@ -152,7 +152,7 @@ from graphc import tensor_functions as _tensor_functions  # noqa: E402
 from graphc.activations import *  # noqa: E402, F403
 from graphc.control_flow import cond, scan, while_loop  # noqa: E402, F401  (graphc.functional.cond, ...)
 from graphc.convolution import *  # noqa: E402, F403
-from graphc.convolution_transpose import conv_transpose1d  # noqa: E402
+from graphc.convolution_transpose import conv_transpose1d, conv_transpose3d  # noqa: E402
 from graphc.creation import tril, triu  # noqa: E402
 from graphc.functional_extras import *  # noqa: E402, F403
 from graphc.resize import interpolate, pixel_shuffle, pixel_unshuffle, upsample  # noqa: E402
@@ -163,7 +163,7 @@ __all__ += [
     for n in (*_activations.__all__, *_convolution.__all__, *_tensor_functions.__all__)
     if n != "grouped_conv2d"
 ]
-__all__ += ["tril", "triu", "hardtanh_", "unsupported", "conv_transpose1d"]
+__all__ += ["tril", "triu", "hardtanh_", "unsupported", "conv_transpose1d", "conv_transpose3d"]
 __all__ += ["interpolate", "pixel_shuffle", "pixel_unshuffle", "upsample", *_functional_extras.__all__]
 del _creation
 

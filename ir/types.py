@@ -39,7 +39,9 @@ _FROM_NUMPY = {v: k for k, v in DTYPES.items()}
 # only, one byte per element in memory (ONNX packs the 4-bit and 2-bit ones in files); casts and
 # movement keep them, every other op computes on their f32 (floats) or i32 (ints) widening
 # (passes.legalize_half), and promote_dtypes refuses to mix them with another dtype.
-LOWBIT_FLOAT_DTYPES = ("f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz", "f4e2m1")
+# f8e8m0 (ONNX's float8e8m0, ml_dtypes' float8_e8m0fnu) is a scale type: an exponent only, the
+# values 2**-127 .. 2**127 and NaN (no sign, no zero; ml_dtypes' conversion makes 0 and negatives NaN).
+LOWBIT_FLOAT_DTYPES = ("f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz", "f8e8m0", "f4e2m1")
 LOWBIT_INT_DTYPES = ("i4", "u4", "i2", "u2")
 LOWBIT_DTYPES = (*LOWBIT_FLOAT_DTYPES, *LOWBIT_INT_DTYPES)
 # graphc name -> ml_dtypes attribute name
@@ -49,6 +51,7 @@ _ML_DTYPES = {
     "f8e4m3fnuz": "float8_e4m3fnuz",
     "f8e5m2": "float8_e5m2",
     "f8e5m2fnuz": "float8_e5m2fnuz",
+    "f8e8m0": "float8_e8m0fnu",
     "f4e2m1": "float4_e2m1fn",
     "i4": "int4",
     "u4": "uint4",
@@ -126,8 +129,9 @@ def promote_dtypes(a: str, b: str) -> str:
     float's dtype, so f16 with i32 is f16 as in PyTorch, where NumPy would widen); two integers take
     NumPy's result type. NumPy computes u64
     mixed with a signed integer in float64 (losing integers above 2**53), so graphc refuses that
-    pair: the caller casts one operand explicitly. A low-bit storage type (``LOWBIT_DTYPES``: f8*,
-    f4e2m1, i4, u4, i2, u2) pairs only with itself: mixed with another dtype it is refused too.
+    pair: the caller casts one operand explicitly. A low-bit storage type (``LOWBIT_DTYPES``: f8*
+    (f8e8m0 included), f4e2m1, i4, u4, i2, u2) pairs only with itself: mixed with another dtype it
+    is refused too.
     """
     for name in (a, b):
         to_numpy_dtype(name)  # an unknown name is an error naming it

@@ -20,10 +20,11 @@ backends; on the NumPy reference for bf16 only, since NumPy computes on f16 nati
 in float32, rounded once) but has no bf16 arithmetic of its own. A graph without those values is
 returned as is.
 
-The low-bit storage types (``LOWBIT_DTYPES``: float8, float4, int4/uint4, int2/uint2, ml_dtypes'
-types) are legalized on every backend, whatever ``dtypes`` says: the floats compute in f32, the
-integers in i32 (``wide_dtype``), and the rounding cast back is ml_dtypes' conversion (round to
-nearest even, NaN or saturation out of range as ml_dtypes does; integers wrap). Casts to and from
+The low-bit storage types (``LOWBIT_DTYPES``: float8 (float8e8m0 too), float4, int4/uint4,
+int2/uint2, ml_dtypes' types) are legalized on every backend, whatever ``dtypes`` says: the floats
+compute in f32, the integers in i32 (``wide_dtype``), and the rounding cast back is ml_dtypes'
+conversion (round to nearest even, NaN or saturation out of range as ml_dtypes does; integers wrap;
+f8e8m0, unsigned, makes 0 and negative values NaN, so its neg is not exact). Casts to and from
 them stay direct (the backends run them with NumPy, ``kernels/cpu/half.py``).
 """
 
@@ -48,6 +49,8 @@ EXACT_OPS = frozenset(
 )
 # neg and abs of an integer can leave its range (-(-8) is 8, not an int4): exact on floats only.
 _EXACT_INT_OPS = EXACT_OPS - {"neg", "abs"}
+# f8e8m0 has no sign: a negated value is not one of its values (the rounding cast makes it NaN).
+_EXACT_UNSIGNED_OPS = EXACT_OPS - {"neg"}
 
 
 def wide_dtype(dtype: str) -> str:
@@ -148,6 +151,8 @@ class _Legalizer:
             # cast(cast(w, f16), f32) is not w: a reader widens the rounded value again
             self._cast(wide, old.dtype, node.source, out=old)
             exact_ops = _EXACT_INT_OPS if old.dtype in LOWBIT_INT_DTYPES else EXACT_OPS
+            if old.dtype == "f8e8m0":
+                exact_ops = _EXACT_UNSIGNED_OPS
             operands = [v for v in inputs if v.dtype == wide.dtype]
             if node.op in exact_ops and all(v in self.exact for v in operands):
                 self.wide[old] = wide

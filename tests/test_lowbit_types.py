@@ -1,7 +1,7 @@
-"""The low-bit storage types (ONNX's float8e4m3fn/e4m3fnuz/e5m2/e5m2fnuz, float4e2m1, int4, uint4,
-int2, uint2; ml_dtypes' NumPy types): the type rules, casts (ONNX's Cast with saturate=0/1),
-QuantizeLinear/DequantizeLinear, movement and legalized arithmetic on both backends, ONNX
-import/export, plan files and weights. Oracles: onnx's reference implementation
+"""The low-bit storage types (ONNX's float8e4m3fn/e4m3fnuz/e5m2/e5m2fnuz/e8m0, float4e2m1, int4,
+uint4, int2, uint2; ml_dtypes' NumPy types): the type rules, casts (ONNX's Cast with saturate=0/1,
+float8e8m0's round_mode), QuantizeLinear/DequantizeLinear, movement and legalized arithmetic on
+both backends, ONNX import/export, plan files and weights. Oracles: onnx's reference implementation
 (onnx.reference.ReferenceEvaluator), ml_dtypes' conversions, ONNX Runtime where it has the type."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ NP = {
     "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
     "f8e5m2": ml_dtypes.float8_e5m2,
     "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+    "f8e8m0": ml_dtypes.float8_e8m0fnu,
     "f4e2m1": ml_dtypes.float4_e2m1fn,
     "i4": ml_dtypes.int4,
     "u4": ml_dtypes.uint4,
@@ -41,6 +42,7 @@ ONNX = {
     "f8e4m3fnuz": TensorProto.FLOAT8E4M3FNUZ,
     "f8e5m2": TensorProto.FLOAT8E5M2,
     "f8e5m2fnuz": TensorProto.FLOAT8E5M2FNUZ,
+    "f8e8m0": TensorProto.FLOAT8E8M0,
     "f4e2m1": TensorProto.FLOAT4E2M1,
     "i4": TensorProto.INT4,
     "u4": TensorProto.UINT4,
@@ -299,7 +301,7 @@ def test_plan_files_json_and_weights_keep_the_bits(tmp_path):
     g = Graph("p")
     x = g.add_input("x", TensorType((16,), "f32"))
     params = {}
-    for dtype in ("f8e4m3fn", "f8e5m2", "f8e5m2fnuz", "f4e2m1", "i4", "u2"):
+    for dtype in ("f8e4m3fn", "f8e5m2", "f8e5m2fnuz", "f8e8m0", "f4e2m1", "i4", "u2"):
         t = NP[dtype]
         bits = (
             np.arange(256, dtype=np.uint8)[:16] if dtype.startswith("f8") else np.arange(16, dtype=np.uint8)
@@ -398,6 +400,11 @@ def test_errors_name_the_type():
     c.add_output(c.add_node("cast", [y], {"dtype": "f8e5m2"}).output)
     with pytest.raises(GraphcError, match="opset 19 or newer"):
         to_onnx(c, opset=17)
+    e = Graph("e8")
+    y = e.add_input("y", TensorType((4,), "f32"))
+    e.add_output(e.add_node("cast", [y], {"dtype": "f8e8m0"}).output)
+    with pytest.raises(GraphcError, match="f8e8m0 values need opset 24"):
+        to_onnx(e, opset=21)  # the exporter's newest opset
     bad = _model(
         [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], saturate=0)],
         [("x", TensorProto.FLOAT, [4])],
@@ -414,6 +421,8 @@ def test_errors_name_the_type():
 LOWBIT_NODE_TESTS = {
     "Cast": (
         "test_cast_FLOAT16_to_FLOAT8E4M3FNUZ",
+        "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0",
+        "test_cast_e8m0_FLOAT8E8M0_to_FLOAT16",
         "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2",
         "test_cast_INT2_to_INT8",
     ),
@@ -433,3 +442,95 @@ def test_onnx_node_tests_on_cpu_kernels():
     for name in names:
         outcome = run_case(cases[name], backend="cpu")
         assert outcome.status == "pass", f"{name}: {outcome.detail}"
+
+
+def _e8m0_inputs() -> np.ndarray:
+    """float32 edge values for float8e8m0: powers of two, just above and below them, halfway points
+    (1.5 * 2**k) and around them, float32's subnormals and 2**-127, zeros, negatives, the largest
+    values (saturation), infinities and NaN; then random magnitudes."""
+    f32 = np.float32
+    edges = [0.0, -0.0, 1.0, 1.5, 3.0, -6.0, 0.124, 0.25, 1.1, 2.0, 4.0, 8.0, -0.75, 1e-3, 1e30]
+    edges += [np.nextafter(f32(2.0), f32(0)), np.nextafter(f32(2.0), f32(4)), np.nextafter(f32(1.5), f32(0))]
+    edges += [np.nextafter(f32(1.5), f32(2)), 2.0**-127, 1.5 * 2.0**-127, 2.0**-128, 2.0**-149, -(2.0**-127)]
+    edges += [2.0**-126, 1.5 * 2.0**-126, np.nextafter(f32(2.0**-126), f32(0)), 2.0**127, 1.5 * 2.0**127]
+    edges += [float(np.finfo(f32).max), -float(np.finfo(f32).max), np.inf, -np.inf, np.nan, 2.0**-126 * 1.75]
+    rng = np.random.default_rng(8)
+    rand = rng.standard_normal(24) * np.exp2(rng.integers(-140, 127, 24).astype(np.float64))
+    return np.concatenate([np.array(edges, np.float64), rand]).astype(np.float32)
+
+
+def test_onnx_cast_to_float8e8m0_every_round_mode_and_saturate_matches_onnx():
+    """Cast float32/float16/bfloat16/float64/int32 -> float8e8m0 with round_mode up/down/nearest and
+    saturate 1/0 (CastLike with saturate=0 too): bit for bit as onnx's reference
+    (onnx.numpy_helper.to_float8e8m0)."""
+    x = _e8m0_inputs()
+    with np.errstate(over="ignore"):  # float16: beyond its range, inf
+        half = x.astype(np.float16)
+    sources = {
+        "x": (TensorProto.FLOAT, x),
+        "h": (TensorProto.FLOAT16, half),
+        "b": (TensorProto.BFLOAT16, x.astype(ml_dtypes.bfloat16)),
+        "d": (TensorProto.DOUBLE, x.astype(np.float64) * (1 + 2.0**-30)),  # rounds to float32 first
+        "i": (TensorProto.INT32, np.array([0, 1, -3, 5, 6, 7, 2**24 + 1, -(2**31), 2**31 - 1], np.int32)),
+    }
+    nodes, outs = [], []
+    for src in sources:
+        for mode in ("up", "down", "nearest"):
+            for sat in (1, 0):
+                name = f"{src}_{mode}_{sat}"
+                nodes.append(
+                    helper.make_node(
+                        "Cast", [src], [name], to=TensorProto.FLOAT8E8M0, saturate=sat, round_mode=mode
+                    )
+                )
+                outs.append((name, TensorProto.FLOAT8E8M0))
+    nodes.append(helper.make_node("CastLike", ["x", "like"], ["like_x"], saturate=0))  # round_mode: up
+    outs.append(("like_x", TensorProto.FLOAT8E8M0))
+    like = numpy_helper.from_array(np.ones(1, ml_dtypes.float8_e8m0fnu), "like")
+    inputs = [(n, t, [len(a)]) for n, (t, a) in sources.items()]
+    model = _model(nodes, inputs, outs, opset=25, initializers=[like])
+    feeds = {n: a for n, (_, a) in sources.items()}
+    want = _reference(model, feeds)
+    assert any(np.isnan(w.astype(np.float32)).sum() > 3 for w in want)  # unsaturated 2**127 rounds to NaN
+    arrays = list(feeds.values())
+    for backend in ("reference", "cpu"):
+        got = graphc.compile(load(model), *arrays, backend=backend)(*arrays)
+        for (name, _), g, w in zip(outs, got, want):
+            _same_bits(g, w, f"{backend} {name}")
+
+
+def test_float8e8m0_values_widen_move_and_compute():
+    """Every float8e8m0 value cast to float32/float16 (Cast from it, as onnx's reference); a constant
+    cast folds as onnx's reference; movement keeps the bits; neg computes in f32 and rounds back
+    (no sign: NaN), and its reader sees the rounded value, not the wide one."""
+    e8 = ml_dtypes.float8_e8m0fnu
+    values = np.arange(256, dtype=np.uint8).view(e8)
+    nodes = [
+        helper.make_node("Cast", ["q"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["q"], ["h"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["c"], ["cq"], to=TensorProto.FLOAT8E8M0, round_mode="down"),
+    ]
+    consts = np.array([0.3, -5.0, 0.0, 3e38], np.float32)
+    model = _model(
+        nodes,
+        [("q", TensorProto.FLOAT8E8M0, [256])],
+        [("f", TensorProto.FLOAT), ("h", TensorProto.FLOAT16), ("cq", TensorProto.FLOAT8E8M0)],
+        opset=25,
+        initializers=[numpy_helper.from_array(consts, "c")],
+    )
+    want = _reference(model, {"q": values})
+    for backend, got in _graphc_runs(model, values).items():
+        for g, w, what in zip(got, want, ("f32", "f16", "folded constant")):
+            _same_bits(g, w, f"{backend} {what}")
+    g = Graph("e8")
+    x = g.add_input("x", TensorType((4,), "f8e8m0"))
+    t = g.add_node("transpose", [g.add_node("reshape", [x], {"shape": (2, 2)}).output], {"perm": (1, 0)})
+    g.add_output(t.output)
+    n = g.add_node("neg", [x]).output
+    g.add_output(n)
+    g.add_output(g.add_node("lt", [n, x]).output)  # NaN < x: False (the wide -x < x would be True)
+    a = np.array([1.0, 0.5, 2.0**100, np.nan], np.float32).astype(e8)
+    for backend in ("reference", "cpu"):
+        moved, negated, less = compile_graph(g, backend=backend)(a)
+        _same_bits(moved, a.reshape(2, 2).T, f"{backend} transpose")
+        assert np.isnan(negated.astype(np.float32)).all() and not less.any(), backend

@@ -7,9 +7,19 @@ clamps a value beyond the float8 type's largest finite value to it, infinities i
 keeps NaN (``onnx.numpy_helper.saturate_cast``): ``onnx_cast`` emits that clamp as ``where``
 ops in the source dtype before the cast (exact: the bounds are representable in every float
 source dtype, and an integer source is clamped only where its range exceeds the bounds).
+
+float8e8m0 (a power of two 2**-127 .. 2**127, or NaN) has its own conversion
+(``onnx.numpy_helper.to_float8e8m0``): the source is read as float32, its sign ignored, and its
+exponent field kept (``round_mode="down"``), raised by one where the fraction is not 0 (``"up"``,
+the default) or at least one half (``"nearest"``; below float32's normal range, where the value is
+above 2**-127); ``saturate`` keeps 2**127 from rounding up to NaN; infinities and NaN give NaN.
+``onnx_cast`` computes that power of two exactly in f64 (a binary search over the exponents, 8
+compare-and-select steps) and casts it (exact: ml_dtypes' conversion of a power of two in range).
 """
 
 from __future__ import annotations
+
+import math
 
 import ml_dtypes
 import numpy as np
@@ -23,6 +33,10 @@ from .context import NodeContext
 
 # The float8 types Cast's and QuantizeLinear's ``saturate`` applies to (ONNX opset 19+).
 FLOAT8_DTYPES = ("f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz")
+E8M0 = "f8e8m0"
+ROUND_MODES = ("up", "down", "nearest")  # Cast's round_mode (float8e8m0 only)
+_E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127  # its values: 2**-127 .. 2**127 (and NaN)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def float8_max(dtype: str) -> float:
@@ -30,11 +44,13 @@ def float8_max(dtype: str) -> float:
     return float(ml_dtypes.finfo(to_numpy_dtype(dtype)).max)
 
 
-def cast_array(arr: np.ndarray, dtype: str, saturate: bool) -> np.ndarray:
+def cast_array(arr: np.ndarray, dtype: str, saturate: bool, round_mode: str = "up") -> np.ndarray:
     """A constant converted as ONNX's Cast does (onnx.numpy_helper.saturate_cast for float8 with
-    ``saturate``, else NumPy's/ml_dtypes' conversion)."""
+    ``saturate``, to_float8e8m0 for float8e8m0, else NumPy's/ml_dtypes' conversion)."""
     target = to_numpy_dtype(dtype)
     with np.errstate(all="ignore"):
+        if dtype == E8M0 and arr.dtype != target:
+            return np.asarray(numpy_helper.to_float8e8m0(arr, saturate, round_mode)).astype(target)
         if saturate and dtype in FLOAT8_DTYPES:
             return np.asarray(numpy_helper.saturate_cast(arr, target))
         return arr.astype(target)
@@ -57,10 +73,44 @@ def _clamped(nc: NodeContext, x: Tensor, bound: float) -> Tensor:
     return nc.op("where", nc.op("lt", x, lo), lo, x)
 
 
-def onnx_cast(nc: NodeContext, x: Tensor, dtype: str, saturate: bool) -> Tensor:
-    """``x`` converted to ``dtype`` as ONNX's Cast does (see the module docstring)."""
+def _to_e8m0(nc: NodeContext, x: Tensor, saturate: bool, round_mode: str) -> Tensor:
+    """``x`` converted to float8e8m0 as onnx.numpy_helper.to_float8e8m0 does (module docstring)."""
+    f64 = "f64"
+    if x.value.dtype != "f32":  # read as float32 first (f64 rounds, beyond its range to inf)
+        x = nc.op("cast", x, dtype="f32")
+    a = nc.op("cast", nc.op("abs", x), dtype=f64)
+    # power: the largest 2**k <= a, k >= -127 (2**-127 below that); exact steps in f64
+    power = nc.ctx.const(2.0**_E8M0_MIN_EXP, f64)
+    for step in (128, 64, 32, 16, 8, 4, 2, 1):
+        bigger = nc.op("mul", power, nc.ctx.const(2.0**step, f64))
+        power = nc.op("where", nc.op("ge", a, bigger), bigger, power)
+    if round_mode != "down":
+        normal = nc.op("ge", a, nc.ctx.const(2.0 ** (_E8M0_MIN_EXP + 1), f64))  # float32's normals
+        if round_mode == "up":  # a fraction: above the power (below the normals: above 0)
+            above = nc.op("where", normal, power, nc.ctx.const(0.0, f64))
+            up = nc.op("gt", a, above)
+        else:  # nearest: 1.5 * power or more (below the normals: above 2**-127)
+            up = nc.op(
+                "where",
+                normal,
+                nc.op("ge", a, nc.op("mul", power, nc.ctx.const(1.5, f64))),
+                nc.op("gt", a, nc.ctx.const(2.0**_E8M0_MIN_EXP, f64)),
+            )
+        power = nc.op("where", up, nc.op("mul", power, nc.ctx.const(2.0, f64)), power)
+    if saturate:  # 2**127 stays (else 2**128: inf in float32, NaN in float8e8m0)
+        power = nc.op("minimum", power, nc.ctx.const(2.0**_E8M0_MAX_EXP, f64))
+    finite = nc.op("le", a, nc.ctx.const(_F32_MAX, f64))  # false for inf and NaN: NaN
+    power = nc.op("where", finite, power, nc.ctx.const(math.inf, f64))
+    return nc.op("cast", nc.op("cast", power, dtype="f32"), dtype=E8M0)
+
+
+def onnx_cast(nc: NodeContext, x: Tensor, dtype: str, saturate: bool, round_mode: str = "up") -> Tensor:
+    """``x`` converted to ``dtype`` as ONNX's Cast does (see the module docstring); ``round_mode``
+    applies to float8e8m0 only."""
     if x.value.dtype == dtype:
         return x
+    if dtype == E8M0:
+        return _to_e8m0(nc, x, saturate, round_mode)
     if saturate and dtype in FLOAT8_DTYPES:
         x = _clamped(nc, x, float8_max(dtype))
     return nc.op("cast", x, dtype=dtype)
@@ -68,7 +118,7 @@ def onnx_cast(nc: NodeContext, x: Tensor, dtype: str, saturate: bool) -> Tensor:
 
 # The first ONNX opset with each low-bit type (the exporter's opsets end at 21).
 _EXPORT_OPSET = {"f8e4m3fn": 19, "f8e4m3fnuz": 19, "f8e5m2": 19, "f8e5m2fnuz": 19, "i4": 21, "u4": 21}
-_EXPORT_OPSET.update({"f4e2m1": 23, "i2": 25, "u2": 25})
+_EXPORT_OPSET.update({"f4e2m1": 23, "f8e8m0": 24, "i2": 25, "u2": 25})
 # The graphc ops the exporter writes on low-bit values (ONNX has no arithmetic on them).
 _EXPORT_OPS = frozenset({"cast", "reshape", "transpose", "slice", "concat", "gather"})
 

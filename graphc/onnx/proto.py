@@ -40,6 +40,7 @@ _ML_TYPES = {
     21: "u4",
     22: "i4",
     23: "f4e2m1",
+    24: "f8e8m0",
     25: "u2",
     26: "i2",
 }
@@ -98,7 +99,7 @@ def graphc_dtype(elem_type: int, where: str) -> str:
     name = ONNX_TYPE_NAMES.get(elem_type, f"type {elem_type}")
     raise GraphcError(
         f"{where}: element type {name} is not supported "
-        "(graphc has float16/32/64, bfloat16, float8e4m3fn/e4m3fnuz/e5m2/e5m2fnuz, float4e2m1, "
+        "(graphc has float16/32/64, bfloat16, float8e4m3fn/e4m3fnuz/e5m2/e5m2fnuz/e8m0, float4e2m1, "
         "int2/4/8/16/32/64, uint2/4/8/16/32/64, bool)"
     )
 

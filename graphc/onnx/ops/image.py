@@ -1,4 +1,5 @@
-"""Convolution (1-D, 2-D), pooling (1-D to 3-D) and resizing ONNX ops, built from im2col, matmul, gather."""
+"""Convolution (1-D, 2-D; transposed 3-D too), pooling (1-D to 3-D) and resizing ONNX ops, built from
+im2col, col2im, matmul, gather."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 
+from graphc.convolution_transpose import crop_transposed, full_size, transposed_volume
 from graphc.ir.ops import conv_output_size
 from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES, to_numpy_dtype
 from graphc.resize_taps import taps, tf_crop_coords
@@ -127,10 +129,38 @@ def conv(nc: NodeContext) -> list:
     return [from_2d(nc, y, was_1d)]
 
 
+def _transpose_pads(
+    nc: NodeContext, sizes: list[int], strides: list[int], full: list[int], outpad: list[int]
+) -> list[tuple[int, int]]:
+    """ConvTranspose's (begin, end) crop per spatial axis: ``pads``, or what ``output_shape`` or
+    auto_pad SAME_UPPER/SAME_LOWER (output = input * stride) asks for."""
+    m = len(sizes)
+    auto = nc.attrs.string("auto_pad", "NOTSET", _AUTO_PAD)
+    out_shape = nc.attrs.ints("output_shape", None, m, 1, _BIG)
+    pads_attr = nc.attrs.ints("pads", [0] * (2 * m), 2 * m, 0, _BIG)
+    pads = [(pads_attr[i], pads_attr[i + m]) for i in range(m)]
+    if out_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        targets = out_shape if out_shape is not None else [i * s for i, s in zip(sizes, strides)]
+        pads = []
+        for f, op_, t in zip(full, outpad, targets):
+            total = f + op_ - t
+            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            pads.append((lo, total - lo))
+    if any(f + op_ - hi - lo <= 0 for f, op_, (lo, hi) in zip(full, outpad, pads)):
+        raise nc.fail("pads leave an empty output")
+    return pads
+
+
 @converter("ConvTranspose")
 def conv_transpose(nc: NodeContext) -> list:
-    """Transposed 2-D (and 1-D) convolution as matmul + col2im."""
-    x, was_1d = as_2d(nc, float_t(nc, 0))
+    """Transposed 1-D and 2-D convolution as matmul + col2im; 3-D as matmul and two col2im
+    (graphc/convolution_transpose.py)."""
+    x = float_t(nc, 0)
+    if x.ndim == 5:
+        return [_conv_transpose3d(nc, x)]
+    if x.ndim not in (3, 4):
+        raise nc.fail(f"input must be [N, C, L], [N, C, H, W] or [N, C, D, H, W], got {list(x.shape)}")
+    x, was_1d = as_2d(nc, x)
     w = like(nc, 1, x)
     if was_1d and w.ndim == 3:
         w = nc.op("reshape", w, shape=(w.shape[0], w.shape[1], 1, w.shape[2]))
@@ -144,22 +174,10 @@ def conv_transpose(nc: NodeContext) -> list:
     strides, dilations, _ = window_attrs(nc, (h, wd), [kh, kw][-(1 if was_1d else 2) :], was_1d)
     m = 1 if was_1d else 2
     outpad = nc.attrs.ints("output_padding", [0] * m, m, 0, _BIG)
-    outpad = [0, *outpad] if was_1d else outpad
-    full = [(i - 1) * s + d * (k - 1) + 1 for i, s, d, k in zip((h, wd), strides, dilations, (kh, kw))]
-    auto = nc.attrs.string("auto_pad", "NOTSET", _AUTO_PAD)
-    out_shape = nc.attrs.ints("output_shape", None, m, 1, _BIG)
-    pads_attr = nc.attrs.ints("pads", [0] * (2 * m), 2 * m, 0, _BIG)
-    pads = [(pads_attr[i], pads_attr[i + m]) for i in range(m)]
-    pads = [(0, 0), *pads] if was_1d else pads
-    if out_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
-        targets = ([1] if was_1d else []) + (
-            out_shape if out_shape is not None else [i * s for i, s in zip((h, wd)[-m:], strides[-m:])]
-        )
-        pads = []
-        for f, op_, t in zip(full, outpad, targets):
-            total = f + op_ - t
-            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
-            pads.append((lo, total - lo))
+    full = [full_size(i, s, d, k) for i, s, d, k in zip((h, wd), strides, dilations, (kh, kw))]
+    pads = _transpose_pads(nc, [h, wd][-m:], strides[-m:], full[-m:], outpad)
+    if was_1d:
+        outpad, pads = [0, *outpad], [(0, 0), *pads]
     cg = c // group
     xs = nc.op("reshape", x, shape=(n, group, cg, h * wd))
     wt = nc.op("reshape", w, shape=(group, cg, og * kh * kw))
@@ -174,20 +192,35 @@ def conv_transpose(nc: NodeContext) -> list:
         dilation=tuple(dilations),
         image_shape=(n, group * og, full[0], full[1]),
     )
-    starts, stops, grow = [0, 0], [n, group * og], [(0, 0), (0, 0)]
-    for f, op_, (lo, hi) in zip(full, outpad, pads):
-        end = f + op_ - hi
-        if end - lo <= 0:
-            raise nc.fail("pads leave an empty output")
-        starts.append(min(lo, f))
-        stops.append(min(end, f))
-        grow.append((0, max(0, end - f)))
-    if any(g != (0, 0) for g in grow):
-        img = nc.op("pad", img, pads=tuple(grow), value=0.0)
-        stops = [s + g[1] for s, g in zip(stops, grow)]
-    if starts != [0, 0, 0, 0] or stops != list(img.shape):
-        img = nc.op("slice", img, starts=tuple(starts), stops=tuple(stops), steps=(1, 1, 1, 1))
+    img = crop_transposed(img, full, outpad, pads)
     return [from_2d(nc, _bias(nc, img, 2), was_1d)]
+
+
+def _conv_transpose3d(nc: NodeContext, x: Tensor) -> Tensor:
+    """ConvTranspose of an [N, C, D, H, W] input (graphc/convolution_transpose.py's two col2im)."""
+    w = like(nc, 1, x)
+    if w.ndim != 5:
+        raise nc.fail(f"weight {list(w.shape)} does not match input rank 5")
+    c = x.shape[1]
+    group = nc.attrs.int("group", 1, 1, _BIG)
+    if w.shape[0] != c or c % group:
+        raise nc.fail(f"input has {c} channels, weight {list(w.shape)} with group={group} does not fit")
+    kernel = _kernel(nc, "kernel_shape", 3, list(w.shape[2:]))
+    if kernel != list(w.shape[2:]):
+        raise nc.fail(f"kernel_shape {kernel} does not match weight {list(w.shape)}")
+    strides = nc.attrs.ints("strides", [1] * 3, 3, 1, _BIG)
+    dilations = nc.attrs.ints("dilations", [1] * 3, 3, 1, _BIG)
+    outpad = nc.attrs.ints("output_padding", [0] * 3, 3, 0, _BIG)
+    sizes = list(x.shape[2:])
+    full = [full_size(i, s, d, k) for i, s, d, k in zip(sizes, strides, dilations, kernel)]
+    pads = _transpose_pads(nc, sizes, strides, full, outpad)
+    y = crop_transposed(transposed_volume(x, w, group, strides, dilations), full, outpad, pads)
+    if not nc.has(2):
+        return y
+    b = like(nc, 2, y)
+    if b.shape != (y.shape[1],):
+        raise nc.fail(f"bias must have shape [{y.shape[1]}], got {list(b.shape)}")
+    return nc.op("add", y, nc.op("reshape", b, shape=(1, y.shape[1], 1, 1, 1)))
 
 
 def pool_geometry(size: int, k: int, s: int, d: int, lo: int, hi: int, ceil: bool) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from graphc.ir.types import INT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
-from ..lowbit_ops import cast_array, onnx_cast
+from ..lowbit_ops import ROUND_MODES, cast_array, onnx_cast
 from ..proto import GRAPHC_TO_ONNX, MAX_ELEMENTS, MAX_RANK, graphc_dtype, to_array
 from ..registry import converter
 
@@ -387,12 +387,14 @@ def cast(nc: NodeContext) -> list:
 
 
 def _cast_to(nc: NodeContext, dtype: str) -> object:
-    """Input 0 converted to ``dtype``, saturating to a float8 type unless ``saturate=0`` (opset 19+)."""
+    """Input 0 converted to ``dtype``, saturating to a float8 type unless ``saturate=0`` (opset 19+),
+    rounding to float8e8m0 as ``round_mode`` says (opset 24+: up, down or nearest)."""
     saturate = nc.attrs.int("saturate", 1, lo=0, hi=1) == 1
+    round_mode = nc.attrs.string("round_mode", "up", ROUND_MODES)
     arr = _static_array(nc, 0)
     if arr is not None:
-        return cast_array(arr, dtype, saturate)
-    return onnx_cast(nc, nc.t(0), dtype, saturate)
+        return cast_array(arr, dtype, saturate, round_mode)
+    return onnx_cast(nc, nc.t(0), dtype, saturate, round_mode)
 
 
 @converter("CastLike")
