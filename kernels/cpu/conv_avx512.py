@@ -45,10 +45,13 @@ from .sgemm_avx512 import (
     COLS,
     HAVE_AVX512,
     ROWS,
+    _a_row_pointers,
     _declare,
+    _fma_rows,
     _lane_mask,
     _masked_load,
     _masked_store,
+    _panel_row,
     _splat,
     _vf,
     _vptr,
@@ -193,7 +196,6 @@ def _tile(copy: bool, cols_: int = COLS):
             ]
             ia_v, rows_v, p0_v, kc_v, _, b0_v, ldb_v, _, ic_v, jc_v, cols_v, add_v, final_v = vals
             i64, i32 = ir.IntType(64), ir.IntType(32)
-            f32t = ir.FloatType()
             vf = _vf()
             byte_ptr = ir.IntType(8).as_pointer()
             fma = _declare(builder, "llvm.fma.v16f32", ir.FunctionType(vf, [vf, vf, vf]))
@@ -201,14 +203,7 @@ def _tile(copy: bool, cols_: int = COLS):
             sa_r, sa_p = cgutils.unpack_tuple(builder, a_arr.strides, 2)  # bytes
             sc_r = cgutils.unpack_tuple(builder, c_arr.strides, 2)[0]
             a_base = builder.bitcast(a_arr.data, byte_ptr)
-            last = builder.sub(rows_v, i64(1))
-            a_rows = []
-            for r in range(ROWS):
-                row = builder.add(
-                    ia_v, builder.select(builder.icmp_signed("<", i64(r), rows_v), i64(r), last)
-                )
-                start = builder.add(builder.mul(row, sa_r), builder.mul(p0_v, sa_p))
-                a_rows.append(builder.gep(a_base, [start]))
+            a_rows = _a_row_pointers(builder, a_base, ia_v, rows_v, p0_v, sa_r, sa_p, ROWS)
             masks = [_lane_mask(builder, cols_v, v * _LANES) for v in range(nvec)]
             if copy:  # bp is B itself: rows p0 + p, columns b0 + j (unit stride), masked past cols
                 sb_p = cgutils.unpack_tuple(builder, b_arr.strides, 2)[0]
@@ -245,24 +240,8 @@ def _tile(copy: bool, cols_: int = COLS):
                         builder.store(val, _vptr(builder, out_base, to), align=4)
                         bv.append(val)
                 else:
-                    bv = [
-                        builder.load(
-                            builder.bitcast(
-                                builder.gep(b_base, [builder.add(builder.mul(p, ldb_v), i64(v * _LANES))]),
-                                vf.as_pointer(),
-                            ),
-                            align=4,
-                        )
-                        for v in range(nvec)
-                    ]
-                for r in range(ROWS):
-                    s = builder.load(
-                        builder.bitcast(builder.gep(a_rows[r], [at]), f32t.as_pointer()), align=4
-                    )
-                    sv = _splat(builder, s)
-                    for v in range(nvec):
-                        slot = slots[r * nvec + v]
-                        builder.store(builder.call(fma, [sv, bv[v], builder.load(slot)]), slot)
+                    bv = _panel_row(builder, b_base, p, ldb_v, nvec)
+                _fma_rows(builder, fma, a_rows, at, bv, slots)
             # The store: the block (plus c's value where adding), through the program where final.
             c_base = builder.bitcast(c_arr.data, byte_ptr)
             adding = builder.icmp_signed("!=", add_v, i64(0))

@@ -79,6 +79,56 @@ def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
     return builder.shuffle_vector(one, ir.Constant(vty, None), zeros)
 
 
+def _a_row_pointers(
+    builder: ir.IRBuilder, a_base: ir.Value, ia: ir.Value, rows: ir.Value, p0: ir.Value,
+    sa_r: ir.Value, sa_p: ir.Value, count: int,
+) -> list[ir.Value]:  # fmt: skip
+    """Byte pointers to ``a[ia + r, p0]`` for ``r < count`` (``a_base`` a byte pointer, ``sa_r``/
+    ``sa_p`` a's strides in bytes); rows at or past ``rows`` read row ``rows - 1`` again."""
+    i64 = ir.IntType(64)
+    last = builder.sub(rows, i64(1))
+    pointers = []
+    for r in range(count):
+        row = builder.add(ia, builder.select(builder.icmp_signed("<", i64(r), rows), i64(r), last))
+        start = builder.add(builder.mul(row, sa_r), builder.mul(p0, sa_p))
+        pointers.append(builder.gep(a_base, [start]))
+    return pointers
+
+
+def _panel_row(
+    builder: ir.IRBuilder, b_base: ir.Value, p: ir.Value, ldb: ir.Value, nvec: int
+) -> list[ir.Value]:
+    """The ``nvec`` vectors of row ``p`` of a packed panel (``b_base`` a float pointer, ``ldb`` floats
+    a row)."""
+    i64 = ir.IntType(64)
+    pointer = _vf().as_pointer()
+    return [
+        builder.load(
+            builder.bitcast(
+                builder.gep(b_base, [builder.add(builder.mul(p, ldb), i64(v * _LANES))]), pointer
+            ),
+            align=4,
+        )
+        for v in range(nvec)
+    ]
+
+
+def _fma_rows(
+    builder: ir.IRBuilder, fma: ir.Function, a_rows: list[ir.Value], at: ir.Value, bv: list[ir.Value],
+    slots: list[ir.Value],
+) -> None:  # fmt: skip
+    """One step of a tile: for each row pointer, broadcast ``a`` at byte offset ``at`` and add its
+    products with the row vectors ``bv`` to the accumulators ``slots`` (row-major: row r, vector v
+    at ``r * len(bv) + v``), one FMA each."""
+    f32p = ir.FloatType().as_pointer()
+    nvec = len(bv)
+    for r, a_row in enumerate(a_rows):
+        sv = _splat(builder, builder.load(builder.bitcast(builder.gep(a_row, [at]), f32p), align=4))
+        for v in range(nvec):
+            slot = slots[r * nvec + v]
+            builder.store(builder.call(fma, [sv, bv[v], builder.load(slot)]), slot)
+
+
 def _lane_mask(builder: ir.IRBuilder, count: ir.Value, first: int = 0) -> ir.Value:
     """The <16 x i1> mask of lanes ``l`` with ``first + l < count`` (``count`` an i64)."""
     lanes = ir.Constant(ir.VectorType(ir.IntType(64), _LANES), [first + lane for lane in range(_LANES)])
@@ -282,14 +332,7 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: 
             sa_r, sa_p = cgutils.unpack_tuple(builder, a_arr.strides, 2)  # bytes
             sc_r = cgutils.unpack_tuple(builder, c_arr.strides, 2)[0]
             a_base = builder.bitcast(a_arr.data, byte_ptr)
-            last = builder.sub(rows_v, i64(1))
-            a_rows = []
-            for r in range(rows_):
-                row = builder.add(
-                    ia_v, builder.select(builder.icmp_signed("<", i64(r), rows_v), i64(r), last)
-                )
-                start = builder.add(builder.mul(row, sa_r), builder.mul(p0_v, sa_p))
-                a_rows.append(builder.gep(a_base, [start]))
+            a_rows = _a_row_pointers(builder, a_base, ia_v, rows_v, p0_v, sa_r, sa_p, rows_)
             if copy:  # bp is B itself: rows p0 + p, columns b0 + j (unit stride), masked past cols
                 i32 = ir.IntType(32)
                 sb_p = cgutils.unpack_tuple(builder, b_arr.strides, 2)[0]
@@ -317,24 +360,8 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: 
                         builder.store(val, _vptr(builder, out_base, to), align=4)
                         bv.append(val)
                 else:
-                    bv = [
-                        builder.load(
-                            builder.bitcast(
-                                builder.gep(b_base, [builder.add(builder.mul(p, ldb_v), i64(v * _LANES))]),
-                                vf.as_pointer(),
-                            ),
-                            align=4,
-                        )
-                        for v in range(nvec)
-                    ]
-                for r in range(rows_):
-                    s = builder.load(
-                        builder.bitcast(builder.gep(a_rows[r], [at]), f32t.as_pointer()), align=4
-                    )
-                    sv = _splat(builder, s)
-                    for v in range(nvec):
-                        slot = slots[r * nvec + v]
-                        builder.store(builder.call(fma, [sv, bv[v], builder.load(slot)]), slot)
+                    bv = _panel_row(builder, b_base, p, ldb_v, nvec)
+                _fma_rows(builder, fma, a_rows, at, bv, slots)
             c_base = builder.bitcast(c_arr.data, byte_ptr)
             adding = builder.icmp_signed("!=", add_v, i64(0))
             accs = [builder.load(slot) for slot in slots]  # r-major: accs[r * nvec + v]
