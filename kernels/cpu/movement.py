@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from graphc.ir import Node
 
-from .loops import numel, use_parallel
+from .loops import MIN_PARALLEL_TRIPS, numel, use_parallel
 from .source import Source, literal
 
 
@@ -27,16 +27,71 @@ def transpose_source(node: Node) -> str:
         lines.append(f"n{r} = " + (" * ".join(f"a0.shape[{d}]" for d in axes) or "1"))
     lines.append("x = a0.reshape((" + ", ".join(f"n{r}" for r in in_order) + ",))")
     lines.append("o = a1.reshape((" + ", ".join(f"n{r}" for r in range(len(runs))) + ",))")
-    outer = numel([x.shape[d] for d in runs[0]]) if runs else 1
-    par = use_parallel(x.type.numel, outer)
+    q, last = in_order[-1], len(runs) - 1  # the input's innermost run, the output's
+    if q != last:
+        loops, par = _blocked_loops(runs, in_order, q, last, x.type.numel, x.shape)
+        lines += loops
+    else:
+        outer = numel([x.shape[d] for d in runs[0]]) if runs else 1
+        par = use_parallel(x.type.numel, outer)
+        ind = ""
+        for r in range(len(runs)):
+            lines.append(f"{ind}for i{r} in {'prange' if par and r == 0 else 'range'}(n{r}):")
+            ind += "    "
+        oidx = ", ".join(f"i{r}" for r in range(len(runs)))
+        xidx = ", ".join(f"i{r}" for r in in_order)
+        lines.append(f"{ind}o[{oidx}] = x[{xidx}]")
+    return Source(f"transpose {tuple(node.attrs['perm'])}").render(2, lines, par)
+
+
+# A transpose that moves the input's innermost axis reads it with a stride: the plain loop nest
+# touches a new cache line for every element it reads (256x1024 float32: ~9 GB/s here). Tiles of
+# TRANSPOSE_BLOCK x TRANSPOSE_BLOCK elements keep the tile's lines in L1 for its reads and writes.
+# Measured here (256x1024 float32, hot, interleaved, 600 rounds): the plain nest 206 us (minimum),
+# 16x16 tiles 146-156 us, 32x32 tiles 143 us with contiguous loads innermost (1 KiB store
+# stride), 173 us with contiguous stores innermost (4 KiB load stride); a plain copy: 33 us. Later,
+# 300 rounds, the tile order chosen by stride: 256x1024 77 us hot, 141 us cold (the plain nest 100
+# and 172), 1024x256 76 and 130 us (132 and 194).
+TRANSPOSE_BLOCK = 32
+
+
+def _blocked_loops(
+    runs: list[list[int]], in_order: list[int], q: int, last: int, elements: int, shape: tuple
+) -> tuple[list[str], bool]:
+    """The loop nest (and whether it uses prange) of a transpose whose input's innermost run ``q``
+    is not the output's innermost ``last``: the other runs outermost (output order), then blocks
+    of ``q`` and ``last`` (the earlier in output order outer), then the tile (contiguous loads or
+    stores innermost, whichever leaves the shorter stride to the other side; the tile stays in L1)."""
+    b = TRANSPOSE_BLOCK
+    first, second = sorted((q, last))
+    others = [r for r in range(len(runs)) if r not in (q, last)]
+    blocks = [first, second]
+    trips = [numel([shape[d] for d in runs[r]]) for r in others]
+    trips.append(-(-numel([shape[d] for d in runs[first]]) // b))
+    # prange on the outermost loop with enough trips to split (an outer run, else the blocks).
+    par_at = next((k for k, t in enumerate(trips) if t >= MIN_PARALLEL_TRIPS), None)
+    par = par_at is not None and use_parallel(elements, trips[par_at])
+    lines: list[str] = []
     ind = ""
-    for r in range(len(runs)):
-        lines.append(f"{ind}for i{r} in {'prange' if par and r == 0 else 'range'}(n{r}):")
+    for k, r in enumerate(others):
+        lines.append(f"{ind}for i{r} in {'prange' if par and k == par_at else 'range'}(n{r}):")
+        ind += "    "
+    for k, r in enumerate(blocks):
+        loop = "prange" if par and k == 0 and par_at == len(others) else "range"
+        lines.append(f"{ind}for c{r} in {loop}((n{r} + {b - 1}) // {b}):")
+        ind += "    "
+    # The tile's inner loop runs along the axis whose strided side has the shorter stride: a stride
+    # of 4 KiB puts the tile's lines in one L1 set (1024x256 float32 with loads innermost: 400 us).
+    size = [numel([shape[d] for d in run]) for run in runs]
+    store_stride = numel(size[q + 1 :])  # of the output, along q
+    load_stride = numel([size[r] for r in in_order[in_order.index(last) + 1 :]])  # of the input
+    for r in (last, q) if store_stride <= load_stride else (q, last):
+        lines.append(f"{ind}for i{r} in range(c{r} * {b}, min(c{r} * {b} + {b}, n{r})):")
         ind += "    "
     oidx = ", ".join(f"i{r}" for r in range(len(runs)))
     xidx = ", ".join(f"i{r}" for r in in_order)
     lines.append(f"{ind}o[{oidx}] = x[{xidx}]")
-    return Source(f"transpose {tuple(node.attrs['perm'])}").render(2, lines, par)
+    return lines, par
 
 
 def _nest(rank: int, bound: str, par: bool, lines: list[str]) -> str:
