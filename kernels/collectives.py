@@ -1,6 +1,6 @@
 """What every backend's collective kernels share: the communicator, deadlines, packing.
 
-``allreduce_start`` / ``allreduce_wait`` (ir/ops.py, "# --- distributed") sum a bucket of
+``allreduce_start`` / ``allreduce_wait`` (ir/ops/distributed.py) sum a bucket of
 gradients across the ranks of one communicator. graphc.distributed sets it here
 (``set_communicator``); with none set, a graph runs as one rank of one (the sum is the bucket
 itself), so a distributed graph also runs in a plain process. No wait blocks forever: a request

@@ -12,7 +12,7 @@ output channel (``sw`` of shape (), or 1 along the contraction axis). Since
     y = qlinear(qa, qb, za * rowsum(qb), sa * sw, 0)     qb [n, k]: qw itself under a transpose,
                                                          else qw.T
 
-``qlinear`` (ir/ops.py) is the int8 GEMM ``acc = qa @ qb.T`` (i32, exact) with its epilogue
+``qlinear`` (ir/ops/quantized.py) is the int8 GEMM ``acc = qa @ qb.T`` (i32, exact) with its epilogue
 ``cast(acc - shift, f32) * scale + bias`` applied as each output is stored (activations of rank
 > 2 are reshaped to rows and back). Further rules fold what follows into that epilogue, one step
 each, while the qlinear has no other reader:

@@ -127,7 +127,7 @@ ROUND_MAGIC = 6755399441055744.0  # 1.5 * 2**52: + and - round a float64 to an i
 
 def _epilogue(node: Node, first: int) -> tuple[str, Store]:
     """The prologue lines and the per-output store of a ``qlinear``/``qconv2d`` node's epilogue
-    (ir/ops.py), whose operands from ``first`` on are shift, scale, bias[, out_scale, out_zero]."""
+    (ir/ops/quantized.py), whose operands from ``first`` on are shift, scale, bias[, out_scale, out_zero]."""
     shift, scale, bias = node.inputs[first : first + 3]
     F = NP_TYPE[scale.dtype]
     quantized = len(node.inputs) == first + 5
@@ -200,7 +200,7 @@ def qconv2d_source(node: Node, vnni: bool | None = None) -> str:
     x, w = node.inputs[:2]
     n, c, h, wd = x.shape
     o, kh, kw, _ = w.shape
-    # Validated int attributes (ir/ops.py), int() again since they become source text.
+    # Validated int attributes (ir/ops/quantized.py), int() again since they become source text.
     (sh, sw), (ph, pw), (dh, dw) = (tuple(map(int, node.attrs[k])) for k in ("stride", "padding", "dilation"))
     L = node.outputs[0].shape[2]
     ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1

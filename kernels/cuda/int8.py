@@ -1,5 +1,5 @@
 """The CUDA int8 kernels: ``qmatmul(a, b) = a @ b.T`` (i8/u8 into an exact i32 product), and
-``qlinear``/``qconv2d`` (ir/ops.py), mirroring graphc.kernels.cpu.int8 one thread per output.
+``qlinear``/``qconv2d`` (ir/ops/quantized.py), mirroring graphc.kernels.cpu.int8 one thread per output.
 
 One thread per output element (a grid-stride loop) sums ``int32(a[i, t]) * int32(b[j, t])`` over
 k in an int32 accumulator (``a`` is [m, k], ``b`` [n, k]): exact while |sum| < 2**31, as the CPU
@@ -45,7 +45,7 @@ _ROUND_MAGIC = 6755399441055744.0  # 1.5 * 2**52: + and - round a float64 to an 
 
 
 def _epilogue(node: Node, first: int, col: str) -> list[str]:
-    """qlinear's epilogue (ir/ops.py) of ``acc`` into ``out0[i]``: operands ``in{first}``.. are
+    """qlinear's epilogue (ir/ops/quantized.py) of ``acc`` into ``out0[i]``: operands ``in{first}``.. are
     shift, scale, bias (per channel, indexed by ``col``, or one element)[, out_scale, out_zero]."""
     F = NUMBA_TYPES[node.inputs[first + 1].dtype]
 
@@ -76,7 +76,7 @@ def _epilogue(node: Node, first: int, col: str) -> list[str]:
 
 
 def gen_qlinear(node: Node) -> KernelSource:
-    """The kernel of a ``qlinear`` node (ir/ops.py): the dot product of ``gen_qmatmul``, then the
+    """The kernel of a ``qlinear`` node (ir/ops/quantized.py): the dot product of ``gen_qmatmul``, then the
     epilogue (dequantize, bias, ReLU, requantize) in the same thread, as the CPU kernel renders it."""
     m, k = node.inputs[0].shape
     n = node.inputs[1].shape[0]
@@ -91,7 +91,7 @@ def gen_qlinear(node: Node) -> KernelSource:
 
 
 def gen_qconv2d(node: Node) -> KernelSource:
-    """The kernel of a ``qconv2d`` node (ir/ops.py): one thread per output [n, o, l] sums the
+    """The kernel of a ``qconv2d`` node (ir/ops/quantized.py): one thread per output [n, o, l] sums the
     window (x_zero outside the image) against w [O, kh, kw, C], then qlinear's epilogue."""
     n, c, h, wd = node.inputs[0].shape
     o, kh, kw, _ = node.inputs[1].shape

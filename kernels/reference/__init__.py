@@ -345,7 +345,8 @@ def _qmatmul(xs, attrs):
 
 
 def _int8_epilogue(acc: np.ndarray, params: list[np.ndarray], relu: bool, trailing: int) -> list[np.ndarray]:
-    """qlinear's epilogue (ir/ops.py) over an i32 product, ``trailing`` axes after its channel axis."""
+    """qlinear's epilogue (ir/ops/quantized.py) over an i32 product, ``trailing`` axes after its
+    channel axis."""
     shift, scale, bias = (p.reshape(p.shape + (1,) * trailing) for p in params[:3])
     y = (acc - shift).astype(scale.dtype) * scale + bias  # i32 subtract, then float ops
     if relu:

@@ -4,8 +4,9 @@ DynamicQuantizeLinear, with onnx's reference semantics (onnx/reference/ops/op_ql
 Integer products are exact: the i32 accumulator is ``sum (a - a_zero) * (b - b_zero)`` (+ the i32 bias),
 never a float32 sum of products. Two ways to get it:
 
-- graphc's int8 GEMMs (``qmatmul``, ``qlinear``, ``qconv2d``, ir/ops.py) on the raw i8/u8 operands where
-  the zero points fold in exactly: ``a_zero * colsum(b)`` and the bias are a per-column i32 ``shift``, and
+- graphc's int8 GEMMs (``qmatmul``, ``qlinear``, ``qconv2d``: ir/ops/quantized.py) on the raw i8/u8
+  operands where the zero points fold in exactly: ``a_zero * colsum(b)`` and the bias are a
+  per-column i32 ``shift``, and
   ``b_zero * rowsum(a)`` (MatMul only) an i32 correction; used for a 2-D ``b`` (any batch of ``a``) and
   for an ungrouped 2-D convolution whose weight zero point is a constant 0 (the usual symmetric i8 weight);
 - otherwise i32 ops: ``cast(x, i32) - zero``, then an i32 ``matmul`` (or im2col + i32 matmul for a
