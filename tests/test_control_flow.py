@@ -5,6 +5,7 @@ inside bodies, the CPU sub-plans (compiled once), and gradients against finite d
 import numpy as np
 import pytest
 import torch
+from control_flow_cases import nested_loops, nested_loops_numpy
 
 import graphc
 from graphc import GraphcError, passes
@@ -125,23 +126,7 @@ def test_cond_takes_either_branch(rng):
 
 def test_nested_control_flow(rng):
     x = rng.standard_normal((3, 4)).astype(np.float32)
-
-    def fn(x):
-        def body(c, xt):
-            halved = cf.while_loop(lambda v: v.abs().sum() > 1.0, lambda v: v / 2, xt)
-            c = cf.cond(halved.sum() > 0, lambda a, b: a + b, lambda a, b: a - b, c, halved)
-            return c, halved
-
-        return cf.scan(body, x[0] * 0, x)
-
-    c, ys = np.zeros(4, np.float32), []
-    for t in range(3):
-        v = x[t].copy()
-        while np.abs(v).sum() > 1.0:
-            v = v / 2
-        c = c + v if v.sum() > 0 else c - v
-        ys.append(v)
-    _both_backends(fn, x, expected=[c, np.stack(ys)])
+    _both_backends(nested_loops, x, expected=nested_loops_numpy(x))
 
 
 def test_module_parameters_inside_a_body_are_captured(rng):

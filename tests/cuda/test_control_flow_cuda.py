@@ -5,6 +5,7 @@ backend; simulator-sized (the whole file runs in ~10 s)."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,9 @@ from graphc import GraphcError, nn
 from graphc import control_flow as cf
 from graphc.passes.autodiff import grad
 from graphc.runtime import load_plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # control_flow_cases
+from control_flow_cases import nested_loops, nested_loops_numpy  # noqa: E402
 
 pytestmark = pytest.mark.cudasim
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,30 +154,15 @@ def test_scan_forward_and_reverse(reverse):
 def test_nested_control_flow_and_its_plan_file(tmp_path):
     x = _rng().standard_normal((3, 4)).astype(np.float32)
 
-    def fn(x):
-        def body(c, xt):
-            halved = cf.while_loop(lambda v: v.abs().sum() > 1.0, lambda v: v / 2, xt)
-            c = cf.cond(halved.sum() > 0, lambda a, b: a + b, lambda a, b: a - b, c, halved)
-            return c, halved
-
-        return cf.scan(body, x[0] * 0, x)
-
-    c, ys = np.zeros(4, np.float32), []
-    for t in range(3):
-        v = x[t].copy()
-        while np.abs(v).sum() > 1.0:
-            v = v / 2
-        c = c + v if v.sum() > 0 else c - v
-        ys.append(v)
-    plan = _cuda(fn, x)
-    _close(plan(x), [c, np.stack(ys)])
+    plan = _cuda(nested_loops, x)
+    _close(plan(x), nested_loops_numpy(x))
     (scan,) = [n for n in plan.graph.nodes if n.op == "scan"]
     source = plan.kernel_sources()[scan.outputs[0].name]  # the bodies' kernels, nested ones too
     assert "running its bodies as sub-plans" in source and "# body cond" in source
     plan.save(str(tmp_path / "nested.gcp"))
     loaded = load_plan(str(tmp_path / "nested.gcp"))
     assert loaded.backend == "cuda"
-    _close(loaded(x), [c, np.stack(ys)])
+    _close(loaded(x), nested_loops_numpy(x))
 
 
 # ---------------------------------------------------------------------------- recurrent layers
