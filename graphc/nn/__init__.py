@@ -21,7 +21,7 @@ from .attention import (
     TransformerEncoderLayer,
 )
 from .container import ModuleDict, ParameterDict, ParameterList, Unflatten
-from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d
+from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .init import manual_seed
 from .layers import (
     GELU,
@@ -141,6 +141,7 @@ __all__ = [
     "PixelUnshuffle",
     "Upsample",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "LazyConv2d",
     "LazyLinear",
     "LazyModuleMixin",

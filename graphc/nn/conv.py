@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphc import functional as F
-from graphc.convolution_transpose import conv_transpose1d, output_padding
+from graphc.convolution_transpose import conv_transpose1d, conv_transpose3d, output_padding
 from graphc.ir import GraphcError
 from graphc.padding import apply_padding_mode, check_padding_mode
 
@@ -19,6 +19,11 @@ from .module import Module, Parameter
 
 def _single(v: Any) -> int:
     return int(v if isinstance(v, int) else v[0])
+
+
+def _triple(v: Any) -> tuple[int, ...]:
+    """An int or 3 ints as 3 ints (as PyTorch's _triple)."""
+    return (int(v),) * 3 if isinstance(v, int) else tuple(int(e) for e in v)
 
 
 def _reset(module: Module) -> None:
@@ -93,7 +98,7 @@ class Conv1d(Module):
 
 class _ConvTranspose(Module):
     """Transposed convolution over ``_dims`` spatial dims; weight [in_channels, out_channels /
-    groups, *kernel_size]. ConvTranspose1d and ConvTranspose2d differ only in those dims."""
+    groups, *kernel_size]. ConvTranspose1d, 2d and 3d differ only in those dims."""
 
     _dims = 2
 
@@ -118,7 +123,9 @@ class _ConvTranspose(Module):
         dt = _check_dtype(dtype)
 
         def dims(v: Any) -> tuple[int, ...]:
-            return _pair(v) if self._dims == 2 else (_single(v),)
+            if self._dims == 1:
+                return (_single(v),)
+            return _pair(v) if self._dims == 2 else _triple(v)
 
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.padding = dims(kernel_size), dims(stride), dims(padding)
@@ -151,7 +158,7 @@ class _ConvTranspose(Module):
                 self.kernel_size,
                 self.dilation,
             )
-        convolve = F.conv_transpose2d if self._dims == 2 else conv_transpose1d
+        convolve = {1: conv_transpose1d, 2: F.conv_transpose2d, 3: conv_transpose3d}[self._dims]
         return convolve(
             input, self.weight, self.bias, self.stride, self.padding, extra, self.groups, self.dilation
         )
@@ -172,3 +179,10 @@ class ConvTranspose1d(_ConvTranspose):
     """Transposed 1-D convolution; weight [in_channels, out_channels / groups, kernel_size]."""
 
     _dims = 1
+
+
+class ConvTranspose3d(_ConvTranspose):
+    """Transposed 3-D convolution of [N, C, D, H, W] (or [C, D, H, W]); weight [in_channels,
+    out_channels / groups, kd, kh, kw]."""
+
+    _dims = 3

@@ -15,6 +15,11 @@ the default) or at least one half (``"nearest"``; below float32's normal range, 
 above 2**-127); ``saturate`` keeps 2**127 from rounding up to NaN; infinities and NaN give NaN.
 ``onnx_cast`` computes that power of two exactly in f64 (a binary search over the exponents, 8
 compare-and-select steps) and casts it (exact: ml_dtypes' conversion of a power of two in range).
+
+float8e8m0 is a scale type, never a quantized one: QuantizeLinear's y_scale and DequantizeLinear's
+x_scale may be float8e8m0 (opset 24+; the scale is 2**(e - 127)), while the quantized tensor and its
+zero point may have any other low-bit type (``QUANTIZED_LOWBIT_DTYPES``). ``dequantize_scale``
+widens such a scale to float32 (exact) and gives DequantizeLinear's output dtype.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES, LOWBIT_DTYPES
 from graphc.tensor import Tensor
 
 from .context import NodeContext
+from .proto import ONNX_TO_GRAPHC, ONNX_TYPE_NAMES
 
 # The float8 types Cast's and QuantizeLinear's ``saturate`` applies to (ONNX opset 19+).
 FLOAT8_DTYPES = ("f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz")
@@ -37,6 +43,10 @@ E8M0 = "f8e8m0"
 ROUND_MODES = ("up", "down", "nearest")  # Cast's round_mode (float8e8m0 only)
 _E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127  # its values: 2**-127 .. 2**127 (and NaN)
 _F32_MAX = float(np.finfo(np.float32).max)
+# The low-bit types a quantized tensor (and its zero point) may have: all but float8e8m0 (ONNX's
+# QuantizeLinear/DequantizeLinear T1/T3), which is a scale type only.
+QUANTIZED_LOWBIT_DTYPES = tuple(d for d in LOWBIT_DTYPES if d != E8M0)
+_DEQUANTIZED_DTYPES = ("f32", "f16", "bf16")  # DequantizeLinear's output types (T3)
 
 
 def float8_max(dtype: str) -> float:
@@ -136,3 +146,20 @@ def check_export(dtypes: list[str], opset: int, op: str | None = None, where: st
             raise GraphcError(
                 f"ONNX export{where}: ONNX has no {op} on {dtype} (a storage type): cast to a float first"
             )
+
+
+def dequantize_scale(nc: NodeContext, scale: Tensor) -> tuple[Tensor, str]:
+    """DequantizeLinear's ``x_scale`` in the float dtype it computes in, and its output dtype: the
+    ``output_dtype`` attribute (opset 23+) where given, else the scale's dtype. A scale of another
+    dtype than the output is widened to float32 (exact; onnx's reference multiplies in float32 and
+    casts the product): a float8e8m0 scale (2**(e - 127), NaN for 0xFF) needs ``output_dtype``."""
+    code = nc.attrs.int("output_dtype", 0) if "output_dtype" in nc.attrs else 0
+    out = ONNX_TO_GRAPHC.get(code) if code else scale.value.dtype
+    if code and out not in _DEQUANTIZED_DTYPES:
+        name = ONNX_TYPE_NAMES.get(code, f"type {code}")
+        raise nc.fail(f"output_dtype must be float, float16 or bfloat16, got {name}")
+    if scale.value.dtype == E8M0 and not code:
+        raise nc.fail("a float8e8m0 x_scale needs the output_dtype attribute (float, float16 or bfloat16)")
+    if out != scale.value.dtype and scale.value.dtype != "f32":
+        scale = nc.op("cast", scale, dtype="f32")
+    return scale, out

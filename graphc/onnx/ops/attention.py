@@ -9,8 +9,18 @@ bias from ``attn_mask`` (bool or numeric, its last axis padded to the total key 
 ``is_causal`` and the opset-25 windows (aligned bottom-right: ``offset`` = the past length, or
 ``nonpad_kv_seqlen - q_len`` per batch), the padding mask of ``nonpad_kv_seqlen``, and the zero
 row that a fully masked query row gives. A bias known while converting is folded to one constant
-(and the fully-masked-row guard is dropped when no row is fully masked). 16-bit inputs are
-computed in float32 and rounded once (graphc.onnx.half_ops explains why).
+(and the fully-masked-row guard is dropped when no row is fully masked).
+
+16-bit inputs are computed in float32 but rounded to their dtype where onnx's reference
+implementation (the node tests' expected values, ``onnx/reference/ops/op_attention.py``) rounds:
+it computes in the inputs' dtype, so every NumPy step rounds. Those points are Q and K each scaled
+by sqrt(scale) (that factor itself rounded), their product (a float32 dot product rounded once),
+each softcap step (divide, tanh, multiply, by the rounded softcap), the biased scores, and in the
+softmax (when it runs in a 16-bit dtype) the shifted scores, their exp, the row sum and the
+quotient; then the probabilities and the output. A bfloat16 row sum rounds after every addition
+(ml_dtypes' reduction adds left to right in bfloat16; float16 sums in float32 and rounds once), up to
+``_SEQUENTIAL_SUM_MAX`` keys; longer rows are summed in float32 and rounded once. float32 and
+float64 inputs compute ``(q @ k^T) * scale`` and one softmax, unrounded.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from .nn import float_t
 # softmax_precision: the ONNX TensorProto data types it may name.
 _PRECISION = {1: "f32", 10: "f16", 11: "f64", 16: "bf16"}
 _WIDE = "f32"  # what 16-bit floats are computed in
+# The longest bfloat16 softmax row summed with a rounding after every addition (one add node per key).
+_SEQUENTIAL_SUM_MAX = 64
 
 
 def _wide(nc: NodeContext, t: Tensor) -> Tensor:
@@ -40,6 +52,18 @@ def _wide(nc: NodeContext, t: Tensor) -> Tensor:
 
 def _to(nc: NodeContext, t: Tensor, dtype: str) -> Tensor:
     return t if t.value.dtype == dtype else nc.op("cast", t, dtype=dtype)
+
+
+def _round(nc: NodeContext, t: Tensor, dtype: str) -> Tensor:
+    """A float32 ``t`` rounded to the 16-bit ``dtype`` (and widened back); ``t`` for other dtypes."""
+    if dtype not in HALF_DTYPES:
+        return t
+    return nc.op("cast", nc.op("cast", t, dtype=dtype), dtype=t.value.dtype)
+
+
+def _rounded_value(value: float, dtype: str) -> float:
+    """A Python float rounded to the 16-bit ``dtype``, as NumPy rounds a scalar meeting such an array."""
+    return float(np.asarray(value, dtype=np.float64).astype(DTYPES[dtype]).astype(np.float64))
 
 
 def _slice_last(nc: NodeContext, x: Tensor, start: int, stop: int, step: int = 1) -> Tensor:
@@ -285,6 +309,56 @@ def _bias(
     return nc.op("where", guard, const_like(nc, 0.0, bias), bias), guard
 
 
+def _row_sum(nc: NodeContext, e: Tensor, dtype: str) -> Tensor:
+    """The last-axis sum of ``e`` (float32, [..., T]) kept, rounded as onnx's reference sums in
+    ``dtype``: bfloat16 after every addition, left to right (up to ``_SEQUENTIAL_SUM_MAX`` keys),
+    float16 once."""
+    keys = e.shape[-1]
+    if dtype != "bf16" or keys > _SEQUENTIAL_SUM_MAX or keys == 0:
+        return _round(nc, nc.op("sum", e, axes=(e.ndim - 1,), keepdims=True), dtype)
+    total = _slice_last(nc, e, 0, 1)
+    for j in range(1, keys):
+        total = _round(nc, nc.op("add", total, _slice_last(nc, e, j, j + 1)), dtype)
+    return total
+
+
+def _softmax(nc: NodeContext, x: Tensor, dtype: str) -> Tensor:
+    """The last-axis softmax of the float32 scores ``x`` computed as onnx's reference does in
+    ``dtype``: a 16-bit dtype rounds the shifted scores, their exp, the row sum and the quotient;
+    a wider one is one softmax in that dtype. Returned in float32."""
+    if dtype not in HALF_DTYPES:
+        return _to(nc, F.softmax(_to(nc, x, dtype), -1), x.value.dtype)
+    x = _round(nc, x, dtype)
+    shifted = _round(nc, nc.op("sub", x, nc.op("max", x, axes=(x.ndim - 1,), keepdims=True)), dtype)
+    e = _round(nc, nc.op("exp", shifted), dtype)
+    return _round(nc, nc.op("div", e, _row_sum(nc, e, dtype)), dtype)
+
+
+def _scores(nc: NodeContext, q: Tensor, keys: Tensor, scale: float, dtype: str) -> Tensor:
+    """``q @ keys * scale`` (keys transposed, both float32). For 16-bit ``dtype`` as onnx's reference:
+    q and keys each times sqrt(scale) rounded to ``dtype``, each product rounded, the matmul rounded
+    (a negative scale's sign goes on q, where the reference's square root would give NaN)."""
+    work = q.value.dtype
+    if dtype not in HALF_DTYPES:
+        return nc.op("mul", F.matmul(q, keys), nc.ctx.const(scale, work))
+    root = _rounded_value(math.sqrt(abs(scale)), dtype)
+    q = _round(nc, nc.op("mul", q, nc.ctx.const(math.copysign(root, scale), work)), dtype)
+    keys = _round(nc, nc.op("mul", keys, nc.ctx.const(root, work)), dtype)
+    return _round(nc, F.matmul(q, keys), dtype)
+
+
+def _softcap(nc: NodeContext, scores: Tensor, softcap: float, dtype: str) -> Tensor:
+    """``softcap * tanh(scores / softcap)``; for 16-bit ``dtype`` each step rounded, by the rounded
+    softcap, as onnx's reference computes it."""
+    work = scores.value.dtype
+    if dtype not in HALF_DTYPES:
+        cap = nc.ctx.const(softcap, work)
+        return nc.op("mul", nc.op("tanh", nc.op("mul", scores, nc.ctx.const(1.0 / softcap, work))), cap)
+    cap = nc.ctx.const(_rounded_value(softcap, dtype), work)
+    scaled = _round(nc, nc.op("div", scores, cap), dtype)
+    return _round(nc, nc.op("mul", _round(nc, nc.op("tanh", scaled), dtype), cap), dtype)
+
+
 @converter("Attention", since=23)
 def attention(nc: NodeContext) -> list:
     """Scaled dot-product attention with ONNX's masks, cache, softcap and optional outputs."""
@@ -317,18 +391,20 @@ def attention(nc: NodeContext) -> list:
     # The query heads of a group share one key/value head: stacked as rows, [B, kv_heads, g * S, D].
     qg = nc.op("reshape", _to(nc, q, work), shape=(b, hk, g * s, dims.head))
     keys = nc.op("transpose", _to(nc, present_k, work), perm=(0, 1, 3, 2))
-    scores = nc.op("mul", F.matmul(qg, keys), nc.ctx.const(scale, work))
+    scores = _scores(nc, qg, keys, scale, dtype)
     raw = scores
     if softcap > 0:
-        cap = nc.ctx.const(softcap, work)
-        scores = nc.op("mul", nc.op("tanh", nc.op("mul", scores, nc.ctx.const(1.0 / softcap, work))), cap)
+        scores = _softcap(nc, scores, softcap, dtype)
     capped = scores
     bias, masked_rows = _bias(nc, dims, work, causal, left, right)
     if bias is not None:
-        scores = nc.op("add", scores, bias)
+        scores = _round(nc, nc.op("add", scores, bias), dtype)
     biased = scores
-    soft = _PRECISION.get(precision, work)
-    probs = _to(nc, F.softmax(_to(nc, scores, soft), -1), work)
+    if dtype in HALF_DTYPES:  # rounded where onnx's reference rounds
+        probs = _round(nc, _softmax(nc, scores, _PRECISION.get(precision, dtype)), dtype)
+    else:
+        soft = _PRECISION.get(precision, work)
+        probs = _to(nc, F.softmax(_to(nc, scores, soft), -1), work)
     if masked_rows is not None:
         probs = nc.op("where", masked_rows, nc.ctx.const(0.0, work), probs)
     y = F.matmul(probs, _to(nc, present_v, work))  # [B, kv_heads, g * S, Dv]

@@ -16,18 +16,20 @@ import ml_dtypes
 import numpy as np
 
 from graphc.ir import to_numpy_dtype
-from graphc.ir.types import FLOAT_DTYPES, LOWBIT_DTYPES, LOWBIT_FLOAT_DTYPES, LOWBIT_INT_DTYPES, QUANT_DTYPES
+from graphc.ir.types import FLOAT_DTYPES, LOWBIT_FLOAT_DTYPES, LOWBIT_INT_DTYPES, QUANT_DTYPES
 from graphc.tensor import Tensor
 
 from ..context import NodeContext
-from ..lowbit_ops import FLOAT8_DTYPES, onnx_cast
+from ..lowbit_ops import FLOAT8_DTYPES, QUANTIZED_LOWBIT_DTYPES, dequantize_scale, onnx_cast
 from ..proto import ONNX_TO_GRAPHC, ONNX_TYPE_NAMES
 from ..registry import converter
 
 # The element types a quantized tensor may have (uint8, int8, uint16, int16 and the low-bit types
 # float8, float4e2m1, int4, uint4, int2, uint2), by ONNX code.
 _QUANT_CODES = {
-    code: name for code, name in ONNX_TO_GRAPHC.items() if name in QUANT_DTYPES or name in LOWBIT_DTYPES
+    code: name
+    for code, name in ONNX_TO_GRAPHC.items()
+    if name in QUANT_DTYPES or name in QUANTIZED_LOWBIT_DTYPES
 }
 _QUANT_NAMES = ", ".join(ONNX_TYPE_NAMES[code] for code in _QUANT_CODES)
 _WIDE_INT = "i16"  # what int4/uint4/int2/uint2 are quantized and dequantized through (exact)
@@ -88,7 +90,7 @@ def quantize_linear(nc: NodeContext) -> list:
             raise nc.fail(f"output_dtype {name} is not supported ({_QUANT_NAMES})")
         zero = nc.tensor(np.zeros((), to_numpy_dtype(_QUANT_CODES[want])), "zero")
     dtype = zero.value.dtype
-    if dtype not in QUANT_DTYPES and dtype not in LOWBIT_DTYPES:
+    if dtype not in QUANT_DTYPES and dtype not in QUANTIZED_LOWBIT_DTYPES:
         raise nc.fail(f"the zero point must be one of {_QUANT_NAMES}, got {dtype}")
     if not saturate and dtype not in FLOAT8_DTYPES:
         raise nc.fail(f"saturate=0 applies to float8 outputs only, not to {dtype}")
@@ -115,16 +117,17 @@ def _check_zero(nc: NodeContext, i: int, dtype: str) -> None:
 
 @converter("DequantizeLinear", since=10)
 def dequantize_linear(nc: NodeContext) -> list:
-    """(x - zero point) * scale, in the scale's float dtype."""
+    """(x - zero point) * scale, in output_dtype where given, else the scale's float dtype."""
     q = nc.t(0)
     dtype = q.value.dtype
-    if dtype not in (*QUANT_DTYPES, *LOWBIT_DTYPES, "i32"):
+    if dtype not in (*QUANT_DTYPES, *QUANTIZED_LOWBIT_DTYPES, "i32"):
         raise nc.fail(f"x must be one of {_QUANT_NAMES}, int32, got {dtype}")
-    scale = _along(nc, nc.t(1), q.shape, "x_scale")
+    x_scale, out = dequantize_scale(nc, nc.t(1))  # a float8e8m0 scale as float32
+    scale = _along(nc, x_scale, q.shape, "x_scale")
     if dtype in LOWBIT_FLOAT_DTYPES:  # cast(x) * scale: the zero point is 0 (float8) or ignored (float4)
         if dtype != "f4e2m1":
             _check_zero(nc, 2, dtype)
-        return [nc.op("mul", nc.op("cast", q, dtype=scale.value.dtype), scale)]
+        return [_cast(nc, nc.op("mul", nc.op("cast", q, dtype=scale.value.dtype), scale), out)]
     if dtype in LOWBIT_INT_DTYPES:
         q = nc.op("cast", q, dtype=_WIDE_INT)
     if nc.has(2):
@@ -135,4 +138,8 @@ def dequantize_linear(nc: NodeContext) -> list:
             zero = nc.op("cast", zero, dtype=_WIDE_INT)
     else:
         zero = nc.tensor(np.zeros((), q.value.type.np_dtype), "zero")
-    return [nc.op("dequantize", q, scale, zero)]
+    return [_cast(nc, nc.op("dequantize", q, scale, zero), out)]
+
+
+def _cast(nc: NodeContext, y: Tensor, dtype: str) -> Tensor:
+    return y if y.value.dtype == dtype else nc.op("cast", y, dtype=dtype)
