@@ -393,6 +393,10 @@ LAYER_CASES: dict[str, Callable[[], Case]] = {
     "ConvTranspose1d": lambda: module_case(
         nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, groups=2, dtype=F64), normal(700, 2, 2, 4)
     ),
+    "ConvTranspose3d": lambda: module_case(
+        nn.ConvTranspose3d(2, 2, 2, stride=2, padding=(1, 0, 1), output_padding=1, dtype=F64),
+        normal(750, 1, 2, 2, 3, 2),
+    ),
     "Conv2d/padding_mode_reflect": lambda: module_case(
         nn.Conv2d(2, 2, 3, padding=(1, 2), padding_mode="reflect", dtype=F64), normal(701, 1, 2, 4, 5)
     ),
