@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 _FLOATS = ("f32", "f64")
+_new = object.__new__
 _NAMES = itertools.count()
 _SEQ = itertools.count()
 # (op, attrs, operand types) -> (normalized attrs, output types); bounded, cleared when full.
@@ -259,7 +260,13 @@ class EagerContext(TraceContext):
         if type(array) is Parameter:  # its leaf is made once and kept on it (see _param_leaf)
             leaf = _param_leaf(array)
             if leaf is not None:
-                return Tensor(leaf, self)
+                t = _new(Tensor)  # Tensor(leaf, self), without __init__
+                t.value = leaf
+                t.ctx = self
+                t._base = None
+                t._views = None
+                t._index = None
+                return t
         arr = np.asarray(array)
         if arr.dtype == np.float64 and not isinstance(array, np.ndarray):
             arr = arr.astype(np.float32)
@@ -541,6 +548,8 @@ def set_backend(name: str) -> None:
     """
     if name not in ("reference", "cpu"):
         raise GraphcError(f"eager backend must be 'reference' or 'cpu', got {name!r}")
+    if name != _BACKEND[0]:
+        _fast._ENTRIES.clear()  # the fast path's entries are made for one backend (none for "cpu")
     _BACKEND[0] = name
 
 
@@ -631,21 +640,29 @@ def _leaf(a: object) -> object:
 
 def call(fn: Callable, args: tuple, kwargs: dict | None = None) -> Any:
     """Run ``fn`` eagerly: array arguments become eager Tensors, the results are eager Tensors."""
-    conv = [_leaf(a) for a in args]
-    kw = {k: _leaf(v) for k, v in (kwargs or {}).items()}
-    with EAGER:
-        return fn(*conv, **kw)
+    conv = [_leaf(a) if isinstance(a, np.ndarray) else a for a in args]
+    if kwargs:
+        kwargs = {k: _leaf(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    else:
+        kwargs = {}
+    _STACK.append(EAGER)  # ``with EAGER:``, without the two method calls
+    try:
+        return fn(*conv, **kwargs)
+    finally:
+        _STACK.remove(EAGER)
 
 
 from graphc import eager_fast as _fast  # noqa: E402  (it builds on the definitions above)
 
 # The op path's shortcuts: Tensor._binary/_unary/relu and tensor.matmul ask the eager context
 # first and take the general path (multi_op) on None. graphc.eager_fast's functions are bound as
-# the methods themselves (ctx.binary(op, a, b, ...) is _fast.binary(ctx, op, a, b, ...)), so a
-# shortcut costs no extra call.
+# the methods themselves (ctx.binary(op, a, b, ...) is _fast.binary(ctx, op, a, b, ...)). Tensor's
+# operators, ``@``, ``relu`` and ``_unary`` are replaced by the fast path's own functions (one
+# Python call an op; each falls back to the method it replaced: graphc.eager_fast.install).
 EagerContext.binary = _fast.binary  # type: ignore[attr-defined]
 EagerContext.unary = _fast.unary  # type: ignore[attr-defined]
 EagerContext.matmul = _fast.matmul  # type: ignore[attr-defined]
 EagerContext.relu = _fast.relu  # type: ignore[attr-defined]
 EagerContext.permute = _fast.permute  # type: ignore[attr-defined]
 EagerContext.fast_op = _fast.op  # type: ignore[attr-defined]
+_fast.install(Tensor)

@@ -10,6 +10,8 @@ Each parameter's gradient (summed over every read of it) is added to ``param.gra
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -172,8 +174,10 @@ def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
             try:
                 if mode == _UFUNC2:  # the NumPy function a binary kernel applies, called directly
                     arr = kernel(env[ins[0]], env[ins[1]])
-                elif mode == _UFUNC1:
+                elif mode == _UFUNC1 or mode == _CALL1:
                     arr = kernel(env[ins])
+                elif mode == _CALL2:
+                    arr = kernel(env[ins[0]], env[ins[1]])
                 else:
                     if mode == 1:
                         results = kernel([env[ins]], attrs)
@@ -185,7 +189,10 @@ def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
             except GraphcError as err:
                 raise GraphcError(f"{_at(step[6] or user_source())}{err}") from None
             if out >= 0:  # one output
-                if (
+                if dt is None:  # a ufunc whose results have the output's dtype and shape: the layout
+                    if not arr.flags.c_contiguous:
+                        arr = np.ascontiguousarray(arr)
+                elif (
                     type(arr) is not np.ndarray
                     or arr.dtype != dt
                     or arr.shape != shape
@@ -210,7 +217,7 @@ def _run_reference(program: _Program, env: list[np.ndarray | None]) -> None:
 def _plan(program: _Program) -> list[tuple]:
     """``program.plan`` and ``program.consts`` (see :func:`_run_reference`), made once."""
     from graphc.eager import _kernels
-    from graphc.eager_fast import _reference_fns, direct_reduce
+    from graphc.eager_fast import _exact, _reference_fns, direct_reduce
     from graphc.kernels import reference
 
     table = _kernels()
@@ -245,8 +252,15 @@ def _plan(program: _Program) -> list[tuple]:
         elif single and n_in == 1:
             fn = direct_reduce(op, kernel, attrs, step[7][0].type.np_dtype, dtypes[0])
             mode = mode if fn is None else _UFUNC1
+        if fn is None and single and n_in in (1, 2):
+            fn = _structural(op, kernel, attrs)
+            mode = mode if fn is None else (_CALL1 if n_in == 1 else _CALL2)
+        dt = dtypes[0]
+        if mode in (_UFUNC1, _UFUNC2, _CALL2) and isinstance(fn, np.ufunc):
+            if _exact(fn, [v.type for v in step[7]], dt, types[0].shape):
+                dt = None  # only the layout of its results is checked (eager_fast._exact)
         if single:
-            plan.append((fn or kernel, attrs, packed, mode, outs[0], dtypes[0], types[0].shape, step))
+            plan.append((fn or kernel, attrs, packed, mode, outs[0], dt, types[0].shape, step))
         else:
             plan.append((kernel, attrs, packed, mode, -1, None, None, step))
     program.consts = consts
@@ -255,6 +269,47 @@ def _plan(program: _Program) -> list[tuple]:
 
 
 _UFUNC1, _UFUNC2 = 4, 5  # plan modes: a unary / binary NumPy function called directly (else: n operands)
+_CALL1, _CALL2 = 6, 7  # the same for a structural op's NumPy call (_structural)
+
+
+def _structural(op: str, kernel: Any, attrs: dict) -> Any:
+    """The NumPy call that gives the values of ``op``'s reference kernel (``transpose``,
+    ``broadcast_to``, ``reshape``, ``cast``, ``matmul``) where ``kernel`` is that very kernel,
+    without its Python wrappers (``np.transpose``, ``np.broadcast_to``, an ``np.errstate``: the plan
+    runs under "ignore" already); None otherwise. A result in another layout is made C-contiguous
+    by the plan's check, as the kernel's own ``ascontiguousarray``/``copy`` does."""
+    from graphc.ir import to_numpy_dtype
+    from graphc.kernels import reference
+
+    name = _STRUCTURAL.get(op)
+    if name is None or kernel is not getattr(reference, name, None):
+        return None
+    if op == "transpose":
+        return operator.methodcaller("transpose", tuple(attrs["perm"]))
+    if op == "broadcast_to":
+        return functools.partial(_broadcast_copy, shape=tuple(attrs["shape"]))
+    if op == "reshape":
+        return operator.methodcaller("reshape", tuple(attrs["shape"]))
+    if op == "cast":
+        return operator.methodcaller("astype", to_numpy_dtype(attrs["dtype"]))
+    return np.matmul  # matmul: [np.matmul(a, b)]
+
+
+# op -> the name of its reference kernel that _structural stands in for
+_STRUCTURAL = {
+    "transpose": "_transpose",
+    "broadcast_to": "_broadcast_to",
+    "reshape": "_reshape",
+    "cast": "_cast",
+    "matmul": "_matmul",
+}
+
+
+def _broadcast_copy(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """``np.broadcast_to(x, shape).copy()`` (the reference kernel), with no Python wrapper."""
+    out = np.empty(shape, x.dtype)
+    out[...] = x
+    return out
 
 
 def _wraps(kernel: Any, fn: Any, maker: Any) -> bool:

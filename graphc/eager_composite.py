@@ -146,7 +146,7 @@ def run(fn: Callable, operands: tuple[Tensor | None, ...], static: dict) -> Tens
     op-by-op path (a signature that does not trace, unhashable static arguments, the "cpu"
     backend, an operand that is not an eager value). ``fn`` must be the traced definition: the
     same function compiled mode traces, with no value-dependent Python control flow."""
-    from graphc import eager_fast as _fast
+    import graphc.eager_fast as _fast  # not ``from graphc import``: that form runs importlib's Python code
     from graphc.eager import _SEQ, EAGER, EagerValue, get_backend
 
     if get_backend() != "reference":
@@ -193,7 +193,7 @@ def run(fn: Callable, operands: tuple[Tensor | None, ...], static: dict) -> Tens
     _run_reference(entry.program, env)
     arr = env[entry.out_slot]
     if not grads or not entry.records:
-        return Tensor(EagerValue(entry.out_type, arr, False), ctx)  # type: ignore[arg-type]
+        return _fast._plain(entry.out_type, arr, ctx)
     out = EagerValue(entry.out_type, arr, True)  # type: ignore[arg-type]
     out.op = COMPOSITE
     out.attrs = {
@@ -201,7 +201,7 @@ def run(fn: Callable, operands: tuple[Tensor | None, ...], static: dict) -> Tens
         "leaves": [env[s] for s in entry.leaf_slots],
         "values": [env[s] for s in entry.live_slots],
     }
-    out.inputs = tuple(operands[i].value for i in grads)  # type: ignore[union-attr]
+    out.inputs = tuple([operands[i].value for i in grads])  # type: ignore[union-attr]
     out.seq = next(_SEQ)
     out._source = _fast.source_ref(1)
     return Tensor(out, ctx)

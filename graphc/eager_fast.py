@@ -1,15 +1,21 @@
-"""Eager mode's fast path: the common elementwise ops, matmul and relu at a few microseconds a call.
+"""Eager mode's fast path: the common elementwise ops, matmul and relu at about a microsecond a call.
 
-``Tensor._binary``/``_unary``/``relu`` and ``matmul`` ask :class:`~graphc.eager.EagerContext`
-first; it answers here. Each op signature (op, operand types, or a Python scalar's type) is
-resolved once into an entry: the normalized attributes and output type the op registry's type
-rule gives (``graphc.eager._signature``, the same cache the general path uses), what runs it (the
-NumPy function the reference kernel applies, called directly, or the kernel itself), and whether
-the op is differentiable. Entries are keyed by the operand types' identities (leaves of one shape
+Tensor's operators (``+ - * /``, the comparisons, ``@``), ``relu`` and ``_unary`` ARE this
+module's functions (:func:`install`, at ``graphc.eager``'s import: one Python call an op, each
+falling back to the method it replaced); ``Tensor._binary``, ``tensor.matmul``, ``permute``, the
+reductions and ``where`` ask :class:`~graphc.eager.EagerContext` first, which answers here.
+Results are made without ``__init__`` (every slot set inline).
+
+Each op signature (op, operand types, or a Python scalar's type) is resolved once into an entry:
+the normalized attributes and output type the op registry's type rule gives
+(``graphc.eager._signature``, the same cache the general path uses), what runs it (the NumPy
+function the reference kernel applies, called directly, or the kernel itself), and whether the
+op is differentiable. Entries are keyed by the operand types' identities (leaves of one shape
 and dtype share one type object, ``graphc.eager._type_of``) and keep those types alive. A later
 call with that signature runs the op under NumPy's "ignore" error state and wraps the result, with
 no ``const`` node for a Python scalar (its 0-d array is cached per value), no casts and no graph
-node; a result that needs no gradient records nothing on the tape. A signature whose
+node; a ufunc's result, whose dtype and shape were tried once (:func:`_exact`), has only its
+layout checked; a result that needs no gradient records nothing on the tape. A signature whose
 meaning needs more (a promotion cast, a bool operand of add, the "cpu" backend, an operand
 of another trace, a type error to report) is remembered as such and the general path
 (``EagerContext.multi_op``) runs it, so the results, the recorded tape and the errors are the
@@ -53,23 +59,30 @@ _ENTRIES: dict[tuple, tuple | None] = {}
 _MAX_ENTRIES = 4096
 _SCALARS: dict[tuple, EagerValue] = {}
 _MAX_SCALARS = 512
+_MAX_PROBE = 1 << 16  # elements: the largest operand _exact tries a ufunc on
 _INTERNAL: dict[str, bool] = {}  # file name -> whether it is graphc's own (not the user's)
 
 try:  # NumPy 2: set the error state's context variable directly (np.errstate costs ~2 us a call)
     from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
 
-    _IGNORE = _make_extobj(all="ignore")
-    _quiet_on: Callable[[], Any] = functools.partial(_extobj_contextvar.set, _IGNORE)
-    _quiet_off: Callable[[Any], Any] = _extobj_contextvar.reset
+    _IGNORE: Any = _make_extobj(all="ignore")
+    _cv_set: Callable[[Any], Any] = _extobj_contextvar.set  # _cv_set(_IGNORE): the token to reset
+    _cv_reset: Callable[[Any], Any] = _extobj_contextvar.reset
 except ImportError:  # pragma: no cover - other NumPy versions: the public (slower) context manager
+    _IGNORE = None
 
-    def _quiet_on() -> Any:
+    def _cv_set(_: Any) -> Any:
         state = np.errstate(all="ignore")
         state.__enter__()
         return state
 
-    def _quiet_off(state: Any) -> None:
+    def _cv_reset(state: Any) -> None:
         state.__exit__(None, None, None)
+
+
+_quiet_on: Callable[[], Any] = functools.partial(_cv_set, _IGNORE)
+_quiet_off: Callable[[Any], Any] = _cv_reset
+_new = object.__new__  # results are made without __init__: every slot set inline (two calls less an op)
 
 
 @contextlib.contextmanager
@@ -104,17 +117,7 @@ def source_ref(skip: int = 0) -> tuple[str, int] | None:
     ``skip``: how many frames above the caller are graphc's own for certain (the walk starts
     above them: ``sys._getframe(n)`` reaches a frame without making frame objects for the ones
     between, and making them is most of the walk's cost)."""
-    frame: Any = sys._getframe(1 + skip)
-    internal = _INTERNAL
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        inside = internal.get(filename)
-        if inside is None:
-            inside = internal[filename] = filename.startswith(_internal_dirs())
-        if not inside:
-            return filename, frame.f_lineno
-        frame = frame.f_back
-    return None
+    return _frame_ref(sys._getframe(1 + skip))
 
 
 def _fix(o: object, out_dt: np.dtype, shape: tuple) -> np.ndarray:
@@ -140,11 +143,13 @@ def _remember(key: tuple, entry: tuple | None, keep: tuple) -> tuple:
 def _entry(
     op: str, types: list[TensorType], fn: Callable | None = None, given: dict | None = None
 ) -> tuple | None:
-    """(call, output type, its NumPy dtype, attrs, differentiable, output shape) or None (general
-    path). ``call(*arrays)`` runs the op: ``fn`` (the NumPy function the reference kernel applies,
-    called directly), else the reference kernel. ``given``: the op's attributes (none if None)."""
+    """(call, output type, its NumPy dtype, attrs, differentiable, output shape, exact) or None
+    (general path; always under the "cpu" backend). ``call(*arrays)`` runs the op: ``fn`` (the
+    NumPy function the reference kernel applies, called directly), else the reference kernel.
+    ``exact``: ``call`` is a ufunc whose results need only their layout checked (:func:`_exact`).
+    ``given``: the op's attributes (none if None)."""
     kernel = _kernels().get(op)
-    if kernel is None:
+    if kernel is None or _BACKEND[0] != "reference":
         return None
     try:
         values = [EagerValue(t, None) for t in types]
@@ -160,7 +165,27 @@ def _entry(
         def fn(*arrays: np.ndarray, _kernel: Callable = kernel, _attrs: dict = attrs) -> Any:
             return _kernel(list(arrays), _attrs)[0]
 
-    return fn, out_types[0], dtypes[0], attrs, differentiable, out_types[0].shape
+    out = out_types[0]
+    trusted = isinstance(fn, np.ufunc) and _exact(fn, types, dtypes[0], out.shape)
+    return fn, out, dtypes[0], attrs, differentiable, out.shape, trusted
+
+
+def _exact(fn: np.ufunc, types: list[TensorType], dtype: np.dtype, shape: tuple) -> bool:
+    """Whether the ufunc ``fn`` on arrays of ``types`` gives an ndarray of exactly ``dtype`` and
+    ``shape`` (tried once on zeros). A ufunc's result dtype and shape follow from its operands'
+    dtypes and shapes alone, so the callers then check only the result's layout (C-contiguous:
+    an operand that is not, a transposed leaf, gives a result in its order). Large operands are
+    not tried (their results are checked at every call, a small cost beside their arithmetic)."""
+    if any(t.numel > _MAX_PROBE for t in types):
+        return False
+    token = _cv_set(_IGNORE)
+    try:
+        o = fn(*[np.zeros(t.shape, t.np_dtype) for t in types])
+    except Exception:  # noqa: BLE001 - any failure: the result is checked at every call instead
+        return False
+    finally:
+        _cv_reset(token)
+    return type(o) is np.ndarray and o.dtype == dtype and o.shape == shape
 
 
 def direct_reduce(op: str, kernel: Callable, attrs: dict, in_dtype: Any, out_dtype: Any) -> Callable | None:
@@ -197,16 +222,57 @@ def _scalar(ctx: EagerContext, value: float, dtype: str) -> EagerValue:
     return v
 
 
-def _record(ctx: EagerContext, entry: tuple, op: str, arr: np.ndarray, inputs: tuple) -> Tensor:
-    """The result as a Tensor recorded on the tape (op, attributes, operands, user's line), as
-    ``multi_op`` records it; the callers check that an operand requires grad, the op is
-    differentiable and ``no_grad`` is not on."""
-    v = EagerValue(entry[1], arr, True)
-    v.op, v.attrs, v.inputs, v.seq = op, entry[3], inputs, next(_SEQ)
-    # The walk for the user's line starts above this function's caller (binary, unary, matmul
-    # or relu here): both are graphc's own. Inline, as source_ref(1) (a call less per op).
-    frame: Any = sys._getframe(2)
+def _frame_ref(frame: Any) -> tuple[str, int] | None:
+    """(file name, line) of the first frame from ``frame`` up that is not graphc's own."""
     internal = _INTERNAL
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        inside = internal.get(filename)
+        if inside is None:
+            inside = internal[filename] = filename.startswith(_internal_dirs())
+        if not inside:
+            return filename, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def _plain(t: TensorType, arr: np.ndarray, ctx: EagerContext) -> Tensor:
+    """A result that records nothing: ``Tensor(EagerValue(t, arr, False), ctx)``, made without
+    ``__init__`` (every slot set as the constructors set it). The hottest paths inline this."""
+    v = _new(EagerValue)
+    v.type = t
+    v.data = arr
+    v.requires_grad = False
+    v.op = None
+    v.attrs = None
+    v.inputs = None
+    v._source = None
+    v.seq = 0
+    v.kind = None
+    v.owner = None
+    v.param = None
+    r = _new(Tensor)
+    r.value = v
+    r.ctx = ctx
+    r._base = None
+    r._views = None
+    r._index = None
+    return r
+
+
+def _record(entry: tuple, op: str, arr: np.ndarray, inputs: tuple, ctx: EagerContext, frame: Any) -> Tensor:
+    """The result as a Tensor recorded on the tape (op, attributes, operands, the user's line: the
+    first frame from ``frame`` up that is not graphc's own), as ``multi_op`` records it; the
+    callers check that an operand requires grad, the op is differentiable and ``no_grad`` is off."""
+    v = _new(EagerValue)
+    v.type = entry[1]
+    v.data = arr
+    v.requires_grad = True
+    v.op = op
+    v.attrs = entry[3]
+    v.inputs = inputs
+    v._source = None
+    internal = _INTERNAL  # _frame_ref(frame), inline
     while frame is not None:
         filename = frame.f_code.co_filename
         inside = internal.get(filename)
@@ -216,50 +282,113 @@ def _record(ctx: EagerContext, entry: tuple, op: str, arr: np.ndarray, inputs: t
             v._source = (filename, frame.f_lineno)
             break
         frame = frame.f_back
-    return Tensor(v, ctx)
+    v.seq = next(_SEQ)
+    v.kind = None
+    v.owner = None
+    v.param = None
+    r = _new(Tensor)
+    r.value = v
+    r.ctx = ctx
+    r._base = None
+    r._views = None
+    r._index = None
+    return r
+
+
+def _none(*_: object) -> None:
+    """The fast functions' answer where the general path must run (``EagerContext.binary`` & co.)."""
+    return None
+
+
+# (op, reflected, need_float) -> the binary fast function that answers None on a miss
+_BINARY_FNS: dict[tuple, Callable] = {}
+
+
+def binary_method(op: str, reflected: bool, need_float: bool, fallback: Callable) -> Callable:
+    """``method(a, other)``: ``a <op> other`` (``other <op> a`` when ``reflected``) on the fast path,
+    else ``fallback(a, other)`` (a traced Tensor, an operand of another kind, a signature the
+    general path must run). Installed as Tensor's operators (``__add__``, ...: one Python call an
+    op, see :func:`install`) and behind :func:`binary`.
+
+    Taken when no promotion cast is needed: both operands of one dtype (a Python scalar takes the
+    tensor's), a float dtype where ``need_float``, no bool operand of add/sub/mul/maximum/minimum.
+    """
+    tag = sys.intern(f"{op}:{int(reflected)}{int(need_float)}")  # the signature's first key item
+
+    def method(self: Tensor, other: object) -> Any:
+        ctx = self.ctx
+        if ctx.eager:
+            av = self.value
+            kind = type(other)
+            if kind is Tensor:
+                bv = other.value  # type: ignore[attr-defined]
+                key = (tag, id(av.type), id(bv.type))
+            elif kind is float or kind is int:
+                bv = None
+                key = (tag, id(av.type), kind)
+            else:
+                return fallback(self, other)
+            entry = _ENTRIES.get(key)
+            if entry is None:
+                tb = kind if bv is None else bv.type
+                entry = _remember(key, _binary_entry(op, av.type, tb, reflected, need_float), (av.type, tb))
+            fn = entry[0]
+            if fn is not None and type(av) is EagerValue:
+                if bv is None:
+                    bv = _scalar(ctx, other, av.type.dtype)  # type: ignore[arg-type]
+                elif type(bv) is not EagerValue:
+                    return fallback(self, other)
+                token = _cv_set(_IGNORE)
+                try:
+                    o = fn(bv.data, av.data) if reflected else fn(av.data, bv.data)
+                finally:
+                    _cv_reset(token)
+                if entry[6]:  # a ufunc of known result dtype and shape: only the layout may differ
+                    if not o.flags.c_contiguous:
+                        o = _fix(o, entry[2], entry[5])
+                elif (
+                    type(o) is not np.ndarray
+                    or o.dtype != entry[2]
+                    or o.shape != entry[5]
+                    or not o.flags.c_contiguous
+                ):
+                    o = _fix(o, entry[2], entry[5])
+                if entry[4] and ctx.grad_enabled and (av.requires_grad or bv.requires_grad):
+                    return _record(entry, op, o, (bv, av) if reflected else (av, bv), ctx, sys._getframe(1))
+                v = _new(EagerValue)  # _plain(), inline
+                v.type = entry[1]
+                v.data = o
+                v.requires_grad = False
+                v.op = None
+                v.attrs = None
+                v.inputs = None
+                v._source = None
+                v.seq = 0
+                v.kind = None
+                v.owner = None
+                v.param = None
+                r = _new(Tensor)
+                r.value = v
+                r.ctx = ctx
+                r._base = None
+                r._views = None
+                r._index = None
+                return r
+        return fallback(self, other)
+
+    method.__name__ = method.__qualname__ = f"{op}{'_reflected' if reflected else ''}_fast"
+    return method
 
 
 def binary(
     ctx: EagerContext, op: str, a: Tensor, other: object, reflected: bool, need_float: bool
 ) -> Tensor | None:
-    """``a <op> other`` (``other <op> a`` when ``reflected``) now, or None where the general path must run.
-
-    Taken when no promotion cast is needed: both operands of one dtype (a Python scalar takes the
-    tensor's), a float dtype where ``need_float``, no bool operand of add/sub/mul/maximum/minimum.
-    """
-    av = a.value
-    if type(av) is not EagerValue or _BACKEND[0] != "reference":
-        return None
-    kind = type(other)
-    if kind is Tensor:
-        bv = other.value  # type: ignore[attr-defined]
-        if type(bv) is not EagerValue:
-            return None
-        key = (op, id(av.type), id(bv.type), reflected, need_float)
-    elif kind is float or kind is int:
-        bv = None
-        key = (op, id(av.type), kind, reflected, need_float)
-    else:
-        return None
-    entry = _ENTRIES.get(key)
-    if entry is None:
-        tb = bv.type if bv is not None else kind
-        entry = _remember(key, _binary_entry(op, av.type, tb, reflected, need_float), (av.type, tb))
-    fn = entry[0]
+    """``a <op> other`` (``other <op> a`` when ``reflected``) now, or None where the general path must
+    run (:func:`binary_method`'s fast path, for the ops Tensor's operators do not call directly)."""
+    fn = _BINARY_FNS.get((op, reflected, need_float))
     if fn is None:
-        return None
-    if bv is None:
-        bv = _scalar(ctx, other, av.type.dtype)  # type: ignore[arg-type]
-    token = _quiet_on()
-    try:
-        o = fn(bv.data, av.data) if reflected else fn(av.data, bv.data)
-    finally:
-        _quiet_off(token)
-    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
-        o = _fix(o, entry[2], entry[5])
-    if entry[4] and ctx.grad_enabled and (av.requires_grad or bv.requires_grad):
-        return _record(ctx, entry, op, o, (bv, av) if reflected else (av, bv))
-    return Tensor(EagerValue(entry[1], o, False), ctx)
+        fn = _BINARY_FNS[(op, reflected, need_float)] = binary_method(op, reflected, need_float, _none)
+    return fn(a, other)
 
 
 def _binary_entry(
@@ -287,60 +416,125 @@ def _reference_fns() -> tuple[dict, dict]:
     return reference._BINARY, reference._UNARY
 
 
+def unary_method(fallback: Callable) -> Callable:
+    """``method(x, op)``: the unary pointwise ``op`` of ``x`` on the fast path, else
+    ``fallback(x, op)``. Installed as ``Tensor._unary`` and behind :func:`unary`."""
+
+    def method(self: Tensor, op: str) -> Any:
+        ctx = self.ctx
+        if ctx.eager:
+            xv = self.value
+            key = (op, id(xv.type))
+            entry = _ENTRIES.get(key)
+            if entry is None:
+                entry = _unary_entry(key, op, xv.type)
+            fn = entry[0]
+            if fn is not None and type(xv) is EagerValue:
+                token = _cv_set(_IGNORE)
+                try:
+                    o = fn(xv.data)
+                finally:
+                    _cv_reset(token)
+                if entry[6]:
+                    if not o.flags.c_contiguous:
+                        o = _fix(o, entry[2], entry[5])
+                elif (
+                    type(o) is not np.ndarray
+                    or o.dtype != entry[2]
+                    or o.shape != entry[5]
+                    or not o.flags.c_contiguous
+                ):
+                    o = _fix(o, entry[2], entry[5])
+                if entry[4] and xv.requires_grad and ctx.grad_enabled:
+                    return _record(entry, op, o, (xv,), ctx, sys._getframe(1))
+                return _plain(entry[1], o, ctx)
+        return fallback(self, op)
+
+    return method
+
+
+def _unary_entry(key: tuple, op: str, t: TensorType) -> tuple:
+    # a float op on an integer or bool x: the general path casts it to f32 first
+    cast = op in UNARY_FLOAT and t.dtype not in _FLOATS
+    fn = _reference_fns()[1].get(op)
+    made = None if cast else _entry(op, [t], fn)
+    if made is not None and fn is not None and made[2] != t.np_dtype:
+        made = _entry(op, [t])  # the kernel's cast to x's dtype is not the output type's
+    return _remember(key, made, (t,))
+
+
+_UNARY_FN = unary_method(_none)
+
+
 def unary(ctx: EagerContext, op: str, x: Tensor) -> Tensor | None:
     """The unary pointwise ``op`` of ``x`` now, or None where the general path must run."""
-    xv = x.value
-    if type(xv) is not EagerValue or _BACKEND[0] != "reference":
-        return None
-    key = (op, id(xv.type))
-    entry = _ENTRIES.get(key)
-    if entry is None:  # a float op on an integer or bool x: the general path casts it to f32 first
-        t = xv.type
-        cast = op in UNARY_FLOAT and t.dtype not in _FLOATS
-        fn = _reference_fns()[1].get(op)
-        made = None if cast else _entry(op, [t], fn)
-        if made is not None and fn is not None and made[2] != t.np_dtype:
-            made = _entry(op, [t])  # the kernel's cast to x's dtype is not the output type's
-        entry = _remember(key, made, (t,))
-    fn = entry[0]
-    if fn is None:
-        return None
-    token = _quiet_on()
-    try:
-        o = fn(xv.data)
-    finally:
-        _quiet_off(token)
-    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
-        o = _fix(o, entry[2], entry[5])
-    if entry[4] and xv.requires_grad and ctx.grad_enabled:
-        return _record(ctx, entry, op, o, (xv,))
-    return Tensor(EagerValue(entry[1], o, False), ctx)
+    return _UNARY_FN(x, op)
+
+
+def matmul_method(fallback: Callable) -> Callable:
+    """``method(a, b)``: ``a @ b`` on the fast path for operands of one dtype and at least two
+    dimensions each, else ``fallback(a, b)``. Installed as ``Tensor.__matmul__`` and behind
+    :func:`matmul`."""
+
+    def method(self: Tensor, other: object) -> Any:
+        ctx = self.ctx
+        if ctx.eager and type(other) is Tensor:
+            av, bv = self.value, other.value  # type: ignore[attr-defined]
+            key = ("matmul", id(av.type), id(bv.type))
+            entry = _ENTRIES.get(key)
+            if entry is None:
+                ta, tb = av.type, bv.type
+                ok = ta.dtype == tb.dtype and len(ta.shape) >= 2 and len(tb.shape) >= 2
+                entry = _remember(key, _entry("matmul", [ta, tb], _matmul_fn()) if ok else None, (ta, tb))
+            fn = entry[0]
+            if fn is not None and type(av) is EagerValue and type(bv) is EagerValue:
+                token = _cv_set(_IGNORE)
+                try:
+                    o = fn(av.data, bv.data)
+                finally:
+                    _cv_reset(token)
+                if entry[6]:
+                    if not o.flags.c_contiguous:
+                        o = _fix(o, entry[2], entry[5])
+                elif (
+                    type(o) is not np.ndarray
+                    or o.dtype != entry[2]
+                    or o.shape != entry[5]
+                    or not o.flags.c_contiguous
+                ):
+                    o = _fix(o, entry[2], entry[5])
+                if entry[4] and ctx.grad_enabled and (av.requires_grad or bv.requires_grad):
+                    return _record(entry, "matmul", o, (av, bv), ctx, sys._getframe(1))
+                v = _new(EagerValue)  # _plain(), inline
+                v.type = entry[1]
+                v.data = o
+                v.requires_grad = False
+                v.op = None
+                v.attrs = None
+                v.inputs = None
+                v._source = None
+                v.seq = 0
+                v.kind = None
+                v.owner = None
+                v.param = None
+                r = _new(Tensor)
+                r.value = v
+                r.ctx = ctx
+                r._base = None
+                r._views = None
+                r._index = None
+                return r
+        return fallback(self, other)
+
+    return method
+
+
+_MATMUL_FN = matmul_method(_none)
 
 
 def matmul(ctx: EagerContext, a: Tensor, b: Tensor) -> Tensor | None:
     """``a @ b`` now for operands of one dtype and at least two dimensions each, else None."""
-    av, bv = a.value, b.value
-    if type(av) is not EagerValue or type(bv) is not EagerValue or _BACKEND[0] != "reference":
-        return None
-    key = ("matmul", id(av.type), id(bv.type))
-    entry = _ENTRIES.get(key)
-    if entry is None:
-        ta, tb = av.type, bv.type
-        ok = ta.dtype == tb.dtype and len(ta.shape) >= 2 and len(tb.shape) >= 2
-        entry = _remember(key, _entry("matmul", [ta, tb], _matmul_fn()) if ok else None, (ta, tb))
-    fn = entry[0]
-    if fn is None:
-        return None
-    token = _quiet_on()
-    try:
-        o = fn(av.data, bv.data)
-    finally:
-        _quiet_off(token)
-    if type(o) is not np.ndarray or o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
-        o = _fix(o, entry[2], entry[5])
-    if entry[4] and ctx.grad_enabled and (av.requires_grad or bv.requires_grad):
-        return _record(ctx, entry, "matmul", o, (av, bv))
-    return Tensor(EagerValue(entry[1], o, False), ctx)
+    return _MATMUL_FN(a, b)
 
 
 def _matmul_fn() -> Callable | None:
@@ -350,49 +544,6 @@ def _matmul_fn() -> Callable | None:
     if kernel is None or not np.array_equal(kernel([probe, probe.T], {})[0], np.matmul(probe, probe.T)):
         return None
     return np.matmul
-
-
-def relu(ctx: EagerContext, x: Tensor) -> Tensor | None:
-    """``where(x <= 0, 0, x)`` now (the traced relu's two ops: NaN stays NaN, -0.0 becomes 0.0).
-
-    It is computed as ``maximum(x, 0) + 0`` (the same values: NaN propagates through maximum, and
-    adding +0 turns a -0.0 into 0.0), faster than NumPy's ``where`` with a 0-d operand. With a
-    gradient to record, the tape gets the ``le`` mask and the ``where`` exactly as the general
-    path records them, so backward() differentiates the same ops.
-    """
-    xv = x.value
-    if type(xv) is not EagerValue or _BACKEND[0] != "reference":
-        return None
-    key = ("relu", id(xv.type))
-    entry = _ENTRIES.get(key)
-    if entry is None:
-        t = xv.type
-        le = _entry("le", [t, TensorType((), t.dtype)]) if t.dtype in _NUMERIC else None
-        where = _entry("where", [le[1], TensorType((), t.dtype), t]) if le is not None else None
-        ok = where is not None and where[1] == t and le[1].shape == t.shape and t.shape != ()
-        entry = _remember(key, (le, where, _scalar(ctx, 0, t.dtype)) if ok else None, (t,))
-    le = entry[0]
-    if le is None:
-        return None
-    where, zero = entry[1], entry[2]  # zero: the const 0 of x's dtype (its value; as_tensor(0, like=x))
-    data, z = xv.data, zero.data
-    record = where[4] and xv.requires_grad and ctx.grad_enabled
-    token = _quiet_on()
-    try:
-        arr = np.maximum(data, z)
-        np.add(arr, z, out=arr)
-        if record:
-            mask = np.less_equal(data, z)
-    finally:
-        _quiet_off(token)
-    if arr.dtype != where[2] or not arr.flags.c_contiguous:
-        arr = _fix(arr, where[2], where[5])
-    if not record:
-        return Tensor(EagerValue(where[1], arr, False), ctx)
-    if mask.dtype != le[2] or not mask.flags.c_contiguous:
-        mask = _fix(mask, le[2], le[5])
-    m = EagerValue(le[1], mask, False)  # a bool value: no gradient, so a leaf of the tape
-    return _record(ctx, where, "where", arr, (m, zero, xv))
 
 
 def permute(ctx: EagerContext, x: Tensor, perm: tuple[int, ...]) -> Tensor | None:
@@ -408,22 +559,19 @@ def permute(ctx: EagerContext, x: Tensor, perm: tuple[int, ...]) -> Tensor | Non
         t = xv.type
         made = _entry("transpose", [t], None, {"perm": perm})
         if made is not None:
-            made = (functools.partial(_transposed, perm=made[3]["perm"]), *made[1:])
+            made = (tuple(made[3]["perm"]), *made[1:])  # entry[0]: the permutation (the call is inline)
         entry = _remember(key, made, (t,))
-    fn = entry[0]
-    if fn is None:
+    if entry[0] is None:
         return None
-    o = fn(xv.data)
-    if o.dtype != entry[2] or o.shape != entry[5] or not o.flags.c_contiguous:
-        o = _fix(o, entry[2], entry[5])
+    # the reference kernel's np.ascontiguousarray(np.transpose(x, perm)): a C-contiguous copy of
+    # x's dtype and the permuted shape (the output type), so nothing is left to check
+    o = _ascontiguous(xv.data.transpose(entry[0]))
     if entry[4] and xv.requires_grad and ctx.grad_enabled:
-        return _record(ctx, entry, "transpose", o, (xv,))
-    return Tensor(EagerValue(entry[1], o, False), ctx)
+        return _record(entry, "transpose", o, (xv,), ctx, sys._getframe(2))  # above x.permute()
+    return _plain(entry[1], o, ctx)
 
 
-def _transposed(data: np.ndarray, perm: Any) -> np.ndarray:
-    """The reference ``transpose`` kernel's result."""
-    return np.ascontiguousarray(np.transpose(data, perm))
+_ascontiguous = np.ascontiguousarray
 
 
 def op(
@@ -461,5 +609,63 @@ def op(
     if entry[4] and ctx.grad_enabled:
         for v in values:
             if v.requires_grad:
-                return _record(ctx, entry, name, o, tuple(values))
-    return Tensor(EagerValue(entry[1], o, False), ctx)
+                return _record(entry, name, o, tuple(values), ctx, sys._getframe(2))
+    return _plain(entry[1], o, ctx)
+
+
+# Tensor's operators that take the binary fast path themselves: name -> (op, reflected, need_float)
+_OPERATORS = {
+    "__add__": ("add", False, False),
+    "__radd__": ("add", True, False),
+    "__sub__": ("sub", False, False),
+    "__rsub__": ("sub", True, False),
+    "__mul__": ("mul", False, False),
+    "__rmul__": ("mul", True, False),
+    "__truediv__": ("div", False, True),
+    "__rtruediv__": ("div", True, True),
+    "__lt__": ("lt", False, False),
+    "__le__": ("le", False, False),
+    "__gt__": ("gt", False, False),
+    "__ge__": ("ge", False, False),
+    "__eq__": ("eq", False, False),
+    "__ne__": ("ne", False, False),
+}
+# Tensor attribute -> the method install() replaced (what the fast method falls back to): putting
+# these back runs every op on the general path (the tests compare the two).
+GENERAL: dict[str, Callable] = {}
+
+
+def install(cls: type) -> None:
+    """Make Tensor's hottest methods (``+ - * / < <= > >= == !=``, ``@``, ``relu``, ``_unary``) the
+    fast path's own functions, each falling back to what it replaces: an eager op then costs one
+    Python call to reach its NumPy function (not three: the operator, ``ctx.binary``, the fast
+    path). Values, tape and errors are unchanged; traced Tensors take the fallback at once."""
+    if GENERAL:
+        return
+    for name, (op, reflected, need_float) in _OPERATORS.items():
+        GENERAL[name] = cls.__dict__[name]
+        general = _general_binary(op, reflected, need_float)
+        setattr(cls, name, _named_as(binary_method(op, reflected, need_float, general), GENERAL[name]))
+    for name, make in (("__matmul__", matmul_method), ("relu", relu_method), ("_unary", unary_method)):
+        GENERAL[name] = getattr(cls, name)
+        setattr(cls, name, _named_as(make(GENERAL[name]), GENERAL[name]))
+
+
+def _named_as(method: Callable, replaced: Callable) -> Callable:
+    """``method`` with the name, docstring and ``__wrapped__`` of the method it replaces."""
+    functools.update_wrapper(method, replaced, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    return method
+
+
+def _general_binary(op: str, reflected: bool, need_float: bool) -> Callable:
+    """``lambda a, other: a._binary_general(op, other, reflected, need_float)``, named."""
+
+    def general(self: Tensor, other: object) -> Tensor:
+        return self._binary_general(op, other, reflected, need_float)
+
+    general.__name__ = general.__qualname__ = f"{op}{'_reflected' if reflected else ''}_general"
+    return general
+
+
+# relu's fast path lives in graphc/eager_relu.py (it builds on the definitions above)
+from graphc.eager_relu import _MAX_IS_RELU, _max_is_relu, relu, relu_method  # noqa: E402, F401

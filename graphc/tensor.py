@@ -67,6 +67,8 @@ def as_tensor(x: object, like: Tensor | None = None, ctx: TraceContext | None = 
     ctx = ctx or (like.ctx if like is not None else current_context())
     if ctx is None:
         raise GraphcError(f"{_at(user_source())}no active trace to turn a {type(x).__name__} into a Tensor")
+    if ctx.eager and isinstance(x, np.ndarray) and x.ndim and x.dtype != np.float64:
+        return ctx.array(x)  # an eager leaf (a parameter: its kept one): the common case, first
     if isinstance(x, (bool, int, float, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0):
         scalar = x.item() if hasattr(x, "item") else x
         if like is not None:
@@ -431,6 +433,14 @@ class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
             out = self.ctx.binary(op, self, other, reflected, need_float)
             if out is not None:
                 return out
+        return self._binary_general(op, other, reflected, need_float)
+
+    def _binary_general(
+        self, op: str, other: object, reflected: bool = False, need_float: bool = False
+    ) -> Tensor:
+        """``self <op> other`` (``other <op> self`` when ``reflected``) recorded as a primitive op
+        after the promotion casts: the general path (eager mode's operators try its fast path first,
+        graphc/eager_fast.py)."""
         if isinstance(other, Tensor) and other.ctx is not self.ctx and not _nested(other.ctx, self.ctx):
             raise GraphcError(f"{_at(user_source())}{op}: operands come from different traces")
         b = as_tensor(other, like=self)
@@ -441,30 +451,18 @@ class Tensor(InPlaceOps, MovementOps, PointwiseOps, ReductionOps):
         return self.ctx.op(op, a, b)
 
     def __add__(self, other: object) -> Tensor:
-        if self.ctx.eager:  # the hottest operators ask the eager fast path themselves (a call less)
-            out = self.ctx.binary("add", self, other, False, False)
-            if out is not None:
-                return out
         return self._binary("add", other)
 
     def __radd__(self, other: object) -> Tensor:
         return self._binary("add", other, reflected=True)
 
     def __sub__(self, other: object) -> Tensor:
-        if self.ctx.eager:
-            out = self.ctx.binary("sub", self, other, False, False)
-            if out is not None:
-                return out
         return self._binary("sub", other)
 
     def __rsub__(self, other: object) -> Tensor:
         return self._binary("sub", other, reflected=True)
 
     def __mul__(self, other: object) -> Tensor:
-        if self.ctx.eager:
-            out = self.ctx.binary("mul", self, other, False, False)
-            if out is not None:
-                return out
         return self._binary("mul", other)
 
     def __rmul__(self, other: object) -> Tensor:

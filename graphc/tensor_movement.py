@@ -52,10 +52,8 @@ class MovementOps:
 
     def permute(self, *dims: object) -> Tensor:
         """Reorder dims: ``out.shape[i] == self.shape[dims[i]]``."""
-        perm = tuple(_t._axis(d, self.ndim) for d in _t._shape_args(dims))
-        if sorted(perm) != list(range(self.ndim)):
-            raise GraphcError(f"{_at(user_source())}permute: {perm} is not a permutation of {self.ndim} dims")
-        if perm == tuple(range(self.ndim)):
+        perm = _permutation(dims, len(self.value.type.shape))
+        if perm is None:
             return self
         if self.ctx.eager:  # eager mode's fast path (graphc/eager_fast.py); None: the general path
             out = self.ctx.permute(self, perm)
@@ -66,7 +64,11 @@ class MovementOps:
     @property
     def T(self) -> Tensor:
         """All dims reversed."""
-        return self.permute(list(reversed(range(self.ndim))))
+        n = len(self.value.type.shape)
+        perm = _REVERSED.get(n)
+        if perm is None:
+            perm = _REVERSED[n] = tuple(range(n - 1, -1, -1))
+        return self.permute(perm)
 
     @property
     def mT(self) -> Tensor:
@@ -424,6 +426,31 @@ class MovementOps:
     def triu(self, diagonal: int = 0) -> Tensor:
         """The upper triangle of the last two dims."""
         return self._fn("triu", diagonal)
+
+
+_REVERSED: dict[int, tuple[int, ...]] = {}  # rank -> its dims reversed (Tensor.T's permutation)
+# (rank, the dims as passed) -> the permutation they name, or None for the identity; bounded
+_PERMUTATIONS: dict[tuple, tuple[int, ...] | None] = {}
+
+
+def _permutation(dims: tuple, ndim: int) -> tuple[int, ...] | None:
+    """``permute(*dims)``'s permutation of ``ndim`` dims (None: the identity), checked; cached by
+    the dims' values (equal values name the same dims: ``int(d)`` is what counts)."""
+    try:
+        key = (ndim, dims)
+        if key in _PERMUTATIONS:
+            return _PERMUTATIONS[key]
+    except TypeError:  # a list of dims: not hashable
+        key = None
+    perm = tuple(_t._axis(d, ndim) for d in _t._shape_args(dims))
+    if sorted(perm) != list(range(ndim)):
+        raise GraphcError(f"{_at(user_source())}permute: {perm} is not a permutation of {ndim} dims")
+    found = None if perm == tuple(range(ndim)) else perm
+    if key is not None:
+        if len(_PERMUTATIONS) >= 1024:
+            _PERMUTATIONS.clear()
+        _PERMUTATIONS[key] = found
+    return found
 
 
 from graphc import tensor as _t  # noqa: E402  (graphc.tensor imports this module first)

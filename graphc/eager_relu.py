@@ -1,0 +1,180 @@
+"""Eager mode's fast path for relu (a part of graphc/eager_fast.py, kept apart to read in one sitting).
+
+relu is the traced relu's two ops, ``where(x <= 0, 0, x)``, run at once: NaN stays NaN, -0.0
+becomes 0.0. It is computed as ``maximum(x, 0) + 0``, or as ``maximum(x, 0)`` alone where a
+probe per dtype shows NumPy's maximum already gives those bits (:func:`_max_is_relu`). With a
+gradient to record, the tape gets the ``le`` mask and the ``where`` exactly as the general path
+records them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphc.eager import EagerContext, EagerValue
+from graphc.eager_fast import (
+    _ENTRIES,
+    _IGNORE,
+    _NUMERIC,
+    _cv_reset,
+    _cv_set,
+    _entry,
+    _fix,
+    _new,
+    _none,
+    _record,
+    _remember,
+    _scalar,
+)
+from graphc.ir import TensorType
+from graphc.tensor import Tensor
+
+__all__ = ["relu", "relu_method"]
+
+
+def relu_method(fallback: Callable) -> Callable:
+    """``method(x)``: ``where(x <= 0, 0, x)`` on the fast path (the traced relu's two ops: NaN stays
+    NaN, -0.0 becomes 0.0), else ``fallback(x)``. Installed as ``Tensor.relu``, behind :func:`relu`.
+
+    It is computed as ``maximum(x, 0) + 0`` (the same values: NaN propagates through maximum, and
+    adding +0 turns a -0.0 into 0.0), faster than NumPy's ``where`` with a 0-d operand. With a
+    gradient to record, the tape gets the ``le`` mask and the ``where`` exactly as the general
+    path records them, so backward() differentiates the same ops.
+    """
+
+    def method(self: Tensor) -> Any:
+        ctx = self.ctx
+        if ctx.eager:
+            xv = self.value
+            key = ("relu()", id(xv.type))
+            entry = _ENTRIES.get(key)
+            if entry is None:
+                entry = _relu_entry(key, ctx, xv.type)
+            where = entry[1]
+            if where is not None and type(xv) is EagerValue:
+                data, z = xv.data, entry[2]  # z: the const 0 of x's dtype (as_tensor(0, like=x)), its array
+                record = where[4] and xv.requires_grad and ctx.grad_enabled
+                token = _cv_set(_IGNORE)
+                try:
+                    arr = _maximum(data, z)
+                    if not entry[4]:  # maximum gives -0.0 for -0.0 here: + 0 makes it 0.0
+                        _add(arr, z, out=arr)
+                    if record:
+                        mask = _less_equal(data, z)
+                finally:
+                    _cv_reset(token)
+                if arr.dtype != where[2] or not arr.flags.c_contiguous:
+                    arr = _fix(arr, where[2], where[5])
+                if record:
+                    return _relu_record(entry, xv, arr, mask, ctx, sys._getframe(1))
+                v = _new(EagerValue)  # _plain(), inline
+                v.type = where[1]
+                v.data = arr
+                v.requires_grad = False
+                v.op = None
+                v.attrs = None
+                v.inputs = None
+                v._source = None
+                v.seq = 0
+                v.kind = None
+                v.owner = None
+                v.param = None
+                r = _new(Tensor)
+                r.value = v
+                r.ctx = ctx
+                r._base = None
+                r._views = None
+                r._index = None
+                return r
+        return fallback(self)
+
+    return method
+
+
+_maximum, _add, _less_equal = np.maximum, np.add, np.less_equal
+
+
+def _relu_entry(key: tuple, ctx: EagerContext, t: TensorType) -> tuple:
+    """(le's entry, where's entry, the const 0's array, its value, whether ``maximum(x, 0)`` alone is
+    relu, keep), or (None, None, ...) where the general path must run."""
+    le = _entry("le", [t, TensorType((), t.dtype)]) if t.dtype in _NUMERIC else None
+    where = _entry("where", [le[1], TensorType((), t.dtype), t]) if le is not None else None
+    if where is not None and where[1] == t and le[1].shape == t.shape and t.shape != ():
+        zero = _scalar(ctx, 0, t.dtype)
+        single = _max_is_relu(zero.data)
+        return _remember(key, (le, where, zero.data, zero, single), (t,))
+    return _remember(key, (None, None, None, None, False), (t,))
+
+
+_MAX_IS_RELU: dict[np.dtype, bool] = {}
+
+
+def _max_is_relu(zero: np.ndarray) -> bool:
+    """Whether ``np.maximum(x, zero)`` alone gives ``maximum(x, 0) + 0`` (relu's values, bit for
+    bit) for x of zero's dtype. Always for integers; for floats it hinges on which operand NumPy's
+    maximum returns for -0.0 against 0.0 (the second, in its SIMD loops and their scalar tails
+    alike: x86's maxps picks it; ARM's fmax gives +0.0 either way), so it is tried once per dtype
+    on -0.0, NaN of either sign, the infinities and signed values at every length up to a few
+    vector widths, each contiguous, reversed, strided and misaligned; any difference: the add
+    stays."""
+    dtype = zero.dtype
+    hit = _MAX_IS_RELU.get(dtype)
+    if hit is not None:
+        return hit
+    ok = dtype.kind in "iub"
+    if dtype.kind == "f":
+        special = np.array([-0.0, np.nan, 0.0, -np.nan, np.inf, -1.5, -np.inf, 2.0, -0.0, 1e-30], dtype)
+        token = _cv_set(_IGNORE)
+        try:
+            ok = True
+            for n in range(1, 80):
+                x = np.resize(np.roll(special, n), n)
+                buf = np.zeros(n * dtype.itemsize + 1, np.uint8)[1:].view(dtype)  # misaligned
+                buf[...] = x
+                for arr in (x, x[::-1], np.repeat(x, 2)[::2], buf):
+                    want = np.maximum(arr, zero)
+                    np.add(want, zero, out=want)
+                    if np.maximum(arr, zero).tobytes() != want.tobytes():
+                        ok = False
+                        break
+                if not ok:
+                    break
+        finally:
+            _cv_reset(token)
+    _MAX_IS_RELU[dtype] = ok
+    return ok
+
+
+def _relu_record(
+    entry: tuple, xv: EagerValue, arr: np.ndarray, mask: np.ndarray, ctx: EagerContext, frame: Any
+) -> Tensor:
+    """relu's result recorded as the general path records it: the ``le`` mask (a bool value, so a
+    leaf of the tape) and the ``where`` over it."""
+    le = entry[0]
+    if mask.dtype != le[2] or not mask.flags.c_contiguous:
+        mask = _fix(mask, le[2], le[5])
+    m = _new(EagerValue)  # a value that needs no gradient: a leaf of the tape
+    m.type = le[1]
+    m.data = mask
+    m.requires_grad = False
+    m.op = None
+    m.attrs = None
+    m.inputs = None
+    m._source = None
+    m.seq = 0
+    m.kind = None
+    m.owner = None
+    m.param = None
+    return _record(entry[1], "where", arr, (m, entry[3], xv), ctx, frame)
+
+
+_RELU_FN = relu_method(_none)
+
+
+def relu(ctx: EagerContext, x: Tensor) -> Tensor | None:
+    """``x.relu()`` now (:func:`relu_method`'s fast path), or None where the general path must run."""
+    return _RELU_FN(x)
