@@ -173,7 +173,8 @@ def max_pool2d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> Tensor:
-    """Max over windows: pad with -inf (the lowest value for integers), then one max_pool2d op.
+    """Max over windows: one max_pool2d op whose padding cells are -inf (the lowest value for
+    integers), ceil_mode's extra end padding included.
 
     NaN counts as the maximum and a window of -inf gives -inf, as in PyTorch. One difference: a
     window that covers padding and holds only -inf values sends its gradient to a padding element
@@ -185,12 +186,8 @@ def max_pool2d(
     k, s, p, d, oh, ow, extra = _pool_setup(
         x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d"
     )
-    if any(p) or any(extra):
-        # -inf, as PyTorch: a window of -inf values gives -inf, not the padding's finite lowest
-        low = -math.inf if x.dtype.kind == "f" else float(np.iinfo(x.dtype).min)
-        pads = ((0, 0), (0, 0), (p[0], p[0] + extra[0]), (p[1], p[1] + extra[1]))
-        x = x.ctx.op("pad", x, pads=pads, value=low)
-    y = x.ctx.op("max_pool2d", x, kernel=k, stride=s, dilation=d)
+    pads = (p[0], p[1], p[0] + extra[0], p[1] + extra[1])  # top, left, bottom, right
+    y = x.ctx.op("max_pool2d", x, kernel=k, stride=s, dilation=d, padding=pads)
     if y.shape[2:] != (oh, ow):  # ceil_mode rounding: keep only the windows PyTorch keeps
         y = y[:, :, :oh, :ow]
     return y

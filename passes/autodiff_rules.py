@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphc.ir import Graph, GraphcError, Node, TensorType, Value
+from graphc.ir import Graph, GraphcError, Node, TensorType, Value, to_numpy_dtype
 from graphc.ir.types import FLOAT_DTYPES
 
 
@@ -527,7 +527,7 @@ def _depthwise_conv2d(e, node, g, needs):
     return [dx, dw]
 
 
-_POOL_ATTRS = ("kernel", "stride", "dilation")
+_POOL_ATTRS = ("kernel", "stride", "dilation", "padding")
 
 
 @_rule("max_pool2d")
@@ -546,15 +546,19 @@ def _max_pool2d_grad(e, node, g, needs):
     (kh, kw), pool = node.attrs["kernel"], {k: node.attrs[k] for k in _POOL_ATTRS}
     n, c, oh, ow = dy.shape
     kk = kh * kw
+    top, left, bottom, right = pool["padding"]
 
-    def windows(v: Value) -> Value:
+    def windows(v: Value, fill: float) -> Value:
+        if any(pool["padding"]):  # the pool's padding cells: -inf in x, 0 in g (picked, they add 0)
+            v = e.op("pad", v, pads=((0, 0), (0, 0), (top, bottom), (left, right)), value=fill)
         cols = e.op("im2col", v, kernel=pool["kernel"], stride=pool["stride"], dilation=pool["dilation"])
         return e.reshape(cols, (n, c, kk, oh * ow))
 
-    first = e.op("argmax", windows(x), axis=2, keepdims=True)
+    low = -math.inf if x.dtype in FLOAT_DTYPES else float(np.iinfo(to_numpy_dtype(x.dtype)).min)
+    first = e.op("argmax", windows(x, low), axis=2, keepdims=True)
     iota = e.op("concat", *(e.reshape(e.const(k, first.dtype), (1,)) for k in range(kk)), axis=0)
     picked = e.op("cast", e.op("eq", first, e.reshape(iota, (kk, 1))), dtype=g.dtype)
-    selected = e.op("sum", e.mul(windows(g), picked), axes=(2,), keepdims=False)
+    selected = e.op("sum", e.mul(windows(g, 0.0), picked), axes=(2,), keepdims=False)
     return [None, e.reshape(selected, dy.shape)]
 
 

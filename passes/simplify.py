@@ -19,6 +19,9 @@ Every rule keeps the value exactly (bit for bit) except where noted:
   ``transpose(a @ b)`` -> ``b^T @ a^T`` (last two axes; the matmul read only there),
   ``broadcast_to`` to the same shape or of a ``broadcast_to``, full slices, zero pads,
   one-operand concats.
+- ``max_pool2d(pad(x, -inf))`` -> ``max_pool2d(x)`` with the H/W pads as its padding (its padding
+  cells are -inf: exact), where they fit the pool's limits; likewise the gradient,
+  ``slice(max_pool2d_grad(pad(x, -inf), dy))`` cropped back to x -> ``max_pool2d_grad(x, dy)``.
 - a ``broadcast_to`` operand of a broadcasting op is dropped when the op broadcasts it anyway
   (so ``x + broadcast_to(0.5, shape)`` reads the scalar).
 - slices of a transpose whose every reader is a slice reaching a matmul through reshapes:
@@ -36,9 +39,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.ir import Graph, Node, TensorType, Value
+from graphc.ir import Graph, GraphcError, Node, TensorType, Value
 from graphc.ir.ops import infer_types, normalize_attrs
 from graphc.ir.types import INT_DTYPES
+from graphc.kernels.windows import pool_fill
 
 from .control_flow import in_bodies
 from .rewrite import Pat, PatternMatcher, Rewriter, graph_rewrite
@@ -304,6 +308,40 @@ def _pointwise_window(rw: Rewriter, node: Node, x: Value) -> Value | None:
     return rw.emit("reshape", [x], shape=node.output.shape)
 
 
+def _folded_pool_attrs(rw: Rewriter, pool: Node, x: Value, p: Value) -> dict | None:
+    """The attributes of ``pool`` (a max_pool2d or its grad reading ``p = pad(x)``) with the pad
+    folded into its padding: a pad of -inf (an integer's minimum) on H and W only, within the
+    pool's limits; else None."""
+    pads, value = rw.producer(p).attrs["pads"], rw.producer(p).attrs["value"]
+    if len(x.shape) != 4 or pads[0] != (0, 0) or pads[1] != (0, 0) or value != pool_fill(x.dtype):
+        return None
+    top, left, bottom, right = pool.attrs["padding"]
+    (h0, h1), (w0, w1) = pads[2], pads[3]
+    attrs = {**pool.attrs, "padding": (top + h0, left + w0, bottom + h1, right + w1)}
+    try:
+        infer_types("max_pool2d", [x.type], normalize_attrs("max_pool2d", attrs))
+    except GraphcError:  # the pads exceed the pool's limits: keep the pad
+        return None
+    return attrs
+
+
+def _pad_into_pool(rw: Rewriter, node: Node, x: Value, p: Value) -> Value | None:
+    """``max_pool2d(pad(x, -inf))`` -> ``max_pool2d(x)`` padded (exact: the padding cells are -inf)."""
+    attrs = _folded_pool_attrs(rw, node, x, p)
+    return None if attrs is None else rw.emit("max_pool2d", [x], **attrs)
+
+
+def _pad_into_pool_grad(rw: Rewriter, node: Node, x: Value, p: Value, y: Value, gr: Value) -> Value | None:
+    """``slice(max_pool2d_grad(pad(x, -inf), y))`` back to x's cells (the pad's VJP) ->
+    ``max_pool2d_grad(x, y)`` padded (exact: y routed to a padding cell is dropped either way)."""
+    lows = tuple(lo for lo, _ in rw.producer(p).attrs["pads"])
+    crop = {"starts": lows, "stops": tuple(lo + n for lo, n in zip(lows, x.shape)), "steps": (1,) * len(lows)}
+    if any(node.attrs[k] != v for k, v in crop.items()):
+        return None
+    attrs = _folded_pool_attrs(rw, rw.producer(gr), x, p)
+    return None if attrs is None else rw.emit("max_pool2d_grad", [x, y], **attrs)
+
+
 ELEMENTWISE = ("pointwise", "broadcast")
 
 # Per op, tried in this order; the last rule (reshape sinking) applies to any elementwise op.
@@ -362,6 +400,12 @@ RULES = PatternMatcher(
         (Pat.op(("im2col", "col2im"), x), _pointwise_window),
         # zero pad -> x; one-operand concat -> x
         (Pat.op("pad", x), _node_is(lambda node: all(lo == 0 and hi == 0 for lo, hi in node.attrs["pads"]))),
+        # max_pool2d(pad(x, -inf)) -> max_pool2d(x) with the pad as its padding
+        (Pat.op("max_pool2d", Pat.op("pad", x, name="p")), _pad_into_pool),
+        (
+            Pat.op("slice", Pat.op("max_pool2d_grad", Pat.op("pad", x, name="p"), y, name="gr")),
+            _pad_into_pool_grad,
+        ),
         (Pat.op("concat", x), lambda rw, node, x: x),
         # f(reshape z, ...) -> reshape(f(z, ...)) for elementwise f
         (

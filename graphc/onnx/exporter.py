@@ -370,6 +370,7 @@ def _max_pool2d(b: _Builder, node: Node, ins: list[str], outs: list[str]) -> Non
         kernel_shape=list(a["kernel"]),
         strides=list(a["stride"]),
         dilations=list(a["dilation"]),
+        **({"pads": list(a["padding"])} if any(a["padding"]) else {}),  # (top, left, bottom, right)
     )
 
 

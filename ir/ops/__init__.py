@@ -33,7 +33,7 @@ from .elementwise import (  # noqa: F401
     UNARY_FLOAT,
     UNARY_NUMERIC,
 )
-from .image import conv_output_size  # noqa: F401
+from .image import conv_output_size, max_pool_pad_limits, pool_output_size  # noqa: F401
 from .movement import SCATTER_REDUCTIONS, is_last_axes_swap, scatter_identity  # noqa: F401
 from .reductions import REDUCTION_OPS  # noqa: F401
 from .registry import (  # noqa: F401

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..types import FLOAT_DTYPES, TensorType
-from .registry import NONNEGATIVE_PAIR, POSITIVE_PAIR, Attr, ShapeSpec, _check, _register
+from .registry import NONNEGATIVE_PAIR, POSITIVE_PAIR, SIZE, Attr, ShapeSpec, TupleSpec, _check, _register
 
 
 # ---------------------------------------------------------------- image
@@ -38,11 +38,37 @@ def _col2im(inputs, attrs):
     return [TensorType((n, c, h, w), cols.dtype)]
 
 
+def pool_output_size(size: int, kernel: int, stride: int, lo: int, hi: int, dilation: int) -> int:
+    """Output length of a pooling window along one axis padded by ``lo`` before and ``hi`` after."""
+    return (size + lo + hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def max_pool_pad_limits(kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest (top, left, bottom, right) padding of a max_pool2d: half the kernel (PyTorch's
+    rule), and at the end plus stride - 1 (ceil_mode's extra end padding)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    return kh // 2, kw // 2, kh // 2 + sh - 1, kw // 2 + sw - 1
+
+
 def _max_pool2d(inputs, attrs):
     (x,) = inputs
     _check(x.rank == 4, f"max_pool2d needs NCHW input, got rank {x.rank}")
     n, c, h, w = x.shape
-    _, _, oh, ow = _window({**attrs, "padding": (0, 0)}, h, w)
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+    top, left, bottom, right = attrs["padding"]
+    limits = max_pool_pad_limits((kh, kw), (sh, sw))
+    for name, pad, limit in zip(("top", "left", "bottom", "right"), attrs["padding"], limits):
+        _check(
+            pad <= limit,
+            f"{name} padding {pad} of kernel {(kh, kw)} stride {(sh, sw)} exceeds {limit} "
+            "(half the kernel, plus stride - 1 at the end for ceil_mode)",
+        )
+    oh = pool_output_size(h, kh, sh, top, bottom, dh)
+    ow = pool_output_size(w, kw, sw, left, right, dw)
+    _check(
+        oh > 0 and ow > 0,
+        f"window {kh}x{kw} does not fit input {h}x{w} padded {attrs['padding']}",
+    )
     return [TensorType((n, c, oh, ow), x.dtype)]
 
 
@@ -89,13 +115,18 @@ _register(
 )
 
 
-# Max pooling over an unpadded NCHW input (the front end pads with the dtype's lowest value).
+# Max pooling over an NCHW input padded by ``padding`` = (top, left, bottom, right) cells that
+# hold -inf (an integer dtype's minimum): exactly pad(x, value=-inf) then the unpadded pool.
 # Each window's value is its first maximal element in row-major window order, NaN counting as
-# the maximum (PyTorch's rule); max_pool2d_grad(x, dy) routes dy[window] to that element.
+# the maximum (PyTorch's rule); max_pool2d_grad(x, dy) routes dy[window] to that element, and
+# drops it where that element is a padding cell (a window of -inf values beginning in padding).
+# Each pad is at most half the kernel (PyTorch's rule), the end pads plus stride - 1 (the extra
+# end padding of ceil_mode): ``max_pool_pad_limits``.
 _POOL = {
     "kernel": Attr(POSITIVE_PAIR),
     "stride": Attr(POSITIVE_PAIR),
     "dilation": Attr(POSITIVE_PAIR, (1, 1)),
+    "padding": Attr(TupleSpec(SIZE, length=4), (0, 0, 0, 0)),
 }
 _register("max_pool2d", 1, "opaque", _max_pool2d, dict(_POOL))
 _register("max_pool2d_grad", 2, "opaque", _max_pool2d_grad, dict(_POOL))

@@ -4,26 +4,49 @@ from __future__ import annotations
 
 from graphc.ir import Node, Value
 from graphc.ir.types import FLOAT_DTYPES
-from graphc.kernels.windows import conv_window
+from graphc.kernels.windows import conv_window, pool_fill, pool_window
 
 from .loops import use_parallel
 from .source import Source, literal
 
 
+def _plus(expr: str, offset: int) -> str:
+    """``expr + offset`` as source (nothing added for 0)."""
+    return expr if offset == 0 else f"{expr} + {offset}" if offset > 0 else f"{expr} - {-offset}"
+
+
+def _low(x: Value) -> str:
+    """The padding cells' value: -inf, or the integer dtype's minimum."""
+    return literal(pool_fill(x.dtype), x.dtype)
+
+
+def _pool_title(node: Node, kind: str = "") -> str:
+    win = pool_window(node.attrs, *node.inputs[0].shape[2:])
+    pads = f" padding {(win.top, win.left, win.bottom, win.right)}" if win.padded else ""
+    return f"{node.op} {node.attrs['kernel']} stride {node.attrs['stride']}{pads}{kind}"
+
+
 def _pool_window(node: Node, x: Value) -> tuple[list[str], list[tuple[int, int]], bool]:
-    """Shared head of the max-pool kernels: (plane, row, col) views and loops, the window offsets."""
+    """Shared head of the max-pool kernels: (plane, row, col) views and loops, the window offsets.
+
+    ``y0``/``x0`` are the window's top-left cell in x's coordinates (negative in the padding)."""
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
+    win = pool_window(node.attrs, h, w)
     par = use_parallel(x.type.numel, n * c)
     lines = [
         f"x = a0.reshape(({n * c}, {h}, {w}))",
         f"for p in {'prange' if par else 'range'}({n * c}):",
         "    for oy in range(OH):",
         "        for ox in range(OW):",
-        f"            y0 = oy * {sh}",
-        f"            x0 = ox * {sw}",
+        f"            y0 = {_plus(f'oy * {win.sh}', -win.top)}",
+        f"            x0 = {_plus(f'ox * {win.sw}', -win.left)}",
     ]
-    return lines, [(i * dh, j * dw) for i in range(kh) for j in range(kw)], par
+    return lines, [(i * win.dh, j * win.dw) for i in range(win.kh) for j in range(win.kw)], par
+
+
+def _inside(h: int, w: int, di: int, dj: int) -> str:
+    """Whether window tap (di, dj) of the window at (y0, x0) lies inside the h x w image."""
+    return f"(y0 + {di} >= 0) & (y0 + {di} < {h}) & (x0 + {dj} >= 0) & (x0 + {dj} < {w})"
 
 
 def _better(x: Value) -> str:
@@ -37,24 +60,52 @@ def _better(x: Value) -> str:
 
 
 def max_pool_source(node: Node) -> str:
-    """Each window's first maximal element (NaN wins): separable where windows overlap or tile."""
-    (kh, _), (sh, _), (dh, _) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
-    if sh <= kh * dh:
+    """Each window's first maximal element (NaN wins): separable where windows overlap or tile.
+
+    Padding cells hold -inf (an integer's minimum); the kernels skip them (the separable
+    kernel peels the border windows, the flat one copies each block into a padded scratch)."""
+    x, y = node.inputs[0], node.outputs[0]
+    win = pool_window(node.attrs, *x.shape[2:])
+    if win.sh <= win.kh * win.dh:
         narrow = node.outputs[0].shape[3] < NARROW_POOL
         return _flat_max_pool_source(node) if narrow else _separable_max_pool_source(node)
-    x, y = node.inputs[0], node.outputs[0]
     head, offsets, par = _pool_window(node, x)
     lines = [f"OH, OW = {y.shape[2]}, {y.shape[3]}", f"o = a1.reshape(({y.shape[0] * y.shape[1]}, OH, OW))"]
-    lines += head + ["            best = x[p, y0, x0]"]
-    for di, dj in offsets[1:]:
-        lines.append(f"            v = x[p, y0 + {di}, x0 + {dj}]")
-        lines.append(f"            best = v if {_better(x)} else best")
+    if win.padded:
+        lines += head + [f"            best = {_low(x)}"]
+        for di, dj in offsets:
+            lines.append(f"            if {_inside(x.shape[2], x.shape[3], di, dj)}:")
+            lines.append(f"                v = x[p, y0 + {di}, x0 + {dj}]")
+            lines.append(f"                best = v if {_better(x)} else best")
+    else:
+        lines += head + ["            best = x[p, y0, x0]"]
+        for di, dj in offsets[1:]:
+            lines.append(f"            v = x[p, y0 + {di}, x0 + {dj}]")
+            lines.append(f"            best = v if {_better(x)} else best")
     lines.append("            o[p, oy, ox] = best")
-    return Source(f"max_pool2d {node.attrs['kernel']} stride {node.attrs['stride']}").render(2, lines, par)
+    return Source(_pool_title(node)).render(2, lines, par)
 
 
 # Planes per block of the separable max pool: each block allocates its row-maxima buffer once.
 POOL_BLOCKS = 16
+
+
+def _interior(size: int, out: int, k: int, s: int, d: int, lo: int) -> tuple[int, int]:
+    """Outputs ``first <= o < stop`` whose windows (start ``o * s - lo``) lie inside ``[0, size)``."""
+    first = min(-(-lo // s), out)
+    stop = min(max((size - 1 - (k - 1) * d + lo) // s + 1, first), out)
+    return first, stop
+
+
+def _peeled(lines: list[str], step: str, indent: str, load, start: int, taps: list[int], size: int) -> bool:
+    """Append the select chain over the taps ``start + tap`` inside ``[0, size)``; False if none is."""
+    inside = [start + t for t in taps if 0 <= start + t < size]
+    if not inside:
+        return False
+    lines.append(f"{indent}best = {load(inside[0])}")
+    for at in inside[1:]:
+        lines += [f"{indent}v = {load(at)}", f"{indent}{step.strip()}"]
+    return True
 
 
 def _separable_max_pool_source(node: Node) -> str:
@@ -64,17 +115,26 @@ def _separable_max_pool_source(node: Node) -> str:
     3x3 pools). Exact: both passes keep the first maximal element (strict ``>``), so the result is
     the row-major window's first maximal element (the sign of a zero included), as in the one-pass
     kernel, which stays where windows skip rows (stride above the window's height: the first pass
-    would fill rows no window reads).
+    would fill rows no window reads). With padding, the loops run over the windows inside the
+    image and the border windows are peeled (their in-image taps only, constants baked in): the
+    -inf padding cells never change a maximum, and a window of padding only is -inf.
     """
     x, y = node.inputs[0], node.outputs[0]
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    (kh, kw), (sh, sw), (dh, dw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
+    win = pool_window(node.attrs, h, w)
+    kh, kw, sh, sw, dh, dw = win.kh, win.kw, win.sh, win.sw, win.dh, win.dw
     planes = n * c
     par = use_parallel(x.type.numel, planes)
     blocks = min(planes, POOL_BLOCKS) if par else 1
     per = -(-planes // blocks)
     step = f"                best = v if {_better(x)} else best"
+    x_lo, x_hi = _interior(w, ow, kw, sw, dw, win.left)
+    y_lo, y_hi = _interior(h, oh, kh, sh, dh, win.top)
+    # The interior loops count from their first window (``ox`` is output column ``ox + x_lo``), so
+    # every index is a non-negative constant plus a multiple of the loop variable: numba then emits
+    # no negative-index fix and LLVM vectorizes the loop (with ``ox * sw - left`` it ran 1.5x slower).
+    x0 = x_lo * sw - win.left
     lines = [
         f"x = a0.reshape(({planes}, {h}, {w}))",
         f"o = a1.reshape(({planes}, {oh}, {ow}))",
@@ -82,27 +142,64 @@ def _separable_max_pool_source(node: Node) -> str:
         f"    t = np.empty(({h}, {ow}), a0.dtype)",
         f"    for p in range(blk * {per}, min(blk * {per} + {per}, {planes})):",
         f"        for r in range({h}):",
-        f"            for ox in range({ow}):",
-        f"                best = x[p, r, ox * {sw}]",
+        f"            for ox in range({x_hi - x_lo}):",
+        f"                best = x[p, r, {_plus(f'ox * {sw}', x0)}]",
     ]
     for j in range(1, kw):
-        lines += [f"                v = x[p, r, ox * {sw} + {j * dw}]", step]
+        lines += [f"                v = x[p, r, {_plus(f'ox * {sw}', x0 + j * dw)}]", step]
+    lines.append(f"                t[r, {_plus('ox', x_lo)}] = best")
+    for ox in [*range(x_lo), *range(x_hi, ow)]:  # border windows: their in-image columns only
+        taps = [j * dw for j in range(kw)]
+        if not _peeled(lines, step, " " * 12, lambda at: f"x[p, r, {at}]", ox * sw - win.left, taps, w):
+            lines.append(f"            t[r, {ox}] = {_low(x)}")
+        else:
+            lines.append(f"            t[r, {ox}] = best")
+    y0 = y_lo * sh - win.top
     lines += [
-        "                t[r, ox] = best",
-        f"        for oy in range({oh}):",
+        f"        for oy in range({y_hi - y_lo}):",
         f"            for ox in range({ow}):",
-        f"                best = t[oy * {sh}, ox]",
+        f"                best = t[{_plus(f'oy * {sh}', y0)}, ox]",
     ]
     for i in range(1, kh):
-        lines += [f"                v = t[oy * {sh} + {i * dh}, ox]", step]
-    lines.append("                o[p, oy, ox] = best")
-    title = f"max_pool2d {node.attrs['kernel']} stride {node.attrs['stride']} (separable)"
-    return Source(title).render(2, lines, par)
+        lines += [f"                v = t[{_plus(f'oy * {sh}', y0 + i * dh)}, ox]", step]
+    lines.append(f"                o[p, {_plus('oy', y_lo)}, ox] = best")
+    for oy in [*range(y_lo), *range(y_hi, oh)]:  # border rows of windows
+        lines.append(f"        for ox in range({ow}):")
+        taps = [i * dh for i in range(kh)]
+        if not _peeled(lines, step, " " * 12, lambda at: f"t[{at}, ox]", oy * sh - win.top, taps, h):
+            lines.append(f"            o[p, {oy}, ox] = {_low(x)}")
+        else:
+            lines.append(f"            o[p, {oy}, ox] = best")
+    return Source(_pool_title(node, " (separable)")).render(2, lines, par)
 
 
 # Output rows narrower than this go to the flat kernel: a loop this short along a row gives
 # LLVM's 16-lane float loops no full vector (the zoo's 13 x 13 pools ran entirely scalar).
 NARROW_POOL = 16
+
+
+def _padded_copy(x: Value, win, hw2: int, w2: int) -> list[str]:
+    """Lines filling ``xs``, the block's planes each padded with -inf cells (flat kernel)."""
+    h, w = x.shape[2:]
+    low = _low(x)
+    return [
+        f"    xs = np.empty((p1 - p0) * {hw2}, a0.dtype)",
+        "    for q in range(p1 - p0):",
+        f"        base = q * {hw2}",
+        f"        src = (p0 + q) * {h * w}",
+        f"        for f in range(base, base + {win.top * w2}):",
+        f"            xs[f] = {low}",
+        f"        for r in range({h}):",
+        f"            row = base + (r + {win.top}) * {w2}",
+        f"            for f in range({win.left}):",
+        f"                xs[row + f] = {low}",
+        f"            for f in range({w}):",
+        f"                xs[row + {win.left} + f] = x[src + r * {w} + f]",
+        f"            for f in range({win.left + w}, {w2}):",
+        f"                xs[row + f] = {low}",
+        f"        for f in range(base + {(win.top + h) * w2}, base + {hw2}):",
+        f"            xs[f] = {low}",
+    ]
 
 
 def _flat_max_pool_source(node: Node) -> str:
@@ -112,26 +209,35 @@ def _flat_max_pool_source(node: Node) -> str:
     (each entry reads only entries at or after it), the maximum over the window's rows; entries
     whose window runs past a row's or a plane's end are computed and never read. Then each
     output is gathered from its window's first element. Exact, as the separable kernel: both
-    passes keep the first maximal element (strict ``>``)."""
+    passes keep the first maximal element (strict ``>``). With padding, each block's planes are
+    first copied into a scratch run with their -inf borders (cache-resident, not the arena)."""
     x, y = node.inputs[0], node.outputs[0]
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
-    (kh, kw), (sh, sw), (dh, dw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["dilation"]
-    planes, hw = n * c, h * w
+    win = pool_window(node.attrs, h, w)
+    kh, kw, sh, sw, dh, dw = win.kh, win.kw, win.sh, win.sw, win.dh, win.dw
+    w2 = w + win.left + win.right  # the padded plane's width and size
+    hw2 = (h + win.top + win.bottom) * w2
+    planes = n * c
     par = use_parallel(x.type.numel, planes)
     blocks = min(planes, POOL_BLOCKS) if par else 1
     per = -(-planes // blocks)
     reach = (kw - 1) * dw  # the first pass's window past its start, along the run
-    down = (kh - 1) * dh * w  # the second pass's
+    down = (kh - 1) * dh * w2  # the second pass's
     better = _better(x)
     lines = [
-        f"x = a0.reshape({planes * hw})",
+        f"x = a0.reshape({planes * h * w})",
         f"o = a1.reshape(({planes}, {oh}, {ow}))",
         f"for blk in {'prange' if par else 'range'}({blocks}):",
         f"    p0 = blk * {per}",
         f"    p1 = min(p0 + {per}, {planes})",
-        f"    xs = x[p0 * {hw}:p1 * {hw}]",
-        f"    run = (p1 - p0) * {hw} - {reach}",
+    ]
+    if win.padded:
+        lines += _padded_copy(x, win, hw2, w2)
+    else:
+        lines.append(f"    xs = x[p0 * {hw2}:p1 * {hw2}]")
+    lines += [
+        f"    run = (p1 - p0) * {hw2} - {reach}",
         "    t = np.empty(max(run, 1), a0.dtype)",
         "    for f in range(run):",
         "        best = xs[f]",
@@ -142,17 +248,16 @@ def _flat_max_pool_source(node: Node) -> str:
     if kh > 1:
         lines += [f"    for f in range(run - {down}):", "        best = t[f]"]
         for i in range(1, kh):
-            lines += [f"        v = t[f + {i * dh * w}]", f"        best = v if {better} else best"]
+            lines += [f"        v = t[f + {i * dh * w2}]", f"        best = v if {better} else best"]
         lines += ["        t[f] = best"]
     lines += [
         "    for p in range(p0, p1):",
         f"        for oy in range({oh}):",
-        f"            row = (p - p0) * {hw} + oy * {sh * w}",
+        f"            row = (p - p0) * {hw2} + oy * {sh * w2}",
         f"            for ox in range({ow}):",
         f"                o[p, oy, ox] = t[row + ox * {sw}]",
     ]
-    title = f"max_pool2d {node.attrs['kernel']} stride {node.attrs['stride']} (flat)"
-    return Source(title).render(2, lines, par)
+    return Source(_pool_title(node, " (flat)")).render(2, lines, par)
 
 
 def max_pool_grad_source(node: Node) -> str:
@@ -162,11 +267,13 @@ def max_pool_grad_source(node: Node) -> str:
     first element equal to it (a second chain, last to first, over the loaded values; NaN
     matches NaN), and a second loop scatters dy. Tracking the index inside the maximum's chain
     ran 2.4x slower, and fusing the scatter into the first loop (dx stores numba cannot prove
-    apart from the x loads) ten times slower.
+    apart from the x loads) ten times slower. With padding, a tap in the padding loads -inf and
+    has position -1: a window whose first maximum is a padding cell adds nothing.
     """
     x, dy = node.inputs
     n, c, h, w = x.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    padded = pool_window(node.attrs, h, w).padded
     head, offsets, par = _pool_window(node, x)
     lines = [
         f"OH, OW = {oh}, {ow}",
@@ -181,7 +288,11 @@ def max_pool_grad_source(node: Node) -> str:
     ]
     lines += head
     for k, (di, dj) in enumerate(offsets):
-        lines.append(f"            v{k} = x[p, y0 + {di}, x0 + {dj}]")
+        if padded:
+            lines.append(f"            in{k} = {_inside(h, w, di, dj)}")
+            lines.append(f"            v{k} = x[p, y0 + {di}, x0 + {dj}] if in{k} else {_low(x)}")
+        else:
+            lines.append(f"            v{k} = x[p, y0 + {di}, x0 + {dj}]")
     lines.append("            best = v0")
     for k in range(1, len(offsets)):
         lines.append(f"            v = v{k}")
@@ -189,19 +300,24 @@ def max_pool_grad_source(node: Node) -> str:
     is_float = x.dtype in FLOAT_DTYPES
     if is_float:
         lines.append("            nb = best != best")
-    last = len(offsets) - 1
-    lines.append(f"            a = y0 * {w} + x0 + {offsets[last][0] * w + offsets[last][1]}")
-    for k in range(last - 1, -1, -1):
+
+    def position(k: int) -> str:
         di, dj = offsets[k]
+        at = f"y0 * {w} + x0 + {di * w + dj}"
+        return f"({at} if in{k} else -1)" if padded else at
+
+    last = len(offsets) - 1
+    lines.append(f"            a = {position(last)}")
+    for k in range(last - 1, -1, -1):
         equal = f"(v{k} == best) | ((v{k} != v{k}) & nb)" if is_float else f"v{k} == best"
-        lines.append(f"            a = y0 * {w} + x0 + {di * w + dj} if {equal} else a")
-    lines += [
-        f"            at[oy * {ow} + ox] = a",
-        f"    for q in range({oh * ow}):",
-        f"        dx[base + at[q]] += g[p * {oh * ow} + q]",
-    ]
-    title = f"max_pool2d_grad {node.attrs['kernel']} stride {node.attrs['stride']}"
-    return Source(title).render(3, lines, par)
+        lines.append(f"            a = {position(k)} if {equal} else a")
+    lines.append(f"            at[oy * {ow} + ox] = a")
+    lines.append(f"    for q in range({oh * ow}):")
+    if padded:
+        lines += ["        if at[q] >= 0:", f"            dx[base + at[q]] += g[p * {oh * ow} + q]"]
+    else:
+        lines.append(f"        dx[base + at[q]] += g[p * {oh * ow} + q]")
+    return Source(_pool_title(node)).render(3, lines, par)
 
 
 def _window_setup(node: Node, image: Value, cols: Value) -> tuple[int, int, dict[str, int], bool]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from graphc.ir import Node
+from graphc.ir import Node, Value
 from graphc.ir.types import FLOAT_DTYPES
-from graphc.kernels.windows import conv_window
+from graphc.kernels.windows import PoolWindow, conv_window, pool_fill, pool_window
 
 from .loops import (
     IndexCtx,
@@ -67,37 +67,56 @@ def gen_col2im(node: Node) -> KernelSource:
     return map_kernel(node, node.outputs[0].shape, make)
 
 
-def _first_max_lines(x_dtype: str, base: str, w: int, kh: int, kw: int, dh: int, dw: int) -> list[str]:
+def _first_max_lines(x: Value, win: PoolWindow, w: int, h: int) -> list[str]:
     """Lines leaving in ``best``/``arg`` the value and x offset of the window's first maximum.
 
-    The window's top-left element is at x offset ``base``; elements are visited in row-major
-    window order and NaN counts as the maximum (the first NaN wins), as in PyTorch.
+    The window's top-left cell is at row ``y0``, column ``x0`` of plane ``nc`` (negative in the
+    padding); elements are visited in row-major window order and NaN counts as the maximum (the
+    first NaN wins), as in PyTorch. A padding cell holds -inf (an integer's minimum) and has
+    ``arg`` -1, so a window whose first maximum is padding adds its gradient nowhere.
     """
-    take = "v > best or (v != v and best == best)" if x_dtype in FLOAT_DTYPES else "v > best"
-    return [
-        f"best = in0[{base}]",
-        f"arg = {base}",
-        f"for a in range({kh}):",
-        f"    for b in range({kw}):",
-        f"        at = {base} + a * {dh * w} + b * {dw}",
+    take = "v > best or (v != v and best == best)" if x.dtype in FLOAT_DTYPES else "v > best"
+    low = literal(pool_fill(x.dtype), x.dtype)
+    load = [
+        f"        at = nc * {h * w} + yy * {w} + xx",
         "        v = in0[at]",
-        f"        if {take}:",
+    ]
+    if win.padded:
+        load = [
+            f"        if 0 <= yy < {h} and 0 <= xx < {w}:",
+            *indent(load, 1),
+            "        else:",
+            "            at = -1",
+            f"            v = {low}",
+        ]
+    return [
+        f"best = {low}" if win.padded else f"best = in0[nc * {h * w} + y0 * {w} + x0]",
+        "arg = -1" if win.padded else f"arg = nc * {h * w} + y0 * {w} + x0",
+        f"for a in range({win.kh}):",
+        f"    for b in range({win.kw}):",
+        f"        yy = y0 + a * {win.dh}",
+        f"        xx = x0 + b * {win.dw}",
+        *load,
+        f"        if {take}{' or (a == 0 and b == 0)' if win.padded else ''}:",
         "            best = v",
         "            arg = at",
     ]
 
 
 def gen_max_pool2d(node: Node) -> KernelSource:
-    """y[n, c, oy, ox] = the first maximum of x's window at (oy*sh, ox*sw) (NaN counts as the maximum)."""
+    """y[n, c, oy, ox] = the first maximum of x's window at (oy*sh - top, ox*sw - left), padding
+    cells -inf (NaN counts as the maximum)."""
     x = node.inputs[0]
     n_, c_, h, w = x.shape
-    kh, kw, sh, sw, _, _, dh, dw, oh, ow = conv_window(node.attrs, h, w)
+    win = pool_window(node.attrs, h, w)
+    oh, ow = win.oh, win.ow
 
     def make(ctx: IndexCtx) -> list[str]:
         return [
             f"nc = i // {oh * ow}",
-            f"base = nc * {h * w} + ((i // {ow}) % {oh}) * {sh * w} + (i % {ow}) * {sw}",
-            *_first_max_lines(x.dtype, "base", w, kh, kw, dh, dw),
+            f"y0 = ((i // {ow}) % {oh}) * {win.sh} - {win.top}",
+            f"x0 = (i % {ow}) * {win.sw} - {win.left}",
+            *_first_max_lines(x, win, w, h),
             "out0[i] = best",
         ]
 
@@ -108,13 +127,16 @@ def gen_max_pool2d_grad(node: Node) -> KernelSource:
     """Gather form: each x element sums dy over the windows whose first maximum it is (no atomics)."""
     x, dy = node.inputs
     n_, c_, h, w = x.shape
-    kh, kw, sh, sw, _, _, dh, dw, oh, ow = conv_window(node.attrs, h, w)
+    win = pool_window(node.attrs, h, w)
+    kh, kw, sh, sw, dh, dw, oh, ow = win.kh, win.kw, win.sh, win.sw, win.dh, win.dw, win.oh, win.ow
     dtype = node.outputs[0].dtype
-    # Window (oy, ox) reads this element at (ki, kj) when iy = oy*sh + ki*dh and ix = ox*sw + kj*dw;
-    # its first maximum is recomputed there, and dy[oy, ox] is added if that maximum is this element.
+    # Window (oy, ox) reads this element at (ki, kj) when iy + top = oy*sh + ki*dh and
+    # ix + left = ox*sw + kj*dw; its first maximum is recomputed there, and dy[oy, ox] is added if
+    # that maximum is this element.
     window = [
-        f"base = nc * {h * w} + oy * {sh * w} + ox * {sw}",
-        *_first_max_lines(x.dtype, "base", w, kh, kw, dh, dw),
+        f"y0 = oy * {sh} - {win.top}",
+        f"x0 = ox * {sw} - {win.left}",
+        *_first_max_lines(x, win, w, h),
         "if arg == i:",
         f"    acc += in1[nc * {oh * ow} + oy * {ow} + ox]",
     ]
@@ -122,8 +144,8 @@ def gen_max_pool2d_grad(node: Node) -> KernelSource:
     def make(ctx: IndexCtx) -> list[str]:
         return [
             f"nc = i // {h * w}",
-            f"iy = (i // {w}) % {h}",
-            f"ix = i % {w}",
+            f"iy = (i // {w}) % {h} + {win.top}",
+            f"ix = i % {w} + {win.left}",
             f"acc = {literal(0, dtype)}",
             f"for ki in range({kh}):",
             f"    ty = iy - ki * {dh}",

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import numpy as np
 import scipy.special
 
-from graphc.ir import Graph, GraphcError, Node, to_numpy_dtype
+from graphc.ir import Graph, GraphcError, Node, from_numpy_dtype, to_numpy_dtype
 from graphc.ir.ops import scatter_identity
 from graphc.kernels import collectives
 from graphc.kernels.scalar_ops import MASK32, UNIFORM_BITS, UNIFORM_SCALE, hash32_numpy
-from graphc.kernels.windows import conv_window, depthwise_window
+from graphc.kernels.windows import conv_window, depthwise_window, pool_fill, pool_window
 
 from .control_flow import CONTROL_KERNELS
 
@@ -248,11 +248,21 @@ def _depthwise_conv2d(xs, attrs):
 
 
 def _pool_windows(x: np.ndarray, attrs: dict) -> tuple[np.ndarray, int, int]:
-    """[N, C, kh*kw, oh, ow] windows of an unpadded NCHW input (row-major window order)."""
+    """[N, C, kh*kw, oh, ow] windows of an NCHW input already padded (row-major window order)."""
     n, c, h, w = x.shape
-    kh, kw, sh, sw, _, _, dh, dw, oh, ow = conv_window(attrs, h, w)
-    (cols,) = _im2col([x], {"kernel": (kh, kw), "stride": (sh, sw), "padding": (0, 0), "dilation": (dh, dw)})
-    return cols.reshape(n, c, kh * kw, oh, ow), oh, ow
+    win = pool_window({**attrs, "padding": (0, 0, 0, 0)}, h, w)
+    cols_attrs = {"kernel": (win.kh, win.kw), "stride": (win.sh, win.sw), "padding": (0, 0)}
+    (cols,) = _im2col([x], {**cols_attrs, "dilation": (win.dh, win.dw)})
+    return cols.reshape(n, c, win.kh * win.kw, win.oh, win.ow), win.oh, win.ow
+
+
+def _pool_padded(x: np.ndarray, attrs: dict) -> np.ndarray:
+    """``x`` padded by the pool's (top, left, bottom, right) cells of -inf (an integer's minimum)."""
+    top, left, bottom, right = attrs.get("padding", (0, 0, 0, 0))
+    if not any((top, left, bottom, right)):
+        return x
+    low = pool_fill(from_numpy_dtype(x.dtype))
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=low)
 
 
 def _first_max(win: np.ndarray) -> np.ndarray:
@@ -264,14 +274,16 @@ def _first_max(win: np.ndarray) -> np.ndarray:
 
 @_register("max_pool2d")
 def _max_pool2d(xs, attrs):
-    win, _, _ = _pool_windows(xs[0], attrs)
+    win, _, _ = _pool_windows(_pool_padded(xs[0], attrs), attrs)
     return [np.take_along_axis(win, _first_max(win)[:, :, None], axis=2)[:, :, 0]]
 
 
 @_register("max_pool2d_grad")
 def _max_pool2d_grad(xs, attrs):
     x, dy = xs
-    n, c, h, w = x.shape
+    n, c, h0, w0 = x.shape
+    x = _pool_padded(x, attrs)  # dy routed to a padding cell is dropped with the padding
+    h, w = x.shape[2:]
     win, oh, ow = _pool_windows(x, attrs)
     k = _first_max(win)
     (_, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
@@ -282,7 +294,8 @@ def _max_pool2d_grad(xs, attrs):
     for b in range(n):
         for ch in range(c):
             np.add.at(dx[b, ch], flat[b, ch], dy[b, ch].reshape(-1))
-    return [dx.reshape(n, c, h, w)]
+    top, left = attrs.get("padding", (0, 0, 0, 0))[:2]
+    return [np.ascontiguousarray(dx.reshape(n, c, h, w)[:, :, top : top + h0, left : left + w0])]
 
 
 @_register("const")

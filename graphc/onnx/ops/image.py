@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from graphc.convolution_transpose import crop_transposed, full_size, transposed_volume
-from graphc.ir.ops import conv_output_size
+from graphc.ir.ops import conv_output_size, max_pool_pad_limits
 from graphc.ir.types import FLOAT_DTYPES, INT_DTYPES, to_numpy_dtype
 from graphc.resize_taps import taps, tf_crop_coords
 from graphc.tensor import Tensor
@@ -275,6 +275,20 @@ def _lowest(x: Tensor) -> float | int:
     return int(np.iinfo(to_numpy_dtype(x.value.dtype)).min)
 
 
+def _max_pool2d(
+    nc: NodeContext, x: Tensor, kernel: list, strides: list, dilations: list, grow: tuple
+) -> Tensor:
+    """One ``max_pool2d`` whose padding cells are -inf, where the pads fit its limits (at most half
+    the kernel, plus stride - 1 at the end); else a ``pad`` of -inf, then the unpadded pool."""
+    (top, bottom), (left, right) = grow
+    attrs = {"kernel": tuple(kernel), "stride": tuple(strides), "dilation": tuple(dilations)}
+    padding = (top, left, bottom, right)
+    if all(p <= limit for p, limit in zip(padding, max_pool_pad_limits(attrs["kernel"], attrs["stride"]))):
+        return nc.op("max_pool2d", x, **attrs, padding=padding)
+    x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=_lowest(x))
+    return nc.op("max_pool2d", x, **attrs)
+
+
 def _pool2d(nc: NodeContext, x: Tensor, window: tuple, ceil: bool, include: bool | None) -> Tensor:
     """Max (``include`` None) or average pool of [N, C, H, W] ``x`` over a 2-D window."""
     kernel, strides, dilations, pads = window
@@ -287,12 +301,10 @@ def _pool2d(nc: NodeContext, x: Tensor, window: tuple, ceil: bool, include: bool
         raise nc.fail(f"kernel {kernel} does not fit input {list(x.shape)}")
     (oh, _), (ow, _) = geo
     grow = tuple((lo, hi + extra) for (lo, hi), (_, extra) in zip(pads, geo))
-    fill = 0.0 if include is not None else _lowest(x)
-    if any(lo or hi for lo, hi in grow):
-        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=fill)
     if include is None:
-        y = nc.op("max_pool2d", x, kernel=tuple(kernel), stride=tuple(strides), dilation=tuple(dilations))
-        return _crop(nc, y, oh, ow)
+        return _crop(nc, _max_pool2d(nc, x, kernel, strides, dilations, grow), oh, ow)
+    if any(lo or hi for lo, hi in grow):
+        x = nc.op("pad", x, pads=((0, 0), (0, 0), *grow), value=0.0)
     cols = nc.op(
         "im2col", x, kernel=tuple(kernel), stride=tuple(strides), padding=(0, 0), dilation=tuple(dilations)
     )
