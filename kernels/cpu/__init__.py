@@ -426,7 +426,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
             # fold first: in a loop body it reads a loop-invariant B packed once (sgemm, loop_invariant)
             if fold is not None and fold(get_a(ins), get_b(ins), outs_[0], tuple(ins[i] for i in leaf_at)):
                 return
-            if conv is not None and conv(get_a(ins), get_b(ins), outs_[0], ins):
+            if conv is not None and conv.run(get_a(ins), get_b(ins), outs_, ins):
                 return
             if target is not None:
                 tgt = outs_[target]
