@@ -451,7 +451,20 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
                 args = (tgt, *arrays[:n_in], *consts, *(outs_[k] for k in epi_outs))
                 epi_fn.compile(tuple(typeof(a) for a in args))
 
+        def bind(*arrays: np.ndarray) -> Callable[..., None]:
+            # A loop schedule's step, given these arrays on every call: the GEMM's checks made once.
+            ins = [*arrays[:n_in], *consts]
+            a, b, call = get_a(ins), get_b(ins), None
+            if fold is not None:
+                call = blas.bind_product(fold, a, b, arrays[n_in], ins, tuple(ins[i] for i in leaf_at))
+            elif target is not None and epi_fn is None and not dups:
+                gemm = blas.bind_product(matmul, a, b, arrays[n_in + target], ins)
+                outs = arrays[n_in:]
+                call = gemm if conv is None or gemm is None else lambda: conv.run(a, b, outs, ins) or gemm()
+            return fused_matmul if call is None else lambda *arrays_: call() or fused_matmul(*arrays_)
+
         fused_matmul.warm_up = warm_up  # type: ignore[attr-defined]
+        fused_matmul.bind = bind  # type: ignore[attr-defined]
         return fused_matmul
 
     return Built(source, make)

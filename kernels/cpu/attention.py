@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from graphc.ir import GraphcError, Node, TensorType, Value
@@ -26,6 +25,7 @@ from graphc.ir.views import View
 from . import blas
 from .cache import load_kernel
 from .codegen import NP_TYPE, REDUCTIONS, Body, Unsupported, decorator, reduction_source, use_parallel
+from .threads import num_threads
 from .views import operand_array
 
 # Query rows per task: a block's scores and probabilities (two buffers of rows x keys) stay
@@ -213,7 +213,7 @@ def build_attention(node: Node) -> tuple[str, Callable[[], Callable[..., bool]]]
             if None in layouts or any(s is None for s in strides) or layouts[3][0] != blas.NO_TRANS:
                 return False
             extras = [ins[i].reshape(s) for i, s in zip(extra_args, extra_shapes)]
-            threads = numba.get_num_threads() if parallel else 1
+            threads = num_threads() if parallel else 1
             nblocks = max(-(-m * n // SCORE_BLOCK), -(-threads // nbatch))
             (lq, dq), (lk, dk), (lv, dv), (_, do) = layouts
             with blas.one_thread_per_call(lib):

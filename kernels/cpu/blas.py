@@ -28,7 +28,7 @@ import glob
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -40,6 +40,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from . import gemv, sgemm
+from .threads import num_threads
 
 # From this much work (multiply-adds over the whole batch) up, a GEMM runs here. OpenBLAS
 # threads a GEMM from the same size on (its threshold), so below it np.matmul stays on the
@@ -292,7 +293,8 @@ def folding(matmul: Callable[..., None]) -> Callable[..., bool] | None:
     @ b + leaves[0] + ...`` in one kernel (the adds of a fused matmul's epilogue, each addend a
     row vector or a matrix of the output's shape: ``sgemm.small_m_matmul``), False where it
     declines (nothing written: the caller runs ``matmul`` and its epilogue); None for a function
-    without such a kernel (OpenBLAS's)."""
+    without such a kernel (OpenBLAS's). Where the kernel has a bound form (``bind_product``),
+    ``fn.bind(a, b, out, leaves)`` makes it (``sgemm.bind_small_m_matmul``)."""
     kernel = _FOLDING.get(matmul)
     if kernel is None:
         return None
@@ -302,7 +304,46 @@ def folding(matmul: Callable[..., None]) -> Callable[..., bool] | None:
             return False
         return kernel(a, b, out, leaves)
 
+    binder = _BINDING.get(matmul)
+    if binder is not None:
+        folded.bind = binder  # type: ignore[attr-defined]
     return folded
+
+
+# Routes whose folded kernel can also be bound to fixed arrays (``folded.bind(a, b, out, leaves)``:
+# a function of no arguments doing ``folded(a, b, out, leaves)``, or None where that declines).
+_BINDING = {small_rows_matmul: sgemm.bind_small_m_matmul}
+
+
+def bind_product(
+    fn: Callable[..., object],
+    a: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    inputs: Sequence[np.ndarray],
+    leaves: tuple[np.ndarray, ...] = (),
+) -> Callable[[], bool] | None:
+    """``fn(a, b, out, leaves)`` (a ``folding`` function) or ``fn(a, b, out)`` (a function of
+    ``matmul_for``) bound to these arrays: a function of no arguments to call on every step of
+    a loop that binds them, True where it computed the product, False where it declined
+    (nothing written); None where ``fn`` has no bound form or it would decline every time.
+    ``a`` and ``b`` are a fused matmul's operands over its ``inputs``: bound only where both are
+    views of those (never a dense copy their getter made, which would go stale)."""
+    bind = getattr(fn, "bind", None) or _BOUND_MATMUL.get(fn)
+    if bind is None or not all(any(np.may_share_memory(x, y) for y in inputs) for x in (a, b)):
+        return None
+    return bind(a, b, out, leaves)
+
+
+def _bind_small_rows(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: tuple[np.ndarray, ...]
+) -> Callable[[], bool] | None:
+    """``small_rows_matmul`` bound (``bind_product``): its AVX-512 kernel, or None."""
+    return None if leaves else sgemm.bind_small_m_matmul(*_matrices(a, b, out))
+
+
+# The routes of ``matmul_for`` with a bound form (``bind_product``).
+_BOUND_MATMUL = {small_rows_matmul: _bind_small_rows}
 
 
 def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
@@ -352,7 +393,7 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     lib = numpy_openblas()
     if lib is None or not (a.dtype == b.dtype == out.dtype) or out.dtype not in lib.gemm:
         return False
-    threads = numba.get_num_threads()
+    threads = num_threads()
     if threads < 2:
         return False
     if b.shape[-2] != k or out.shape[-2:] != (m, n):

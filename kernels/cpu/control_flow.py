@@ -17,7 +17,8 @@ those kernels. Per iteration nothing is allocated:
   arguments, and its few copies) once for the arrays it is called with, and reuses them while a
   call brings the same arrays (a plan's arena views always do): the whole loop is then one flat
   list of kernel calls, with no Python rebinding between them, each numba kernel called through
-  its compiled entry point (no type dispatch of its arguments per call).
+  its compiled entry point (no type dispatch of its arguments per call), and a kernel that can
+  bind itself to fixed arrays (``bind``: a step's GEMM, its operand checks made once) bound.
 
 The binding and the loops are backend-independent and live in ``graphc.kernels.control_common``
 (the CUDA backend's kernels/cuda/control_flow.py shares them); this module supplies NumPy arenas,
@@ -34,9 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numba
 import numpy as np
-from numba.core.dispatcher import Dispatcher
 
 from graphc.ir import Graph, MemoryPlan, Node, TensorType
 from graphc.kernels.control_common import (
@@ -52,6 +51,7 @@ from graphc.kernels.control_common import (
 from graphc.kernels.in_place import in_place_outputs
 
 from .denormals import flush_denormals
+from .entry_points import entry_point
 from .loop_invariant import loop_invariants
 
 __all__ = ["MAX_TRIPS", "SubPlan", "control_builder"]
@@ -135,35 +135,17 @@ def _while_kernel(node: Node, compile_node: Callable) -> Callable:
     return while_loop
 
 
-def _entry_point(fn: Callable, args: tuple) -> Callable:
-    """``fn`` itself, or, for a numba dispatcher with one compiled signature that ``args`` match
-    exactly, that compilation's entry point: the same machine code without the dispatcher's type
-    lookup of every argument on every call (about a third of the call's overhead for a fused
-    LSTM gate kernel of 14 arrays). Checked once per schedule, which then binds the same arrays."""
-    if not isinstance(fn, Dispatcher) or len(fn.overloads) != 1:
-        return fn
-    (compiled,) = fn.overloads.values()
-    if tuple(compiled.signature.args) != _types(args):
-        return fn
-    return compiled.entry_point
-
-
-def _types(args: tuple) -> tuple:
-    return tuple(numba.typeof(a) for a in args)
-
-
 def _scan_schedule(
     node: Node, body: SubPlan, pairs: list[list[np.ndarray]], arrays: tuple
 ) -> tuple[list[Call], list[Node | None]]:
     """``control_common.scan_schedule`` with each numba kernel called through its compiled entry
-    point (``_entry_point``, looked up once per kernel and argument types)."""
-    entries: dict[tuple, Callable] = {}
+    point (``entry_points.entry_point``: looked up once per kernel and argument types), and each
+    kernel with a ``bind(*arrays)`` method (a fused matmul on the AVX-512 GEMM) called in the
+    form it returns for that step's arrays (its checks of them made once)."""
 
     def entry(j: int, fn: Callable, args: tuple) -> Callable:
-        key = (j, _types(args)) if isinstance(fn, Dispatcher) else (j,)
-        if key not in entries:
-            entries[key] = _entry_point(fn, args)
-        return entries[key]
+        bind = getattr(fn, "bind", None)  # a kernel that specializes itself to fixed arrays
+        return entry_point(fn, args) if bind is None else bind(*args)
 
     return scan_schedule(node, body, pairs, arrays, entry)
 

@@ -39,13 +39,13 @@ from functools import cache
 from operator import is_, itemgetter
 from types import ModuleType
 
-import numba
 import numpy as np
 
 from graphc.ir import GraphcError, Node, Value
 
 from ..quoting import comment
 from .conv_avx512 import ADDS, COLS, HAVE_AVX512, LETTERS, MULS, NARROW, ROWS, TEE, WIDE
+from .threads import num_threads
 
 KC = 256  # depth of a packed panel of B: 256 x WIDE floats = 48 KiB, in L1/L2 beside the weight's rows
 MC = 256  # rows of the weight per block: MC x KC floats = 256 KiB, in L2 while the panels pass
@@ -379,7 +379,7 @@ class ConvGemm:
                 return None
         ops += [c2] * (MAX_OPS - len(ops))  # never read
         stores += [c2] * (1 + MAX_TAPS - len(stores))  # never written
-        args = (a, b2, c2, *split(m, n, numba.get_num_threads()), tuple(ops), self.consts)
+        args = (a, b2, c2, *split(m, n, num_threads()), tuple(ops), self.consts)
         return (*args, tuple(stores[1:]))
 
     def __call__(
@@ -390,7 +390,7 @@ class ConvGemm:
         pick = self._pick
         picked = () if pick is None else pick(ins)
         key = (a, b, out, *taps, *picked) if type(picked) is tuple else (a, b, out, *taps, picked)
-        threads = numba.get_num_threads()
+        threads = num_threads()
         if threads != self._threads or len(key) != len(self._key) or not all(map(is_, key, self._key)):
             # New arrays (a loop body's views are new at every step): a layout declined before
             # is declined again at the cost of this key, not of ``_prepare``'s checks.

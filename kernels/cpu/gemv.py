@@ -28,8 +28,9 @@ import math
 from functools import cache
 from types import ModuleType
 
-import numba
 import numpy as np
+
+from .threads import num_threads
 
 # From this many weights (K * N: 2 MiB of float32, more than L2) up a product with one row runs
 # here. Smaller weights stay in cache between calls (an RNN step's W_hh), where OpenBLAS on one
@@ -162,7 +163,7 @@ def gemv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         return False
     x = np.ascontiguousarray(a.reshape(-1))  # one small row: a copy where it is strided
     y = out.reshape(-1)
-    threads = numba.get_num_threads()
+    threads = num_threads()
     k, n = b.shape
     if b.T.flags.c_contiguous:
         driver().rows(x, b.T, y, max(1, min(threads, n // ROW_GROUP)))

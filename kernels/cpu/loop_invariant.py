@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
-__all__ = ["MAX_PACKS", "active", "loop_invariants", "packed"]
+__all__ = ["MAX_PACKS", "active", "binding", "loop_invariants", "packed"]
 
 MAX_PACKS = 16  # packed buffers kept per thread (each the size of its operand: an LSTM's 1 MiB)
 
@@ -94,27 +94,59 @@ def packed(
     """The float32 buffer of this ``shape`` that ``fill(b, buf)`` fills from ``b`` (an operand;
     ``kind`` names the layout), filled once per window and reused there; None outside a window
     or where ``b`` does not lie wholly inside one promised array."""
-    state = _STATE
-    if not state.ranges:
+    if not _STATE.ranges:
         return None
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    ptr = _address(b)
-    key = (kind, ptr, b.shape, b.strides, b.dtype.str)
-    entry = state.packs.get(key)
-    if entry is not None and entry[0] == state.version and entry[1].shape == shape:
-        return entry[1]
-    lo, hi = ptr, ptr + b.itemsize
-    for extent, stride in zip(b.shape, b.strides):
-        if extent == 0:
+    return _Binding(kind, b, shape, fill)()
+
+
+def binding(
+    kind: str, b: np.ndarray, shape: int | tuple[int, ...], fill: Callable[[np.ndarray, np.ndarray], None]
+) -> Callable[[], np.ndarray | None]:
+    """``packed(kind, b, shape, fill)`` as a function of no arguments, for a caller that asks for
+    this very array ``b`` on every call (a GEMM bound to a loop step's arrays): ``b``'s key and
+    byte range are found once, here; the window and its version are looked at on every call."""
+    return _Binding(kind, b, shape, fill)
+
+
+class _Binding:
+    """``packed``'s answer for one operand array: its key and bytes computed once."""
+
+    __slots__ = ("b", "fill", "hi", "key", "lo", "shape")
+
+    def __init__(
+        self,
+        kind: str,
+        b: np.ndarray,
+        shape: int | tuple[int, ...],
+        fill: Callable[[np.ndarray, np.ndarray], None],
+    ) -> None:
+        self.b, self.fill = b, fill
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        ptr = _address(b)
+        self.key = (kind, ptr, b.shape, b.strides, b.dtype.str)
+        lo, hi = ptr, ptr + b.itemsize
+        for extent, stride in zip(b.shape, b.strides):
+            if extent == 0:
+                lo, hi = 1, 0  # no bytes: never inside a promised range
+                break
+            step = (extent - 1) * stride
+            lo, hi = (lo + step, hi) if step < 0 else (lo, hi + step)
+        self.lo, self.hi = lo, hi
+
+    def __call__(self) -> np.ndarray | None:
+        state = _STATE
+        if not state.ranges:
             return None
-        step = (extent - 1) * stride
-        lo, hi = (lo + step, hi) if step < 0 else (lo, hi + step)
-    if not _inside(lo, hi, state.ranges):
-        return None
-    buf = entry[1] if entry is not None and entry[1].shape == shape else np.empty(shape, np.float32)
-    fill(b, buf)
-    state.packs[key] = (state.version, buf)
-    state.packs.move_to_end(key)
-    while len(state.packs) > MAX_PACKS:
-        state.packs.popitem(last=False)
-    return buf
+        entry = state.packs.get(self.key)
+        if entry is not None and entry[0] == state.version and entry[1].shape == self.shape:
+            return entry[1]
+        if self.hi < self.lo or not _inside(self.lo, self.hi, state.ranges):
+            return None
+        reuse = entry is not None and entry[1].shape == self.shape
+        buf = entry[1] if reuse else np.empty(self.shape, np.float32)
+        self.fill(self.b, buf)
+        state.packs[self.key] = (state.version, buf)
+        state.packs.move_to_end(self.key)
+        while len(state.packs) > MAX_PACKS:
+            state.packs.popitem(last=False)
+        return buf

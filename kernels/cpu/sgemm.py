@@ -45,15 +45,16 @@ a layout without a unit stride, an output over an operand, or a shape outside ``
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from types import ModuleType
 
-import numba
 import numpy as np
 
 from . import loop_invariant
+from .entry_points import entry_point
 from .sgemm_avx512 import COLS, HAVE_AVX512, ROWS
+from .threads import num_threads
 
 KC = 256  # rows of B per packed panel: 256 x COLS floats = 32 KiB, within L1 beside A's rows
 KC_T = 128  # depth of few_columns's panels: a.T's (16 KiB) and b's rows (49: 25 KiB) both stay in L1
@@ -76,6 +77,7 @@ __all__ = [
     "applies",
     "applies_few_columns",
     "applies_low_depth",
+    "bind_small_m_matmul",
     "driver",
     "few_columns_matmul",
     "low_depth_matmul",
@@ -357,7 +359,7 @@ def _pack_panels(b: np.ndarray, buf: np.ndarray) -> None:
     ``p0``, at ``p0 * panels * COLS``, its panels one after another, each ``kc`` rows of ``COLS``
     floats, zeros past ``b``'s last column), shared over numba's threads."""
     panels = (b.shape[1] + COLS - 1) // COLS
-    driver().pack_panels(b, buf, max(1, min(numba.get_num_threads(), panels)))
+    driver().pack_panels(b, buf, max(1, min(num_threads(), panels)))
 
 
 def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()) -> bool:
@@ -371,7 +373,7 @@ def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequen
     if not _fits(a, b, out):
         return False
     (m, k), n = a.shape, b.shape[1]
-    threads = numba.get_num_threads()
+    threads = num_threads()
     transposed = b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2  # packed_a's case
     # B invariant over this loop call: packed once, on its first step. (Not for packed_a on one
     # thread: it reads B as it lies, and ran 0.97x prepacked_b's time there on an LSTM backward's
@@ -397,6 +399,46 @@ def small_m_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequen
     return run("packed_b", a, b, out, max(1, min(threads, (n + COLS - 1) // COLS)), leaves)
 
 
+def bind_small_m_matmul(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()
+) -> Callable[[], bool] | None:
+    """``small_m_matmul(a, b, out, leaves)`` for these very arrays, as a function of no arguments
+    to call again and again (a loop schedule binds the same arrays to a step on every call): the
+    same kernels, arguments and bits, with the checks of shapes, layouts, overlaps and addends
+    made here, once, and each driver called through its compiled entry point; only what may
+    change between calls is read per call (the thread count, the loop window's panels of B).
+    None where ``small_m_matmul`` declines these arrays on every call. The arrays must keep
+    their shapes and strides (a schedule's views do)."""
+    if a.ndim != 2 or b.ndim != 2 or not applies(a.shape[0], a.shape[1], b.shape[1]) or not _fits(a, b, out):
+        return None
+    padded = _check_leaves(leaves, out) if leaves else (out,) * MAX_LEAVES
+    if padded is None:
+        return None
+    (m, k), n, count = a.shape, b.shape[1], len(leaves)
+    transposed = b.strides[0] == 4 and b.strides[1] != 4 and -m % COLS < COLS // 2  # as small_m_matmul
+    over_a, over_b = np.may_share_memory(out, a), np.may_share_memory(out, b)
+    panels_of = loop_invariant.binding(PANELS_KIND, b, (n + COLS - 1) // COLS * COLS * k, _pack_panels)
+    column_parts, row_parts = (n + COLS - 1) // COLS, (n + ROWS - 1) // ROWS
+    drv = driver()
+    prepacked = entry_point(drv.prepacked_b, (a, np.empty(0, np.float32), n, out, 1, padded, count))
+    unpacked = entry_point(drv.packed_a if transposed else drv.packed_b, (a, b, out, 1, padded, count))
+
+    def call() -> bool:
+        threads = num_threads()
+        panels = None if transposed and threads == 1 else panels_of()
+        if panels is not None:
+            if over_a:
+                return False
+            prepacked(a, panels, n, out, max(1, min(threads, column_parts)), padded, count)
+            return True
+        if over_a or over_b:
+            return False
+        unpacked(a, b, out, max(1, min(threads, row_parts if transposed else column_parts)), padded, count)
+        return True
+
+    return call
+
+
 def few_columns_matmul(
     a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray] = ()
 ) -> bool:
@@ -417,7 +459,7 @@ def few_columns_matmul(
 
 def _few_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, leaves: Sequence[np.ndarray]) -> bool:
     """``few_columns`` with the rows of ``out`` shared over numba's threads, ``COLS`` at a time."""
-    threads = numba.get_num_threads()
+    threads = num_threads()
     return run("few_columns", a, b, out, max(1, min(threads, (a.shape[0] + COLS - 1) // COLS)), leaves)
 
 

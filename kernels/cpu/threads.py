@@ -20,6 +20,7 @@ import os
 import sys
 
 import numba
+from numba.np.ufunc import parallel as _parallel
 
 # The TBB runtime numba's tbbpool links against, by platform; numba itself loads it by this name.
 _TBB_NAMES = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib", "win32": "tbb12.dll"}
@@ -67,3 +68,17 @@ def choose_threading_layer() -> list[str] | None:
     _load_tbb()
     numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
     return numba.config.THREADING_LAYER_PRIORITY
+
+
+def num_threads() -> int:
+    """``numba.get_num_threads()`` without its cost on every call (~1.5 us: it takes numba's two
+    start-up locks each time; a training step's GEMMs ask ~200 times): once numba's pool has
+    started, its layer's own thread-local count is read straight (~0.2 us), the value
+    ``numba.get_num_threads`` returns, so it follows ``numba.set_num_threads`` in every Python
+    thread; before that (or where numba keeps it elsewhere), numba's function."""
+    if getattr(_parallel, "_is_initialized", False):  # the pool started: its functions are loaded
+        get = getattr(_parallel, "_get_num_threads", None)
+        n = get() if get is not None else 0
+        if n > 0:
+            return n
+    return numba.get_num_threads()
