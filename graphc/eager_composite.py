@@ -37,6 +37,8 @@ COMPOSITE = "composite"  # the tape op of a composite's result (EagerValue.op)
 _MAX_ENTRIES = 256
 # signature -> _Composite, or None where the definition does not trace (that signature runs op by op)
 _ENTRIES: dict[tuple, _Composite | None] = {}
+# definition -> its fused eager function (graphc/eager_xent.py), or None
+_FUSED: dict[Callable, Callable | None] = {}
 
 
 class _Composite:
@@ -151,6 +153,15 @@ def run(fn: Callable, operands: tuple[Tensor | None, ...], static: dict) -> Tens
 
     if get_backend() != "reference":
         return None
+    fused = _FUSED.get(fn, False)
+    if fused is False:
+        from graphc.eager_xent import fused_for
+
+        fused = _FUSED[fn] = fused_for(fn)
+    if fused is not None:  # a hand-fused kernel for this definition (graphc/eager_xent.py)
+        out = fused(operands, static)
+        if out is not None:
+            return out
     ctx = EAGER
     parts: list[Any] = [fn]
     grads: list[int] = []

@@ -63,14 +63,12 @@ def relu_method(fallback: Callable) -> Callable:
                     arr = _maximum(data, z)
                     if not entry[4]:  # maximum gives -0.0 for -0.0 here: + 0 makes it 0.0
                         _add(arr, z, out=arr)
-                    if record:
-                        mask = _less_equal(data, z)
                 finally:
                     _cv_reset(token)
                 if arr.dtype != where[2] or not arr.flags.c_contiguous:
                     arr = _fix(arr, where[2], where[5])
                 if record:
-                    return _relu_record(entry, xv, arr, mask, ctx, sys._getframe(1))
+                    return _relu_record(entry, xv, arr, ctx, sys._getframe(1))
                 v = _new(EagerValue)  # _plain(), inline
                 v.type = where[1]
                 v.data = arr
@@ -149,17 +147,46 @@ def _max_is_relu(zero: np.ndarray) -> bool:
     return ok
 
 
-def _relu_record(
-    entry: tuple, xv: EagerValue, arr: np.ndarray, mask: np.ndarray, ctx: EagerContext, frame: Any
-) -> Tensor:
+class _LazyMask(EagerValue):
+    """The ``le`` mask ``x <= 0`` of a recorded relu, computed when first read (by ``backward()``)
+    from relu's output y as ``y <= 0``: the same bits (y is 0.0 exactly where x <= 0, -0.0
+    included, and x itself elsewhere: a positive number, or a NaN, for which both are False).
+    Most recorded relus' masks are read once, at backward time, or never (no_grad evaluation
+    aside, a forward whose loss is not differentiated)."""
+
+    __slots__ = ("_of", "_zero")
+
+    @property  # type: ignore[override]
+    def data(self) -> np.ndarray:  # type: ignore[override]
+        """The mask's array (computed on the first read)."""
+        try:
+            return _DATA.__get__(self, EagerValue)
+        except AttributeError:
+            mask = _less_equal(self._of, self._zero)
+            le = self.type
+            if mask.dtype != le.np_dtype or mask.shape != le.shape or not mask.flags.c_contiguous:
+                mask = np.ascontiguousarray(mask, dtype=le.np_dtype).reshape(le.shape)
+            _DATA.__set__(self, mask)
+            self._of = None
+            return mask
+
+    @data.setter
+    def data(self, arr: np.ndarray) -> None:
+        _DATA.__set__(self, arr)
+
+
+_DATA = EagerValue.__dict__["data"]  # EagerValue's slot for its array
+
+
+def _relu_record(entry: tuple, xv: EagerValue, arr: np.ndarray, ctx: EagerContext, frame: Any) -> Tensor:
     """relu's result recorded as the general path records it: the ``le`` mask (a bool value, so a
-    leaf of the tape) and the ``where`` over it."""
+    leaf of the tape; computed when backward() reads it, :class:`_LazyMask`) and the ``where``
+    over it."""
     le = entry[0]
-    if mask.dtype != le[2] or not mask.flags.c_contiguous:
-        mask = _fix(mask, le[2], le[5])
-    m = _new(EagerValue)  # a value that needs no gradient: a leaf of the tape
+    m = _new(_LazyMask)  # a value that needs no gradient: a leaf of the tape
     m.type = le[1]
-    m.data = mask
+    m._of = arr
+    m._zero = entry[2]
     m.requires_grad = False
     m.op = None
     m.attrs = None

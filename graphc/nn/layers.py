@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphc import functional as F
+from graphc import functional_layers as _functional_layers
 from graphc.creation import get_default_dtype
 from graphc.ir import GraphcError
 from graphc.padding import apply_padding_mode, check_padding_mode
@@ -56,7 +57,9 @@ class Linear(Module):
 
     def forward(self, input: Any) -> Any:
         """Apply the affine map."""
-        return F.linear(input, self.weight, self.bias)
+        weight, bias = self.weight, self.bias
+        out = _functional_layers._eager_linear(input, weight, bias)  # eager mode's fast path, else None
+        return F.linear(input, weight, bias) if out is None else out
 
     def extra_repr(self) -> str:
         return (
