@@ -426,7 +426,7 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
             # fold first: in a loop body it reads a loop-invariant B packed once (sgemm, loop_invariant)
             if fold is not None and fold(get_a(ins), get_b(ins), outs_[0], tuple(ins[i] for i in leaf_at)):
                 return
-            if conv is not None and conv.run(get_a(ins), get_b(ins), outs_, ins):
+            if conv is not None and conv(get_a(ins), get_b(ins), outs_[0], ins):
                 return
             if target is not None:
                 tgt = outs_[target]
@@ -459,8 +459,8 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
                 call = blas.bind_product(fold, a, b, arrays[n_in], ins, tuple(ins[i] for i in leaf_at))
             elif target is not None and epi_fn is None and not dups:
                 gemm = blas.bind_product(matmul, a, b, arrays[n_in + target], ins)
-                outs = arrays[n_in:]
-                call = gemm if conv is None or gemm is None else lambda: conv.run(a, b, outs, ins) or gemm()
+                out = arrays[n_in]
+                call = gemm if conv is None or gemm is None else lambda: conv(a, b, out, ins) or gemm()
             return fused_matmul if call is None else lambda *arrays_: call() or fused_matmul(*arrays_)
 
         fused_matmul.warm_up = warm_up  # type: ignore[attr-defined]

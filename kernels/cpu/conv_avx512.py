@@ -1,19 +1,14 @@
 """The AVX-512 micro-kernel of the convolution GEMM (``conv_gemm``): ``sgemm_tile``, epilogue in the store.
 
-``conv_tile(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, final, program, ops, consts, taps)``
+``conv_tile(a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, final, program, ops, consts)``
 computes the ``ROWS`` x ``COLS`` block of ``sgemm_avx512.sgemm_tile`` (the same FMA chains in ``p``
 order, the same ``add``: the block plus what ``c`` holds), and where ``final`` is nonzero (the
 last ``kc`` block of the depth) runs the pointwise ``program`` on each vector while it is still in
 registers, before the one store: a convolution's ``+ bias``, ``maximum(., 0)`` (relu), ``minimum(.,
 6)`` (relu6), a residual ``+ x`` never make a second pass over the output. ``conv_tile_copy`` is
 ``sgemm_tile_copy`` with that store: B's rows read as they lie and packed into the panel meanwhile.
-``conv_tile_wide`` and ``conv_tile_wide_copy`` are the same with ``WIDE`` (48) columns, the panels
-``conv_gemm`` runs (24 accumulators: 11 loads per 24 FMAs, against 10 per 16; 8-24% faster on
-one thread), ``conv_tile_narrow`` and ``conv_tile_narrow_copy`` with ``NARROW`` (16) columns, for
-a last panel of few columns (14 x 14 = 196 pixels: 4 panels of 48 and one of 4). The store has
-two forms: where the first block of the depth is the last (at most ``KC``: most 1 x 1
-convolutions) the program runs on the block as it is, else the block is added to what ``c``
-holds and the program runs where ``final``. The tiles prefetch
+``conv_tile_narrow`` and ``conv_tile_narrow_copy`` are the same with ``NARROW`` (16) columns, for a
+last panel of few columns (14 x 14 = 196 pixels: 6 panels of 32 and one of 4). The tiles prefetch
 what comes next (``llvm.prefetch``, a hint): every other step a line of the next row tile's rows
 of ``a`` (a weight read once a call, 1-9 MiB in a late layer, streams in ahead of its use: 10-25%
 off those GEMMs in a plan, a few % slower where all is in cache), and with each row of B and of
@@ -29,10 +24,7 @@ the output, that row's lines of the next panel.
   ``n`` / ``N``: ``minimum(x, k)`` / ``minimum(k, x)``;
 - ``a``, ``b``, ``c``, ``d``: ``where(x < k, k2, x)`` (``<=``, ``>``, ``>=``) with the next two
   constants (graphc's relu is ``where(x <= 0, 0, x)``, its hardtanh three such steps);
-  ``e``: ``where(x != x, k2, x)`` with the next one;
-- ``q``: ``x * x`` (a square: local response normalization's sum of squares reads it);
-- ``s``: ``x`` as it is, and also stored into the next of the ``taps`` (a second output of the
-  epilogue: the relu that LRN divides, beside its square), under the same mask as the store.
+  ``e``: ``where(x != x, k2, x)`` with the next one.
 
 Each step is rounded to float32 as the separate elementwise kernel rounds it, and ``maximum`` and
 ``minimum`` are the pointwise generator's (``scalar_ops._extremum``): ``a if (a > b or a != a)
@@ -67,15 +59,12 @@ from .sgemm_avx512 import (
 
 _LANES = 16
 NARROW = _LANES  # columns of the narrow tiles (``conv_tile_narrow``), for a last panel of few columns
-WIDE = 3 * _LANES  # columns of the wide tiles (``conv_tile_wide``): 24 accumulators, 11 loads per 24 FMAs
 ADDS = "rv"  # program letters adding an array operand (per row, vector)
 MULS = "RV"  # ... multiplying by one
 EXTREMA = "xXnN"  # letters taking a constant: maximum(x, k), maximum(k, x), minimum(x, k), minimum(k, x)
 SELECTS = "abcde"  # where(x < k, k2, x), <=, >, >= (two constants each); where(x != x, k2, x) (one)
-SQUARE = "q"  # x * x
-TEE = "s"  # x, also stored into the next tap (an output of the epilogue before its end)
 CONSTANTS = {**dict.fromkeys(EXTREMA, 1), **dict.fromkeys("abcd", 2), "e": 1}  # constants a letter takes
-LETTERS = ADDS + MULS + EXTREMA + SELECTS + SQUARE + TEE
+LETTERS = ADDS + MULS + EXTREMA + SELECTS
 _COMPARE = {"a": "<", "b": "<=", "c": ">", "d": ">="}
 
 __all__ = [
@@ -87,15 +76,10 @@ __all__ = [
     "NARROW",
     "ROWS",
     "SELECTS",
-    "SQUARE",
-    "TEE",
-    "WIDE",
     "conv_tile",
     "conv_tile_copy",
     "conv_tile_narrow",
     "conv_tile_narrow_copy",
-    "conv_tile_wide",
-    "conv_tile_wide_copy",
 ]
 
 
@@ -122,24 +106,15 @@ def _epilogue(
     consts: list[ir.Value],
     col_byte: ir.Value,
     mask: ir.Value,
-    tap_rows: list[ir.Value],
 ) -> ir.Value:
     """``val`` through ``program``: ``row_ops[t]`` the i8* of array operand t's row (its element
     ``[i, 0]``), ``consts[s]`` splatted constants, ``col_byte`` the byte offset of the vector's first
-    column within a row, ``mask`` its live lanes (the loads of ``v`` read no further, the stores
-    into ``tap_rows[u]``, the i8* of tap u's row, write no further)."""
+    column within a row, ``mask`` its live lanes (the loads of ``v`` read no further)."""
     i32 = ir.IntType(32)
     f32p = ir.FloatType().as_pointer()
     load = _masked_load(builder)
-    t = s = u = 0
+    t = s = 0
     for letter in program:
-        if letter == TEE:
-            builder.call(_masked_store(builder), [val, _vptr(builder, tap_rows[u], col_byte), i32(4), mask])
-            u += 1
-            continue
-        if letter == SQUARE:
-            val = builder.fmul(val, val)
-            continue
         if letter in "rR":
             operand = _splat(builder, builder.load(builder.bitcast(row_ops[t], f32p), align=4))
         elif letter in "vV":
@@ -163,7 +138,7 @@ def _epilogue(
     return val
 
 
-def _check_program(program: types.Type, ops: types.Type, consts: types.Type, taps: types.Type) -> str:
+def _check_program(program: types.Type, ops: types.Type, consts: types.Type) -> str:
     """The program string of a ``conv_tile`` call, checked against its operand tuples."""
     if not isinstance(program, types.StringLiteral):
         raise TypingError(f"conv_tile takes its program as a string literal, got {program}")
@@ -179,18 +154,9 @@ def _check_program(program: types.Type, ops: types.Type, consts: types.Type, tap
         raise TypingError(f"conv_tile takes a tuple of f32 matrices as its operands, got {ops}")
     if not (isinstance(consts, types.UniTuple) and consts.dtype == types.float32):
         raise TypingError(f"conv_tile takes a tuple of float32 constants, got {consts}")
-    if not (
-        isinstance(taps, types.UniTuple)
-        and isinstance(taps.dtype, types.Array)
-        and taps.dtype.dtype == types.float32
-        and taps.dtype.ndim == 2
-        and taps.dtype.mutable
-    ):
-        raise TypingError(f"conv_tile takes a tuple of writable f32 matrices as its taps, got {taps}")
     if (
         sum(ch in ADDS + MULS for ch in text) > ops.count
         or sum(CONSTANTS.get(ch, 0) for ch in text) > consts.count
-        or text.count(TEE) > taps.count
     ):
         raise TypingError(f"conv_tile program {text!r} takes more operands than given")
     return text
@@ -201,9 +167,7 @@ def _tile(copy: bool, cols_: int = COLS):
     module docstring."""
     nvec = cols_ // _LANES
 
-    def typer(
-        typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, final, program, ops, consts, taps
-    ):
+    def typer(typingctx, a, ia, rows, p0, kc, bp, b0, ldb, c, ic, jc, cols, add, final, program, ops, consts):
         f32 = types.float32
         name = typer.__name__
         arrays = (a, bp, ldb, c) if copy else (a, bp, c)
@@ -215,10 +179,10 @@ def _tile(copy: bool, cols_: int = COLS):
         ints = (ia, rows, p0, kc, b0, ic, jc, cols, add, final) + (() if copy else (ldb,))
         if not all(isinstance(t, types.Integer) for t in ints):
             raise TypingError(f"{name} takes integer offsets and counts, got {ints}")
-        text = _check_program(program, ops, consts, taps)
+        text = _check_program(program, ops, consts)
         ip = types.intp
         sig = types.void(
-            a, ip, ip, ip, ip, bp, ip, ldb if copy else ip, c, ip, ip, ip, ip, ip, program, ops, consts, taps
+            a, ip, ip, ip, ip, bp, ip, ldb if copy else ip, c, ip, ip, ip, ip, ip, program, ops, consts
         )
 
         def codegen(context, builder, signature, args):
@@ -289,62 +253,30 @@ def _tile(copy: bool, cols_: int = COLS):
                 for t in range(ops_t.count)
             ]
             ksplat = [_splat(builder, builder.extract_value(args[16], s)) for s in range(consts_t.count)]
-            taps_t = signature.args[17]
-            tap_arrays = [
-                context.make_array(taps_t.dtype)(context, builder, value=builder.extract_value(args[17], u))
-                for u in range(text.count(TEE))
-            ]
             col_byte = builder.mul(jc_v, i64(4))
             zero = ir.Constant(vf, None)
-
-            def store(plain: bool) -> None:
-                # Each live row's vectors; ``plain``: the first block is the last (a depth of at
-                # most KC: every 1 x 1 convolution but the widest), so no add and the program at
-                # once, the same steps without the masked load and the selects by the flags.
-                for r in range(ROWS):
-                    with builder.if_then(builder.icmp_signed("<", i64(r), rows_v)):
-                        i = builder.add(ic_v, i64(r))
-                        at = builder.add(builder.mul(i, sc_r), col_byte)
-                        for line in range(cols_ * 4 // 64):  # the next panel's part of the output row
-                            ahead = builder.add(at, i64(cols_ * 4 + 64 * line))
-                            _prefetch(builder, builder.gep(c_base, [ahead]))
-                        row_ops = []
-                        for arr in op_arrays:
-                            s0, s1 = cgutils.unpack_tuple(builder, arr.strides, 2)
-                            base = builder.gep(builder.bitcast(arr.data, byte_ptr), [builder.mul(i, s0)])
-                            row_ops.append(base)
-                        tap_rows = []
-                        for arr in tap_arrays:
-                            s0 = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
-                            tap_rows.append(
-                                builder.gep(builder.bitcast(arr.data, byte_ptr), [builder.mul(i, s0)])
-                            )
-                        for v in range(nvec):
-                            ptr = _vptr(builder, c_base, builder.add(at, i64(v * _LANES * 4)))
-                            val = builder.load(slots[r * nvec + v])
+            for r in range(ROWS):
+                with builder.if_then(builder.icmp_signed("<", i64(r), rows_v)):
+                    i = builder.add(ic_v, i64(r))
+                    at = builder.add(builder.mul(i, sc_r), col_byte)
+                    for line in range(cols_ * 4 // 64):  # the next panel's part of the output row
+                        _prefetch(builder, builder.gep(c_base, [builder.add(at, i64(cols_ * 4 + 64 * line))]))
+                    row_ops = []
+                    for arr in op_arrays:
+                        s0, s1 = cgutils.unpack_tuple(builder, arr.strides, 2)
+                        base = builder.gep(builder.bitcast(arr.data, byte_ptr), [builder.mul(i, s0)])
+                        row_ops.append(base)
+                    for v in range(nvec):
+                        ptr = _vptr(builder, c_base, builder.add(at, i64(v * _LANES * 4)))
+                        acc = builder.load(slots[r * nvec + v])
+                        old = builder.call(mload, [ptr, i32(4), builder.and_(masks[v], add_lanes), zero])
+                        val = builder.select(adding, builder.fadd(acc, old), acc)
+                        if text:
+                            live = builder.and_(masks[v], fin_lanes)
                             vcol = builder.add(col_byte, i64(v * _LANES * 4))
-                            if plain:
-                                if text:
-                                    val = _epilogue(
-                                        builder, text, val, row_ops, ksplat, vcol, masks[v], tap_rows
-                                    )
-                            else:
-                                live = builder.and_(masks[v], add_lanes)
-                                old = builder.call(mload, [ptr, i32(4), live, zero])
-                                val = builder.select(adding, builder.fadd(val, old), val)
-                                if text:
-                                    live = builder.and_(masks[v], fin_lanes)
-                                    done = _epilogue(
-                                        builder, text, val, row_ops, ksplat, vcol, live, tap_rows
-                                    )
-                                    val = builder.select(finishing, done, val)
-                            builder.call(mstore, [val, ptr, i32(4), masks[v]])
-
-            with builder.if_else(builder.and_(builder.not_(adding), finishing)) as (once, blocks):
-                with once:
-                    store(True)
-                with blocks:
-                    store(False)
+                            done = _epilogue(builder, text, val, row_ops, ksplat, vcol, live)
+                            val = builder.select(finishing, done, val)
+                        builder.call(mstore, [val, ptr, i32(4), masks[v]])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -360,6 +292,3 @@ conv_tile_copy = intrinsic(_tile(True))
 # the same with one vector of columns (NARROW): a ragged last panel of at most 16 columns
 conv_tile_narrow = intrinsic(_tile(False, NARROW))
 conv_tile_narrow_copy = intrinsic(_tile(True, NARROW))
-# and with three vectors of columns (WIDE): the panels of a convolution's many pixels
-conv_tile_wide = intrinsic(_tile(False, WIDE))
-conv_tile_wide_copy = intrinsic(_tile(True, WIDE))

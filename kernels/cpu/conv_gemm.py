@@ -2,41 +2,32 @@
 
 A convolution lowers to (im2col for a k x k kernel, then) a fused matmul ``[O, K] @ [1, K, H * W]``
 whose epilogue is pointwise: ``+ bias`` (one value per output channel, a row of the product),
-then ``maximum(., 0)`` (relu), ``minimum(., 6)`` (relu6), a residual ``+ x``, and where local
-response normalization follows, the relu's square beside the relu (two outputs: the relu a
-"tap" stored on the way). Elsewhere the GEMM writes the product and the epilogue's own loop
-reads it back and writes it again: two more passes over an output that, at batch 1, is most of
-the traffic (SqueezeNet's first conv: 3 MiB of output for 43 MFLOP). Here (``conv_source``)
-numba's threads share the columns of the product (the pixels), or its rows where the weight is
-the larger (``split``); each packs a panel of ``WIDE`` (48) columns of B as the first row tile
-reads it (the ``direct`` path of ``sgemm``; a ragged last panel in tiles of 32 or 16 columns) and
-runs ``conv_tile_wide`` down its rows of the weight (``MC`` at a time), which applies the
-epilogue to each vector while it is in registers, at the last ``KC`` block of the depth
-(``conv_avx512``). A task whose rows of the weight fit in L2 (``WEIGHT_IN_L2``) takes a panel
-through all its depth before the next (its output tiles stay in L1 between blocks); a larger
-weight goes a ``KC`` block at a time through all the panels (the block stays in L2). No
-allocation but the panel's, and the operands' views made once per array (``ConvGemm``), the
-kernel then called through its compiled entry point: a few microseconds of Python a call. Each
-output is one chain of FMAs in ``p`` order per ``KC`` block, blocks added in order, then the
-epilogue's steps in their order, each rounded to float32: the bits depend on neither the thread
-count, the tile widths nor the loop order, and are those of this GEMM followed by the separate
-epilogue.
+then ``maximum(., 0)`` (relu), ``minimum(., 6)`` (relu6), a residual ``+ x``. Elsewhere the GEMM
+writes the product and the epilogue's own loop reads it back and writes it again: two more passes
+over an output that, at batch 1, is most of the traffic (SqueezeNet's first conv: 3 MiB of output
+for 43 MFLOP). Here (``conv_source``) numba's threads share the columns of the product (the
+pixels), or its rows where the weight is the larger (``split``); each packs a panel of ``COLS``
+columns of B as the first row tile reads it (the ``direct`` path of ``sgemm``) and runs
+``conv_tile`` down its rows of the weight (``MC`` at a time, a block that stays in L2 for all its
+panels), which applies the epilogue to each vector while it is in registers, at the last ``KC``
+block of the depth (``conv_avx512``). No allocation but the panel's, and the operands' views made
+once per array (``ConvGemm``): a few microseconds of Python a call. Each output is one chain of
+FMAs in ``p`` order per ``KC`` block, blocks added in order, then the epilogue's steps in their
+order, each rounded to float32: the bits do not depend on the thread count, and are those of this
+GEMM followed by the separate epilogue.
 
 ``fused_conv(mm, epilogue, inputs, outputs)`` says whether a fused matmul node runs here: the
 ``Epilogue`` it recognizes (``plan_epilogue``), or None (no AVX-512, a shape outside ``applies``,
-an epilogue with another op); ``ConvGemm(epilogue)`` is then the kernel call (``run`` given the
-body's outputs). At each call the kernel declines (returns False, nothing written) where the
-arrays do not fit (a layout without unit column strides, an output over an operand or another
-output); the caller then runs its general path.
+an epilogue with another op); ``ConvGemm(epilogue)`` is then the kernel call. At each call the
+kernel declines (returns False, nothing written) where the arrays do not fit (a layout without
+unit column strides, an output over an operand); the caller then runs its general path.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from operator import is_, itemgetter
 from types import ModuleType
 
 import numpy as np
@@ -44,21 +35,16 @@ import numpy as np
 from graphc.ir import GraphcError, Node, Value
 
 from ..quoting import comment
-from .conv_avx512 import ADDS, COLS, HAVE_AVX512, LETTERS, MULS, NARROW, ROWS, TEE, WIDE
+from .conv_avx512 import ADDS, COLS, HAVE_AVX512, LETTERS, MULS, NARROW, ROWS
 from .threads import num_threads
 
-KC = 256  # depth of a packed panel of B: 256 x WIDE floats = 48 KiB, in L1/L2 beside the weight's rows
+KC = 256  # depth of a packed panel of B: 256 x COLS floats = 32 KiB, in L1 beside the weight's rows
 MC = 256  # rows of the weight per block: MC x KC floats = 256 KiB, in L2 while the panels pass
 MAX_OPS = 4  # array operands an epilogue may read (bias, residual, ...)
 MAX_CONSTS = 8  # constants it may compare with (hardtanh: 5)
-MAX_TAPS = 1  # outputs of the epilogue before its end (``s``: a relu beside its square, for LRN)
 MIN_COLUMNS = 2 * COLS  # fewer pixels: sgemm.few_columns_matmul, at par, unless WIDE_ROWS
 WIDE_ROWS = 256  # output channels from which one panel and a part (a 7 x 7 image) run here too
 MIN_ROWS = ROWS  # fewer output channels leave most of a tile idle
-# A task's weight of at most this many floats (1 MiB) stays in L2 while B's panels pass: each panel
-# then goes through all the depth, its output tiles in L1 between KC blocks, rather than every
-# block through all the panels (an output over L2, Inception's 192 x 3025, made three passes).
-WEIGHT_IN_L2 = 1 << 18
 
 __all__ = ["ConvGemm", "Epilogue", "applies", "conv_source", "driver", "fused_conv", "plan_epilogue", "split"]
 
@@ -69,84 +55,59 @@ def conv_source(program: str) -> str:
     program(a @ b)``, shared over ``row_parts x col_parts`` tasks of numba's pool (blocks of row
     tiles, of column panels)."""
     program = program_literal(program)
-    return f"""# graphc CPU kernel: convolution GEMM (AVX-512 {ROWS} x {WIDE} tiles, epilogue {program} in the store)
+    return f"""# graphc CPU kernel: convolution GEMM (AVX-512 {ROWS} x {COLS} tiles, epilogue {program} in the store)
 import numpy as np
 from numba import njit, prange, types
 
-from graphc.kernels.cpu.conv_avx512 import (
-    conv_tile, conv_tile_copy, conv_tile_narrow, conv_tile_narrow_copy, conv_tile_wide, conv_tile_wide_copy,
-)
+from graphc.kernels.cpu.conv_avx512 import conv_tile, conv_tile_copy, conv_tile_narrow, conv_tile_narrow_copy
 
 OPERAND = types.Array(types.float32, 2, "A", readonly=True)
 SIGNATURE = types.void(
     OPERAND, OPERAND, types.Array(types.float32, 2, "A"), types.intp, types.intp,
     types.UniTuple(OPERAND, {MAX_OPS}), types.UniTuple(types.float32, {MAX_CONSTS}),
-    types.UniTuple(types.Array(types.float32, 2, "A"), {MAX_TAPS}),
 )
 
 
-@njit(inline="always")
-def block(a, b, c, buf, rb, re, p0, kc, final, panel, ops, consts, taps):
-    # c's rows rb:re of the panel's columns, through depth p0:p0 + kc: the first row tile packs B
-    j0 = panel * {WIDE}
-    width = min({WIDE}, b.shape[1] - j0)
-    if width > {COLS}:
-        conv_tile_wide_copy(
-            a, rb, min({ROWS}, re - rb), p0, kc, b, j0, buf, c, rb, j0, width, p0, final,
-            {program}, ops, consts, taps,
-        )
-        for i0 in range(rb + {ROWS}, re, {ROWS}):
-            conv_tile_wide(
-                a, i0, min({ROWS}, re - i0), p0, kc, buf, 0, {WIDE}, c, i0, j0, width, p0,
-                final, {program}, ops, consts, taps,
-            )
-    elif width > {NARROW}:  # a ragged last panel: tiles of two vectors
-        conv_tile_copy(
-            a, rb, min({ROWS}, re - rb), p0, kc, b, j0, buf, c, rb, j0, width, p0, final,
-            {program}, ops, consts, taps,
-        )
-        for i0 in range(rb + {ROWS}, re, {ROWS}):
-            conv_tile(
-                a, i0, min({ROWS}, re - i0), p0, kc, buf, 0, {COLS}, c, i0, j0, width, p0,
-                final, {program}, ops, consts, taps,
-            )
-    else:  # of one vector
-        conv_tile_narrow_copy(
-            a, rb, min({ROWS}, re - rb), p0, kc, b, j0, buf, c, rb, j0, width, p0, final,
-            {program}, ops, consts, taps,
-        )
-        for i0 in range(rb + {ROWS}, re, {ROWS}):
-            conv_tile_narrow(
-                a, i0, min({ROWS}, re - i0), p0, kc, buf, 0, {NARROW}, c, i0, j0, width, p0,
-                final, {program}, ops, consts, taps,
-            )
-
-
 @njit(SIGNATURE, cache=True, nogil=True, parallel=True)
-def conv_gemm(a, b, c, row_parts, col_parts, ops, consts, taps):
+def conv_gemm(a, b, c, row_parts, col_parts, ops, consts):
     m, k = a.shape
     n = b.shape[1]
     tiles = (m + {ROWS - 1}) // {ROWS}
-    panels = (n + {WIDE - 1}) // {WIDE}
+    panels = (n + {COLS - 1}) // {COLS}
     for part in prange(row_parts * col_parts):
         rp = part // col_parts
         cp = part % col_parts
         r0 = rp * tiles // row_parts * {ROWS}
         r1 = min(m, (rp + 1) * tiles // row_parts * {ROWS})
-        first, last = cp * panels // col_parts, (cp + 1) * panels // col_parts
-        buf = np.empty(min({KC}, k) * {WIDE}, np.float32)
-        if (r1 - r0) * k <= {WEIGHT_IN_L2}:  # the task's weight stays in L2: a panel at a time, all its depth
-            for panel in range(first, last):
-                for p0 in range(0, k, {KC}):
-                    kc = min({KC}, k - p0)
-                    for rb in range(r0, r1, {MC}):
-                        block(a, b, c, buf, rb, min(r1, rb + {MC}), p0, kc, int(p0 + kc >= k), panel, ops, consts, taps)
-        else:
-            for p0 in range(0, k, {KC}):  # outermost: the weight's block [rb:re, p0:p0 + kc] stays in L2
-                kc = min({KC}, k - p0)
-                for rb in range(r0, r1, {MC}):
-                    for panel in range(first, last):
-                        block(a, b, c, buf, rb, min(r1, rb + {MC}), p0, kc, int(p0 + kc >= k), panel, ops, consts, taps)
+        buf = np.empty(min({KC}, k) * {COLS}, np.float32)
+        for p0 in range(0, k, {KC}):  # outermost: the weight's block [rb:re, p0:p0 + kc] stays in L2
+            kc = min({KC}, k - p0)
+            final = int(p0 + kc >= k)
+            for rb in range(r0, r1, {MC}):
+                re = min(r1, rb + {MC})
+                for panel in range(cp * panels // col_parts, (cp + 1) * panels // col_parts):
+                    j0 = panel * {COLS}
+                    width = min({COLS}, n - j0)
+                    if width > {NARROW}:
+                        conv_tile_copy(
+                            a, rb, min({ROWS}, re - rb), p0, kc, b, j0, buf, c, rb, j0, width, p0, final,
+                            {program}, ops, consts,
+                        )
+                        for i0 in range(rb + {ROWS}, re, {ROWS}):
+                            conv_tile(
+                                a, i0, min({ROWS}, re - i0), p0, kc, buf, 0, {COLS}, c, i0, j0, width, p0,
+                                final, {program}, ops, consts,
+                            )
+                    else:  # a ragged last panel: tiles of one vector
+                        conv_tile_narrow_copy(
+                            a, rb, min({ROWS}, re - rb), p0, kc, b, j0, buf, c, rb, j0, width, p0, final,
+                            {program}, ops, consts,
+                        )
+                        for i0 in range(rb + {ROWS}, re, {ROWS}):
+                            conv_tile_narrow(
+                                a, i0, min({ROWS}, re - i0), p0, kc, buf, 0, {NARROW}, c, i0, j0, width, p0,
+                                final, {program}, ops, consts,
+                            )
 """  # noqa: E501
 
 
@@ -181,21 +142,17 @@ def split(m: int, n: int, threads: int) -> tuple[int, int]:
     larger (``m > n``: a late layer's 1024 channels of 14 x 14 pixels), else the columns."""
     if m > n:
         return max(1, min(threads, (m + ROWS - 1) // ROWS)), 1
-    return 1, max(1, min(threads, (n + WIDE - 1) // WIDE))
+    return 1, max(1, min(threads, (n + COLS - 1) // COLS))
 
 
 @dataclass(frozen=True)
 class Epilogue:
     """A fused matmul's epilogue as ``conv_tile`` runs it: its program (one letter a step), the
-    positions in the body's inputs of the array operands it reads, its constants, the position in
-    the body's outputs of the value at the program's end (``output``) and of those its ``s``
-    letters store on the way (``taps``, in order)."""
+    positions in the body's inputs of the array operands it reads, and its constants."""
 
     program: str
     operands: tuple[int, ...]
     constants: tuple[float, ...]
-    output: int = 0
-    taps: tuple[int, ...] = ()
 
 
 def _operand_letter(x: Value, m: Value) -> str | None:
@@ -220,27 +177,17 @@ _SELECT = {"lt": "a", "le": "b", "gt": "c", "ge": "d"}  # where(x OP k, k2, x): 
 
 def plan_epilogue(m: Value, epilogue: list[Node], inputs: list[Value], outs: list[Value]) -> Epilogue | None:
     """The ``Epilogue`` of a fused matmul whose product ``m`` (float32, batch axes of size 1) flows
-    through a chain of steps ``conv_tile`` makes into the body's outputs: ``+`` or ``*`` a body
+    through a chain of steps ``conv_tile`` makes into the body's one output: ``+`` or ``*`` a body
     input broadcast along rows or columns; ``maximum``/``minimum`` with a scalar constant, either
     side; ``where(x OP k, k2, x)`` with OP one of ``< <= > >=`` (graphc's relu and hardtanh) and
-    ``where(x != x, k2, x)``; ``x * x``. The outputs are the chain's end and at most ``MAX_TAPS``
-    values along it (a relu and its square, which local response normalization reads). None for
-    any other epilogue (or more than ``MAX_OPS`` operands, ``MAX_CONSTS`` constants)."""
-    if not 1 <= len(outs) <= 1 + MAX_TAPS or len(set(outs)) != len(outs):
-        return None
-    if len(m.shape) < 2 or math.prod(m.shape[:-2]) != 1 or m.type.np_dtype != np.float32:
+    ``where(x != x, k2, x)``. None for any other epilogue (or more than ``MAX_OPS`` operands,
+    ``MAX_CONSTS`` constants)."""
+    if len(outs) != 1 or len(m.shape) < 2 or math.prod(m.shape[:-2]) != 1 or m.type.np_dtype != np.float32:
         return None
     consts: dict[Value, float] = {}
     tests: dict[Value, tuple[Value, str, tuple[float, ...]]] = {}  # a comparison: (of, letter, constants)
-    letters, operands, constants, taps = [], [], [], []
-
-    def tee(value: Value) -> None:  # an output along the chain: stored as it is (``s``)
-        if value in outs:
-            letters.append(TEE)
-            taps.append(outs.index(value))
-
+    letters, operands, constants = [], [], []
     cur = m
-    tee(m)
     for node in epilogue:
         out = node.outputs[0]
         if node.op == "const":
@@ -269,17 +216,14 @@ def plan_epilogue(m: Value, epilogue: list[Node], inputs: list[Value], outs: lis
             letters.append(test[1])
             constants += [*test[2], consts[then]]
             cur = out
-            tee(cur)
             continue
         if len(node.inputs) != 2:
             return None
         x, y = node.inputs
         other = y if x is cur else x
-        if other is cur and node.op == "mul":
-            letters.append("q")
-        elif other is cur:
+        if other is cur:
             return None
-        elif node.op in ("add", "mul") and other in inputs:
+        if node.op in ("add", "mul") and other in inputs:
             letter = _operand_letter(other, m)
             if letter is None:
                 return None
@@ -292,13 +236,9 @@ def plan_epilogue(m: Value, epilogue: list[Node], inputs: list[Value], outs: lis
         else:
             return None
         cur = out
-        tee(cur)
-    # The chain's end is an output (its tee, the last letter, becomes the store) and so is every tap.
-    if cur not in outs or len(taps) != len(outs) or len(operands) > MAX_OPS or len(constants) > MAX_CONSTS:
+    if outs[0] is not cur or len(operands) > MAX_OPS or len(constants) > MAX_CONSTS:
         return None
-    letters.pop()
-    output = taps.pop()
-    return Epilogue("".join(letters), tuple(operands), tuple(constants), output, tuple(taps))
+    return Epilogue("".join(letters), tuple(operands), tuple(constants))
 
 
 def _matrix(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -311,18 +251,9 @@ def _matrix(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
 _LAYOUT = object()  # ``ConvGemm._prepare``'s answer for arrays laid out so that they do not fit
 
 
-def _entry_point(kernel: Callable[..., None]) -> Callable[..., None]:
-    """The compiled entry point of ``conv_gemm`` (its one overload, of the explicit ``SIGNATURE``:
-    any-layout float32 matrices, the output and taps writable, which ``_prepare`` checks): the
-    machine code without the dispatcher's typing of its eight arguments at every call."""
-    overloads = list(getattr(kernel, "overloads", {}).values())
-    return overloads[0].entry_point if len(overloads) == 1 else kernel
-
-
 class ConvGemm:
-    """The kernel call of one fused matmul: ``__call__(a, b, out, ins, taps) -> bool``, ``out =
-    program(a @ b)`` with the epilogue's operands ``ins[i]``, its ``s`` letters storing into
-    ``taps`` (the body's outputs ``epilogue.taps``); False, with nothing written, where the arrays
+    """The kernel call of one fused matmul: ``__call__(a, b, out, ins) -> bool``, ``out = program(a
+    @ b)`` with the epilogue's operands ``ins[i]``; False, with nothing written, where the arrays
     do not fit (see ``_prepare``). The operands' views and the overlap checks are made once per array
     (a plan passes the same arrays at every call)."""
 
@@ -331,14 +262,12 @@ class ConvGemm:
         self.kernel = driver(epilogue.program).conv_gemm
         pad = (0.0,) * (MAX_CONSTS - len(epilogue.constants))
         self.consts = tuple(np.float32(k) for k in (*epilogue.constants, *pad))
-        self._pick = itemgetter(*epilogue.operands) if epilogue.operands else None
         self._key: tuple = ()
         self._threads = 0
         self._args: tuple | None = None
-        self._entry: Callable[..., None] = self.kernel
         self._declined: set[tuple] = set()  # layouts (shape, strides, dtype of each array) that do not fit
 
-    def _prepare(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, ins: list, taps: tuple) -> object:
+    def _prepare(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, ins: list) -> object:
         """The kernel's arguments for these arrays; ``_LAYOUT`` where their shapes, strides or dtypes
         do not fit (so any arrays laid out alike), None where they overlap."""
         if a.ndim != 2 or math.prod(b.shape[:-2]) != 1 or math.prod(out.shape[:-2]) != 1:
@@ -352,8 +281,6 @@ class ConvGemm:
             return _LAYOUT
         if b2.strides[1] != 4 or c2.strides[1] != 4 or min(*a.strides, b2.strides[0]) < 0:
             return _LAYOUT
-        if not c2.flags.writeable:
-            return _LAYOUT
         ops = []
         letters = [ch for ch in self.epilogue.program if ch in ADDS + MULS]
         for i, letter in zip(self.epilogue.operands, letters):
@@ -364,55 +291,29 @@ class ConvGemm:
             if letter in "vV" and view.strides[1] != 4:
                 return _LAYOUT
             ops.append(view)
-        if len(taps) != len(self.epilogue.taps):
-            return _LAYOUT
-        stores = [c2]
-        for t in taps:
-            if t.dtype != np.float32 or math.prod(t.shape[:-2]) != 1 or t.shape[-2:] != (m, n):
-                return _LAYOUT
-            t2 = t.reshape(t.shape[-2:])
-            if t2.strides[1] != 4 or not t2.flags.writeable:
-                return _LAYOUT
-            stores.append(t2)
-        for j, y in enumerate(stores):
-            if any(np.may_share_memory(y, x) for x in (a, b2, *ops, *stores[j + 1 :])):
-                return None
+        if any(np.may_share_memory(c2, x) for x in (a, b2, *ops)):
+            return None
         ops += [c2] * (MAX_OPS - len(ops))  # never read
-        stores += [c2] * (1 + MAX_TAPS - len(stores))  # never written
-        args = (a, b2, c2, *split(m, n, num_threads()), tuple(ops), self.consts)
-        return (*args, tuple(stores[1:]))
+        return (a, b2, c2, *split(m, n, num_threads()), tuple(ops), self.consts)
 
-    def __call__(
-        self, a: np.ndarray, b: np.ndarray, out: np.ndarray, ins: list, taps: Sequence[np.ndarray] = ()
-    ) -> bool:
-        # The arrays of the last call again (a plan's, every call): identity checks only, then the
-        # kernel's compiled entry point (no dispatch on the types of its eight arguments).
-        pick = self._pick
-        picked = () if pick is None else pick(ins)
-        key = (a, b, out, *taps, *picked) if type(picked) is tuple else (a, b, out, *taps, picked)
+    def __call__(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, ins: list) -> bool:
+        key = (a, b, out, *(ins[i] for i in self.epilogue.operands))
         threads = num_threads()
-        if threads != self._threads or len(key) != len(self._key) or not all(map(is_, key, self._key)):
+        if threads != self._threads or any(x is not y for x, y in zip(key, self._key)):
             # New arrays (a loop body's views are new at every step): a layout declined before
             # is declined again at the cost of this key, not of ``_prepare``'s checks.
             layout = tuple((x.shape, x.strides, x.dtype) for x in key)
             if layout in self._declined:
                 return False
-            args = self._prepare(a, b, out, ins, tuple(taps))
+            args = self._prepare(a, b, out, ins)
             if args is _LAYOUT:
                 self._declined.add(layout)
                 return False
             self._args, self._key, self._threads = args, key, threads
-            self._entry = _entry_point(self.kernel)
         if self._args is None:
             return False
-        self._entry(*self._args)
+        self.kernel(*self._args)
         return True
-
-    def run(self, a: np.ndarray, b: np.ndarray, outs: Sequence[np.ndarray], ins: list) -> bool:
-        """``__call__`` with the body's outputs ``outs``: the program's end into ``outs[output]``, its
-        taps into theirs (``Epilogue.output``, ``Epilogue.taps``)."""
-        taps = self.epilogue.taps
-        return self(a, b, outs[self.epilogue.output], ins, [outs[k] for k in taps] if taps else ())
 
 
 def fused_conv(mm: Node, epilogue: list[Node], inputs: list[Value], outs: list[Value]) -> Epilogue | None:
