@@ -15,6 +15,13 @@ def _plus(expr: str, offset: int) -> str:
     return expr if offset == 0 else f"{expr} + {offset}" if offset > 0 else f"{expr} - {-offset}"
 
 
+def planes_of(array: str, per_plane: int, constant: int) -> str:
+    """The number of planes of a kernel argument, read from its size at run time, so one kernel
+    serves every batch size and channel count of a window shape (Inception v1's 21 im2col nodes
+    need 8 kernels, not 21); the plane count baked in where a plane is empty."""
+    return f"{array}.size // {per_plane}" if per_plane > 0 else str(constant)
+
+
 def _low(x: Value) -> str:
     """The padding cells' value: -inf, or the integer dtype's minimum."""
     return literal(pool_fill(x.dtype), x.dtype)
@@ -34,8 +41,9 @@ def _pool_window(node: Node, x: Value) -> tuple[list[str], list[tuple[int, int]]
     win = pool_window(node.attrs, h, w)
     par = use_parallel(x.type.numel, n * c)
     lines = [
-        f"x = a0.reshape(({n * c}, {h}, {w}))",
-        f"for p in {'prange' if par else 'range'}({n * c}):",
+        f"P = {planes_of('a0', h * w, n * c)}",
+        f"x = a0.reshape((P, {h}, {w}))",
+        f"for p in {'prange' if par else 'range'}(P):",
         "    for oy in range(OH):",
         "        for ox in range(OW):",
         f"            y0 = {_plus(f'oy * {win.sh}', -win.top)}",
@@ -70,7 +78,10 @@ def max_pool_source(node: Node) -> str:
         narrow = node.outputs[0].shape[3] < NARROW_POOL
         return _flat_max_pool_source(node) if narrow else _separable_max_pool_source(node)
     head, offsets, par = _pool_window(node, x)
-    lines = [f"OH, OW = {y.shape[2]}, {y.shape[3]}", f"o = a1.reshape(({y.shape[0] * y.shape[1]}, OH, OW))"]
+    lines = [
+        f"OH, OW = {y.shape[2]}, {y.shape[3]}",
+        f"o = a1.reshape(({planes_of('a1', y.shape[2] * y.shape[3], y.shape[0] * y.shape[1])}, OH, OW))",
+    ]
     if win.padded:
         lines += head + [f"            best = {_low(x)}"]
         for di, dj in offsets:
@@ -86,8 +97,18 @@ def max_pool_source(node: Node) -> str:
     return Source(_pool_title(node)).render(2, lines, par)
 
 
-# Planes per block of the separable max pool: each block allocates its row-maxima buffer once.
+# Blocks of planes of the separable and flat max pools: each block allocates its scratch once.
 POOL_BLOCKS = 16
+
+
+def _pool_blocks(planes: int, plane_size: int, parallel: bool) -> list[str]:
+    """Lines setting ``P`` (planes, read at run time), ``blocks`` and ``per`` (planes a block)."""
+    blocks = f"min(P, {POOL_BLOCKS})" if parallel else "1"
+    return [
+        f"P = {planes_of('a0', plane_size, planes)}",
+        f"blocks = max({blocks}, 1)",
+        "per = -(-P // blocks)",
+    ]
 
 
 def _interior(size: int, out: int, k: int, s: int, d: int, lo: int) -> tuple[int, int]:
@@ -126,8 +147,6 @@ def _separable_max_pool_source(node: Node) -> str:
     kh, kw, sh, sw, dh, dw = win.kh, win.kw, win.sh, win.sw, win.dh, win.dw
     planes = n * c
     par = use_parallel(x.type.numel, planes)
-    blocks = min(planes, POOL_BLOCKS) if par else 1
-    per = -(-planes // blocks)
     step = f"                best = v if {_better(x)} else best"
     x_lo, x_hi = _interior(w, ow, kw, sw, dw, win.left)
     y_lo, y_hi = _interior(h, oh, kh, sh, dh, win.top)
@@ -136,11 +155,12 @@ def _separable_max_pool_source(node: Node) -> str:
     # no negative-index fix and LLVM vectorizes the loop (with ``ox * sw - left`` it ran 1.5x slower).
     x0 = x_lo * sw - win.left
     lines = [
-        f"x = a0.reshape(({planes}, {h}, {w}))",
-        f"o = a1.reshape(({planes}, {oh}, {ow}))",
-        f"for blk in {'prange' if par else 'range'}({blocks}):",
+        *_pool_blocks(planes, h * w, par),
+        f"x = a0.reshape((P, {h}, {w}))",
+        f"o = a1.reshape((P, {oh}, {ow}))",
+        f"for blk in {'prange' if par else 'range'}(blocks):",
         f"    t = np.empty(({h}, {ow}), a0.dtype)",
-        f"    for p in range(blk * {per}, min(blk * {per} + {per}, {planes})):",
+        "    for p in range(blk * per, min(blk * per + per, P)):",
         f"        for r in range({h}):",
         f"            for ox in range({x_hi - x_lo}):",
         f"                best = x[p, r, {_plus(f'ox * {sw}', x0)}]",
@@ -220,17 +240,16 @@ def _flat_max_pool_source(node: Node) -> str:
     hw2 = (h + win.top + win.bottom) * w2
     planes = n * c
     par = use_parallel(x.type.numel, planes)
-    blocks = min(planes, POOL_BLOCKS) if par else 1
-    per = -(-planes // blocks)
     reach = (kw - 1) * dw  # the first pass's window past its start, along the run
     down = (kh - 1) * dh * w2  # the second pass's
     better = _better(x)
     lines = [
-        f"x = a0.reshape({planes * h * w})",
-        f"o = a1.reshape(({planes}, {oh}, {ow}))",
-        f"for blk in {'prange' if par else 'range'}({blocks}):",
-        f"    p0 = blk * {per}",
-        f"    p1 = min(p0 + {per}, {planes})",
+        *_pool_blocks(planes, h * w, par),
+        "x = a0.reshape(a0.size)",
+        f"o = a1.reshape((P, {oh}, {ow}))",
+        f"for blk in {'prange' if par else 'range'}(blocks):",
+        "    p0 = blk * per",
+        "    p1 = min(p0 + per, P)",
     ]
     if win.padded:
         lines += _padded_copy(x, win, hw2, w2)
@@ -277,10 +296,10 @@ def max_pool_grad_source(node: Node) -> str:
     head, offsets, par = _pool_window(node, x)
     lines = [
         f"OH, OW = {oh}, {ow}",
-        f"g = a1.reshape(({n * c * oh * ow},))",
-        f"dx = a2.reshape(({n * c * h * w},))",
+        "g = a1.reshape(a1.size)",
+        "dx = a2.reshape(a2.size)",
     ]
-    head[2:2] = [
+    head[3:3] = [
         f"    at = np.empty({oh * ow}, np.int64)",
         f"    base = p * {h * w}",
         f"    for k in range(base, base + {h * w}):",
@@ -329,59 +348,74 @@ def _window_setup(node: Node, image: Value, cols: Value) -> tuple[int, int, dict
     return win.oh, win.ow, p, use_parallel(max(image.type.numel, cols.type.numel), n * c)
 
 
-def _window_ranges(p: dict[str, int], oh: int, ow: int) -> list[str]:
+def _image_sizes(p: dict[str, int], image: str, oh: int, ow: int) -> list[str]:
+    """Lines naming the image's and the output's sizes (constants: the loops vectorize on them;
+    read from the arrays they ran 2-3x slower) and the planes, read from ``image``'s size, so one
+    kernel serves every channel count and batch of an image size (Inception v1: 11 im2col
+    kernels, not 21)."""
+    return [
+        f"H, W = {p['H']}, {p['W']}",
+        f"NC = {planes_of(image, p['H'] * p['W'], p['NC'])}",
+        f"OH, OW = {oh}, {ow}",
+        f"L = {oh * ow}",
+    ]
+
+
+def _window_ranges(p: dict[str, int]) -> list[str]:
     # Output rows ylo <= y < yhi and columns xlo <= x < xhi of window offset (i, j) read pixels
     # inside the image, so the loops over them need no bounds test and (stride 1) vectorize.
     def first(pad: str, dil: str, var: str, stride: str) -> str:
         return f"-((-({p[pad]} - {var} * {p[dil]})) // {p[stride]})"
 
     def stop(size: str, pad: str, dil: str, var: str, stride: str) -> str:
-        return f"-((-({p[size]} + {p[pad]} - {var} * {p[dil]})) // {p[stride]})"
+        return f"-((-({size} + {p[pad]} - {var} * {p[dil]})) // {p[stride]})"
 
     return [
-        f"        ylo = min(max({first('PH', 'DH', 'i', 'SH')}, 0), {oh})",
-        f"        yhi = max(min({stop('H', 'PH', 'DH', 'i', 'SH')}, {oh}), ylo)",
+        f"        ylo = min(max({first('PH', 'DH', 'i', 'SH')}, 0), OH)",
+        f"        yhi = max(min({stop('H', 'PH', 'DH', 'i', 'SH')}, OH), ylo)",
         f"        for j in range({p['KW']}):",
-        f"            xlo = min(max({first('PW', 'DW', 'j', 'SW')}, 0), {ow})",
-        f"            xhi = max(min({stop('W', 'PW', 'DW', 'j', 'SW')}, {ow}), xlo)",
+        f"            xlo = min(max({first('PW', 'DW', 'j', 'SW')}, 0), OW)",
+        f"            xhi = max(min({stop('W', 'PW', 'DW', 'j', 'SW')}, OW), xlo)",
         f"            k = i * {p['KW']} + j",
     ]
 
 
 def im2col_source(node: Node) -> str:
-    """cols[n, (c, i, j), (y, x)] = the window pixel, or 0 in the padding; constants baked in.
+    """cols[n, (c, i, j), (y, x)] = the window pixel, or 0 in the padding; the window baked in,
+    the image's size read from its array.
 
     The prange runs over (plane, window row) pairs where there are few planes (a first
     convolution's 3, RGB, left one of two threads idle a third of the time), else over planes."""
     x, cols = node.inputs[0], node.outputs[0]
     oh, ow, p, par = _window_setup(node, x, cols)
     zero = literal(0, x.dtype)
-    ranges = _window_ranges(p, oh, ow)
+    ranges = _window_ranges(p)
     if p["NC"] < FEW_PLANES and use_parallel(max(x.type.numel, cols.type.numel), p["NC"] * p["KH"]):
         par = True
         head = [
-            f"for task in prange({p['NC'] * p['KH']}):",
+            f"for task in prange(NC * {p['KH']}):",
             f"    q = task // {p['KH']}",
             f"    for i in range(task - q * {p['KH']}, task - q * {p['KH']} + 1):",
         ]
     else:
-        head = [f"for q in {'prange' if par else 'range'}({p['NC']}):", f"    for i in range({p['KH']}):"]
+        head = [f"for q in {'prange' if par else 'range'}(NC):", f"    for i in range({p['KH']}):"]
     lines = [
-        f"x = a0.reshape(({p['NC']}, {p['H']}, {p['W']}))",
-        f"cols = a1.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
+        *_image_sizes(p, "a0", oh, ow),
+        "x = a0.reshape((NC, H, W))",
+        f"cols = a1.reshape((NC, {p['KH'] * p['KW']}, L))",
         *head,
         *ranges,
-        f"            for t in range(ylo * {ow}):",
+        "            for t in range(ylo * OW):",
         f"                cols[q, k, t] = {zero}",
-        f"            for t in range(yhi * {ow}, {oh * ow}):",
+        "            for t in range(yhi * OW, L):",
         f"                cols[q, k, t] = {zero}",
         "            for y in range(ylo, yhi):",
         f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}",
-        f"                base = y * {ow}",
+        "                base = y * OW",
         "                for xo in range(xlo):",
         f"                    cols[q, k, base + xo] = {zero}",
         *_im2col_row(p, ow),
-        f"                for xo in range(xhi, {ow}):",
+        "                for xo in range(xhi, OW):",
         f"                    cols[q, k, base + xo] = {zero}",
     ]
     return Source(f"im2col {_window_title(node)}").render(2, lines, par)
@@ -418,17 +452,18 @@ def col2im_source(node: Node) -> str:
     cols, x = node.inputs[0], node.outputs[0]
     oh, ow, p, par = _window_setup(node, x, cols)
     lines = [
-        f"cols = a0.reshape(({p['NC']}, {p['KH'] * p['KW']}, {p['L']}))",
-        f"x = a1.reshape(({p['NC']}, {p['H'] * p['W']}))",
-        f"for q in {'prange' if par else 'range'}({p['NC']}):",
-        f"    for t in range({p['H'] * p['W']}):",
+        *_image_sizes(p, "a1", oh, ow),
+        f"cols = a0.reshape((NC, {p['KH'] * p['KW']}, L))",
+        "x = a1.reshape((NC, H * W))",
+        f"for q in {'prange' if par else 'range'}(NC):",
+        "    for t in range(H * W):",
         f"        x[q, t] = {literal(0, x.dtype)}",
         f"    for i in range({p['KH']}):",
-        *_window_ranges(p, oh, ow),
+        *_window_ranges(p),
         "            for y in range(ylo, yhi):",
         f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}",
-        f"                row = iy * {p['W']} - {p['PW']} + j * {p['DW']}",
-        f"                base = y * {ow}",
+        f"                row = iy * W - {p['PW']} + j * {p['DW']}",
+        "                base = y * OW",
         "                for xo in range(xlo, xhi):",
         f"                    x[q, row + xo * {p['SW']}] += cols[q, k, base + xo]",
     ]
