@@ -15,7 +15,7 @@ from graphc.ir import Node
 from graphc.kernels.windows import Window, depthwise_window
 
 from .loops import use_parallel
-from .source import Source, literal
+from .source import Source, literal, planes_of
 
 MAX_UNROLLED_TAPS = 49
 MAX_BORDER = 8
@@ -90,7 +90,8 @@ def _checked(win: Window, h: int, w: int, zero: str) -> list[str]:
 
 
 def depthwise_conv2d_source(node: Node) -> str:
-    """y[n, c] = the window sums of x[n, c] weighted by w[c], constants baked in."""
+    """y[n, c] = the window sums of x[n, c] weighted by w[c]: the window, image size and channel
+    count baked in, the batch size read from the arrays."""
     x, wv = node.inputs
     n, c, h, w = x.shape
     win = depthwise_window(node.attrs, x.shape, wv.shape)
@@ -101,11 +102,12 @@ def depthwise_conv2d_source(node: Node) -> str:
     unroll = win.kh * win.kw <= MAX_UNROLLED_TAPS and border <= MAX_BORDER
     par = use_parallel(x.type.numel + node.outputs[0].type.numel, n * c)
     lines = [
-        f"x = a0.reshape(({n * c}, {h * w}))",
+        f"NC = {planes_of('a0', h * w, n * c)}",
+        f"x = a0.reshape((NC, {h * w}))",
         f"wt = a1.reshape(({c}, {win.kh * win.kw}))",
-        f"o = a2.reshape(({n * c}, {win.oh * win.ow}))",
-        f"for q in {'prange' if par else 'range'}({n * c}):",
-        f"    c = q % {c}",
+        f"o = a2.reshape((NC, {win.oh * win.ow}))",
+        f"for q in {'prange' if par else 'range'}(NC):",
+        f"    c = q % {c}",  # a constant divisor (C read at run time: 7x7 planes 13% slower)
         *(_unrolled if unroll else _checked)(win, h, w, zero),
     ]
     a = node.attrs

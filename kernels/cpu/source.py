@@ -214,6 +214,13 @@ class Names:
         return f"{prefix}{k}"
 
 
+def planes_of(array: str, per_plane: int, constant: int) -> str:
+    """Source for the number of planes of kernel argument ``array``, read from its size at run time,
+    so one window kernel serves every batch size and channel count of an image size (Inception
+    v1's 21 im2col nodes need 11 kernels, not 21); ``constant`` where a plane is empty."""
+    return f"{array}.size // {per_plane}" if per_plane > 0 else str(constant)
+
+
 def literal(value: object, dtype: str) -> str:
     """A constant of a graphc dtype as numba source (through ``quoting.literal``; inf/nan via np)."""
     v = scalar_value(value, dtype)

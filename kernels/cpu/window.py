@@ -7,19 +7,12 @@ from graphc.ir.types import FLOAT_DTYPES
 from graphc.kernels.windows import conv_window, pool_fill, pool_window
 
 from .loops import use_parallel
-from .source import Source, literal
+from .source import Source, literal, planes_of
 
 
 def _plus(expr: str, offset: int) -> str:
     """``expr + offset`` as source (nothing added for 0)."""
     return expr if offset == 0 else f"{expr} + {offset}" if offset > 0 else f"{expr} - {-offset}"
-
-
-def planes_of(array: str, per_plane: int, constant: int) -> str:
-    """The number of planes of a kernel argument, read from its size at run time, so one kernel
-    serves every batch size and channel count of a window shape (Inception v1's 21 im2col nodes
-    need 8 kernels, not 21); the plane count baked in where a plane is empty."""
-    return f"{array}.size // {per_plane}" if per_plane > 0 else str(constant)
 
 
 def _low(x: Value) -> str:
