@@ -11,7 +11,11 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from graphc.onnx.backend import GraphcBackend  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import graphc  # noqa: E402
+import graphc.onnx  # noqa: E402
+from graphc.onnx.backend import GraphcBackend, static_inputs  # noqa: E402
 from graphc.onnx.conformance import missing_ops, node_cases, run_all, run_case  # noqa: E402
 from graphc.onnx.known_failures import KNOWN_FAILURES  # noqa: E402
 
@@ -97,3 +101,54 @@ def test_backend_interface(cases):
     inputs, outputs = case.data_sets[0]
     (got,) = GraphcBackend.run_model(case.model, inputs, backend="reference")
     np.testing.assert_array_equal(got, np.maximum(inputs[0], 0))
+
+
+def _model(nodes, inputs, outputs, initializers=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_inputs_computing_a_static_slot_are_static_and_shape_reads_are_not():
+    """``n`` reaches Range's limit through Cast and Mul, so the backend folds it; ``x`` only through
+    Size (its shape is known while compiling), so it stays a data input."""
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    nodes = [
+        helper.make_node("Size", ["x"], ["numel"]),
+        helper.make_node("Constant", [], ["two"], value=numpy_helper.from_array(np.array(2.0, np.float32))),
+        helper.make_node("Cast", ["n"], ["nf"], to=f32),
+        helper.make_node("Mul", ["nf", "two"], ["twice"]),
+        helper.make_node("Cast", ["twice"], ["limit"], to=i64),
+        helper.make_node("Add", ["limit", "numel"], ["stop"]),
+        helper.make_node("Range", ["zero", "stop", "one"], ["r"]),
+        helper.make_node("Cast", ["r"], ["rf"], to=f32),
+        helper.make_node("ReduceSum", ["x"], ["xs"], keepdims=0),
+        helper.make_node("Add", ["rf", "xs"], ["y"]),
+    ]
+    consts = [  # (a float initializer would be a parameter: a Constant node is a constant)
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", f32, [2, 3]), helper.make_tensor_value_info("n", i64, [])]
+    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", f32, None)], consts)
+    assert static_inputs(model) == {"n"}
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    rep = GraphcBackend.prepare(model, backend="reference")
+    for n in (1, 4):  # one plan per value of n
+        (got,) = rep.run([x, np.array(n, np.int64)])
+        np.testing.assert_array_equal(got, np.arange(2 * n + 6, dtype=np.float32) + x.sum())
+
+
+def test_float64_initializers_keep_their_dtype():
+    """An ONNX float64 initializer is a float64 parameter (not the default dtype, float32)."""
+    w = (np.arange(6, dtype=np.float64).reshape(2, 3) / 7) ** 0.5
+    f64 = TensorProto.DOUBLE
+    model = _model(
+        [helper.make_node("Mul", ["W", "x"], ["y"])],
+        [helper.make_tensor_value_info("x", f64, [2, 3])],
+        [helper.make_tensor_value_info("y", f64, [2, 3])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    module = graphc.onnx.load(model)
+    assert dict(module.named_parameters())["W"].dtype == np.float64
+    x = np.full((2, 3), 1 / 3)
+    np.testing.assert_array_equal(graphc.compile(module, x, backend="reference")(x), w * x)

@@ -2,8 +2,9 @@
 
 ``GraphcBackend.prepare(model)`` imports the model; ``rep.run(inputs)`` compiles a plan for the
 inputs' shapes and dtypes (cached per signature) and runs it. Graph inputs that feed a slot
-graphc needs while compiling (a Reshape's shape, Slice's starts, ...: registry.STATIC_SLOTS)
-are folded into the model as initializers, so the plan is compiled for their values.
+graphc needs while compiling (a Reshape's shape, Slice's starts, ...: registry.STATIC_SLOTS),
+directly or through the nodes computing it, are folded into the model as initializers, so the
+plan is compiled for their values (and compiled again for other values).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import ModelProto, TensorProto, numpy_helper
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
 from graphc.ir import DTYPES, GraphcError
@@ -36,14 +37,40 @@ _SUPPORTED = (
 )
 
 
+# Ops whose output depends on their input's shape only, which graphc knows while compiling.
+SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
 def static_inputs(model: ModelProto) -> set[str]:
-    """Names of graph inputs that feed a compile-time slot of some node."""
+    """Names of graph inputs whose values graphc needs while compiling: those feeding a
+    compile-time slot of some node (registry.STATIC_SLOTS), directly or through the nodes that
+    compute the slot's value (a window's size cast and divided before a Range, a crop's pads
+    computed from the input's shape), in the graph or in a subgraph of one of its nodes."""
     names = {vi.name for vi in model.graph.input}
-    found = set()
-    for node in model.graph.node:
-        for i in STATIC_SLOTS.get(node.op_type, ()):
-            if i < len(node.input) and node.input[i] in names:
-                found.add(node.input[i])
+    producers: dict[str, NodeProto] = {}
+    slots: list[str] = []
+
+    def scan(graph: GraphProto) -> None:
+        for node in graph.node:
+            for out in node.output:
+                producers.setdefault(out, node)
+            slots.extend(node.input[i] for i in STATIC_SLOTS.get(node.op_type, ()) if i < len(node.input))
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    scan(sub)
+
+    scan(model.graph)
+    found: set[str] = set()
+    seen: set[str] = set()
+    while slots:
+        name = slots.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name in names:
+            found.add(name)
+        elif name in producers and producers[name].op_type not in SHAPE_ONLY:
+            slots.extend(producers[name].input)
     return found
 
 

@@ -99,7 +99,8 @@ class OnnxModule(Module):
                 while pname in used or hasattr(type(self), pname):
                     pname += "_"
                 used.add(pname)
-                self.register_parameter(pname, Parameter(arr))
+                # The file's dtype, float64 too (Parameter alone would apply the default dtype).
+                self.register_parameter(pname, Parameter(arr, dtype=arr.dtype))
                 self.onnx_names[pname] = init.name
                 params[init.name] = pname
             else:

@@ -36,25 +36,9 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_attention_3d_causal_bf16_expanded",
         "test_attention_4d_causal_fp16_expanded",
     ),
-    "limit computed at run time": (
-        "test_blackmanwindow_expanded",
-        "test_blackmanwindow_symmetric_expanded",
-        "test_hammingwindow_expanded",
-        "test_hammingwindow_symmetric_expanded",
-        "test_hannwindow_expanded",
-        "test_hannwindow_symmetric_expanded",
-    ),
     "MaxUnpool with output_shape: graphc (as ONNX Runtime and PyTorch) reads the indices as flat indices of "
     "the output_shape tensor; the expected values scatter into the inferred shape and pad it at the end": (
         "test_maxunpool_export_with_output_shape",
-    ),
-    "pads computed at run time": (
-        "test_center_crop_pad_crop_expanded",
-        "test_center_crop_pad_pad_expanded",
-        "test_center_crop_pad_crop_and_pad_expanded",
-        "test_center_crop_pad_crop_axes_hwc_expanded",
-        "test_center_crop_pad_crop_negative_axes_hwc_expanded",
-        "test_center_crop_pad_crop_axes_chw_expanded",
     ),
     "sequence/optional inputs": (
         "test_identity_sequence",
