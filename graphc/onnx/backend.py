@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from onnx import GraphProto, ModelProto, NodeProto, TensorProto, numpy_helper
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
 from graphc.ir import DTYPES, GraphcError
@@ -75,13 +75,20 @@ def static_inputs(model: ModelProto) -> set[str]:
 
 
 def _fold(model: ModelProto, values: dict[str, np.ndarray]) -> ModelProto:
+    """``model`` with the inputs in ``values`` replaced by Constant nodes of their values (not
+    initializers: a float initializer is a parameter, which graphc does not read while compiling)."""
     folded = ModelProto()
     folded.CopyFrom(model)
     keep = [vi for vi in folded.graph.input if vi.name not in values]
     del folded.graph.input[:]
     folded.graph.input.extend(keep)
-    for name, arr in values.items():
-        folded.graph.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+    constants = [
+        helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(arr)))
+        for name, arr in values.items()
+    ]
+    nodes = constants + list(folded.graph.node)
+    del folded.graph.node[:]
+    folded.graph.node.extend(nodes)
     return folded
 
 

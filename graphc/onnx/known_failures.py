@@ -18,12 +18,6 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_affine_grid_3d_expanded",
         "test_affine_grid_3d_align_corners_expanded",
     ),
-    "Loop trip count computed at run time (scan outputs of unknown length)": (
-        "test_range_float_type_positive_delta_expanded",
-        "test_range_int32_type_negative_delta_expanded",
-        "test_range_float16_type_positive_delta_expanded",
-        "test_range_bfloat16_type_positive_delta_expanded",
-    ),
     "expanded 16-bit attention: the expansion's Softmax node is computed in float32 and rounded once "
     "(graphc.onnx.half_ops, as ONNX Runtime); the expected values come from onnx's reference Attention, "
     "whose softmax rounds every step to the 16-bit type (bfloat16: each addition of the row sum too, "

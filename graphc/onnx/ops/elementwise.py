@@ -325,7 +325,10 @@ def _float_input(nc: NodeContext) -> Tensor:
 
 @converter("Relu")
 def relu(nc: NodeContext) -> list:
-    """max(x, 0)."""
+    """max(x, 0) (NaN stays NaN); folded on a constant (a Range's length is Relu(Ceil(...)))."""
+    folded = _fold(nc, lambda a: np.maximum(a, np.zeros((), a.dtype)))
+    if folded is not None:
+        return folded
     x = nc.t(0)
     return [nc.op("maximum", x, const_like(nc, 0, x))]
 
