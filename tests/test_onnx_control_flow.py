@@ -71,6 +71,37 @@ def test_if_with_a_run_time_condition_matches_onnxruntime(rng, sign):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("rank", [2, 3])
+def test_an_if_on_a_constant_is_inlined_and_its_shape_stays_a_constant(rng, rank):
+    """If(Size(shape) == 2) picks a branch while converting; the branch's Concat of the given
+    shape is then a constant that Reshape can read (it was a Tensor: Reshape refused it)."""
+
+    def branch(name, extra):
+        nodes = [helper.make_node("Concat", ["shape", *extra], [name], axis=0)]
+        return helper.make_graph(nodes, name, [], [_vi(name, I64, [None])])
+
+    nodes = [
+        helper.make_node("Size", ["shape"], ["n"]),
+        helper.make_node("Equal", ["n", "two"], ["is2"]),
+        helper.make_node(
+            "If", ["is2"], ["target"], then_branch=branch("t", ["one"]), else_branch=branch("e", [])
+        ),
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+    ]
+    shape = [3, 4] if rank == 2 else [3, 2, 2]
+    inits = [
+        helper.make_tensor("shape", I64, [rank], shape),
+        helper.make_tensor("two", I64, [], [2]),
+        helper.make_tensor("one", I64, [1], [1]),
+    ]
+    model = _model(nodes, [_vi("x", F32, [12])], [_vi("y", F32, [None] * 3)], initializers=inits)
+    x = rng.standard_normal(12).astype(np.float32)
+    (got,) = _graphc(model, x)
+    (want,) = _ort(model, {"x": x})
+    assert got.shape == want.shape == ((3, 4, 1) if rank == 2 else (3, 2, 2))
+    np.testing.assert_array_equal(got, want)
+
+
 def _halving_loop_model():
     """``while |x|.sum() > 1: x = x / 2`` as an ONNX Loop with no trip count."""
     body = helper.make_graph(

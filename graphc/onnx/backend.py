@@ -41,6 +41,21 @@ _SUPPORTED = (
 SHAPE_ONLY = frozenset({"Shape", "Size"})
 
 
+def _subgraphs(node: NodeProto) -> list[GraphProto]:
+    return [
+        g for attr in node.attribute for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+    ]
+
+
+def _captured(node: NodeProto) -> list[str]:
+    """The names the nodes of ``node``'s subgraphs read, at any depth (outer names among them)."""
+    names = []
+    for graph in _subgraphs(node):
+        for inner in graph.node:
+            names += [*inner.input, *_captured(inner)]
+    return names
+
+
 def static_inputs(model: ModelProto) -> set[str]:
     """Names of graph inputs whose values graphc needs while compiling: those feeding a
     compile-time slot of some node (registry.STATIC_SLOTS), directly or through the nodes that
@@ -55,9 +70,8 @@ def static_inputs(model: ModelProto) -> set[str]:
             for out in node.output:
                 producers.setdefault(out, node)
             slots.extend(node.input[i] for i in STATIC_SLOTS.get(node.op_type, ()) if i < len(node.input))
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    scan(sub)
+            for sub in _subgraphs(node):
+                scan(sub)
 
     scan(model.graph)
     found: set[str] = set()
@@ -71,6 +85,7 @@ def static_inputs(model: ModelProto) -> set[str]:
             found.add(name)
         elif name in producers and producers[name].op_type not in SHAPE_ONLY:
             slots.extend(producers[name].input)
+            slots.extend(_captured(producers[name]))  # an If's outputs depend on what its branches read
     return found
 
 

@@ -12,12 +12,6 @@ _BY_REASON: dict[str, tuple[str, ...]] = {
         "test_training_dropout",
         "test_training_dropout_mask",
     ),
-    "(Expand, ConstantOfShape in an If branch): shape computed at run time": (
-        "test_affine_grid_2d_expanded",
-        "test_affine_grid_2d_align_corners_expanded",
-        "test_affine_grid_3d_expanded",
-        "test_affine_grid_3d_align_corners_expanded",
-    ),
     "expanded 16-bit attention: the expansion's Softmax node is computed in float32 and rounded once "
     "(graphc.onnx.half_ops, as ONNX Runtime); the expected values come from onnx's reference Attention, "
     "whose softmax rounds every step to the 16-bit type (bfloat16: each addition of the row sum too, "

@@ -49,8 +49,9 @@ def _declared_shape(vi) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
-def _run_body(nc: NodeContext, graph, bound: dict[str, Any]) -> list[Tensor]:
-    """Convert body ``graph`` in the current trace with ``bound`` inputs; its outputs as Tensors."""
+def _run_body(nc: NodeContext, graph, bound: dict[str, Any], keep_constants: bool = False) -> list:
+    """Convert body ``graph`` in the current trace with ``bound`` inputs; its outputs as Tensors
+    (``keep_constants``: an output known while converting stays a NumPy constant)."""
     where = f"{nc.where} body {graph.name[:40]!r}"
     env = dict(nc.env)
     for init in graph.initializer:
@@ -62,7 +63,12 @@ def _run_body(nc: NodeContext, graph, bound: dict[str, Any]) -> list[Tensor]:
     for o in graph.output:
         if o.name not in env:
             raise nc.fail(f"body output {o.name[:60]!r} is never computed")
-        outs.append(value_tensor(env[o.name], ctx, o.name, where))
+        value = env[o.name]
+        outs.append(
+            value
+            if keep_constants and isinstance(value, np.ndarray)
+            else value_tensor(value, ctx, o.name, where)
+        )
     return outs
 
 
@@ -96,7 +102,8 @@ def _if(nc: NodeContext) -> list:
         value = nc.static(0, "cond")
         if value.size != 1:
             raise nc.fail(f"cond must hold one value, got shape {list(value.shape)}")
-        return _run_body(nc, then_g if bool(value.reshape(-1)[0]) else else_g, {})
+        # The branch taken is inlined: what it computes from constants stays constant (a shape).
+        return _run_body(nc, then_g if bool(value.reshape(-1)[0]) else else_g, {}, keep_constants=True)
     pred = _scalar(nc, nc.t(0), "cond")
     outs = cond(pred, lambda: _run_body(nc, then_g, {}), lambda: _run_body(nc, else_g, {}))
     return list(outs)
