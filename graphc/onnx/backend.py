@@ -3,7 +3,7 @@
 ``GraphcBackend.prepare(model)`` imports the model; ``rep.run(inputs)`` compiles a plan for the
 inputs' shapes and dtypes (cached per signature) and runs it. Graph inputs that feed a slot
 graphc needs while compiling (a Reshape's shape, Slice's starts, ...: registry.STATIC_SLOTS),
-directly or through the nodes computing it, are folded into the model as initializers, so the
+directly or through the nodes computing it, are folded into the model as Constant nodes, so the
 plan is compiled for their values (and compiled again for other values).
 """
 
