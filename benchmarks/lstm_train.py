@@ -9,7 +9,8 @@ weights, the first step's losses compared) and times them round-robin with the r
 The LSTM is one ``graphc.scan`` per layer, whose body is compiled once: building the T=512 step
 should take about as long as the T=64 one (target ``compile T=512 / T=64 <= 1.2``). That figure
 is the in-process plan build (``compile_train``, without the first step) measured once both
-plans have been built, so with a warm kernel cache: what a user waits for on a second run. The
+plans have been built, so with a warm kernel cache: what a user waits for on a second run; each
+length is built three more times, alternating, and its fastest build counts. The
 T=512 case also gives each engine's time per extra time step (forward + backward), (t(512) -
 t(64)) / 448, in microseconds. At T=512 the backward's cotangents decay through the denormal
 range (graphc's loops flush them to zero; torch eager slows down there).
@@ -34,6 +35,7 @@ FEATURES, HIDDEN, CLASSES = 64, 256, 10
 LOSS = "cross_entropy"
 OPTIMIZER = ("Adam", {"lr": 1e-3})
 COMPILE_RATIO = "compile T=512 / T=64"
+REBUILDS = 3  # builds of each length for the compile ratio (the fastest counts)
 TARGETS = [("graphc / torch", "<= 1"), (COMPILE_RATIO, "<= 1.2")]
 
 
@@ -163,12 +165,17 @@ def measure(opts: dict) -> dict:
     if len(builds) == 2:
         # Built again, now that this process holds both plans' kernels: the first build of the run
         # also loads kernels from the disk cache (or compiles them on a cold one).
+        # Each is built REBUILDS times, alternating, and its fastest build counts: a build takes tens
+        # of milliseconds, so one timing of each varied by +-50% run to run (the machine's noise).
         w = {s: workload(s) for s in builds}
         try:
-            builds = {
-                s: build_engine("graphc", w[s], w[s].inputs(), state, "cpu", opts["threads"]).build_s
-                for s in builds
-            }
+            times: dict[int, list[float]] = {s: [] for s in builds}
+            for _ in range(REBUILDS):
+                for s in builds:
+                    runner = build_engine("graphc", w[s], w[s].inputs(), state, "cpu", opts["threads"])
+                    times[s].append(runner.build_s)
+                    del runner
+            builds = {s: min(ts) for s, ts in times.items()}
         except Exception as err:  # graphc never skips
             cases[-1]["engines"]["graphc"] = failed(err)
         else:
@@ -176,7 +183,8 @@ def measure(opts: dict) -> dict:
             cases[-1]["extra"].update({f"build_s_T{s}": b for s, b in builds.items()})
             notes.append(
                 "compile = graphc's in-process plan build (compile_train, without the first step), "
-                "built a second time in this process: warm kernel cache"
+                f"built again {REBUILDS} times in this process, alternating, the fastest build counted: "
+                "warm kernel cache"
             )
     if opts["quick"]:
         notes.append(f"quick: T={short} and T={long} stand in for T=64 and T=512")
