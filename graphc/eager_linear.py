@@ -3,7 +3,8 @@
 The general path runs three ops through three layers each (``weight.T`` -> ``permute`` -> the
 transpose; ``matmul``; ``+ bias``), with operand coercions between them. Here the three ops'
 NumPy calls run back to back (the transpose kernel's C-contiguous copy, ``np.matmul``, ``np.add``:
-the same calls, so the same bits) and the results are recorded on the tape exactly as the
+the same calls, so the same bits; for a matrix input, ``ndarray.dot``, np.matmul's bits, as
+``eager_fast`` runs ``@``) and the results are recorded on the tape exactly as the
 general path records them (``transpose``, ``matmul``, ``add``: each only where an operand
 requires grad), so ``backward()`` differentiates the same ops. The entries (attributes, output
 types) are ``graphc.eager_fast``'s, resolved once per (input, weight, bias) type signature; a
@@ -24,6 +25,7 @@ from graphc.eager_fast import (
     _binary_entry,
     _cv_reset,
     _cv_set,
+    _dot_is_matmul,
     _entry,
     _fix,
     _matmul_fn,
@@ -38,7 +40,8 @@ __all__ = ["ENABLED", "linear"]
 ENABLED = True  # False: F.linear takes the general path (the tests compare the two)
 
 _MAX_ENTRIES = 1024
-# (input type id, weight type id, bias type id or None) -> (transpose, matmul, add entries, keep) or None
+# (input type id, weight type id, bias type id or None) -> ((transpose, matmul, add entries, dot), keep)
+# or (None, keep); dot: the product may run as ``ndarray.dot`` (see ``eager_fast._matmul_entry``)
 _ENTRIES: dict[tuple, tuple | None] = {}
 _ascontiguous = np.ascontiguousarray
 _matmul, _add = np.matmul, np.add
@@ -58,7 +61,15 @@ def _make(key: tuple, tx: TensorType, tw: TensorType, tb: TensorType | None) -> 
         mm = _entry("matmul", [tx, tr[1]], fn) if tr is not None and fn is np.matmul else None
         ad = _binary_entry("add", mm[1], tb, False, False) if mm is not None and tb is not None else None
         if mm is not None and (tb is None or ad is not None and ad[0] is np.add):
-            entry = (tr, mm, ad)
+            dot = (
+                len(tx.shape) == 2
+                and tx.shape[0] >= 2
+                and tw.shape[0] >= 2
+                and tx.dtype in ("f32", "f64")
+                and tx.dtype == tw.dtype
+                and _dot_is_matmul(tx.np_dtype)
+            )
+            entry = (tr, mm, ad, dot)
     if len(_ENTRIES) >= _MAX_ENTRIES:
         _ENTRIES.clear()
     _ENTRIES[key] = (entry, (tx, tw, tb))  # the types kept alive: their ids stay theirs
@@ -88,11 +99,12 @@ def linear(x: Any, weight: Any, bias: Any) -> Tensor | None:
     entry = hit[0] if hit is not None else _make(key, xv.type, wv.type, None if bv is None else bv.type)
     if entry is None:
         return None
-    tr, mm, ad = entry
+    tr, mm, ad, dot = entry
     wt = _ascontiguous(wv.data.transpose(1, 0))  # the transpose kernel's copy
+    xd = xv.data
     token = _cv_set(_IGNORE)
     try:
-        m = _matmul(xv.data, wt)
+        m = xd.dot(wt) if dot and xd.flags.c_contiguous else _matmul(xd, wt)
         o = None if bv is None else _add(m, bv.data)
     finally:
         _cv_reset(token)

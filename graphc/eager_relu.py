@@ -56,7 +56,7 @@ def relu_method(fallback: Callable) -> Callable:
                 entry = _relu_entry(key, ctx, xv.type)
             where = entry[1]
             if where is not None and type(xv) is EagerValue:
-                data, z = xv.data, entry[2]  # z: the const 0 of x's dtype (as_tensor(0, like=x)), its array
+                data, z = xv.data, entry[5]  # z: zeros of x's shape (small x), else its 0-d const 0
                 record = where[4] and xv.requires_grad and ctx.grad_enabled
                 token = _cv_set(_IGNORE)
                 try:
@@ -65,7 +65,8 @@ def relu_method(fallback: Callable) -> Callable:
                         _add(arr, z, out=arr)
                 finally:
                     _cv_reset(token)
-                if arr.dtype != where[2] or not arr.flags.c_contiguous:
+                # (maximum of two arrays of x's dtype has that dtype: only the layout may differ)
+                if not arr.flags.c_contiguous:
                     arr = _fix(arr, where[2], where[5])
                 if record:
                     return _relu_record(entry, xv, arr, ctx, sys._getframe(1))
@@ -96,16 +97,28 @@ def relu_method(fallback: Callable) -> Callable:
 _maximum, _add, _less_equal = np.maximum, np.add, np.less_equal
 
 
+# Up to this many elements relu's zero operand is an array of x's shape (cached with the entry):
+# NumPy's maximum of two arrays of one shape skips the broadcast set-up a 0-d operand costs
+# (16 x 16 float32: 0.33 against 0.41 us a call here).
+ZEROS_UP_TO = 4096
+
+
 def _relu_entry(key: tuple, ctx: EagerContext, t: TensorType) -> tuple:
     """(le's entry, where's entry, the const 0's array, its value, whether ``maximum(x, 0)`` alone is
-    relu, keep), or (None, None, ...) where the general path must run."""
+    relu, the zero operand of maximum, keep), or (None, None, ...) where the general path must run.
+    The zero operand is zeros of x's shape up to ``ZEROS_UP_TO`` elements, else the const's 0-d
+    array (read-only either way: nothing writes it)."""
     le = _entry("le", [t, TensorType((), t.dtype)]) if t.dtype in _NUMERIC else None
     where = _entry("where", [le[1], TensorType((), t.dtype), t]) if le is not None else None
     if where is not None and where[1] == t and le[1].shape == t.shape and t.shape != ():
         zero = _scalar(ctx, 0, t.dtype)
         single = _max_is_relu(zero.data)
-        return _remember(key, (le, where, zero.data, zero, single), (t,))
-    return _remember(key, (None, None, None, None, False), (t,))
+        operand = zero.data
+        if t.numel <= ZEROS_UP_TO:
+            operand = np.zeros(t.shape, zero.data.dtype)
+            operand.flags.writeable = False
+        return _remember(key, (le, where, zero.data, zero, single, operand), (t,))
+    return _remember(key, (None, None, None, None, False, None), (t,))
 
 
 _MAX_IS_RELU: dict[np.dtype, bool] = {}
@@ -113,12 +126,12 @@ _MAX_IS_RELU: dict[np.dtype, bool] = {}
 
 def _max_is_relu(zero: np.ndarray) -> bool:
     """Whether ``np.maximum(x, zero)`` alone gives ``maximum(x, 0) + 0`` (relu's values, bit for
-    bit) for x of zero's dtype. Always for integers; for floats it hinges on which operand NumPy's
-    maximum returns for -0.0 against 0.0 (the second, in its SIMD loops and their scalar tails
-    alike: x86's maxps picks it; ARM's fmax gives +0.0 either way), so it is tried once per dtype
-    on -0.0, NaN of either sign, the infinities and signed values at every length up to a few
-    vector widths, each contiguous, reversed, strided and misaligned; any difference: the add
-    stays."""
+    bit) for x of zero's dtype, with ``zero`` 0-d or zeros of x's shape (the two forms relu uses).
+    Always for integers; for floats it hinges on which operand NumPy's maximum returns for -0.0
+    against 0.0 (the second, in its SIMD loops and their scalar tails alike: x86's maxps picks it;
+    ARM's fmax gives +0.0 either way), so it is tried once per dtype on -0.0, NaN of either sign,
+    the infinities and signed values at every length up to a few vector widths, each contiguous,
+    reversed, strided and misaligned, against both forms of zero; any difference: the add stays."""
     dtype = zero.dtype
     hit = _MAX_IS_RELU.get(dtype)
     if hit is not None:
@@ -136,7 +149,10 @@ def _max_is_relu(zero: np.ndarray) -> bool:
                 for arr in (x, x[::-1], np.repeat(x, 2)[::2], buf):
                     want = np.maximum(arr, zero)
                     np.add(want, zero, out=want)
-                    if np.maximum(arr, zero).tobytes() != want.tobytes():
+                    zeros = np.zeros(arr.shape, dtype)
+                    if np.maximum(arr, zero).tobytes() != want.tobytes() or (
+                        np.maximum(arr, zeros).tobytes() != want.tobytes()
+                    ):
                         ok = False
                         break
                 if not ok:

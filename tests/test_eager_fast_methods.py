@@ -123,6 +123,46 @@ def test_relu_probe_rejects_a_maximum_that_keeps_negative_zero(monkeypatch):
     assert eager_fast._max_is_relu(np.zeros((), np.float64)) in (True, False)
 
 
+@pytest.mark.parametrize("shape", [(4, 5), (100, 60)])  # zeros of x's shape, and the 0-d zero
+def test_relu_zero_operand_forms_are_the_general_path(shape, monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[:6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -np.nan]
+    got = [_bits(eager.EAGER.array(a).relu()) for a in (x, np.asfortranarray(x), x[:, ::-1])]
+    _general(monkeypatch)
+    want = [_bits(eager.EAGER.array(a).relu()) for a in (x, np.asfortranarray(x), x[:, ::-1])]
+    assert got == want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_as_dot_keeps_matmuls_bits(dtype, monkeypatch):
+    """Matrix products run as ndarray.dot on C-contiguous operands: np.matmul's bits, whatever the
+    layout (a Fortran-order or strided leaf takes np.matmul) and for vector-shaped products."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((5, 7)).astype(dtype)
+    a[0, :3] = [np.inf, np.nan, -0.0]
+    b = rng.standard_normal((7, 3)).astype(dtype)
+    cases = [(a, b), (np.asfortranarray(a), b), (a, b[:, ::-1]), (a[:1], b), (a, b[:, :1]), (a, a.T.copy())]
+    with np.errstate(all="raise"):  # the fast path is quiet, as the general path is
+        got = [_bits(eager.EAGER.array(x) @ eager.EAGER.array(y)) for x, y in cases]
+    with np.errstate(all="ignore"):
+        assert got == [_bits(np.matmul(x, y)) for x, y in cases]
+    assert eager_fast._dot_is_matmul(np.dtype(dtype)) in (True, False)
+
+
+def test_dot_probe_rejects_a_dot_that_differs(monkeypatch):
+    eager_fast._DOT_IS_MATMUL.pop(np.dtype(np.float64), None)
+    real = np.matmul
+    # as if matmul and dot took different routes for 16-row products
+    monkeypatch.setattr(np, "matmul", lambda x, y: real(x, y) + (x.shape[0] == 16))
+    try:
+        assert eager_fast._dot_is_matmul(np.dtype(np.float64)) is False
+    finally:
+        eager_fast._DOT_IS_MATMUL.pop(np.dtype(np.float64), None)
+    monkeypatch.undo()
+    assert eager_fast._dot_is_matmul(np.dtype(np.float64)) is True
+
+
 def test_permute_cache_keeps_the_checks():
     x = eager.EAGER.array(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     want = np.transpose(np.asarray(x), (2, 0, 1))
