@@ -238,3 +238,32 @@ def test_compiled_convolutions_run_here_and_match_torch(monkeypatch, kind):
     assert (got == 0).any() and (got > 0).any()
     if kind == "relu6":
         assert (got == 6).any()
+
+
+def test_a_second_output_read_from_the_first_runs_as_a_tail(monkeypatch):
+    """A fused matmul with two outputs, relu(conv) and its square (Inception's conv before an LRN):
+    the relu chain runs on conv_gemm, the square as a pointwise tail over its output, bit for bit
+    the square of that output."""
+    import graphc
+    from graphc import functional as F
+
+    calls = []
+    real = ConvGemm.__call__
+    monkeypatch.setattr(ConvGemm, "__call__", lambda self, *a: calls.append(self.epilogue) or real(self, *a))
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 16, 12, 12), dtype=np.float32)
+    w = rng.standard_normal((24, 16, 3, 3), dtype=np.float32) * 0.2
+    bias = rng.standard_normal(24, dtype=np.float32)
+
+    def model(x):
+        y = F.relu(F.conv2d(x, w, bias, 1, 1))
+        return y, y * y
+
+    plan = graphc.compile(model, x, freeze=True)
+    fused = [n for n in plan.graph.nodes if n.op == "fused" and n.attrs.get("kind") == "matmul"]
+    assert len(fused) == 1 and len(fused[0].outputs) == 2
+    y, sq = plan(x)
+    assert calls, "the two-output fused matmul did not run on conv_gemm"
+    want, bound = _torch_conv(x, w, bias)
+    assert np.all(np.abs(y - want) <= 1e-5 * bound + 1e-30)
+    assert np.array_equal(sq, y * y)

@@ -410,11 +410,27 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
     if leaf_at:
         source += "# where the AVX-512 GEMM runs, the epilogue's adds are made in it instead (blas.folding)\n"
     conv_at = None if in_place else conv_gemm.fused_conv(mm, rest, spec.inputs, outs)
+    conv_out, tail_source, tail_outs = 0, None, []
+    if conv_at is None and not in_place and len(outs) > 1:
+        split = conv_gemm.split_tail(mm, rest, spec.inputs, outs)
+        if split is not None:
+            k, tail = split[0], split[2]
+            others = [j for j in range(len(outs)) if j != k]
+            try:
+                tail_body = Body([outs[k], *spec.inputs], tail, [outs[j] for j in others])
+                tail_source = pointwise_source(tail_body, "matmul epilogue tail")
+            except Unsupported:  # the whole epilogue then runs as one loop after np.matmul
+                pass
+            else:
+                conv_out, conv_at, tail_outs = k, split[1], others
     if conv_at is not None:
         source += "# batch-1 convolution shapes: the epilogue made in the GEMM's store instead (conv_gemm)\n"
+    if tail_source is not None:
+        source += f"# there, output {conv_out} only; the other outputs from it by this tail:\n" + tail_source
 
     def make() -> Kernel:
         epi_fn = load_kernel(epi_source) if epi_source else None
+        tail_fn = load_kernel(tail_source) if tail_source else None
         scratch: list[np.ndarray] = []
         matmul = _matmul_for(mm)
         fold = blas.folding(matmul) if leaf_at else None
@@ -426,7 +442,9 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
             # fold first: in a loop body it reads a loop-invariant B packed once (sgemm, loop_invariant)
             if fold is not None and fold(get_a(ins), get_b(ins), outs_[0], tuple(ins[i] for i in leaf_at)):
                 return
-            if conv is not None and conv(get_a(ins), get_b(ins), outs_[0], ins):
+            if conv is not None and conv(get_a(ins), get_b(ins), outs_[conv_out], ins):
+                if tail_fn is not None:
+                    tail_fn(outs_[conv_out], *ins, *(outs_[k] for k in tail_outs))
                 return
             if target is not None:
                 tgt = outs_[target]
@@ -443,13 +461,16 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
         def warm_up(*arrays: np.ndarray) -> None:
             # The plan's warm-up: compile the epilogue for these arrays, run no GEMM (its cost
             # would grow with the arrays: a T=512 LSTM's plan build).
-            if epi_fn is not None:
-                from numba import typeof
+            from numba import typeof
 
-                outs_ = arrays[n_in:]
+            outs_ = arrays[n_in:]
+            if epi_fn is not None:
                 tgt = outs_[target] if target is not None else np.empty(shape, dtype)
                 args = (tgt, *arrays[:n_in], *consts, *(outs_[k] for k in epi_outs))
                 epi_fn.compile(tuple(typeof(a) for a in args))
+            if tail_fn is not None:
+                args = (outs_[conv_out], *arrays[:n_in], *consts, *(outs_[k] for k in tail_outs))
+                tail_fn.compile(tuple(typeof(a) for a in args))
 
         def bind(*arrays: np.ndarray) -> Callable[..., None]:
             # A loop schedule's step, given these arrays on every call: the GEMM's checks made once.

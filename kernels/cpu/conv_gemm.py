@@ -46,7 +46,17 @@ MIN_COLUMNS = 2 * COLS  # fewer pixels: sgemm.few_columns_matmul, at par, unless
 WIDE_ROWS = 256  # output channels from which one panel and a part (a 7 x 7 image) run here too
 MIN_ROWS = ROWS  # fewer output channels leave most of a tile idle
 
-__all__ = ["ConvGemm", "Epilogue", "applies", "conv_source", "driver", "fused_conv", "plan_epilogue", "split"]
+__all__ = [
+    "ConvGemm",
+    "Epilogue",
+    "applies",
+    "conv_source",
+    "driver",
+    "fused_conv",
+    "plan_epilogue",
+    "split",
+    "split_tail",
+]
 
 
 def conv_source(program: str) -> str:
@@ -239,6 +249,55 @@ def plan_epilogue(m: Value, epilogue: list[Node], inputs: list[Value], outs: lis
     if outs[0] is not cur or len(operands) > MAX_OPS or len(constants) > MAX_CONSTS:
         return None
     return Epilogue("".join(letters), tuple(operands), tuple(constants))
+
+
+def split_tail(
+    mm: Node, epilogue: list[Node], inputs: list[Value], outs: list[Value]
+) -> tuple[int, Epilogue, list[Node]] | None:
+    """A fused matmul with several outputs (Inception's conv -> relu, whose square the next LRN
+    reads) split into the part that runs here and a tail: ``(k, epilogue, tail)``, where the
+    nodes producing output ``k`` form an epilogue ``plan_epilogue`` takes (made in the GEMM's
+    store), and every other output comes from ``tail``, the remaining nodes (plus the scalar
+    constants they read), which read only output ``k``, the body's inputs and each other (not the
+    product nor a value inside the chain). The tail then runs as its own pointwise loop over
+    output ``k``: the same ops in the same order, so the same bits as the one epilogue loop.
+    None where no output splits so (no AVX-512, the product itself an output, ...)."""
+    if not HAVE_AVX512 or any(len(n.outputs) != 1 for n in epilogue):
+        return None
+    m = mm.outputs[0]
+    made = {n.outputs[0]: n for n in epilogue}
+    if any(o is m or o not in made for o in outs) or len(set(map(id, outs))) != len(outs):
+        return None
+    for k, out in enumerate(outs):
+        need: set[Node] = set()
+        stack = [out]
+        while stack:
+            n = made.get(stack.pop())
+            if n is not None and n not in need:
+                need.add(n)
+                stack.extend(n.inputs)
+        chain = [n for n in epilogue if n in need]
+        rest = [n for n in epilogue if n not in need]
+        inside = {n.outputs[0] for n in chain}
+        if not rest or any(o in inside for j, o in enumerate(outs) if j != k):
+            continue
+        rest_values = {n.outputs[0] for n in rest}
+        consts: set[Node] = set()
+        for n in rest:
+            for v in n.inputs:
+                if v is out or v in rest_values or v in inputs:
+                    continue
+                if made.get(v) is None or made[v].op != "const":
+                    break
+                consts.add(made[v])
+            else:
+                continue
+            break
+        else:
+            planned = fused_conv(mm, chain, inputs, [out])
+            if planned is not None:
+                return k, planned, [n for n in epilogue if n in consts or n not in need]
+    return None
 
 
 def _matrix(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
