@@ -55,3 +55,33 @@ def test_flat_max_pool_many_narrow_planes(dtype, attrs):
 
         out = run_cpu(node, [x])[0]
         np.testing.assert_array_equal(np.signbit(out), np.signbit(run_node(node, [x])[0]))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "i64"])
+@pytest.mark.parametrize(
+    "image, attrs",
+    [
+        ((2, 5, 7, 7), {"kernel": (3, 3), "padding": (1, 1)}),  # a late ResNet stage, batch 2
+        ((1, 3, 6, 9), {"kernel": (5, 5), "padding": (2, 2)}),
+        ((1, 2, 9, 8), {"kernel": (3, 3), "padding": (2, 2), "dilation": (2, 2)}),
+        ((1, 4, 5, 6), {"kernel": (1, 3), "padding": (0, 1)}),
+        ((1, 4, 5, 6), {"kernel": (3, 1), "padding": (1, 0)}),
+        ((1, 2, 4, 3), {"kernel": (7, 7), "padding": (5, 3)}),  # taps wholly off the image
+        ((20, 1, 3, 1), {"kernel": (3, 3), "padding": (1, 1)}),  # one-pixel rows, many planes
+    ],
+)
+def test_im2col_same_width_as_one_shifted_copy(image, attrs, dtype):
+    """Stride 1 and an output as wide as the image: each tap is one shifted copy of the plane with
+    the pixels it took from the neighbouring row zeroed (``_im2col_shifted``), bit for bit the
+    reference's columns (NaN, -0.0 and integers included)."""
+    node = node_of("im2col", [(image, dtype)], attrs)
+    assert "off = " in window.im2col_source(node)
+    x = np.random.default_rng(1).standard_normal(image) * 100
+    if dtype == "f32":
+        x.reshape(-1)[:3] = [np.nan, -0.0, np.inf]
+    check(node, [x.astype(np.float32 if dtype == "f32" else np.int64)], exact=True)
+
+
+def test_im2col_other_widths_keep_the_row_loops():
+    for attrs in ({"kernel": (3, 3)}, {"kernel": (3, 3), "padding": (1, 1), "stride": (2, 2)}):
+        assert "off = " not in window.im2col_source(node_of("im2col", [((1, 2, 8, 8), "f32")], attrs))

@@ -392,6 +392,8 @@ def im2col_source(node: Node) -> str:
         ]
     else:
         head = [f"for q in {'prange' if par else 'range'}(NC):", f"    for i in range({p['KH']}):"]
+    if p["SH"] == p["SW"] == 1 and ow == p["W"]:
+        return _im2col_shifted(node, p, oh, ow, head, par)
     lines = [
         *_image_sizes(p, "a0", oh, ow),
         "x = a0.reshape((NC, H, W))",
@@ -408,6 +410,44 @@ def im2col_source(node: Node) -> str:
         "                for xo in range(xlo):",
         f"                    cols[q, k, base + xo] = {zero}",
         *_im2col_row(p, ow),
+        "                for xo in range(xhi, OW):",
+        f"                    cols[q, k, base + xo] = {zero}",
+    ]
+    return Source(f"im2col {_window_title(node)}").render(2, lines, par)
+
+
+def _im2col_shifted(node: Node, p: dict[str, int], oh: int, ow: int, head: list[str], par: bool) -> str:
+    """im2col where the stride is 1 and the output is as wide as the image ("same" padding along
+    x: a 3 x 3 convolution with padding 1). Output pixel t = y * W + x of window tap (i, j) is then
+    image pixel t + off, off = (i * DH - PH) * W + j * DW - PW, for every in-image tap, so each
+    tap's rows ylo..yhi are ONE shifted copy of the flat plane (a loop over whole rows, not one
+    per output row: 7 x 7 and 14 x 14 images have too short rows to vectorize), with the pixels
+    the copy took from the row beside (x outside xlo..xhi) zeroed after it. The copy's range is
+    cut to the plane's pixels (those cut are such border pixels), and runs between zero-based
+    slices, so no index is negative."""
+    zero = literal(0, node.inputs[0].dtype)
+    lines = [
+        *_image_sizes(p, "a0", oh, ow),
+        "x = a0.reshape((NC, H * W))",
+        f"cols = a1.reshape((NC, {p['KH'] * p['KW']}, L))",
+        *head,
+        *_window_ranges(p),
+        f"            off = (i * {p['DH']} - {p['PH']}) * W + j * {p['DW']} - {p['PW']}",
+        "            for t in range(ylo * OW):",
+        f"                cols[q, k, t] = {zero}",
+        "            for t in range(yhi * OW, L):",
+        f"                cols[q, k, t] = {zero}",
+        "            lo = max(ylo * OW, -off)",
+        "            hi = min(yhi * OW, H * W - off)",
+        "            if lo < hi:",
+        "                dst = cols[q, k, lo:hi]",
+        "                src = x[q, lo + off:hi + off]",
+        "                for t in range(hi - lo):",
+        "                    dst[t] = src[t]",
+        "            for y in range(ylo, yhi):",
+        "                base = y * OW",
+        "                for xo in range(xlo):",
+        f"                    cols[q, k, base + xo] = {zero}",
         "                for xo in range(xhi, OW):",
         f"                    cols[q, k, base + xo] = {zero}",
     ]
