@@ -267,3 +267,52 @@ def test_a_second_output_read_from_the_first_runs_as_a_tail(monkeypatch):
     want, bound = _torch_conv(x, w, bias)
     assert np.all(np.abs(y - want) <= 1e-5 * bound + 1e-30)
     assert np.array_equal(sq, y * y)
+
+
+@pytest.mark.parametrize("a_layout", ["C", "T"])
+@pytest.mark.parametrize("m, k, n", [(8 * ROWS + 3, KC + 19, 2 * COLS + 7), (300, 200, 130), (520, 300, 96)])
+def test_tiled_matmul_matches_numpy_and_declines_to_blas(m, k, n, a_layout):
+    """Products matmul_for routes to blas.tiled_matmul (conv_gemm with no epilogue): float64
+    NumPy's values for A row-major or transposed, the same bits on 1 and 2 threads; B a transposed
+    view, float64 operands and an output over an operand go to blas.matmul."""
+    from graphc.kernels.cpu import blas
+
+    fn = blas.matmul_for(k, (m, n))
+    assert fn.__name__ == "avx512_matmul"
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((m, k) if a_layout == "C" else (k, m), dtype=np.float32)
+    a = a if a_layout == "C" else a.T
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    bound = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    outs = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        out = np.full((m, n), np.nan, np.float32)
+        fn(a, b, out)
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    assert np.all(np.abs(outs[0] - want) <= 1e-5 * bound + 1e-30)
+    for x, y in ((a, np.asfortranarray(b)), (a.astype(np.float64), b.astype(np.float64))):
+        out = np.full((m, n), np.nan, x.dtype)
+        fn(x, y, out)  # declined by the kernel: BLAS
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_large_transposed_a_few_columns_declines_runs_tiled(monkeypatch):
+    """An LSTM's dW_ih = dgates.T @ x ([1024, 2048] @ [2048, 64], A a transposed view): the
+    few-columns kernel declines it, and conv_gemm's kernel runs it (not OpenBLAS)."""
+    from graphc.kernels.cpu import blas
+
+    calls = []
+    real = ConvGemm.__call__
+    monkeypatch.setattr(ConvGemm, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    assert blas.matmul_for(2048, (1024, 64)) is blas.few_columns_matmul
+    rng = np.random.default_rng(14)
+    a = rng.standard_normal((2048, 1024), dtype=np.float32).T
+    b = rng.standard_normal((2048, 64), dtype=np.float32)
+    out = np.full((1024, 64), np.nan, np.float32)
+    blas.few_columns_matmul(a, b, out)
+    assert calls
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.all(np.abs(out - want) <= 1e-5 * (np.abs(a).astype(np.float64) @ np.abs(b)) + 1e-30)

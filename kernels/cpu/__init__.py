@@ -411,7 +411,8 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
         source += "# where the AVX-512 GEMM runs, the epilogue's adds are made in it instead (blas.folding)\n"
     conv_at = None if in_place else conv_gemm.fused_conv(mm, rest, spec.inputs, outs)
     conv_out, tail_source, tail_outs = 0, None, []
-    if conv_at is None and not in_place and len(outs) > 1:
+    # (Not where an sgemm kernel takes the product: few rows, where it packs a loop's weight once.)
+    if conv_at is None and not in_place and len(outs) > 1 and blas.folding(_matmul_for(mm)) is None:
         split = conv_gemm.split_tail(mm, rest, spec.inputs, outs)
         if split is not None:
             k, tail = split[0], split[2]

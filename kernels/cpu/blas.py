@@ -19,6 +19,13 @@ than the driver here on one thread; so does one with few columns (a batch-1 conv
 one (``k <= 128``) with many rows and columns (an LSTM's input projection: ``low_depth_matmul``,
 0.8x the driver's time). Without AVX-512 they stay on the driver. Those kernels also make a fused
 matmul's epilogue of adds (``folding``), with the bits of the separate adds.
+
+Any other single float32 matrix product whose B has unit column stride, with rows for a whole
+tile and columns for two panels (``conv_gemm.applies``), runs on the batch-1 convolution's
+AVX-512 kernel with an empty epilogue (``tiled_matmul``), at 1.5-2.2x the driver's GFLOP/s here
+(an LSTM's weight gradients, an MLP's backward products); so do the products the few-columns
+kernel declines (a large transposed A). B as a transposed view (a Linear layer's ``x @ W.T``)
+stays on the driver.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from numba import types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from . import gemv, sgemm
+from . import conv_gemm, gemv, sgemm
 from .threads import num_threads
 
 # From this much work (multiply-adds over the whole batch) up, a GEMM runs here. OpenBLAS
@@ -266,9 +273,10 @@ def small_rows_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 def few_columns_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a @ b`` with few columns (a batch-1 convolution's ``[O, K] @ [K, 7 * 7]``) on the
     AVX-512 kernel as the transposed few-rows product (``sgemm.few_columns_matmul``), or
-    ``matmul`` where it declines. Batch axes of size 1 are dropped first."""
+    where it declines ``tiled_matmul``'s kernel, or ``matmul``. Batch axes of size 1 are dropped
+    first."""
     if not sgemm.few_columns_matmul(*_matrices(a, b, out)):
-        matmul(a, b, out)
+        _shared_tiled_matmul()(a, b, out)
 
 
 def low_depth_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
@@ -278,6 +286,33 @@ def low_depth_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     axes of size 1 are dropped first."""
     if not sgemm.low_depth_matmul(*_matrices(a, b, out)):
         matmul(a, b, out)
+
+
+def tiled_matmul() -> Callable[..., None]:
+    """``fn(a, b, out)``: ``out = a @ b`` on the convolution GEMM's AVX-512 kernel with no epilogue
+    (``conv_gemm``: 8 x 32 tiles, B packed by panels as the first row tile reads it), for one
+    float32 matrix (batch axes of size 1 dropped) whose B has unit column stride; ``matmul``
+    where it declines (another dtype, B a transposed view, an output over an operand). Measured
+    here against ``matmul`` (OpenBLAS, one call per thread): 1.5-2.2x the GFLOP/s on
+    [1024, 2048] @ [2048, 256] (an LSTM's weight gradient, A transposed: 304 vs 204), 512^3,
+    [64, 784] @ [784, 512], [96, 1152] @ [1152, 3136]. The bits are the kernel's (one FMA chain
+    per output in k order per block), the same on any thread count. Each call site gets its
+    own kernel call object, which keeps the operands' views of the arrays it last saw."""
+    gemm = conv_gemm.ConvGemm(conv_gemm.Epilogue("", (), ()))
+
+    def avx512_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        if not gemm(*_matrices(a, b, out), ()):
+            matmul(a, b, out)
+
+    return avx512_matmul
+
+
+@cache
+def _shared_tiled_matmul() -> Callable[..., None]:
+    """One ``tiled_matmul`` for the products ``few_columns_matmul`` declines (a large transposed
+    A: an LSTM's ``dW_ih = dgates.T @ x``, [1024, 2048] @ [2048, 64]: 294 against OpenBLAS's 157
+    GFLOP/s here); it takes what it can and hands the rest to ``matmul``."""
+    return tiled_matmul()
 
 
 # Each AVX-512 route's kernel call, which also adds an epilogue's addends (``folding``).
@@ -371,6 +406,9 @@ def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
             if sgemm.applies_low_depth(m, k, n):
                 sgemm.driver()
                 return low_depth_matmul
+            if conv_gemm.applies(m, k, n):
+                conv_gemm.driver("")
+                return tiled_matmul()
         return matmul
     rows = out_shape[-2] if len(out_shape) >= 2 else 1
     cols = out_shape[-1] if out_shape else 1
