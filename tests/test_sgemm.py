@@ -131,7 +131,9 @@ def test_the_cpu_matmul_routes_short_wide_products_here(monkeypatch):
     # An LSTM step's h @ W_hh^T and its backward dgates @ W_hh; tall products stay on BLAS.
     assert blas.matmul_for(256, (32, 1024)) is blas.small_rows_matmul
     assert blas.matmul_for(1024, (32, 256)) is blas.small_rows_matmul
-    assert blas.matmul_for(256, (2048, 1024)).__name__ == "avx512_matmul"  # tall: blas.tiled_matmul
+    assert blas.matmul_for(256, (2048, 1024)) is blas.matmul  # tall and large: OpenBLAS
+    assert blas.matmul_for(64, (2048, 1024)).__name__ != "avx512_matmul"  # shallow: low_depth
+    assert blas.matmul_for(256, (512, 1024)).__name__ == "avx512_matmul"  # tall: blas.tiled_matmul
     assert blas.matmul_for(256, (4, 32, 1024)) is blas.matmul  # batched
     monkeypatch.setattr(sgemm, "HAVE_AVX512", False)  # another CPU: OpenBLAS on numba's threads
     monkeypatch.setattr(conv_gemm, "HAVE_AVX512", False)

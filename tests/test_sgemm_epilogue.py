@@ -199,9 +199,11 @@ def test_other_epilogues_keep_their_loop(folds):
 def test_shallow_products_route_to_the_kernel():
     assert blas.matmul_for(64, (2048, 1024)) is blas.low_depth_matmul  # an LSTM's input projection
     assert blas.matmul_for(sgemm.KC_T, (256, 256)) is blas.low_depth_matmul
-    # deeper, or too shallow: the convolution GEMM's kernel without an epilogue (blas.tiled_matmul)
-    assert blas.matmul_for(sgemm.KC_T + 1, (2048, 1024)).__name__ == "avx512_matmul"
+    # deeper, or too shallow: the convolution GEMM's kernel without an epilogue (blas.tiled_matmul),
+    # up to blas.TILED_MAX_WORK multiply-adds, then OpenBLAS
+    assert blas.matmul_for(sgemm.KC_T + 1, (1024, 1024)).__name__ == "avx512_matmul"
     assert blas.matmul_for(8, (2048, 1024)).__name__ == "avx512_matmul"
+    assert blas.matmul_for(sgemm.KC_T + 1, (2048, 1024)) is blas.matmul
     assert blas.matmul_for(64, (4, 2048, 1024)) is blas.matmul  # a batch
 
 

@@ -22,10 +22,10 @@ matmul's epilogue of adds (``folding``), with the bits of the separate adds.
 
 Any other single float32 matrix product whose B has unit column stride, with rows for a whole
 tile and columns for two panels (``conv_gemm.applies``), runs on the batch-1 convolution's
-AVX-512 kernel with an empty epilogue (``tiled_matmul``), at 1.5-2.2x the driver's GFLOP/s here
-(an LSTM's weight gradients, an MLP's backward products); so do the products the few-columns
-kernel declines (a large transposed A). B as a transposed view (a Linear layer's ``x @ W.T``)
-stays on the driver.
+AVX-512 kernel with an empty epilogue (``tiled_matmul``) up to ``TILED_MAX_WORK`` (an LSTM's
+input-weight gradient, an MLP's backward products: 0.7-0.85x OpenBLAS's time there); so do the
+products the few-columns kernel declines (a large transposed A). B as a transposed view (a Linear
+layer's ``x @ W.T``) and larger products stay on the driver.
 """
 
 from __future__ import annotations
@@ -60,6 +60,14 @@ PARALLEL_GEMM_WORK = 1 << 19
 # multiply-adds. Small ones from this size up run with OpenBLAS held on one thread.
 GEMV_SPLIT_WORK = 2304 * 4
 
+# Below this much work (multiply-adds), a single float32 product no sgemm route takes runs on the
+# convolution GEMM's kernel (``tiled_matmul``). Against OpenBLAS's own AVX-512 (SkylakeX) kernels
+# on this machine's 2 cores it took 0.7-0.85x their time there ([1024, 2048] @ [2048, 64] with A
+# transposed, an LSTM's dW_ih: 0.80-0.85; [64, 784] @ [784, 512]: 0.79; 256^3: 0.69-0.79); from
+# 2^28 on, the two were even, run to run 0.8-1.3x either way (1024^3: 1.05-1.17), so OpenBLAS keeps
+# those. (With OpenBLAS forced onto its AVX2 kernels, OPENBLAS_CORETYPE=Haswell, the kernel took
+# half its time or less everywhere.)
+TILED_MAX_WORK = 1 << 28
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 BLAS_INT = {4: "np.int32", 8: "np.int64"}
 
@@ -276,7 +284,10 @@ def few_columns_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     where it declines ``tiled_matmul``'s kernel, or ``matmul``. Batch axes of size 1 are dropped
     first."""
     if not sgemm.few_columns_matmul(*_matrices(a, b, out)):
-        _shared_tiled_matmul()(a, b, out)
+        if a.shape[-2] * a.shape[-1] * b.shape[-1] < TILED_MAX_WORK:
+            _shared_tiled_matmul()(a, b, out)
+        else:
+            matmul(a, b, out)
 
 
 def low_depth_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
@@ -292,10 +303,8 @@ def tiled_matmul() -> Callable[..., None]:
     """``fn(a, b, out)``: ``out = a @ b`` on the convolution GEMM's AVX-512 kernel with no epilogue
     (``conv_gemm``: 8 x 32 tiles, B packed by panels as the first row tile reads it), for one
     float32 matrix (batch axes of size 1 dropped) whose B has unit column stride; ``matmul``
-    where it declines (another dtype, B a transposed view, an output over an operand). Measured
-    here against ``matmul`` (OpenBLAS, one call per thread): 1.5-2.2x the GFLOP/s on
-    [1024, 2048] @ [2048, 256] (an LSTM's weight gradient, A transposed: 304 vs 204), 512^3,
-    [64, 784] @ [784, 512], [96, 1152] @ [1152, 3136]. The bits are the kernel's (one FMA chain
+    where it declines (another dtype, B a transposed view, an output over an operand). See
+    ``TILED_MAX_WORK`` for where it beat ``matmul``. The bits are the kernel's (one FMA chain
     per output in k order per block), the same on any thread count. Each call site gets its
     own kernel call object, which keeps the operands' views of the arrays it last saw."""
     gemm = conv_gemm.ConvGemm(conv_gemm.Epilogue("", (), ()))
@@ -310,8 +319,8 @@ def tiled_matmul() -> Callable[..., None]:
 @cache
 def _shared_tiled_matmul() -> Callable[..., None]:
     """One ``tiled_matmul`` for the products ``few_columns_matmul`` declines (a large transposed
-    A: an LSTM's ``dW_ih = dgates.T @ x``, [1024, 2048] @ [2048, 64]: 294 against OpenBLAS's 157
-    GFLOP/s here); it takes what it can and hands the rest to ``matmul``."""
+    A: an LSTM's ``dW_ih = dgates.T @ x``, [1024, 2048] @ [2048, 64]: 0.80-0.85x OpenBLAS's time
+    here); it takes what it can and hands the rest to ``matmul``."""
     return tiled_matmul()
 
 
@@ -406,7 +415,7 @@ def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
             if sgemm.applies_low_depth(m, k, n):
                 sgemm.driver()
                 return low_depth_matmul
-            if conv_gemm.applies(m, k, n):
+            if conv_gemm.applies(m, k, n) and work < TILED_MAX_WORK:
                 conv_gemm.driver("")
                 return tiled_matmul()
         return matmul
