@@ -26,6 +26,14 @@ def restore_numba_threads():
     numba.set_num_threads(before)
 
 
+def _record_conv_calls(monkeypatch) -> list:
+    """The epilogues of the ConvGemm calls made from now on (the kernel still runs)."""
+    calls: list = []
+    real = ConvGemm.__call__
+    monkeypatch.setattr(ConvGemm, "__call__", lambda self, *a: calls.append(self.epilogue) or real(self, *a))
+    return calls
+
+
 def _operands(rng, program: str, m: int, n: int) -> list[np.ndarray]:
     """One float32 array per array step of ``program``: ``[m, 1]`` for a per-row step, ``[m, n]`` or
     a row vector ``[n]`` (alternately) for a vector step."""
@@ -206,9 +214,7 @@ def test_compiled_convolutions_run_here_and_match_torch(monkeypatch, kind):
     import graphc
     from graphc import functional as F
 
-    calls = []
-    real = ConvGemm.__call__
-    monkeypatch.setattr(ConvGemm, "__call__", lambda self, *a: calls.append(self.epilogue) or real(self, *a))
+    calls = _record_conv_calls(monkeypatch)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((1, 16, 12, 12), dtype=np.float32)
     w = rng.standard_normal((24, 16, 3, 3), dtype=np.float32) * 0.2
@@ -247,9 +253,7 @@ def test_a_second_output_read_from_the_first_runs_as_a_tail(monkeypatch):
     import graphc
     from graphc import functional as F
 
-    calls = []
-    real = ConvGemm.__call__
-    monkeypatch.setattr(ConvGemm, "__call__", lambda self, *a: calls.append(self.epilogue) or real(self, *a))
+    calls = _record_conv_calls(monkeypatch)
     rng = np.random.default_rng(12)
     x = rng.standard_normal((1, 16, 12, 12), dtype=np.float32)
     w = rng.standard_normal((24, 16, 3, 3), dtype=np.float32) * 0.2
@@ -304,9 +308,7 @@ def test_a_large_transposed_a_few_columns_declines_runs_tiled(monkeypatch):
     few-columns kernel declines it, and conv_gemm's kernel runs it (not OpenBLAS)."""
     from graphc.kernels.cpu import blas
 
-    calls = []
-    real = ConvGemm.__call__
-    monkeypatch.setattr(ConvGemm, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    calls = _record_conv_calls(monkeypatch)
     assert blas.matmul_for(2048, (1024, 64)) is blas.few_columns_matmul
     rng = np.random.default_rng(14)
     a = rng.standard_normal((2048, 1024), dtype=np.float32).T

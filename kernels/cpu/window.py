@@ -400,10 +400,7 @@ def im2col_source(node: Node) -> str:
         f"cols = a1.reshape((NC, {p['KH'] * p['KW']}, L))",
         *head,
         *ranges,
-        "            for t in range(ylo * OW):",
-        f"                cols[q, k, t] = {zero}",
-        "            for t in range(yhi * OW, L):",
-        f"                cols[q, k, t] = {zero}",
+        *_padding_rows(zero),
         "            for y in range(ylo, yhi):",
         f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}",
         "                base = y * OW",
@@ -414,6 +411,16 @@ def im2col_source(node: Node) -> str:
         f"                    cols[q, k, base + xo] = {zero}",
     ]
     return Source(f"im2col {_window_title(node)}").render(2, lines, par)
+
+
+def _padding_rows(zero: str) -> list[str]:
+    """The lines zeroing window tap k's output rows that read only padding (y < ylo, y >= yhi)."""
+    return [
+        "            for t in range(ylo * OW):",
+        f"                cols[q, k, t] = {zero}",
+        "            for t in range(yhi * OW, L):",
+        f"                cols[q, k, t] = {zero}",
+    ]
 
 
 def _im2col_shifted(node: Node, p: dict[str, int], oh: int, ow: int, head: list[str], par: bool) -> str:
@@ -433,10 +440,7 @@ def _im2col_shifted(node: Node, p: dict[str, int], oh: int, ow: int, head: list[
         *head,
         *_window_ranges(p),
         f"            off = (i * {p['DH']} - {p['PH']}) * W + j * {p['DW']} - {p['PW']}",
-        "            for t in range(ylo * OW):",
-        f"                cols[q, k, t] = {zero}",
-        "            for t in range(yhi * OW, L):",
-        f"                cols[q, k, t] = {zero}",
+        *_padding_rows(zero),
         "            lo = max(ylo * OW, -off)",
         "            hi = min(yhi * OW, H * W - off)",
         "            if lo < hi:",
