@@ -41,6 +41,7 @@ from graphc.tensor import Tensor, _internal_dirs, _short
 __all__ = [
     "binary",
     "direct_reduce",
+    "dot_applies",
     "matmul",
     "op",
     "permute",
@@ -549,15 +550,21 @@ def _matmul_entry(key: tuple, ta: TensorType, tb: TensorType) -> tuple:
     entry = _entry("matmul", [ta, tb], _matmul_fn()) if ok else None
     if entry is None:
         return _remember(key, None, (ta, tb))
-    dot = (
-        entry[0] is np.matmul
-        and len(ta.shape) == len(tb.shape) == 2
+    return _remember(key, (*entry, entry[0] is np.matmul and dot_applies(ta, tb)), (ta, tb))
+
+
+def dot_applies(ta: TensorType, tb: TensorType) -> bool:
+    """Whether ``a @ b`` of these types may run as ``a.dot(b)`` (on C-contiguous arrays): two
+    matrices of one float dtype, at least two rows and columns in the product, and
+    :func:`_dot_is_matmul` holding for that dtype."""
+    return (
+        len(ta.shape) == len(tb.shape) == 2
         and ta.shape[0] >= 2
         and tb.shape[1] >= 2
+        and ta.dtype == tb.dtype
         and ta.dtype in _FLOATS
         and _dot_is_matmul(ta.np_dtype)
     )
-    return _remember(key, (*entry, dot), (ta, tb))
 
 
 _DOT_IS_MATMUL: dict[np.dtype, bool] = {}

@@ -25,12 +25,12 @@ from graphc.eager_fast import (
     _binary_entry,
     _cv_reset,
     _cv_set,
-    _dot_is_matmul,
     _entry,
     _fix,
     _matmul_fn,
     _plain,
     _record,
+    dot_applies,
 )
 from graphc.ir import TensorType
 from graphc.tensor import Tensor
@@ -61,15 +61,7 @@ def _make(key: tuple, tx: TensorType, tw: TensorType, tb: TensorType | None) -> 
         mm = _entry("matmul", [tx, tr[1]], fn) if tr is not None and fn is np.matmul else None
         ad = _binary_entry("add", mm[1], tb, False, False) if mm is not None and tb is not None else None
         if mm is not None and (tb is None or ad is not None and ad[0] is np.add):
-            dot = (
-                len(tx.shape) == 2
-                and tx.shape[0] >= 2
-                and tw.shape[0] >= 2
-                and tx.dtype in ("f32", "f64")
-                and tx.dtype == tw.dtype
-                and _dot_is_matmul(tx.np_dtype)
-            )
-            entry = (tr, mm, ad, dot)
+            entry = (tr, mm, ad, dot_applies(tx, tr[1]))
     if len(_ENTRIES) >= _MAX_ENTRIES:
         _ENTRIES.clear()
     _ENTRIES[key] = (entry, (tx, tw, tb))  # the types kept alive: their ids stay theirs

@@ -412,7 +412,8 @@ def _fused_matmul(node: Node, spec: Body, consts: list[np.ndarray], in_place: di
     conv_at = None if in_place else conv_gemm.fused_conv(mm, rest, spec.inputs, outs)
     conv_out, tail_source, tail_outs = 0, None, []
     # (Not where an sgemm kernel takes the product: few rows, where it packs a loop's weight once.)
-    if conv_at is None and not in_place and len(outs) > 1 and blas.folding(_matmul_for(mm)) is None:
+    route = blas.sgemm_route(mm.inputs[0].shape[-1], m.shape)
+    if conv_at is None and not in_place and len(outs) > 1 and route is None:
         split = conv_gemm.split_tail(mm, rest, spec.inputs, outs)
         if split is not None:
             k, tail = split[0], split[2]

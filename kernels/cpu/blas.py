@@ -404,17 +404,12 @@ def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
         gemv.driver()
         return gemv.vector_matmul
     if work >= PARALLEL_GEMM_WORK:
+        route = sgemm_route(k, out_shape)
+        if route is not None:
+            sgemm.driver()  # loaded (or compiled) with the plan, not in its first step
+            return route
         if len(out_shape) >= 2 and math.prod(out_shape[:-2]) == 1:
             m, n = out_shape[-2:]
-            if sgemm.applies(m, k, n):
-                sgemm.driver()  # loaded (or compiled) with the plan, not in its first step
-                return small_rows_matmul
-            if sgemm.applies_few_columns(m, k, n):
-                sgemm.driver()
-                return few_columns_matmul
-            if sgemm.applies_low_depth(m, k, n):
-                sgemm.driver()
-                return low_depth_matmul
             if conv_gemm.applies(m, k, n) and work < TILED_MAX_WORK:
                 conv_gemm.driver("")
                 return tiled_matmul()
@@ -424,6 +419,22 @@ def matmul_for(k: int, out_shape: tuple[int, ...]) -> Callable[..., None]:
     if (rows == 1 or cols == 1) and work >= GEMV_SPLIT_WORK:
         return one_thread_serial_matmul
     return serial_matmul
+
+
+def sgemm_route(k: int, out_shape: tuple[int, ...]) -> Callable[..., None] | None:
+    """The sgemm route ``matmul_for`` takes for this product (``small_rows_matmul``,
+    ``few_columns_matmul`` or ``low_depth_matmul``), or None; decided from the shapes alone,
+    loading no kernel."""
+    if math.prod(out_shape) * k < PARALLEL_GEMM_WORK or len(out_shape) < 2 or math.prod(out_shape[:-2]) != 1:
+        return None
+    m, n = out_shape[-2:]
+    if sgemm.applies(m, k, n):
+        return small_rows_matmul
+    if sgemm.applies_few_columns(m, k, n):
+        return few_columns_matmul
+    if sgemm.applies_low_depth(m, k, n):
+        return low_depth_matmul
+    return None
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:

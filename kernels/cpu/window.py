@@ -401,14 +401,9 @@ def im2col_source(node: Node) -> str:
         *head,
         *ranges,
         *_padding_rows(zero),
-        "            for y in range(ylo, yhi):",
-        f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}",
-        "                base = y * OW",
-        "                for xo in range(xlo):",
-        f"                    cols[q, k, base + xo] = {zero}",
-        *_im2col_row(p, ow),
-        "                for xo in range(xhi, OW):",
-        f"                    cols[q, k, base + xo] = {zero}",
+        *_image_rows(
+            zero, [f"                iy = y * {p['SH']} - {p['PH']} + i * {p['DH']}"], _im2col_row(p, ow)
+        ),
     ]
     return Source(f"im2col {_window_title(node)}").render(2, lines, par)
 
@@ -420,6 +415,21 @@ def _padding_rows(zero: str) -> list[str]:
         f"                cols[q, k, t] = {zero}",
         "            for t in range(yhi * OW, L):",
         f"                cols[q, k, t] = {zero}",
+    ]
+
+
+def _image_rows(zero: str, head: list[str] = (), copy: list[str] = ()) -> list[str]:
+    """The loop over tap k's output rows that read the image (ylo <= y < yhi): ``head`` lines,
+    the padding columns left of xlo zeroed, the ``copy`` lines, the columns from xhi zeroed."""
+    return [
+        "            for y in range(ylo, yhi):",
+        *head,
+        "                base = y * OW",
+        "                for xo in range(xlo):",
+        f"                    cols[q, k, base + xo] = {zero}",
+        *copy,
+        "                for xo in range(xhi, OW):",
+        f"                    cols[q, k, base + xo] = {zero}",
     ]
 
 
@@ -448,12 +458,7 @@ def _im2col_shifted(node: Node, p: dict[str, int], oh: int, ow: int, head: list[
         "                src = x[q, lo + off:hi + off]",
         "                for t in range(hi - lo):",
         "                    dst[t] = src[t]",
-        "            for y in range(ylo, yhi):",
-        "                base = y * OW",
-        "                for xo in range(xlo):",
-        f"                    cols[q, k, base + xo] = {zero}",
-        "                for xo in range(xhi, OW):",
-        f"                    cols[q, k, base + xo] = {zero}",
+        *_image_rows(zero),
     ]
     return Source(f"im2col {_window_title(node)}").render(2, lines, par)
 
