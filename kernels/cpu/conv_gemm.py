@@ -361,13 +361,15 @@ class ConvGemm:
         if threads != self._threads or any(x is not y for x, y in zip(key, self._key)):
             # New arrays (a loop body's views are new at every step): a layout declined before
             # is declined again at the cost of this key, not of ``_prepare``'s checks.
+            # The arrays are remembered either way: a plan's step (or a loop schedule's bound
+            # step) passes these very arrays again, and is then answered by the identity test
+            # above (~0.5 us) instead of this layout's tuple (~3 us: an LSTM backward step's
+            # product, whose B is a transposed view, was declined that way at every time step).
             layout = tuple((x.shape, x.strides, x.dtype) for x in key)
-            if layout in self._declined:
-                return False
-            args = self._prepare(a, b, out, ins)
+            args = None if layout in self._declined else self._prepare(a, b, out, ins)
             if args is _LAYOUT:
                 self._declined.add(layout)
-                return False
+                args = None
             self._args, self._key, self._threads = args, key, threads
         if self._args is None:
             return False
