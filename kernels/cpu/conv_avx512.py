@@ -55,6 +55,7 @@ from .sgemm_avx512 import (
     _splat,
     _vf,
     _vptr,
+    prefetch,
 )
 
 _LANES = 16
@@ -81,14 +82,6 @@ __all__ = [
     "conv_tile_narrow",
     "conv_tile_narrow_copy",
 ]
-
-
-def _prefetch(builder: ir.IRBuilder, ptr: ir.Value, write: bool = True) -> None:
-    """``llvm.prefetch`` of the cache line at the i8* ``ptr`` into L1 (for writing where ``write``):
-    a hint, never a fault, so it may point past an array's end."""
-    i32 = ir.IntType(32)
-    fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-    builder.call(_declare(builder, "llvm.prefetch.p0", fnty), [ptr, i32(int(write)), i32(3), i32(1)])
 
 
 def _extremum(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, greater: bool) -> ir.Value:
@@ -227,11 +220,11 @@ def _tile(copy: bool, cols_: int = COLS):
                         builder.mul(builder.and_(half, i64(ROWS - 1)), sa_r),
                         builder.mul(builder.and_(p, i64(-_LANES)), sa_p),
                     )
-                    _prefetch(builder, builder.gep(next_rows, [ahead]), write=False)
+                    prefetch(builder, builder.gep(next_rows, [ahead]), write=False)
                 if copy:  # load B's row (zeros past cols) and store it into the panel
                     row = builder.gep(b_base, [builder.mul(p, sb_p)])
                     for line in range(cols_ * 4 // 64):  # the next panel's part of the row, ahead
-                        _prefetch(builder, builder.gep(row, [i64(cols_ * 4 + 64 * line)]), write=False)
+                        prefetch(builder, builder.gep(row, [i64(cols_ * 4 + 64 * line)]), write=False)
                     bv = []
                     for v in range(nvec):
                         ptr = _vptr(builder, row, i64(v * _LANES * 4))
@@ -260,7 +253,7 @@ def _tile(copy: bool, cols_: int = COLS):
                     i = builder.add(ic_v, i64(r))
                     at = builder.add(builder.mul(i, sc_r), col_byte)
                     for line in range(cols_ * 4 // 64):  # the next panel's part of the output row
-                        _prefetch(builder, builder.gep(c_base, [builder.add(at, i64(cols_ * 4 + 64 * line))]))
+                        prefetch(builder, builder.gep(c_base, [builder.add(at, i64(cols_ * 4 + 64 * line))]))
                     row_ops = []
                     for arr in op_arrays:
                         s0, s1 = cgutils.unpack_tuple(builder, arr.strides, 2)

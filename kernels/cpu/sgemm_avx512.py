@@ -224,6 +224,50 @@ def _store_transposed(
                 _put(builder, val, _vptr(builder, c_base, at), keep, adding)
 
 
+def _leaf_rows(
+    context, builder: ir.IRBuilder, ic: ir.Value, jc: ir.Value, leaves_type: types.UniTuple, leaves: ir.Value
+) -> tuple[list[ir.Value], list[ir.Value]]:
+    """Each leaf's i8* to its element ``[ic, jc]`` and its row stride in bytes (0 for a leaf of one
+    row: a row vector, broadcast down the block)."""
+    i64 = ir.IntType(64)
+    byte_ptr = ir.IntType(8).as_pointer()
+    bases, strides = [], []
+    for t in range(leaves_type.count):
+        arr = context.make_array(leaves_type.dtype)(context, builder, value=builder.extract_value(leaves, t))
+        one_row = builder.icmp_signed("==", cgutils.unpack_tuple(builder, arr.shape, 2)[0], i64(1))
+        stride = builder.select(one_row, i64(0), cgutils.unpack_tuple(builder, arr.strides, 2)[0])
+        at = builder.add(builder.mul(ic, stride), builder.mul(jc, i64(4)))
+        bases.append(builder.gep(builder.bitcast(arr.data, byte_ptr), [at]))
+        strides.append(stride)
+    return bases, strides
+
+
+def prefetch(builder: ir.IRBuilder, ptr: ir.Value, write: bool = True) -> None:
+    """``llvm.prefetch`` of the cache line at the i8* ``ptr`` into L1 (for writing where ``write``):
+    a hint, never a fault, so it may point past an array's end."""
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+    builder.call(_declare(builder, "llvm.prefetch.p0", fnty), [ptr, i32(int(write)), i32(3), i32(1)])
+
+
+def _prefetch_leaves(
+    context, builder: ir.IRBuilder, ic: ir.Value, jc: ir.Value, leaves_type: types.UniTuple,
+    leaves: ir.Value, count: ir.Value,
+) -> None:  # fmt: skip
+    """Prefetch the block's lines of the first ``count`` leaves, and the next panel's (the block
+    ``COLS`` columns on, which a later tile stores), before the depth loop: an addend matrix read
+    once (an LSTM step's slice of the input projection, 8 MiB for all of T=64) comes from memory,
+    and the loop's ``kc`` steps hide the wait that the store would otherwise make."""
+    i64 = ir.IntType(64)
+    bases, strides = _leaf_rows(context, builder, ic, jc, leaves_type, leaves)
+    for t, (base, stride) in enumerate(zip(bases, strides)):
+        with builder.if_then(builder.icmp_signed("<", i64(t), count)):
+            for r in range(ROWS):
+                row = builder.gep(base, [builder.mul(i64(r), stride)])
+                for line in range(2 * COLS * 4 // 64):
+                    prefetch(builder, builder.gep(row, [i64(64 * line)]), write=False)
+
+
 def _store_rows_leaves(
     context,
     builder: ir.IRBuilder,
@@ -243,19 +287,11 @@ def _store_rows_leaves(
     value before it is stored (row 0 of one with one row: a row vector), each addition rounded in
     that order: the bits of ``_store_rows`` followed by ``sgemm_add_leaves`` over the block."""
     i64, i32 = ir.IntType(64), ir.IntType(32)
-    byte_ptr = ir.IntType(8).as_pointer()
     nvec = COLS // _LANES
     store, load = _masked_store(builder), _masked_load(builder)
     zero = ir.Constant(_vf(), None)
     masks = [_lane_mask(builder, cols, v * _LANES) for v in range(nvec)]
-    bases, strides = [], []  # each leaf's element [ic, jc] and row stride (0: one row, broadcast)
-    for t in range(leaves_type.count):
-        arr = context.make_array(leaves_type.dtype)(context, builder, value=builder.extract_value(leaves, t))
-        one_row = builder.icmp_signed("==", cgutils.unpack_tuple(builder, arr.shape, 2)[0], i64(1))
-        stride = builder.select(one_row, i64(0), cgutils.unpack_tuple(builder, arr.strides, 2)[0])
-        at = builder.add(builder.mul(ic, stride), builder.mul(jc, i64(4)))
-        bases.append(builder.gep(builder.bitcast(arr.data, byte_ptr), [at]))
-        strides.append(stride)
+    bases, strides = _leaf_rows(context, builder, ic, jc, leaves_type, leaves)
     totals = [cgutils.alloca_once(builder, _vf()) for _ in range(nvec)]
     for r in range(ROWS):
         with builder.if_then(builder.icmp_signed("<", i64(r), rows)):
@@ -345,6 +381,9 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: 
             else:
                 b_base = builder.gep(b_arr.data, [b0_v])
             slots = [cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(rows_ * nvec)]
+            if leaves:  # the addends, read only by the store: on their way during the depth loop
+                count_v = context.cast(builder, args[14], signature.args[14], ip)
+                _prefetch_leaves(context, builder, ic_v, jc_v, signature.args[13], args[13], count_v)
             with cgutils.for_range(builder, kc_v) as loop:
                 p = loop.index
                 at = builder.mul(p, sa_p)
@@ -368,7 +407,6 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: 
             if transposed:
                 _store_transposed(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
             elif leaves:
-                count_v = context.cast(builder, args[14], signature.args[14], ip)
                 _store_rows_leaves(
                     context, builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding,
                     signature.args[13], args[13], count_v,
