@@ -23,10 +23,12 @@ lint: $(STAMP)
 
 # Tests run in parallel processes (pytest-xdist), one per core by default (TEST_JOBS=1: serially);
 # a test file stays on one process, so its module fixtures and in-memory kernels are built once.
+# Files are handed out in the order tests/conftest.py gives them (its slowest files first).
 TEST_JOBS ?= auto
+XDIST = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP) lint
-	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/cuda
-	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadfile tests/cuda
+	$(VENV)/bin/pytest -q $(XDIST) tests --ignore=tests/cuda
+	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/pytest -q $(XDIST) tests/cuda
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[compare]'
