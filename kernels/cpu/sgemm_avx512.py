@@ -12,7 +12,9 @@ stores (the panel holds zeros there). ``add`` (nonzero): the block is added to w
 ``sgemm_tile_t`` stores the block transposed, ``c[ic + j, jc + r]``: for ``c.T = W @ a.T`` with W
 the broadcast operand, read as it lies. ``sgemm_tile_copy`` is ``sgemm_tile`` reading B's rows as they
 lie (unit column stride) and storing them into the panel as ``sgemm_pack`` would, for the row tiles
-after it. ``sgemm_add_leaves`` adds a fused epilogue's addends to a finished block of ``c``.
+after it. ``sgemm_add_leaves`` adds a fused epilogue's addends to a finished block of ``c``;
+``sgemm_tile_leaves`` adds them in the store, and prefetches their lines (this block's and the next
+panel's) before its depth loop, since an addend matrix is usually read once, from memory.
 ``HAVE_AVX512`` says whether numba compiles for a host with AVX-512F; callers fall back otherwise.
 """
 
