@@ -209,9 +209,26 @@ def _read_saved(vf: Graph, names: list[str]) -> list[str]:
 def _skinny_matmul(vf: Graph, out: Value) -> tuple[Value, Value, bool] | None:
     """``(a, b, transposed)`` when ``out`` is ``a @ b`` (2-D, ``transposed``: ``a`` is
     ``transpose(a_src)`` and ``a_src`` is returned) over a contraction so short that the per-step
-    operands are smaller than the product (a weight's gradient ``h_t^T @ dgates_t``)."""
+    operands are smaller than the product (a weight's gradient ``h_t^T @ dgates_t``). Also when
+    ``out`` is ``transpose(x_src^T @ y)``, which is ``y^T @ x_src`` (the gradient of a weight the
+    body reads transposed, ``h_t @ W^T``): ``(y, x_src, True)``."""
     producers = vf.producers()
     node = producers.get(out)
+    if node is not None and node.op == "transpose" and tuple(node.attrs["perm"]) == (1, 0):
+        inner = producers.get(node.inputs[0])
+        x_src = producers.get(inner.inputs[0]) if inner is not None and inner.op == "matmul" else None
+        if (
+            x_src is not None
+            and x_src.op == "transpose"
+            and tuple(x_src.attrs["perm"]) == (1, 0)
+            and vf.outputs.count(out) == 1
+            and node.inputs[0] not in vf.outputs
+        ):
+            y, b = inner.inputs[1], x_src.inputs[0]
+            if y.type.rank == 2 and b.type.rank == 2 and y.shape[0] == b.shape[0]:
+                (r, n), m = y.shape, b.shape[1]
+                return (y, b, True) if r * (m + n) < m * n else None
+        return None
     if node is None or node.op != "matmul" or vf.outputs.count(out) != 1:
         return None
     a, b = node.inputs

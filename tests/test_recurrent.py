@@ -144,6 +144,11 @@ def test_lstm_training_graph_keeps_the_loops_lean(rng):
     forward, _ = sorted((n for n in opt.nodes if n.op == "scan"), key=lambda n: n.attrs["reverse"])
     assert "slice" not in forward.bodies[0].op_counts()  # read in place by the gates' kernel
     assert sum(n.op == "sum" and n.inputs[0].type.rank >= 2 for n in top) == 1  # b_ih and b_hh share it
+    # The loops read W_hh itself (the body transposes it, a view): no copy of it made per call,
+    # and its gradient is still one GEMM after the loop (the backward carries dh and dc only).
+    assert not [n for n in top if n.op == "transpose" and n.inputs[0].type.rank == 2]
+    shapes = [tuple(v.shape) for v in forward.inputs]
+    assert (16, 4) in shapes and (4, 16) not in shapes  # W_hh [4 H, H] as it is, not its transpose
 
     got = graphc.compile_graph(joint)(x)
     out, _ = ref(torch.tensor(x))

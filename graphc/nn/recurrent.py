@@ -51,11 +51,13 @@ def _step(mode: str, hidden: int, xw: Any, h: Any, c: Any, w_hh_t: Any, b_hh: An
     return (F.tanh(pre) if mode == "RNN_TANH" else F.relu(pre)), None
 
 
-def _scan_step(mode: str, hidden: int, w_hh_t: Any, b_hh: Any, carry: Any, xw_t: Any) -> tuple[Any, Any]:
-    """The scan body of one layer and direction: ``(carry, x) -> (carry, h)``."""
+def _scan_step(mode: str, hidden: int, w_hh: Any, b_hh: Any, carry: Any, xw_t: Any) -> tuple[Any, Any]:
+    """The scan body of one layer and direction: ``(carry, x) -> (carry, h)``. The body reads
+    ``W_hh`` as it is, transposed here (a view): transposed outside, the loop would capture a copy
+    of it, made by a transpose kernel at every call (1 MiB for an LSTM of 256 units)."""
     lstm = mode == "LSTM"
     h, c = carry if lstm else (carry, None)
-    h, c = _step(mode, hidden, xw_t, h, c, w_hh_t, b_hh)
+    h, c = _step(mode, hidden, xw_t, h, c, w_hh.T, b_hh)
     return ((h, c) if lstm else h), h
 
 
@@ -152,8 +154,7 @@ class _RNNBase(Module):
                 h = h0[k] if h0 is not None else zeros
                 c = (c0[k] if c0 is not None else zeros) if lstm else None
                 xw = _input_projection(x, w_ih, b_ih)
-                w_hh_t = w_hh.T
-                body = functools.partial(_scan_step, self.mode, self.hidden_size, w_hh_t, b_hh)
+                body = functools.partial(_scan_step, self.mode, self.hidden_size, w_hh, b_hh)
 
                 final, ys = scan(body, (h, c) if lstm else h, xw, reverse=bool(d))
                 outs.append(ys)
