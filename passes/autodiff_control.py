@@ -214,22 +214,21 @@ def _skinny_matmul(vf: Graph, out: Value) -> tuple[Value, Value, bool] | None:
     body reads transposed, ``h_t @ W^T``): ``(y, x_src, True)``."""
     producers = vf.producers()
     node = producers.get(out)
-    if node is not None and node.op == "transpose" and tuple(node.attrs["perm"]) == (1, 0):
+    if node is None or vf.outputs.count(out) != 1:
+        return None
+    if node.op == "transpose" and tuple(node.attrs["perm"]) == (1, 0):
         inner = producers.get(node.inputs[0])
         x_src = producers.get(inner.inputs[0]) if inner is not None and inner.op == "matmul" else None
-        if (
-            x_src is not None
-            and x_src.op == "transpose"
-            and tuple(x_src.attrs["perm"]) == (1, 0)
-            and vf.outputs.count(out) == 1
-            and node.inputs[0] not in vf.outputs
-        ):
-            y, b = inner.inputs[1], x_src.inputs[0]
-            if y.type.rank == 2 and b.type.rank == 2 and y.shape[0] == b.shape[0]:
-                (r, n), m = y.shape, b.shape[1]
-                return (y, b, True) if r * (m + n) < m * n else None
-        return None
-    if node is None or node.op != "matmul" or vf.outputs.count(out) != 1:
+        if x_src is None or x_src.op != "transpose" or tuple(x_src.attrs["perm"]) != (1, 0):
+            return None
+        if node.inputs[0] in vf.outputs:
+            return None
+        y, b = inner.inputs[1], x_src.inputs[0]
+        if y.type.rank != 2 or b.type.rank != 2 or y.shape[0] != b.shape[0]:
+            return None
+        (r, n), m = y.shape, b.shape[1]
+        return (y, b, True) if r * (m + n) < m * n else None
+    if node.op != "matmul":
         return None
     a, b = node.inputs
     if a.type.rank != 2 or b.type.rank != 2 or out.shape != (a.shape[0], b.shape[1]):

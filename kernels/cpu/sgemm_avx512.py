@@ -253,25 +253,30 @@ def prefetch(builder: ir.IRBuilder, ptr: ir.Value, write: bool = True) -> None:
 
 
 def _prefetch_leaves(
-    context, builder: ir.IRBuilder, ic: ir.Value, jc: ir.Value, leaves_type: types.UniTuple,
-    leaves: ir.Value, count: ir.Value,
-) -> None:  # fmt: skip
-    """Prefetch the block's lines of the first ``count`` leaves, and the next panel's (the block
-    ``COLS`` columns on, which a later tile stores), before the depth loop: an addend matrix read
-    once (an LSTM step's slice of the input projection, 8 MiB for all of T=64) comes from memory,
-    and the loop's ``kc`` steps hide the wait that the store would otherwise make."""
+    builder: ir.IRBuilder, rows_of: tuple[list[ir.Value], list[ir.Value]], count: ir.Value
+) -> None:
+    """Prefetch the block's lines of the first ``count`` leaves (``rows_of``: ``_leaf_rows``), and
+    the next panel's (the block ``COLS`` columns on, which a later tile stores), before the depth
+    loop: an addend matrix read once (an LSTM step's slice of the input projection, 8 MiB for all
+    of T=64) comes from memory, and the loop's ``kc`` steps hide the wait that the store would
+    otherwise make. A row vector (row stride 0) is prefetched once, not once per row."""
     i64 = ir.IntType(64)
-    bases, strides = _leaf_rows(context, builder, ic, jc, leaves_type, leaves)
-    for t, (base, stride) in enumerate(zip(bases, strides)):
+    lines = 2 * COLS * 4 // 64
+
+    def row_lines(base: ir.Value, r: int, stride: ir.Value) -> None:
+        row = builder.gep(base, [builder.mul(i64(r), stride)])
+        for line in range(lines):
+            prefetch(builder, builder.gep(row, [i64(64 * line)]), write=False)
+
+    for t, (base, stride) in enumerate(zip(*rows_of)):
         with builder.if_then(builder.icmp_signed("<", i64(t), count)):
-            for r in range(ROWS):
-                row = builder.gep(base, [builder.mul(i64(r), stride)])
-                for line in range(2 * COLS * 4 // 64):
-                    prefetch(builder, builder.gep(row, [i64(64 * line)]), write=False)
+            row_lines(base, 0, stride)
+            with builder.if_then(builder.icmp_signed("!=", stride, i64(0))):
+                for r in range(1, ROWS):
+                    row_lines(base, r, stride)
 
 
 def _store_rows_leaves(
-    context,
     builder: ir.IRBuilder,
     accs: list[ir.Value],
     c_base: ir.Value,
@@ -281,19 +286,19 @@ def _store_rows_leaves(
     rows: ir.Value,
     cols: ir.Value,
     adding: ir.Value,
-    leaves_type: types.UniTuple,
-    leaves: ir.Value,
+    rows_of: tuple[list[ir.Value], list[ir.Value]],
     count: ir.Value,
 ) -> None:
-    """``_store_rows``, then the first ``count`` matrices of the tuple ``leaves`` added to each
-    value before it is stored (row 0 of one with one row: a row vector), each addition rounded in
-    that order: the bits of ``_store_rows`` followed by ``sgemm_add_leaves`` over the block."""
+    """``_store_rows``, then the first ``count`` leaves (``rows_of``: their block's pointers and row
+    strides, ``_leaf_rows``) added to each value before it is stored (row 0 of one with one row: a
+    row vector), each addition rounded in that order: the bits of ``_store_rows`` followed by
+    ``sgemm_add_leaves`` over the block."""
     i64, i32 = ir.IntType(64), ir.IntType(32)
     nvec = COLS // _LANES
     store, load = _masked_store(builder), _masked_load(builder)
     zero = ir.Constant(_vf(), None)
     masks = [_lane_mask(builder, cols, v * _LANES) for v in range(nvec)]
-    bases, strides = _leaf_rows(context, builder, ic, jc, leaves_type, leaves)
+    bases, strides = rows_of
     totals = [cgutils.alloca_once(builder, _vf()) for _ in range(nvec)]
     for r in range(ROWS):
         with builder.if_then(builder.icmp_signed("<", i64(r), rows)):
@@ -385,7 +390,8 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: 
             slots = [cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(rows_ * nvec)]
             if leaves:  # the addends, read only by the store: on their way during the depth loop
                 count_v = context.cast(builder, args[14], signature.args[14], ip)
-                _prefetch_leaves(context, builder, ic_v, jc_v, signature.args[13], args[13], count_v)
+                leaf_rows = _leaf_rows(context, builder, ic_v, jc_v, signature.args[13], args[13])
+                _prefetch_leaves(builder, leaf_rows, count_v)
             with cgutils.for_range(builder, kc_v) as loop:
                 p = loop.index
                 at = builder.mul(p, sa_p)
@@ -410,8 +416,7 @@ def _tile(rows_: int, cols_: int, transposed: bool, copy: bool = False, leaves: 
                 _store_transposed(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
             elif leaves:
                 _store_rows_leaves(
-                    context, builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding,
-                    signature.args[13], args[13], count_v,
+                    builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding, leaf_rows, count_v,
                 )  # fmt: skip
             else:
                 _store_rows(builder, accs, c_base, sc_r, ic_v, jc_v, rows_v, cols_v, adding)
